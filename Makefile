@@ -1,0 +1,72 @@
+# bms-gateway: every developer and CI entry point. `make test` is what CI runs.
+#
+# Debian packages the tests need are installed here when missing (we are root
+# on Debian bookworm in CI); nothing else is installed by hand.
+
+CARGO ?= cargo
+SYSTEM_PACKAGES := mosquitto mosquitto-clients can-utils qemu-system-x86 linux-image-amd64 busybox-static lintian dpkg-dev systemd
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build release test test-unit test-system test-deb demo bench bench-system lint fmt fuzz run-vcan deb deps clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+release: build
+
+## Debian packages needed by the tests, installed only when missing.
+deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+## Every test: unit, property and integration tests (in-process bus, real
+## Mosquitto), then the system tests on real SocketCAN in a VM, then the
+## Debian package tests.
+test: deps
+	$(CARGO) test --all-targets
+	$(MAKE) test-system
+	$(MAKE) test-deb
+
+test-unit:
+	$(CARGO) test --all-targets
+
+test-system: deps build
+	bash tests/system/run.sh
+
+test-deb: deps
+	bash packaging/test-deb.sh
+
+demo:
+	$(CARGO) run --release --quiet -- demo
+
+run-vcan: build
+	bash etc/run-vcan.sh
+
+deb:
+	bash packaging/build-deb.sh
+
+bench: build
+	bash benches/run.sh
+
+bench-system: deps build
+	BENCH=1 bash tests/system/run.sh bench
+
+fuzz:
+	bash fuzz/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

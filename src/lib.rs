@@ -1,0 +1,1 @@
+//! bms-gateway library: placeholder while the skeleton is laid.
