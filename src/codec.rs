@@ -43,7 +43,7 @@ pub struct Limits {
     pub i_lim_charge: f64,
     /// Discharge current limit (DCL), A, never negative.
     pub i_lim_discharge: f64,
-    /// Discharge voltage limit (DVL), V; absent in 6-byte frames.
+    /// Discharge voltage limit (DVL), V; `None` in 6-byte frames or sent as 0.
     pub v_discharge_min: Option<f64>,
 }
 
@@ -167,16 +167,10 @@ impl Manufacturer {
     }
 
     fn from_payload(data: &[u8]) -> Manufacturer {
-        let end = data
-            .iter()
-            .rposition(|&b| b != 0 && b != b' ')
-            .map_or(0, |i| i + 1);
+        let end = data.iter().rposition(|&b| b != 0 && b != b' ').map_or(0, |i| i + 1);
         let mut bytes = [0u8; 8];
         bytes[..end].copy_from_slice(&data[..end]);
-        Manufacturer {
-            bytes,
-            len: end as u8,
-        }
+        Manufacturer { bytes, len: end as u8 }
     }
 }
 
@@ -320,12 +314,7 @@ fn need(id: u16, data: &[u8], n: u8) -> Result<(), DecodeError> {
     }
 }
 
-fn in_range(
-    id: u16,
-    field: &'static str,
-    value: f64,
-    range: (f64, f64),
-) -> Result<f64, DecodeError> {
+fn in_range(id: u16, field: &'static str, value: f64, range: (f64, f64)) -> Result<f64, DecodeError> {
     if value >= range.0 && value <= range.1 {
         Ok(value)
     } else {
@@ -352,23 +341,13 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
         ID_KEEPALIVE => Message::KeepAlive,
         ID_LIMITS => {
             need(id, d, 6)?;
-            let v_discharge_min = if d.len() >= 8 {
-                Some(in_range(
-                    id,
-                    "v_discharge_min",
-                    f64::from(u16_at(d, 6)) / 10.0,
-                    VOLTAGE_RANGE,
-                )?)
-            } else {
-                None
+            // The Pylontech document leaves DVL blank: 0 means "not sent".
+            let v_discharge_min = match d.get(6..8).map(|_| u16_at(d, 6)) {
+                None | Some(0) => None,
+                Some(raw) => Some(in_range(id, "v_discharge_min", f64::from(raw) / 10.0, VOLTAGE_RANGE)?),
             };
             Message::Limits(Limits {
-                v_charge_cmd: in_range(
-                    id,
-                    "v_charge_cmd",
-                    f64::from(u16_at(d, 0)) / 10.0,
-                    VOLTAGE_RANGE,
-                )?,
+                v_charge_cmd: in_range(id, "v_charge_cmd", f64::from(u16_at(d, 0)) / 10.0, VOLTAGE_RANGE)?,
                 // A negative limit means "none allowed": clamp to 0 on input.
                 i_lim_charge: f64::from(i16_at(d, 2).max(0)) / 10.0,
                 i_lim_discharge: f64::from(i16_at(d, 4).max(0)) / 10.0,
@@ -392,12 +371,7 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
             Message::Measurements(Measurements {
                 v_avg: in_range(id, "v_avg", f64::from(i16_at(d, 0)) / 100.0, VOLTAGE_RANGE)?,
                 i_total: f64::from(i16_at(d, 2)) / 10.0,
-                t_avg: in_range(
-                    id,
-                    "t_avg",
-                    f64::from(i16_at(d, 4)) / 10.0,
-                    TEMPERATURE_RANGE,
-                )?,
+                t_avg: in_range(id, "t_avg", f64::from(i16_at(d, 4)) / 10.0, TEMPERATURE_RANGE)?,
             })
         }
         ID_FLAGS => {
@@ -436,14 +410,7 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
         }
         ID_CELLS => {
             need(id, d, 8)?;
-            let temp = |field, i| {
-                in_range(
-                    id,
-                    field,
-                    f64::from(u16_at(d, i)) - KELVIN_OFFSET,
-                    TEMPERATURE_RANGE,
-                )
-            };
+            let temp = |field, i| in_range(id, field, f64::from(u16_at(d, i)) - KELVIN_OFFSET, TEMPERATURE_RANGE);
             Message::Cells(CellExtremes {
                 v_cell_min: f64::from(u16_at(d, 0)) / 1000.0,
                 v_cell_max: f64::from(u16_at(d, 2)) / 1000.0,
@@ -522,19 +489,12 @@ pub fn encode(message: &Message) -> Frame {
         Message::StateOfCharge(s) => {
             let base = [percent_le(s.soc, 1.0), percent_le(s.soh, 1.0)];
             match s.soc_hires {
-                Some(h) => Frame::standard(
-                    ID_SOC,
-                    &concat::<6>(&[base[0], base[1], percent_le(h, 100.0)]),
-                ),
+                Some(h) => Frame::standard(ID_SOC, &concat::<6>(&[base[0], base[1], percent_le(h, 100.0)])),
                 None => Frame::standard(ID_SOC, &concat::<4>(&base)),
             }
         }
         Message::Measurements(m) => {
-            let data: [u8; 6] = concat(&[
-                i16_le(m.v_avg, 100.0),
-                i16_le(m.i_total, 10.0),
-                i16_le(m.t_avg, 10.0),
-            ]);
+            let data: [u8; 6] = concat(&[i16_le(m.v_avg, 100.0), i16_le(m.i_total, 10.0), i16_le(m.t_avg, 10.0)]);
             Frame::standard(ID_MEASUREMENTS, &data)
         }
         Message::Flags(f) => Frame::standard(
@@ -567,9 +527,7 @@ pub fn encode(message: &Message) -> Frame {
             let (a, b) = (raw(e.charged_kwh), raw(e.discharged_kwh));
             Frame::standard(ID_ENERGY, &[a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
         }
-        Message::InstalledCapacity { capacity_ah } => {
-            Frame::standard(ID_CAPACITY, &u16_le(capacity_ah, 1.0))
-        }
+        Message::InstalledCapacity { capacity_ah } => Frame::standard(ID_CAPACITY, &u16_le(capacity_ah, 1.0)),
         Message::Other { id } => Frame::standard(id, &[]),
     }
 }

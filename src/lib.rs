@@ -6,4 +6,7 @@
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
 pub mod codec;
+pub mod combine;
 pub mod frame;
+pub mod setpoint;
+pub mod telegram;

@@ -100,10 +100,7 @@ fn vector_35e_and_35c() {
         Message::Manufacturer(m) => assert_eq!(m.name(), "PYLON"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        ok(0x35C, &[0xC0, 0x00]),
-        Message::Requests(Requests::NORMAL)
-    );
+    assert_eq!(ok(0x35C, &[0xC0, 0x00]), Message::Requests(Requests::NORMAL));
 }
 
 /// Encoding the decoded vectors gives back the captured bytes exactly.
@@ -268,10 +265,7 @@ fn encoding_rounds_and_saturates() {
         }))
     };
     // 53.26 V rounds to 53.3 V (533 = 0x215), 10.04 A to 10.0 A (100), 10.05 A up.
-    assert_eq!(
-        limits(53.26, 10.04, 10.06).data()[..6],
-        [0x15, 0x02, 100, 0, 101, 0]
-    );
+    assert_eq!(limits(53.26, 10.04, 10.06).data()[..6], [0x15, 0x02, 100, 0, 101, 0]);
     // Negative limits are sent as 0, huge ones saturate at 3276.7 A (0x7FFF).
     assert_eq!(limits(53.2, -5.0, 1e9).data()[2..6], [0, 0, 0xFF, 0x7F]);
     // NaN limits become 0, never garbage.
@@ -337,11 +331,7 @@ fn frame_strategy() -> impl Strategy<Value = Frame> {
             } else {
                 CanId::Standard((id & 0x7FF) as u16)
             };
-            let kind = if remote {
-                FrameKind::Remote
-            } else {
-                FrameKind::Data
-            };
+            let kind = if remote { FrameKind::Remote } else { FrameKind::Data };
             Frame::new(id, kind, &data)
         })
 }
@@ -350,8 +340,7 @@ fn pylontech_frame() -> impl Strategy<Value = Frame> {
     let ids = prop::sample::select(vec![
         0x305u16, 0x351, 0x355, 0x356, 0x359, 0x35A, 0x35C, 0x35E, 0x35F, 0x373, 0x378, 0x379,
     ]);
-    (ids, prop::collection::vec(any::<u8>(), 0..=8))
-        .prop_map(|(id, data)| Frame::standard(id, &data))
+    (ids, prop::collection::vec(any::<u8>(), 0..=8)).prop_map(|(id, data)| Frame::standard(id, &data))
 }
 
 proptest! {
