@@ -7,6 +7,8 @@
 
 pub mod codec;
 pub mod combine;
+pub mod config;
 pub mod frame;
 pub mod setpoint;
+pub mod status;
 pub mod telegram;

@@ -82,6 +82,24 @@ impl LimitSetpoints {
     }
 }
 
+/// Who a setpoint applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The whole system: lowers the combined limits.
+    System,
+    /// One inverter, by index in `[[bmses-out]]` order (0-based).
+    Inverter(usize),
+}
+
+/// A validated command for the combiner: set or clear one setpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SetpointCommand {
+    pub scope: Scope,
+    pub kind: LimitKind,
+    /// `None` clears it.
+    pub setpoint: Option<Setpoint>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
