@@ -5,9 +5,11 @@
 //! has no threads, clocks or sockets: time is passed in. The shell around it
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
+pub mod candump;
 pub mod codec;
 pub mod combine;
 pub mod config;
+pub mod decode;
 pub mod frame;
 pub mod setpoint;
 pub mod status;
