@@ -188,7 +188,12 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 5);
         assert_eq!(lines[1]["line"], 2);
-        assert!(lines[1]["error"].as_str().unwrap().contains("expected a length like [8]"));
+        assert!(
+            lines[1]["error"]
+                .as_str()
+                .unwrap()
+                .contains("expected a length like [8]")
+        );
         assert_eq!(lines[2]["line"], 3);
         assert_eq!(lines[2]["error"], "frame 0x355: soc = 250 is outside 0..100");
         assert_eq!(lines[3]["error"], "frame 0x356 has 2 data bytes, needs at least 6");
