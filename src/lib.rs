@@ -1,1 +1,3 @@
 //! bms-gateway library: placeholder while the skeleton is laid.
+
+pub mod service;
