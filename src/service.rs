@@ -389,10 +389,174 @@ mod tests {
         );
     }
 
+    /// Environment marker: set only in the child that
+    /// `notify_protocol_against_a_socket` starts.
+    const CHILD_MARK: &str = "BMS_SERVICE_TEST_CHILD";
+
+    /// Plays a daemon under systemd; does nothing in a normal test run. Its
+    /// notifications are read by `notify_protocol_against_a_socket`.
+    #[test]
+    fn notify_child() {
+        if std::env::var_os(CHILD_MARK).is_none() {
+            return;
+        }
+        let Some(period) = watchdog_interval() else {
+            notify_status("no-watchdog");
+            return;
+        };
+        notify_ready();
+        notify_status("line one\nline two");
+        let mut live = Liveness::new();
+        let worker = live.register("worker");
+        for round in 0..4 {
+            // The worker beats in the first two rounds only, then "hangs".
+            if round < 2 {
+                worker.beat();
+            }
+            std::thread::sleep(period);
+            match live.all_alive_since_last_check() {
+                Ok(()) => notify_watchdog(),
+                Err(names) => notify_status(&format!("hung: {}", names.join(","))),
+            }
+        }
+        notify_reloading();
+        notify_stopping();
+    }
+
+    /// Runs `notify_child` in a child process (this test binary again) with
+    /// NOTIFY_SOCKET and WATCHDOG_USEC pointing at a socket of ours, the way
+    /// systemd starts a Type=notify service, and reads what it sends.
+    fn run_child(watchdog_pid: Option<u32>) -> Vec<String> {
+        use std::os::unix::net::UnixDatagram;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "service::tests::notify_child", "--nocapture"])
+            .env(CHILD_MARK, "1")
+            .env("NOTIFY_SOCKET", &path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(std::process::Stdio::null());
+        if let Some(pid) = watchdog_pid {
+            cmd.env("WATCHDOG_PID", pid.to_string());
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => lines.extend(
+                    String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .map(str::to_string),
+                ),
+                Err(_) => {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "child hangs");
+                }
+            }
+        }
+        assert!(child.wait().unwrap().success());
+        lines
+    }
+
+    #[test]
+    fn notify_protocol_against_a_socket() {
+        let got = run_child(None);
+        let expected_start = [
+            "READY=1",
+            "STATUS=line one line two",
+            "WATCHDOG=1",
+            "WATCHDOG=1",
+            "STATUS=hung: worker",
+            "STATUS=hung: worker",
+            "RELOADING=1",
+        ];
+        assert_eq!(&got[..expected_start.len()], &expected_start[..], "{got:?}");
+        let rest = &got[expected_start.len()..];
+        assert_eq!(rest.len(), 2, "{got:?}");
+        assert!(rest[0].starts_with("MONOTONIC_USEC="), "{got:?}");
+        assert_eq!(rest[1], "STOPPING=1");
+    }
+
+    #[test]
+    fn watchdog_meant_for_another_pid_is_off() {
+        // WATCHDOG_PID names a process that is not the child: as under
+        // systemd when the variable was inherited, the child must not ping.
+        let got = run_child(Some(std::process::id()));
+        assert_eq!(got, ["STATUS=no-watchdog"]);
+    }
+
+    /// Logs a few records after `init_logging`, in a child process only (the
+    /// logger is global); `logging_formats` reads its stderr.
+    #[test]
+    fn logging_child() {
+        if std::env::var_os(CHILD_MARK).is_none() {
+            return;
+        }
+        init_logging(std::env::var_os("CHILD_VERBOSE").is_some());
+        log::error!("boom\nsecond line");
+        log::warn!("careful");
+        log::info!("hello");
+        log::debug!("details");
+    }
+
+    /// Runs `logging_child` with stderr going to a file; `journal` sets
+    /// JOURNAL_STREAM to that file's device and inode, as systemd does for
+    /// the stream it connects to journald.
+    fn run_logging_child(journal: bool, verbose: bool) -> String {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "service::tests::logging_child", "--nocapture"])
+            .env(CHILD_MARK, "1")
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        if verbose {
+            cmd.env("CHILD_VERBOSE", "1");
+        }
+        assert!(cmd.status().unwrap().success());
+        std::fs::read_to_string(&path).unwrap()
+    }
+
+    #[test]
+    fn logging_formats() {
+        // Under journald: priority prefixes, no timestamps, no level words.
+        assert_eq!(
+            run_logging_child(true, false),
+            "<3>boom\n<3>second line\n<4>careful\n<6>hello\n"
+        );
+        assert!(run_logging_child(true, true).ends_with("<6>hello\n<7>details\n"));
+        // On a terminal (or a file without JOURNAL_STREAM): timestamp, level
+        // and module, e.g. "[2026-11-24T03:00:00.123Z INFO  bms_gateway::...] hello".
+        let plain = run_logging_child(false, false);
+        let hello = plain.lines().find(|l| l.ends_with("hello")).unwrap();
+        assert!(hello.starts_with('['), "{plain}");
+        assert!(hello.contains("Z INFO "), "{plain}");
+        assert!(hello.contains("bms_gateway::service::tests]"), "{plain}");
+        assert!(!plain.contains("details"), "{plain}");
+        assert!(!plain.contains('<'), "{plain}");
+    }
+
     #[test]
     fn notifications_are_noops_outside_systemd() {
-        // The test harness has no NOTIFY_SOCKET (unless someone runs the
-        // tests under systemd, where sending is harmless too).
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            // Running under a service manager: do not tell it anything.
+            return;
+        }
         notify_ready();
         notify_reloading();
         notify_status("line one\nline two");
