@@ -18,7 +18,6 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-ROOT=$PWD
 PKG=bms-gateway
 CONF=/etc/bms-gateway/bms_config.toml
 UNIT=/usr/lib/systemd/system/bms-gateway.service
@@ -117,7 +116,8 @@ for entry in \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/networkd/80-can.network" \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/networkd/80-can.link" \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/udev/70-bms-gateway-can.rules"; do
-    check "contains ${entry#* } (${entry%% *})" has_entry ${entry}
+    read -r mode path <<<"$entry"
+    check "contains $path ($mode)" has_entry "$mode" "$path"
 done
 check "every file is owned by root:root" \
     awk '$2 != "0/0" { print; bad = 1 } END { exit bad }' "$WORK/contents"
@@ -209,8 +209,11 @@ keys_known() { # FILE BINARY
     done <"$1"
     return $bad
 }
-NETWORKD=$(ls /lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd 2>/dev/null | head -n 1 || true)
-UDEVD=$(ls /lib/systemd/systemd-udevd /usr/lib/systemd/systemd-udevd 2>/dev/null | head -n 1 || true)
+NETWORKD="" UDEVD=""
+for dir in /lib/systemd /usr/lib/systemd; do
+    [ -z "$NETWORKD" ] && [ -x "$dir/systemd-networkd" ] && NETWORKD=$dir/systemd-networkd
+    [ -z "$UDEVD" ] && [ -x "$dir/systemd-udevd" ] && UDEVD=$dir/systemd-udevd
+done
 if [ -n "$NETWORKD" ] && [ -n "$UDEVD" ]; then
     check "etc/networkd/80-can.network uses only keys systemd-networkd knows" keys_known etc/networkd/80-can.network "$NETWORKD"
     check "etc/networkd/80-can.link uses only keys systemd-udevd knows" keys_known etc/networkd/80-can.link "$UDEVD"
@@ -235,6 +238,7 @@ fi
 # Under journald: JOURNAL_STREAM names stderr's device:inode, and every line
 # must carry a <N> priority prefix and no timestamp of its own.
 : >"$WORK/journal.err"
+# shellcheck disable=SC2094 # stat reads the inode number, not the contents
 set +e
 JOURNAL_STREAM=$(stat -c '%d:%i' "$WORK/journal.err") timeout 20 "$BIN" -c "$WORK/root$CONF" \
     >/dev/null 2>>"$WORK/journal.err"
