@@ -22,3 +22,4 @@ pub mod signals;
 pub mod sim;
 pub mod status;
 pub mod telegram;
+pub mod service;
