@@ -90,6 +90,13 @@ fn process_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Context switches of the whole process, voluntary + involuntary.
+fn context_switches() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    (ru.ru_nvcsw + ru.ru_nivcsw) as u64
+}
+
 /// Peak resident set size (ru_maxrss), bytes.
 fn peak_rss() -> u64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -105,31 +112,54 @@ fn rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// CPU time of the gateway's own threads (named `in-*`, `out-*`, `combiner`),
-/// through each thread's CPU clock: the rig's feeders and listeners are left
-/// out, unlike in getrusage.
-fn gateway_threads_cpu() -> Duration {
+/// CPU time of the gateway's own threads, by kind: inputs (`in-*`), outputs
+/// (`out-*`) and the combiner, through each thread's CPU clock. The rig's
+/// feeders and listeners are left out, unlike in getrusage.
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadsCpu {
+    inputs: Duration,
+    outputs: Duration,
+    combiner: Duration,
+}
+
+impl ThreadsCpu {
+    fn total(&self) -> Duration {
+        self.inputs + self.outputs + self.combiner
+    }
+
+    fn since(&self, before: &ThreadsCpu) -> ThreadsCpu {
+        ThreadsCpu {
+            inputs: self.inputs.saturating_sub(before.inputs),
+            outputs: self.outputs.saturating_sub(before.outputs),
+            combiner: self.combiner.saturating_sub(before.combiner),
+        }
+    }
+}
+
+fn gateway_threads_cpu() -> ThreadsCpu {
+    let mut cpu = ThreadsCpu::default();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
+        return cpu;
     };
-    let mut total = Duration::ZERO;
     for task in tasks.flatten() {
         let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let comm = comm.trim();
-        if !(comm.starts_with("in-") || comm.starts_with("out-") || comm == "combiner") {
-            continue;
-        }
+        let slot = match comm.trim() {
+            c if c.starts_with("in-") => &mut cpu.inputs,
+            c if c.starts_with("out-") => &mut cpu.outputs,
+            "combiner" => &mut cpu.combiner,
+            _ => continue,
+        };
         // The kernel's per-thread CPU clock id: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED).
         let clock = ((!(tid as u32)) << 3 | 6) as libc::clockid_t;
         let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
         if unsafe { libc::clock_gettime(clock, &mut ts) } == 0 {
-            total += Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+            *slot += Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
         }
     }
-    total
+    cpu
 }
 
 // ------------------------------------------------------------------- options
@@ -619,6 +649,17 @@ impl Rig {
             .sum()
     }
 
+    /// Telegrams dropped because the combiner's queue was full, and frames
+    /// the virtual bus dropped (a receiver's queue full).
+    fn drops(&self) -> (u64, u64) {
+        (
+            (0..self.config.inputs.len())
+                .map(|i| self.board.input(i, |s| s.dropped))
+                .sum(),
+            self.bus.as_ref().map_or(0, |b| b.dropped()),
+        )
+    }
+
     fn state(&self) -> Option<SystemState> {
         self.board.system(|s| s.combined.map(|c| c.state))
     }
@@ -653,6 +694,8 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHa
 
 struct Latency {
     samples: Vec<Duration>,
+    /// Context switches (whole process) per measured round.
+    switches_per_round: f64,
     missed: usize,
     rounds_per_s: f64,
 }
@@ -684,7 +727,11 @@ fn latency(rig: &Rig, rounds: usize) -> Latency {
     let mut samples = Vec::with_capacity(rounds * m);
     let mut missed = 0;
     let mut measured = Duration::ZERO;
+    let mut switches = 0;
     for r in 0..warmup + rounds {
+        if r == warmup {
+            switches = context_switches();
+        }
         let tag = (r % 100) as u32 + 1;
         for s in &rig.seen {
             s.want.store(tag, Ordering::Relaxed);
@@ -724,6 +771,7 @@ fn latency(rig: &Rig, rounds: usize) -> Latency {
     samples.sort();
     Latency {
         samples,
+        switches_per_round: (context_switches() - switches) as f64 / rounds.max(1) as f64,
         missed,
         rounds_per_s: rounds as f64 / measured.as_secs_f64().max(1e-9),
     }
@@ -744,9 +792,9 @@ fn us(d: Duration) -> f64 {
 
 fn header() {
     println!(
-        "| scale | bus | input frames/s | CPU us/frame (process) | CPU us/frame (gateway threads) | latency p50 us | p99 us | max us | peak RSS MB | allocs/telegram | dropped: telegram queue / bus |"
+        "| scale | bus | input frames/s | telegrams/s combined | CPU us/frame (process) | CPU us/frame (gateway threads) | latency p50 us | p99 us | max us | peak RSS MB | allocs/telegram | dropped in the window: telegrams (queue) / frames (bus) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
 fn bench(o: &Options) -> ExitCode {
@@ -757,21 +805,25 @@ fn bench(o: &Options) -> ExitCode {
 
     rig.start_flood();
     std::thread::sleep(Duration::from_secs(1));
-    let (f0, t0, c0, g0, a0, w0) = (
+    // The rig's own measuring (reading /proc) allocates: allocations are
+    // counted strictly between the two samples of the other counters.
+    let (f0, t0, d0, c0, g0, w0) = (
         rig.frames(),
         rig.telegrams(),
+        rig.drops(),
         process_cpu(),
         gateway_threads_cpu(),
-        ALLOCS.load(Ordering::Relaxed),
         Instant::now(),
     );
+    let a0 = ALLOCS.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs_f64(o.secs));
-    let (f1, t1, c1, g1, a1, w1) = (
+    let a1 = ALLOCS.load(Ordering::Relaxed);
+    let (f1, t1, d1, c1, g1, w1) = (
         rig.frames(),
         rig.telegrams(),
+        rig.drops(),
         process_cpu(),
         gateway_threads_cpu(),
-        ALLOCS.load(Ordering::Relaxed),
         Instant::now(),
     );
     rig.stop_flood();
@@ -779,23 +831,25 @@ fn bench(o: &Options) -> ExitCode {
     std::thread::sleep(Duration::from_millis(300));
     let all: Vec<usize> = (0..o.inputs).collect();
     let correct = rig.verify(&all, false, "after the flood");
-    let bus_dropped = rig.bus.as_ref().map_or(0, |b| b.dropped());
-    let queue_dropped = (0..o.inputs).map(|i| rig.board.input(i, |s| s.dropped)).sum::<u64>();
     rig.stop();
 
     let frames = (f1 - f0).max(1);
     let telegrams = (t1 - t0).max(1);
+    let window = (w1 - w0).as_secs_f64();
+    let (queue_dropped, bus_dropped) = (d1.0 - d0.0, d1.1 - d0.1);
+    let g = g1.since(&g0);
     if o.header {
         header();
     }
     println!(
-        "| {}x{} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.3} | {} / {} |",
+        "| {}x{} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.1} | {:.3} | {} / {} |",
         o.inputs,
         o.outputs,
         if o.socketcan { "vcan" } else { "virtual" },
-        frames as f64 / (w1 - w0).as_secs_f64(),
+        frames as f64 / window,
+        (telegrams - queue_dropped.min(telegrams)) as f64 / window,
         us(c1 - c0) / frames as f64,
-        us(g1 - g0) / frames as f64,
+        us(g1.since(&g0).total()) / frames as f64,
         us(pct(&lat.samples, 0.5)),
         us(pct(&lat.samples, 0.99)),
         us(lat.samples.last().copied().unwrap_or_default()),
@@ -805,11 +859,22 @@ fn bench(o: &Options) -> ExitCode {
         bus_dropped,
     );
     eprintln!(
-        "  {}x{}: {} latency rounds ({:.0} rounds/s closed loop, {} transmissions missed), {} telegrams in the window, outputs {}",
+        "  {}x{}: CPU in the window: inputs {:.0} ms, outputs {:.0} ms, combiner {:.0} ms, rig (feeders, listeners) {:.0} ms, of {:.0} ms wall",
+        o.inputs,
+        o.outputs,
+        g.inputs.as_secs_f64() * 1e3,
+        g.outputs.as_secs_f64() * 1e3,
+        g.combiner.as_secs_f64() * 1e3,
+        (c1 - c0).saturating_sub(g.total()).as_secs_f64() * 1e3,
+        window * 1e3
+    );
+    eprintln!(
+        "  {}x{}: {} latency rounds ({:.0} rounds/s closed loop, {:.1} context switches per round, {} transmissions missed), {} telegrams in the window, outputs {}",
         o.inputs,
         o.outputs,
         o.rounds,
         lat.rounds_per_s,
+        lat.switches_per_round,
         lat.missed,
         telegrams,
         if correct { "correct" } else { "WRONG" }
