@@ -9,6 +9,7 @@ pub mod codec;
 pub mod combine;
 pub mod config;
 pub mod frame;
+pub mod mqtt;
 pub mod setpoint;
 pub mod status;
 pub mod telegram;
