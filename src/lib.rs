@@ -5,11 +5,22 @@
 //! has no threads, clocks or sockets: time is passed in. The shell around it
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
+pub mod can;
+pub mod candump;
 pub mod codec;
 pub mod combine;
 pub mod config;
+pub mod decode;
+pub mod demo;
 pub mod frame;
+pub mod gateway;
+pub mod input;
 pub mod mqtt;
+pub mod output;
 pub mod setpoint;
+pub mod shutdown;
+pub mod signals;
+pub mod sim;
 pub mod status;
 pub mod telegram;
+pub mod service;
