@@ -49,7 +49,7 @@ pub fn init_logging(verbose: bool) {
     } else {
         builder
             .format_timestamp_millis()
-            .format_module_path(true)
+            .format_module_path(false)
             .format_level(true);
     }
     let _ = builder.try_init();
