@@ -885,7 +885,12 @@ fn discovery_payloads_are_json_with_the_right_classes_and_units() {
     assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
     assert_eq!(b1["device"]["via_device"], system["device"]["identifiers"][0]);
     // Every message is retained (as first delivered to a late subscriber)
-    // and parses as JSON.
+    // and parses as JSON. First let the burst at connect time end.
+    let mut seen = 0;
+    while watch.all("ha/#").len() != seen {
+        seen = watch.all("ha/#").len();
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let late = Watcher::connect(&broker, "ha/#");
     std::thread::sleep(Duration::from_millis(500));
     let all = late.all("ha/#");
