@@ -695,6 +695,32 @@ fn a_password_protected_broker_works() {
     assert_eq!(got["soc"], 75.0);
 }
 
+#[test]
+fn a_missing_password_file_is_logged_and_read_again_at_the_next_attempt() {
+    let logs = logs();
+    let broker = Broker::start(
+        Auth::Password {
+            user: "bms".into(),
+            password: "later".into(),
+        },
+        None,
+    );
+    let password = broker.dir().join("not-yet-there");
+    let watch = Watcher::connect(&broker, "#");
+    let _gw = start(
+        config(
+            &broker,
+            "pw3",
+            &format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", password.display()),
+        ),
+        filled_board(),
+    );
+    logs.wait_for(&["cannot read the MQTT password from", &password.display().to_string()]);
+    std::fs::write(&password, "later\n").unwrap();
+    let got = watch.wait_for("tele/pw3/state", "telemetry", |_| true).json();
+    assert_eq!(got["soc"], 75.0);
+}
+
 fn tls_config(broker: &Broker, base: &str, host: &str, ca: &std::path::Path, client: Option<&TestPki>) -> Config {
     let mut extra = format!("TLS = true\nCA-FILE = \"{}\"\n", ca.display());
     if let Some(pki) = client {

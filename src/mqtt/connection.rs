@@ -101,9 +101,16 @@ pub fn read_password(path: &Path) -> Result<String, String> {
 }
 
 /// Client options for the config: id, keep-alive, last will, credentials
-/// and TLS. Files (password, certificates) are read here, at every connect
-/// attempt, so a fixed file is picked up without a restart.
+/// and TLS. Files (password, certificates) are read here, and again at
+/// every reconnect, so a fixed file is picked up without a restart.
 pub fn options(config: &Config) -> Result<MqttOptions, String> {
+    let mut o = base_options(config);
+    refresh(config, &mut o)?;
+    Ok(o)
+}
+
+/// Everything but the parts read from files.
+fn base_options(config: &Config) -> MqttOptions {
     let m = &config.mqtt;
     let mut o = MqttOptions::new(client_id(config), m.broker.clone(), m.port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -118,8 +125,7 @@ pub fn options(config: &Config) -> Result<MqttOptions, String> {
         QoS::AtLeastOnce,
         true,
     ));
-    refresh(config, &mut o)?;
-    Ok(o)
+    o
 }
 
 /// (Re)reads the password and TLS files into the options.
@@ -291,26 +297,53 @@ impl Quiet {
     }
 }
 
+/// Rate limit for a kind of log line whatever its text: at most one per
+/// `every`, with the number left out meanwhile.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The line to log now, if any.
+    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        let out = match self.suppressed {
+            0 => line.to_string(),
+            n => format!("{line} ({n} similar lines left out)"),
+        };
+        self.last = Some(now);
+        self.suppressed = 0;
+        Some(out)
+    }
+}
+
 /// Creates the client and starts the connection thread. The thread stops
 /// when `stop` receives or is disconnected (checked between polls and
 /// during back-off), or when every [`Client`] is dropped.
 pub fn start(config: &Config, events: Sender<LinkEvent>, stop: Receiver<()>) -> Result<Client, String> {
-    // Errors in files are reported here once; the thread re-reads them at
-    // every attempt.
-    let initial = options(config);
-    let opts = match &initial {
-        Ok(o) => o.clone(),
-        Err(e) => {
-            log::error!("{e}");
-            // Start anyway, so that the file is re-read at the next attempt.
-            let mut o = MqttOptions::new(client_id(config), config.mqtt.broker.clone(), config.mqtt.port);
-            o.set_request_channel_capacity(QUEUE_CAPACITY);
-            o
-        }
-    };
+    // A file that cannot be read now is reported, and read again, by the
+    // connection thread before each attempt.
+    let mut opts = base_options(config);
+    let needs_refresh = refresh(config, &mut opts).is_err();
     let (client, connection) = Client::new(opts, QUEUE_CAPACITY);
     let config = config.clone();
-    let needs_refresh = initial.is_err();
     std::thread::Builder::new()
         .name("mqtt-connection".into())
         .spawn(move || drive(&config, connection, &events, &stop, needs_refresh))
