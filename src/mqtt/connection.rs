@@ -36,6 +36,9 @@ pub const CREDENTIAL_NAME: &str = "mqtt-password";
 /// the back-off again at 1 s.
 const HEALTHY: Duration = Duration::from_secs(10);
 
+/// The same connection error is logged again at most this often.
+const ERROR_REPEAT: Duration = Duration::from_secs(600);
+
 /// What the connection thread tells the MQTT thread.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -370,7 +373,7 @@ fn drive(
     mut needs_refresh: bool,
 ) {
     let mut backoff = Backoff::default();
-    let mut errors = Quiet::new(Duration::from_secs(600));
+    let mut errors = Quiet::new(ERROR_REPEAT);
     let mut connects = Quiet::new(Duration::from_secs(60));
     let mut connected_at: Option<Instant> = None;
     let broker = format!("{}:{}", config.mqtt.broker, config.mqtt.port);
@@ -429,7 +432,10 @@ fn drive(
                 }
                 let was_healthy = connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY);
                 if was_healthy {
+                    // A new outage: start the back-off again and say so,
+                    // even if the last one had the same cause.
                     backoff.reset();
+                    errors = Quiet::new(ERROR_REPEAT);
                 }
                 let wait = backoff.next_wait();
                 let line = describe(&e, config);
