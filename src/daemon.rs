@@ -39,7 +39,6 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
             }
         }
     }
-    service::notify_stopping();
     handle.close();
     log::info!("bms-gateway stopped");
     Ok(())
@@ -81,6 +80,9 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
                 recv(ticker) -> _ => supervision.poll(Instant::now()),
             }
         };
+        if matches!(ended, Ended::Stop) {
+            service::notify_stopping();
+        }
         drop(stop_tx);
         ended
     })
