@@ -106,7 +106,7 @@ impl Input<'_> {
                 return;
             }
         };
-        log::trace!("{}: {frame:?}", self.name());
+        log::debug!("{}: {frame:?}", self.name());
         let Some(telegram) = assembler.push(&message, now) else {
             return;
         };

@@ -337,7 +337,7 @@ impl Output<'_> {
     }
 
     fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
-        log::trace!("{}: {frame:?}", self.name());
+        log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
