@@ -364,7 +364,7 @@ fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
 
-/// The connection thread's loop.
+/// The connection thread's loop: poll, forward, wait after failures.
 fn drive(
     config: &Config,
     mut connection: Connection,
@@ -372,79 +372,30 @@ fn drive(
     stop: &Receiver<()>,
     mut needs_refresh: bool,
 ) {
-    let mut backoff = Backoff::default();
-    let mut errors = Quiet::new(ERROR_REPEAT);
-    let mut connects = Quiet::new(Duration::from_secs(60));
-    let mut connected_at: Option<Instant> = None;
-    let broker = format!("{}:{}", config.mqtt.broker, config.mqtt.port);
+    let mut retry = Retry::new(config);
     loop {
         if stopping(stop) {
             return;
         }
         if needs_refresh {
             if let Err(e) = refresh(config, &mut connection.eventloop.mqtt_options) {
-                let wait = backoff.next_wait();
-                if let Some(line) = errors.check(&e, Instant::now()) {
-                    log::error!("{line}; retrying in {} s", wait.as_secs());
-                }
-                if wait_or_stop(stop, wait) {
+                if retry.failed(&e, log::Level::Error, stop) {
                     return;
                 }
                 continue;
             }
             needs_refresh = false;
         }
-        let event = match connection.recv() {
-            Ok(event) => event,
+        let forward = match connection.recv() {
             // Every client handle is gone: nothing more to send.
             Err(_) => return,
-        };
-        let forward = match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected_at = Some(Instant::now());
-                if let Some(line) = connects.check(&format!("MQTT connected to {broker}"), Instant::now()) {
-                    log::info!("{line}");
-                }
-                Some(LinkEvent::Connected)
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
-                topic: p.topic,
-                payload: p.payload.to_vec(),
-                retain: p.retain,
-            }),
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    log::warn!(
-                        "MQTT broker {broker} refused a subscription: setpoint commands may not arrive (check the broker's ACL)"
-                    );
-                }
-                None
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(LinkEvent::DisconnectSent),
-            Ok(_) => None,
-            Err(e) => {
+            Ok(Ok(event)) => retry.on_event(event),
+            Ok(Err(e)) => {
                 if events.send(LinkEvent::Disconnected).is_err() || stopping(stop) {
                     return;
                 }
-                let was_healthy = connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY);
-                if was_healthy {
-                    // A new outage: start the back-off again and say so,
-                    // even if the last one had the same cause.
-                    backoff.reset();
-                    errors = Quiet::new(ERROR_REPEAT);
-                }
-                let wait = backoff.next_wait();
-                let line = describe(&e, config);
-                if let Some(line) = errors.check(&line, Instant::now()) {
-                    log::warn!("{line}; retrying in {} s", wait.as_secs());
-                } else {
-                    log::debug!("{line}; retrying in {} s", wait.as_secs());
-                }
-                if wait_or_stop(stop, wait) {
+                retry.lost();
+                if retry.failed(&describe(&e, config), log::Level::Warn, stop) {
                     return;
                 }
                 // Whatever was queued while disconnected is dropped, not
@@ -461,6 +412,83 @@ fn drive(
         {
             return;
         }
+    }
+}
+
+/// The connection thread's memory between attempts: back-off and log
+/// rate limits.
+struct Retry {
+    broker: String,
+    backoff: Backoff,
+    errors: Quiet,
+    connects: Quiet,
+    connected_at: Option<Instant>,
+}
+
+impl Retry {
+    fn new(config: &Config) -> Retry {
+        Retry {
+            broker: format!("{}:{}", config.mqtt.broker, config.mqtt.port),
+            backoff: Backoff::default(),
+            errors: Quiet::new(ERROR_REPEAT),
+            connects: Quiet::new(Duration::from_secs(60)),
+            connected_at: None,
+        }
+    }
+
+    /// What the MQTT thread must hear of an event, if anything.
+    fn on_event(&mut self, event: Event) -> Option<LinkEvent> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                self.connected_at = Some(Instant::now());
+                let line = format!("MQTT connected to {}", self.broker);
+                if let Some(line) = self.connects.check(&line, Instant::now()) {
+                    log::info!("{line}");
+                }
+                Some(LinkEvent::Connected)
+            }
+            Event::Incoming(Packet::Publish(p)) => Some(LinkEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if refused {
+                    log::warn!(
+                        "MQTT broker {} refused a subscription: setpoint commands may not arrive (check the broker's ACL)",
+                        self.broker
+                    );
+                }
+                None
+            }
+            Event::Outgoing(Outgoing::Disconnect) => Some(LinkEvent::DisconnectSent),
+            _ => None,
+        }
+    }
+
+    /// The connection was lost (or never made). After a healthy connection
+    /// this is a new outage: the back-off starts again and the cause is
+    /// logged even if the last outage had the same.
+    fn lost(&mut self) {
+        if self.connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
+            self.backoff.reset();
+            self.errors = Quiet::new(ERROR_REPEAT);
+        }
+    }
+
+    /// Logs `why` (rate-limited) and waits the back-off; true when stopped
+    /// meanwhile.
+    fn failed(&mut self, why: &str, level: log::Level, stop: &Receiver<()>) -> bool {
+        let wait = self.backoff.next_wait();
+        match self.errors.check(why, Instant::now()) {
+            Some(line) => log::log!(level, "{line}; retrying in {} s", wait.as_secs()),
+            None => log::debug!("{why}; retrying in {} s", wait.as_secs()),
+        }
+        wait_or_stop(stop, wait)
     }
 }
 
