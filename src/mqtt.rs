@@ -113,6 +113,8 @@ struct Session<'a> {
     accepted_log: Throttle,
     /// Refused commands: a misbehaving client must not fill the journal.
     refused_log: Throttle,
+    /// Removed discovery entities: one line for the whole batch.
+    removal_log: Throttle,
 }
 
 impl<'a> Session<'a> {
@@ -141,6 +143,7 @@ impl<'a> Session<'a> {
             drop_log: Quiet::new(Duration::from_secs(60)),
             accepted_log: Throttle::new(Duration::from_secs(10)),
             refused_log: Throttle::new(Duration::from_secs(10)),
+            removal_log: Throttle::new(Duration::from_secs(60)),
         }
     }
 
@@ -201,12 +204,18 @@ impl<'a> Session<'a> {
         if let Some(outcome) = command::decide(&self.rules, topic, payload, retain, Instant::now()) {
             self.on_command(topic, outcome);
         } else if topic == self.topics.ha_status {
-            // Home Assistant restarted: it wants the discovery again.
-            if payload == b"online" && self.config.mqtt.ha_discovery {
+            // Home Assistant restarted: it wants the discovery again. (A
+            // retained "online" comes at every connect, which publishes
+            // the discovery anyway.)
+            if payload == b"online" && !retain && self.config.mqtt.ha_discovery {
                 self.publish_discovery();
             }
         } else if retain && !payload.is_empty() && discovery::is_stale(self.config, topic, &self.discovery) {
-            log::info!("removing Home Assistant entity {topic}: no longer in the configuration");
+            let line = format!("removing Home Assistant entities no longer in the configuration, e.g. {topic}");
+            match self.removal_log.check(&line, Instant::now()) {
+                Some(line) => log::info!("{line}"),
+                None => log::debug!("removing Home Assistant entity {topic}"),
+            }
             self.publish(topic, QoS::AtLeastOnce, true, Vec::new());
         }
     }

@@ -958,3 +958,17 @@ fn a_battery_removed_from_the_config_loses_its_entities_on_the_next_start() {
         .collect();
     assert!(left.is_empty(), "still announced: {left:?}");
 }
+
+#[test]
+fn home_assistant_coming_online_gets_the_discovery_again() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "homeassistant/#");
+    let _gw = start(config(&broker, "har1", ""), filled_board());
+    let soc = "homeassistant/sensor/har1/soc/config";
+    watch.wait_for(soc, "discovery", |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = watch.all(soc).len();
+    // Home Assistant's birth message.
+    watch.publish("homeassistant/status", "online", false);
+    watch.wait_nth(soc, before + 1);
+}
