@@ -149,8 +149,9 @@ fn refresh(config: &Config, o: &mut MqttOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// A rustls client config with ring as the crypto provider (pure Rust and
-/// assembly: cross-compiles to the Raspberry Pi without a C toolchain), the
+/// A rustls client config with ring as the crypto provider (it cross-compiles
+/// to the Raspberry Pi with just the cross gcc that linking needs anyway,
+/// where rumqttc's default aws-lc-rs needs cmake and more), the
 /// CA from CA-FILE or the system's roots, and the client certificate when
 /// CERT-FILE and KEY-FILE are set.
 pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
