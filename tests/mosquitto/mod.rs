@@ -115,6 +115,7 @@ impl Broker {
         conf.push_str("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
         // As root, Mosquitto would switch to the `mosquitto` user, which
         // cannot read files in our private temporary directory.
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             conf.push_str("user root\n");
         }
