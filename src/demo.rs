@@ -17,6 +17,7 @@ use crate::shutdown;
 use crate::signals::Signal;
 use crate::sim::{BatteryParams, InverterView, SimAlarms};
 use crate::status::{LinkState, Snapshot, StatusBoard};
+use crate::supervise::Supervision;
 use crossbeam_channel::{Receiver, bounded, select, tick};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -167,13 +168,16 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let (stop_tx, stop) = shutdown::channel();
     let (_commands_tx, commands) = bounded::<SetpointCommand>(1);
     let started = Instant::now();
+    // The demo is supervised like the daemon (READY, watchdog, injected
+    // faults), so that the systemd integration can be tested without CAN.
+    let supervision = Supervision::new(&config);
     let gateway = Gateway {
         config: &config,
         opener: &bus,
         board: &board,
-        opened: &|| {},
-        heartbeat: &|_: Worker| {},
-        fault: Fault::None,
+        opened: &|| supervision.opened(),
+        heartbeat: &|w: Worker| supervision.heartbeat(w),
+        fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
     std::thread::scope(|s| {
         let stop = &stop;
@@ -187,17 +191,24 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             s.spawn(move || run_inverter(port.as_mut(), sync, view, stop));
         }
         let screen = tick(Duration::from_secs(1));
+        let watch = tick(Duration::from_millis(200));
         let deadline = options
             .duration
             .map_or(crossbeam_channel::never(), crossbeam_channel::after);
         let terminal = std::io::stdout().is_terminal();
+        let mut events = Events::default();
         loop {
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
+                recv(watch) -> _ => supervision.poll(Instant::now()),
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
-                    let table = render(&config, &board.snapshot(), &views, started.elapsed(), Instant::now());
+                    let snapshot = board.snapshot();
+                    let now = Instant::now();
+                    events.update(&config, &snapshot, started.elapsed(), now);
+                    let mut table = render(&config, &snapshot, &views, started.elapsed(), now);
+                    table.push_str(&events.render());
                     let mut out = std::io::stdout().lock();
                     if terminal {
                         let _ = write!(out, "\x1b[2J\x1b[H");
@@ -207,9 +218,53 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                 },
             }
         }
+        crate::service::notify_stopping();
         drop(stop_tx);
     });
     Ok(())
+}
+
+/// What changed, as the demo's table shows it under "Events".
+#[derive(Default)]
+struct Events {
+    lines: Vec<String>,
+    fresh: Vec<bool>,
+    state: Option<&'static str>,
+}
+
+impl Events {
+    const KEEP: usize = 6;
+
+    fn update(&mut self, config: &Config, snap: &Snapshot, elapsed: Duration, now: Instant) {
+        let t = elapsed.as_secs();
+        self.fresh.resize(snap.inputs.len(), false);
+        for (i, st) in snap.inputs.iter().enumerate() {
+            let fresh = st
+                .last_telegram
+                .is_some_and(|at| now.saturating_duration_since(at) <= config.battery.stale_timeout);
+            if fresh != self.fresh[i] {
+                let what = if fresh { "reporting" } else { "stale" };
+                self.lines.push(format!("{t:>4} s  battery {} {what}", i + 1));
+                self.fresh[i] = fresh;
+            }
+        }
+        let state = snap.system.combined.map(|c| c.state.as_str());
+        if state.is_some() && state != self.state {
+            self.lines
+                .push(format!("{t:>4} s  combined state: {}", state.unwrap_or("-")));
+            self.state = state;
+        }
+        let excess = self.lines.len().saturating_sub(Self::KEEP);
+        self.lines.drain(..excess);
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("\n\nEvents:\n");
+        for line in &self.lines {
+            let _ = writeln!(s, "  {line}");
+        }
+        s
+    }
 }
 
 fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {
