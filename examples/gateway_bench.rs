@@ -869,7 +869,7 @@ fn bench(o: &Options) -> ExitCode {
         window * 1e3
     );
     eprintln!(
-        "  {}x{}: {} latency rounds ({:.0} rounds/s closed loop, {:.1} context switches per round, {} transmissions missed), {} telegrams in the window, outputs {}",
+        "  {}x{}: {} latency rounds ({:.0} rounds/s closed loop, {:.1} context switches per round, {} transmissions missed), {} telegrams and {} heap allocations in the window, outputs {}",
         o.inputs,
         o.outputs,
         o.rounds,
@@ -877,6 +877,7 @@ fn bench(o: &Options) -> ExitCode {
         lat.switches_per_round,
         lat.missed,
         telegrams,
+        a1 - a0,
         if correct { "correct" } else { "WRONG" }
     );
     if correct && lat.missed == 0 {

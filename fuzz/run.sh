@@ -21,13 +21,19 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 
+# Built once, then each fuzzer binary is run directly: `cargo fuzz run` would
+# also write what it finds into corpus/TARGET, the committed seeds.
+# Default build: optimized, with debug assertions and overflow checks, ASan.
+cargo fuzz build
+triple="$(rustc -vV | sed -n 's/^host: //p')"
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 failed=""
 for t in $targets; do
     echo "=== fuzz $t for ${FUZZ_SECS}s"
-    mkdir -p "target/corpus/$t"
-    if ! cargo fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$FUZZ_SECS" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1; then
+    mkdir -p "target/corpus/$t" "artifacts/$t"
+    if ! "target/$triple/release/$t" "target/corpus/$t" "corpus/$t" \
+        -artifact_prefix="artifacts/$t/" -max_total_time="$FUZZ_SECS" \
+        -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1; then
         failed="$failed $t"
     fi
 done
