@@ -26,10 +26,11 @@
 //!
 //! The soak mode floods at the chosen scale for SECS with faults on a 30 s
 //! schedule (a battery silent, a battery interface and an inverter interface
-//! removed and re-added), prints RSS every 5 s, checks the degraded state
-//! while a battery is silent and the outputs at the end; it exits 1 on any
-//! mismatch. No MQTT broker is involved (MQTT is not part of the gateway
-//! threads benchmarked here).
+//! removed and re-added, and, when mosquitto is installed, the MQTT thread's
+//! broker on 127.0.0.1 stopped and restarted), prints RSS every 5 s, checks
+//! the degraded state while a battery is silent, the outputs and the MQTT
+//! telemetry at the end; it exits 1 on any mismatch. The benchmark proper
+//! runs without MQTT: it measures the CAN path.
 
 use bms_gateway::can::socket::SocketCan;
 use bms_gateway::can::virtual_bus::VirtualBus;
@@ -97,19 +98,25 @@ fn context_switches() -> u64 {
     (ru.ru_nvcsw + ru.ru_nivcsw) as u64
 }
 
-/// Peak resident set size (ru_maxrss), bytes.
-fn peak_rss() -> u64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss as u64 * 1024
+/// A `/proc/self/status` memory line (VmRSS, VmHWM), bytes.
+fn status_kb(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
-/// Current resident set size, bytes.
+/// Peak resident set size (VmHWM; ru_maxrss where /proc is missing), bytes.
+fn peak_rss() -> u64 {
+    status_kb("VmHWM:").unwrap_or_else(|| {
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        ru.ru_maxrss as u64 * 1024
+    })
+}
+
+/// Current resident set size (VmRSS), bytes.
 fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
+    status_kb("VmRSS:").unwrap_or(0)
 }
 
 /// CPU time of the gateway's own threads, by kind: inputs (`in-*`), outputs
@@ -274,6 +281,8 @@ struct Feeder {
     silent: AtomicBool,
     /// Frames in flight before the feeder waits.
     window: u64,
+    /// The bus may drop frames without telling (SocketCAN).
+    lossy: bool,
 }
 
 /// Floods input `i` with `frames` until `stop`, keeping at most WINDOW frames
@@ -294,8 +303,8 @@ fn flood(
     let base = taken(board, i);
     let mut next = 0usize;
     // A real socket's receive buffer can drop frames (the virtual bus cannot
-    // within WINDOW): when nothing is taken for a while, count what is in
-    // flight as lost instead of waiting for it forever.
+    // within WINDOW): there, when nothing is taken for a while, what is in
+    // flight counts as lost instead of being waited for forever.
     let mut progress = (taken(board, i), Instant::now());
     while !shutdown::requested(stop) {
         if me.silent.load(Ordering::Relaxed) {
@@ -318,7 +327,10 @@ fn flood(
             progress = (now_taken, Instant::now());
         }
         if in_flight >= window {
-            if progress.1.elapsed() > Duration::from_millis(50) {
+            // Only a socket loses frames silently; on the virtual bus a
+            // gateway thread without CPU for a while must not be taken
+            // for a loss (that would overfill its queue).
+            if me.lossy && progress.1.elapsed() > Duration::from_millis(500) {
                 written = now_taken - base;
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -540,8 +552,17 @@ struct Rig {
 }
 
 impl Rig {
-    fn start(o: &Options) -> Rig {
-        let config = config(o.inputs, o.outputs);
+    /// Starts the gateway threads (and the MQTT thread when `mqtt_port` is
+    /// given: a broker on 127.0.0.1 at that port).
+    fn start(o: &Options, mqtt_port: Option<u16>) -> Rig {
+        let mut config = config(o.inputs, o.outputs);
+        if let Some(port) = mqtt_port {
+            config.mqtt.activated = true;
+            config.mqtt.broker = "127.0.0.1".into();
+            config.mqtt.port = port;
+            config.mqtt.interval = Duration::from_secs(1);
+            config.mqtt.client_id = Some("gateway-bench-soak".into());
+        }
         let (opener, bus): (Arc<dyn CanOpener>, Option<VirtualBus>) = if o.socketcan {
             (Arc::new(SocketCan), None)
         } else {
@@ -590,11 +611,18 @@ impl Rig {
                 .run(&stop, &commands_rx)
             }));
         }
+        if config.mqtt.activated {
+            let (config, board, commands, stop) = (config.clone(), board.clone(), commands.clone(), stop_rx.clone());
+            threads.push(spawn("mqtt".into(), move || {
+                bms_gateway::mqtt::run(&config, &board, &commands, &stop)
+            }));
+        }
         let feeders = (0..o.inputs)
             .map(|_| {
                 Arc::new(Feeder {
                     silent: AtomicBool::new(false),
                     window: if o.socketcan { WINDOW_SOCKETCAN } else { WINDOW },
+                    lossy: o.socketcan,
                 })
             })
             .collect();
@@ -798,7 +826,7 @@ fn header() {
 }
 
 fn bench(o: &Options) -> ExitCode {
-    let mut rig = Rig::start(o);
+    let mut rig = Rig::start(o, None);
     // Give the threads time to open their interfaces.
     std::thread::sleep(Duration::from_millis(300));
     let lat = latency(&rig, o.rounds);
@@ -889,10 +917,102 @@ fn bench(o: &Options) -> ExitCode {
 
 // --------------------------------------------------------------------- soak
 
+/// A Mosquitto broker on 127.0.0.1 for the soak's broker restarts.
+struct Broker {
+    port: u16,
+    conf: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Broker {
+    /// `None` when mosquitto is not installed.
+    fn start() -> Option<Broker> {
+        let exe = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let conf = std::env::temp_dir().join(format!("gateway-bench-mosquitto-{}.conf", std::process::id()));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+        )
+        .ok()?;
+        let mut b = Broker {
+            port,
+            conf,
+            child: None,
+        };
+        b.up(exe);
+        Some(b)
+    }
+
+    fn up(&mut self, exe: &str) {
+        self.child = std::process::Command::new(exe)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        // Let it bind before anyone connects.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    fn set_running(&mut self, running: bool) {
+        match (running, self.child.is_some()) {
+            (true, false) => self.up(if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+                "/usr/sbin/mosquitto"
+            } else {
+                "/usr/bin/mosquitto"
+            }),
+            (false, true) => {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits up to `timeout` for one telemetry message on `topic`.
+    fn receives(&self, topic: &str, timeout: Duration) -> bool {
+        std::process::Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-t",
+                topic,
+                "-C",
+                "1",
+                "-W",
+            ])
+            .arg(timeout.as_secs().max(1).to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.set_running(false);
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
 /// The fault schedule, repeating every 30 s: (start, end) in seconds.
 const SILENT: (f64, f64) = (3.0, 10.0);
 const INPUT_GONE: (f64, f64) = (13.0, 16.0);
 const OUTPUT_GONE: (f64, f64) = (19.0, 21.0);
+const BROKER_DOWN: (f64, f64) = (23.0, 27.0);
 const PERIOD: f64 = 30.0;
 
 fn soak(o: &Options, secs: f64) -> ExitCode {
@@ -900,7 +1020,8 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
         eprintln!("--soak runs on the virtual bus only (it removes and re-adds interfaces)");
         return ExitCode::from(2);
     }
-    let mut rig = Rig::start(o);
+    let mut broker = Broker::start();
+    let mut rig = Rig::start(o, broker.as_ref().map(|b| b.port));
     let bus = rig.bus.clone().expect("virtual bus");
     let n = o.inputs;
     // Which battery goes silent and which interfaces vanish.
@@ -908,7 +1029,7 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
     let gone_input = 2 % n;
     let gone_output = 1 % o.outputs;
     println!(
-        "soak {}x{} for {secs:.0} s: every {PERIOD:.0} s battery {} silent {:.0}-{:.0} s, {} removed {:.0}-{:.0} s, {} removed {:.0}-{:.0} s; no MQTT broker",
+        "soak {}x{} for {secs:.0} s: every {PERIOD:.0} s battery {} silent {:.0}-{:.0} s, {} removed {:.0}-{:.0} s, {} removed {:.0}-{:.0} s, {}",
         n,
         o.outputs,
         silent + 1,
@@ -920,8 +1041,15 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
         rig.config.outputs[gone_output].can_if,
         OUTPUT_GONE.0,
         OUTPUT_GONE.1,
+        match &broker {
+            Some(b) => format!(
+                "MQTT broker (127.0.0.1:{}) stopped {:.0}-{:.0} s",
+                b.port, BROKER_DOWN.0, BROKER_DOWN.1
+            ),
+            None => "no MQTT broker (mosquitto not installed)".into(),
+        }
     );
-    println!("|   t s | RSS MB | input frames/s | state | inverter frames |");
+    println!("|   t s | RSS MB | input frames/s | state    | inverter frames | bus drops |");
     rig.start_flood();
     let started = Instant::now();
     let mut ok = true;
@@ -957,6 +1085,9 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
             }
             output_removed = want_out_removed;
         }
+        if let Some(b) = broker.as_mut() {
+            b.set_running(!in_window(BROKER_DOWN));
+        }
         // Near the end of the silence the battery is stale (3 s) and the
         // others carry on: degraded, with the silent one left out.
         if n > 1 && phase >= SILENT.1 - 0.5 && checked_cycle != Some(cycle) && in_window(SILENT) {
@@ -979,9 +1110,10 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
             rss_samples.push(r);
             let inv: u64 = rig.seen.iter().map(|s| s.frames.load(Ordering::Relaxed)).sum();
             println!(
-                "| {t:5.0} | {:6.2} | {rate:14.0} | {:8} | {inv:15} |",
+                "| {t:5.0} | {:6.2} | {rate:14.0} | {:8} | {inv:15} | {:9} |",
                 r as f64 / 1e6,
-                rig.state().map_or("-", |s| s.as_str())
+                rig.state().map_or("-", |s| s.as_str()),
+                bus.dropped()
             );
         }
         std::thread::sleep(tick);
@@ -1010,6 +1142,18 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
         ok = false;
     }
     ok &= rig.verify(&all, false, "at the end");
+    let mut telemetry = "no broker";
+    if let Some(b) = broker.as_mut() {
+        b.set_running(true);
+        // The client reconnects with back-off after a broker restart.
+        telemetry = if b.receives(&rig.config.mqtt.topic, Duration::from_secs(20)) {
+            "telemetry received after the broker restarts"
+        } else {
+            ok = false;
+            eprintln!("MISMATCH at the end: no MQTT telemetry within 20 s");
+            "NO telemetry after the broker restarts"
+        };
+    }
     rig.stop_flood();
     let dropped = bus.dropped();
     rig.stop();
@@ -1018,7 +1162,7 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
         .iter()
         .fold((u64::MAX, 0), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     println!(
-        "soak done: RSS after warm-up {:.2}-{:.2} MB, peak {:.2} MB; {degraded_checks} degraded-state checks; virtual bus drops {dropped}; outputs {}",
+        "soak done: RSS after warm-up {:.2}-{:.2} MB, peak {:.2} MB; {degraded_checks} degraded-state checks; virtual bus drops {dropped}; {telemetry}; outputs {}",
         lo as f64 / 1e6,
         hi as f64 / 1e6,
         peak_rss() as f64 / 1e6,
