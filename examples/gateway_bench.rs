@@ -826,6 +826,16 @@ fn header() {
 }
 
 fn bench(o: &Options) -> ExitCode {
+    let config = config(o.inputs, o.outputs);
+    if o.socketcan {
+        let names = config.inputs.iter().map(|i| &i.can_if).chain(config.outputs.iter().map(|o| &o.can_if));
+        for name in names {
+            if let Err(e) = SocketCan.open(name) {
+                eprintln!("gateway_bench: cannot open {name}: {e} (benches/system.sh creates the vcan interfaces)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let mut rig = Rig::start(o, None);
     // Give the threads time to open their interfaces.
     std::thread::sleep(Duration::from_millis(300));
