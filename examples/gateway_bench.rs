@@ -302,9 +302,6 @@ fn flood(
     // The board counts frames taken since the start; ours count from now on.
     let base = taken(board, i);
     let mut next = 0usize;
-    // A real socket's receive buffer can drop frames (the virtual bus cannot
-    // within WINDOW): there, when nothing is taken for a while, what is in
-    // flight counts as lost instead of being waited for forever.
     let mut progress = (taken(board, i), Instant::now());
     while !shutdown::requested(stop) {
         if me.silent.load(Ordering::Relaxed) {
@@ -313,7 +310,11 @@ fn flood(
             continue;
         }
         let Some(p) = port.as_mut() else {
-            port = opener.open(name).ok();
+            // Not before the gateway's own port is open: frames written to
+            // an interface nobody reads are gone.
+            if board.input(i, |s| s.link == LinkState::Up) {
+                port = opener.open(name).ok();
+            }
             if port.is_none() {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -327,10 +328,14 @@ fn flood(
             progress = (now_taken, Instant::now());
         }
         if in_flight >= window {
-            // Only a socket loses frames silently; on the virtual bus a
-            // gateway thread without CPU for a while must not be taken
-            // for a loss (that would overfill its queue).
-            if me.lossy && progress.1.elapsed() > Duration::from_millis(500) {
+            // Frames written while the gateway's port is closed (at start,
+            // after an interface came back) are lost without a trace, and
+            // a socket's buffer can drop silently: when nothing is taken for
+            // a while, what is in flight counts as lost. Long enough on the
+            // virtual bus that a gateway thread merely starved of CPU is not
+            // taken for a loss (that would overfill its queue: counted drops).
+            let patience = if me.lossy { 500 } else { 1000 };
+            if progress.1.elapsed() > Duration::from_millis(patience) {
                 written = now_taken - base;
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -828,7 +833,11 @@ fn header() {
 fn bench(o: &Options) -> ExitCode {
     let config = config(o.inputs, o.outputs);
     if o.socketcan {
-        let names = config.inputs.iter().map(|i| &i.can_if).chain(config.outputs.iter().map(|o| &o.can_if));
+        let names = config
+            .inputs
+            .iter()
+            .map(|i| &i.can_if)
+            .chain(config.outputs.iter().map(|o| &o.can_if));
         for name in names {
             if let Err(e) = SocketCan.open(name) {
                 eprintln!("gateway_bench: cannot open {name}: {e} (benches/system.sh creates the vcan interfaces)");
