@@ -41,4 +41,4 @@ if [ -n "$failed" ]; then
     echo "fuzz: crashes found in:$failed (see fuzz/artifacts/)"
     exit 1
 fi
-echo "fuzz: no crash in $(echo $targets | wc -w) targets, ${FUZZ_SECS}s each"
+echo "fuzz: no crash in $(echo "$targets" | wc -w) targets, ${FUZZ_SECS}s each"
