@@ -2,13 +2,13 @@
 //! interface (real, vcan, or the virtual bus in tests).
 
 use crate::can::{CanError, CanOpener, CanPort};
-use crate::codec::{self, Message};
-use crate::decode::message_fields;
+use crate::codec::{self, Message, Requests};
+use crate::decode::frame_json;
 use crate::frame::Frame;
 use crate::signals::{self, Signal};
 use crate::sim::{BatteryParams, SimAlarms};
 use crossbeam_channel::Receiver;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +63,12 @@ pub struct SimBmsArgs {
     /// Do not send 0x373 cell extremes.
     #[arg(long)]
     pub no_cells: bool,
+    /// Clear the charge-enable bit of 0x35C.
+    #[arg(long)]
+    pub no_charge: bool,
+    /// Clear the discharge-enable bit of 0x35C.
+    #[arg(long)]
+    pub no_discharge: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -130,6 +136,11 @@ pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> 
         manufacturer: args.manufacturer.clone(),
         cells: !args.no_cells,
         drift: args.drift,
+        requests: Requests {
+            charge_enable: !args.no_charge,
+            discharge_enable: !args.no_discharge,
+            ..Requests::NORMAL
+        },
     };
     let mut port = open(opener, &args.can_if)?;
     let (signals, deadline, handle) = stop_channel(args.duration)?;
@@ -161,27 +172,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// One received frame as a JSON line, like `decode` prints.
-pub fn frame_json(frame: &Frame, iface: &str, ts: f64) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), json!(format!("0x{:03X}", frame.id.raw())));
-    m.insert("iface".into(), json!(iface));
-    m.insert("ts".into(), json!((ts * 1e6).round() / 1e6));
-    match codec::decode(frame) {
-        Ok(message) => {
-            if matches!(message, Message::Other { .. }) {
-                m.insert("data".into(), json!(frame.hex()));
-            }
-            m.extend(message_fields(&message));
-        }
-        Err(e) => {
-            m.insert("data".into(), json!(frame.hex()));
-            m.insert("error".into(), json!(e.to_string()));
-        }
-    }
-    Value::Object(m)
 }
 
 /// Reads `port` until stopped, handing each frame to `each`.
@@ -238,7 +228,12 @@ pub fn sim_inverter(opener: &dyn CanOpener, args: &SimInverterArgs) -> Result<()
             Ok(())
         },
         |frame| {
-            writeln!(out, "{}", frame_json(frame, &args.can_if, unix_now()))?;
+            let ts = (unix_now() * 1e6).round() / 1e6;
+            writeln!(
+                out,
+                "{}",
+                Value::Object(frame_json(frame, Some(&args.can_if), Some(ts)))
+            )?;
             out.flush()
         },
     );
@@ -259,12 +254,10 @@ pub fn monitor(opener: &dyn CanOpener, interface: &str) -> Result<(), String> {
         &deadline,
         |_| Ok(()),
         |frame| {
-            let Value::Object(fields) = frame_json(frame, interface, 0.0) else {
-                return Ok(());
-            };
+            let fields = frame_json(frame, None, None);
             let text: Vec<String> = fields
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "id" | "iface" | "ts"))
+                .filter(|(k, _)| k.as_str() != "id")
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             writeln!(
