@@ -30,12 +30,18 @@ fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
 
 fn telegram(raw: &[u8]) -> Option<Telegram> {
     let decode = |id: u16, bytes: &[u8]| codec::decode(&Frame::standard(id, bytes)).ok();
-    let Some(Message::Limits(limits)) = decode(codec::ID_LIMITS, &raw[0..8]) else { return None };
-    let Some(Message::StateOfCharge(soc)) = decode(codec::ID_SOC, &raw[8..12]) else { return None };
+    let Some(Message::Limits(limits)) = decode(codec::ID_LIMITS, &raw[0..8]) else {
+        return None;
+    };
+    let Some(Message::StateOfCharge(soc)) = decode(codec::ID_SOC, &raw[8..12]) else {
+        return None;
+    };
     let Some(Message::Measurements(measurements)) = decode(codec::ID_MEASUREMENTS, &raw[12..18]) else {
         return None;
     };
-    let Some(Message::Flags(flags)) = decode(codec::ID_FLAGS, &raw[18..23]) else { return None };
+    let Some(Message::Flags(flags)) = decode(codec::ID_FLAGS, &raw[18..23]) else {
+        return None;
+    };
     let requests = match decode(codec::ID_REQUESTS, &raw[23..24]) {
         Some(Message::Requests(r)) if raw[24] & 1 == 0 => Some(r),
         _ => None,
@@ -53,9 +59,18 @@ fn telegram(raw: &[u8]) -> Option<Telegram> {
 
 fn finite(c: &Combined) -> bool {
     let b = &c.battery;
-    [b.v_charge_cmd, b.i_lim_charge, b.i_lim_discharge, b.soc, b.soh, b.v_avg, b.i_total, b.t_avg]
-        .iter()
-        .all(|v| v.is_finite())
+    [
+        b.v_charge_cmd,
+        b.i_lim_charge,
+        b.i_lim_discharge,
+        b.soc,
+        b.soh,
+        b.v_avg,
+        b.i_total,
+        b.t_avg,
+    ]
+    .iter()
+    .all(|v| v.is_finite())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -68,7 +83,11 @@ fuzz_target!(|data: &[u8]| {
         i_tot_scaling: f64::from(head[3]) / 64.0,
         i_tot_offset: f64::from(head[4] as i8),
         stale_timeout: Duration::from_millis(500 + u64::from(head[5]) * 20),
-        on_input_lost: if head[6] & 1 == 0 { OnInputLost::Degrade } else { OnInputLost::Stop },
+        on_input_lost: if head[6] & 1 == 0 {
+            OnInputLost::Degrade
+        } else {
+            OnInputLost::Stop
+        },
     };
     let share = InverterShare {
         i_lim_charge: f64::from(head[7]) * 2.0,
@@ -99,7 +118,11 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let Some(arg) = take(&mut data, 2) else { break };
-                let kind = if op[1] & 1 == 0 { LimitKind::Charge } else { LimitKind::Discharge };
+                let kind = if op[1] & 1 == 0 {
+                    LimitKind::Charge
+                } else {
+                    LimitKind::Discharge
+                };
                 let setpoint = (op[1] & 2 == 0).then(|| Setpoint {
                     value: f64::from(arg[0]) * 4.0,
                     expires: (arg[1] != 0).then(|| now + Duration::from_millis(u64::from(arg[1]) * 50)),
@@ -109,7 +132,11 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let Some(arg) = take(&mut data, 1) else { break };
-                let kind = if op[1] & 1 == 0 { LimitKind::Charge } else { LimitKind::Discharge };
+                let kind = if op[1] & 1 == 0 {
+                    LimitKind::Charge
+                } else {
+                    LimitKind::Discharge
+                };
                 own.set(
                     kind,
                     (op[1] & 2 == 0).then_some(Setpoint {
@@ -125,12 +152,22 @@ fuzz_target!(|data: &[u8]| {
         assert!(finite(&c), "{c:?}");
         assert!(c.inputs_online <= n);
         let b = &c.battery;
-        assert!(b.i_lim_charge >= 0.0 && b.i_lim_charge <= settings.i_lim_charge, "{c:?}");
-        assert!(b.i_lim_discharge >= 0.0 && b.i_lim_discharge <= settings.i_lim_discharge, "{c:?}");
+        assert!(
+            b.i_lim_charge >= 0.0 && b.i_lim_charge <= settings.i_lim_charge,
+            "{c:?}"
+        );
+        assert!(
+            b.i_lim_discharge >= 0.0 && b.i_lim_discharge <= settings.i_lim_discharge,
+            "{c:?}"
+        );
         assert!(b.v_charge_cmd > 0.0 || cvl_zero_seen, "charge voltage 0 sent: {c:?}");
         for kind in [LimitKind::Charge, LimitKind::Discharge] {
             if let Some(v) = system.value_at(kind, now) {
-                let limit = if kind == LimitKind::Charge { b.i_lim_charge } else { b.i_lim_discharge };
+                let limit = if kind == LimitKind::Charge {
+                    b.i_lim_charge
+                } else {
+                    b.i_lim_discharge
+                };
                 assert!(limit <= v, "{kind:?} {limit} above the setpoint {v}: {c:?}");
             }
         }
@@ -153,7 +190,10 @@ fuzz_target!(|data: &[u8]| {
         }
         let s = shape(&c, &share, &own, now);
         assert!(s.i_lim_charge >= 0.0 && s.i_lim_charge <= share.i_lim_charge, "{s:?}");
-        assert!(s.i_lim_discharge >= 0.0 && s.i_lim_discharge <= share.i_lim_discharge, "{s:?}");
+        assert!(
+            s.i_lim_discharge >= 0.0 && s.i_lim_discharge <= share.i_lim_discharge,
+            "{s:?}"
+        );
         assert!(s.i_lim_charge <= b.i_lim_charge * share.i_scaling + 1e-9, "{s:?}");
         if let Some(v) = own.value_at(LimitKind::Charge, now) {
             assert!(s.i_lim_charge <= v);

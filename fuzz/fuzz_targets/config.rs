@@ -15,7 +15,12 @@ fuzz_target!(|data: &[u8]| {
         Ok(config) => {
             assert!(!config.inputs.is_empty() && !config.outputs.is_empty());
             let mut seen = HashSet::new();
-            for name in config.inputs.iter().map(|i| &i.can_if).chain(config.outputs.iter().map(|o| &o.can_if)) {
+            for name in config
+                .inputs
+                .iter()
+                .map(|i| &i.can_if)
+                .chain(config.outputs.iter().map(|o| &o.can_if))
+            {
                 assert!(seen.insert(name.clone()), "{name} used twice");
             }
             for i in &config.inputs {

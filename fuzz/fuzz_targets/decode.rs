@@ -27,7 +27,11 @@ fn frame(data: &[u8]) -> Option<Frame> {
             (CanId::Extended(raw & 0x1FFF_FFFF), rest.get(4..)?)
         }
     };
-    let kind = if head & 0x04 != 0 { FrameKind::Remote } else { FrameKind::Data };
+    let kind = if head & 0x04 != 0 {
+        FrameKind::Remote
+    } else {
+        FrameKind::Data
+    };
     let data = &rest[..rest.len().min(8)];
     Some(match kind {
         FrameKind::Data => Frame::new(id, kind, data),

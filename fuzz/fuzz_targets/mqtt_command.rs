@@ -16,11 +16,17 @@ use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let split = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
     let (topic, payload) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
     let topic = String::from_utf8_lossy(topic);
-    let topic = if flags & 8 != 0 { format!("bms_gateway/{topic}") } else { topic.into_owned() };
+    let topic = if flags & 8 != 0 {
+        format!("bms_gateway/{topic}")
+    } else {
+        topic.into_owned()
+    };
     let rules = Rules {
         base: "bms_gateway".into(),
         control_activated: flags & 1 != 0,
@@ -43,7 +49,9 @@ fuzz_target!(|data: &[u8]| {
     let retained = flags & 2 != 0;
     let _ = parse_payload(payload);
     let now = Instant::now();
-    let Some(outcome) = decide(&rules, &topic, payload, retained, now) else { return };
+    let Some(outcome) = decide(&rules, &topic, payload, retained, now) else {
+        return;
+    };
     let json = result_json(&topic, &outcome);
     let parsed: serde_json::Value = serde_json::from_str(&json).expect("result is JSON");
     assert_eq!(parsed["ok"].as_bool(), Some(outcome.is_ok()));
@@ -59,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
         LimitKind::Discharge => caps.discharge,
     };
     if let Some(s) = c.setpoint {
-        assert!(s.value.is_finite() && s.value >= 0.0 && s.value <= cap, "{s:?} cap {cap}");
+        assert!(
+            s.value.is_finite() && s.value >= 0.0 && s.value <= cap,
+            "{s:?} cap {cap}"
+        );
         assert!(!s.value.is_sign_negative(), "-0 reached the combiner");
         if let Some(e) = s.expires {
             assert!(e > now && e <= now + MAX_TTL, "{s:?}");

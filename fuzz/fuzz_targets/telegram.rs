@@ -32,7 +32,8 @@ struct Model {
 }
 
 fn fresh(slot: Option<(Message, Instant)>, now: Instant) -> Option<Message> {
-    slot.filter(|(_, at)| now.duration_since(*at) <= MAX_FRAME_AGE).map(|(m, _)| m)
+    slot.filter(|(_, at)| now.duration_since(*at) <= MAX_FRAME_AGE)
+        .map(|(m, _)| m)
 }
 
 fuzz_target!(|data: &[u8]| {
