@@ -3,8 +3,9 @@
 //! exactly when 0x351, 0x355, 0x356 and 0x359 (or 0x35A) have all arrived
 //! since the last telegram and none is older than the frame-age bound; it
 //! carries the latest value of each; the optional frames are used while
-//! within the bound. Frames that do not decode are dropped, as the input
-//! thread does.
+//! within the bound; after a start or a silence longer than the bound, a
+//! telegram without a fresh 0x35C is held back for LEARN_PERIOD. Frames that
+//! do not decode are dropped, as the input thread does.
 //!
 //! Input: records of [step, id selector, len, data...]: step advances the
 //! clock by step * 20 ms (so the 2.5 s bound is crossed often).
@@ -13,7 +14,7 @@
 
 use bms_gateway::codec::{Message, decode};
 use bms_gateway::frame::Frame;
-use bms_gateway::telegram::{Assembler, MAX_FRAME_AGE};
+use bms_gateway::telegram::{Assembler, LEARN_PERIOD, MAX_FRAME_AGE};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ struct Model {
     requests: Option<(Message, Instant)>,
     manufacturer: Option<(Message, Instant)>,
     cells: Option<(Message, Instant)>,
+    last_frame: Option<Instant>,
+    talking_since: Option<Instant>,
 }
 
 fn fresh(slot: Option<(Message, Instant)>, now: Instant) -> Option<Message> {
@@ -50,6 +53,11 @@ fuzz_target!(|data: &[u8]| {
         let frame = Frame::standard(IDS[usize::from(*selector) % IDS.len()], payload);
         let Ok(message) = decode(&frame) else { continue };
         let got = assembler.push(&message, now);
+        // Any frame that decodes counts as the battery talking.
+        if model.last_frame.is_none_or(|t| now.duration_since(t) > MAX_FRAME_AGE) {
+            model.talking_since = Some(now);
+        }
+        model.last_frame = Some(now);
         let slot = Some((message, now));
         match message {
             Message::Limits(_) => model.limits = slot,
@@ -72,7 +80,13 @@ fuzz_target!(|data: &[u8]| {
             fresh(model.measurements, now),
             flags,
         );
+        let learning = model
+            .talking_since
+            .is_some_and(|t| now.duration_since(t) < LEARN_PERIOD);
+        let requests_fresh = fresh(model.requests, now).is_some();
         let expected = match required {
+            // Held back until the battery has had time to send its 0x35C.
+            _ if learning && !requests_fresh => None,
             (Some(Message::Limits(l)), Some(Message::StateOfCharge(s)), Some(Message::Measurements(m)), Some(f)) => {
                 let f = match f {
                     Message::Flags(f) => f,
