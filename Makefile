@@ -56,6 +56,7 @@ bench: build
 	bash benches/run.sh
 
 bench-system: deps build
+	$(CARGO) build --release --example gateway_bench
 	BENCH=1 bash tests/system/run.sh bench
 
 fuzz:

@@ -75,7 +75,15 @@ fn split_timestamp(line: &str) -> Result<(Option<f64>, &str), LineError> {
     Ok((ts, &rest[end + 1..]))
 }
 
+/// Hex digits only: `from_str_radix` alone would also take a leading `+`.
+fn is_hex(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn parse_id(text: &str) -> Result<CanId, LineError> {
+    if !is_hex(text) {
+        return invalid(format!("CAN ID {text:?} is not hexadecimal"));
+    }
     let raw =
         u32::from_str_radix(text, 16).map_err(|_| LineError::Invalid(format!("CAN ID {text:?} is not hexadecimal")))?;
     match text.len() {
@@ -88,6 +96,11 @@ fn parse_id(text: &str) -> Result<CanId, LineError> {
 }
 
 fn hex_bytes(text: &str) -> Result<Vec<u8>, LineError> {
+    // Checked before slicing by byte pairs: a multi-byte character would
+    // otherwise be cut in the middle (a panic, found by fuzzing).
+    if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return invalid(format!("data {text:?} is not hexadecimal"));
+    }
     if !text.len().is_multiple_of(2) {
         return invalid(format!("data {text:?} has an odd number of hex digits"));
     }
@@ -193,6 +206,24 @@ mod tests {
         assert_eq!(r.frame.kind, FrameKind::Remote);
         let r = parse_line("  vcan0  12345678   [2]  01 02").unwrap();
         assert_eq!(r.frame.id, CanId::Extended(0x12345678));
+    }
+
+    #[test]
+    fn non_ascii_and_signs_are_not_hex() {
+        // Found by fuzzing: a multi-byte character in the data panicked.
+        for line in [
+            "can0 140#\u{3b3}011C01",
+            "can0 351#0\u{e9}0",
+            "  can0  351   [2]  0\u{e9} 11",
+        ] {
+            match parse_line(line) {
+                Err(LineError::Invalid(msg)) => assert!(msg.contains("not hexadecimal"), "{line:?}: {msg}"),
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+        // from_str_radix alone would take "+1" as 1.
+        assert!(parse_line("can0 351#+1").is_err());
+        assert!(parse_line("can0 +51#00").is_err());
     }
 
     #[test]

@@ -1,0 +1,101 @@
+//! Criterion micro-benchmarks of the pure hot path: the frame decoder, the
+//! telegram assembler, the combiner with per-inverter shaping, and the
+//! encoder that builds one inverter's frame set.
+//!
+//! `cargo bench --bench codec`; under `cargo test --all-targets` criterion
+//! runs each benchmark once, as a smoke test.
+
+use bms_gateway::codec::{self, Manufacturer, Message};
+use bms_gateway::combine::{BatterySettings, Combiner, InverterShare, shape};
+use bms_gateway::output::frame_set;
+use bms_gateway::setpoint::LimitSetpoints;
+use bms_gateway::sim::{BatteryParams, SimAlarms};
+use bms_gateway::telegram::{Assembler, Telegram};
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+fn burst() -> Vec<bms_gateway::frame::Frame> {
+    BatteryParams::default().burst(0.0, SimAlarms::default())
+}
+
+fn telegram() -> Telegram {
+    let mut a = Assembler::default();
+    let now = Instant::now();
+    burst()
+        .iter()
+        .filter_map(|f| a.push(&codec::decode(f).unwrap(), now))
+        .last()
+        .expect("a burst completes a telegram")
+}
+
+fn codec_benches(c: &mut Criterion) {
+    let frames = burst();
+    c.bench_function("decode one frame (0x351)", |b| {
+        b.iter(|| codec::decode(black_box(&frames[1])))
+    });
+    c.bench_function("decode a 7-frame burst", |b| {
+        b.iter(|| {
+            for f in black_box(&frames) {
+                black_box(codec::decode(f).ok());
+            }
+        })
+    });
+    let messages: Vec<Message> = frames.iter().map(|f| codec::decode(f).unwrap()).collect();
+    c.bench_function("assemble a 7-frame burst into a telegram", |b| {
+        let mut a = Assembler::default();
+        let now = Instant::now();
+        b.iter(|| {
+            let mut t = None;
+            for m in black_box(&messages) {
+                t = a.push(m, now).or(t);
+            }
+            t
+        })
+    });
+    let combined = {
+        let mut comb = Combiner::new(BatterySettings::default(), &[100.0], Instant::now());
+        comb.on_telegram(0, telegram(), Instant::now()).expect("combined")
+    };
+    let manufacturer = Manufacturer::new("PYLON").unwrap();
+    c.bench_function("encode one inverter's frame set", |b| {
+        b.iter(|| frame_set(black_box(&combined.battery), manufacturer))
+    });
+}
+
+fn combiner_benches(c: &mut Criterion) {
+    let t = telegram();
+    for (n, m) in [(2usize, 1usize), (8, 4), (32, 16)] {
+        let capacities: Vec<f64> = (0..n).map(|k| 100.0 + k as f64).collect();
+        let settings = BatterySettings {
+            stale_timeout: Duration::from_secs(3600),
+            ..BatterySettings::default()
+        };
+        let start = Instant::now();
+        let mut comb = Combiner::new(settings, &capacities, start);
+        let share = InverterShare {
+            i_scaling: 1.0 / m as f64,
+            ..InverterShare::default()
+        };
+        let own = LimitSetpoints::default();
+        c.bench_function(
+            &format!("combine one round of {n} telegrams and shape for {m} inverters"),
+            |b| {
+                b.iter(|| {
+                    let now = start + Duration::from_millis(1);
+                    let mut made = None;
+                    for i in 0..n {
+                        made = comb.on_telegram(i, black_box(t), now).or(made);
+                    }
+                    let combined = made.expect("the last telegram completes the round");
+                    for _ in 0..m {
+                        black_box(shape(&combined, &share, &own, now));
+                    }
+                })
+            },
+        );
+    }
+}
+
+criterion_group!(benches, codec_benches, combiner_benches);
+criterion_main!(benches);
