@@ -73,7 +73,7 @@ fi
 # The newest installed Debian kernel that has its modules next to it. The VM
 # loads modules from the host's /lib/modules, so both must match.
 kver=""
-for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V -r); do
+for k in $(printf '%s\n' /boot/vmlinuz-* | sed 's|/boot/vmlinuz-||' | sort -V -r); do
     if [[ -d "/lib/modules/$k/kernel" && -r "/boot/vmlinuz-$k" ]]; then kver="$k"; break; fi
 done
 [[ -n "$kver" ]] || die "no /boot/vmlinuz-* with matching /lib/modules (install linux-image-amd64)"

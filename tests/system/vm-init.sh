@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the system-test VM's initramfs (busybox only; see run.sh).
 # Loads the virtio/9p and CAN modules, mounts the host's root (read-only) and
 # the results export, chroots into the host root to run the scenario driver,
@@ -45,10 +46,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /host/tmp/resu
 chroot /host /usr/sbin/ip link set lo up
 
 echo "vm-init: kernel $(uname -r), CAN modules loaded, running the scenario driver"
+# shellcheck disable=SC2086 # SCENARIOS is a space-separated list of names
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     /usr/bin/python3 "$REPO/tests/system/driver.py" \
-    --repo "$REPO" --results /tmp/results --mode "$MODE" $SCENARIOS
+    --repo "$REPO" --results /tmp/results --mode "$MODE" $SCENARIOS # split: a name list
 echo "vm-init: driver exited with $?"
 sync
 umount /host/tmp/results 2>/dev/null
