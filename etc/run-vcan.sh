@@ -104,5 +104,7 @@ if [[ -n "$duration" ]] && ! kill -0 "${pids[-1]}" 2>/dev/null; then
     exit 0
 fi
 echo "run-vcan: a process ended unexpectedly (exit $rc); see $logdir" >&2
-tail -n 20 "$logdir/gateway.log" >&2 || true
+for f in "$logdir"/*.log; do
+    [[ -s "$f" ]] && { echo "--- $f (last lines)"; tail -n 8 "$f"; } >&2
+done
 exit 1

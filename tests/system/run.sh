@@ -6,7 +6,8 @@
 # modules there, exports the host's root read-only over 9p and chroots into it.
 # Inside the VM tests/system/driver.py creates vcan interfaces and runs the
 # release binary against can-utils, Python AF_CAN sockets and Mosquitto.
-# Results come back through a second, writable 9p export.
+# Results come back through a second, writable 9p export; the VM's console
+# (every scenario's measurements) is kept in tests/system/.work/console.log.
 #
 # Usage: tests/system/run.sh [bench] [SCENARIO...]
 #   SCENARIO names select a subset (default: all); `bench` runs the timing
@@ -79,7 +80,7 @@ done
 [[ -n "$kver" ]] || die "no /boot/vmlinuz-* with matching /lib/modules (install linux-image-amd64)"
 
 # --- initramfs ---------------------------------------------------------------
-rm -rf "$work/initramfs" "$work/results"
+rm -rf "$work/initramfs" "$work/results" "$work/console.log"
 mkdir -p "$work/initramfs"/{bin,dev,proc,sys,host,modules} "$work/results"
 initrd="$work/initramfs.cpio"
 cp /bin/busybox "$work/initramfs/bin/busybox"
@@ -139,8 +140,9 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$work/results,mount_tag=results,security_model=none,multidevs=remap" \
-    </dev/null
-qemu_rc=$?
+    </dev/null 2>&1 |
+    sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$work/console.log"
+qemu_rc=${PIPESTATUS[0]}
 set -e
 elapsed=$(($(date +%s) - start))
 echo "system tests: VM finished after ${elapsed}s (qemu exit $qemu_rc)"
