@@ -106,6 +106,7 @@ class BatterySim(threading.Thread):
         self.iface, self.values, self.period, self.gap = iface, values, period, gap
         self.paused = False
         self.bursts = 0
+        self.burst_ends = []  # monotonic time each complete burst was sent
         self._halt = threading.Event()
         self.sender = Sender(iface)
 
@@ -114,12 +115,13 @@ class BatterySim(threading.Thread):
         while not self._halt.is_set():
             if not self.paused:
                 ok = True
-                for can_id, data in pylon.encode_battery(self.values):
-                    ok &= self.sender.send(can_id, data)
-                    if self.gap:
+                for n, (can_id, data) in enumerate(pylon.encode_battery(self.values)):
+                    if n and self.gap:
                         time.sleep(self.gap)
+                    ok &= self.sender.send(can_id, data)
                 if ok:
                     self.bursts += 1
+                    self.burst_ends.append(time.monotonic())
             nxt += self.period
             delay = nxt - time.monotonic()
             if delay < 0:  # fell behind (slow VM): do not burst to catch up

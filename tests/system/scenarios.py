@@ -877,3 +877,66 @@ def run_vcan(ctx):
                 os.kill(pid, signal.SIGKILL)
         for n in ("vcan-bat1", "vcan-bat2", "vcan-inv1", "vcan-inv2"):
             canio.vcan_del(n)
+
+
+# --- make bench-system: measurements on real SocketCAN (TCG: compare runs, not hosts) ---
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+@scenario("bench_latency", budget=120, mode="bench")
+def bench_latency(ctx):
+    """Push latency: battery telegram complete -> first frame on the inverter bus."""
+    ctx.vcan("sbat1", "sinv1")
+    a = ctx.battery("sbat1", bat_a(cells=None), period=0.5)
+    cap = ctx.capture("sinv1")
+    e = expect([(a.values, "sbat1")], INV1_MODEL)
+    gw = ctx.gateway(harness.config(inputs_cfg("sbat1"), [INV1]))
+    harness.wait_state(cap, e, 20, "ok state")
+    time.sleep(20)
+    ends = [t for t in a.burst_ends if t > gw.started + 3][:-1]
+    lat = []
+    for t in ends:
+        nxt = [f.t for f in cap.since(t, t + 0.45) if f.id == 0x359]
+        if nxt:
+            lat.append(nxt[0] - t)
+    check(len(lat) > len(ends) * 0.8, f"only {len(lat)} of {len(ends)} telegrams answered within 0.45s")
+    ctx.note(f"push latency over {len(lat)} telegrams: p50 {pct(lat, 50) * 1000:.1f} ms, "
+             f"p95 {pct(lat, 95) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms (TCG)")
+    gateway_alive(gw)
+
+
+@scenario("bench_flood", budget=120, mode="bench")
+def bench_flood(ctx):
+    """Full-speed cangen on 3 inputs: gateway CPU, memory and output gaps."""
+    bats, caps, gw = start_push_3x2(ctx, stale=5.0)
+    names = ("sbat1", "sbat2", "sbat3")
+    e = expect([(bats[i].values, i) for i in names], INV1_MODEL)
+    harness.wait_state(caps["sinv1"], e, 20, "ok state")
+    counter = ctx.capture("sbat1")  # counts what one input receives
+    rss0, cpu0 = gw.rss_kib(), cpu_seconds(gw.proc.pid)
+    t0 = time.monotonic()
+    for i in names:
+        cangen(ctx, i, "-g", "0", "-e", "-I", "r", "-L", "r", "-D", "r")
+    rss_max = rss0
+    for _ in range(10):
+        time.sleep(1)
+        gateway_alive(gw)
+        rss_max = max(rss_max, gw.rss_kib() or 0)
+    t1 = time.monotonic()
+    cpu = cpu_seconds(gw.proc.pid) - cpu0
+    n = len(counter.since(t0, t1))
+    gap = harness.max_gap(caps["sinv1"], t0, t1)
+    ctx.note(f"flood: {n / (t1 - t0):.0f} frames/s on sbat1 (x3 inputs), gateway CPU "
+             f"{100 * cpu / (t1 - t0):.0f}% of one vCPU, RSS {rss0} -> max {rss_max} KiB, "
+             f"longest inverter gap {gap:.2f}s")
+    check(gap < 2.5, f"sinv1: {gap:.2f}s without frames under full-speed flood")
+    check(rss_max - rss0 < 32 * 1024, f"memory grew by {(rss_max - rss0) // 1024} MiB")
