@@ -1,1 +1,25 @@
-//! bms-gateway library: placeholder while the skeleton is laid.
+//! bms-gateway: one virtual battery made of several Pylontech-protocol BMSes,
+//! shown to one or more inverters, with MQTT telemetry and control.
+//!
+//! The pure core (`frame`, `codec`, `telegram`, `combine`, `config`, `candump`)
+//! has no threads, clocks or sockets: time is passed in. The shell around it
+//! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
+
+pub mod can;
+pub mod candump;
+pub mod codec;
+pub mod combine;
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod frame;
+pub mod gateway;
+pub mod input;
+pub mod output;
+pub mod setpoint;
+pub mod shutdown;
+pub mod signals;
+pub mod sim;
+pub mod status;
+pub mod telegram;
+pub mod service;

@@ -1,0 +1,224 @@
+//! An in-process CAN bus: a product feature for `demo` and for fast tests,
+//! never the only test of the SocketCAN path.
+//!
+//! Each named interface is a broadcast medium: a frame written by one port is
+//! received by every other port on the same interface (not by the writer, as
+//! with one socket per interface on real SocketCAN). Each port's receive
+//! queue is bounded like a socket buffer: when it is full, frames for that
+//! port are dropped and counted. Interfaces can be set down or removed and
+//! re-added to exercise the gateway's fault handling.
+
+use super::{CanError, CanOpener, CanPort};
+use crate::frame::Frame;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Frames a port can hold before new ones are dropped.
+pub const RX_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+struct Interface {
+    up: bool,
+    /// Bumped when the interface is removed, so that old ports see it gone.
+    generation: u64,
+    ports: Vec<(u64, Sender<Frame>)>,
+}
+
+#[derive(Debug, Default)]
+struct Buses {
+    interfaces: HashMap<String, Interface>,
+    next_port: u64,
+    next_generation: u64,
+}
+
+/// A set of named virtual CAN interfaces. Cheap to clone; clones share the buses.
+#[derive(Debug, Clone, Default)]
+pub struct VirtualBus {
+    buses: Arc<Mutex<Buses>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl VirtualBus {
+    pub fn new() -> VirtualBus {
+        VirtualBus::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buses> {
+        self.buses.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds an interface (up). Adding an existing one does nothing.
+    pub fn create(&self, name: &str) {
+        let mut b = self.lock();
+        b.next_generation += 1;
+        let generation = b.next_generation;
+        b.interfaces.entry(name.to_string()).or_insert(Interface {
+            up: true,
+            generation,
+            ports: Vec::new(),
+        });
+    }
+
+    /// Like `ip link set NAME down` / `up`.
+    pub fn set_up(&self, name: &str, up: bool) {
+        if let Some(i) = self.lock().interfaces.get_mut(name) {
+            i.up = up;
+        }
+    }
+
+    /// Like unplugging a USB adapter: open ports fail with `Gone` and must reopen.
+    pub fn remove(&self, name: &str) {
+        self.lock().interfaces.remove(name);
+    }
+
+    /// Frames dropped because a port's receive queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl CanOpener for VirtualBus {
+    fn open(&self, interface: &str) -> Result<Box<dyn CanPort>, CanError> {
+        let mut b = self.lock();
+        let id = b.next_port;
+        b.next_port += 1;
+        let Some(i) = b.interfaces.get_mut(interface) else {
+            return Err(CanError::Gone(format!("no virtual interface {interface}")));
+        };
+        let (tx, rx) = bounded(RX_QUEUE);
+        i.ports.push((id, tx));
+        Ok(Box::new(VirtualPort {
+            bus: self.clone(),
+            name: interface.to_string(),
+            id,
+            generation: i.generation,
+            rx,
+        }))
+    }
+}
+
+struct VirtualPort {
+    bus: VirtualBus,
+    name: String,
+    id: u64,
+    generation: u64,
+    rx: Receiver<Frame>,
+}
+
+impl VirtualPort {
+    /// The interface's state as this port sees it.
+    fn check(&self) -> Result<(), CanError> {
+        let b = self.bus.lock();
+        match b.interfaces.get(&self.name) {
+            Some(i) if i.generation == self.generation && i.up => Ok(()),
+            Some(i) if i.generation == self.generation => Err(CanError::Down(format!("{} is down", self.name))),
+            _ => Err(CanError::Gone(format!("{} was removed", self.name))),
+        }
+    }
+}
+
+impl CanPort for VirtualPort {
+    fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError> {
+        self.check()?;
+        match self.rx.recv_timeout(timeout) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(CanError::Gone(format!("{} was removed", self.name))),
+        }
+    }
+
+    fn write(&mut self, frame: &Frame) -> Result<(), CanError> {
+        let b = self.bus.lock();
+        let i = match b.interfaces.get(&self.name) {
+            Some(i) if i.generation == self.generation => i,
+            _ => return Err(CanError::Gone(format!("{} was removed", self.name))),
+        };
+        if !i.up {
+            return Err(CanError::Down(format!("{} is down", self.name)));
+        }
+        for (id, tx) in &i.ports {
+            if *id != self.id
+                && let Err(TrySendError::Full(_)) = tx.try_send(*frame)
+            {
+                self.bus.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for VirtualPort {
+    fn drop(&mut self) {
+        let mut b = self.bus.lock();
+        if let Some(i) = b.interfaces.get_mut(&self.name) {
+            i.ports.retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn frames_reach_every_other_port_but_not_the_writer() {
+        let bus = VirtualBus::new();
+        bus.create("vcan0");
+        let mut a = bus.open("vcan0").unwrap();
+        let mut b = bus.open("vcan0").unwrap();
+        let mut c = bus.open("vcan0").unwrap();
+        let f = Frame::standard(0x351, &[1, 2]);
+        a.write(&f).unwrap();
+        assert_eq!(b.read(T).unwrap(), Some(f));
+        assert_eq!(c.read(T).unwrap(), Some(f));
+        assert_eq!(a.read(Duration::from_millis(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn interfaces_are_separate() {
+        let bus = VirtualBus::new();
+        bus.create("a");
+        bus.create("b");
+        let mut a = bus.open("a").unwrap();
+        let mut b = bus.open("b").unwrap();
+        let _a2 = bus.open("a").unwrap();
+        a.write(&Frame::standard(1, &[])).unwrap();
+        assert_eq!(b.read(Duration::from_millis(10)).unwrap(), None);
+    }
+
+    #[test]
+    fn down_and_removed_interfaces_fail_like_the_kernel_says() {
+        let bus = VirtualBus::new();
+        assert!(matches!(bus.open("x"), Err(CanError::Gone(_))));
+        bus.create("x");
+        let mut p = bus.open("x").unwrap();
+        bus.set_up("x", false);
+        assert!(matches!(p.write(&Frame::standard(1, &[])), Err(CanError::Down(_))));
+        assert!(matches!(p.read(T), Err(CanError::Down(_))));
+        bus.set_up("x", true);
+        assert!(p.write(&Frame::standard(1, &[])).is_ok());
+        bus.remove("x");
+        bus.create("x");
+        // Re-added: the old port stays gone, a new one works.
+        assert!(matches!(p.read(T), Err(CanError::Gone(_))));
+        assert!(bus.open("x").is_ok());
+    }
+
+    #[test]
+    fn a_full_receive_queue_drops_and_counts() {
+        let bus = VirtualBus::new();
+        bus.create("x");
+        let mut w = bus.open("x").unwrap();
+        let mut r = bus.open("x").unwrap();
+        for i in 0..RX_QUEUE + 10 {
+            w.write(&Frame::standard(1, &[i as u8])).unwrap();
+        }
+        assert_eq!(bus.dropped(), 10);
+        assert_eq!(r.read(T).unwrap().unwrap().data(), &[0]);
+    }
+}

@@ -1,0 +1,433 @@
+//! The virtual battery: combining the fresh inputs, the degraded and safe
+//! states, and each inverter's share (spec sections 4 and 5).
+//!
+//! [`Combiner`] is a pure state machine: the combiner thread feeds it
+//! telegrams, setpoints and ticks with the current time and forwards whatever
+//! combined state it returns. Nothing here reads a clock.
+
+use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
+use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::telegram::Telegram;
+use std::time::{Duration, Instant};
+
+/// What to do while some input is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInputLost {
+    /// Go on with the fresh inputs, flagging internal communication failure.
+    Degrade,
+    /// Safe state while any input is stale.
+    Stop,
+}
+
+/// The `[battery]` settings that combining needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatterySettings {
+    /// Cap (A) on the total charge limit.
+    pub i_lim_charge: f64,
+    /// Cap (A) on the total discharge limit.
+    pub i_lim_discharge: f64,
+    pub i_tot_scaling: f64,
+    pub i_tot_offset: f64,
+    pub stale_timeout: Duration,
+    pub on_input_lost: OnInputLost,
+}
+
+impl Default for BatterySettings {
+    fn default() -> Self {
+        BatterySettings {
+            i_lim_charge: 700.0,
+            i_lim_discharge: 700.0,
+            i_tot_scaling: 1.0,
+            i_tot_offset: 0.0,
+            stale_timeout: Duration::from_secs(5),
+            on_input_lost: OnInputLost::Degrade,
+        }
+    }
+}
+
+/// The health of the combined battery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemState {
+    /// Every input fresh.
+    Ok,
+    /// Some input stale, going on with the fresh ones.
+    Degraded,
+    /// No current allowed: no fresh input, or an input lost with `stop`.
+    Safe,
+}
+
+impl SystemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SystemState::Ok => "ok",
+            SystemState::Degraded => "degraded",
+            SystemState::Safe => "safe",
+        }
+    }
+}
+
+/// Battery values as a virtual BMS reports them: the combined battery, or
+/// one inverter's share of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Battery {
+    pub v_charge_cmd: f64,
+    pub i_lim_charge: f64,
+    pub i_lim_discharge: f64,
+    pub v_discharge_min: Option<f64>,
+    pub soc: f64,
+    pub soh: f64,
+    pub v_avg: f64,
+    pub i_total: f64,
+    pub t_avg: f64,
+    pub flags: Flags,
+    pub requests: Requests,
+    pub cells: Option<CellExtremes>,
+    /// The first fresh input's manufacturer name, for telemetry.
+    pub manufacturer: Option<Manufacturer>,
+    pub capacity_ah: f64,
+}
+
+impl Battery {
+    /// Power in W, + = charging.
+    pub fn power_w(&self) -> f64 {
+        self.v_avg * self.i_total
+    }
+}
+
+/// One combined state, as made at `made_at`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Combined {
+    pub state: SystemState,
+    pub battery: Battery,
+    pub inputs_online: usize,
+    pub made_at: Instant,
+}
+
+/// Combines telegrams (with their inputs' capacities) that are all fresh.
+/// `None` for an empty set.
+pub fn combine_fresh<'a>(
+    fresh: impl Iterator<Item = (&'a Telegram, f64)> + Clone,
+    settings: &BatterySettings,
+) -> Option<Battery> {
+    let capacity: f64 = fresh.clone().map(|(_, c)| c).sum();
+    let first = fresh.clone().next()?.0;
+    let weighted = |f: fn(&Telegram) -> f64| fresh.clone().map(|(t, c)| f(t) * c).sum::<f64>() / capacity;
+    let mut b = Battery {
+        v_charge_cmd: f64::INFINITY,
+        i_lim_charge: 0.0,
+        i_lim_discharge: 0.0,
+        v_discharge_min: None,
+        soc: weighted(|t| t.soc.soc),
+        soh: weighted(|t| t.soc.soh),
+        v_avg: weighted(|t| t.measurements.v_avg),
+        t_avg: weighted(|t| t.measurements.t_avg),
+        i_total: 0.0,
+        flags: Flags::default(),
+        requests: Requests {
+            charge_enable: true,
+            discharge_enable: true,
+            force_charge_request: false,
+            force_charge_request_2: false,
+            balancing_charge_request: false,
+        },
+        cells: None,
+        manufacturer: first.manufacturer,
+        capacity_ah: capacity,
+    };
+    for (t, _) in fresh {
+        let r = t.requests_or_normal();
+        b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
+        b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
+        // An input that forbids charging adds no charge current.
+        b.i_lim_charge += if r.charge_enable { t.limits.i_lim_charge } else { 0.0 };
+        b.i_lim_discharge += if r.discharge_enable {
+            t.limits.i_lim_discharge
+        } else {
+            0.0
+        };
+        b.i_total += t.measurements.i_total;
+        b.flags.error_flags_1 |= t.flags.error_flags_1;
+        b.flags.error_flags_2 |= t.flags.error_flags_2;
+        b.flags.warning_flags_1 |= t.flags.warning_flags_1;
+        b.flags.warning_flags_2 |= t.flags.warning_flags_2;
+        b.flags.n_modules = b.flags.n_modules.saturating_add(t.flags.n_modules);
+        b.requests.charge_enable &= r.charge_enable;
+        b.requests.discharge_enable &= r.discharge_enable;
+        b.requests.force_charge_request |= r.force_charge_request;
+        b.requests.force_charge_request_2 |= r.force_charge_request_2;
+        b.requests.balancing_charge_request |= r.balancing_charge_request;
+        b.cells = merge_cells(b.cells, t.cells);
+        if b.manufacturer.is_none() {
+            b.manufacturer = t.manufacturer;
+        }
+    }
+    b.i_lim_charge = b.i_lim_charge.min(settings.i_lim_charge);
+    b.i_lim_discharge = b.i_lim_discharge.min(settings.i_lim_discharge);
+    b.i_total = b.i_total * settings.i_tot_scaling + settings.i_tot_offset;
+    Some(b)
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellExtremes> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(CellExtremes {
+            v_cell_min: x.v_cell_min.min(y.v_cell_min),
+            v_cell_max: x.v_cell_max.max(y.v_cell_max),
+            t_cell_min: x.t_cell_min.min(y.t_cell_min),
+            t_cell_max: x.t_cell_max.max(y.t_cell_max),
+        }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Turns combined values into the safe state's: no current, both enables
+/// clear, system error set, charge voltage kept at `last_cvl` (never 0).
+fn make_safe(mut b: Battery, last_cvl: f64) -> Battery {
+    b.i_lim_charge = 0.0;
+    b.i_lim_discharge = 0.0;
+    b.requests.charge_enable = false;
+    b.requests.discharge_enable = false;
+    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
+    b.v_charge_cmd = last_cvl;
+    b
+}
+
+/// How often a combined state is made even when no round completes, so that
+/// the outputs see a live combiner and setpoint expiry takes effect.
+pub const KEEPALIVE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+struct InputState {
+    capacity_ah: f64,
+    latest: Option<(Telegram, Instant)>,
+    /// Delivered a telegram since the last round.
+    delivered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting up to STALE-TIMEOUT for every input's first telegram.
+    Starting {
+        since: Instant,
+    },
+    Running,
+}
+
+/// The combining state machine.
+#[derive(Debug, Clone)]
+pub struct Combiner {
+    settings: BatterySettings,
+    inputs: Vec<InputState>,
+    phase: Phase,
+    setpoints: LimitSetpoints,
+    /// Last values combined from fresh inputs, before any state changes.
+    last_fresh: Option<Battery>,
+    /// Last non-zero combined charge voltage.
+    last_cvl: Option<f64>,
+    last: Option<Combined>,
+}
+
+impl Combiner {
+    /// A combiner for inputs with these capacities (Ah), started at `now`.
+    pub fn new(settings: BatterySettings, capacities: &[f64], now: Instant) -> Combiner {
+        Combiner {
+            settings,
+            inputs: capacities
+                .iter()
+                .map(|&capacity_ah| InputState {
+                    capacity_ah,
+                    latest: None,
+                    delivered: false,
+                })
+                .collect(),
+            phase: Phase::Starting { since: now },
+            setpoints: LimitSetpoints::default(),
+            last_fresh: None,
+            last_cvl: None,
+            last: None,
+        }
+    }
+
+    pub fn settings(&self) -> &BatterySettings {
+        &self.settings
+    }
+
+    /// The latest combined state, if any was made.
+    pub fn last(&self) -> Option<&Combined> {
+        self.last.as_ref()
+    }
+
+    /// The system-wide setpoints.
+    pub fn setpoints(&self) -> &LimitSetpoints {
+        &self.setpoints
+    }
+
+    /// Whether input `index` delivered a complete telegram within STALE-TIMEOUT.
+    pub fn is_fresh(&self, index: usize, now: Instant) -> bool {
+        self.inputs[index]
+            .latest
+            .is_some_and(|(_, at)| now.saturating_duration_since(at) <= self.settings.stale_timeout)
+    }
+
+    /// The latest telegram of input `index` and when it arrived.
+    pub fn latest(&self, index: usize) -> Option<(&Telegram, Instant)> {
+        self.inputs[index].latest.as_ref().map(|(t, at)| (t, *at))
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Input `index` delivered a complete telegram at `now`.
+    pub fn on_telegram(&mut self, index: usize, telegram: Telegram, now: Instant) -> Option<Combined> {
+        let input = &mut self.inputs[index];
+        input.latest = Some((telegram, now));
+        input.delivered = true;
+        self.advance(now)
+    }
+
+    /// Time passes: stale inputs leave the wait, the start-up wait ends,
+    /// setpoints expire, keep-alive states are made.
+    pub fn on_tick(&mut self, now: Instant) -> Option<Combined> {
+        if let Some(made) = self.advance(now) {
+            return Some(made);
+        }
+        let last = self.last?;
+        let nothing_fresh = (0..self.inputs.len()).all(|i| !self.is_fresh(i, now));
+        let expired = self.setpoints.expire(now);
+        let all_lost = nothing_fresh && last.state != SystemState::Safe;
+        let quiet = now.saturating_duration_since(last.made_at) >= KEEPALIVE;
+        if expired || all_lost || quiet {
+            return self.make(now);
+        }
+        None
+    }
+
+    /// Sets or clears a system-wide setpoint; the new state is made at once
+    /// so that it reaches the inverters within one transmission.
+    pub fn set_setpoint(&mut self, kind: LimitKind, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {
+        self.setpoints.set(kind, setpoint);
+        match self.phase {
+            Phase::Running if self.last.is_some() => self.make(now),
+            _ => None,
+        }
+    }
+
+    fn advance(&mut self, now: Instant) -> Option<Combined> {
+        if let Phase::Starting { since } = self.phase {
+            let all_reported = self.inputs.iter().all(|i| i.latest.is_some());
+            if !all_reported && now.saturating_duration_since(since) < self.settings.stale_timeout {
+                return None;
+            }
+            self.phase = Phase::Running;
+        }
+        let mut any_fresh = false;
+        for (i, input) in self.inputs.iter().enumerate() {
+            if self.is_fresh(i, now) {
+                any_fresh = true;
+                if !input.delivered {
+                    return None;
+                }
+            }
+        }
+        if any_fresh { self.make(now) } else { None }
+    }
+
+    /// Makes a combined state from the latest telegrams of the fresh inputs
+    /// and starts a new round.
+    fn make(&mut self, now: Instant) -> Option<Combined> {
+        let timeout = self.settings.stale_timeout;
+        let fresh = self.inputs.iter().filter_map(move |i| {
+            i.latest
+                .as_ref()
+                .filter(|(_, at)| now.saturating_duration_since(*at) <= timeout)
+                .map(|(t, _)| (t, i.capacity_ah))
+        });
+        let online = fresh.clone().count();
+        if let Some(b) = combine_fresh(fresh, &self.settings) {
+            self.last_fresh = Some(b);
+            if b.v_charge_cmd > 0.0 {
+                self.last_cvl = Some(b.v_charge_cmd);
+            }
+        }
+        for input in &mut self.inputs {
+            input.delivered = false;
+        }
+        let state = match (online, self.inputs.len() - online, self.settings.on_input_lost) {
+            (0, _, _) => SystemState::Safe,
+            (_, 0, _) => SystemState::Ok,
+            (_, _, OnInputLost::Degrade) => SystemState::Degraded,
+            (_, _, OnInputLost::Stop) => SystemState::Safe,
+        };
+        // Before any input has ever reported (or ever reported a charge
+        // voltage) there is nothing safe to send: send nothing.
+        let mut battery = self.last_fresh?;
+        let last_cvl = self.last_cvl?;
+        battery.i_lim_charge = self.setpoints.lower(LimitKind::Charge, battery.i_lim_charge, now);
+        battery.i_lim_discharge = self.setpoints.lower(LimitKind::Discharge, battery.i_lim_discharge, now);
+        match state {
+            SystemState::Ok => {}
+            SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
+            SystemState::Safe => battery = make_safe(battery, last_cvl),
+        }
+        let combined = Combined {
+            state,
+            battery,
+            inputs_online: online,
+            made_at: now,
+        };
+        self.last = Some(combined);
+        Some(combined)
+    }
+}
+
+/// One inverter's share of the combined battery (`[[bmses-out]]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InverterShare {
+    /// This inverter's cap (A) on the charge limit.
+    pub i_lim_charge: f64,
+    /// This inverter's cap (A) on the discharge limit.
+    pub i_lim_discharge: f64,
+    /// Fraction of the total limits and current that this inverter gets.
+    pub i_scaling: f64,
+    /// Added to this inverter's current (A).
+    pub i_offset: f64,
+}
+
+impl Default for InverterShare {
+    fn default() -> Self {
+        InverterShare {
+            i_lim_charge: 300.0,
+            i_lim_discharge: 300.0,
+            i_scaling: 1.0,
+            i_offset: 0.0,
+        }
+    }
+}
+
+/// What one inverter is shown: limit_j = min(cap_j, total x I-SCALING_j,
+/// setpoint_j); current_j = i_total x I-SCALING_j + I-OFFSET_j; everything
+/// else as combined.
+pub fn shape(combined: &Combined, share: &InverterShare, own: &LimitSetpoints, now: Instant) -> Battery {
+    let mut b = combined.battery;
+    let scale = share.i_scaling;
+    let charge = (b.i_lim_charge * scale).min(share.i_lim_charge);
+    let discharge = (b.i_lim_discharge * scale).min(share.i_lim_discharge);
+    b.i_lim_charge = own.lower(LimitKind::Charge, charge, now).max(0.0);
+    b.i_lim_discharge = own.lower(LimitKind::Discharge, discharge, now).max(0.0);
+    b.i_total = b.i_total * scale + share.i_offset;
+    b
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,849 @@
+//! The configuration file: keys, defaults, validation and error messages.
+//!
+//! The format is the original Python gateway's TOML (upper-case keys with
+//! hyphens), extended as in spec section 3. Validation is pure: it takes the
+//! text and returns either a [`Config`] or every problem found, each naming
+//! the key, its line and column, and what is allowed.
+
+use crate::codec::Manufacturer;
+use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The commented template that `--init` writes and the Debian package ships.
+pub const TEMPLATE: &str = include_str!("../etc/bms_config.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `GATEWAY-ACTIVATED`: the gateway only runs when true.
+    pub gateway_activated: bool,
+    /// `[battery]`: caps, current scaling and staleness rules of the combined battery.
+    pub battery: BatterySettings,
+    /// `[[bmses-in]]`: one per battery BMS, in file order.
+    pub inputs: Vec<InputConfig>,
+    /// `[[bmses-out]]`: one per inverter, in file order.
+    pub outputs: Vec<OutputConfig>,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+}
+
+/// One battery BMS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputConfig {
+    /// `CAN-IF`: the CAN interface this BMS is on.
+    pub can_if: String,
+    /// `DESCRIPTION`: shown in logs and MQTT.
+    pub description: String,
+    /// `CAPACITY-AH`: weight for averages, summed as capacity.
+    pub capacity_ah: f64,
+    /// `POLL-INTERVAL`: when set, send a 0x305 to this BMS at this period.
+    pub poll_interval: Option<Duration>,
+}
+
+/// How frames reach an inverter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OutputMode {
+    /// Send each new combined state (and at least once per second).
+    Push,
+    /// Answer the inverter's 0x305; send our own 0x305 every `interval`.
+    Sync { interval: Duration },
+}
+
+/// One inverter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    /// `CAN-IF`: the CAN interface this inverter is on.
+    pub can_if: String,
+    /// `DESCRIPTION`: shown in logs and MQTT.
+    pub description: String,
+    /// `I-LIM-CHARGE`, `I-LIM-DISCHARGE`, `I-SCALING`, `I-OFFSET`.
+    pub share: InverterShare,
+    /// `PUSH-MIN-DELAY`: minimum time between two transmissions.
+    pub push_min_delay: Duration,
+    /// `SEND-SYNC-ACTIVATED` and `SYNC-INTERVAL`.
+    pub mode: OutputMode,
+    /// `MANUFACTURER`: the name sent in 0x35E.
+    pub manufacturer: Manufacturer,
+}
+
+/// TLS to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// `CA-FILE`: CA certificates (PEM) to trust; the system's when absent.
+    pub ca_file: Option<PathBuf>,
+    /// `CERT-FILE`: client certificate (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `KEY-FILE`: client private key (PEM).
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// `ACTIVATED`.
+    pub activated: bool,
+    /// `BROKER`: host name or address.
+    pub broker: String,
+    /// `PORT`.
+    pub port: u16,
+    /// `TOPIC`: the combined state, with the original gateway's field names.
+    pub topic: String,
+    /// `INTERVAL`: time between telemetry publishes.
+    pub interval: Duration,
+    /// `BASE-TOPIC`: root of every other topic.
+    pub base_topic: String,
+    /// `CLIENT-ID`; `None`: "bms-gateway-" and the host name.
+    pub client_id: Option<String>,
+    /// `USERNAME`.
+    pub username: Option<String>,
+    /// `PASSWORD-FILE`: the password, read from this file (or a systemd
+    /// credential) at connect time, never from the main config.
+    pub password_file: Option<PathBuf>,
+    /// `TLS` (with `CA-FILE`, `CERT-FILE`, `KEY-FILE`); `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// `HA-DISCOVERY`: publish Home Assistant discovery.
+    pub ha_discovery: bool,
+    /// `HA-DISCOVERY-PREFIX`.
+    pub ha_discovery_prefix: String,
+    /// `CONTROL-ACTIVATED`: accept setpoint commands.
+    pub control_activated: bool,
+    /// `SETPOINT-TTL`: default lifetime of a setpoint; `None`: until changed.
+    pub setpoint_ttl: Option<Duration>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            activated: true,
+            broker: "localhost".into(),
+            port: 1883,
+            topic: "tele/bms/state".into(),
+            interval: Duration::from_secs(10),
+            base_topic: "bms_gateway".into(),
+            client_id: None,
+            username: None,
+            password_file: None,
+            tls: None,
+            ha_discovery: true,
+            ha_discovery_prefix: "homeassistant".into(),
+            control_activated: false,
+            setpoint_ttl: None,
+        }
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based; 0 when the problem concerns the file as a whole.
+    pub line: usize,
+    pub column: usize,
+    /// The key as the user would look for it, e.g. `[battery] STALE-TIMEOUT`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{}: {} problem{}",
+            self.path.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}:{}:{}: ", self.path.display(), p.line, p.column)?;
+            if !p.key.is_empty() {
+                write!(f, "{}: ", p.key)?;
+            }
+            write!(f, "{}", p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    parse(&text).map_err(|problems| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    })
+}
+
+/// Validates configuration text; every problem found is reported.
+pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let mut reader = Reader {
+        text,
+        problems: Vec::new(),
+    };
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            reader.problem(span, "", format!("not valid TOML: {message}"));
+            return Err(reader.problems);
+        }
+    };
+    let config = reader.config(root.get_ref());
+    match (config, reader.problems.is_empty()) {
+        (Some(c), true) => Ok(c),
+        _ => Err(reader.problems),
+    }
+}
+
+const ROOT_KEYS: &[&str] = &["GATEWAY-ACTIVATED", "battery", "bmses-in", "bmses-out", "mqtt"];
+const BATTERY_KEYS: &[&str] = &[
+    "I-LIM-CHARGE",
+    "I-LIM-DISCHARGE",
+    "I-TOT-SCALING",
+    "I-TOT-OFFSET",
+    "STALE-TIMEOUT",
+    "ON-INPUT-LOST",
+];
+const INPUT_KEYS: &[&str] = &["CAN-IF", "DESCRIPTION", "CAPACITY-AH", "POLL-INTERVAL"];
+const OUTPUT_KEYS: &[&str] = &[
+    "CAN-IF",
+    "DESCRIPTION",
+    "I-LIM-CHARGE",
+    "I-LIM-DISCHARGE",
+    "I-SCALING",
+    "I-OFFSET",
+    "PUSH-MIN-DELAY",
+    "SEND-SYNC-ACTIVATED",
+    "SYNC-INTERVAL",
+    "MANUFACTURER",
+];
+const MQTT_KEYS: &[&str] = &[
+    "ACTIVATED",
+    "BROKER",
+    "PORT",
+    "TOPIC",
+    "INTERVAL",
+    "BASE-TOPIC",
+    "CLIENT-ID",
+    "USERNAME",
+    "PASSWORD-FILE",
+    "TLS",
+    "CA-FILE",
+    "CERT-FILE",
+    "KEY-FILE",
+    "HA-DISCOVERY",
+    "HA-DISCOVERY-PREFIX",
+    "CONTROL-ACTIVATED",
+    "SETPOINT-TTL",
+];
+
+/// The largest current a limit field can carry (s16, 0.1 A).
+const MAX_CURRENT: f64 = 3276.7;
+
+/// Walks the parsed document, collecting problems.
+struct Reader<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+/// One table of the document and the name it is reported under.
+struct Section<'a, 'i> {
+    table: &'a DeTable<'i>,
+    /// e.g. "[battery] " or "[[bmses-in]] #2 ".
+    label: String,
+    /// Where the table starts, for "missing key" problems.
+    span: Range<usize>,
+}
+
+impl<'a, 'i> Section<'a, 'i> {
+    fn get(&self, key: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+        self.table.get(key)
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.label)
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The allowed key closest to `key`, if it is a near miss.
+fn did_you_mean(key: &str, allowed: &[&str]) -> Option<String> {
+    let norm = |s: &str| s.to_ascii_uppercase().replace('_', "-");
+    allowed
+        .iter()
+        .map(|a| (edit_distance(&norm(key), &norm(a)), *a))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, a)| a.to_string())
+}
+
+impl<'t> Reader<'t> {
+    fn problem(&mut self, span: Range<usize>, key: &str, message: String) {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        self.problems.push(Problem {
+            line,
+            column,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn unknown_keys(&mut self, section: &Section, allowed: &[&str]) {
+        for (key, _) in section.table.iter() {
+            let name = key.get_ref().as_ref();
+            if allowed.contains(&name) {
+                continue;
+            }
+            let mut message = "unknown key".to_string();
+            if name.eq_ignore_ascii_case("PASSWORD") && allowed.contains(&"PASSWORD-FILE") {
+                message = "the password is never read from the main config: put it in a file readable only by \
+                           the gateway and name that file in PASSWORD-FILE"
+                    .into();
+            } else if let Some(hint) = did_you_mean(name, allowed) {
+                message.push_str(&format!(" (did you mean {hint}?)"));
+            } else {
+                message.push_str(&format!("; allowed here: {}", allowed.join(", ")));
+            }
+            self.problem(key.span(), &section.name(name), message);
+        }
+    }
+
+    fn config(&mut self, root: &DeTable) -> Option<Config> {
+        let top = Section {
+            table: root,
+            label: String::new(),
+            span: 0..0,
+        };
+        self.unknown_keys(&top, ROOT_KEYS);
+        let gateway_activated = match top.get("GATEWAY-ACTIVATED") {
+            Some(v) => self.boolean(&top, "GATEWAY-ACTIVATED", v),
+            None => {
+                self.problem(
+                    0..0,
+                    "GATEWAY-ACTIVATED",
+                    "missing: set it to true to run the gateway".into(),
+                );
+                None
+            }
+        };
+        let battery = self.table(&top, "battery").map(|s| self.battery(&s));
+        let inputs = self.array_of_tables(&top, "bmses-in");
+        let outputs = self.array_of_tables(&top, "bmses-out");
+        let inputs: Vec<Option<InputConfig>> = inputs.iter().map(|s| self.input(s)).collect();
+        let outputs: Vec<Option<OutputConfig>> = outputs.iter().map(|s| self.output(s)).collect();
+        let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
+        if inputs.is_empty() {
+            self.problem(0..0, "[[bmses-in]]", "at least one battery input is needed".into());
+        }
+        if outputs.is_empty() {
+            self.problem(0..0, "[[bmses-out]]", "at least one inverter output is needed".into());
+        }
+        self.interfaces_used_once(root);
+        Some(Config {
+            gateway_activated: gateway_activated?,
+            battery: battery.unwrap_or(Some(BatterySettings::default()))?,
+            inputs: inputs.into_iter().collect::<Option<Vec<_>>>()?,
+            outputs: outputs.into_iter().collect::<Option<Vec<_>>>()?,
+            mqtt: mqtt.unwrap_or(Some(MqttConfig::default()))?,
+        })
+    }
+
+    fn interfaces_used_once(&mut self, root: &DeTable) {
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for (array, label) in [("bmses-in", "[[bmses-in]]"), ("bmses-out", "[[bmses-out]]")] {
+            let Some(DeValue::Array(items)) = root.get(array).map(|v| v.get_ref()) else {
+                continue;
+            };
+            for (n, item) in items.iter().enumerate() {
+                let DeValue::Table(t) = item.get_ref() else { continue };
+                let Some(v) = t.get("CAN-IF") else { continue };
+                let DeValue::String(name) = v.get_ref() else { continue };
+                let here = format!("{label} #{}", n + 1);
+                if let Some((_, first)) = seen.iter().find(|(s, _)| s == name.as_ref()) {
+                    let message = format!(
+                        "interface {name} is already used by {first}: each CAN interface serves one battery or one inverter"
+                    );
+                    self.problem(v.span(), &format!("{here} CAN-IF"), message);
+                } else {
+                    seen.push((name.to_string(), here));
+                }
+            }
+        }
+    }
+
+    fn table<'a, 'i>(&mut self, parent: &Section<'a, 'i>, key: &str) -> Option<Section<'a, 'i>> {
+        let v = parent.get(key)?;
+        match v.get_ref() {
+            DeValue::Table(t) => Some(Section {
+                table: t,
+                label: format!("[{key}] "),
+                span: v.span(),
+            }),
+            other => {
+                self.problem(
+                    v.span(),
+                    &format!("[{key}]"),
+                    format!("must be a table, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn array_of_tables<'a, 'i>(&mut self, parent: &Section<'a, 'i>, key: &str) -> Vec<Section<'a, 'i>> {
+        let Some(v) = parent.get(key) else { return Vec::new() };
+        let DeValue::Array(items) = v.get_ref() else {
+            self.problem(
+                v.span(),
+                &format!("[[{key}]]"),
+                format!("must be written as [[{key}]] tables"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (n, item) in items.iter().enumerate() {
+            match item.get_ref() {
+                DeValue::Table(t) => out.push(Section {
+                    table: t,
+                    label: format!("[[{key}]] #{} ", n + 1),
+                    span: item.span(),
+                }),
+                other => self.problem(
+                    item.span(),
+                    &format!("[[{key}]]"),
+                    format!("must be a table, not {}", kind(other)),
+                ),
+            }
+        }
+        out
+    }
+
+    fn battery(&mut self, s: &Section) -> Option<BatterySettings> {
+        self.unknown_keys(s, BATTERY_KEYS);
+        let d = BatterySettings::default();
+        let current = (0.0, MAX_CURRENT);
+        Some(BatterySettings {
+            i_lim_charge: self.number_or(s, "I-LIM-CHARGE", d.i_lim_charge, current),
+            i_lim_discharge: self.number_or(s, "I-LIM-DISCHARGE", d.i_lim_discharge, current),
+            i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
+            i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
+            stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
+            on_input_lost: match self.choice(s, "ON-INPUT-LOST", &["degrade", "stop"]) {
+                Some("stop") => OnInputLost::Stop,
+                _ => OnInputLost::Degrade,
+            },
+        })
+    }
+
+    fn input(&mut self, s: &Section) -> Option<InputConfig> {
+        self.unknown_keys(s, INPUT_KEYS);
+        let can_if = self.interface(s);
+        let capacity_ah = match s.get("CAPACITY-AH") {
+            Some(v) => self.number(s, "CAPACITY-AH", v, (f64::MIN_POSITIVE, 1.0e6)),
+            None => {
+                self.problem(
+                    s.span.clone(),
+                    &s.name("CAPACITY-AH"),
+                    "missing: the battery's capacity in Ah (a number > 0)".into(),
+                );
+                None
+            }
+        };
+        let poll_interval = s
+            .get("POLL-INTERVAL")
+            .and_then(|v| self.seconds(s, "POLL-INTERVAL", v, (0.05, 3600.0)));
+        Some(InputConfig {
+            can_if: can_if?,
+            description: self.string_or(s, "DESCRIPTION", ""),
+            capacity_ah: capacity_ah?,
+            poll_interval,
+        })
+    }
+
+    fn output(&mut self, s: &Section) -> Option<OutputConfig> {
+        self.unknown_keys(s, OUTPUT_KEYS);
+        let can_if = self.interface(s);
+        let d = InverterShare::default();
+        let current = (0.0, MAX_CURRENT);
+        let share = InverterShare {
+            i_lim_charge: self.number_or(s, "I-LIM-CHARGE", d.i_lim_charge, current),
+            i_lim_discharge: self.number_or(s, "I-LIM-DISCHARGE", d.i_lim_discharge, current),
+            i_scaling: self.number_or(s, "I-SCALING", d.i_scaling, (0.0, 10.0)),
+            i_offset: self.number_or(s, "I-OFFSET", d.i_offset, (-1000.0, 1000.0)),
+        };
+        let push_min_delay = self.seconds_or(s, "PUSH-MIN-DELAY", Duration::ZERO, (0.0, 60.0));
+        let sync = s
+            .get("SEND-SYNC-ACTIVATED")
+            .and_then(|v| self.boolean(s, "SEND-SYNC-ACTIVATED", v));
+        let interval = self.seconds_or(s, "SYNC-INTERVAL", Duration::from_secs(5), (0.1, 3600.0));
+        let manufacturer_name = self.string_or(s, "MANUFACTURER", "PYLON");
+        let manufacturer = Manufacturer::new(&manufacturer_name);
+        if manufacturer.is_none() {
+            let span = s.get("MANUFACTURER").map_or(s.span.clone(), |v| v.span());
+            self.problem(span, &s.name("MANUFACTURER"), format!("{manufacturer_name:?} cannot be sent: 1 to 8 ASCII characters are allowed (some inverters accept only names starting with PYLON)"));
+        }
+        Some(OutputConfig {
+            can_if: can_if?,
+            description: self.string_or(s, "DESCRIPTION", ""),
+            share,
+            push_min_delay,
+            mode: if sync == Some(true) {
+                OutputMode::Sync { interval }
+            } else {
+                OutputMode::Push
+            },
+            manufacturer: manufacturer?,
+        })
+    }
+
+    fn mqtt(&mut self, s: &Section) -> Option<MqttConfig> {
+        self.unknown_keys(s, MQTT_KEYS);
+        let d = MqttConfig::default();
+        let flag =
+            |r: &mut Self, key: &str, default: bool| s.get(key).and_then(|v| r.boolean(s, key, v)).unwrap_or(default);
+        let tls = flag(self, "TLS", false);
+        let path = |r: &mut Self, key: &str| s.get(key).map(|_| PathBuf::from(r.string_or(s, key, "")));
+        let tls_files = TlsConfig {
+            ca_file: path(self, "CA-FILE"),
+            cert_file: path(self, "CERT-FILE"),
+            key_file: path(self, "KEY-FILE"),
+        };
+        if tls_files.cert_file.is_some() != tls_files.key_file.is_some() {
+            self.problem(
+                s.span.clone(),
+                &s.name("CERT-FILE"),
+                "CERT-FILE and KEY-FILE go together: set both or neither".into(),
+            );
+        }
+        let port = s
+            .get("PORT")
+            .and_then(|v| self.number(s, "PORT", v, (1.0, 65535.0)))
+            .map_or(d.port, |p| p as u16);
+        if s.get("PORT")
+            .is_some_and(|v| !matches!(v.get_ref(), DeValue::Integer(_)))
+        {
+            self.problem(
+                s.get("PORT").unwrap().span(),
+                &s.name("PORT"),
+                "must be a whole number from 1 to 65535".into(),
+            );
+        }
+        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, 30.0 * 86400.0));
+        Some(MqttConfig {
+            activated: flag(self, "ACTIVATED", d.activated),
+            broker: self.nonempty_or(s, "BROKER", &d.broker),
+            port,
+            topic: self.topic_or(s, "TOPIC", &d.topic),
+            interval: self.seconds_or(s, "INTERVAL", d.interval, (0.1, 86400.0)),
+            base_topic: self.topic_or(s, "BASE-TOPIC", &d.base_topic),
+            client_id: s
+                .get("CLIENT-ID")
+                .map(|_| self.nonempty_or(s, "CLIENT-ID", "bms-gateway")),
+            username: s.get("USERNAME").map(|_| self.string_or(s, "USERNAME", "")),
+            password_file: path(self, "PASSWORD-FILE"),
+            tls: tls.then_some(tls_files),
+            ha_discovery: flag(self, "HA-DISCOVERY", d.ha_discovery),
+            ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
+            control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
+            setpoint_ttl: (!ttl.is_zero()).then_some(ttl),
+        })
+    }
+
+    fn interface(&mut self, s: &Section) -> Option<String> {
+        let Some(v) = s.get("CAN-IF") else {
+            self.problem(
+                s.span.clone(),
+                &s.name("CAN-IF"),
+                "missing: the CAN interface name, e.g. \"can0\"".into(),
+            );
+            return None;
+        };
+        let name = self.string(s, "CAN-IF", v)?;
+        let valid =
+            !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+        if !valid {
+            self.problem(
+                v.span(),
+                &s.name("CAN-IF"),
+                format!("{name:?} is not an interface name: 1 to 15 characters, no spaces, '/' or ':'"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn number(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>, range: (f64, f64)) -> Option<f64> {
+        let allowed = if range.0 == f64::MIN_POSITIVE {
+            format!("a number greater than 0 and at most {}", range.1)
+        } else {
+            format!("a number from {} to {}", range.0, range.1)
+        };
+        let value = match v.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                .ok()
+                .map(|i| i as f64),
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            other => {
+                self.problem(
+                    v.span(),
+                    &s.name(key),
+                    format!("must be {allowed}, not {}", kind(other)),
+                );
+                return None;
+            }
+        };
+        match value {
+            Some(x) if x.is_finite() && x >= range.0 && x <= range.1 => Some(x),
+            _ => {
+                let raw = &self.text[v.span()];
+                self.problem(
+                    v.span(),
+                    &s.name(key),
+                    format!("{raw} is out of range: must be {allowed}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn number_or(&mut self, s: &Section, key: &str, default: f64, range: (f64, f64)) -> f64 {
+        s.get(key)
+            .and_then(|v| self.number(s, key, v, range))
+            .unwrap_or(default)
+    }
+
+    fn seconds(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>, range: (f64, f64)) -> Option<Duration> {
+        self.number(s, key, v, range).map(Duration::from_secs_f64)
+    }
+
+    fn seconds_or(&mut self, s: &Section, key: &str, default: Duration, range: (f64, f64)) -> Duration {
+        s.get(key)
+            .and_then(|v| self.seconds(s, key, v, range))
+            .unwrap_or(default)
+    }
+
+    fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.problem(
+                    v.span(),
+                    &s.name(key),
+                    format!("must be true or false, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(text) => Some(text.to_string()),
+            other => {
+                self.problem(
+                    v.span(),
+                    &s.name(key),
+                    format!("must be a quoted string, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn string_or(&mut self, s: &Section, key: &str, default: &str) -> String {
+        s.get(key)
+            .and_then(|v| self.string(s, key, v))
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn nonempty_or(&mut self, s: &Section, key: &str, default: &str) -> String {
+        let value = self.string_or(s, key, default);
+        if value.trim().is_empty() {
+            self.problem(
+                s.get(key).map_or(0..0, |v| v.span()),
+                &s.name(key),
+                "must not be empty".into(),
+            );
+        }
+        value
+    }
+
+    /// An MQTT topic to publish under: no wildcards, no empty levels at the ends.
+    fn topic_or(&mut self, s: &Section, key: &str, default: &str) -> String {
+        let value = self.nonempty_or(s, key, default);
+        if value.contains(['+', '#', '\0']) || value.starts_with('/') || value.ends_with('/') {
+            self.problem(
+                s.get(key).map_or(0..0, |v| v.span()),
+                &s.name(key),
+                format!("{value:?} is not a topic to publish to: no '+', '#', and no '/' at either end"),
+            );
+        }
+        value
+    }
+
+    fn choice(&mut self, s: &Section, key: &str, allowed: &[&'static str]) -> Option<&'static str> {
+        let v = s.get(key)?;
+        let text = self.string(s, key, v)?;
+        let found = allowed.iter().find(|a| a.eq_ignore_ascii_case(&text)).copied();
+        if found.is_none() {
+            let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+            self.problem(
+                v.span(),
+                &s.name(key),
+                format!("{text:?} is not allowed: one of {}", list.join(", ")),
+            );
+        }
+        found
+    }
+}
+
+fn kind(v: &DeValue) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a decimal number",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+impl Config {
+    /// Warnings that do not stop the gateway but that the owner should see.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let total: f64 = self.outputs.iter().map(|o| o.share.i_scaling).sum();
+        if total > 1.0 + 1e-9 {
+            out.push(format!(
+                "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
+            ));
+        }
+        out
+    }
+
+    /// The effective settings, one per line, as `check` prints them.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let secs = |d: Duration| d.as_secs_f64();
+        let b = &self.battery;
+        let _ = writeln!(s, "GATEWAY-ACTIVATED = {}", self.gateway_activated);
+        let _ = writeln!(
+            s,
+            "[battery] I-LIM-CHARGE = {} A, I-LIM-DISCHARGE = {} A",
+            b.i_lim_charge, b.i_lim_discharge
+        );
+        let _ = writeln!(
+            s,
+            "[battery] I-TOT-SCALING = {}, I-TOT-OFFSET = {} A",
+            b.i_tot_scaling, b.i_tot_offset
+        );
+        let _ = writeln!(
+            s,
+            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = {:?}",
+            secs(b.stale_timeout),
+            b.on_input_lost
+        );
+        for (n, i) in self.inputs.iter().enumerate() {
+            let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));
+            let _ = writeln!(
+                s,
+                "battery {}: CAN-IF = {}, CAPACITY-AH = {}, POLL-INTERVAL = {poll}, DESCRIPTION = {:?}",
+                n + 1,
+                i.can_if,
+                i.capacity_ah,
+                i.description
+            );
+        }
+        for (n, o) in self.outputs.iter().enumerate() {
+            let mode = match o.mode {
+                OutputMode::Push => format!("push, PUSH-MIN-DELAY = {} s", secs(o.push_min_delay)),
+                OutputMode::Sync { interval } => format!("sync, SYNC-INTERVAL = {} s", secs(interval)),
+            };
+            let _ = writeln!(
+                s,
+                "inverter {}: CAN-IF = {}, I-LIM-CHARGE = {} A, I-LIM-DISCHARGE = {} A, I-SCALING = {}, I-OFFSET = {} A, {mode}, MANUFACTURER = {:?}, DESCRIPTION = {:?}",
+                n + 1,
+                o.can_if,
+                o.share.i_lim_charge,
+                o.share.i_lim_discharge,
+                o.share.i_scaling,
+                o.share.i_offset,
+                o.manufacturer.name(),
+                o.description
+            );
+        }
+        let m = &self.mqtt;
+        if m.activated {
+            let _ = writeln!(
+                s,
+                "[mqtt] BROKER = {}:{}, TLS = {}, USERNAME = {}",
+                m.broker,
+                m.port,
+                m.tls.is_some(),
+                m.username.as_deref().unwrap_or("(none)")
+            );
+            let _ = writeln!(
+                s,
+                "[mqtt] TOPIC = {}, BASE-TOPIC = {}, INTERVAL = {} s",
+                m.topic,
+                m.base_topic,
+                secs(m.interval)
+            );
+            let _ = writeln!(
+                s,
+                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}",
+                m.ha_discovery,
+                m.ha_discovery_prefix,
+                m.control_activated,
+                m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t)))
+            );
+        } else {
+            let _ = writeln!(s, "[mqtt] ACTIVATED = false");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! Configuration tests: the template, an original-gateway file, and one test
+//! per kind of mistake, each checking the key, line, column and message.
+
+use super::*;
+
+const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
+[[bmses-in]]
+CAN-IF = "can0"
+CAPACITY-AH = 100
+[[bmses-out]]
+CAN-IF = "can1"
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text).expect_err("should be refused")
+}
+
+fn only_problem(text: &str) -> Problem {
+    let mut p = problems(text);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    p.remove(0)
+}
+
+#[test]
+fn the_template_is_valid_and_not_activated() {
+    let c = parse(TEMPLATE).expect("template parses");
+    assert!(!c.gateway_activated);
+    assert_eq!(c.inputs.len(), 2);
+    assert_eq!(c.outputs.len(), 1);
+    assert_eq!(c.mqtt, MqttConfig::default());
+    assert_eq!(c.battery, BatterySettings::default());
+    assert_eq!(c.outputs[0].share, InverterShare::default());
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.gateway_activated);
+    let b = &c.battery;
+    assert_eq!((b.i_lim_charge, b.i_lim_discharge), (700.0, 700.0));
+    assert_eq!((b.i_tot_scaling, b.i_tot_offset), (1.0, 0.0));
+    assert_eq!(b.stale_timeout, Duration::from_secs(5));
+    assert_eq!(b.on_input_lost, OnInputLost::Degrade);
+    let i = &c.inputs[0];
+    assert_eq!(
+        (
+            i.can_if.as_str(),
+            i.description.as_str(),
+            i.capacity_ah,
+            i.poll_interval
+        ),
+        ("can0", "", 100.0, None)
+    );
+    let o = &c.outputs[0];
+    assert_eq!((o.share.i_lim_charge, o.share.i_lim_discharge), (300.0, 300.0));
+    assert_eq!((o.share.i_scaling, o.share.i_offset), (1.0, 0.0));
+    assert_eq!(o.push_min_delay, Duration::ZERO);
+    assert_eq!(o.mode, OutputMode::Push);
+    assert_eq!(o.manufacturer.name(), "PYLON");
+    let m = &c.mqtt;
+    assert!(m.activated);
+    assert_eq!(
+        (m.broker.as_str(), m.port, m.topic.as_str()),
+        ("localhost", 1883, "tele/bms/state")
+    );
+    assert_eq!(m.interval, Duration::from_secs(10));
+    assert_eq!(m.base_topic, "bms_gateway");
+    assert!(m.ha_discovery && !m.control_activated);
+    assert_eq!(m.ha_discovery_prefix, "homeassistant");
+    assert_eq!((m.setpoint_ttl, m.tls.clone(), m.client_id.clone()), (None, None, None));
+}
+
+/// A file in the original Python gateway's style: integers where decimals are
+/// expected, only the original keys.
+#[test]
+fn an_original_gateway_file_loads_unchanged() {
+    let text = r#"
+GATEWAY-ACTIVATED = true
+
+[battery]
+I-LIM-CHARGE = 200
+I-LIM-DISCHARGE = 250
+I-TOT-SCALING = 1
+I-TOT-OFFSET = 0
+
+[[bmses-in]]
+CAN-IF = "can0"
+DESCRIPTION = "US5000 stack"
+CAPACITY-AH = 400
+
+[[bmses-in]]
+CAN-IF = "can1"
+DESCRIPTION = "US3000 stack"
+CAPACITY-AH = 222
+
+[[bmses-out]]
+CAN-IF = "can2"
+DESCRIPTION = "Multiplus"
+I-LIM-CHARGE = 150
+I-LIM-DISCHARGE = 200
+I-SCALING = 0.5
+I-OFFSET = -2
+PUSH-MIN-DELAY = 1
+SEND-SYNC-ACTIVATED = true
+SYNC-INTERVAL = 2
+
+[mqtt]
+ACTIVATED = true
+BROKER = "broker.local"
+PORT = 1884
+TOPIC = "tele/bms/state"
+INTERVAL = 30
+"#;
+    let c = parse(text).expect("loads");
+    assert_eq!(c.battery.i_lim_charge, 200.0);
+    assert_eq!(c.inputs[1].capacity_ah, 222.0);
+    assert_eq!(c.inputs[0].description, "US5000 stack");
+    let o = &c.outputs[0];
+    assert_eq!(o.share.i_offset, -2.0);
+    assert_eq!(o.share.i_scaling, 0.5);
+    assert_eq!(o.push_min_delay, Duration::from_secs(1));
+    assert_eq!(
+        o.mode,
+        OutputMode::Sync {
+            interval: Duration::from_secs(2)
+        }
+    );
+    assert_eq!((c.mqtt.broker.as_str(), c.mqtt.port), ("broker.local", 1884));
+    assert_eq!(c.mqtt.interval, Duration::from_secs(30));
+}
+
+#[test]
+fn an_unknown_key_gets_did_you_mean_with_line_and_column() {
+    let text = format!("{MINIMAL}[battery]\nSTALE-TIMOUT = 3\n");
+    let p = only_problem(&text);
+    assert_eq!((p.line, p.column), (8, 1));
+    assert_eq!(p.key, "[battery] STALE-TIMOUT");
+    assert!(p.message.contains("did you mean STALE-TIMEOUT?"), "{}", p.message);
+}
+
+#[test]
+fn lower_case_or_underscored_keys_are_near_misses() {
+    let text = MINIMAL.replace("CAPACITY-AH", "capacity_ah");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.message.contains("did you mean CAPACITY-AH?")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn an_unrelated_unknown_key_lists_what_is_allowed() {
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nFOO = 1\n"));
+    assert_eq!(p.key, "[mqtt] FOO");
+    assert!(p.message.contains("allowed here: ACTIVATED, BROKER"), "{}", p.message);
+}
+
+#[test]
+fn a_wrong_type_names_the_key_and_what_is_allowed() {
+    let text = MINIMAL.replace("CAPACITY-AH = 100", "CAPACITY-AH = \"100\"");
+    let p = only_problem(&text);
+    assert_eq!(
+        (p.line, p.column, p.key.as_str()),
+        (4, 15, "[[bmses-in]] #1 CAPACITY-AH")
+    );
+    assert_eq!(
+        p.message,
+        "must be a number greater than 0 and at most 1000000, not a string"
+    );
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    let p = only_problem(&format!("{MINIMAL}I-SCALING = -0.5\n"));
+    assert_eq!((p.line, p.key.as_str()), (7, "[[bmses-out]] #1 I-SCALING"));
+    assert_eq!(p.message, "-0.5 is out of range: must be a number from 0 to 10");
+    let p = only_problem(&MINIMAL.replace("CAPACITY-AH = 100", "CAPACITY-AH = 0"));
+    assert!(p.message.starts_with("0 is out of range"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[battery]\nSTALE-TIMEOUT = nan\n"));
+    assert!(p.message.contains("out of range"));
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 70000\n"));
+    assert_eq!(p.key, "[mqtt] PORT");
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 1883.5\n"));
+    assert_eq!(p.message, "must be a whole number from 1 to 65535");
+}
+
+#[test]
+fn choices_and_names_are_checked() {
+    let p = only_problem(&format!("{MINIMAL}[battery]\nON-INPUT-LOST = \"ignore\"\n"));
+    assert_eq!(p.message, "\"ignore\" is not allowed: one of \"degrade\", \"stop\"");
+    let c = parse(&format!("{MINIMAL}[battery]\nON-INPUT-LOST = \"stop\"\n")).unwrap();
+    assert_eq!(c.battery.on_input_lost, OnInputLost::Stop);
+    let p = only_problem(&format!("{MINIMAL}MANUFACTURER = \"PYLONTECH\"\n"));
+    assert_eq!(p.key, "[[bmses-out]] #1 MANUFACTURER");
+    assert!(p.message.contains("1 to 8 ASCII characters"));
+    let p = only_problem(&MINIMAL.replace("\"can1\"", "\"can 1\""));
+    assert!(p.message.contains("is not an interface name"));
+}
+
+#[test]
+fn required_keys_and_sections_are_reported_missing() {
+    let p = problems("[[bmses-in]]\nCAN-IF = \"can0\"\n");
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["GATEWAY-ACTIVATED", "[[bmses-in]] #1 CAPACITY-AH", "[[bmses-out]]"]
+    );
+    assert_eq!((p[1].line, p[1].column), (1, 1));
+}
+
+#[test]
+fn each_interface_is_used_once() {
+    let text = format!("{MINIMAL}[[bmses-out]]\nCAN-IF = \"can0\"\n");
+    let p = only_problem(&text);
+    assert_eq!((p.line, p.key.as_str()), (8, "[[bmses-out]] #2 CAN-IF"));
+    assert!(p.message.contains("already used by [[bmses-in]] #1"), "{}", p.message);
+}
+
+#[test]
+fn a_password_in_the_main_config_is_refused_with_the_way_out() {
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPASSWORD = \"secret\"\n"));
+    assert!(p.message.contains("PASSWORD-FILE"));
+    assert!(!p.message.contains("secret"));
+}
+
+#[test]
+fn tls_client_certificate_needs_both_files() {
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nTLS = true\nCERT-FILE = \"/a.pem\"\n"));
+    assert!(p.message.contains("go together"));
+    let c = parse(&format!(
+        "{MINIMAL}[mqtt]\nTLS = true\nCA-FILE = \"/ca.pem\"\nSETPOINT-TTL = 60\n"
+    ))
+    .unwrap();
+    assert_eq!(c.mqtt.tls.unwrap().ca_file, Some(PathBuf::from("/ca.pem")));
+    assert_eq!(c.mqtt.setpoint_ttl, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn broken_toml_gives_the_line() {
+    let p = only_problem("GATEWAY-ACTIVATED = true\n[battery\n");
+    assert_eq!(p.line, 2);
+    assert!(p.message.starts_with("not valid TOML"), "{}", p.message);
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "GATEWAY-ACTIVATED = \"yes\"\n[[bmses-in]]\nCAN-IF = \"can0\"\nCAPACITY-AH = -1\n[[bmses-out]]\nCAN-IF = \"can1\"\nI-SCALLING = 1\n";
+    let p = problems(text);
+    assert_eq!(p.len(), 3, "{p:#?}");
+    let err = ConfigError {
+        path: "x.toml".into(),
+        problems: p,
+    };
+    let shown = err.to_string();
+    assert!(shown.starts_with("x.toml: 3 problems"), "{shown}");
+    assert!(
+        shown.contains("x.toml:1:21: GATEWAY-ACTIVATED: must be true or false, not a string"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn scaling_over_one_is_a_warning() {
+    let text = format!("{MINIMAL}I-SCALING = 0.7\n[[bmses-out]]\nCAN-IF = \"can2\"\nI-SCALING = 0.6\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.warnings().len(), 1);
+    assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+}

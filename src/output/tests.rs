@@ -1,0 +1,117 @@
+//! Output tests: the frame set against hand-encoded bytes, the fail-safe on
+//! old states, and the push timer.
+
+use super::*;
+use crate::codec::{CellExtremes, Flags, Requests};
+
+fn battery() -> Battery {
+    Battery {
+        v_charge_cmd: 53.2,
+        i_lim_charge: 480.0,
+        i_lim_discharge: 480.0,
+        v_discharge_min: Some(45.0),
+        soc: 88.4,
+        soh: 94.0,
+        v_avg: 49.86,
+        i_total: -27.0,
+        t_avg: 36.3,
+        flags: Flags {
+            n_modules: 6,
+            ..Flags::default()
+        },
+        requests: Requests::NORMAL,
+        cells: None,
+        manufacturer: None,
+        capacity_ah: 100.0,
+    }
+}
+
+#[test]
+fn frame_set_has_the_spec_order_and_the_reference_bytes() {
+    let set = frame_set(&battery(), Manufacturer::new("PYLON").unwrap());
+    let got: Vec<(u32, Vec<u8>)> = set.frames().iter().map(|f| (f.id.raw(), f.data().to_vec())).collect();
+    let want: Vec<(u32, Vec<u8>)> = vec![
+        (0x359, vec![0, 0, 0, 0, 6, 0x50, 0x4E]),
+        (0x351, vec![0x14, 0x02, 0xC0, 0x12, 0xC0, 0x12, 0xC2, 0x01]),
+        // SOC 88.4 % rounds to 88.
+        (0x355, vec![0x58, 0x00, 0x5E, 0x00]),
+        (0x356, vec![0x7A, 0x13, 0xF2, 0xFE, 0x6B, 0x01]),
+        (0x35C, vec![0xC0, 0x00]),
+        (0x35E, vec![0x50, 0x59, 0x4C, 0x4F, 0x4E, 0, 0, 0]),
+    ];
+    assert_eq!(got, want);
+    assert!(set.frames().iter().all(|f| matches!(f.id, CanId::Standard(_))));
+}
+
+#[test]
+fn cell_data_adds_0x373_last() {
+    let mut b = battery();
+    b.cells = Some(CellExtremes {
+        v_cell_min: 3.288,
+        v_cell_max: 3.313,
+        t_cell_min: 17.0,
+        t_cell_max: 25.0,
+    });
+    let set = frame_set(&b, Manufacturer::new("PYLON").unwrap());
+    assert_eq!(set.frames().len(), 7);
+    let last = set.frames()[6];
+    assert_eq!(
+        (last.id.raw(), last.data()),
+        (0x373, &[0xD8, 0x0C, 0xF1, 0x0C, 0x22, 0x01, 0x2A, 0x01][..])
+    );
+}
+
+#[test]
+fn an_old_state_is_sent_as_the_safe_state() {
+    let t0 = Instant::now();
+    let shaped = Shaped {
+        state: SystemState::Ok,
+        battery: battery(),
+        made_at: t0,
+    };
+    let max = Duration::from_secs(8);
+    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, battery()));
+    let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
+    assert_eq!(state, SystemState::Safe);
+    assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
+    assert!(!b.requests.charge_enable && !b.requests.discharge_enable);
+    assert_eq!(b.flags.error_flags_2, 0x08);
+    assert_eq!(b.v_charge_cmd, 53.2);
+}
+
+#[test]
+fn push_timer_respects_min_delay_and_repeats_every_second() {
+    let t0 = Instant::now();
+    let ms = |n| Duration::from_millis(n);
+    let mut t = PushTimer {
+        min_delay: ms(300),
+        last_sent: None,
+        pending: false,
+    };
+    assert_eq!(t.due(false, t0), None);
+    assert_eq!(t.due(true, t0), Some(t0));
+    t.last_sent = Some(t0);
+    assert_eq!(t.due(true, t0), Some(t0 + ms(1000)));
+    t.pending = true;
+    assert_eq!(t.due(true, t0), Some(t0 + ms(300)));
+    // A min delay above one second cannot stop the once-per-second repeat.
+    t.min_delay = ms(5000);
+    assert_eq!(t.due(true, t0), Some(t0 + ms(1000)));
+}
+
+#[test]
+fn mailbox_keeps_only_the_latest() {
+    let m = Mailbox::default();
+    let t0 = Instant::now();
+    let mut s = Shaped {
+        state: SystemState::Ok,
+        battery: battery(),
+        made_at: t0,
+    };
+    m.put(s);
+    s.battery.soc = 10.0;
+    m.put(s);
+    assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
+    assert_eq!(m.take(), None);
+    assert!(m.wake_rx.try_recv().is_ok());
+}

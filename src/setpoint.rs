@@ -1,0 +1,128 @@
+//! Remote current-limit setpoints: lower-only limits with an optional expiry.
+//!
+//! Pure values with time passed in; the MQTT thread parses commands into
+//! these, the combiner applies them.
+
+use std::time::Instant;
+
+/// Which limit a setpoint lowers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    Charge,
+    Discharge,
+}
+
+impl LimitKind {
+    /// The field and topic name, as in the telemetry JSON.
+    pub fn field(self) -> &'static str {
+        match self {
+            LimitKind::Charge => "i_lim_charge",
+            LimitKind::Discharge => "i_lim_discharge",
+        }
+    }
+}
+
+/// One active setpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setpoint {
+    /// A, already clamped to 0..the configured cap.
+    pub value: f64,
+    /// `None`: until changed or cleared.
+    pub expires: Option<Instant>,
+}
+
+impl Setpoint {
+    pub fn active_at(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// The charge and discharge setpoints of one scope (the system or one inverter).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LimitSetpoints {
+    pub charge: Option<Setpoint>,
+    pub discharge: Option<Setpoint>,
+}
+
+impl LimitSetpoints {
+    pub fn get(&self, kind: LimitKind) -> Option<Setpoint> {
+        match kind {
+            LimitKind::Charge => self.charge,
+            LimitKind::Discharge => self.discharge,
+        }
+    }
+
+    pub fn set(&mut self, kind: LimitKind, setpoint: Option<Setpoint>) {
+        match kind {
+            LimitKind::Charge => self.charge = setpoint,
+            LimitKind::Discharge => self.discharge = setpoint,
+        }
+    }
+
+    /// The active value, if any, at `now`.
+    pub fn value_at(&self, kind: LimitKind, now: Instant) -> Option<f64> {
+        self.get(kind).filter(|s| s.active_at(now)).map(|s| s.value)
+    }
+
+    /// `limit` lowered by the active setpoint (never raised).
+    pub fn lower(&self, kind: LimitKind, limit: f64, now: Instant) -> f64 {
+        self.value_at(kind, now).map_or(limit, |v| limit.min(v))
+    }
+
+    /// Drops expired setpoints; true when something was dropped.
+    pub fn expire(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for kind in [LimitKind::Charge, LimitKind::Discharge] {
+            if self.get(kind).is_some_and(|s| !s.active_at(now)) {
+                self.set(kind, None);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// Who a setpoint applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The whole system: lowers the combined limits.
+    System,
+    /// One inverter, by index in `[[bmses-out]]` order (0-based).
+    Inverter(usize),
+}
+
+/// A validated command for the combiner: set or clear one setpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SetpointCommand {
+    pub scope: Scope,
+    pub kind: LimitKind,
+    /// `None` clears it.
+    pub setpoint: Option<Setpoint>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn setpoints_lower_but_never_raise_and_expire() {
+        let t0 = Instant::now();
+        let mut s = LimitSetpoints::default();
+        s.set(
+            LimitKind::Charge,
+            Some(Setpoint {
+                value: 50.0,
+                expires: Some(t0 + Duration::from_secs(10)),
+            }),
+        );
+        assert_eq!(s.lower(LimitKind::Charge, 100.0, t0), 50.0);
+        assert_eq!(s.lower(LimitKind::Charge, 20.0, t0), 20.0);
+        assert_eq!(s.lower(LimitKind::Discharge, 100.0, t0), 100.0);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(s.lower(LimitKind::Charge, 100.0, later), 100.0);
+        assert!(s.expire(later));
+        assert_eq!(s.charge, None);
+        assert!(!s.expire(later));
+    }
+}
