@@ -24,6 +24,13 @@ done </modules/order
 
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host ||
     fail "cannot mount the host root over 9p"
+mkdir -p /results
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /results ||
+    fail "cannot mount the results export"
+# shellcheck disable=SC1091 # written by run.sh at boot time
+. /results/params.sh
+[ -n "$REPO" ] || fail "params.sh has no REPO"
+
 # The chroot needs its own kernel file systems and writable scratch space; the
 # host root itself stays read-only.
 mount -t proc proc /host/proc
@@ -37,15 +44,18 @@ ln -sf /proc/self/fd /host/dev/fd
 ln -sf /proc/self/fd/0 /host/dev/stdin
 ln -sf /proc/self/fd/1 /host/dev/stdout
 ln -sf /proc/self/fd/2 /host/dev/stderr
+# A fresh tmpfs on /tmp and /run. A checkout that lives under one of them
+# (CI clones into temporary directories) is bound back to its own path.
+mkdir -p /repo
+mount -o bind "/host$REPO" /repo || fail "cannot bind $REPO"
 mount -t tmpfs tmp /host/tmp
 mount -t tmpfs run /host/run
+if [ ! -e "/host$REPO/tests/system/driver.py" ]; then
+    mkdir -p "/host$REPO"
+    mount -o bind /repo "/host$REPO" || fail "cannot bind $REPO back"
+fi
 mkdir -p /host/tmp/results
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /host/tmp/results ||
-    fail "cannot mount the results export"
-
-# shellcheck disable=SC1091 # written by run.sh at boot time
-. /host/tmp/results/params.sh
-[ -n "$REPO" ] || fail "params.sh has no REPO"
+mount -o bind /results /host/tmp/results || fail "cannot bind the results export"
 
 # Loopback for Mosquitto; there is no other network device in this VM.
 chroot /host /usr/sbin/ip link set lo up
@@ -58,5 +68,5 @@ chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/
     --repo "$REPO" --results /tmp/results --mode "$MODE" $SCENARIOS # split: a name list
 echo "vm-init: driver exited with $?"
 sync
-umount /host/tmp/results 2>/dev/null
+umount /host/tmp/results /results 2>/dev/null
 poweroff -f
