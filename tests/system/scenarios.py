@@ -169,7 +169,7 @@ def sync_mode(ctx):
     """Sync mode: answers each inverter 0x305 with the frames, own 0x305 every SYNC-INTERVAL."""
     ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
     bats = {"sbat1": ctx.battery("sbat1", bat_a(cells=None)),
-            "sbat2": ctx.battery("sbat2", bat_b(cells=None))}
+            "sbat2": ctx.battery("sbat2", bat_b(cells=None, i=10.6))}
     cap1, cap2 = ctx.capture("sinv1"), ctx.capture("sinv2")
     bcfg = {"I-TOT-SCALING": 0.5, "I-TOT-OFFSET": -2.0}
     bmodel = dict(i_tot_scaling=0.5, i_tot_offset=-2.0)
@@ -649,7 +649,7 @@ def mqtt(ctx):
     base = "systest"
     ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
     a = ctx.battery("sbat1", bat_a())
-    b = ctx.battery("sbat2", bat_b())
+    b = ctx.battery("sbat2", bat_b(i=10.6))  # -16.4 A x 0.5: no rounding tie
     caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
     m = Mqtt(ctx, port)
     t_start = time.monotonic()
@@ -789,10 +789,10 @@ def signals(ctx):
     gw = ctx.gateway(cfg)
     harness.wait_state(cap, e, 20, "ok state")
     with open(gw.cfg, "w") as f:
-        f.write(harness.config(inputs_cfg("sbat1"), [dict(INV1, **{"I-SCALING": 0.25})]))
+        f.write(harness.config(inputs_cfg("sbat1"), [dict(INV1, **{"I-SCALING": 0.3})]))
     gw.proc.send_signal(signal.SIGHUP)
-    e_new = expect([(a.values, "sbat1")], dict(INV1_MODEL, i_scaling=0.25))
-    harness.wait_state(cap, e_new, 10, "SIGHUP with I-SCALING 0.25")
+    e_new = expect([(a.values, "sbat1")], dict(INV1_MODEL, i_scaling=0.3))
+    harness.wait_state(cap, e_new, 10, "SIGHUP with I-SCALING 0.3")
     with open(gw.cfg, "w") as f:
         f.write("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = 'sbat1'\nCAPACITY-AH = -5\n")
     gw.proc.send_signal(signal.SIGHUP)
