@@ -88,7 +88,7 @@ fn parse_id(text: &str) -> Result<CanId, LineError> {
 }
 
 fn hex_bytes(text: &str) -> Result<Vec<u8>, LineError> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return invalid(format!("data {text:?} has an odd number of hex digits"));
     }
     (0..text.len())

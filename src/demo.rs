@@ -191,13 +191,18 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             .duration
             .map_or(crossbeam_channel::never(), crossbeam_channel::after);
         let terminal = std::io::stdout().is_terminal();
+        let mut events = Events::default();
         loop {
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
-                    let table = render(&config, &board.snapshot(), &views, started.elapsed(), Instant::now());
+                    let snapshot = board.snapshot();
+                    let now = Instant::now();
+                    events.update(&config, &snapshot, started.elapsed(), now);
+                    let mut table = render(&config, &snapshot, &views, started.elapsed(), now);
+                    table.push_str(&events.render());
                     let mut out = std::io::stdout().lock();
                     if terminal {
                         let _ = write!(out, "\x1b[2J\x1b[H");
@@ -210,6 +215,49 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         drop(stop_tx);
     });
     Ok(())
+}
+
+/// What changed, as the demo's table shows it under "Events".
+#[derive(Default)]
+struct Events {
+    lines: Vec<String>,
+    fresh: Vec<bool>,
+    state: Option<&'static str>,
+}
+
+impl Events {
+    const KEEP: usize = 6;
+
+    fn update(&mut self, config: &Config, snap: &Snapshot, elapsed: Duration, now: Instant) {
+        let t = elapsed.as_secs();
+        self.fresh.resize(snap.inputs.len(), false);
+        for (i, st) in snap.inputs.iter().enumerate() {
+            let fresh = st
+                .last_telegram
+                .is_some_and(|at| now.saturating_duration_since(at) <= config.battery.stale_timeout);
+            if fresh != self.fresh[i] {
+                let what = if fresh { "reporting" } else { "stale" };
+                self.lines.push(format!("{t:>4} s  battery {} {what}", i + 1));
+                self.fresh[i] = fresh;
+            }
+        }
+        let state = snap.system.combined.map(|c| c.state.as_str());
+        if state.is_some() && state != self.state {
+            self.lines
+                .push(format!("{t:>4} s  combined state: {}", state.unwrap_or("-")));
+            self.state = state;
+        }
+        let excess = self.lines.len().saturating_sub(Self::KEEP);
+        self.lines.drain(..excess);
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::from("\n\nEvents:\n");
+        for line in &self.lines {
+            let _ = writeln!(s, "  {line}");
+        }
+        s
+    }
 }
 
 fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {

@@ -1,1 +1,278 @@
-fn main() {}
+//! The `bms-gateway` command line: parses arguments, maps every outcome to
+//! an exit code in one place, and hands over to the library.
+
+use bms_gateway::can::CanOpener;
+use bms_gateway::can::socket::SocketCan;
+use bms_gateway::config::{self, Config, ConfigError};
+use bms_gateway::demo::{self, DemoOptions};
+use bms_gateway::{daemon, decode, service, signals, tools};
+use clap::{Parser, Subcommand};
+use std::io::{self, BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit codes, all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Success = 0,
+    /// Something failed while running.
+    Runtime = 1,
+    /// Bad usage or configuration.
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Combines several Pylontech-protocol battery BMSes (one CAN interface each)
+/// into one virtual battery and shows each inverter a virtual BMS.
+#[derive(Debug, Parser)]
+#[command(name = "bms-gateway", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (default: $BMS_GATEWAY_CONFIG, then
+    /// ~/.bms_gateway/bms_config.toml, then /etc/bms-gateway/bms_config.toml).
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Debug logging (RUST_LOG is honoured too).
+    #[arg(short = 'v', long = "verbose", global = true)]
+    verbose: bool,
+    /// Write the commented configuration template and exit.
+    #[arg(long)]
+    init: bool,
+    /// With --init: overwrite an existing file.
+    #[arg(long, requires = "init")]
+    force: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration and print the effective settings.
+    Check,
+    /// The whole gateway on virtual CAN buses with simulated batteries and
+    /// inverters: no hardware, no configuration.
+    Demo {
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
+        batteries: u8,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+        inverters: u8,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+    },
+    /// Decode a candump log (candump -l files or candump's screen output)
+    /// into one JSON object per line.
+    Decode {
+        /// The log file, or - for standard input.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+    /// Play a Pylontech battery on a CAN interface.
+    SimBms(tools::SimBmsArgs),
+    /// Play an inverter: send 0x305 and print the frames received, decoded.
+    SimInverter(tools::SimInverterArgs),
+    /// Live decoded view of Pylontech traffic on an interface.
+    Monitor {
+        /// The CAN interface, e.g. can0.
+        interface: String,
+    },
+}
+
+/// The configuration file to use, by the lookup order of the original gateway.
+fn config_path(explicit: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p;
+    }
+    if let Some(p) = std::env::var_os("BMS_GATEWAY_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let p = Path::new(&home).join(".bms_gateway/bms_config.toml");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("/etc/bms-gateway/bms_config.toml")
+}
+
+fn load(path: &Path) -> Result<Config, Exit> {
+    config::load(path).map_err(|e: ConfigError| {
+        eprintln!("error: {e}");
+        if e.problems.iter().any(|p| p.message.starts_with("cannot read")) {
+            eprintln!(
+                "hint: write a commented template with: bms-gateway --init -c {}",
+                path.display()
+            );
+        }
+        Exit::Usage
+    })
+}
+
+fn init(path: &Path, force: bool) -> Exit {
+    if path.exists() && !force {
+        eprintln!(
+            "error: {} exists; not overwriting it (add --force to replace it)",
+            path.display()
+        );
+        return Exit::Usage;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return Exit::Runtime;
+    }
+    match std::fs::write(path, config::TEMPLATE) {
+        Ok(()) => {
+            println!(
+                "wrote {}: edit the interfaces, set GATEWAY-ACTIVATED = true, then run: bms-gateway check -c {}",
+                path.display(),
+                path.display()
+            );
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            Exit::Runtime
+        }
+    }
+}
+
+fn check(path: &Path) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    println!("{}: valid\n", path.display());
+    print!("{}", config.describe());
+    for w in config.warnings() {
+        println!("warning: {w}");
+    }
+    if !config.gateway_activated {
+        println!("note: GATEWAY-ACTIVATED is false: the gateway will not run until it is set to true");
+    }
+    Exit::Success
+}
+
+fn run(path: &Path) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if !config.gateway_activated {
+        log::error!(
+            "GATEWAY-ACTIVATED is false in {}: edit the file, set it to true, and start again",
+            path.display()
+        );
+        return Exit::Usage;
+    }
+    for w in config.warnings() {
+        log::warn!("{w}");
+    }
+    match daemon::run(path, config) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            log::error!("{e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn demo(batteries: u8, inverters: u8, duration: Option<f64>) -> Exit {
+    let duration = match duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            eprintln!("error: --duration must be a positive number of seconds");
+            return Exit::Usage;
+        }
+        d => d.map(Duration::from_secs_f64),
+    };
+    let (signals, handle) = match signals::listen() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return Exit::Runtime;
+        }
+    };
+    let options = DemoOptions {
+        batteries: usize::from(batteries),
+        inverters: usize::from(inverters),
+        duration,
+    };
+    let result = demo::run(options, &signals);
+    handle.close();
+    match result {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn decode_file(file: &str) -> Exit {
+    let stdout = io::stdout().lock();
+    let result = if file == "-" {
+        decode::run(io::stdin().lock(), stdout)
+    } else {
+        match std::fs::File::open(file) {
+            Ok(f) => decode::run(BufReader::new(f), stdout),
+            Err(e) => {
+                eprintln!("error: cannot open {file}: {e}");
+                return Exit::Usage;
+            }
+        }
+    };
+    match result {
+        Ok(_) => Exit::Success,
+        // A closed pipe (decode ... | head) is not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn outcome(result: Result<(), String>) -> Exit {
+    match result {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo's live table owns the terminal; its log lines would scroll it
+    // away. Piped (or with -v or RUST_LOG) it logs as usual.
+    let quiet_demo = matches!(cli.command, Some(Command::Demo { .. })) && io::stdout().is_terminal();
+    if quiet_demo && !cli.verbose && std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: single-threaded here, before any thread is started.
+        unsafe { std::env::set_var("RUST_LOG", "off") };
+    }
+    service::init_logging(cli.verbose);
+    let path = config_path(cli.config);
+    let opener: &dyn CanOpener = &SocketCan;
+    let exit = match cli.command {
+        None if cli.init => init(&path, cli.force),
+        None => run(&path),
+        Some(Command::Check) => check(&path),
+        Some(Command::Demo {
+            batteries,
+            inverters,
+            duration,
+        }) => demo(batteries, inverters, duration),
+        Some(Command::Decode { file }) => decode_file(&file),
+        Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
+        Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
+        Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
+    };
+    exit.into()
+}

@@ -49,7 +49,7 @@ pub fn init_logging(verbose: bool) {
     } else {
         builder
             .format_timestamp_millis()
-            .format_module_path(true)
+            .format_module_path(false)
             .format_level(true);
     }
     let _ = builder.try_init();
@@ -57,10 +57,7 @@ pub fn init_logging(verbose: bool) {
 
 /// The env_logger filter directives for `RUST_LOG` (if set) and `-v`.
 fn filter_spec(rust_log: Option<&str>, verbose: bool) -> String {
-    let base = rust_log
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .unwrap_or("info");
+    let base = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
     if verbose {
         // A later directive for the same module replaces an earlier one.
         format!("{base},{OWN_CRATE}=debug")
@@ -227,10 +224,7 @@ impl Liveness {
         };
         // A poisoned lock only means another thread panicked while
         // registering; the list itself is still sound.
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(entry);
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
         Heartbeat { counter }
     }
 
@@ -247,11 +241,7 @@ impl Liveness {
             }
             entry.seen = now;
         }
-        if silent.is_empty() {
-            Ok(())
-        } else {
-            Err(silent)
-        }
+        if silent.is_empty() { Ok(()) } else { Err(silent) }
     }
 }
 
@@ -274,10 +264,7 @@ mod tests {
         assert_eq!(live.all_alive_since_last_check(), Ok(()));
         // Only can0 beats: the combiner is named, can0 is not.
         can0.beat();
-        assert_eq!(
-            live.all_alive_since_last_check(),
-            Err(vec!["combiner".to_string()])
-        );
+        assert_eq!(live.all_alive_since_last_check(), Err(vec!["combiner".to_string()]));
         // A check resets the window: beating once again is enough.
         can0.beat();
         combiner.beat();
@@ -299,10 +286,7 @@ mod tests {
             hb.beat();
         }
         assert_eq!(live.all_alive_since_last_check(), Ok(()));
-        assert_eq!(
-            live.all_alive_since_last_check(),
-            Err(vec!["x".to_string()])
-        );
+        assert_eq!(live.all_alive_since_last_check(), Err(vec!["x".to_string()]));
     }
 
     #[test]
@@ -314,10 +298,7 @@ mod tests {
         assert_eq!(live.all_alive_since_last_check(), Ok(()));
         drop(hb);
         // A thread that dropped its heartbeat (exited) counts as hung.
-        assert_eq!(
-            live.all_alive_since_last_check(),
-            Err(vec!["worker".to_string()])
-        );
+        assert_eq!(live.all_alive_since_last_check(), Err(vec!["worker".to_string()]));
     }
 
     #[test]
@@ -353,10 +334,7 @@ mod tests {
 
     #[test]
     fn journal_lines_have_a_prefix_and_no_timestamp() {
-        assert_eq!(
-            journal_line(Level::Warn, "can0: bus-off"),
-            "<4>can0: bus-off\n"
-        );
+        assert_eq!(journal_line(Level::Warn, "can0: bus-off"), "<4>can0: bus-off\n");
         assert_eq!(
             journal_line(Level::Error, "bad config\n  line 3"),
             "<3>bad config\n<3>  line 3\n"
@@ -431,8 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", "service::tests::notify_child", "--nocapture"])
             .env(CHILD_MARK, "1")
@@ -448,11 +425,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             match sock.recv(&mut buf) {
-                Ok(n) => lines.extend(
-                    String::from_utf8_lossy(&buf[..n])
-                        .lines()
-                        .map(str::to_string),
-                ),
+                Ok(n) => lines.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string)),
                 Err(_) => {
                     if child.try_wait().unwrap().is_some() {
                         break;

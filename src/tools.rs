@@ -1,0 +1,282 @@
+//! The field tools: `sim-bms`, `sim-inverter` and `monitor`, on any CAN
+//! interface (real, vcan, or the virtual bus in tests).
+
+use crate::can::{CanError, CanOpener, CanPort};
+use crate::codec::{self, Message};
+use crate::decode::message_fields;
+use crate::frame::Frame;
+use crate::signals::{self, Signal};
+use crate::sim::{BatteryParams, SimAlarms};
+use crossbeam_channel::Receiver;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `sim-bms` flags: the values the simulated battery reports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimBmsArgs {
+    /// CAN interface to send on.
+    #[arg(long = "can-if", value_name = "IF")]
+    pub can_if: String,
+    /// State of charge, %.
+    #[arg(long, default_value_t = 88.0)]
+    pub soc: f64,
+    /// State of health, %.
+    #[arg(long, default_value_t = 94.0)]
+    pub soh: f64,
+    /// Pack voltage, V.
+    #[arg(long, default_value_t = 49.86)]
+    pub voltage: f64,
+    /// Current, A (+ = charging).
+    #[arg(long, default_value_t = -27.0, allow_hyphen_values = true)]
+    pub current: f64,
+    /// Temperature, degC.
+    #[arg(long, default_value_t = 36.3, allow_hyphen_values = true)]
+    pub temp: f64,
+    /// Charge voltage limit, V.
+    #[arg(long, default_value_t = 53.2)]
+    pub cvl: f64,
+    /// Charge current limit, A.
+    #[arg(long, default_value_t = 480.0)]
+    pub ccl: f64,
+    /// Discharge current limit, A.
+    #[arg(long, default_value_t = 480.0)]
+    pub dcl: f64,
+    /// Discharge voltage limit, V.
+    #[arg(long, default_value_t = 45.0)]
+    pub dvl: f64,
+    /// Number of modules.
+    #[arg(long, default_value_t = 6)]
+    pub modules: u8,
+    /// Alarm bytes 0-3 of 0x359 as 8 hex digits, e.g. 00000800.
+    #[arg(long, default_value = "00000000")]
+    pub flags: String,
+    /// Seconds between bursts.
+    #[arg(long, default_value_t = 1.0)]
+    pub period: f64,
+    /// Let SOC, current, voltage and temperature drift slowly.
+    #[arg(long)]
+    pub drift: bool,
+    /// Name sent in 0x35E.
+    #[arg(long, default_value = "PYLON")]
+    pub manufacturer: String,
+    /// Do not send 0x373 cell extremes.
+    #[arg(long)]
+    pub no_cells: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+/// `sim-inverter` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimInverterArgs {
+    /// CAN interface of the (virtual) BMS.
+    #[arg(long = "can-if", value_name = "IF")]
+    pub can_if: String,
+    /// Sync mode: send a 0x305 every --period and expect answers.
+    #[arg(long)]
+    pub sync: bool,
+    /// Seconds between 0x305 keep-alives.
+    #[arg(long, default_value_t = 1.0)]
+    pub period: f64,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+fn open(opener: &dyn CanOpener, name: &str) -> Result<Box<dyn CanPort>, String> {
+    opener.open(name).map_err(|e| format!("{name}: {e}"))
+}
+
+fn positive(name: &str, v: f64) -> Result<Duration, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(format!("{name} must be a positive number of seconds"))
+    }
+}
+
+fn stop_channel(
+    duration: Option<f64>,
+) -> Result<(Receiver<Signal>, Receiver<Instant>, signal_hook::iterator::Handle), String> {
+    let (signals, handle) = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let deadline = match duration {
+        Some(d) => crossbeam_channel::after(positive("--duration", d)?),
+        None => crossbeam_channel::never(),
+    };
+    Ok((signals, deadline, handle))
+}
+
+/// Plays a battery until stopped.
+pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> {
+    let period = positive("--period", args.period)?;
+    let flags = u32::from_str_radix(&args.flags, 16)
+        .ok()
+        .filter(|_| args.flags.len() == 8)
+        .ok_or("--flags takes 8 hex digits, e.g. 00000800")?
+        .to_be_bytes();
+    let params = BatteryParams {
+        soc: args.soc,
+        soh: args.soh,
+        voltage: args.voltage,
+        current: args.current,
+        temp: args.temp,
+        cvl: args.cvl,
+        ccl: args.ccl,
+        dcl: args.dcl,
+        dvl: args.dvl,
+        modules: args.modules,
+        manufacturer: args.manufacturer.clone(),
+        cells: !args.no_cells,
+        drift: args.drift,
+    };
+    let mut port = open(opener, &args.can_if)?;
+    let (signals, deadline, handle) = stop_channel(args.duration)?;
+    let started = Instant::now();
+    let ticker = crossbeam_channel::tick(period);
+    let mut result = Ok(());
+    loop {
+        let t = started.elapsed().as_secs_f64();
+        for frame in params.burst(t, SimAlarms { flags }) {
+            if let Err(e) = port.write(&frame) {
+                result = Err(format!("{}: {e}", args.can_if));
+                break;
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+        crossbeam_channel::select! {
+            recv(signals) -> _ => break,
+            recv(deadline) -> _ => break,
+            recv(ticker) -> _ => {},
+        }
+    }
+    handle.close();
+    result
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One received frame as a JSON line, like `decode` prints.
+pub fn frame_json(frame: &Frame, iface: &str, ts: f64) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(format!("0x{:03X}", frame.id.raw())));
+    m.insert("iface".into(), json!(iface));
+    m.insert("ts".into(), json!((ts * 1e6).round() / 1e6));
+    match codec::decode(frame) {
+        Ok(message) => {
+            if matches!(message, Message::Other { .. }) {
+                m.insert("data".into(), json!(frame.hex()));
+            }
+            m.extend(message_fields(&message));
+        }
+        Err(e) => {
+            m.insert("data".into(), json!(frame.hex()));
+            m.insert("error".into(), json!(e.to_string()));
+        }
+    }
+    Value::Object(m)
+}
+
+/// Reads `port` until stopped, handing each frame to `each`.
+fn listen(
+    port: &mut dyn CanPort,
+    name: &str,
+    signals: &Receiver<Signal>,
+    deadline: &Receiver<Instant>,
+    mut tick: impl FnMut(&mut dyn CanPort) -> Result<(), CanError>,
+    mut each: impl FnMut(&Frame) -> std::io::Result<()>,
+) -> Result<(), String> {
+    loop {
+        if signals.try_recv().is_ok() || deadline.try_recv().is_ok() {
+            return Ok(());
+        }
+        tick(port).map_err(|e| format!("{name}: {e}"))?;
+        match port.read(Duration::from_millis(100)) {
+            Ok(Some(frame)) => {
+                if let Err(e) = each(&frame) {
+                    // A closed pipe (… | head) ends the tool quietly.
+                    return if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        Ok(())
+                    } else {
+                        Err(e.to_string())
+                    };
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+}
+
+/// Plays an inverter: prints every frame received as a JSON line; in sync
+/// mode sends a 0x305 every period.
+pub fn sim_inverter(opener: &dyn CanOpener, args: &SimInverterArgs) -> Result<(), String> {
+    let period = positive("--period", args.period)?;
+    let mut port = open(opener, &args.can_if)?;
+    let (signals, deadline, handle) = stop_channel(args.duration)?;
+    let mut next = Instant::now();
+    let keepalive = codec::encode(&Message::KeepAlive);
+    let sync = args.sync;
+    let mut out = std::io::stdout().lock();
+    let result = listen(
+        port.as_mut(),
+        &args.can_if,
+        &signals,
+        &deadline,
+        |port| {
+            if sync && Instant::now() >= next {
+                next = Instant::now() + period;
+                port.write(&keepalive)?;
+            }
+            Ok(())
+        },
+        |frame| {
+            writeln!(out, "{}", frame_json(frame, &args.can_if, unix_now()))?;
+            out.flush()
+        },
+    );
+    handle.close();
+    result
+}
+
+/// Live decoded view: one human-readable line per frame.
+pub fn monitor(opener: &dyn CanOpener, interface: &str) -> Result<(), String> {
+    let mut port = open(opener, interface)?;
+    let (signals, deadline, handle) = stop_channel(None)?;
+    let started = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let result = listen(
+        port.as_mut(),
+        interface,
+        &signals,
+        &deadline,
+        |_| Ok(()),
+        |frame| {
+            let Value::Object(fields) = frame_json(frame, interface, 0.0) else {
+                return Ok(());
+            };
+            let text: Vec<String> = fields
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "id" | "iface" | "ts"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(
+                out,
+                "{:>9.3} {interface} {:?} {}",
+                started.elapsed().as_secs_f64(),
+                frame,
+                text.join(" ")
+            )?;
+            out.flush()
+        },
+    );
+    handle.close();
+    result
+}

@@ -1,0 +1,254 @@
+//! A test rig: the real gateway threads on the in-process virtual bus, with
+//! batteries fed by test threads and inverters read by test threads.
+
+#![allow(dead_code)]
+
+use bms_gateway::can::virtual_bus::VirtualBus;
+use bms_gateway::can::{CanOpener, CanPort};
+use bms_gateway::codec::{self, Message};
+use bms_gateway::config::{self, Config};
+use bms_gateway::frame::{CanId, Frame};
+use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use bms_gateway::setpoint::SetpointCommand;
+use bms_gateway::shutdown;
+use bms_gateway::sim::{BatteryParams, InverterView, SimAlarms};
+use bms_gateway::status::StatusBoard;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One simulated battery, fed by its own thread.
+pub struct Battery {
+    pub params: Arc<Mutex<BatteryParams>>,
+    pub alarms: Arc<Mutex<SimAlarms>>,
+    pub silent: Arc<AtomicBool>,
+}
+
+/// What one inverter received: every frame with its arrival time.
+#[derive(Default)]
+pub struct Received {
+    pub frames: Vec<(Instant, Frame)>,
+    pub view: InverterView,
+}
+
+pub struct Rig {
+    pub config: Config,
+    pub bus: VirtualBus,
+    pub board: Arc<StatusBoard>,
+    pub batteries: Vec<Battery>,
+    pub received: Vec<Arc<Mutex<Received>>>,
+    pub commands: Sender<SetpointCommand>,
+    /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
+    pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
+    stop: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Burst period of the simulated batteries: faster than real ones, to keep
+/// tests short; the rules do not depend on it.
+pub const BURST: Duration = Duration::from_millis(200);
+
+impl Rig {
+    /// Starts the gateway with `toml` (a complete configuration) and one
+    /// battery thread per input with `params[i]`. Interfaces named in
+    /// `missing` are not created on the bus.
+    pub fn start(toml: &str, params: Vec<BatteryParams>, missing: &[&str]) -> Rig {
+        let config = config::parse(toml).unwrap_or_else(|p| panic!("test config: {p:#?}"));
+        assert_eq!(params.len(), config.inputs.len());
+        let bus = VirtualBus::new();
+        for name in config
+            .inputs
+            .iter()
+            .map(|i| &i.can_if)
+            .chain(config.outputs.iter().map(|o| &o.can_if))
+        {
+            if !missing.contains(&name.as_str()) {
+                bus.create(name);
+            }
+        }
+        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()));
+        let (stop_tx, stop_rx) = shutdown::channel();
+        let (commands, commands_rx) = bounded(COMMAND_QUEUE);
+        let mut threads = Vec::new();
+        let mut batteries = Vec::new();
+        for (i, p) in params.into_iter().enumerate() {
+            let battery = Battery {
+                params: Arc::new(Mutex::new(p)),
+                alarms: Arc::default(),
+                silent: Arc::default(),
+            };
+            let (params, alarms, silent) = (battery.params.clone(), battery.alarms.clone(), battery.silent.clone());
+            let name = config.inputs[i].can_if.clone();
+            let (bus, stop) = (bus.clone(), stop_rx.clone());
+            threads.push(std::thread::spawn(move || {
+                feed(&bus, &name, &params, &alarms, &silent, &stop)
+            }));
+            batteries.push(battery);
+        }
+        let mut received = Vec::new();
+        let mut inverter_tx = Vec::new();
+        for o in &config.outputs {
+            let r: Arc<Mutex<Received>> = Arc::default();
+            let (bus2, stop, name, r2) = (bus.clone(), stop_rx.clone(), o.can_if.clone(), r.clone());
+            threads.push(std::thread::spawn(move || listen(&bus2, &name, &r2, &stop)));
+            received.push(r);
+            if let Ok(p) = bus.open(&o.can_if) {
+                inverter_tx.push(Mutex::new(p));
+            }
+        }
+        {
+            let (config, bus, board, stop) = (config.clone(), bus.clone(), board.clone(), stop_rx.clone());
+            threads.push(std::thread::spawn(move || {
+                let gateway = Gateway {
+                    config: &config,
+                    opener: &bus,
+                    board: &board,
+                    opened: &|| {},
+                    heartbeat: &|_| {},
+                    fault: Fault::None,
+                };
+                gateway.run(&stop, &commands_rx);
+            }));
+        }
+        Rig {
+            config,
+            bus,
+            board,
+            batteries,
+            received,
+            commands,
+            inverter_tx,
+            stop: Some(stop_tx),
+            threads,
+        }
+    }
+
+    /// Waits up to `timeout` for `cond` on inverter `j`'s view; returns
+    /// whether it came true.
+    pub fn wait_for(&self, j: usize, timeout: Duration, cond: impl Fn(&InverterView) -> bool) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if cond(&self.received[j].lock().unwrap().view) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn view(&self, j: usize) -> InverterView {
+        self.received[j].lock().unwrap().view.clone()
+    }
+
+    /// Forgets what inverter `j` received so far.
+    pub fn clear(&self, j: usize) {
+        *self.received[j].lock().unwrap() = Received::default();
+    }
+
+    pub fn frames(&self, j: usize) -> Vec<(Instant, Frame)> {
+        self.received[j].lock().unwrap().frames.clone()
+    }
+
+    pub fn set_silent(&self, i: usize, silent: bool) {
+        self.batteries[i].silent.store(silent, Ordering::SeqCst);
+    }
+
+    pub fn stop(mut self) {
+        self.stop.take();
+        for t in self.threads.drain(..) {
+            t.join().expect("thread panicked");
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.take();
+    }
+}
+
+fn feed(
+    bus: &VirtualBus,
+    name: &str,
+    params: &Mutex<BatteryParams>,
+    alarms: &Mutex<SimAlarms>,
+    silent: &AtomicBool,
+    stop: &Receiver<()>,
+) {
+    let mut port: Option<Box<dyn CanPort>> = None;
+    let started = Instant::now();
+    while !shutdown::sleep(stop, BURST) {
+        if silent.load(Ordering::SeqCst) {
+            continue;
+        }
+        if port.is_none() {
+            port = bus.open(name).ok();
+        }
+        let Some(p) = port.as_mut() else { continue };
+        let burst = params
+            .lock()
+            .unwrap()
+            .burst(started.elapsed().as_secs_f64(), *alarms.lock().unwrap());
+        for f in burst {
+            if p.write(&f).is_err() {
+                port = None;
+                break;
+            }
+        }
+    }
+}
+
+fn listen(bus: &VirtualBus, name: &str, received: &Mutex<Received>, stop: &Receiver<()>) {
+    let mut port: Option<Box<dyn CanPort>> = None;
+    while !shutdown::requested(stop) {
+        if port.is_none() {
+            port = bus.open(name).ok();
+            if port.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
+        match port.as_mut().unwrap().read(Duration::from_millis(50)) {
+            Ok(Some(f)) => {
+                let mut r = received.lock().unwrap();
+                r.frames.push((Instant::now(), f));
+                r.view.take(&f);
+            }
+            Ok(None) => {}
+            Err(_) => port = None,
+        }
+    }
+}
+
+/// A battery with the given limits and measurements; everything else default.
+pub fn battery(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64, current: f64, temp: f64) -> BatteryParams {
+    BatteryParams {
+        cvl,
+        ccl,
+        dcl,
+        soc,
+        voltage,
+        current,
+        temp,
+        soh: 100.0,
+        dvl: 45.0,
+        modules: 2,
+        cells: false,
+        drift: false,
+        ..BatteryParams::default()
+    }
+}
+
+pub fn keepalive() -> Frame {
+    codec::encode(&Message::KeepAlive)
+}
+
+pub fn is_id(f: &Frame, id: u16) -> bool {
+    f.id == CanId::Standard(id)
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}

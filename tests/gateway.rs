@@ -1,0 +1,398 @@
+//! The gateway's real threads on the in-process virtual bus, end to end.
+//! Expected values are computed by hand from spec section 4 in the comments.
+
+mod common;
+
+use bms_gateway::can::CanOpener;
+use bms_gateway::frame::{CanId, Frame, FrameKind};
+use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
+use common::*;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Three batteries, two inverters with shares 0.6 and 0.4.
+fn three_by_two(extra_battery: &str, extra_inverter: &str) -> String {
+    format!(
+        r#"GATEWAY-ACTIVATED = true
+[battery]
+I-LIM-CHARGE = 300
+STALE-TIMEOUT = 1.0
+{extra_battery}
+[[bmses-in]]
+CAN-IF = "bat1"
+CAPACITY-AH = 100
+[[bmses-in]]
+CAN-IF = "bat2"
+CAPACITY-AH = 200
+[[bmses-in]]
+CAN-IF = "bat3"
+CAPACITY-AH = 100
+[[bmses-out]]
+CAN-IF = "inv1"
+I-SCALING = 0.6
+I-LIM-CHARGE = 150
+I-OFFSET = 1.0
+{extra_inverter}
+[[bmses-out]]
+CAN-IF = "inv2"
+I-SCALING = 0.4
+[mqtt]
+ACTIVATED = false
+"#
+    )
+}
+
+fn three_batteries() -> Vec<bms_gateway::sim::BatteryParams> {
+    vec![
+        battery(53.2, 100.0, 120.0, 80.0, 52.00, 10.0, 20.0),
+        battery(54.0, 150.0, 150.0, 50.0, 52.60, -4.0, 26.0),
+        battery(53.6, 100.0, 100.0, 31.0, 52.40, 2.0, 24.0),
+    ]
+}
+
+/// Inverter 1 of `three_by_two` with all batteries fresh:
+/// CCL: sum 350 capped at 300, x 0.6 = 180, capped at 150 -> 150.
+fn inverter1_ok(v: &bms_gateway::sim::InverterView) -> bool {
+    v.limits().is_some_and(|l| close(l.i_lim_charge, 150.0)) && v.flags().is_some_and(|f| f.warning_flags_2 == 0)
+}
+
+#[test]
+fn three_batteries_two_inverters_end_to_end() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(
+        rig.wait_for(0, WAIT, inverter1_ok),
+        "inverter 1 never got the combined state"
+    );
+    assert!(rig.wait_for(1, WAIT, |v| v.limits().is_some()));
+    for j in 0..2 {
+        let v = rig.view(j);
+        let l = v.limits().unwrap();
+        // min CVL 53.2, max DVL 45.0 (all equal).
+        assert!(close(l.v_charge_cmd, 53.2), "{l:?}");
+        assert_eq!(l.v_discharge_min, Some(45.0));
+        // SOC (80*100 + 50*200 + 31*100) / 400 = 52.75 -> 53 on the wire.
+        assert_eq!(v.soc().unwrap().soc, 53.0);
+        assert_eq!(v.soc().unwrap().soh, 100.0);
+        // V (52*100 + 52.6*200 + 52.4*100) / 400 = 52.40; T 9600 / 400 = 24.0.
+        let m = v.measurements().unwrap();
+        assert!(close(m.v_avg, 52.40) && close(m.t_avg, 24.0), "{m:?}");
+        let f = v.flags().unwrap();
+        assert_eq!(
+            (
+                f.n_modules,
+                f.error_flags_1,
+                f.error_flags_2,
+                f.warning_flags_1,
+                f.warning_flags_2
+            ),
+            (6, 0, 0, 0, 0)
+        );
+        assert!(v.requests().is_some_and(|r| r.charge_enable && r.discharge_enable));
+        assert_eq!(v.errors, 0);
+    }
+    let (a, b) = (rig.view(0), rig.view(1));
+    // Inverter 1: DCL min(300, 370 * 0.6 = 222); current 8.0 * 0.6 + 1.0 = 5.8.
+    assert!(close(a.limits().unwrap().i_lim_discharge, 222.0));
+    assert!(close(a.measurements().unwrap().i_total, 5.8));
+    // Inverter 2: CCL min(300, 300 * 0.4) = 120; DCL 370 * 0.4 = 148; current 3.2.
+    assert!(close(b.limits().unwrap().i_lim_charge, 120.0));
+    assert!(close(b.limits().unwrap().i_lim_discharge, 148.0));
+    assert!(close(b.measurements().unwrap().i_total, 3.2));
+    // Frame order of one transmission: 0x359 0x351 0x355 0x356 0x35C 0x35E.
+    let frames = rig.frames(0);
+    let start = frames.iter().position(|(_, f)| is_id(f, 0x359)).unwrap();
+    let ids: Vec<u32> = frames[start..start + 6].iter().map(|(_, f)| f.id.raw()).collect();
+    assert_eq!(ids, [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E]);
+    rig.stop();
+}
+
+#[test]
+fn one_battery_silent_degrades_then_recovers() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    rig.set_silent(1, true);
+    let silent_at = Instant::now();
+    // Without battery 2: CCL 100 + 100 = 200, x 0.6 = 120; alarm byte 3 bit 3.
+    let degraded = |v: &bms_gateway::sim::InverterView| {
+        v.limits().is_some_and(|l| close(l.i_lim_charge, 120.0)) && v.flags().is_some_and(|f| f.warning_flags_2 == 0x08)
+    };
+    assert!(rig.wait_for(0, WAIT, degraded), "never degraded");
+    // SOC without battery 2: (80*100 + 31*100) / 200 = 55.5 -> 56.
+    assert_eq!(rig.view(0).soc().unwrap().soc, 56.0);
+    let took = silent_at.elapsed();
+    // STALE-TIMEOUT 1 s + 1 s, with slack for a loaded machine.
+    assert!(took < Duration::from_secs(4), "degraded after {took:?}");
+    rig.set_silent(1, false);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok), "never recovered");
+    rig.stop();
+}
+
+#[test]
+fn all_batteries_silent_gives_safe_frames() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    for i in 0..3 {
+        rig.set_silent(i, true);
+    }
+    let safe = |v: &bms_gateway::sim::InverterView| {
+        v.limits()
+            .is_some_and(|l| l.i_lim_charge == 0.0 && l.i_lim_discharge == 0.0)
+            && v.requests().is_some_and(|r| !r.charge_enable && !r.discharge_enable)
+            && v.flags().is_some_and(|f| f.error_flags_2 & 0x08 != 0)
+    };
+    for j in 0..2 {
+        assert!(rig.wait_for(j, WAIT, safe), "inverter {} not safe", j + 1);
+        // The last known charge voltage, never 0.
+        assert!(close(rig.view(j).limits().unwrap().v_charge_cmd, 53.2));
+    }
+    // Safe frames keep coming (at least once per second).
+    rig.clear(0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let sets = rig.frames(0).iter().filter(|(_, f)| is_id(f, 0x351)).count();
+    assert!(sets >= 2, "only {sets} transmissions in 2.5 s");
+    rig.stop();
+}
+
+#[test]
+fn on_input_lost_stop_means_safe_with_one_battery_stale() {
+    let rig = Rig::start(&three_by_two("ON-INPUT-LOST = \"stop\"", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    rig.set_silent(2, true);
+    let safe = |v: &bms_gateway::sim::InverterView| {
+        v.limits()
+            .is_some_and(|l| l.i_lim_charge == 0.0 && l.i_lim_discharge == 0.0)
+            && v.requests().is_some_and(|r| !r.charge_enable)
+    };
+    assert!(rig.wait_for(0, WAIT, safe));
+    rig.set_silent(2, false);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    rig.stop();
+}
+
+#[test]
+fn nothing_is_sent_before_any_battery_reports() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    for i in 0..3 {
+        rig.set_silent(i, true);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(rig.frames(0).is_empty() && rig.frames(1).is_empty());
+    rig.stop();
+}
+
+#[test]
+fn sync_mode_answers_0x305_and_sends_its_own() {
+    let toml = three_by_two("", "SEND-SYNC-ACTIVATED = true\nSYNC-INTERVAL = 0.5");
+    let rig = Rig::start(&toml, three_batteries(), &[]);
+    // The gateway's own 0x305 arrive every 0.5 s, and no data frames unasked.
+    std::thread::sleep(Duration::from_millis(2500));
+    let frames = rig.frames(0);
+    let own = frames.iter().filter(|(_, f)| is_id(f, 0x305)).count();
+    assert!(own >= 3, "only {own} own 0x305 in 2.5 s");
+    assert!(
+        !frames.iter().any(|(_, f)| is_id(f, 0x351)),
+        "data frames sent without a 0x305"
+    );
+    // One 0x305 from the inverter: one frame set comes back.
+    rig.clear(0);
+    rig.inverter_tx[0].lock().unwrap().write(&keepalive()).unwrap();
+    assert!(rig.wait_for(0, WAIT, inverter1_ok), "no answer to 0x305");
+    std::thread::sleep(Duration::from_millis(300));
+    let sets = rig.frames(0).iter().filter(|(_, f)| is_id(f, 0x351)).count();
+    assert_eq!(sets, 1);
+    rig.stop();
+}
+
+#[test]
+fn push_min_delay_is_respected_and_the_latest_state_sent() {
+    let toml = three_by_two("", "PUSH-MIN-DELAY = 0.6");
+    let rig = Rig::start(&toml, three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    rig.clear(0);
+    std::thread::sleep(Duration::from_secs(3));
+    let times: Vec<Instant> = rig
+        .frames(0)
+        .iter()
+        .filter(|(_, f)| is_id(f, 0x359))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(times.len() >= 3, "{} transmissions in 3 s", times.len());
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        // Never sooner than the delay (a loaded machine only makes gaps longer).
+        assert!(gap >= Duration::from_millis(590), "gap {gap:?}");
+    }
+    // A new value gets through: battery 1 SOC 80 -> 20: (20*100 + 10000 + 3100) / 400 = 37.75 -> 38.
+    rig.batteries[0].params.lock().unwrap().soc = 20.0;
+    assert!(rig.wait_for(0, WAIT, |v| v.soc().is_some_and(|s| s.soc == 38.0)));
+    rig.stop();
+}
+
+#[test]
+fn setpoints_reach_the_inverters() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    // System charge 100 A: inverter 1 min(150, 100 * 0.6) = 60, inverter 2 40.
+    let system = SetpointCommand {
+        scope: Scope::System,
+        kind: LimitKind::Charge,
+        setpoint: Some(Setpoint {
+            value: 100.0,
+            expires: None,
+        }),
+    };
+    rig.commands.send(system).unwrap();
+    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 60.0))));
+    assert!(rig.wait_for(1, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 40.0))));
+    // Inverter 2 discharge 50 A (its share was 148); inverter 1 unchanged at 222.
+    let own = SetpointCommand {
+        scope: Scope::Inverter(1),
+        kind: LimitKind::Discharge,
+        setpoint: Some(Setpoint {
+            value: 50.0,
+            expires: Some(Instant::now() + Duration::from_secs(2)),
+        }),
+    };
+    rig.commands.send(own).unwrap();
+    assert!(rig.wait_for(1, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_discharge, 50.0))));
+    assert!(close(rig.view(0).limits().unwrap().i_lim_discharge, 222.0));
+    // It expires after 2 s: back to 148.
+    assert!(rig.wait_for(1, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_discharge, 148.0))));
+    // Clearing the system setpoint restores 150.
+    rig.commands
+        .send(SetpointCommand {
+            setpoint: None,
+            ..system
+        })
+        .unwrap();
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    let board = rig.board.snapshot();
+    assert_eq!(board.system.setpoints.charge, None);
+    rig.stop();
+}
+
+#[test]
+fn bad_frames_never_reach_an_inverter() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    // Battery 1 now sends SOC 250 %, a short 0x351 and an extended-ID 0x356.
+    rig.set_silent(0, true);
+    let mut port = rig.bus.open("bat1").unwrap();
+    let good = three_batteries()[0].burst(0.0, Default::default());
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for f in &good {
+            let bad = match f.id.raw() {
+                0x355 => Frame::standard(0x355, &[0xFA, 0x00, 0x64, 0x00]),
+                0x351 => Frame::standard(0x351, &[0x14, 0x02]),
+                0x356 => Frame::new(CanId::Extended(0x356), FrameKind::Data, f.data()),
+                _ => *f,
+            };
+            port.write(&bad).unwrap();
+        }
+        std::thread::sleep(BURST);
+    }
+    // Battery 1 never completes a telegram: stale, degraded without it.
+    let v = rig.view(0);
+    assert!(v.soc().unwrap().soc <= 100.0);
+    assert_eq!(v.errors, 0, "an inverter received an undecodable frame");
+    assert!(rig.wait_for(0, WAIT, |v| v.flags().is_some_and(|f| f.warning_flags_2 == 0x08)));
+    let invalid = rig.board.snapshot().inputs[0].invalid;
+    assert!(invalid >= 30, "only {invalid} bad frames counted");
+    rig.stop();
+}
+
+#[test]
+fn a_missing_interface_does_not_stop_the_others_and_comes_back() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &["bat3"]);
+    // After the start-up wait, batteries 1 and 2 only: CCL 250 x 0.6 = 150
+    // (cap 150); SOC (8000 + 10000) / 300 = 60; degraded.
+    let degraded = |v: &bms_gateway::sim::InverterView| {
+        v.soc().is_some_and(|s| s.soc == 60.0) && v.flags().is_some_and(|f| f.warning_flags_2 == 0x08)
+    };
+    assert!(rig.wait_for(0, WAIT, degraded));
+    rig.bus.create("bat3");
+    assert!(rig.wait_for(0, Duration::from_secs(20), |v| inverter1_ok(v)
+        && v.soc().is_some_and(|s| s.soc == 53.0)));
+    rig.stop();
+}
+
+#[test]
+fn interface_down_and_removed_while_running_recovers() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    rig.bus.set_up("bat2", false);
+    assert!(rig.wait_for(0, WAIT, |v| v.flags().is_some_and(|f| f.warning_flags_2 == 0x08)));
+    rig.bus.set_up("bat2", true);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    // An inverter bus removed and re-added: the other inverter never stops.
+    rig.bus.remove("inv1");
+    rig.clear(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(rig.frames(1).len() >= 6, "inverter 2 paused while inverter 1 was gone");
+    rig.bus.create("inv1");
+    rig.clear(0);
+    assert!(
+        rig.wait_for(0, Duration::from_secs(20), inverter1_ok),
+        "inverter 1 never came back"
+    );
+    rig.stop();
+}
+
+/// Resident set size of this process, kB.
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_flood_on_every_input_keeps_memory_bounded_and_output_correct() {
+    let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
+    assert!(rig.wait_for(0, WAIT, inverter1_ok));
+    let before = rss_kb();
+    let floods: Vec<_> = ["bat1", "bat2", "bat3"]
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let mut port = rig.bus.open(name).unwrap();
+            std::thread::spawn(move || {
+                // A cheap deterministic generator: random IDs (standard and
+                // extended), lengths and data, like cangen.
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ k as u64;
+                let until = Instant::now() + Duration::from_secs(3);
+                let mut sent = 0u64;
+                while Instant::now() < until {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let bytes = x.to_le_bytes();
+                    let len = (x >> 60) as usize % 9;
+                    let id = if x & 1 == 0 {
+                        CanId::Standard(((x >> 8) & 0x7FF) as u16)
+                    } else {
+                        CanId::Extended(((x >> 8) & 0x1FFF_FFFF) as u32)
+                    };
+                    let _ = port.write(&Frame::new(id, FrameKind::Data, &bytes[..len]));
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: u64 = floods.into_iter().map(|f| f.join().unwrap()).sum();
+    let grown = rss_kb().saturating_sub(before);
+    assert!(sent > 10_000, "flood too small to mean anything: {sent}");
+    // Bounded queues: a flood of any length costs at most a few MB.
+    assert!(
+        grown < 64 * 1024,
+        "RSS grew by {grown} kB during a flood of {sent} frames"
+    );
+    // Output correct again once the batteries' own frames dominate.
+    rig.clear(0);
+    assert!(rig.wait_for(0, WAIT, |v| inverter1_ok(v) && v.soc().is_some_and(|s| s.soc == 53.0)));
+    let snap = rig.board.snapshot();
+    assert!(snap.inputs.iter().map(|i| i.invalid).sum::<u64>() > 1000);
+    rig.stop();
+}
