@@ -53,7 +53,12 @@ cleanup() {
         ((n == 0)) && break
         sleep 0.1
     done
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "run-vcan: $(cat "/proc/$pid/comm" 2>/dev/null) (pid $pid) ignored SIGTERM: killed" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
     wait 2>/dev/null || true
     # Only the interfaces this run created: pre-existing ones stay.
     for n in "${created[@]}"; do ip link delete "$n" 2>/dev/null || true; done
