@@ -162,6 +162,35 @@ def push_3x2(ctx):
     gateway_alive(gw)
 
 
+@scenario("push_min_delay", budget=60)
+def push_min_delay(ctx):
+    """PUSH-MIN-DELAY spaces one inverter's frame sets; the latest state is always sent."""
+    ctx.vcan("sbat1", "sinv1", "sinv2")
+    a = ctx.battery("sbat1", bat_a(cells=None), period=0.25)  # 4 new states per second
+    cap1, cap2 = ctx.capture("sinv1"), ctx.capture("sinv2")
+    out2 = dict(INV2, **{"PUSH-MIN-DELAY": 0.8})
+    gw = ctx.gateway(harness.config(inputs_cfg("sbat1"), [INV1, out2]))
+    harness.wait_state(cap2, expect([(a.values, "sbat1")], INV2_MODEL), 20, "ok state")
+    # SOC changes with every telegram for 4 s, then stays at its last value.
+    t0 = time.monotonic()
+    for n in range(16):
+        a.values = bat_a(cells=None, soc=40 + n)
+        time.sleep(0.25)
+    t1 = time.monotonic()
+    final = expect([(a.values, "sbat1")], INV2_MODEL)
+    harness.wait_state(cap2, final, 3, "the latest state after the changes stop")
+    sets1 = [f.t for f in cap1.since(t0, t1) if f.id == 0x359]
+    sets2 = [f.t for f in cap2.since(t0, t1) if f.id == 0x359]
+    d2 = [b - a for a, b in zip(sets2, sets2[1:])]
+    ctx.log(f"frame sets in {t1 - t0:.1f}s: sinv1 {len(sets1)}, sinv2 (PUSH-MIN-DELAY 0.8) "
+            f"{len(sets2)}, shortest sinv2 interval {min(d2, default=0):.2f}s")
+    check(len(sets1) >= 10, f"sinv1 got only {len(sets1)} frame sets for 16 new states in 4 s")
+    check(d2 and min(d2) >= 0.7, f"sinv2 frame sets {min(d2, default=0):.2f}s apart "
+                                 "with PUSH-MIN-DELAY 0.8")
+    check(len(sets2) >= 3, f"sinv2 got only {len(sets2)} frame sets in 4 s")
+    gateway_alive(gw)
+
+
 # --- section 5: sync mode ---------------------------------------------------------
 
 @scenario("sync_mode", budget=90)
@@ -174,7 +203,10 @@ def sync_mode(ctx):
     bcfg = {"I-TOT-SCALING": 0.5, "I-TOT-OFFSET": -2.0}
     bmodel = dict(i_tot_scaling=0.5, i_tot_offset=-2.0)
     out1 = dict(INV1, **{"SEND-SYNC-ACTIVATED": True, "SYNC-INTERVAL": 2.0})
-    gw = ctx.gateway(harness.config(inputs_cfg("sbat1", "sbat2"), [out1, INV2], bcfg))
+    ins = inputs_cfg("sbat1", "sbat2")
+    ins[0]["POLL-INTERVAL"] = 1.0  # the gateway polls battery 1 with 0x305
+    pollcap = {i: ctx.capture(i) for i in ("sbat1", "sbat2")}
+    gw = ctx.gateway(harness.config(ins, [out1, INV2], bcfg))
     both = [(bats[i].values, i) for i in ("sbat1", "sbat2")]
     e1, e2 = expect(both, INV1_MODEL, bmodel), expect(both, INV2_MODEL, bmodel)
     inverter = canio.Sender("sinv1")  # the inverter's own socket: it does not see itself
@@ -215,6 +247,16 @@ def sync_mode(ctx):
     check(all(not f.ext and not f.rtr for f in own), f"0x305 must be a standard data frame: {own[:3]}")
     push305 = [f for f in cap2.since(t0) if f.id == 0x305]
     check(not push305, f"0x305 sent to the push-mode inverter: {harness.describe(push305)}")
+    # POLL-INTERVAL 1.0 on battery 1 only: standard-ID 0x305 about once per second.
+    polls = [f for f in pollcap["sbat1"].since(t0) if f.id == 0x305]
+    ctx.log(f"0x305 polls to battery 1 in 8.5s: {len(polls)}")
+    check(6 <= len(polls) <= 11 and all(not f.ext for f in polls),
+          f"{len(polls)} 0x305 polls on sbat1 in 8.5s with POLL-INTERVAL 1.0: {polls[:3]}")
+    other = [f for f in pollcap["sbat2"].since(t0) if f.id == 0x305]
+    check(not other, f"0x305 sent to battery 2 without POLL-INTERVAL: {other[:3]}")
+    # No battery sends cell data, so no 0x373 toward the inverters.
+    c373 = [f for c in (cap1, cap2) for f in c.since(0) if f.id == pylon.ID_373]
+    check(not c373, f"0x373 sent although no battery reports cell data: {c373[:2]}")
     gateway_alive(gw)
 
 
@@ -776,6 +818,19 @@ def signals(ctx):
         ctx.log(f"{sig.name}: stopped in {dt:.2f}s, exit code {rc}")
         check(rc == 0, f"exit code {rc} after {sig.name} (expected 0)")
         check(dt < 2.0, f"{sig.name} took {dt:.2f}s (spec: within 2 s)")
+    # An invalid configuration: exit code 2, nothing sent (spec sections 2, 3).
+    t0 = time.monotonic()
+    bad = ctx.gateway("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = 'sbat1'\n"
+                      "CAPACITY-AH = 100\nCAPACITY-AHH = 3\n[[bmses-out]]\nCAN-IF = 'sinv1'\n")
+    try:
+        rc = bad.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        rc = None
+    check(rc == 2, f"exit code {rc} for a config with an unknown key (spec: 2)")
+    early = cap.since(t0)
+    check(not early, f"frames sent with an invalid config: {harness.describe(early)}")
+    text = bad.log_text()
+    check("CAPACITY-AHH" in text, f"the error does not name the unknown key: {text[-300:]!r}")
     # Stopping while an input interface is missing (the gateway retries it).
     cfg_missing = harness.config(inputs_cfg("sbat1", "sbat3"), [INV1], {"STALE-TIMEOUT": 2.0})
     gw = ctx.gateway(cfg_missing)
