@@ -8,6 +8,9 @@ pub mod socket;
 pub mod virtual_bus;
 
 use crate::frame::Frame;
+use crate::shutdown;
+use crate::status::LinkState;
+use crossbeam_channel::Receiver;
 use std::fmt;
 use std::time::Duration;
 
@@ -56,6 +59,62 @@ pub trait CanOpener: Send + Sync {
 pub fn backoff(failures: u32) -> Duration {
     let ms = 500u64.saturating_mul(1u64 << failures.min(6));
     Duration::from_millis(ms.min(30_000))
+}
+
+/// Logs a link change of `label` (e.g. "battery 1 (can0)") once.
+pub fn log_link(label: &str, link: &LinkState) {
+    match link {
+        LinkState::Up => log::info!("{label}: interface up"),
+        LinkState::Down(why) => log::warn!("{label}: {why}; retrying"),
+        LinkState::Opening => {}
+    }
+}
+
+/// What a CAN thread does with its interface, for [`keep_serving`].
+pub trait Service {
+    /// Reports a link state (the thread logs and records changes).
+    fn link(&self, link: LinkState);
+    /// Waits `d` while staying responsive (heartbeats, mailbox); true when stopped.
+    fn wait(&mut self, d: Duration) -> bool;
+    /// Uses the open port until stopped (`Ok`) or until it must be reopened (`Err`).
+    fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError>;
+}
+
+/// Keeps `interface` open and served until `stop`: opens it, with back-off
+/// after failures, and reopens it whenever serving fails. `opened` is called
+/// once, after the first attempt, whatever its outcome.
+pub fn keep_serving(
+    opener: &dyn CanOpener,
+    interface: &str,
+    stop: &Receiver<()>,
+    opened: &dyn Fn(),
+    service: &mut dyn Service,
+) {
+    let mut failures = 0u32;
+    let mut first = true;
+    while !shutdown::requested(stop) {
+        let result = opener.open(interface);
+        if std::mem::take(&mut first) {
+            opened();
+        }
+        let mut port = match result {
+            Ok(port) => port,
+            Err(e) => {
+                service.link(LinkState::Down(e.to_string()));
+                if service.wait(backoff(failures)) {
+                    return;
+                }
+                failures = failures.saturating_add(1);
+                continue;
+            }
+        };
+        failures = 0;
+        service.link(LinkState::Up);
+        match service.serve(port.as_mut()) {
+            Ok(()) => return,
+            Err(e) => service.link(LinkState::Down(e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]

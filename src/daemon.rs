@@ -39,7 +39,6 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
             }
         }
     }
-    service::notify_stopping();
     handle.close();
     log::info!("bms-gateway stopped");
     Ok(())
@@ -49,7 +48,7 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
     let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
     let supervision = Supervision::new(config);
     let (stop_tx, stop) = shutdown::channel();
-    let (_commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
+    let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let gateway = Gateway {
         config,
         opener: &SocketCan,
@@ -61,7 +60,10 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
     std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
-        // MQTT_THREAD
+        if config.mqtt.activated {
+            let (board, commands_tx) = (&board, &commands_tx);
+            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+        }
         let ticker = tick(Duration::from_millis(200));
         let ended = loop {
             select! {
@@ -81,6 +83,9 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
                 recv(ticker) -> _ => supervision.poll(Instant::now()),
             }
         };
+        if matches!(ended, Ended::Stop) {
+            service::notify_stopping();
+        }
         drop(stop_tx);
         ended
     })

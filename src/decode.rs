@@ -3,6 +3,7 @@
 
 use crate::candump::{self, LineError};
 use crate::codec::{self, Message};
+use crate::frame::Frame;
 use serde_json::{Map, Value, json};
 use std::io::{self, BufRead, Write};
 
@@ -86,13 +87,22 @@ pub fn decode_line(line: &str, line_no: usize) -> Option<Value> {
         Err(LineError::Empty) => return None,
         Err(LineError::Invalid(why)) => return Some(json!({"error": why, "line": line_no})),
     };
+    let mut m = frame_json(&record.frame, record.iface.as_deref(), record.ts);
+    if m.contains_key("error") {
+        m.insert("line".into(), json!(line_no));
+    }
+    Some(Value::Object(m))
+}
+
+/// One frame as a JSON object: `id`, `iface` and `ts` when known, then the
+/// decoded fields, or `data` and `error` when it cannot be used.
+pub fn frame_json(frame: &Frame, iface: Option<&str>, ts: Option<f64>) -> Map<String, Value> {
     let mut m = Map::new();
-    let frame = &record.frame;
     m.insert("id".into(), json!(format!("0x{:03X}", frame.id.raw())));
-    if let Some(iface) = record.iface {
+    if let Some(iface) = iface {
         m.insert("iface".into(), json!(iface));
     }
-    if let Some(ts) = record.ts {
+    if let Some(ts) = ts {
         m.insert("ts".into(), json!(ts));
     }
     match codec::decode(frame) {
@@ -105,10 +115,9 @@ pub fn decode_line(line: &str, line_no: usize) -> Option<Value> {
         Err(e) => {
             m.insert("data".into(), json!(frame.hex()));
             m.insert("error".into(), json!(e.to_string()));
-            m.insert("line".into(), json!(line_no));
         }
     }
-    Some(Value::Object(m))
+    m
 }
 
 /// Decodes every line of `input` to `output`; returns how many lines could not

@@ -17,6 +17,7 @@ use crate::shutdown;
 use crate::signals::Signal;
 use crate::sim::{BatteryParams, InverterView, SimAlarms};
 use crate::status::{LinkState, Snapshot, StatusBoard};
+use crate::supervise::Supervision;
 use crossbeam_channel::{Receiver, bounded, select, tick};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -167,13 +168,16 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let (stop_tx, stop) = shutdown::channel();
     let (_commands_tx, commands) = bounded::<SetpointCommand>(1);
     let started = Instant::now();
+    // The demo is supervised like the daemon (READY, watchdog, injected
+    // faults), so that the systemd integration can be tested without CAN.
+    let supervision = Supervision::new(&config);
     let gateway = Gateway {
         config: &config,
         opener: &bus,
         board: &board,
-        opened: &|| {},
-        heartbeat: &|_: Worker| {},
-        fault: Fault::None,
+        opened: &|| supervision.opened(),
+        heartbeat: &|w: Worker| supervision.heartbeat(w),
+        fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
     std::thread::scope(|s| {
         let stop = &stop;
@@ -187,6 +191,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             s.spawn(move || run_inverter(port.as_mut(), sync, view, stop));
         }
         let screen = tick(Duration::from_secs(1));
+        let watch = tick(Duration::from_millis(200));
         let deadline = options
             .duration
             .map_or(crossbeam_channel::never(), crossbeam_channel::after);
@@ -196,6 +201,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
+                recv(watch) -> _ => supervision.poll(Instant::now()),
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();
@@ -212,6 +218,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                 },
             }
         }
+        crate::service::notify_stopping();
         drop(stop_tx);
     });
     Ok(())

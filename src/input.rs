@@ -4,7 +4,7 @@
 //! interface name. A failing interface is reopened with back-off; meanwhile
 //! the input simply turns stale in the combiner.
 
-use crate::can::{CanError, CanOpener, CanPort, backoff};
+use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
 use crate::frame::Frame;
@@ -54,53 +54,18 @@ impl Input<'_> {
         &self.config.can_if
     }
 
-    fn set_link(&self, link: LinkState) {
-        let changed = self.board.input(self.index, |s| {
-            let changed = s.link != link;
-            s.link = link.clone();
-            changed
-        });
-        if changed {
-            match &link {
-                LinkState::Up => log::info!("battery {} ({}): interface up", self.index + 1, self.name()),
-                LinkState::Down(why) => log::warn!("battery {} ({}): {why}; retrying", self.index + 1, self.name()),
-                LinkState::Opening => {}
-            }
-        }
+    fn label(&self) -> String {
+        format!("battery {} ({})", self.index + 1, self.name())
     }
 
     /// Runs until stopped.
     pub fn run(&self) {
-        let mut failures = 0u32;
-        let mut first = true;
-        let mut counters = Counters::default();
-        let mut bad_frames = RateLimit::new(Duration::from_secs(10));
-        while !shutdown::requested(self.stop) {
-            (self.heartbeat)();
-            let opened = self.opener.open(self.name());
-            if std::mem::take(&mut first) {
-                (self.opened)();
-            }
-            let mut port = match opened {
-                Ok(port) => port,
-                Err(e) => {
-                    self.set_link(LinkState::Down(e.to_string()));
-                    if self.wait(backoff(failures)) {
-                        return;
-                    }
-                    failures = failures.saturating_add(1);
-                    continue;
-                }
-            };
-            failures = 0;
-            self.set_link(LinkState::Up);
-            // A new port starts a new telegram: nothing from before the gap.
-            let mut assembler = Assembler::default();
-            match self.serve(port.as_mut(), &mut assembler, &mut counters, &mut bad_frames) {
-                Ok(()) => return,
-                Err(e) => self.set_link(LinkState::Down(e.to_string())),
-            }
-        }
+        let mut service = InputService {
+            input: self,
+            counters: Counters::default(),
+            bad_frames: RateLimit::new(Duration::from_secs(10)),
+        };
+        keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
 
     /// Sleeps with heartbeats; true when stopped.
@@ -116,49 +81,6 @@ impl Input<'_> {
                 return true;
             }
         }
-    }
-
-    /// Reads until stopped (`Ok`) or the port must be reopened (`Err`).
-    fn serve(
-        &self,
-        port: &mut dyn CanPort,
-        assembler: &mut Assembler,
-        counters: &mut Counters,
-        bad_frames: &mut RateLimit,
-    ) -> Result<(), CanError> {
-        let mut next_poll = Instant::now();
-        let mut down_since: Option<Instant> = None;
-        while !shutdown::requested(self.stop) {
-            (self.heartbeat)();
-            let now = Instant::now();
-            if let Some(period) = self.config.poll_interval
-                && now >= next_poll
-            {
-                next_poll = now + period;
-                // A failed poll is seen again on the next read; nothing to add here.
-                let _ = port.write(&codec::encode(&Message::KeepAlive));
-            }
-            match port.read(READ_TIMEOUT) {
-                Ok(Some(frame)) => {
-                    if down_since.take().is_some() {
-                        self.set_link(LinkState::Up);
-                    }
-                    self.on_frame(&frame, assembler, counters, bad_frames);
-                }
-                Ok(None) => {}
-                Err(CanError::Down(why)) => {
-                    if down_since.is_none() {
-                        down_since = Some(now);
-                        self.set_link(LinkState::Down(format!("interface down ({why})")));
-                    }
-                    if self.wait(Duration::from_millis(200)) {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     fn on_frame(&self, frame: &Frame, assembler: &mut Assembler, counters: &mut Counters, bad: &mut RateLimit) {
@@ -184,7 +106,7 @@ impl Input<'_> {
                 return;
             }
         };
-        log::trace!("{}: {frame:?}", self.name());
+        log::debug!("{}: {frame:?}", self.name());
         let Some(telegram) = assembler.push(&message, now) else {
             return;
         };
@@ -212,5 +134,65 @@ impl Input<'_> {
             }
         });
         *counters = Counters::default();
+    }
+}
+
+/// One input thread's state across reopenings of its interface.
+struct InputService<'i, 'a> {
+    input: &'i Input<'a>,
+    counters: Counters,
+    bad_frames: RateLimit,
+}
+
+impl Service for InputService<'_, '_> {
+    fn link(&self, link: LinkState) {
+        let changed = self.input.board.input(self.input.index, |s| {
+            std::mem::replace(&mut s.link, link.clone()) != link
+        });
+        if changed {
+            log_link(&self.input.label(), &link);
+        }
+    }
+
+    fn wait(&mut self, d: Duration) -> bool {
+        self.input.wait(d)
+    }
+
+    /// Reads until stopped (`Ok`) or the port must be reopened (`Err`).
+    fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
+        let input = self.input;
+        // A new port starts a new telegram: nothing from before the gap.
+        let mut assembler = Assembler::default();
+        let mut next_poll = Instant::now();
+        let mut down = false;
+        while !shutdown::requested(input.stop) {
+            (input.heartbeat)();
+            let now = Instant::now();
+            if let Some(period) = input.config.poll_interval
+                && now >= next_poll
+            {
+                next_poll = now + period;
+                // A failed poll shows up again on the next read; nothing to add here.
+                let _ = port.write(&codec::encode(&Message::KeepAlive));
+            }
+            match port.read(READ_TIMEOUT) {
+                Ok(Some(frame)) => {
+                    if std::mem::take(&mut down) {
+                        self.link(LinkState::Up);
+                    }
+                    input.on_frame(&frame, &mut assembler, &mut self.counters, &mut self.bad_frames);
+                }
+                Ok(None) => {}
+                Err(CanError::Down(why)) => {
+                    down = true;
+                    self.link(LinkState::Down(format!("interface down ({why})")));
+                    if input.wait(Duration::from_millis(200)) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
-use crate::can::{CanError, CanOpener, CanPort, backoff};
+use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
 use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
@@ -172,55 +172,26 @@ impl Output<'_> {
         &self.config.can_if
     }
 
+    fn label(&self) -> String {
+        format!("inverter {} ({})", self.index + 1, self.name())
+    }
+
     fn set_link(&self, link: LinkState) {
-        let changed = self.board.output(self.index, |s| {
-            let changed = s.link != link;
-            s.link = link.clone();
-            changed
-        });
+        let changed = self
+            .board
+            .output(self.index, |s| std::mem::replace(&mut s.link, link.clone()) != link);
         if changed {
-            match &link {
-                LinkState::Up => log::info!("inverter {} ({}): interface up", self.index + 1, self.name()),
-                LinkState::Down(why) => log::warn!("inverter {} ({}): {why}; retrying", self.index + 1, self.name()),
-                LinkState::Opening => {}
-            }
+            log_link(&self.label(), &link);
         }
     }
 
     /// Runs until stopped.
     pub fn run(&self) {
-        let mut failures = 0u32;
-        let mut first = true;
-        let mut latest: Option<Shaped> = None;
-        while !shutdown::requested(self.stop) {
-            (self.heartbeat)();
-            let opened = self.opener.open(self.name());
-            if std::mem::take(&mut first) {
-                (self.opened)();
-            }
-            let mut port = match opened {
-                Ok(p) => p,
-                Err(e) => {
-                    self.set_link(LinkState::Down(e.to_string()));
-                    // Keep taking states so the latest is ready when the port is back.
-                    if self.idle(backoff(failures), &mut latest) {
-                        return;
-                    }
-                    failures = failures.saturating_add(1);
-                    continue;
-                }
-            };
-            failures = 0;
-            self.set_link(LinkState::Up);
-            let result = match self.config.mode {
-                OutputMode::Push => self.push(port.as_mut(), &mut latest),
-                OutputMode::Sync { interval } => self.sync(port.as_mut(), &mut latest, interval),
-            };
-            match result {
-                Ok(()) => return,
-                Err(e) => self.set_link(LinkState::Down(e.to_string())),
-            }
-        }
+        let mut service = OutputService {
+            output: self,
+            latest: None,
+        };
+        keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
 
     /// Waits `d` while keeping `latest` current; true when stopped.
@@ -366,7 +337,7 @@ impl Output<'_> {
     }
 
     fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
-        log::trace!("{}: {frame:?}", self.name());
+        log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -386,6 +357,30 @@ impl Output<'_> {
                 }
                 Err(e)
             }
+        }
+    }
+}
+
+/// One output thread's state across reopenings of its interface: the latest
+/// state survives, so it is ready when the port is back.
+struct OutputService<'o, 'a> {
+    output: &'o Output<'a>,
+    latest: Option<Shaped>,
+}
+
+impl Service for OutputService<'_, '_> {
+    fn link(&self, link: LinkState) {
+        self.output.set_link(link);
+    }
+
+    fn wait(&mut self, d: Duration) -> bool {
+        self.output.idle(d, &mut self.latest)
+    }
+
+    fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
+        match self.output.config.mode {
+            OutputMode::Push => self.output.push(port, &mut self.latest),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, interval),
         }
     }
 }

@@ -3,12 +3,12 @@
 
 use crate::can::{CanError, CanOpener, CanPort};
 use crate::codec::{self, Message};
-use crate::decode::message_fields;
+use crate::decode::frame_json;
 use crate::frame::Frame;
 use crate::signals::{self, Signal};
 use crate::sim::{BatteryParams, SimAlarms};
 use crossbeam_channel::Receiver;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,27 +163,6 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One received frame as a JSON line, like `decode` prints.
-pub fn frame_json(frame: &Frame, iface: &str, ts: f64) -> Value {
-    let mut m = serde_json::Map::new();
-    m.insert("id".into(), json!(format!("0x{:03X}", frame.id.raw())));
-    m.insert("iface".into(), json!(iface));
-    m.insert("ts".into(), json!((ts * 1e6).round() / 1e6));
-    match codec::decode(frame) {
-        Ok(message) => {
-            if matches!(message, Message::Other { .. }) {
-                m.insert("data".into(), json!(frame.hex()));
-            }
-            m.extend(message_fields(&message));
-        }
-        Err(e) => {
-            m.insert("data".into(), json!(frame.hex()));
-            m.insert("error".into(), json!(e.to_string()));
-        }
-    }
-    Value::Object(m)
-}
-
 /// Reads `port` until stopped, handing each frame to `each`.
 fn listen(
     port: &mut dyn CanPort,
@@ -238,7 +217,12 @@ pub fn sim_inverter(opener: &dyn CanOpener, args: &SimInverterArgs) -> Result<()
             Ok(())
         },
         |frame| {
-            writeln!(out, "{}", frame_json(frame, &args.can_if, unix_now()))?;
+            let ts = (unix_now() * 1e6).round() / 1e6;
+            writeln!(
+                out,
+                "{}",
+                Value::Object(frame_json(frame, Some(&args.can_if), Some(ts)))
+            )?;
             out.flush()
         },
     );
@@ -259,12 +243,10 @@ pub fn monitor(opener: &dyn CanOpener, interface: &str) -> Result<(), String> {
         &deadline,
         |_| Ok(()),
         |frame| {
-            let Value::Object(fields) = frame_json(frame, interface, 0.0) else {
-                return Ok(());
-            };
+            let fields = frame_json(frame, None, None);
             let text: Vec<String> = fields
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "id" | "iface" | "ts"))
+                .filter(|(k, _)| k.as_str() != "id")
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             writeln!(

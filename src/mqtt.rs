@@ -1,0 +1,332 @@
+//! The MQTT thread: telemetry, Home Assistant discovery and remote
+//! current-limit setpoints (spec section 6).
+//!
+//! [`run`] is the thread's body. It talks to the broker through rumqttc's
+//! blocking client, whose event loop runs in a connection thread of its own
+//! ([`connection`]), and it never blocks the rest of the gateway: the board
+//! is only read through `snapshot()`, commands go to the combiner with
+//! `try_send`, and publishes use `try_publish` into a bounded queue whose
+//! overflow is counted and dropped.
+//!
+//! Nothing is published while disconnected, and whatever was queued when the
+//! connection dropped is discarded before reconnecting: after an outage the
+//! broker gets the current state (status, discovery, setpoints, telemetry)
+//! at once, never a backlog of old telemetry. Every payload carries a
+//! `timestamp` (Unix seconds) all the same.
+//!
+//! The pure parts: [`command`] (what a command means and whether it is
+//! accepted), [`telemetry`] (the JSON payloads) and [`discovery`] (Home
+//! Assistant discovery).
+
+pub mod command;
+pub mod connection;
+pub mod discovery;
+pub mod telemetry;
+
+use crate::config::Config;
+use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
+use crate::status::StatusBoard;
+use command::{Accepted, Rules};
+use connection::{LinkEvent, Quiet};
+use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
+use rumqttc::{Client, QoS};
+use std::time::{Duration, Instant};
+use telemetry::Clock;
+
+/// How often the board's setpoints are compared with those last published
+/// on BASE/setpoints.
+pub const SETPOINT_POLL: Duration = Duration::from_millis(200);
+
+/// How long shutdown waits for "offline" and the DISCONNECT to go out.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Runs the MQTT side until `shutdown` receives a message or is
+/// disconnected; then publishes BASE/status "offline" (retained),
+/// disconnects and returns, within 2 s.
+pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointCommand>, shutdown: &Receiver<()>) {
+    let (event_tx, event_rx) = crossbeam_channel::bounded(256);
+    // Dropped when this function returns: that stops the connection thread.
+    let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let client = match connection::start(config, event_tx, stop_rx) {
+        Ok(client) => client,
+        Err(e) => {
+            log::error!("{e}; MQTT is off until the gateway restarts");
+            let _ = shutdown.recv();
+            return;
+        }
+    };
+    log::info!(
+        "MQTT: broker {}:{}{}, telemetry on {} every {} s, remote control {}",
+        config.mqtt.broker,
+        config.mqtt.port,
+        if config.mqtt.tls.is_some() { " (TLS)" } else { "" },
+        config.mqtt.topic,
+        config.mqtt.interval.as_secs_f64(),
+        if config.mqtt.control_activated { "on" } else { "off" },
+    );
+    let mut session = Session::new(config, board, commands, client);
+    let telemetry_tick = tick(config.mqtt.interval);
+    let setpoint_tick = tick(SETPOINT_POLL);
+    let mut events = event_rx.clone();
+    loop {
+        select! {
+            recv(shutdown) -> _ => break,
+            recv(events) -> event => match event {
+                Ok(event) => session.on_event(event),
+                Err(_) => {
+                    log::error!("the MQTT connection thread has stopped; no more telemetry");
+                    events = never();
+                }
+            },
+            recv(telemetry_tick) -> _ => session.publish_telemetry(),
+            recv(setpoint_tick) -> _ => session.poll_setpoints(false),
+        }
+    }
+    session.shutdown(&event_rx);
+}
+
+/// The topics other than TOPIC.
+struct Topics {
+    status: String,
+    setpoints: String,
+    ha_status: String,
+}
+
+/// The MQTT thread's state between events.
+struct Session<'a> {
+    config: &'a Config,
+    board: &'a StatusBoard,
+    commands: &'a Sender<SetpointCommand>,
+    client: Client,
+    rules: Rules,
+    topics: Topics,
+    /// Today's discovery messages (empty with HA-DISCOVERY off).
+    discovery: Vec<discovery::Entity>,
+    connected: bool,
+    /// The setpoints last published on BASE/setpoints.
+    published_setpoints: Option<Vec<LimitSetpoints>>,
+    /// Publishes dropped because the queue was full.
+    dropped: u64,
+    drop_log: Quiet,
+    command_log: Quiet,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        config: &'a Config,
+        board: &'a StatusBoard,
+        commands: &'a Sender<SetpointCommand>,
+        client: Client,
+    ) -> Session<'a> {
+        let base = &config.mqtt.base_topic;
+        Session {
+            config,
+            board,
+            commands,
+            client,
+            rules: Rules::from_config(config),
+            topics: Topics {
+                status: format!("{base}/status"),
+                setpoints: format!("{base}/setpoints"),
+                ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
+            },
+            discovery: discovery::entities(config),
+            connected: false,
+            published_setpoints: None,
+            dropped: 0,
+            drop_log: Quiet::new(Duration::from_secs(60)),
+            command_log: Quiet::new(Duration::from_secs(600)),
+        }
+    }
+
+    /// Queues a publish if connected; a full queue drops it and counts.
+    fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: impl Into<Vec<u8>>) {
+        if !self.connected {
+            return;
+        }
+        if self.client.try_publish(topic, qos, retain, payload).is_err() {
+            self.dropped += 1;
+            let line = "MQTT queue full: messages are being dropped";
+            if let Some(line) = self.drop_log.check(line, Instant::now()) {
+                log::warn!("{line} ({} so far)", self.dropped);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected => self.on_connect(),
+            LinkEvent::Disconnected => self.connected = false,
+            LinkEvent::Message { topic, payload, retain } => self.on_message(&topic, &payload, retain),
+            LinkEvent::DisconnectSent => {}
+        }
+    }
+
+    /// A new session: subscriptions are not kept across reconnects, and the
+    /// broker may have lost retained messages (a restart without
+    /// persistence), so everything is renewed.
+    fn on_connect(&mut self) {
+        self.connected = true;
+        let mut subscriptions: Vec<String> = self.rules.subscriptions().into();
+        // Before discovery goes out, so that the retained configs found are
+        // those of earlier runs.
+        subscriptions.push(discovery::subscription(self.config));
+        if self.config.mqtt.ha_discovery {
+            subscriptions.push(self.topics.ha_status.clone());
+        }
+        for s in subscriptions {
+            if self.client.try_subscribe(s.as_str(), QoS::AtLeastOnce).is_err() {
+                log::warn!("MQTT queue full: cannot subscribe to {s}");
+            }
+        }
+        let status = self.topics.status.clone();
+        self.publish(&status, QoS::AtLeastOnce, true, "online");
+        self.publish_discovery();
+        self.poll_setpoints(true);
+        self.publish_telemetry();
+    }
+
+    fn publish_discovery(&mut self) {
+        for e in std::mem::take(&mut self.discovery).iter() {
+            self.publish(&e.topic, QoS::AtLeastOnce, true, e.payload.to_string());
+            // Put back one by one so that publish() can borrow self.
+            self.discovery.push(e.clone());
+        }
+    }
+
+    fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        if let Some(outcome) = command::decide(&self.rules, topic, payload, retain, Instant::now()) {
+            self.on_command(topic, outcome);
+        } else if topic == self.topics.ha_status {
+            // Home Assistant restarted: it wants the discovery again.
+            if payload == b"online" && self.config.mqtt.ha_discovery {
+                self.publish_discovery();
+            }
+        } else if retain && !payload.is_empty() && discovery::is_stale(self.config, topic, &self.discovery) {
+            log::info!("removing Home Assistant entity {topic}: no longer in the configuration");
+            self.publish(topic, QoS::AtLeastOnce, true, Vec::new());
+        }
+    }
+
+    /// Hands an accepted command to the combiner and answers on
+    /// BASE/set/result either way.
+    fn on_command(&mut self, topic: &str, outcome: Result<Accepted, String>) {
+        let outcome = outcome.and_then(|a| match self.commands.try_send(a.command) {
+            Ok(()) => Ok(a),
+            Err(TrySendError::Full(_)) => Err("the gateway is busy: command not applied, send it again".into()),
+            Err(TrySendError::Disconnected(_)) => Err("the gateway is stopping: command not applied".into()),
+        });
+        let line = match &outcome {
+            Ok(a) => format!("MQTT setpoint {}: {}", describe_scope(a), describe_value(a)),
+            Err(e) => format!("MQTT command on {topic} refused: {e}"),
+        };
+        if let Some(line) = self.command_log.check(&line, Instant::now()) {
+            match outcome {
+                Ok(_) => log::info!("{line}"),
+                Err(_) => log::warn!("{line}"),
+            }
+        }
+        let result_topic = self.rules.result_topic();
+        self.publish(
+            &result_topic,
+            QoS::AtLeastOnce,
+            false,
+            command::result_json(topic, &outcome),
+        );
+    }
+
+    /// TOPIC, and each battery's and each inverter's state.
+    fn publish_telemetry(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let snapshot = self.board.snapshot();
+        let clock = Clock::now();
+        let base = self.config.mqtt.base_topic.clone();
+        let system = telemetry::system_state(&snapshot, &clock);
+        let topic = self.config.mqtt.topic.clone();
+        self.publish(&topic, QoS::AtMostOnce, false, json(&system));
+        for (i, input) in snapshot.inputs.iter().enumerate().take(self.config.inputs.len()) {
+            let state = telemetry::battery_state(self.config, i, input, &clock);
+            self.publish(
+                &format!("{base}/battery/{}/state", i + 1),
+                QoS::AtMostOnce,
+                false,
+                json(&state),
+            );
+        }
+        for (j, output) in snapshot.outputs.iter().enumerate().take(self.config.outputs.len()) {
+            let state = telemetry::inverter_state(self.config, j, output, &clock);
+            self.publish(
+                &format!("{base}/inverter/{}/state", j + 1),
+                QoS::AtMostOnce,
+                false,
+                json(&state),
+            );
+        }
+    }
+
+    /// Publishes BASE/setpoints (retained) when the active setpoints changed
+    /// since the last time, or always with `force`.
+    fn poll_setpoints(&mut self, force: bool) {
+        if !self.connected {
+            return;
+        }
+        let snapshot = self.board.snapshot();
+        let clock = Clock::now();
+        let system = &snapshot.system;
+        let active = telemetry::active_setpoints(&system.setpoints, &system.inverter_setpoints, clock.now);
+        if !force && self.published_setpoints.as_ref() == Some(&active) {
+            return;
+        }
+        let payload = telemetry::setpoints(&system.setpoints, &system.inverter_setpoints, &clock).to_string();
+        let topic = self.topics.setpoints.clone();
+        self.publish(&topic, QoS::AtLeastOnce, true, payload);
+        self.published_setpoints = Some(active);
+    }
+
+    /// "offline" and a clean DISCONNECT, waiting at most SHUTDOWN_GRACE for
+    /// them to go out.
+    fn shutdown(mut self, events: &Receiver<LinkEvent>) {
+        if self.connected {
+            let status = self.topics.status.clone();
+            self.publish(&status, QoS::AtLeastOnce, true, "offline");
+            if self.client.try_disconnect().is_ok() {
+                let deadline = Instant::now() + SHUTDOWN_GRACE;
+                while let Ok(event) = events.recv_deadline(deadline) {
+                    if matches!(event, LinkEvent::DisconnectSent | LinkEvent::Disconnected) {
+                        break;
+                    }
+                }
+            }
+        }
+        if self.dropped > 0 {
+            log::info!(
+                "MQTT stopped; {} messages were dropped while the queue was full",
+                self.dropped
+            );
+        } else {
+            log::info!("MQTT stopped");
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(t: &T) -> String {
+    serde_json::to_string(t).expect("telemetry serializes")
+}
+
+fn describe_scope(a: &Accepted) -> String {
+    let field = a.command.kind.field();
+    match a.command.scope {
+        Scope::System => format!("system {field}"),
+        Scope::Inverter(j) => format!("inverter {} {field}", j + 1),
+    }
+}
+
+fn describe_value(a: &Accepted) -> String {
+    match (a.command.setpoint, a.ttl) {
+        (None, _) => "cleared".into(),
+        (Some(s), None) => format!("{} A until changed", s.value),
+        (Some(s), Some(ttl)) => format!("{} A for {} s", s.value, ttl.as_secs_f64()),
+    }
+}

@@ -1,0 +1,384 @@
+//! Telemetry JSON built from a status-board [`Snapshot`]: the combined state
+//! on TOPIC, each battery's and each inverter's state, and the active
+//! setpoints.
+//!
+//! Pure: the time is passed in as a [`Clock`]. Conventions, the same in every
+//! payload:
+//! - every timestamp is wall-clock Unix time in seconds (a float with
+//!   millisecond resolution), as the original gateway's
+//!   `timestamp_last_bms_update`; `timestamp` is when the payload was made,
+//!   so a consumer can tell a late message from a current one;
+//! - a value that is not known (yet) is `null`;
+//! - values are rounded to what the protocol carries: 0.01 V for the pack
+//!   voltage, 0.1 V for the voltage limits, 0.1 A, 0.1 degC, 0.1 %, 1 W,
+//!   0.001 V for cell voltages.
+//!
+//! Before the combiner has made any state, TOPIC is still published, with
+//! `"state": "starting"` and the battery values `null`.
+
+use crate::combine::Battery;
+use crate::config::Config;
+use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::status::{InputStatus, LinkState, OutputStatus, Snapshot};
+use crate::telegram::Telegram;
+use serde::Serialize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The time a payload is made at, on both clocks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    pub now: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        Clock {
+            now: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// Unix seconds of the wall clock.
+    pub fn timestamp(&self) -> f64 {
+        unix(self.wall)
+    }
+
+    /// Unix seconds of a monotonic instant (in the past or the future).
+    pub fn unix_of(&self, at: Instant) -> f64 {
+        let wall = if at <= self.now {
+            self.wall.checked_sub(self.now - at)
+        } else {
+            self.wall.checked_add(at - self.now)
+        };
+        wall.map_or(0.0, unix)
+    }
+
+    /// Seconds since `at` (0 for an instant in the future).
+    pub fn age(&self, at: Instant) -> f64 {
+        round(self.now.saturating_duration_since(at).as_secs_f64(), 1)
+    }
+}
+
+/// Unix seconds, millisecond resolution.
+pub fn unix(t: SystemTime) -> f64 {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    round(d.as_secs_f64(), 3)
+}
+
+/// Rounds to `decimals` places. Division (not multiplication by 0.1) keeps
+/// the result the closest double to the decimal, so JSON shows `0.3`, not
+/// `0.30000000000000004`.
+pub fn round(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    // + 0.0 turns -0.0 into 0.0.
+    (x * scale).round() / scale + 0.0
+}
+
+/// The battery values every state payload carries, under the spec's names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Values {
+    pub manufacturer: Option<String>,
+    pub soc: Option<f64>,
+    pub soh: Option<f64>,
+    pub v_charge_cmd: Option<f64>,
+    pub i_lim_charge: Option<f64>,
+    pub i_lim_discharge: Option<f64>,
+    pub v_discharge_min: Option<f64>,
+    pub v_avg: Option<f64>,
+    pub i_total: Option<f64>,
+    pub t_avg: Option<f64>,
+    /// W, + = charging.
+    pub power_w: Option<f64>,
+    pub error_flags_1: Option<u8>,
+    pub error_flags_2: Option<u8>,
+    pub warning_flags_1: Option<u8>,
+    pub warning_flags_2: Option<u8>,
+    pub n_modules: Option<u8>,
+    pub charge_enable: Option<bool>,
+    pub discharge_enable: Option<bool>,
+    pub force_charge_request: Option<bool>,
+    pub force_charge_request_2: Option<bool>,
+    pub balancing_charge_request: Option<bool>,
+    pub v_cell_min: Option<f64>,
+    pub v_cell_max: Option<f64>,
+    pub t_cell_min: Option<f64>,
+    pub t_cell_max: Option<f64>,
+    pub capacity_ah: Option<f64>,
+}
+
+impl Values {
+    /// A combined battery or one inverter's share.
+    pub fn of_battery(b: &Battery) -> Values {
+        Values {
+            manufacturer: b.manufacturer.map(|m| m.name()),
+            soc: Some(round(b.soc, 1)),
+            soh: Some(round(b.soh, 1)),
+            v_charge_cmd: Some(round(b.v_charge_cmd, 1)),
+            i_lim_charge: Some(round(b.i_lim_charge, 1)),
+            i_lim_discharge: Some(round(b.i_lim_discharge, 1)),
+            v_discharge_min: b.v_discharge_min.map(|v| round(v, 1)),
+            v_avg: Some(round(b.v_avg, 2)),
+            i_total: Some(round(b.i_total, 1)),
+            t_avg: Some(round(b.t_avg, 1)),
+            power_w: Some(round(b.power_w(), 0)),
+            error_flags_1: Some(b.flags.error_flags_1),
+            error_flags_2: Some(b.flags.error_flags_2),
+            warning_flags_1: Some(b.flags.warning_flags_1),
+            warning_flags_2: Some(b.flags.warning_flags_2),
+            n_modules: Some(b.flags.n_modules),
+            charge_enable: Some(b.requests.charge_enable),
+            discharge_enable: Some(b.requests.discharge_enable),
+            force_charge_request: Some(b.requests.force_charge_request),
+            force_charge_request_2: Some(b.requests.force_charge_request_2),
+            balancing_charge_request: Some(b.requests.balancing_charge_request),
+            v_cell_min: b.cells.map(|c| round(c.v_cell_min, 3)),
+            v_cell_max: b.cells.map(|c| round(c.v_cell_max, 3)),
+            t_cell_min: b.cells.map(|c| round(c.t_cell_min, 1)),
+            t_cell_max: b.cells.map(|c| round(c.t_cell_max, 1)),
+            capacity_ah: Some(round(b.capacity_ah, 1)),
+        }
+    }
+
+    /// One battery's own telegram. A battery that sends no 0x35C is shown
+    /// with the request flags combining assumes for it (normal operation).
+    pub fn of_telegram(t: &Telegram, capacity_ah: f64) -> Values {
+        let r = t.requests_or_normal();
+        Values {
+            manufacturer: t.manufacturer.map(|m| m.name()),
+            soc: Some(round(t.soc.soc, 1)),
+            soh: Some(round(t.soc.soh, 1)),
+            v_charge_cmd: Some(round(t.limits.v_charge_cmd, 1)),
+            i_lim_charge: Some(round(t.limits.i_lim_charge, 1)),
+            i_lim_discharge: Some(round(t.limits.i_lim_discharge, 1)),
+            v_discharge_min: t.limits.v_discharge_min.map(|v| round(v, 1)),
+            v_avg: Some(round(t.measurements.v_avg, 2)),
+            i_total: Some(round(t.measurements.i_total, 1)),
+            t_avg: Some(round(t.measurements.t_avg, 1)),
+            power_w: Some(round(t.measurements.v_avg * t.measurements.i_total, 0)),
+            error_flags_1: Some(t.flags.error_flags_1),
+            error_flags_2: Some(t.flags.error_flags_2),
+            warning_flags_1: Some(t.flags.warning_flags_1),
+            warning_flags_2: Some(t.flags.warning_flags_2),
+            n_modules: Some(t.flags.n_modules),
+            charge_enable: Some(r.charge_enable),
+            discharge_enable: Some(r.discharge_enable),
+            force_charge_request: Some(r.force_charge_request),
+            force_charge_request_2: Some(r.force_charge_request_2),
+            balancing_charge_request: Some(r.balancing_charge_request),
+            v_cell_min: t.cells.map(|c| round(c.v_cell_min, 3)),
+            v_cell_max: t.cells.map(|c| round(c.v_cell_max, 3)),
+            t_cell_min: t.cells.map(|c| round(c.t_cell_min, 1)),
+            t_cell_max: t.cells.map(|c| round(c.t_cell_max, 1)),
+            capacity_ah: Some(round(capacity_ah, 1)),
+        }
+    }
+}
+
+/// The combined state on TOPIC: the original gateway's fields and more.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SystemState {
+    #[serde(flatten)]
+    pub values: Values,
+    /// "starting", "ok", "degraded" or "safe".
+    pub state: &'static str,
+    /// Inputs that delivered a telegram within STALE-TIMEOUT.
+    pub inputs_online: usize,
+    pub inputs_total: usize,
+    /// The newest telegram of any battery.
+    pub timestamp_last_bms_update: Option<f64>,
+    /// The newest 0x305 from any inverter.
+    pub timestamp_last_inverter_request: Option<f64>,
+    /// Frames refused over all inputs (too short, out of range...).
+    pub n_invalid_data_telegrams: u64,
+    /// Telegrams dropped because the combiner was busy.
+    pub n_dropped_telegrams: u64,
+    /// Seconds since the combined state was made.
+    pub state_age_s: Option<f64>,
+    pub timestamp: f64,
+}
+
+fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
+    times.flatten().max().map(unix)
+}
+
+/// The payload for TOPIC.
+pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
+    let combined = snapshot.system.combined.as_ref();
+    let dropped_inputs: u64 = snapshot.inputs.iter().map(|i| i.dropped).sum();
+    SystemState {
+        values: combined.map_or_else(Values::default, |c| Values::of_battery(&c.battery)),
+        state: combined.map_or("starting", |c| c.state.as_str()),
+        inputs_online: combined.map_or(0, |c| c.inputs_online),
+        inputs_total: snapshot.inputs.len(),
+        timestamp_last_bms_update: newest(snapshot.inputs.iter().map(|i| i.last_telegram_wall)),
+        timestamp_last_inverter_request: newest(snapshot.outputs.iter().map(|o| o.last_request_wall)),
+        n_invalid_data_telegrams: snapshot.inputs.iter().map(|i| i.invalid).sum(),
+        n_dropped_telegrams: snapshot.system.dropped + dropped_inputs,
+        state_age_s: combined.map(|c| clock.age(c.made_at)),
+        timestamp: clock.timestamp(),
+    }
+}
+
+/// "up", "opening" or "down", and the reason when down.
+fn link(state: &LinkState) -> (&'static str, Option<String>) {
+    match state {
+        LinkState::Opening => ("opening", None),
+        LinkState::Up => ("up", None),
+        LinkState::Down(why) => ("down", Some(why.clone())),
+    }
+}
+
+/// BASE/battery/N/state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatteryState {
+    #[serde(flatten)]
+    pub values: Values,
+    /// 1-based, config order.
+    pub battery: usize,
+    pub description: String,
+    pub can_if: String,
+    /// A complete telegram within STALE-TIMEOUT.
+    pub online: bool,
+    /// Seconds since the last complete telegram.
+    pub age_s: Option<f64>,
+    pub timestamp_last_bms_update: Option<f64>,
+    pub link: &'static str,
+    pub link_error: Option<String>,
+    pub frames: u64,
+    pub telegrams: u64,
+    pub invalid: u64,
+    pub dropped: u64,
+    pub timestamp: f64,
+}
+
+/// The payload for BASE/battery/N/state of input `index` (0-based).
+pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: &Clock) -> BatteryState {
+    let c = &config.inputs[index];
+    let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
+    let (link, link_error) = link(&input.link);
+    let mut values = input
+        .telegram
+        .as_ref()
+        .map_or_else(Values::default, |t| Values::of_telegram(t, c.capacity_ah));
+    values.capacity_ah = Some(round(c.capacity_ah, 1));
+    BatteryState {
+        values,
+        battery: index + 1,
+        description: c.description.clone(),
+        can_if: c.can_if.clone(),
+        online: input.telegram.is_some() && age.is_some_and(|a| a <= config.battery.stale_timeout),
+        age_s: age.map(|a| round(a.as_secs_f64(), 1)),
+        timestamp_last_bms_update: input.last_telegram_wall.map(unix),
+        link,
+        link_error,
+        frames: input.frames,
+        telegrams: input.telegrams,
+        invalid: input.invalid,
+        dropped: input.dropped,
+        timestamp: clock.timestamp(),
+    }
+}
+
+/// BASE/inverter/N/state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InverterState {
+    /// The values last sent to this inverter.
+    #[serde(flatten)]
+    pub values: Values,
+    /// 1-based, config order.
+    pub inverter: usize,
+    pub description: String,
+    pub can_if: String,
+    /// The system state of the values last sent.
+    pub state: Option<&'static str>,
+    /// Seconds since the inverter's last 0x305.
+    pub sync_age_s: Option<f64>,
+    /// Seconds since the last transmission.
+    pub sent_age_s: Option<f64>,
+    pub timestamp_last_inverter_request: Option<f64>,
+    pub frames_sent: u64,
+    pub send_errors: u64,
+    pub link: &'static str,
+    pub link_error: Option<String>,
+    pub timestamp: f64,
+}
+
+/// The payload for BASE/inverter/N/state of output `index` (0-based).
+pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterState {
+    let c = &config.outputs[index];
+    let (link, link_error) = link(&output.link);
+    InverterState {
+        values: output
+            .last_sent
+            .as_ref()
+            .map_or_else(Values::default, Values::of_battery),
+        inverter: index + 1,
+        description: c.description.clone(),
+        can_if: c.can_if.clone(),
+        state: output.last_state.map(|s| s.as_str()),
+        sync_age_s: output.last_request.map(|t| clock.age(t)),
+        sent_age_s: output.last_sent_at.map(|t| clock.age(t)),
+        timestamp_last_inverter_request: output.last_request_wall.map(unix),
+        frames_sent: output.frames_sent,
+        send_errors: output.send_errors,
+        link,
+        link_error,
+        timestamp: clock.timestamp(),
+    }
+}
+
+/// The setpoints that are active at `now` (expired ones dropped), as
+/// compared to decide whether BASE/setpoints must be published again.
+pub fn active_setpoints(system: &LimitSetpoints, inverters: &[LimitSetpoints], now: Instant) -> Vec<LimitSetpoints> {
+    std::iter::once(system)
+        .chain(inverters)
+        .map(|s| {
+            let mut s = *s;
+            s.expire(now);
+            s
+        })
+        .collect()
+}
+
+fn setpoint_json(s: Option<Setpoint>, clock: &Clock) -> serde_json::Value {
+    match s.filter(|s| s.active_at(clock.now)) {
+        None => serde_json::Value::Null,
+        Some(s) => serde_json::json!({
+            "value": round(s.value, 1),
+            "expires": s.expires.map(|e| clock.unix_of(e)),
+            "remaining_s": s.expires.map(|e| round(e.saturating_duration_since(clock.now).as_secs_f64(), 1)),
+        }),
+    }
+}
+
+fn scope_json(s: &LimitSetpoints, clock: &Clock) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for kind in [LimitKind::Charge, LimitKind::Discharge] {
+        m.insert(kind.field().into(), setpoint_json(s.get(kind), clock));
+    }
+    m
+}
+
+/// BASE/setpoints: `{"system": {"i_lim_charge": null or {"value", "expires",
+/// "remaining_s"}, "i_lim_discharge": ...}, "inverters": [{"inverter": 1,
+/// ...}], "timestamp"}`. `expires` is null for a setpoint without expiry.
+pub fn setpoints(system: &LimitSetpoints, inverters: &[LimitSetpoints], clock: &Clock) -> serde_json::Value {
+    let inverters: Vec<serde_json::Value> = inverters
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            let mut m = scope_json(s, clock);
+            m.insert("inverter".into(), (j + 1).into());
+            serde_json::Value::Object(m)
+        })
+        .collect();
+    serde_json::json!({
+        "system": scope_json(system, clock),
+        "inverters": inverters,
+        "timestamp": clock.timestamp(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,389 @@
+//! Telemetry tests: payloads built from hand-made snapshots, compared with
+//! JSON written out by hand.
+
+use super::*;
+use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
+use crate::combine::{Combined, SystemState as State};
+use crate::status::SystemStatus;
+use serde_json::json;
+
+const T0: u64 = 1_700_000_000;
+
+fn clock() -> Clock {
+    Clock {
+        now: Instant::now(),
+        wall: UNIX_EPOCH + Duration::from_millis(T0 * 1000 + 500),
+    }
+}
+
+fn config() -> Config {
+    crate::config::parse(
+        r#"
+GATEWAY-ACTIVATED = true
+[battery]
+STALE-TIMEOUT = 5
+[[bmses-in]]
+CAN-IF = "can1"
+DESCRIPTION = "rack A"
+CAPACITY-AH = 100
+[[bmses-in]]
+CAN-IF = "can2"
+CAPACITY-AH = 50
+[[bmses-out]]
+CAN-IF = "can3"
+DESCRIPTION = "inverter"
+"#,
+    )
+    .unwrap()
+}
+
+fn battery() -> Battery {
+    Battery {
+        v_charge_cmd: 53.2,
+        i_lim_charge: 150.0,
+        i_lim_discharge: 199.96,
+        v_discharge_min: Some(46.9),
+        soc: 200.0 / 3.0,
+        soh: 290.0 / 3.0,
+        v_avg: 157.0 / 3.0,
+        i_total: -4.04,
+        t_avg: 70.0 / 3.0,
+        flags: Flags {
+            error_flags_1: 0x40,
+            error_flags_2: 0,
+            warning_flags_1: 0x04,
+            warning_flags_2: 0x08,
+            n_modules: 9,
+        },
+        requests: Requests::NORMAL,
+        cells: Some(CellExtremes {
+            v_cell_min: 3.288,
+            v_cell_max: 3.313,
+            t_cell_min: 17.0,
+            t_cell_max: 25.0,
+        }),
+        manufacturer: Manufacturer::new("PYLON"),
+        capacity_ah: 150.0,
+    }
+}
+
+fn to_json<T: Serialize>(t: &T) -> serde_json::Value {
+    serde_json::to_value(t).unwrap()
+}
+
+#[test]
+fn rounding() {
+    assert_eq!(round(0.1 + 0.2, 1), 0.3);
+    assert_eq!(round(52.333333, 2), 52.33);
+    assert_eq!(round(-0.04, 1), 0.0);
+    assert!(round(-0.04, 1).is_sign_positive());
+    assert_eq!(round(209.5, 0), 210.0);
+    assert_eq!(round(-27.05, 1), -27.1);
+}
+
+#[test]
+fn clock_conversions() {
+    let c = clock();
+    assert_eq!(c.timestamp(), 1_700_000_000.5);
+    assert_eq!(c.unix_of(c.now - Duration::from_millis(1500)), 1_699_999_999.0);
+    assert_eq!(c.unix_of(c.now + Duration::from_secs(60)), 1_700_000_060.5);
+    assert_eq!(c.age(c.now - Duration::from_millis(2340)), 2.3);
+    assert_eq!(c.age(c.now + Duration::from_secs(1)), 0.0);
+}
+
+#[test]
+fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
+    let c = clock();
+    let mut snap = Snapshot {
+        system: SystemStatus {
+            combined: Some(Combined {
+                state: State::Degraded,
+                battery: battery(),
+                inputs_online: 1,
+                made_at: c.now - Duration::from_millis(300),
+            }),
+            dropped: 2,
+            ..SystemStatus::default()
+        },
+        inputs: vec![InputStatus::default(), InputStatus::default()],
+        outputs: vec![OutputStatus::default()],
+    };
+    snap.inputs[0].invalid = 3;
+    snap.inputs[1].invalid = 4;
+    snap.inputs[1].dropped = 1;
+    snap.inputs[0].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 10));
+    snap.inputs[1].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 1250));
+    snap.outputs[0].last_request_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 2));
+    let got = to_json(&system_state(&snap, &c));
+    let want = json!({
+        "manufacturer": "PYLON",
+        "soc": 66.7,
+        "soh": 96.7,
+        "v_charge_cmd": 53.2,
+        "i_lim_charge": 150.0,
+        "i_lim_discharge": 200.0,
+        "v_discharge_min": 46.9,
+        "v_avg": 52.33,
+        "i_total": -4.0,
+        "t_avg": 23.3,
+        // 52.3333 V x -4.04 A = -211.4 W
+        "power_w": -211.0,
+        "error_flags_1": 64,
+        "error_flags_2": 0,
+        "warning_flags_1": 4,
+        "warning_flags_2": 8,
+        "n_modules": 9,
+        "charge_enable": true,
+        "discharge_enable": true,
+        "force_charge_request": false,
+        "force_charge_request_2": false,
+        "balancing_charge_request": false,
+        "v_cell_min": 3.288,
+        "v_cell_max": 3.313,
+        "t_cell_min": 17.0,
+        "t_cell_max": 25.0,
+        "capacity_ah": 150.0,
+        "state": "degraded",
+        "inputs_online": 1,
+        "inputs_total": 2,
+        "timestamp_last_bms_update": 1_699_999_998.75,
+        "timestamp_last_inverter_request": 1_699_999_998.0,
+        "n_invalid_data_telegrams": 7,
+        "n_dropped_telegrams": 3,
+        "state_age_s": 0.3,
+        "timestamp": 1_700_000_000.5,
+    });
+    assert_eq!(got, want);
+}
+
+#[test]
+fn before_any_combined_state_the_state_is_starting_with_null_values() {
+    let c = clock();
+    let snap = Snapshot {
+        inputs: vec![InputStatus::default()],
+        ..Snapshot::default()
+    };
+    let got = to_json(&system_state(&snap, &c));
+    assert_eq!(got["state"], "starting");
+    assert_eq!(got["soc"], serde_json::Value::Null);
+    assert_eq!(got["manufacturer"], serde_json::Value::Null);
+    assert_eq!(got["charge_enable"], serde_json::Value::Null);
+    assert_eq!(got["timestamp_last_bms_update"], serde_json::Value::Null);
+    assert_eq!(got["timestamp_last_inverter_request"], serde_json::Value::Null);
+    assert_eq!(got["inputs_online"], 0);
+    assert_eq!(got["inputs_total"], 1);
+    assert_eq!(got["timestamp"], 1_700_000_000.5);
+}
+
+fn telegram() -> Telegram {
+    Telegram {
+        limits: Limits {
+            v_charge_cmd: 53.2,
+            i_lim_charge: 480.0,
+            i_lim_discharge: 480.0,
+            v_discharge_min: None,
+        },
+        soc: StateOfCharge {
+            soc: 88.0,
+            soh: 94.0,
+            soc_hires: None,
+        },
+        measurements: Measurements {
+            v_avg: 49.86,
+            i_total: -27.0,
+            t_avg: 36.3,
+        },
+        flags: Flags {
+            n_modules: 6,
+            ..Flags::default()
+        },
+        requests: None,
+        manufacturer: None,
+        cells: None,
+    }
+}
+
+#[test]
+fn battery_state_from_its_telegram_and_counters() {
+    let c = clock();
+    let input = InputStatus {
+        telegram: Some(telegram()),
+        last_telegram: Some(c.now - Duration::from_millis(1200)),
+        last_telegram_wall: Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 700)),
+        frames: 70,
+        telegrams: 10,
+        invalid: 1,
+        dropped: 2,
+        link: LinkState::Up,
+    };
+    let got = to_json(&battery_state(&config(), 0, &input, &c));
+    let want = json!({
+        "manufacturer": null,
+        "soc": 88.0,
+        "soh": 94.0,
+        "v_charge_cmd": 53.2,
+        "i_lim_charge": 480.0,
+        "i_lim_discharge": 480.0,
+        "v_discharge_min": null,
+        "v_avg": 49.86,
+        "i_total": -27.0,
+        "t_avg": 36.3,
+        // 49.86 V x -27 A = -1346.22 W
+        "power_w": -1346.0,
+        "error_flags_1": 0,
+        "error_flags_2": 0,
+        "warning_flags_1": 0,
+        "warning_flags_2": 0,
+        "n_modules": 6,
+        // No 0x35C: shown as combining takes it, normal operation.
+        "charge_enable": true,
+        "discharge_enable": true,
+        "force_charge_request": false,
+        "force_charge_request_2": false,
+        "balancing_charge_request": false,
+        "v_cell_min": null,
+        "v_cell_max": null,
+        "t_cell_min": null,
+        "t_cell_max": null,
+        "capacity_ah": 100.0,
+        "battery": 1,
+        "description": "rack A",
+        "can_if": "can1",
+        "online": true,
+        "age_s": 1.2,
+        "timestamp_last_bms_update": 1_699_999_999.3,
+        "link": "up",
+        "link_error": null,
+        "frames": 70,
+        "telegrams": 10,
+        "invalid": 1,
+        "dropped": 2,
+        "timestamp": 1_700_000_000.5,
+    });
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_battery_is_offline_when_stale_or_silent() {
+    let c = clock();
+    let stale = InputStatus {
+        telegram: Some(telegram()),
+        last_telegram: Some(c.now - Duration::from_millis(5100)),
+        link: LinkState::Down("No such device".into()),
+        ..InputStatus::default()
+    };
+    let got = to_json(&battery_state(&config(), 1, &stale, &c));
+    assert_eq!(got["online"], false);
+    assert_eq!(got["age_s"], 5.1);
+    assert_eq!(got["battery"], 2);
+    assert_eq!(got["description"], "");
+    assert_eq!(got["can_if"], "can2");
+    assert_eq!(got["capacity_ah"], 50.0);
+    assert_eq!(got["link"], "down");
+    assert_eq!(got["link_error"], "No such device");
+    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), &c));
+    assert_eq!(silent["online"], false);
+    assert_eq!(silent["age_s"], serde_json::Value::Null);
+    assert_eq!(silent["soc"], serde_json::Value::Null);
+    assert_eq!(silent["capacity_ah"], 50.0);
+    assert_eq!(silent["link"], "opening");
+}
+
+#[test]
+fn inverter_state_shows_what_was_sent() {
+    let c = clock();
+    let mut sent = battery();
+    sent.i_lim_charge = 75.0;
+    sent.i_total = -2.02;
+    let output = OutputStatus {
+        last_sent: Some(sent),
+        last_state: Some(State::Ok),
+        last_sent_at: Some(c.now - Duration::from_millis(400)),
+        last_request: Some(c.now - Duration::from_millis(900)),
+        last_request_wall: Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 400)),
+        frames_sent: 600,
+        send_errors: 1,
+        link: LinkState::Up,
+    };
+    let got = to_json(&inverter_state(&config(), 0, &output, &c));
+    assert_eq!(got["i_lim_charge"], 75.0);
+    assert_eq!(got["i_total"], -2.0);
+    assert_eq!(got["soc"], 66.7);
+    assert_eq!(got["inverter"], 1);
+    assert_eq!(got["description"], "inverter");
+    assert_eq!(got["can_if"], "can3");
+    assert_eq!(got["state"], "ok");
+    assert_eq!(got["sync_age_s"], 0.9);
+    assert_eq!(got["sent_age_s"], 0.4);
+    assert_eq!(got["timestamp_last_inverter_request"], 1_699_999_999.6);
+    assert_eq!(got["frames_sent"], 600);
+    assert_eq!(got["send_errors"], 1);
+    assert_eq!(got["link"], "up");
+    assert_eq!(got["timestamp"], 1_700_000_000.5);
+
+    let nothing = to_json(&inverter_state(&config(), 0, &OutputStatus::default(), &c));
+    assert_eq!(nothing["state"], serde_json::Value::Null);
+    assert_eq!(nothing["i_lim_charge"], serde_json::Value::Null);
+    assert_eq!(nothing["sync_age_s"], serde_json::Value::Null);
+}
+
+#[test]
+fn setpoints_payload_with_expiry_and_without() {
+    let c = clock();
+    let mut system = LimitSetpoints::default();
+    system.set(
+        LimitKind::Charge,
+        Some(Setpoint {
+            value: 50.04,
+            expires: Some(c.now + Duration::from_secs(90)),
+        }),
+    );
+    let mut inv = LimitSetpoints::default();
+    inv.set(
+        LimitKind::Discharge,
+        Some(Setpoint {
+            value: 20.0,
+            expires: None,
+        }),
+    );
+    // An expired one is shown as gone even before the combiner drops it.
+    inv.set(
+        LimitKind::Charge,
+        Some(Setpoint {
+            value: 10.0,
+            expires: Some(c.now - Duration::from_secs(1)),
+        }),
+    );
+    let got = setpoints(&system, &[inv, LimitSetpoints::default()], &c);
+    let want = json!({
+        "system": {
+            "i_lim_charge": {"value": 50.0, "expires": 1_700_000_090.5, "remaining_s": 90.0},
+            "i_lim_discharge": null,
+        },
+        "inverters": [
+            {"inverter": 1, "i_lim_charge": null, "i_lim_discharge": {"value": 20.0, "expires": null, "remaining_s": null}},
+            {"inverter": 2, "i_lim_charge": null, "i_lim_discharge": null},
+        ],
+        "timestamp": 1_700_000_000.5,
+    });
+    assert_eq!(got, want);
+}
+
+#[test]
+fn active_setpoints_change_when_one_expires() {
+    let t0 = Instant::now();
+    let mut system = LimitSetpoints::default();
+    system.set(
+        LimitKind::Charge,
+        Some(Setpoint {
+            value: 50.0,
+            expires: Some(t0 + Duration::from_secs(10)),
+        }),
+    );
+    let before = active_setpoints(&system, &[LimitSetpoints::default()], t0);
+    let same = active_setpoints(&system, &[LimitSetpoints::default()], t0 + Duration::from_secs(9));
+    let after = active_setpoints(&system, &[LimitSetpoints::default()], t0 + Duration::from_secs(10));
+    assert_eq!(before, same);
+    assert_ne!(before, after);
+    assert_eq!(after, vec![LimitSetpoints::default(); 2]);
+}

@@ -1,0 +1,270 @@
+//! The `bms-gateway` binary as a user runs it: exit codes, messages, files,
+//! signals.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bms-gateway");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("BMS_GATEWAY_CONFIG")
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const VALID: &str = r#"GATEWAY-ACTIVATED = true
+[[bmses-in]]
+CAN-IF = "nocan0"
+CAPACITY-AH = 100
+[[bmses-out]]
+CAN-IF = "nocan1"
+[mqtt]
+ACTIVATED = false
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn decode_prints_the_reference_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write(
+        dir.path(),
+        "capture.log",
+        "(1700000000.100000) can0 351#1402C012C012C201\n(1700000000.200000) can0 355#58005E00\ngarbage\n",
+    );
+    let (code, out, _) = run(&["decode", &log]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        r#"{"id":"0x351","iface":"can0","ts":1700000000.1,"v_charge_cmd":53.2,"i_lim_charge":480.0,"i_lim_discharge":480.0,"v_discharge_min":45.0}"#
+    );
+    assert_eq!(
+        lines[1],
+        r#"{"id":"0x355","iface":"can0","ts":1700000000.2,"soc":88.0,"soh":94.0}"#
+    );
+    assert!(
+        lines[2].starts_with(r#"{"error":"#) && lines[2].ends_with(r#""line":3}"#),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn decode_reads_standard_input() {
+    let mut child = Command::new(BIN)
+        .arg("decode")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"  can0  356   [6]  7A 13 F2 FE 6B 01\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"id":"0x356","iface":"can0","v_avg":49.86,"i_total":-27.0,"t_avg":36.3}"#
+    );
+}
+
+#[test]
+fn check_accepts_a_valid_file_and_prints_the_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "ok.toml", VALID);
+    let (code, out, _) = run(&["check", "-c", &cfg]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("valid"));
+    assert!(out.contains("battery 1: CAN-IF = nocan0, CAPACITY-AH = 100"), "{out}");
+    assert!(out.contains("STALE-TIMEOUT = 5 s"), "{out}");
+}
+
+#[test]
+fn check_refuses_a_bad_file_naming_key_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "bad.toml",
+        &VALID.replace("CAPACITY-AH = 100", "CAPACITY-AH = 100\nPOL-INTERVAL = 1"),
+    );
+    let (code, _, err) = run(&["check", "-c", &cfg]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(&format!(
+            "{cfg}:5:1: [[bmses-in]] #1 POL-INTERVAL: unknown key (did you mean POLL-INTERVAL?)"
+        )),
+        "{err}"
+    );
+    let (code, _, err) = run(&["check", "-c", "/nonexistent/bms.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the file") && err.contains("--init"), "{err}");
+}
+
+#[test]
+fn the_config_is_found_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "env.toml", VALID);
+    let out = Command::new(BIN)
+        .arg("check")
+        .env("BMS_GATEWAY_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&cfg));
+}
+
+#[test]
+fn init_writes_the_template_and_never_overwrites_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/bms_config.toml");
+    let p = path.to_str().unwrap();
+    assert_eq!(run(&["--init", "-c", p]).0, 0);
+    let template = std::fs::read_to_string(&path).unwrap();
+    assert!(template.contains("GATEWAY-ACTIVATED = false"));
+    std::fs::write(&path, "edited").unwrap();
+    let (code, _, err) = run(&["--init", "-c", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "edited");
+    assert_eq!(run(&["--init", "--force", "-c", p]).0, 0);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), template);
+    // The template itself checks clean, and says it is not activated.
+    let (code, out, _) = run(&["check", "-c", p]);
+    assert_eq!(code, 0);
+    assert!(out.contains("GATEWAY-ACTIVATED is false"));
+}
+
+#[test]
+fn a_config_that_is_not_activated_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "off.toml", &VALID.replace("= true", "= false"));
+    let (code, _, err) = run(&["-c", &cfg]);
+    assert_eq!(code, 2);
+    assert!(err.contains("GATEWAY-ACTIVATED is false"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    assert_eq!(run(&["demo", "--batteries", "0"]).0, 2);
+    assert_eq!(run(&["no-such-command"]).0, 2);
+    assert_eq!(run(&["demo", "--duration", "-1"]).0, 2);
+}
+
+#[test]
+fn the_demo_runs_for_its_duration_and_shows_the_table() {
+    let (code, out, _) = run(&["demo", "--duration", "3", "--batteries", "2", "--inverters", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("COMBINED"), "{out}");
+    assert!(out.contains("inv1"), "{out}");
+}
+
+/// A running daemon whose stderr is collected line by line.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(["-c", config])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On this machine the interfaces cannot be opened (no CAN in the kernel, or
+/// no such interface): the daemon keeps retrying and serves signals anyway.
+#[test]
+fn sighup_with_a_broken_config_keeps_running_and_sigterm_stops_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "live.toml", VALID);
+    let mut d = Daemon::start(&cfg);
+    assert!(d.wait_log("retrying", Duration::from_secs(10)), "{}", d.log());
+    // A broken file: refused, still running.
+    std::fs::write(&cfg, "GATEWAY-ACTIVATED = true\n[battery\n").unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(d.wait_log("reload refused", Duration::from_secs(10)), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the daemon exited on a bad reload"
+    );
+    // A valid file: reloaded.
+    std::fs::write(&cfg, VALID.replace("CAPACITY-AH = 100", "CAPACITY-AH = 200")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    // SIGTERM: clean exit 0 within 2 s.
+    let asked = Instant::now();
+    d.signal(libc::SIGTERM);
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(10), "not stopped after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+    assert!(d.wait_log("bms-gateway stopped", Duration::from_secs(2)));
+}

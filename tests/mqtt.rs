@@ -1,0 +1,929 @@
+//! The MQTT thread against a real Mosquitto broker: telemetry fields and
+//! values, status and last will, setpoint commands (accepted, clamped,
+//! expired, cleared, refused), control off, retained commands, a broker
+//! restart, authentication, TLS and Home Assistant discovery.
+//!
+//! `mqtt::run` runs in a thread of its own with a hand-filled status board;
+//! the test plays the combiner (it reads the command channel and writes
+//! setpoints back to the board). Expected values are computed by hand from
+//! the values put on the board.
+
+mod mosquitto;
+
+use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
+use bms_gateway::combine::{Battery, Combined, SystemState};
+use bms_gateway::config::{self, Config};
+use bms_gateway::mqtt;
+use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
+use bms_gateway::status::{LinkState, StatusBoard};
+use bms_gateway::telegram::Telegram;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use mosquitto::{Auth, Broker, PATIENCE, Proxy, TestPki, TlsListener, Watcher, logs};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A config with two batteries (can1 100 Ah, can2 50 Ah) and two inverters,
+/// caps 100 A / 120 A for the system, 60 A / 80 A for inverter 1.
+fn config_for(port: u16, base: &str, mqtt_extra: &str, batteries: &[&str]) -> Config {
+    let mut text = String::from("GATEWAY-ACTIVATED = true\n[battery]\nI-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120\n");
+    for (n, b) in batteries.iter().enumerate() {
+        let (capacity, description) = if n == 0 { (100, "rack A") } else { (50, "") };
+        text.push_str(&format!(
+            "[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = {capacity}\nDESCRIPTION = \"{description}\"\n"
+        ));
+    }
+    text.push_str(
+        "[[bmses-out]]\nCAN-IF = \"inv1\"\nI-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\nDESCRIPTION = \"hybrid\"\n",
+    );
+    text.push_str("[[bmses-out]]\nCAN-IF = \"inv2\"\n");
+    text.push_str(&format!(
+        "[mqtt]\nBROKER = \"127.0.0.1\"\nPORT = {port}\nTOPIC = \"tele/{base}/state\"\nBASE-TOPIC = \"{base}\"\n\
+         INTERVAL = 0.5\nCLIENT-ID = \"gw-{base}\"\n{mqtt_extra}\n"
+    ));
+    config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn config(broker: &Broker, base: &str, mqtt_extra: &str) -> Config {
+    config_for(broker.port, base, mqtt_extra, &["can1", "can2"])
+}
+
+fn at(secs: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(secs)
+}
+
+/// The combined battery the tests put on the board.
+fn combined_battery() -> Battery {
+    Battery {
+        v_charge_cmd: 53.2,
+        i_lim_charge: 90.0,
+        i_lim_discharge: 110.0,
+        v_discharge_min: Some(46.9),
+        soc: 75.0,
+        soh: 98.0,
+        v_avg: 51.23,
+        i_total: -12.34,
+        t_avg: 21.06,
+        flags: Flags {
+            error_flags_1: 0,
+            error_flags_2: 0,
+            warning_flags_1: 0x02,
+            warning_flags_2: 0,
+            n_modules: 4,
+        },
+        requests: Requests::NORMAL,
+        cells: None,
+        manufacturer: Manufacturer::new("PYLON"),
+        capacity_ah: 150.0,
+    }
+}
+
+fn telegram() -> Telegram {
+    Telegram {
+        limits: Limits {
+            v_charge_cmd: 53.2,
+            i_lim_charge: 60.0,
+            i_lim_discharge: 70.0,
+            v_discharge_min: Some(45.0),
+        },
+        soc: StateOfCharge {
+            soc: 80.0,
+            soh: 99.0,
+            soc_hires: None,
+        },
+        measurements: Measurements {
+            v_avg: 51.5,
+            i_total: -8.0,
+            t_avg: 22.0,
+        },
+        flags: Flags {
+            n_modules: 2,
+            ..Flags::default()
+        },
+        requests: Some(Requests::NORMAL),
+        manufacturer: Manufacturer::new("PYLON"),
+        cells: None,
+    }
+}
+
+/// A board with a combined state, battery 1 reporting, battery 2 silent,
+/// inverter 1 served.
+fn filled_board() -> Arc<StatusBoard> {
+    let board = Arc::new(StatusBoard::new(2, 2));
+    let now = Instant::now();
+    board.system(|s| {
+        s.combined = Some(Combined {
+            state: SystemState::Ok,
+            battery: combined_battery(),
+            inputs_online: 2,
+            made_at: now,
+        })
+    });
+    board.input(0, |i| {
+        i.telegram = Some(telegram());
+        i.last_telegram = Some(now);
+        i.last_telegram_wall = Some(at(1_700_000_000.0));
+        i.frames = 60;
+        i.telegrams = 10;
+        i.invalid = 2;
+        i.link = LinkState::Up;
+    });
+    board.input(1, |i| {
+        i.invalid = 3;
+        i.last_telegram_wall = Some(at(1_699_999_990.0));
+    });
+    board.output(0, |o| {
+        o.last_sent = Some(combined_battery());
+        o.last_state = Some(SystemState::Ok);
+        o.last_sent_at = Some(now);
+        o.last_request_wall = Some(at(1_700_000_001.5));
+        o.frames_sent = 120;
+        o.send_errors = 1;
+        o.link = LinkState::Up;
+    });
+    board
+}
+
+/// `mqtt::run` in a thread of its own.
+struct Running {
+    shutdown: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    commands: Receiver<SetpointCommand>,
+}
+
+fn start(config: Config, board: Arc<StatusBoard>) -> Running {
+    let (shutdown_tx, shutdown_rx) = bounded::<()>(1);
+    let (commands_tx, commands) = bounded::<SetpointCommand>(16);
+    let handle = std::thread::spawn(move || mqtt::run(&config, &board, &commands_tx, &shutdown_rx));
+    Running {
+        shutdown: Some(shutdown_tx),
+        handle: Some(handle),
+        commands,
+    }
+}
+
+impl Running {
+    /// Stops the thread; how long it took.
+    fn stop(&mut self) -> Duration {
+        let t0 = Instant::now();
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.join().expect("mqtt::run did not panic");
+        }
+        t0.elapsed()
+    }
+
+    fn next_command(&self) -> SetpointCommand {
+        self.commands
+            .recv_timeout(PATIENCE)
+            .expect("a command reached the combiner")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn telemetry_carries_every_field_with_the_board_values() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let before = wall_now();
+    let mut gw = start(config(&broker, "tele1", ""), filled_board());
+
+    let state = watch.wait_for("tele/tele1/state", "telemetry", |_| true);
+    assert!(!state.retain);
+    let mut got = state.json();
+    let timestamp = got
+        .as_object_mut()
+        .unwrap()
+        .remove("timestamp")
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!(
+        timestamp >= before - 0.01 && timestamp <= wall_now() + 0.01,
+        "{timestamp}"
+    );
+    let age = got
+        .as_object_mut()
+        .unwrap()
+        .remove("state_age_s")
+        .unwrap()
+        .as_f64()
+        .unwrap();
+    assert!((0.0..60.0).contains(&age));
+    let want = json!({
+        // The original gateway's fields.
+        "manufacturer": "PYLON",
+        "soc": 75.0,
+        "soh": 98.0,
+        "v_charge_cmd": 53.2,
+        "i_lim_charge": 90.0,
+        "i_lim_discharge": 110.0,
+        "v_avg": 51.23,
+        "i_total": -12.3,
+        "t_avg": 21.1,
+        "error_flags_1": 0,
+        "error_flags_2": 0,
+        "warning_flags_1": 2,
+        "warning_flags_2": 0,
+        "n_modules": 4,
+        "charge_enable": true,
+        "discharge_enable": true,
+        "force_charge_request": false,
+        "force_charge_request_2": false,
+        "balancing_charge_request": false,
+        "timestamp_last_bms_update": 1_700_000_000.0,
+        "timestamp_last_inverter_request": 1_700_000_001.5,
+        "n_invalid_data_telegrams": 5,
+        "capacity_ah": 150.0,
+        // The new ones. 51.23 V x -12.34 A = -632.18 W.
+        "v_discharge_min": 46.9,
+        "power_w": -632.0,
+        "state": "ok",
+        "inputs_online": 2,
+        "inputs_total": 2,
+        "n_dropped_telegrams": 0,
+        "v_cell_min": null,
+        "v_cell_max": null,
+        "t_cell_min": null,
+        "t_cell_max": null,
+    });
+    assert_eq!(got, want);
+
+    let b1 = watch.wait_for("tele1/battery/1/state", "battery 1", |_| true).json();
+    assert_eq!(b1["soc"], 80.0);
+    assert_eq!(b1["v_avg"], 51.5);
+    assert_eq!(b1["i_total"], -8.0);
+    assert_eq!(b1["power_w"], -412.0);
+    assert_eq!(b1["i_lim_discharge"], 70.0);
+    assert_eq!(b1["online"], true);
+    assert_eq!(b1["description"], "rack A");
+    assert_eq!(b1["can_if"], "can1");
+    assert_eq!(b1["capacity_ah"], 100.0);
+    assert_eq!(b1["frames"], 60);
+    assert_eq!(b1["telegrams"], 10);
+    assert_eq!(b1["invalid"], 2);
+    assert_eq!(b1["link"], "up");
+    assert_eq!(b1["timestamp_last_bms_update"], 1_700_000_000.0);
+    assert!(b1["timestamp"].as_f64().unwrap() >= before - 0.01);
+    let b2 = watch.wait_for("tele1/battery/2/state", "battery 2", |_| true).json();
+    assert_eq!(b2["online"], false);
+    assert_eq!(b2["soc"], Value::Null);
+    assert_eq!(b2["invalid"], 3);
+    assert_eq!(b2["can_if"], "can2");
+    let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
+    assert_eq!(i1["i_lim_charge"], 90.0);
+    assert_eq!(i1["state"], "ok");
+    assert_eq!(i1["frames_sent"], 120);
+    assert_eq!(i1["send_errors"], 1);
+    assert_eq!(i1["description"], "hybrid");
+    assert_eq!(i1["timestamp_last_inverter_request"], 1_700_000_001.5);
+    let i2 = watch.wait_for("tele1/inverter/2/state", "inverter 2", |_| true).json();
+    assert_eq!(i2["state"], Value::Null);
+    assert_eq!(i2["frames_sent"], 0);
+
+    // Telemetry repeats every INTERVAL (0.5 s).
+    watch.wait_nth("tele/tele1/state", 3);
+
+    // "online", retained: a client connecting now still gets it.
+    let late = Watcher::connect(&broker, "tele1/status");
+    let status = late.wait_for("tele1/status", "status", |_| true);
+    assert_eq!((status.text().as_str(), status.retain), ("online", true));
+
+    // Shutdown publishes "offline", retained, within 2 s.
+    let took = gw.stop();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    watch.wait_for("tele1/status", "offline", |m| m.text() == "offline");
+    let later = Watcher::connect(&broker, "tele1/status");
+    let status = later.wait_for("tele1/status", "status", |_| true);
+    assert_eq!((status.text().as_str(), status.retain), ("offline", true));
+}
+
+#[test]
+fn before_any_combined_state_telemetry_says_starting() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let _gw = start(config(&broker, "start1", ""), Arc::new(StatusBoard::new(2, 2)));
+    let got = watch.wait_for("tele/start1/state", "telemetry", |_| true).json();
+    assert_eq!(got["state"], "starting");
+    assert_eq!(got["soc"], Value::Null);
+    assert_eq!(got["i_lim_charge"], Value::Null);
+    assert_eq!(got["inputs_online"], 0);
+    assert_eq!(got["timestamp_last_bms_update"], Value::Null);
+}
+
+#[test]
+fn the_last_will_says_offline_when_the_connection_dies_and_online_returns() {
+    let broker = Broker::anonymous();
+    let proxy = Proxy::start(broker.port);
+    let watch = Watcher::connect(&broker, "will1/status");
+    let mut c = config(&broker, "will1", "");
+    c.mqtt.port = proxy.port;
+    let _gw = start(c, filled_board());
+    watch.wait_for("will1/status", "online", |m| m.text() == "online");
+    // The connection dies without a DISCONNECT: the broker publishes the will.
+    let cut = Instant::now();
+    proxy.cut();
+    watch.wait_for("will1/status", "the will", |m| m.at > cut && m.text() == "offline");
+    let late = Watcher::connect(&broker, "will1/status");
+    let m = late.wait_for("will1/status", "retained will", |_| true);
+    assert_eq!((m.text().as_str(), m.retain), ("offline", true));
+    // Back again after the back-off.
+    let resumed = Instant::now();
+    proxy.resume();
+    watch.wait_for("will1/status", "online again", |m| {
+        m.at > resumed && m.text() == "online"
+    });
+}
+
+/// Applies a command to the board as the combiner does.
+fn apply(board: &StatusBoard, c: SetpointCommand) {
+    board.system(|s| match c.scope {
+        Scope::System => s.setpoints.set(c.kind, c.setpoint),
+        Scope::Inverter(j) => s.inverter_setpoints[j].set(c.kind, c.setpoint),
+    });
+}
+
+#[test]
+fn setpoints_are_accepted_clamped_expired_and_cleared() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let board = filled_board();
+    let gw = start(config(&broker, "sp1", "CONTROL-ACTIVATED = true"), board.clone());
+    watch.wait_for("sp1/status", "online", |m| m.text() == "online");
+    let results = "sp1/set/result";
+
+    // A bare number, no default TTL: until changed.
+    watch.publish("sp1/set/i_lim_charge", "50", false);
+    let c = gw.next_command();
+    assert_eq!(
+        c,
+        SetpointCommand {
+            scope: Scope::System,
+            kind: LimitKind::Charge,
+            setpoint: Some(Setpoint {
+                value: 50.0,
+                expires: None
+            }),
+        }
+    );
+    let r = watch.wait_nth(results, 1).json();
+    assert_eq!(r["topic"], "sp1/set/i_lim_charge");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["value"], 50.0);
+    apply(&board, c);
+    let sp = watch.wait_for("sp1/setpoints", "charge 50", |m| {
+        m.json()["system"]["i_lim_charge"]["value"] == 50.0
+    });
+    assert_eq!(sp.json()["system"]["i_lim_charge"]["expires"], Value::Null);
+    // Retained: a client connecting later sees the active setpoints.
+    let late = Watcher::connect(&broker, "sp1/setpoints");
+    let m = late.wait_for("sp1/setpoints", "retained setpoints", |_| true);
+    assert!(m.retain);
+    assert_eq!(m.json()["system"]["i_lim_charge"]["value"], 50.0);
+
+    // Above the system cap of 100 A: clamped.
+    watch.publish("sp1/set/i_lim_charge", "500", false);
+    let c = gw.next_command();
+    assert_eq!(c.setpoint.unwrap().value, 100.0);
+    let r = watch.wait_nth(results, 2).json();
+    assert_eq!(
+        (r["ok"].clone(), r["value"].clone(), r["clamped"].clone()),
+        (json!(true), json!(100.0), json!(true))
+    );
+
+    // Inverter 1's cap is 60 A.
+    watch.publish("sp1/inverter/1/set/i_lim_charge", "70", false);
+    let c = gw.next_command();
+    assert_eq!((c.scope, c.kind), (Scope::Inverter(0), LimitKind::Charge));
+    assert_eq!(c.setpoint.unwrap().value, 60.0);
+    assert_eq!(watch.wait_nth(results, 3).json()["value"], 60.0);
+    apply(&board, c);
+    watch.wait_for("sp1/setpoints", "inverter 1 charge 60", |m| {
+        m.json()["inverters"][0]["i_lim_charge"]["value"] == 60.0
+    });
+
+    // JSON with a TTL of 2 s: expires, and BASE/setpoints shows it gone.
+    let sent = Instant::now();
+    watch.publish("sp1/set/i_lim_discharge", r#"{"value": 30, "ttl": 2}"#, false);
+    let c = gw.next_command();
+    let s = c.setpoint.unwrap();
+    assert_eq!((c.scope, c.kind, s.value), (Scope::System, LimitKind::Discharge, 30.0));
+    let expires = s.expires.expect("a TTL gives an expiry");
+    assert!(expires >= sent + Duration::from_secs(2) && expires <= Instant::now() + Duration::from_secs(2));
+    let r = watch.wait_nth(results, 4).json();
+    assert_eq!((r["value"].clone(), r["ttl_s"].clone()), (json!(30.0), json!(2.0)));
+    apply(&board, c);
+    let with = watch.wait_for("sp1/setpoints", "discharge 30", |m| {
+        m.json()["system"]["i_lim_discharge"]["value"] == 30.0
+    });
+    assert!(with.json()["system"]["i_lim_discharge"]["expires"].as_f64().unwrap() > wall_now());
+    // The board still holds it (the combiner drops it on its own clock),
+    // yet the published setpoints drop it when it expires.
+    let gone = watch.wait_for("sp1/setpoints", "discharge expired", |m| {
+        m.at > with.at && m.json()["system"]["i_lim_discharge"].is_null()
+    });
+    assert!(gone.at >= sent + Duration::from_secs(2));
+    assert_eq!(gone.json()["system"]["i_lim_charge"]["value"], 50.0);
+
+    // Empty payload and "clear" clear.
+    watch.publish("sp1/set/i_lim_charge", "", false);
+    let c = gw.next_command();
+    assert_eq!((c.scope, c.kind, c.setpoint), (Scope::System, LimitKind::Charge, None));
+    let r = watch.wait_nth(results, 5).json();
+    assert_eq!((r["ok"].clone(), r["value"].clone()), (json!(true), Value::Null));
+    apply(&board, c);
+    watch.publish("sp1/inverter/1/set/i_lim_charge", "clear", false);
+    let c = gw.next_command();
+    assert_eq!((c.scope, c.setpoint), (Scope::Inverter(0), None));
+    apply(&board, c);
+    watch.wait_for("sp1/setpoints", "all cleared", |m| {
+        let j = m.json();
+        j["system"]["i_lim_charge"].is_null() && j["inverters"][0]["i_lim_charge"].is_null()
+    });
+}
+
+#[test]
+fn the_default_ttl_applies_to_bare_numbers() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let gw = start(
+        config(&broker, "ttl1", "CONTROL-ACTIVATED = true\nSETPOINT-TTL = 600"),
+        filled_board(),
+    );
+    watch.wait_for("ttl1/status", "online", |m| m.text() == "online");
+    let sent = Instant::now();
+    watch.publish("ttl1/inverter/2/set/i_lim_discharge", "12.5", false);
+    let c = gw.next_command();
+    assert_eq!((c.scope, c.kind), (Scope::Inverter(1), LimitKind::Discharge));
+    let s = c.setpoint.unwrap();
+    assert_eq!(s.value, 12.5);
+    let expires = s.expires.unwrap();
+    assert!(expires >= sent + Duration::from_secs(600) && expires <= Instant::now() + Duration::from_secs(600));
+    assert_eq!(watch.wait_nth("ttl1/set/result", 1).json()["ttl_s"], 600.0);
+}
+
+#[test]
+fn bad_payloads_are_refused_with_a_reason_and_change_nothing() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let gw = start(config(&broker, "bad1", "CONTROL-ACTIVATED = true"), filled_board());
+    watch.wait_for("bad1/status", "online", |m| m.text() == "online");
+    let long = "9".repeat(65);
+    let cases: &[(&str, &str, &str)] = &[
+        ("bad1/set/i_lim_charge", "fifty", "not a number"),
+        ("bad1/set/i_lim_charge", "NaN", "finite"),
+        ("bad1/set/i_lim_charge", "inf", "finite"),
+        ("bad1/set/i_lim_discharge", "-5", "negative"),
+        ("bad1/set/i_lim_discharge", &long, "longer than 64 bytes"),
+        ("bad1/set/i_lim_charge", r#"{"value": }"#, "malformed JSON"),
+        ("bad1/set/i_lim_charge", r#"{"value": "50"}"#, "must be a number"),
+        ("bad1/set/i_lim_charge", r#"{"value": 5, "ttl": -1}"#, "ttl"),
+        ("bad1/set/i_lim_charge", r#"{"valeu": 5}"#, "unknown key"),
+        ("bad1/inverter/3/set/i_lim_charge", "5", "numbered 1 to 2"),
+        ("bad1/inverter/0/set/i_lim_charge", "5", "numbered 1 to 2"),
+        ("bad1/set/soc", "5", "unknown setpoint"),
+    ];
+    for (n, (topic, payload, reason)) in cases.iter().enumerate() {
+        watch.publish(topic, *payload, false);
+        let r = watch.wait_nth("bad1/set/result", n + 1).json();
+        assert_eq!(r["topic"], *topic, "{payload}");
+        assert_eq!(r["ok"], false, "{payload}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{payload}: {error}");
+    }
+    assert!(
+        gw.commands.try_recv().is_err(),
+        "a refused command reached the combiner"
+    );
+}
+
+#[test]
+fn without_control_commands_are_answered_and_ignored() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let gw = start(config(&broker, "off1", ""), filled_board());
+    watch.wait_for("off1/status", "online", |m| m.text() == "online");
+    watch.publish("off1/set/i_lim_charge", "10", false);
+    watch.publish("off1/inverter/1/set/i_lim_discharge", "clear", false);
+    let r = watch.wait_nth("off1/set/result", 1).json();
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().starts_with("control is not activated"));
+    let r = watch.wait_nth("off1/set/result", 2).json();
+    assert_eq!(r["topic"], "off1/inverter/1/set/i_lim_discharge");
+    assert_eq!(r["ok"], false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.commands.try_recv().is_err());
+}
+
+#[test]
+fn a_retained_command_is_not_applied() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    // Left on the broker "last week".
+    watch.publish("ret1/set/i_lim_charge", "40", true);
+    watch.wait_for("ret1/set/i_lim_charge", "retained command stored", |_| true);
+    let gw = start(config(&broker, "ret1", "CONTROL-ACTIVATED = true"), filled_board());
+    let r = watch.wait_nth("ret1/set/result", 1).json();
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().starts_with("retained command ignored"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(gw.commands.try_recv().is_err());
+    // The same value sent live is taken.
+    watch.publish("ret1/set/i_lim_charge", "40", false);
+    assert_eq!(gw.next_command().setpoint.unwrap().value, 40.0);
+    watch.publish("ret1/set/i_lim_charge", "", true);
+}
+
+/// A stand-in for a CAN thread: touches the board every 5 ms and records the
+/// longest pause between two rounds.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    longest_ms: Arc<AtomicU64>,
+    rounds: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(board: Arc<StatusBoard>) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let longest_ms = Arc::new(AtomicU64::new(0));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, l, r) = (stop.clone(), longest_ms.clone(), rounds.clone());
+        let handle = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                board.output(0, |o| o.frames_sent += 1);
+                board.input(0, |i| i.frames += 1);
+                r.fetch_add(1, Ordering::Relaxed);
+                let gap = last.elapsed().as_millis() as u64;
+                l.fetch_max(gap, Ordering::Relaxed);
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Busy {
+            stop,
+            longest_ms,
+            rounds,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        (
+            self.rounds.load(Ordering::Relaxed),
+            self.longest_ms.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_broker_restart_loses_telemetry_but_never_blocks_and_telemetry_resumes_fresh() {
+    let mut broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let board = filled_board();
+    let busy = Busy::start(board.clone());
+    let mut gw = start(config(&broker, "rs1", "CONTROL-ACTIVATED = true"), board);
+    watch.wait_nth("tele/rs1/state", 2);
+
+    broker.kill();
+    // Several INTERVALs of outage: nothing may be queued for later.
+    std::thread::sleep(Duration::from_secs(3));
+    let restarted_at = wall_now();
+    let restarted = Instant::now();
+    broker.restart();
+
+    // The watcher reconnects on its own; the gateway after its back-off.
+    let status = watch.wait_for("rs1/status", "online after restart", |m| {
+        m.at > restarted && m.text() == "online"
+    });
+    let first = watch.wait_for("tele/rs1/state", "telemetry after restart", |m| m.at > restarted);
+    // Resubscribed: a command is answered again.
+    watch.publish("rs1/set/i_lim_charge", "20", false);
+    assert_eq!(gw.next_command().setpoint.unwrap().value, 20.0);
+    watch.wait_nth("rs1/set/result", 1);
+    watch.wait_nth("tele/rs1/state", watch.all("tele/rs1/state").len() + 2);
+    // Nothing made during the outage arrived late.
+    for m in watch.all("tele/rs1/state").iter().filter(|m| m.at > restarted) {
+        let ts = m.json()["timestamp"].as_f64().unwrap();
+        assert!(
+            ts >= restarted_at - 0.05,
+            "telemetry of {ts} sent after the restart at {restarted_at}"
+        );
+    }
+    assert!(status.at <= first.at + Duration::from_secs(5));
+
+    assert!(gw.stop() < Duration::from_secs(2));
+    let (rounds, longest_ms) = busy.finish();
+    assert!(rounds > 100, "the busy thread made only {rounds} rounds");
+    assert!(longest_ms < 1000, "the busy thread paused {longest_ms} ms");
+}
+
+#[test]
+fn a_wrong_password_gives_a_clear_log_line_and_nothing_else_stops() {
+    let logs = logs();
+    let broker = Broker::start(
+        Auth::Password {
+            user: "bms".into(),
+            password: "right".into(),
+        },
+        None,
+    );
+    let password = broker.dir().join("gateway-password");
+    std::fs::write(&password, "wrong\n").unwrap();
+    let board = filled_board();
+    let busy = Busy::start(board.clone());
+    let mut gw = start(
+        config(
+            &broker,
+            "pw1",
+            &format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", password.display()),
+        ),
+        board,
+    );
+    let broker_name = format!("MQTT broker 127.0.0.1:{}", broker.port);
+    let line = logs.wait_for(&[&broker_name, "refused the connection"]);
+    assert!(line.contains("bad user name or password"), "{line}");
+    assert!(line.contains("check USERNAME and PASSWORD-FILE"), "{line}");
+    // Retries (after 1 s and 3 s) repeat the same error: logged once.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(logs.matching(&[&broker_name, "refused the connection"]).len(), 1);
+    assert!(gw.stop() < Duration::from_secs(2));
+    let (rounds, longest_ms) = busy.finish();
+    assert!(
+        rounds > 100 && longest_ms < 1000,
+        "{rounds} rounds, longest pause {longest_ms} ms"
+    );
+}
+
+#[test]
+fn a_password_protected_broker_works() {
+    let broker = Broker::start(
+        Auth::Password {
+            user: "bms".into(),
+            password: "s3cret pass".into(),
+        },
+        None,
+    );
+    let password = broker.dir().join("gateway-password");
+    std::fs::write(&password, "s3cret pass\n").unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let _gw = start(
+        config(
+            &broker,
+            "pw2",
+            &format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", password.display()),
+        ),
+        filled_board(),
+    );
+    let got = watch.wait_for("tele/pw2/state", "telemetry", |_| true).json();
+    assert_eq!(got["soc"], 75.0);
+}
+
+fn tls_config(broker: &Broker, base: &str, host: &str, ca: &std::path::Path, client: Option<&TestPki>) -> Config {
+    let mut extra = format!("TLS = true\nCA-FILE = \"{}\"\n", ca.display());
+    if let Some(pki) = client {
+        extra.push_str(&format!(
+            "CERT-FILE = \"{}\"\nKEY-FILE = \"{}\"\n",
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ));
+    }
+    let mut c = config(broker, base, &extra);
+    c.mqtt.broker = host.into();
+    c
+}
+
+#[test]
+fn a_tls_broker_with_a_test_ca_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::make(dir.path(), "t1");
+    let broker = Broker::start(
+        Auth::Anonymous,
+        Some(TlsListener {
+            pki: pki.clone(),
+            require_client_cert: false,
+        }),
+    );
+    let watch = Watcher::connect(&broker, "#");
+    // By host name: the server certificate names localhost.
+    let _gw = start(
+        tls_config(&broker, "tls1", "localhost", &pki.ca_cert, None),
+        filled_board(),
+    );
+    let got = watch.wait_for("tele/tls1/state", "telemetry over TLS", |_| true).json();
+    assert_eq!(got["soc"], 75.0);
+}
+
+#[test]
+fn a_tls_broker_requiring_a_client_certificate_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::make(dir.path(), "t2");
+    let broker = Broker::start(
+        Auth::Anonymous,
+        Some(TlsListener {
+            pki: pki.clone(),
+            require_client_cert: true,
+        }),
+    );
+    let watch = Watcher::connect(&broker, "#");
+    // By address: the server certificate names 127.0.0.1 too.
+    let _gw = start(
+        tls_config(&broker, "tls2", "127.0.0.1", &pki.ca_cert, Some(&pki)),
+        filled_board(),
+    );
+    let got = watch.wait_for("tele/tls2/state", "telemetry over TLS", |_| true).json();
+    assert_eq!(got["soc"], 75.0);
+}
+
+#[test]
+fn a_broker_certificate_from_another_ca_is_refused_with_a_clear_line() {
+    let logs = logs();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::make(dir.path(), "t3");
+    let other = TestPki::make(dir.path(), "other");
+    let broker = Broker::start(
+        Auth::Anonymous,
+        Some(TlsListener {
+            pki,
+            require_client_cert: false,
+        }),
+    );
+    let watch = Watcher::connect(&broker, "#");
+    let _gw = start(
+        tls_config(&broker, "tls3", "127.0.0.1", &other.ca_cert, None),
+        filled_board(),
+    );
+    let line = logs.wait_for(&[&format!("MQTT broker 127.0.0.1:{}", broker.port), "TLS failed"]);
+    assert!(line.contains("CA-FILE"), "{line}");
+    assert!(watch.all("tele/tls3/state").is_empty());
+}
+
+fn discovery_of(watch: &Watcher, prefix: &str, object_topic: &str) -> Value {
+    let topic = format!("{prefix}/{object_topic}/config");
+    watch
+        .wait_for(&topic, "discovery config", |m| !m.payload.is_empty())
+        .json()
+}
+
+#[test]
+fn discovery_payloads_are_json_with_the_right_classes_and_units() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "ha/#");
+    let _gw = start(
+        config(
+            &broker,
+            "disc1",
+            "CONTROL-ACTIVATED = true\nHA-DISCOVERY-PREFIX = \"ha\"",
+        ),
+        filled_board(),
+    );
+    let cases = [
+        (
+            "sensor/disc1/soc",
+            Some("battery"),
+            Some("%"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/v_avg",
+            Some("voltage"),
+            Some("V"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/i_total",
+            Some("current"),
+            Some("A"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/power_w",
+            Some("power"),
+            Some("W"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/t_avg",
+            Some("temperature"),
+            Some("°C"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/capacity_ah",
+            None,
+            Some("Ah"),
+            Some("measurement"),
+            "tele/disc1/state",
+        ),
+        (
+            "sensor/disc1/battery_can2_soc",
+            Some("battery"),
+            Some("%"),
+            Some("measurement"),
+            "disc1/battery/2/state",
+        ),
+        (
+            "sensor/disc1/battery_can1_v_avg",
+            Some("voltage"),
+            Some("V"),
+            Some("measurement"),
+            "disc1/battery/1/state",
+        ),
+        (
+            "sensor/disc1/battery_can1_t_avg",
+            Some("temperature"),
+            Some("°C"),
+            Some("measurement"),
+            "disc1/battery/1/state",
+        ),
+    ];
+    for (object, class, unit, state_class, state_topic) in cases {
+        let p = discovery_of(&watch, "ha", object);
+        assert_eq!(p["device_class"].as_str(), class, "{object}");
+        assert_eq!(p["unit_of_measurement"].as_str(), unit, "{object}");
+        assert_eq!(p["state_class"].as_str(), state_class, "{object}");
+        assert_eq!(p["state_topic"], state_topic, "{object}");
+        assert_eq!(p["availability_topic"], "disc1/status", "{object}");
+    }
+    let alarm = discovery_of(&watch, "ha", "binary_sensor/disc1/protection");
+    assert_eq!(alarm["device_class"], "problem");
+    let online = discovery_of(&watch, "ha", "binary_sensor/disc1/battery_can1_online");
+    assert_eq!(online["device_class"], "connectivity");
+    let number = discovery_of(&watch, "ha", "number/disc1/setpoint_i_lim_charge");
+    assert_eq!(number["command_topic"], "disc1/set/i_lim_charge");
+    assert_eq!(number["max"], 100.0);
+    assert_eq!(number["unit_of_measurement"], "A");
+    // One device for the system, one per battery.
+    let system = discovery_of(&watch, "ha", "sensor/disc1/soc");
+    let b1 = discovery_of(&watch, "ha", "sensor/disc1/battery_can1_soc");
+    let b2 = discovery_of(&watch, "ha", "sensor/disc1/battery_can2_soc");
+    let ids: Vec<&Value> = [&system, &b1, &b2]
+        .iter()
+        .map(|p| &p["device"]["identifiers"][0])
+        .collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    assert_eq!(b1["device"]["via_device"], system["device"]["identifiers"][0]);
+    // Every message is retained (as first delivered to a late subscriber)
+    // and parses as JSON.
+    let late = Watcher::connect(&broker, "ha/#");
+    std::thread::sleep(Duration::from_millis(500));
+    let all = late.all("ha/#");
+    assert!(all.len() > 40, "only {} discovery messages", all.len());
+    for m in all {
+        assert!(m.retain, "{} not retained", m.topic);
+        let p = m.json();
+        assert!(p["unique_id"].is_string() && p["device"].is_object(), "{}", m.topic);
+    }
+}
+
+#[test]
+fn a_battery_removed_from_the_config_loses_its_entities_on_the_next_start() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "homeassistant/#");
+    let two = config_for(broker.port, "rm1", "", &["can1", "can2"]);
+    let mut gw = start(two, filled_board());
+    let soc2 = "homeassistant/sensor/rm1/battery_can2_soc/config";
+    watch.wait_for(soc2, "battery 2 announced", |m| !m.payload.is_empty());
+    gw.stop();
+
+    let one = config_for(broker.port, "rm1", "", &["can1"]);
+    let board = Arc::new(StatusBoard::new(1, 2));
+    let _gw = start(one, board);
+    watch.wait_for(soc2, "battery 2 removed", |m| m.payload.is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let late = Watcher::connect(&broker, "homeassistant/#");
+    late.wait_for(
+        "homeassistant/sensor/rm1/battery_can1_soc/config",
+        "battery 1 kept",
+        |_| true,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<String> = late
+        .all("homeassistant/#")
+        .into_iter()
+        .filter(|m| m.topic.contains("battery_can2"))
+        .map(|m| m.topic)
+        .collect();
+    assert!(left.is_empty(), "still announced: {left:?}");
+}
