@@ -143,9 +143,17 @@ class Ctx:
         self.procs = []
         self.gateways = []
         self.notes = []
+        self.soft_errors = []
 
     def log(self, msg):
         print(f"    [{self.name}] {msg}", flush=True)
+
+    def soft(self, cond, msg):
+        """A check that fails the scenario at its end, so later checks still
+        run and report (used where one deviation should not hide others)."""
+        if not cond:
+            self.soft_errors.append(msg)
+            self.log(f"FAILED (continuing): {msg}")
 
     def note(self, msg):
         """A remark printed with the result (e.g. an underspecified choice)."""

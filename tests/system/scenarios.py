@@ -711,6 +711,8 @@ def mqtt(ctx):
     st = m.wait_json(t_start, "tele/bms/state", lambda j: j.get("inputs_online") == 2, 15)
     check(st is not None, f"no combined state with inputs_online 2 on tele/bms/state: "
                           f"{m.since(0, 'tele/bms/state')[-1:]}")
+    time.sleep(2.5)  # judge a later publish, not the first one after start
+    st = json.loads(m.since(t_start, "tele/bms/state")[-1][2])
     missing = [k for k in STATE_FIELDS if k not in st]
     check(not missing, f"tele/bms/state lacks {missing}")
     wrong = []
@@ -729,13 +731,20 @@ def mqtt(ctx):
     if st.get("charge_enable") not in (True, 1) or st.get("discharge_enable") not in (True, 1):
         wrong.append("enables not true")
     if st.get("balancing_charge_request") not in (True, 1):
-        wrong.append("balancing_charge_request not true (battery 2 requests it)")
-    check(not wrong, "tele/bms/state: " + ", ".join(wrong))
-    bj = m.wait_json(t_start, f"{base}/battery/2/state", lambda j: "online" in j, 10)
-    check(bj is not None, f"no {base}/battery/2/state")
-    check(bj.get("online") is True and bj.get("can_if") == "sbat2",
-          f"{base}/battery/2/state: online={bj.get('online')!r} can_if={bj.get('can_if')!r}")
-    check(m.wait(t_start, f"{base}/inverter/1/state", timeout=10), f"no {base}/inverter/1/state")
+        wrong.append("balancing_charge_request not true (battery 2 requests it; 0x35C to the "
+                     "inverters has bit 3 set)")
+    if st.get("manufacturer") != "PYLON":
+        wrong.append(f"manufacturer={st.get('manufacturer')!r} (both batteries send 'PYLON')")
+    if st.get("warning_flags_1") != 0x04 or st.get("warning_flags_2") != 0x01:
+        wrong.append("warning flags not the OR of the batteries' (4, 1)")
+    ctx.soft(not wrong, "tele/bms/state: " + ", ".join(wrong) + f"\n  payload: {json.dumps(st)}")
+    bj = m.wait_json(t_start, f"{base}/battery/2/state", lambda j: j.get("online") is True, 10)
+    check(bj is not None, f"no {base}/battery/2/state with online true: "
+                          f"{m.since(t_start, f'{base}/battery/2/state')[-1:]}")
+    ctx.soft(bj.get("online") is True and bj.get("can_if") == "sbat2",
+             f"{base}/battery/2/state: online={bj.get('online')!r} can_if={bj.get('can_if')!r}")
+    ctx.soft(m.wait(t_start, f"{base}/inverter/1/state", timeout=10),
+             f"no {base}/inverter/1/state")
 
     def setp(topic, payload, okv=True):
         t0 = time.monotonic()
