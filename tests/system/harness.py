@@ -329,6 +329,33 @@ def check_window(cap, expected, t0, t1, what, only=None, min_bursts=1):
     return frames
 
 
+def bursts(frames):
+    """Split frames into frame sets, each starting at 0x359 (spec order)."""
+    out, cur = [], []
+    for f in frames:
+        if f.id == 0x359 and cur:
+            out.append(cur)
+            cur = []
+        cur.append(f)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def check_window_any(cap, expected_list, t0, t1, what):
+    """Every frame set in [t0, t1] matches one of several expected states as a
+    whole (for transitions, where either the old or the new state is right,
+    but never a mixture or anything else)."""
+    bad = []
+    for b in bursts(cap.since(t0, t1)):
+        diffs = [mismatches(b, e) for e in expected_list]
+        if all(diffs):
+            bad.append(min(diffs, key=len))
+    if bad:
+        raise Failure(f"{cap.iface}: {what}: {len(bad)} frame sets match no allowed state, "
+                      "closest: " + "; ".join(bad[0][:6]))
+
+
 def max_gap(cap, t0, t1, can_id=0x351):
     """Longest interval without a frame of can_id in [t0, t1] (edges count)."""
     ts = [t0] + [f.t for f in cap.since(t0, t1) if f.id == can_id and not f.ext] + [t1]

@@ -300,6 +300,52 @@ def startup_wait(ctx):
     gateway_alive(gw2)
 
 
+@scenario("enable_flags", budget=90)
+def enable_flags(ctx):
+    """A battery's own 0x35C counts from its first telegram: charge-disabled is never
+    reported as enabled (at start, after it returns, in steady state)."""
+    ctx.vcan("sbat1", "sbat2", "sinv1")
+    a = ctx.battery("sbat1", bat_a(cells=None))
+    # Battery 2 is full: charge disabled (bit 7 clear), balancing requested.
+    b = ctx.battery("sbat2", bat_b(cells=None, req=0x48))
+    cap = ctx.capture("sinv1")
+    ok = expect([(a.values, "sbat1"), (b.values, "sbat2")], INV1_MODEL)
+    deg = expect([(a.values, "sbat1")], INV1_MODEL, state="degraded")
+    cfg = harness.config(inputs_cfg("sbat1", "sbat2"), [INV1], {"STALE-TIMEOUT": 2.0})
+    for n in range(3):  # the first telegram's phase differs from start to start
+        cap.clear()
+        t0 = time.monotonic()
+        gw = ctx.gateway(cfg)
+        harness.wait_state(cap, ok, 15, "ok state, battery 2 not charging")
+        time.sleep(1.5)
+        try:
+            harness.check_window(cap, ok, t0, time.monotonic(),
+                                 f"every frame since start #{n + 1} (battery 2 charge-disabled)")
+        except Failure as e:
+            ctx.soft(False, str(e))
+        gateway_alive(gw)
+        if n < 2:
+            gw.kill()
+    # Battery 2 silent long enough to be stale, then back: only the degraded
+    # state or the full state with its own flags, nothing in between.
+    b.paused = True
+    harness.wait_state(cap, deg, 8, "degraded state")
+    t1 = time.monotonic()
+    b.paused = False
+    harness.wait_state(cap, ok, 8, "ok state after battery 2 returns")
+    time.sleep(1.5)
+    try:
+        harness.check_window_any(cap, [deg, ok], t1, time.monotonic(),
+                                 "frames while battery 2 returns")
+    except Failure as e:
+        ctx.soft(False, str(e))
+    # Battery 2 starts charging again: its CCL counts from then on.
+    b.values = bat_b(cells=None, req=0xC0)
+    ok2 = expect([(a.values, "sbat1"), (b.values, "sbat2")], INV1_MODEL)
+    harness.wait_state(cap, ok2, 5, "charge enabled again")
+    gateway_alive(gw)
+
+
 # --- section 4: degraded and safe states -------------------------------------------
 
 @scenario("degraded_recover", budget=90)
@@ -335,6 +381,13 @@ def degraded_recover(ctx):
     for iface in ("sinv1", "sinv2"):
         gap = harness.max_gap(caps[iface], t_begin, t_end)
         check(gap < 2.0, f"{iface}: {gap:.2f}s without frames while a battery was lost")
+    # Throughout, each frame set is wholly the ok or the degraded state.
+    for iface, allowed in (("sinv1", [ok1, d1]), ("sinv2", [ok2, d2])):
+        try:
+            harness.check_window_any(caps[iface], allowed, t_begin, t_end,
+                                     "frame sets while battery 2 left and returned")
+        except Failure as e:
+            ctx.soft(False, str(e))
     gateway_alive(gw)
 
 
