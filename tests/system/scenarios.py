@@ -798,6 +798,8 @@ def mqtt(ctx):
              f"{base}/battery/2/state: online={bj.get('online')!r} can_if={bj.get('can_if')!r}")
     ctx.soft(m.wait(t_start, f"{base}/inverter/1/state", timeout=10),
              f"no {base}/inverter/1/state")
+    ctx.soft(any(tp.startswith("homeassistant/") for _, tp, _ in m.since(t_start)),
+             "no Home Assistant discovery under homeassistant/ (HA-DISCOVERY defaults to true)")
 
     def setp(topic, payload, okv=True):
         t0 = time.monotonic()
@@ -808,7 +810,10 @@ def mqtt(ctx):
         return r
 
     # Global charge setpoint 50 A: each inverter gets half of it.
+    t_sp = time.monotonic()
     setp("set/i_lim_charge", "50")
+    ctx.soft(m.wait(t_sp, f"{base}/setpoints", lambda p: "50" in p, 5),
+             f"{base}/setpoints does not show the 50 A setpoint: {m.since(t_sp, f'{base}/setpoints')}")
     comb_sp = dict(comb, ccl=min(comb["ccl"], 50))
     e_sp = pylon.expected_fields(pylon.inverter_view(comb_sp, om))
     for j in caps:
@@ -963,7 +968,11 @@ def run_vcan(ctx):
             check(got, f"no virtual-battery frames on {n} within 25s")
             f351 = [f for f in cap.since(0) if f.id == 0x351][-1]
             d = pylon.decode(0x351, f351.data)
-            check(40 <= d["v_charge_cmd"] <= 60, f"{n}: implausible CVL {d}")
+            # etc/vcan-example.toml and the simulators' flags in etc/run-vcan.sh:
+            # CVL min(53.2, 53.6), DVL max(45, 46), limits min(cap, 0.5 x min(sum, 200)).
+            want = dict(v_charge_cmd=53.2, i_lim_charge=100.0, i_lim_discharge=100.0,
+                        v_discharge_min=46.0)
+            check(d == want, f"{n}: 0x351 decodes to {d}, expected {want}")
         check(p.poll() is None, f"run-vcan exited early with {p.returncode}")
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         t0 = time.monotonic()
