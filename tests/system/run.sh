@@ -151,7 +151,10 @@ if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
     die "the VM did not finish within ${timeout_s}s (hard timeout): see the console output above"
 fi
 summary="$work/results/summary.txt"
-[[ -s "$summary" ]] || die "the VM wrote no results (boot or driver failure): see the console output above"
+if [[ ! -s "$summary" ]]; then
+    [[ -s "$work/results/results.txt" ]] && cat "$work/results/results.txt"
+    die "the VM wrote no summary (boot or driver failure): see the console output above"
+fi
 
 echo
 echo "=== system test results (total ${elapsed}s including boot) ==="

@@ -798,6 +798,11 @@ def mqtt(ctx):
              f"{base}/battery/2/state: online={bj.get('online')!r} can_if={bj.get('can_if')!r}")
     ctx.soft(m.wait(t_start, f"{base}/inverter/1/state", timeout=10),
              f"no {base}/inverter/1/state")
+    # BASE/status is retained: a late subscriber gets it at once.
+    r = canio.sh("mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", f"{base}/status",
+                 "-C", "1", "-W", "3", check=False)
+    ctx.soft(r.stdout.strip() == "online",
+             f"{base}/status not retained 'online' for a late subscriber: {r.stdout!r}")
     ctx.soft(any(tp.startswith("homeassistant/") for _, tp, _ in m.since(t_start)),
              "no Home Assistant discovery under homeassistant/ (HA-DISCOVERY defaults to true)")
 
