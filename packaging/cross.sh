@@ -6,7 +6,7 @@
 # Usage: bash packaging/cross.sh [arm64|armhf|all]     (default: all)
 #
 # Needs root for apt-get (the Debian cross compilers) and rustup for the Rust
-# standard library of each target. Each package lands in target/<triple>/debian/.
+# standard library of each target. The packages land in target/debian/.
 # Then a smoke test runs the cross-built binary under qemu-user
 # (`bms-gateway --help`): it proves the binary links and starts, not that it
 # works on CAN hardware.

@@ -7,7 +7,9 @@
 # verifies it; installs, removes, purges and upgrades the package on this
 # machine; runs the binary under a notify socket made by
 # packaging/notify-harness.py to check READY, WATCHDOG and the hung-thread
-# case. Needs root and no running systemd (CI machines have none as PID 1).
+# case, and then the whole package under a real systemd 252 in a QEMU VM on
+# vcan (packaging/test-systemd-vm.sh). Needs root; works without systemd as
+# PID 1 and without CAN in the host kernel (CI machines have neither).
 #
 # It really installs the package: it refuses to run where bms-gateway is
 # already installed (it would purge the owner's config), unless CI=true or
@@ -278,6 +280,24 @@ harness() { # NAME EXPECT [ENV=VALUE...]: bms-gateway demo under the fake servic
 }
 harness "demo under systemd" healthy
 harness "demo with a hung combiner" hang BMS_GATEWAY_FAULT=hang-combiner
+
+echo "== under a real systemd in a VM (packaging/test-systemd-vm.sh, a few minutes)"
+# Before the host install below: the VM sees the host's root, and must find
+# the package not installed.
+set +e
+bash packaging/test-systemd-vm.sh "$DEB" >"$WORK/vm.out" 2>&1
+rc=$?
+set -e
+grep -v '^CHECK ' "$WORK/vm.out" | sed 's/^/    /'
+while IFS= read -r line; do
+    case "$line" in
+        "CHECK ok: "*) pass "VM: ${line#CHECK ok: }" ;;
+        "CHECK fail: "*) fail "VM: ${line#CHECK fail: }" ;;
+    esac
+done <"$WORK/vm.out"
+if [ "$rc" = 100 ] || ! grep -q '^CHECK ' "$WORK/vm.out"; then
+    fail "VM: the systemd test VM ran (exit status $rc)"
+fi
 
 echo "== install"
 if dpkg -i "$DEB" >"$WORK/install.log" 2>&1; then

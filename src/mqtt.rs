@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::StatusBoard;
 use command::{Accepted, Rules};
-use connection::{LinkEvent, Quiet};
+use connection::{LinkEvent, Quiet, Throttle};
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
 use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
@@ -108,7 +108,13 @@ struct Session<'a> {
     /// Publishes dropped because the queue was full.
     dropped: u64,
     drop_log: Quiet,
-    command_log: Quiet,
+    /// Accepted commands: logged, but an energy manager sending a new value
+    /// every few seconds must not fill the journal.
+    accepted_log: Throttle,
+    /// Refused commands: a misbehaving client must not fill the journal.
+    refused_log: Throttle,
+    /// Removed discovery entities: one line for the whole batch.
+    removal_log: Throttle,
 }
 
 impl<'a> Session<'a> {
@@ -135,7 +141,9 @@ impl<'a> Session<'a> {
             published_setpoints: None,
             dropped: 0,
             drop_log: Quiet::new(Duration::from_secs(60)),
-            command_log: Quiet::new(Duration::from_secs(600)),
+            accepted_log: Throttle::new(Duration::from_secs(10)),
+            refused_log: Throttle::new(Duration::from_secs(10)),
+            removal_log: Throttle::new(Duration::from_secs(60)),
         }
     }
 
@@ -187,10 +195,8 @@ impl<'a> Session<'a> {
     }
 
     fn publish_discovery(&mut self) {
-        for e in std::mem::take(&mut self.discovery).iter() {
+        for e in self.discovery.clone() {
             self.publish(&e.topic, QoS::AtLeastOnce, true, e.payload.to_string());
-            // Put back one by one so that publish() can borrow self.
-            self.discovery.push(e.clone());
         }
     }
 
@@ -198,12 +204,18 @@ impl<'a> Session<'a> {
         if let Some(outcome) = command::decide(&self.rules, topic, payload, retain, Instant::now()) {
             self.on_command(topic, outcome);
         } else if topic == self.topics.ha_status {
-            // Home Assistant restarted: it wants the discovery again.
-            if payload == b"online" && self.config.mqtt.ha_discovery {
+            // Home Assistant restarted: it wants the discovery again. (A
+            // retained "online" comes at every connect, which publishes
+            // the discovery anyway.)
+            if payload == b"online" && !retain && self.config.mqtt.ha_discovery {
                 self.publish_discovery();
             }
         } else if retain && !payload.is_empty() && discovery::is_stale(self.config, topic, &self.discovery) {
-            log::info!("removing Home Assistant entity {topic}: no longer in the configuration");
+            let line = format!("removing Home Assistant entities no longer in the configuration, e.g. {topic}");
+            match self.removal_log.check(&line, Instant::now()) {
+                Some(line) => log::info!("{line}"),
+                None => log::debug!("removing Home Assistant entity {topic}"),
+            }
             self.publish(topic, QoS::AtLeastOnce, true, Vec::new());
         }
     }
@@ -216,14 +228,21 @@ impl<'a> Session<'a> {
             Err(TrySendError::Full(_)) => Err("the gateway is busy: command not applied, send it again".into()),
             Err(TrySendError::Disconnected(_)) => Err("the gateway is stopping: command not applied".into()),
         });
-        let line = match &outcome {
-            Ok(a) => format!("MQTT setpoint {}: {}", describe_scope(a), describe_value(a)),
-            Err(e) => format!("MQTT command on {topic} refused: {e}"),
-        };
-        if let Some(line) = self.command_log.check(&line, Instant::now()) {
-            match outcome {
-                Ok(_) => log::info!("{line}"),
-                Err(_) => log::warn!("{line}"),
+        let now = Instant::now();
+        match &outcome {
+            Ok(a) => {
+                let line = format!("MQTT setpoint {}: {}", describe_scope(a), describe_value(a));
+                match self.accepted_log.check(&line, now) {
+                    Some(line) => log::info!("{line}"),
+                    None => log::debug!("{line}"),
+                }
+            }
+            Err(e) => {
+                let line = format!("MQTT command on {topic} refused: {e}");
+                match self.refused_log.check(&line, now) {
+                    Some(line) => log::warn!("{line}"),
+                    None => log::debug!("{line}"),
+                }
             }
         }
         let result_topic = self.rules.result_topic();

@@ -27,6 +27,8 @@ pub struct BatteryParams {
     pub cells: bool,
     /// Slow sine drift of SOC, current, voltage and temperature.
     pub drift: bool,
+    /// 0x35C request flags.
+    pub requests: Requests,
 }
 
 impl Default for BatteryParams {
@@ -46,6 +48,7 @@ impl Default for BatteryParams {
             manufacturer: "PYLON".into(),
             cells: true,
             drift: false,
+            requests: Requests::NORMAL,
         }
     }
 }
@@ -95,7 +98,7 @@ impl BatteryParams {
                 i_total: current,
                 t_avg: temp,
             }),
-            Message::Requests(Requests::NORMAL),
+            Message::Requests(self.requests),
         ];
         if let Some(m) = Manufacturer::new(&self.manufacturer) {
             messages.push(Message::Manufacturer(m));

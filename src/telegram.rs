@@ -5,6 +5,14 @@
 //! all arrived since the last complete one. 0x35C, 0x35E and 0x373 are used
 //! when present.
 //!
+//! The request flags (0x35C) come after 0x356 in a real burst, so the first
+//! telegram would complete before the battery's own 0x35C arrived, and a
+//! battery that forbids charging would look, for one cycle, like one that
+//! allows it. So after a start or a silence (no frame for `max_frame_age`) a
+//! telegram without a fresh 0x35C is held for [`LEARN_PERIOD`]: long enough
+//! for a battery that sends 0x35C to have sent it. Only a battery that sends
+//! none at all is then taken to mean normal operation.
+//!
 //! The bound on mixing cycles: every stored frame expires `max_frame_age`
 //! after it arrived (default [`MAX_FRAME_AGE`]). A BMS repeats its whole set
 //! every second, so a frame of the current cycle is never older than about
@@ -18,6 +26,10 @@ use std::time::{Duration, Instant};
 
 /// How long a received frame may wait for the rest of its telegram.
 pub const MAX_FRAME_AGE: Duration = Duration::from_millis(2500);
+
+/// After a start or a silence, how long to wait for a 0x35C before taking a
+/// battery to send none: a whole burst period (1 s) and a half.
+pub const LEARN_PERIOD: Duration = Duration::from_millis(1500);
 
 /// One battery's complete set of values.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,6 +70,10 @@ pub struct Assembler {
     requests: Option<Slot<Requests>>,
     manufacturer: Option<Slot<Manufacturer>>,
     cells: Option<Slot<CellExtremes>>,
+    /// When the last frame of any kind arrived.
+    last_frame: Option<Instant>,
+    /// Since when this input has been talking without a silence.
+    talking_since: Option<Instant>,
 }
 
 impl Default for Assembler {
@@ -83,12 +99,21 @@ impl Assembler {
             requests: None,
             manufacturer: None,
             cells: None,
+            last_frame: None,
+            talking_since: None,
         }
     }
 
     /// Takes one decoded message received at `now`; returns the telegram it
     /// completes, if any. Messages that are not part of a telegram are ignored.
     pub fn push(&mut self, message: &Message, now: Instant) -> Option<Telegram> {
+        let silence = self
+            .last_frame
+            .is_none_or(|t| now.saturating_duration_since(t) > self.max_frame_age);
+        if silence {
+            self.talking_since = Some(now);
+        }
+        self.last_frame = Some(now);
         match *message {
             Message::Limits(v) => self.limits = Some(Slot { value: v, at: now }),
             Message::StateOfCharge(v) => self.soc = Some(Slot { value: v, at: now }),
@@ -110,13 +135,20 @@ impl Assembler {
 
     fn complete(&mut self, now: Instant) -> Option<Telegram> {
         let max = self.max_frame_age;
+        let requests = fresh(&self.requests, now, max);
+        let learning = self
+            .talking_since
+            .is_some_and(|t| now.saturating_duration_since(t) < LEARN_PERIOD);
+        if requests.is_none() && learning {
+            return None;
+        }
         let telegram = Telegram {
             limits: fresh(&self.limits, now, max)?,
             soc: fresh(&self.soc, now, max)?,
             measurements: fresh(&self.measurements, now, max)?,
             // 0x359 is the Pylontech document's own frame: prefer it.
             flags: fresh(&self.flags, now, max).or_else(|| fresh(&self.sma_flags, now, max))?,
-            requests: fresh(&self.requests, now, max),
+            requests,
             manufacturer: fresh(&self.manufacturer, now, max),
             cells: fresh(&self.cells, now, max),
         };
@@ -224,11 +256,20 @@ mod tests {
         let b = burst();
         let mut a = Assembler::default();
         a.push(&b[4], t0); // 0x35C with charge disabled
+        // 3 s later: the 0x35C is too old to use, and the telegram waits for a new one.
+        for m in &b[..4] {
+            assert_eq!(a.push(m, ms(t0, 3000)), None);
+        }
+        // None came within the learn period: the battery sends none now.
         let mut done = None;
         for m in &b[..4] {
-            done = a.push(m, ms(t0, 3000));
+            done = a.push(m, ms(t0, 4600)).or(done);
         }
-        assert_eq!(done.expect("complete").requests, None, "0x35C from 3 s ago is not used");
+        assert_eq!(
+            done.expect("complete").requests,
+            None,
+            "0x35C from 4.6 s ago is not used"
+        );
     }
 
     #[test]
@@ -237,11 +278,63 @@ mod tests {
         let b = burst();
         let mut a = Assembler::default();
         a.push(&msg(0x35A, &[0x04, 0, 0, 0, 0, 0, 0, 0]), t0);
-        for m in &b[1..3] {
+        for m in [&b[1], &b[2], &b[4]] {
             a.push(m, t0);
         }
         let t = a.push(&b[3], t0).expect("complete with 0x35A");
         assert_eq!(t.flags.error_flags_1, 0x02);
+    }
+
+    /// Regression: the first telegram carries the battery's own 0x35C, which
+    /// comes after 0x356 in a burst, instead of defaulting to "enabled".
+    #[test]
+    fn the_first_telegram_waits_for_the_bursts_own_0x35c() {
+        let t0 = Instant::now();
+        let b = burst(); // its 0x35C forbids charging
+        let mut a = Assembler::default();
+        for (i, m) in b[..4].iter().enumerate() {
+            assert_eq!(a.push(m, ms(t0, i as u64 * 80)), None);
+        }
+        let t = a.push(&b[4], ms(t0, 320)).expect("complete with 0x35C");
+        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
+    }
+
+    #[test]
+    fn after_a_silence_0x35c_is_learnt_again() {
+        let t0 = Instant::now();
+        let b = burst();
+        let mut a = Assembler::default();
+        for (i, m) in b.iter().enumerate() {
+            a.push(m, ms(t0, i as u64 * 10));
+        }
+        // Silent for 10 s; then a burst: the stale 0x35C is not used and the
+        // telegram waits for the new one.
+        for (i, m) in b[..4].iter().enumerate() {
+            assert_eq!(a.push(m, ms(t0, 10_000 + i as u64 * 10)), None);
+        }
+        let t = a.push(&b[4], ms(t0, 10_050)).expect("complete");
+        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
+    }
+
+    #[test]
+    fn a_battery_without_0x35c_completes_after_the_learn_period() {
+        let t0 = Instant::now();
+        let b = burst();
+        let mut a = Assembler::default();
+        for (i, m) in b[..4].iter().enumerate() {
+            assert_eq!(a.push(m, ms(t0, i as u64 * 80)), None);
+        }
+        // Next burst, 1 s later: still learning (1.0 s < 1.5 s).
+        for (i, m) in b[..4].iter().enumerate() {
+            assert_eq!(a.push(m, ms(t0, 1000 + i as u64 * 80)), None);
+        }
+        let mut done = None;
+        for (i, m) in b[..4].iter().enumerate() {
+            done = a.push(m, ms(t0, 2000 + i as u64 * 80)).or(done);
+        }
+        let t = done.expect("complete without 0x35C");
+        assert_eq!(t.requests, None);
+        assert!(t.requests_or_normal().charge_enable);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! interface (real, vcan, or the virtual bus in tests).
 
 use crate::can::{CanError, CanOpener, CanPort};
-use crate::codec::{self, Message};
+use crate::codec::{self, Message, Requests};
 use crate::decode::frame_json;
 use crate::frame::Frame;
 use crate::signals::{self, Signal};
@@ -63,6 +63,12 @@ pub struct SimBmsArgs {
     /// Do not send 0x373 cell extremes.
     #[arg(long)]
     pub no_cells: bool,
+    /// Clear the charge-enable bit of 0x35C.
+    #[arg(long)]
+    pub no_charge: bool,
+    /// Clear the discharge-enable bit of 0x35C.
+    #[arg(long)]
+    pub no_discharge: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -130,6 +136,11 @@ pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> 
         manufacturer: args.manufacturer.clone(),
         cells: !args.no_cells,
         drift: args.drift,
+        requests: Requests {
+            charge_enable: !args.no_charge,
+            discharge_enable: !args.no_discharge,
+            ..Requests::NORMAL
+        },
     };
     let mut port = open(opener, &args.can_if)?;
     let (signals, deadline, handle) = stop_channel(args.duration)?;

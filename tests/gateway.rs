@@ -340,6 +340,32 @@ fn interface_down_and_removed_while_running_recovers() {
     rig.stop();
 }
 
+/// Regression: a battery that forbids charging from its very first burst is
+/// never shown to an inverter as allowing it (its 0x35C comes after 0x356).
+#[test]
+fn a_battery_that_forbids_charging_never_shows_enabled() {
+    let mut params = three_batteries();
+    params[1].requests.charge_enable = false;
+    let rig = Rig::start(&three_by_two("", ""), params, &[]);
+    // Battery 2 adds no charge current: (100 + 100) x 0.6 = 120.
+    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 120.0))));
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = rig.frames(0);
+    let enabled = frames
+        .iter()
+        .filter(|(_, f)| is_id(f, 0x35C))
+        .filter(|(_, f)| f.data()[0] & 0x80 != 0)
+        .count();
+    assert_eq!(enabled, 0, "charge shown as enabled");
+    assert!(
+        frames
+            .iter()
+            .filter(|(_, f)| is_id(f, 0x351))
+            .all(|(_, f)| u16::from_le_bytes([f.data()[2], f.data()[3]]) == 1200)
+    );
+    rig.stop();
+}
+
 /// Resident set size of this process, kB.
 fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -695,6 +695,32 @@ fn a_password_protected_broker_works() {
     assert_eq!(got["soc"], 75.0);
 }
 
+#[test]
+fn a_missing_password_file_is_logged_and_read_again_at_the_next_attempt() {
+    let logs = logs();
+    let broker = Broker::start(
+        Auth::Password {
+            user: "bms".into(),
+            password: "later".into(),
+        },
+        None,
+    );
+    let password = broker.dir().join("not-yet-there");
+    let watch = Watcher::connect(&broker, "#");
+    let _gw = start(
+        config(
+            &broker,
+            "pw3",
+            &format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", password.display()),
+        ),
+        filled_board(),
+    );
+    logs.wait_for(&["cannot read the MQTT password from", &password.display().to_string()]);
+    std::fs::write(&password, "later\n").unwrap();
+    let got = watch.wait_for("tele/pw3/state", "telemetry", |_| true).json();
+    assert_eq!(got["soc"], 75.0);
+}
+
 fn tls_config(broker: &Broker, base: &str, host: &str, ca: &std::path::Path, client: Option<&TestPki>) -> Config {
     let mut extra = format!("TLS = true\nCA-FILE = \"{}\"\n", ca.display());
     if let Some(pki) = client {
@@ -885,7 +911,12 @@ fn discovery_payloads_are_json_with_the_right_classes_and_units() {
     assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
     assert_eq!(b1["device"]["via_device"], system["device"]["identifiers"][0]);
     // Every message is retained (as first delivered to a late subscriber)
-    // and parses as JSON.
+    // and parses as JSON. First let the burst at connect time end.
+    let mut seen = 0;
+    while watch.all("ha/#").len() != seen {
+        seen = watch.all("ha/#").len();
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let late = Watcher::connect(&broker, "ha/#");
     std::thread::sleep(Duration::from_millis(500));
     let all = late.all("ha/#");
@@ -926,4 +957,18 @@ fn a_battery_removed_from_the_config_loses_its_entities_on_the_next_start() {
         .map(|m| m.topic)
         .collect();
     assert!(left.is_empty(), "still announced: {left:?}");
+}
+
+#[test]
+fn home_assistant_coming_online_gets_the_discovery_again() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "homeassistant/#");
+    let _gw = start(config(&broker, "har1", ""), filled_board());
+    let soc = "homeassistant/sensor/har1/soc/config";
+    watch.wait_for(soc, "discovery", |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = watch.all(soc).len();
+    // Home Assistant's birth message.
+    watch.publish("homeassistant/status", "online", false);
+    watch.wait_nth(soc, before + 1);
 }

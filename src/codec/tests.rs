@@ -166,6 +166,24 @@ fn dlc_variants_decode_by_field_length() {
     }
 }
 
+/// Regression: a DVL that rounds to 0 is sent as 0 and read back as absent,
+/// never as a 0 V discharge limit.
+#[test]
+fn dvl_zero_means_absent() {
+    let m = Message::Limits(Limits {
+        v_charge_cmd: 53.2,
+        i_lim_charge: 10.0,
+        i_lim_discharge: 10.0,
+        v_discharge_min: Some(0.04),
+    });
+    let frame = encode(&m);
+    assert_eq!(&frame.data()[6..8], &[0, 0]);
+    match decode(&frame).unwrap() {
+        Message::Limits(l) => assert_eq!(l.v_discharge_min, None),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn too_short_frames_are_errors() {
     let cases: &[(u16, usize, u8)] = &[
@@ -370,7 +388,9 @@ proptest! {
     /// Physical values within range survive encode and decode within half a unit.
     #[test]
     fn values_round_trip_within_one_unit(
-        cvl in 0.0f64..100.0, ccl in 0.0f64..3276.0, dcl in 0.0f64..3276.0, dvl in 0.0f64..100.0,
+        // DVL below 0.05 V rounds to 0, which the protocol reads as "not sent"
+        // (see dvl_zero_means_absent).
+        cvl in 0.0f64..100.0, ccl in 0.0f64..3276.0, dcl in 0.0f64..3276.0, dvl in 0.05f64..100.0,
         v in 0.0f64..100.0, i in -3276.0f64..3276.0, t in -50.0f64..150.0,
     ) {
         let m = Message::Limits(Limits { v_charge_cmd: cvl, i_lim_charge: ccl, i_lim_discharge: dcl, v_discharge_min: Some(dvl) });

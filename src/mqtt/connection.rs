@@ -36,6 +36,9 @@ pub const CREDENTIAL_NAME: &str = "mqtt-password";
 /// the back-off again at 1 s.
 const HEALTHY: Duration = Duration::from_secs(10);
 
+/// The same connection error is logged again at most this often.
+const ERROR_REPEAT: Duration = Duration::from_secs(600);
+
 /// What the connection thread tells the MQTT thread.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -101,9 +104,16 @@ pub fn read_password(path: &Path) -> Result<String, String> {
 }
 
 /// Client options for the config: id, keep-alive, last will, credentials
-/// and TLS. Files (password, certificates) are read here, at every connect
-/// attempt, so a fixed file is picked up without a restart.
+/// and TLS. Files (password, certificates) are read here, and again at
+/// every reconnect, so a fixed file is picked up without a restart.
 pub fn options(config: &Config) -> Result<MqttOptions, String> {
+    let mut o = base_options(config);
+    refresh(config, &mut o)?;
+    Ok(o)
+}
+
+/// Everything but the parts read from files.
+fn base_options(config: &Config) -> MqttOptions {
     let m = &config.mqtt;
     let mut o = MqttOptions::new(client_id(config), m.broker.clone(), m.port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -118,8 +128,7 @@ pub fn options(config: &Config) -> Result<MqttOptions, String> {
         QoS::AtLeastOnce,
         true,
     ));
-    refresh(config, &mut o)?;
-    Ok(o)
+    o
 }
 
 /// (Re)reads the password and TLS files into the options.
@@ -140,8 +149,9 @@ fn refresh(config: &Config, o: &mut MqttOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// A rustls client config with ring as the crypto provider (pure Rust and
-/// assembly: cross-compiles to the Raspberry Pi without a C toolchain), the
+/// A rustls client config with ring as the crypto provider (it cross-compiles
+/// to the Raspberry Pi with just the cross gcc that linking needs anyway,
+/// where rumqttc's default aws-lc-rs needs cmake and more), the
 /// CA from CA-FILE or the system's roots, and the client certificate when
 /// CERT-FILE and KEY-FILE are set.
 pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
@@ -291,26 +301,53 @@ impl Quiet {
     }
 }
 
+/// Rate limit for a kind of log line whatever its text: at most one per
+/// `every`, with the number left out meanwhile.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The line to log now, if any.
+    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        let out = match self.suppressed {
+            0 => line.to_string(),
+            n => format!("{line} ({n} similar lines left out)"),
+        };
+        self.last = Some(now);
+        self.suppressed = 0;
+        Some(out)
+    }
+}
+
 /// Creates the client and starts the connection thread. The thread stops
 /// when `stop` receives or is disconnected (checked between polls and
 /// during back-off), or when every [`Client`] is dropped.
 pub fn start(config: &Config, events: Sender<LinkEvent>, stop: Receiver<()>) -> Result<Client, String> {
-    // Errors in files are reported here once; the thread re-reads them at
-    // every attempt.
-    let initial = options(config);
-    let opts = match &initial {
-        Ok(o) => o.clone(),
-        Err(e) => {
-            log::error!("{e}");
-            // Start anyway, so that the file is re-read at the next attempt.
-            let mut o = MqttOptions::new(client_id(config), config.mqtt.broker.clone(), config.mqtt.port);
-            o.set_request_channel_capacity(QUEUE_CAPACITY);
-            o
-        }
-    };
+    // A file that cannot be read now is reported, and read again, by the
+    // connection thread before each attempt.
+    let mut opts = base_options(config);
+    let needs_refresh = refresh(config, &mut opts).is_err();
     let (client, connection) = Client::new(opts, QUEUE_CAPACITY);
     let config = config.clone();
-    let needs_refresh = initial.is_err();
     std::thread::Builder::new()
         .name("mqtt-connection".into())
         .spawn(move || drive(&config, connection, &events, &stop, needs_refresh))
@@ -328,7 +365,7 @@ fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
 
-/// The connection thread's loop.
+/// The connection thread's loop: poll, forward, wait after failures.
 fn drive(
     config: &Config,
     mut connection: Connection,
@@ -336,76 +373,30 @@ fn drive(
     stop: &Receiver<()>,
     mut needs_refresh: bool,
 ) {
-    let mut backoff = Backoff::default();
-    let mut errors = Quiet::new(Duration::from_secs(600));
-    let mut connects = Quiet::new(Duration::from_secs(60));
-    let mut connected_at: Option<Instant> = None;
-    let broker = format!("{}:{}", config.mqtt.broker, config.mqtt.port);
+    let mut retry = Retry::new(config);
     loop {
         if stopping(stop) {
             return;
         }
         if needs_refresh {
             if let Err(e) = refresh(config, &mut connection.eventloop.mqtt_options) {
-                let wait = backoff.next_wait();
-                if let Some(line) = errors.check(&e, Instant::now()) {
-                    log::error!("{line}; retrying in {} s", wait.as_secs());
-                }
-                if wait_or_stop(stop, wait) {
+                if retry.failed(&e, log::Level::Error, stop) {
                     return;
                 }
                 continue;
             }
             needs_refresh = false;
         }
-        let event = match connection.recv() {
-            Ok(event) => event,
+        let forward = match connection.recv() {
             // Every client handle is gone: nothing more to send.
             Err(_) => return,
-        };
-        let forward = match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                connected_at = Some(Instant::now());
-                if let Some(line) = connects.check(&format!("MQTT connected to {broker}"), Instant::now()) {
-                    log::info!("{line}");
-                }
-                Some(LinkEvent::Connected)
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => Some(LinkEvent::Message {
-                topic: p.topic,
-                payload: p.payload.to_vec(),
-                retain: p.retain,
-            }),
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    log::warn!(
-                        "MQTT broker {broker} refused a subscription: setpoint commands may not arrive (check the broker's ACL)"
-                    );
-                }
-                None
-            }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => Some(LinkEvent::DisconnectSent),
-            Ok(_) => None,
-            Err(e) => {
+            Ok(Ok(event)) => retry.on_event(event),
+            Ok(Err(e)) => {
                 if events.send(LinkEvent::Disconnected).is_err() || stopping(stop) {
                     return;
                 }
-                let was_healthy = connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY);
-                if was_healthy {
-                    backoff.reset();
-                }
-                let wait = backoff.next_wait();
-                let line = describe(&e, config);
-                if let Some(line) = errors.check(&line, Instant::now()) {
-                    log::warn!("{line}; retrying in {} s", wait.as_secs());
-                } else {
-                    log::debug!("{line}; retrying in {} s", wait.as_secs());
-                }
-                if wait_or_stop(stop, wait) {
+                retry.lost();
+                if retry.failed(&describe(&e, config), log::Level::Warn, stop) {
                     return;
                 }
                 // Whatever was queued while disconnected is dropped, not
@@ -422,6 +413,83 @@ fn drive(
         {
             return;
         }
+    }
+}
+
+/// The connection thread's memory between attempts: back-off and log
+/// rate limits.
+struct Retry {
+    broker: String,
+    backoff: Backoff,
+    errors: Quiet,
+    connects: Quiet,
+    connected_at: Option<Instant>,
+}
+
+impl Retry {
+    fn new(config: &Config) -> Retry {
+        Retry {
+            broker: format!("{}:{}", config.mqtt.broker, config.mqtt.port),
+            backoff: Backoff::default(),
+            errors: Quiet::new(ERROR_REPEAT),
+            connects: Quiet::new(Duration::from_secs(60)),
+            connected_at: None,
+        }
+    }
+
+    /// What the MQTT thread must hear of an event, if anything.
+    fn on_event(&mut self, event: Event) -> Option<LinkEvent> {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                self.connected_at = Some(Instant::now());
+                let line = format!("MQTT connected to {}", self.broker);
+                if let Some(line) = self.connects.check(&line, Instant::now()) {
+                    log::info!("{line}");
+                }
+                Some(LinkEvent::Connected)
+            }
+            Event::Incoming(Packet::Publish(p)) => Some(LinkEvent::Message {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Event::Incoming(Packet::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                if refused {
+                    log::warn!(
+                        "MQTT broker {} refused a subscription: setpoint commands may not arrive (check the broker's ACL)",
+                        self.broker
+                    );
+                }
+                None
+            }
+            Event::Outgoing(Outgoing::Disconnect) => Some(LinkEvent::DisconnectSent),
+            _ => None,
+        }
+    }
+
+    /// The connection was lost (or never made). After a healthy connection
+    /// this is a new outage: the back-off starts again and the cause is
+    /// logged even if the last outage had the same.
+    fn lost(&mut self) {
+        if self.connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
+            self.backoff.reset();
+            self.errors = Quiet::new(ERROR_REPEAT);
+        }
+    }
+
+    /// Logs `why` (rate-limited) and waits the back-off; true when stopped
+    /// meanwhile.
+    fn failed(&mut self, why: &str, level: log::Level, stop: &Receiver<()>) -> bool {
+        let wait = self.backoff.next_wait();
+        match self.errors.check(why, Instant::now()) {
+            Some(line) => log::log!(level, "{line}; retrying in {} s", wait.as_secs()),
+            None => log::debug!("{why}; retrying in {} s", wait.as_secs()),
+        }
+        wait_or_stop(stop, wait)
     }
 }
 

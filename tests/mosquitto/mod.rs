@@ -41,6 +41,7 @@ pub struct Broker {
     /// A plain listener for the test's own clients (same as `port` without TLS).
     pub plain_port: u16,
     pub auth: Auth,
+    tls: Option<TlsListener>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -75,17 +76,51 @@ fn mosquitto_binary() -> PathBuf {
 impl Broker {
     pub fn start(auth: Auth, tls: Option<TlsListener>) -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let plain_port = if tls.is_some() { free_port() } else { port };
+        if let Auth::Password { user, password } = &auth {
+            require("mosquitto_passwd");
+            let status = Command::new("mosquitto_passwd")
+                .args(["-b", "-c"])
+                .arg(dir.path().join("passwd"))
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd runs");
+            assert!(status.success(), "mosquitto_passwd failed");
+        }
+        let mut broker = Broker {
+            port: 0,
+            plain_port: 0,
+            auth,
+            tls,
+            dir,
+            child: None,
+        };
+        // A free port can be taken by a parallel test before Mosquitto
+        // binds it: then try other ports.
+        for attempt in 1.. {
+            broker.port = free_port();
+            broker.plain_port = if broker.tls.is_some() { free_port() } else { broker.port };
+            broker.write_config();
+            match broker.try_spawn() {
+                Ok(()) => break,
+                Err(log) if log.contains("Address already in use") && attempt < 5 => continue,
+                Err(log) => panic!("mosquitto did not start:\n{log}"),
+            }
+        }
+        broker
+    }
+
+    fn write_config(&self) {
+        let (port, plain_port) = (self.port, self.plain_port);
         let mut conf = String::from("per_listener_settings false\npersistence false\nlog_dest stderr\n");
         conf.push_str("log_type error\nlog_type warning\nlog_type notice\nlog_type information\n");
         // As root, Mosquitto would switch to the `mosquitto` user, which
         // cannot read files in our private temporary directory.
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } == 0 {
             conf.push_str("user root\n");
         }
         conf.push_str(&format!("listener {port} 127.0.0.1\n"));
-        if let Some(tls) = &tls {
+        if let Some(tls) = &self.tls {
             let p = &tls.pki;
             conf.push_str(&format!(
                 "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
@@ -96,38 +131,22 @@ impl Broker {
             ));
             conf.push_str(&format!("listener {plain_port} 127.0.0.1\n"));
         }
-        match &auth {
+        match &self.auth {
             Auth::Anonymous => conf.push_str("allow_anonymous true\n"),
-            Auth::Password { user, password } => {
-                require("mosquitto_passwd");
-                let file = dir.path().join("passwd");
-                let status = Command::new("mosquitto_passwd")
-                    .args(["-b", "-c"])
-                    .arg(&file)
-                    .args([user, password])
-                    .status()
-                    .expect("mosquitto_passwd runs");
-                assert!(status.success(), "mosquitto_passwd failed");
-                conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", file.display()));
-            }
+            Auth::Password { .. } => conf.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                self.dir.path().join("passwd").display()
+            )),
         }
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut broker = Broker {
-            port,
-            plain_port,
-            auth,
-            dir,
-            child: None,
-        };
-        broker.spawn();
-        broker
+        std::fs::write(self.dir.path().join("mosquitto.conf"), conf).unwrap();
     }
 
     pub fn anonymous() -> Broker {
         Broker::start(Auth::Anonymous, None)
     }
 
-    fn spawn(&mut self) {
+    /// Starts Mosquitto and waits until it listens; its log if it exits.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -145,11 +164,19 @@ impl Broker {
         while TcpStream::connect(("127.0.0.1", self.plain_port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.port)).is_err()
         {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("mosquitto exited with {status}:\n{}", self.log());
+            if self.child.as_mut().unwrap().try_wait().unwrap().is_some() {
+                self.child = None;
+                return Err(self.log());
             }
             assert!(Instant::now() < deadline, "mosquitto did not listen:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("mosquitto did not start again:\n{log}");
         }
     }
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Runs the Debian package under a real systemd (252, as PID 1) in a QEMU VM,
+# for machines without systemd as PID 1 and without CAN in their kernel (CI).
+#
+# Usage: bash packaging/test-systemd-vm.sh PACKAGE.deb
+#
+# The VM boots Debian's own kernel (linux-image-amd64, which has vcan) with a
+# busybox initramfs that mounts the host's root read-only over 9p, puts a
+# tmpfs overlay on it (so the VM can install packages without touching the
+# host) and switches to /lib/systemd/systemd with a test target as default.
+# The test itself is packaging/vm/guest-test.sh; its "CHECK ok|fail" lines
+# come back through a second, writable 9p export and are printed here.
+# Exit status: the number of failed checks (0 = all passed); 100 when the VM
+# could not be run at all.
+#
+# Software emulation (TCG): KVM hangs on these machines. A run takes a few
+# minutes.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+deb=${1:?usage: test-systemd-vm.sh PACKAGE.deb}
+[ -f "$deb" ] || { echo "no package $deb" >&2; exit 100; }
+
+die() {
+    echo "vm: $*" >&2
+    exit 100
+}
+
+kver=$(find /lib/modules -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
+kernel=/boot/vmlinuz-$kver
+[ -n "$kver" ] && [ -f "$kernel" ] || die "no kernel in /boot (apt-get install linux-image-amd64)"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
+[ -x /bin/busybox ] || die "busybox missing (apt-get install busybox-static)"
+ldd /bin/busybox >/dev/null 2>&1 && die "/bin/busybox is not static (apt-get install busybox-static)"
+
+work=$(mktemp -d /tmp/bms-vm.XXXXXX)
+qemu_pid=""
+cleanup() {
+    if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- initramfs: busybox, the modules for 9p and overlayfs, and /init
+mkdir -p "$work/initramfs"/{bin,mods,proc,sys,dev,lower,upper,newroot}
+cp /bin/busybox "$work/initramfs/bin/busybox"
+modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay"
+for m in $modules; do
+    f=$(find "/lib/modules/$kver" -name "$m.ko" | head -n 1)
+    [ -n "$f" ] || die "module $m.ko not found for kernel $kver"
+    cp "$f" "$work/initramfs/mods/"
+done
+cat >"$work/initramfs/init" <<EOF
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $modules; do insmod /mods/\$m.ko || echo "insmod \$m failed"; done
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /lower || exec sh
+mount -t tmpfs -o size=1g,mode=0755 tmpfs /upper
+mkdir -p /upper/up /upper/work
+mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/up,workdir=/upper/work /newroot || exec sh
+mkdir -p /newroot/vmtest
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 results /newroot/vmtest || exec sh
+# The host's fstab and enabled services mean nothing in here. A container
+# marker of the host would make systemd believe it runs in a container and
+# ignore the kernel command line.
+: >/newroot/etc/fstab
+rm -f /newroot/.dockerenv /newroot/run/.containerenv
+# Container images forbid service starts from maintainer scripts; a Pi does not.
+rm -f /newroot/usr/sbin/policy-rc.d
+cp /newroot/vmtest/bms-vmtest.target /newroot/vmtest/bms-vmtest.service /newroot/etc/systemd/system/
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /lib/systemd/systemd --unit=bms-vmtest.target
+EOF
+chmod 755 "$work/initramfs/init"
+(cd "$work/initramfs" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.gz"
+
+# --- the results export: package, guest script, test units
+results=$work/results
+mkdir -p "$results"
+cp "$deb" "$results/"
+cp packaging/vm/guest-test.sh "$results/guest-test.sh"
+cat >"$results/bms-vmtest.target" <<'EOF'
+[Unit]
+Description=bms-gateway package test in a VM
+Requires=basic.target bms-vmtest.service
+After=basic.target
+AllowIsolate=yes
+EOF
+cat >"$results/bms-vmtest.service" <<'EOF'
+[Unit]
+Description=bms-gateway package test driver
+After=basic.target systemd-journald.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/bash /vmtest/guest-test.sh
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=15min
+EOF
+
+echo "vm: booting kernel $kver under TCG (a few minutes)"
+qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
+    -kernel "$kernel" -initrd "$work/initrd.gz" \
+    -append "console=ttyS0 panic=-1 systemd.unit=bms-vmtest.target systemd.mask=apparmor.service systemd.show_status=0 loglevel=4" \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap" \
+    >"$work/console.log" 2>&1 &
+qemu_pid=$!
+# Bounded: give up after 20 minutes.
+for _ in $(seq 1 1200); do
+    kill -0 "$qemu_pid" 2>/dev/null || break
+    sleep 1
+done
+if kill -0 "$qemu_pid" 2>/dev/null; then
+    kill "$qemu_pid"
+    echo "vm: timed out after 20 minutes" >&2
+fi
+wait "$qemu_pid" 2>/dev/null || true
+qemu_pid=""
+
+keep=${BMS_VM_KEEP:-}
+if [ -n "$keep" ]; then
+    mkdir -p "$keep" && cp -r "$work/console.log" "$results"/* "$keep"/ 2>/dev/null || true
+    echo "vm: logs kept in $keep"
+fi
+if [ ! -f "$results/finished" ] || [ ! -s "$results/results" ]; then
+    echo "vm: the guest test did not finish; last console lines:" >&2
+    tail -n 40 "$work/console.log" >&2
+    exit 100
+fi
+cat "$results/results"
+failed=$(grep -c '^CHECK fail' "$results/results" || true)
+if [ "$failed" -gt 0 ]; then
+    echo "vm: gateway journal (last 40 lines):"
+    grep -E 'bms-gateway|systemd\[1\]: bms-gateway' "$results/journal.txt" | tail -n 40 | sed 's/^/    | /'
+fi
+exit "$failed"

@@ -1,0 +1,146 @@
+//! The `bms-gateway` daemon (the real binary) with a real Mosquitto broker:
+//! status "online" and telemetry while it runs (its CAN interfaces cannot be
+//! opened here, so it keeps retrying and reports "starting"), "offline" on
+//! SIGTERM within 2 s, the last will when it is killed, and a SIGHUP reload
+//! that removes the entities of a battery taken out of the config.
+
+mod mosquitto;
+
+use mosquitto::{Broker, Watcher};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bms-gateway");
+
+fn config_text(port: u16, base: &str, batteries: &[&str]) -> String {
+    let mut text = String::from("GATEWAY-ACTIVATED = true\n");
+    for b in batteries {
+        text.push_str(&format!("[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\n"));
+    }
+    text.push_str("[[bmses-out]]\nCAN-IF = \"nocanout0\"\n");
+    text.push_str(&format!(
+        "[mqtt]\nBROKER = \"127.0.0.1\"\nPORT = {port}\nBASE-TOPIC = \"{base}\"\nTOPIC = \"tele/{base}/state\"\n\
+         INTERVAL = 0.5\nCLIENT-ID = \"daemon-{base}\"\n"
+    ));
+    text
+}
+
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn wait_exit(&mut self) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code(), t0.elapsed());
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "not stopped after 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_daemon_says_online_and_goes_offline_within_2_s_on_sigterm() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d1", &["nocanin0"])).unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let mut d = Daemon::start(&cfg);
+    watch.wait_for("d1/status", "online", |m| m.text() == "online");
+    let state = watch.wait_for("tele/d1/state", "telemetry", |_| true).json();
+    // No battery can be heard here: no combined state.
+    assert_eq!(state["state"], "starting", "{}", d.log());
+    let asked = Instant::now();
+    d.signal(libc::SIGTERM);
+    let (code, took) = d.wait_exit();
+    assert_eq!(code, Some(0), "{}", d.log());
+    assert!(took < Duration::from_secs(2), "stopping took {took:?}");
+    let offline = watch.wait_for("d1/status", "offline", |m| m.at > asked && m.text() == "offline");
+    assert!(offline.at <= asked + Duration::from_secs(2));
+    let late = Watcher::connect(&broker, "d1/status");
+    let m = late.wait_for("d1/status", "retained status", |_| true);
+    assert_eq!((m.text().as_str(), m.retain), ("offline", true));
+}
+
+#[test]
+fn a_killed_daemon_is_declared_offline_by_its_last_will() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d2", &["nocanin0"])).unwrap();
+    let watch = Watcher::connect(&broker, "d2/status");
+    let mut d = Daemon::start(&cfg);
+    watch.wait_for("d2/status", "online", |m| m.text() == "online");
+    let killed = Instant::now();
+    d.signal(libc::SIGKILL);
+    d.wait_exit();
+    watch.wait_for("d2/status", "the will", |m| m.at > killed && m.text() == "offline");
+    let late = Watcher::connect(&broker, "d2/status");
+    let m = late.wait_for("d2/status", "retained will", |_| true);
+    assert_eq!((m.text().as_str(), m.retain), ("offline", true));
+}
+
+#[test]
+fn a_reload_without_a_battery_removes_its_home_assistant_entities() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d3", &["nocanin0", "nocanin1"])).unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let d = Daemon::start(&cfg);
+    let gone = "homeassistant/sensor/d3/battery_nocanin1_soc/config";
+    watch.wait_for(gone, "battery 2 announced", |m| !m.payload.is_empty());
+    std::fs::write(&cfg, config_text(broker.port, "d3", &["nocanin0"])).unwrap();
+    let reloaded = Instant::now();
+    d.signal(libc::SIGHUP);
+    watch.wait_for(gone, "battery 2 removed", |m| m.payload.is_empty());
+    watch.wait_for("d3/status", "online after the reload", |m| {
+        m.at > reloaded && m.text() == "online"
+    });
+    let state = watch.wait_for("tele/d3/state", "telemetry after the reload", |m| {
+        m.at > reloaded && m.json()["inputs_total"] == 1
+    });
+    assert_eq!(state.json()["state"], "starting", "{}", d.log());
+}
