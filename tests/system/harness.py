@@ -342,13 +342,13 @@ def bursts(frames):
     return out
 
 
-def check_window_any(cap, expected_list, t0, t1, what):
+def check_window_any(cap, expected_list, t0, t1, what, only=None):
     """Every frame set in [t0, t1] matches one of several expected states as a
     whole (for transitions, where either the old or the new state is right,
     but never a mixture or anything else)."""
     bad = []
     for b in bursts(cap.since(t0, t1)):
-        diffs = [mismatches(b, e) for e in expected_list]
+        diffs = [mismatches(b, e, only) for e in expected_list]
         if all(diffs):
             bad.append(min(diffs, key=len))
     if bad:

@@ -382,10 +382,14 @@ def degraded_recover(ctx):
         gap = harness.max_gap(caps[iface], t_begin, t_end)
         check(gap < 2.0, f"{iface}: {gap:.2f}s without frames while a battery was lost")
     # Throughout, each frame set is wholly the ok or the degraded state.
+    # 0x373 is left out: it ends a battery's burst, so the frame set made from
+    # a returning battery's first telegram may still lack its cell extremes
+    # (a one-set lag on informational values; the steady checks include it).
+    core = {k for k in ok1 if k[0] != pylon.ID_373}
     for iface, allowed in (("sinv1", [ok1, d1]), ("sinv2", [ok2, d2])):
         try:
             harness.check_window_any(caps[iface], allowed, t_begin, t_end,
-                                     "frame sets while battery 2 left and returned")
+                                     "frame sets while battery 2 left and returned", only=core)
         except Failure as e:
             ctx.soft(False, str(e))
     gateway_alive(gw)
