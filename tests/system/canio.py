@@ -107,6 +107,7 @@ class BatterySim(threading.Thread):
         self.paused = False
         self.bursts = 0
         self.burst_ends = []  # monotonic time each complete burst was sent
+        self.burst_starts = []  # ... and when its first frame was sent
         self._halt = threading.Event()
         self.sender = Sender(iface)
 
@@ -115,6 +116,7 @@ class BatterySim(threading.Thread):
         while not self._halt.is_set():
             if not self.paused:
                 ok = True
+                self.burst_starts.append(time.monotonic())
                 for n, (can_id, data) in enumerate(pylon.encode_battery(self.values)):
                     if n and self.gap:
                         time.sleep(self.gap)
@@ -135,8 +137,17 @@ class BatterySim(threading.Thread):
         self.join(timeout=5)
 
 
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("=qq")
+
+
 class Capture(threading.Thread):
-    """Records every frame seen on an interface (python AF_CAN socket)."""
+    """Records every frame seen on an interface (python AF_CAN socket).
+
+    Arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS, moved
+    to the monotonic clock), so a capture thread that the busy VM schedules
+    late still reports when the frame was on the bus.
+    """
 
     def __init__(self, iface):
         super().__init__(daemon=True, name=f"cap-{iface}")
@@ -152,8 +163,10 @@ class Capture(threading.Thread):
             try:
                 if sock is None:
                     sock = open_can(self.iface)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
                     sock.settimeout(0.2)
-                raw = sock.recv(CAN_FRAME.size)
+                raw, anc, _, _ = sock.recvmsg(CAN_FRAME.size, 64)
             except socket.timeout:
                 continue
             except OSError:
@@ -165,6 +178,11 @@ class Capture(threading.Thread):
                 self._halt.wait(0.1)
                 continue
             t = time.monotonic()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = TIMESPEC.unpack(value[:TIMESPEC.size])
+                    # realtime -> monotonic; never later than "now"
+                    t = min(t, sec + nsec / 1e9 - (time.time() - time.monotonic()))
             cid, dlc, data = CAN_FRAME.unpack(raw)
             if cid & CAN_ERR_FLAG:
                 continue

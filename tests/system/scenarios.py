@@ -1037,15 +1037,19 @@ def bench_latency(ctx):
     gw = ctx.gateway(harness.config(inputs_cfg("sbat1"), [INV1]))
     harness.wait_state(cap, e, 20, "ok state")
     time.sleep(20)
-    ends = [t for t in a.burst_ends if t > gw.started + 3][:-1]
+    # From a burst's first frame to the first frame set after it (the gateway
+    # may push as soon as the frames it needs are in, before the burst ends).
+    starts = [t for t in a.burst_starts if t > gw.started + 3][:-1]
     lat = []
-    for t in ends:
+    for t in starts:
         nxt = [f.t for f in cap.since(t, t + 0.45) if f.id == 0x359]
         if nxt:
             lat.append(nxt[0] - t)
-    check(len(lat) > len(ends) * 0.8, f"only {len(lat)} of {len(ends)} telegrams answered within 0.45s")
-    ctx.note(f"push latency over {len(lat)} telegrams: p50 {pct(lat, 50) * 1000:.1f} ms, "
-             f"p95 {pct(lat, 95) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms (TCG)")
+    check(len(lat) > len(starts) * 0.8,
+          f"only {len(lat)} of {len(starts)} telegrams answered within 0.45s")
+    ctx.note(f"push latency (burst start -> frame set) over {len(lat)} telegrams: "
+             f"p50 {pct(lat, 50) * 1000:.1f} ms, p95 {pct(lat, 95) * 1000:.1f} ms, "
+             f"max {max(lat) * 1000:.1f} ms (TCG; a burst itself takes ~15 ms)")
     gateway_alive(gw)
 
 
