@@ -56,29 +56,16 @@ def main():
     t_all = time.monotonic()
     for sc in selected:
         print(f"--- {sc.name}: {sc.doc}", flush=True)
-        ctx = harness.Ctx(sc.name)
         t0 = time.monotonic()
-        err = None
-
-        def on_alarm(signum, frame, budget=sc.budget):
-            raise harness.ScenarioTimeout(f"scenario exceeded its {budget}s budget")
-
-        signal.signal(signal.SIGALRM, on_alarm)
-        signal.alarm(sc.budget)
-        try:
-            sc.fn(ctx)
-        except Exception as e:  # noqa: BLE001 - every failure is reported
-            err = e
-            if not isinstance(e, (AssertionError, harness.ScenarioTimeout)):
-                traceback.print_exc()
-        finally:
-            signal.alarm(0)
-            try:
-                ctx.cleanup()
-            except Exception as e:  # noqa: BLE001
-                err = err or e
-        if ctx.soft_errors:  # checks that let the scenario go on
-            err = harness.Failure("\n".join(([str(err)] if err else []) + ctx.soft_errors))
+        ctx, err = run_one(sc)
+        stall = harness.STALLS.worst(t0)
+        retried = ""
+        if err is not None and stall > 1.0:
+            # The VM itself stood still: timing checks were inconclusive.
+            print(f"--- {sc.name}: failed after a {stall:.1f}s VM stall ({first_line(err)}); "
+                  "running it again", flush=True)
+            retried = f"first try failed after a {stall:.1f}s VM stall: {first_line(err)}"
+            ctx, err = run_one(sc)
         dt = time.monotonic() - t0
         if err is None:
             passed += 1
@@ -91,6 +78,13 @@ def main():
                 record(f"        {extra}")
             for extra in ctx.gateway_log_tails():
                 record(f"        | {extra}")
+            stall = harness.STALLS.worst(t0)
+            if stall > 1.0:
+                record(f"        (the VM stalled for up to {stall:.1f}s during this scenario)")
+        if retried:
+            ctx.notes.insert(0, retried)
+        elif err is None and harness.STALLS.worst(t0) > 1.0:
+            ctx.notes.insert(0, f"the VM stalled for up to {harness.STALLS.worst(t0):.1f}s")
         for note in ctx.notes:
             record(f"      note: {note}")
     total = time.monotonic() - t_all
@@ -98,6 +92,37 @@ def main():
     with open(summary_path, "w") as f:
         f.write(f"{passed} {failed}\n")
     print(f"{passed} passed, {failed} failed", flush=True)
+
+
+def first_line(err):
+    return (str(err).strip() or type(err).__name__).splitlines()[0][:200]
+
+
+def run_one(sc):
+    """Run one scenario with its budget; always clean up. Returns (ctx, error)."""
+    ctx = harness.Ctx(sc.name)
+    err = None
+
+    def on_alarm(signum, frame):
+        raise harness.ScenarioTimeout(f"scenario exceeded its {sc.budget}s budget")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(sc.budget)
+    try:
+        sc.fn(ctx)
+    except Exception as e:  # noqa: BLE001 - every failure is reported
+        err = e
+        if not isinstance(e, (AssertionError, harness.ScenarioTimeout)):
+            traceback.print_exc()
+    finally:
+        signal.alarm(0)
+        try:
+            ctx.cleanup()
+        except Exception as e:  # noqa: BLE001
+            err = err or e
+    if ctx.soft_errors:  # checks that let the scenario go on
+        err = harness.Failure("\n".join(([str(err)] if err else []) + ctx.soft_errors))
+    return ctx, err
 
 
 if __name__ == "__main__":

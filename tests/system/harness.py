@@ -9,6 +9,7 @@ started and deletes the interfaces it created, so scenarios are independent.
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import canio
@@ -43,11 +44,49 @@ def scenario(name, budget=90, mode="test"):
     return deco
 
 
+class StallMonitor(threading.Thread):
+    """Notices when the whole VM stops running for a while.
+
+    The VM is software-emulated; when the host is busy (other builds, a
+    fuzzer) it can be descheduled for seconds, and its clock jumps on. Any
+    timing check spanning such a stall is inconclusive: the driver uses this
+    to rerun a failed scenario once instead of blaming the gateway.
+    """
+
+    TICK = 0.05
+
+    def __init__(self):
+        super().__init__(daemon=True, name="stall-monitor")
+        self.stalls = []  # (monotonic time at the end, seconds lost)
+        self.lock = threading.Lock()
+
+    def run(self):
+        last = time.monotonic()
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            lost = now - last - self.TICK
+            if lost > 0.5:
+                with self.lock:
+                    self.stalls.append((now, lost))
+            last = now
+
+    def worst(self, t0, t1=None):
+        """Longest stall that ended in [t0, t1]."""
+        with self.lock:
+            return max((d for t, d in self.stalls if t >= t0 and (t1 is None or t <= t1)),
+                       default=0.0)
+
+
+STALLS = StallMonitor()
+
+
 def setup(repo, mode):
     global REPO, MODE, BINARY
     REPO, MODE = repo, mode
     BINARY = os.path.join(repo, "target", "release", "bms-gateway")
     os.makedirs(TMP, exist_ok=True)
+    STALLS.start()
 
 
 def check(cond, msg):
