@@ -339,6 +339,22 @@ def enable_flags(ctx):
                                  "frames while battery 2 returns")
     except Failure as e:
         ctx.soft(False, str(e))
+    gw.kill()
+    # A shorter silence (3.5 s, below STALE-TIMEOUT 6 s): battery 2 never
+    # turns stale, and its charge-disabled flag must hold throughout.
+    cfg6 = harness.config(inputs_cfg("sbat1", "sbat2"), [INV1], {"STALE-TIMEOUT": 6.0})
+    gw = ctx.gateway(cfg6)
+    harness.wait_state(cap, ok, 15, "ok state (STALE-TIMEOUT 6)")
+    t2 = time.monotonic()
+    b.paused = True
+    time.sleep(3.5)
+    b.paused = False
+    time.sleep(3.0)
+    try:
+        harness.check_window_any(cap, [ok], t2, time.monotonic(),
+                                 "frames around a 3.5 s silence of battery 2 (not stale)")
+    except Failure as e:
+        ctx.soft(False, str(e))
     # Battery 2 starts charging again: its CCL counts from then on.
     b.values = bat_b(cells=None, req=0xC0)
     ok2 = expect([(a.values, "sbat1"), (b.values, "sbat2")], INV1_MODEL)
