@@ -7,9 +7,10 @@
 #
 # Needs root for apt-get (the Debian cross compilers) and rustup for the Rust
 # standard library of each target. The packages land in target/debian/.
-# Then a smoke test runs the cross-built binary under qemu-user
-# (`bms-gateway --help`): it proves the binary links and starts, not that it
-# works on CAN hardware.
+# Then a smoke test runs the packaged binary under qemu-user: the demo (the
+# whole gateway on in-process virtual CAN buses) under the notify/watchdog
+# harness of the package tests. It proves the binary works on that CPU
+# architecture, not that it works with CAN hardware.
 #
 # Not covered: Pi Zero / Pi 1 (ARMv6). Debian's armhf is ARMv7, and so are
 # its cross glibc and start files; build on the Pi itself for those (Rust
@@ -74,15 +75,26 @@ for t in "${targets[@]}"; do
     [ "$(dpkg-deb -f "$deb" Architecture)" = "$arch" ] ||
         die "$deb has Architecture $(dpkg-deb -f "$deb" Architecture), want $arch"
 
+    # Smoke test under qemu-user: the packaged binary starts, runs the demo
+    # (the whole gateway on in-process buses, so no CAN is needed) under the
+    # notify-socket harness of the package tests, healthy and with a hung
+    # combiner. qemu-user keeps the pid, so WATCHDOG_PID matches.
     smoke=$(mktemp -d)
     dpkg-deb -x "$deb" "$smoke"
-    if "$qemu" -L "/usr/$prefix" "$smoke/usr/bin/bms-gateway" --help >"$smoke/help.txt" 2>&1; then
-        echo "cross: $arch binary starts under $qemu (--help ok)" >&2
-    else
-        cat "$smoke/help.txt" >&2
+    run=("$qemu" -L "/usr/$prefix" "$smoke/usr/bin/bms-gateway")
+    "${run[@]}" --version >&2 || { rm -rf "$smoke"; die "$arch binary does not start under $qemu"; }
+    if ! python3 packaging/notify-harness.py --expect healthy --duration 8 \
+        --stderr "$smoke/healthy.err" -- "${run[@]}" demo --duration 8 >&2; then
+        tail -n 5 "$smoke/healthy.err" >&2
         rm -rf "$smoke"
-        die "$arch binary does not run under $qemu"
+        die "$arch demo under $qemu: READY/WATCHDOG checks failed"
     fi
+    if ! BMS_GATEWAY_FAULT=hang-combiner python3 packaging/notify-harness.py --expect hang --duration 8 \
+        --stderr "$smoke/hang.err" -- "${run[@]}" demo --duration 8 >&2; then
+        rm -rf "$smoke"
+        die "$arch demo under $qemu: hung-combiner checks failed"
+    fi
+    echo "cross: $arch package ok: demo, READY and watchdog checks pass under $qemu" >&2
     rm -rf "$smoke"
     echo "$deb"
 done

@@ -103,25 +103,44 @@ StandardError=journal+console
 TimeoutStartSec=15min
 EOF
 
-echo "vm: booting kernel $kver under TCG (a few minutes)"
-qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
-    -kernel "$kernel" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 panic=-1 systemd.unit=bms-vmtest.target systemd.mask=apparmor.service systemd.show_status=0 loglevel=4" \
-    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-    -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap" \
-    >"$work/console.log" 2>&1 &
-qemu_pid=$!
-# Bounded: give up after 20 minutes.
-for _ in $(seq 1 1200); do
-    kill -0 "$qemu_pid" 2>/dev/null || break
-    sleep 1
-done
-if kill -0 "$qemu_pid" 2>/dev/null; then
-    kill "$qemu_pid"
-    echo "vm: timed out after 20 minutes" >&2
+# boot_vm ATTEMPT: runs the VM until it powers off. Returns 1 when the guest
+# test never started within 5 minutes (TCG boots can stall, e.g. a soft
+# lockup in the kernel's early self-tests on a loaded machine), 0 otherwise.
+# The whole run is bounded to 20 minutes.
+boot_vm() {
+    rm -f "$results/started" "$results/finished" "$results/results"
+    echo "vm: booting kernel $kver under TCG, attempt $1 (a few minutes)"
+    qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
+        -kernel "$kernel" -initrd "$work/initrd.gz" \
+        -append "console=ttyS0 panic=-1 cryptomgr.notests systemd.unit=bms-vmtest.target systemd.mask=apparmor.service systemd.show_status=0 loglevel=4" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+        -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap" \
+        >"$work/console.log" 2>&1 &
+    qemu_pid=$!
+    local t=0 stalled=0
+    while kill -0 "$qemu_pid" 2>/dev/null; do
+        if [ "$t" -ge 300 ] && [ ! -f "$results/started" ]; then
+            echo "vm: the guest test has not started after 300 s; stopping this attempt" >&2
+            stalled=1
+            kill "$qemu_pid"
+            break
+        fi
+        if [ "$t" -ge 1200 ]; then
+            echo "vm: timed out after 20 minutes" >&2
+            kill "$qemu_pid"
+            break
+        fi
+        sleep 1
+        t=$((t + 1))
+    done
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+    return "$stalled"
+}
+if ! boot_vm 1; then
+    tail -n 5 "$work/console.log" | sed 's/^/    | /' >&2
+    boot_vm 2 || true
 fi
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=""
 
 keep=${BMS_VM_KEEP:-}
 if [ -n "$keep" ]; then

@@ -749,6 +749,12 @@ fn kind(v: &DeValue) -> &'static str {
 }
 
 impl Config {
+    /// Every CAN interface named, batteries first, in file order.
+    pub fn interfaces(&self) -> impl Iterator<Item = &str> {
+        let inputs = self.inputs.iter().map(|i| i.can_if.as_str());
+        inputs.chain(self.outputs.iter().map(|o| o.can_if.as_str()))
+    }
+
     /// Warnings that do not stop the gateway but that the owner should see.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -144,12 +144,7 @@ fn run_inverter(port: &mut dyn CanPort, sync: bool, view: &Mutex<InverterView>, 
 pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), String> {
     let config = demo_config(options.batteries, options.inverters);
     let bus = VirtualBus::new();
-    for name in config
-        .inputs
-        .iter()
-        .map(|i| &i.can_if)
-        .chain(config.outputs.iter().map(|o| &o.can_if))
-    {
+    for name in config.interfaces() {
         bus.create(name);
     }
     let open = |name: &str| bus.open(name).map_err(|e| format!("virtual bus {name}: {e}"));

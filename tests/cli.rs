@@ -1,13 +1,14 @@
 //! The `bms-gateway` binary as a user runs it: exit codes, messages, files,
 //! signals.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bms-gateway");
+mod daemon;
+
+use daemon::{BIN, Daemon};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -176,65 +177,13 @@ fn the_demo_runs_for_its_duration_and_shows_the_table() {
     assert!(out.contains("inv1"), "{out}");
 }
 
-/// A running daemon whose stderr is collected line by line.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(config: &str) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(["-c", config])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// On this machine the interfaces cannot be opened (no CAN in the kernel, or
 /// no such interface): the daemon keeps retrying and serves signals anyway.
 #[test]
 fn sighup_with_a_broken_config_keeps_running_and_sigterm_stops_quickly() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "live.toml", VALID);
-    let mut d = Daemon::start(&cfg);
+    let mut d = Daemon::start(Path::new(&cfg));
     assert!(d.wait_log("retrying", Duration::from_secs(10)), "{}", d.log());
     // A broken file: refused, still running.
     std::fs::write(&cfg, "GATEWAY-ACTIVATED = true\n[battery\n").unwrap();
@@ -254,17 +203,9 @@ fn sighup_with_a_broken_config_keeps_running_and_sigterm_stops_quickly() {
         d.log()
     );
     // SIGTERM: clean exit 0 within 2 s.
-    let asked = Instant::now();
     d.signal(libc::SIGTERM);
-    let status = loop {
-        if let Some(s) = d.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(asked.elapsed() < Duration::from_secs(10), "not stopped after 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    let took = asked.elapsed();
+    let (code, took) = d.wait_exit();
+    assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(2), "stopping took {took:?}");
     assert!(d.wait_log("bms-gateway stopped", Duration::from_secs(2)));
 }

@@ -4,16 +4,12 @@
 //! SIGTERM within 2 s, the last will when it is killed, and a SIGHUP reload
 //! that removes the entities of a battery taken out of the config.
 
+mod daemon;
 mod mosquitto;
 
+use daemon::Daemon;
 use mosquitto::{Broker, Watcher};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_bms-gateway");
 
 fn config_text(port: u16, base: &str, batteries: &[&str]) -> String {
     let mut text = String::from("GATEWAY-ACTIVATED = true\n");
@@ -26,58 +22,6 @@ fn config_text(port: u16, base: &str, batteries: &[&str]) -> String {
          INTERVAL = 0.5\nCLIENT-ID = \"daemon-{base}\"\n"
     ));
     text
-}
-
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
-            .arg("-c")
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (stderr, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn wait_exit(&mut self) -> (Option<i32>, Duration) {
-        let t0 = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return (s.code(), t0.elapsed());
-            }
-            assert!(t0.elapsed() < Duration::from_secs(10), "not stopped after 10 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ R=/vmtest
 DEB=$(ls "$R"/*.deb | head -n 1)
 UNIT=bms-gateway.service
 : >"$R/results"
+echo started >"$R/started"
 ok() { echo "CHECK ok: $*" | tee -a "$R/results"; }
 bad() { echo "CHECK fail: $*" | tee -a "$R/results"; }
 check() { # NAME COMMAND...
@@ -48,6 +49,10 @@ check "systemd is PID 1 in the VM" test "$(cat /proc/1/comm)" = systemd
 # (many minutes); the index is not what is tested here.
 rm -f /var/lib/man-db/auto-update
 check "dpkg -i under systemd" env DEBIAN_FRONTEND=noninteractive dpkg -i "$DEB"
+score=$(systemd-analyze security --no-pager "$UNIT" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+echo "systemd-analyze security (online): $score" >>"$R/guest.log"
+check "systemd-analyze security on the installed unit: $score < 3.0" \
+    awk -v s="$score" 'BEGIN { exit !(s != "" && s < 3.0) }'
 check "install leaves the unit disabled" test "$(systemctl is-enabled "$UNIT")" = disabled
 check "install does not start the gateway" bash -c "! systemctl is-active --quiet $UNIT"
 
@@ -99,6 +104,20 @@ check "same main process (no restart)" test "$(prop MainPID)" = "$pid"
 check "systemctl reload returns" timeout 60 systemctl reload "$UNIT"
 check "still active after reload, same process" \
     test "$(prop ActiveState)/$(prop MainPID)" = "active/$pid"
+
+# --- the MQTT password as a systemd credential, as the docs tell the owner
+install -m 600 /dev/null /etc/bms-gateway/mqtt-password
+echo "not-a-real-password" >/etc/bms-gateway/mqtt-password
+mkdir -p /etc/systemd/system/$UNIT.d
+printf '[Service]\nLoadCredential=mqtt-password:/etc/bms-gateway/mqtt-password\n' \
+    >/etc/systemd/system/$UNIT.d/credential.conf
+systemctl daemon-reload
+check "with LoadCredential= the service restarts to active (running)" \
+    bash -c "timeout 120 systemctl restart $UNIT && [ \"\$(systemctl show -P SubState $UNIT)\" = running ]"
+check "the credential is readable by the service user, and only by it" \
+    bash -c "setpriv --reuid=bms-gateway --regid=bms-gateway --clear-groups cat /run/credentials/$UNIT/mqtt-password | grep -q not-a-real && ! setpriv --reuid=nobody --regid=nogroup --clear-groups cat /run/credentials/$UNIT/mqtt-password 2>/dev/null"
+rm -f /etc/systemd/system/$UNIT.d/credential.conf /etc/bms-gateway/mqtt-password
+systemctl daemon-reload
 
 # --- journald: priorities kept
 check "journal has the gateway's messages at info priority or more severe" \

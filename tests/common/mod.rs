@@ -58,13 +58,8 @@ impl Rig {
         let config = config::parse(toml).unwrap_or_else(|p| panic!("test config: {p:#?}"));
         assert_eq!(params.len(), config.inputs.len());
         let bus = VirtualBus::new();
-        for name in config
-            .inputs
-            .iter()
-            .map(|i| &i.can_if)
-            .chain(config.outputs.iter().map(|o| &o.can_if))
-        {
-            if !missing.contains(&name.as_str()) {
+        for name in config.interfaces() {
+            if !missing.contains(&name) {
                 bus.create(name);
             }
         }
