@@ -20,7 +20,9 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-import scenarios  # noqa: E402,F401  (registers the scenarios)
+import scenarios  # noqa: E402  (importing registers the scenarios)
+
+REGISTERED_BY = scenarios.__name__
 
 
 def main():
