@@ -8,7 +8,9 @@
 //! The request flags (0x35C) come after 0x356 in a real burst, so the first
 //! telegram would complete before the battery's own 0x35C arrived, and a
 //! battery that forbids charging would look, for one cycle, like one that
-//! allows it. So after a start or a silence (no frame for `max_frame_age`) a
+//! allows it. So a battery that has ever sent 0x35C only completes telegrams
+//! with a fresh one (the burst's own, when the last one expired during a
+//! pause); and after a start or a silence (no frame for `max_frame_age`) a
 //! telegram without a fresh 0x35C is held for [`LEARN_PERIOD`]: long enough
 //! for a battery that sends 0x35C to have sent it. Only a battery that sends
 //! none at all is then taken to mean normal operation.
@@ -74,6 +76,8 @@ pub struct Assembler {
     last_frame: Option<Instant>,
     /// Since when this input has been talking without a silence.
     talking_since: Option<Instant>,
+    /// This battery has sent 0x35C: never assume its flags.
+    sends_requests: bool,
 }
 
 impl Default for Assembler {
@@ -101,6 +105,7 @@ impl Assembler {
             cells: None,
             last_frame: None,
             talking_since: None,
+            sends_requests: false,
         }
     }
 
@@ -125,7 +130,10 @@ impl Assembler {
                     at: now,
                 })
             }
-            Message::Requests(v) => self.requests = Some(Slot { value: v, at: now }),
+            Message::Requests(v) => {
+                self.requests = Some(Slot { value: v, at: now });
+                self.sends_requests = true;
+            }
             Message::Manufacturer(v) => self.manufacturer = Some(Slot { value: v, at: now }),
             Message::Cells(v) => self.cells = Some(Slot { value: v, at: now }),
             _ => return None,
@@ -139,7 +147,7 @@ impl Assembler {
         let learning = self
             .talking_since
             .is_some_and(|t| now.saturating_duration_since(t) < LEARN_PERIOD);
-        if requests.is_none() && learning {
+        if requests.is_none() && (learning || self.sends_requests) {
             return None;
         }
         let telegram = Telegram {
@@ -255,21 +263,41 @@ mod tests {
         let t0 = Instant::now();
         let b = burst();
         let mut a = Assembler::default();
-        a.push(&b[4], t0); // 0x35C with charge disabled
-        // 3 s later: the 0x35C is too old to use, and the telegram waits for a new one.
-        for m in &b[..4] {
-            assert_eq!(a.push(m, ms(t0, 3000)), None);
-        }
-        // None came within the learn period: the battery sends none now.
+        a.push(&b[5], t0); // 0x35E
+        a.push(&b[6], t0); // 0x373
         let mut done = None;
         for m in &b[..4] {
-            done = a.push(m, ms(t0, 4600)).or(done);
+            done = a.push(m, ms(t0, 2000)).or(done);
         }
+        for m in &b[..4] {
+            done = a.push(m, ms(t0, 3000)).or(done);
+        }
+        let t = done.expect("complete");
         assert_eq!(
-            done.expect("complete").requests,
-            None,
-            "0x35C from 4.6 s ago is not used"
+            (t.manufacturer, t.cells),
+            (None, None),
+            "0x35E and 0x373 from 3 s ago are not used"
         );
+    }
+
+    /// A battery that sent 0x35C and then stops sending it completes no more
+    /// telegrams (and turns stale) rather than being assumed to allow charging.
+    #[test]
+    fn a_battery_that_stops_sending_0x35c_is_not_assumed_enabled() {
+        let t0 = Instant::now();
+        let b = burst();
+        let mut a = Assembler::default();
+        for (i, m) in b.iter().enumerate() {
+            a.push(m, ms(t0, i as u64 * 10));
+        }
+        // While the 0x35C of 40 ms is within the bound, telegrams complete.
+        let done = b[..4].iter().fold(None, |d, m| a.push(m, ms(t0, 2000)).or(d));
+        assert!(done.is_some());
+        for s in 3..8 {
+            for m in &b[..4] {
+                assert_eq!(a.push(m, ms(t0, s * 1000)), None, "at {s} s");
+            }
+        }
     }
 
     #[test]
@@ -313,6 +341,25 @@ mod tests {
             assert_eq!(a.push(m, ms(t0, 10_000 + i as u64 * 10)), None);
         }
         let t = a.push(&b[4], ms(t0, 10_050)).expect("complete");
+        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
+    }
+
+    /// Regression: a pause shorter than the frame-age bound, after which the
+    /// last 0x35C has just expired, does not default the flags to "enabled".
+    #[test]
+    fn after_a_short_pause_the_bursts_own_0x35c_is_used() {
+        let t0 = Instant::now();
+        let b = burst();
+        let mut a = Assembler::default();
+        for (i, m) in b.iter().enumerate() {
+            a.push(m, ms(t0, i as u64 * 80)); // 0x35C at 320 ms, last frame at 480 ms
+        }
+        // 2.4 s without a frame (not a silence), then a burst: at its 0x356
+        // the 0x35C is 2.9 s old.
+        for (i, m) in b[..4].iter().enumerate() {
+            assert_eq!(a.push(m, ms(t0, 2880 + i as u64 * 10)), None);
+        }
+        let t = a.push(&b[4], ms(t0, 2930)).expect("complete with the new 0x35C");
         assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
     }
 

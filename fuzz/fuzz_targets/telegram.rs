@@ -4,7 +4,8 @@
 //! since the last telegram and none is older than the frame-age bound; it
 //! carries the latest value of each; the optional frames are used while
 //! within the bound; after a start or a silence longer than the bound, a
-//! telegram without a fresh 0x35C is held back for LEARN_PERIOD. Frames that
+//! telegram without a fresh 0x35C is held back for LEARN_PERIOD, and a
+//! battery that has ever sent 0x35C gets telegrams only with a fresh one. Frames that
 //! do not decode are dropped, as the input thread does.
 //!
 //! Input: records of [step, id selector, len, data...]: step advances the
@@ -32,6 +33,7 @@ struct Model {
     cells: Option<(Message, Instant)>,
     last_frame: Option<Instant>,
     talking_since: Option<Instant>,
+    sends_requests: bool,
 }
 
 fn fresh(slot: Option<(Message, Instant)>, now: Instant) -> Option<Message> {
@@ -65,7 +67,10 @@ fuzz_target!(|data: &[u8]| {
             Message::Measurements(_) => model.measurements = slot,
             Message::Flags(_) => model.flags = slot,
             Message::SmaAlarms(_) => model.sma = slot,
-            Message::Requests(_) => model.requests = slot,
+            Message::Requests(_) => {
+                model.requests = slot;
+                model.sends_requests = true;
+            }
             Message::Manufacturer(_) => model.manufacturer = slot,
             Message::Cells(_) => model.cells = slot,
             _ => {
@@ -85,8 +90,9 @@ fuzz_target!(|data: &[u8]| {
             .is_some_and(|t| now.duration_since(t) < LEARN_PERIOD);
         let requests_fresh = fresh(model.requests, now).is_some();
         let expected = match required {
-            // Held back until the battery has had time to send its 0x35C.
-            _ if learning && !requests_fresh => None,
+            // Held back until the battery has had time to send its 0x35C, and
+            // never assumed for a battery that sends it.
+            _ if (learning || model.sends_requests) && !requests_fresh => None,
             (Some(Message::Limits(l)), Some(Message::StateOfCharge(s)), Some(Message::Measurements(m)), Some(f)) => {
                 let f = match f {
                     Message::Flags(f) => f,

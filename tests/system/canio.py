@@ -1,0 +1,246 @@
+"""SocketCAN peers for the system tests: vcan set-up, battery players, captures.
+
+Standard library only (Python's socket module speaks AF_CAN/CAN_RAW). The
+battery players and captures survive their interface going down or being
+deleted and re-created: they keep retrying, as real devices on a bus would,
+so a test can take an interface away under the gateway.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pylon
+
+CAN_EFF_FLAG = 0x80000000
+CAN_RTR_FLAG = 0x40000000
+CAN_ERR_FLAG = 0x20000000
+CAN_FRAME = struct.Struct("=IB3x8s")
+
+
+def sh(*args, check=True):
+    """Run a command, raise with its output if it fails."""
+    r = subprocess.run(args, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def vcan_add(name):
+    """Create (or re-create) a vcan interface and bring it up."""
+    if os.path.exists(f"/sys/class/net/{name}"):
+        sh("ip", "link", "delete", name)
+    sh("ip", "link", "add", "dev", name, "type", "vcan")
+    sh("ip", "link", "set", name, "up")
+
+
+def vcan_del(name):
+    if os.path.exists(f"/sys/class/net/{name}"):
+        sh("ip", "link", "delete", name, check=False)
+
+
+def open_can(iface):
+    s = socket.socket(socket.AF_CAN, socket.SOCK_RAW, socket.CAN_RAW)
+    s.bind((iface,))
+    return s
+
+
+def pack(can_id, data, ext=False, rtr=False):
+    cid = can_id | (CAN_EFF_FLAG if ext else 0) | (CAN_RTR_FLAG if rtr else 0)
+    data = bytes(data)
+    return CAN_FRAME.pack(cid, len(data), data.ljust(8, b"\0"))
+
+
+class Frame:
+    """One received frame with its monotonic arrival time."""
+
+    __slots__ = ("t", "id", "data", "ext", "rtr")
+
+    def __init__(self, t, can_id, data, ext=False, rtr=False):
+        self.t, self.id, self.data, self.ext, self.rtr = t, can_id, bytes(data), ext, rtr
+
+    def __repr__(self):
+        flags = ("x" if self.ext else "") + ("R" if self.rtr else "")
+        return f"{self.id:03X}{flags}#{self.data.hex().upper()}@{self.t:.3f}"
+
+
+class Sender:
+    """A socket that reopens itself when its interface vanishes or goes down."""
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.sock = None
+        self.errors = 0
+
+    def send(self, can_id, data, ext=False, rtr=False):
+        try:
+            if self.sock is None:
+                self.sock = open_can(self.iface)
+            self.sock.send(pack(can_id, data, ext, rtr))
+            return True
+        except OSError:
+            self.errors += 1
+            if self.sock is not None:
+                self.sock.close()
+                self.sock = None
+            return False
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class BatterySim(threading.Thread):
+    """Plays one Pylontech BMS: the whole frame set every `period` seconds.
+
+    `values` may be replaced at any time (whole dict); `paused` silences it.
+    Also records the 0x305 frames it receives (a gateway polling it).
+    """
+
+    def __init__(self, iface, values, period=1.0, gap=0.003):
+        super().__init__(daemon=True, name=f"bms-{iface}")
+        self.iface, self.values, self.period, self.gap = iface, values, period, gap
+        self.paused = False
+        self.bursts = 0
+        self.burst_ends = []  # monotonic time each complete burst was sent
+        self.burst_starts = []  # ... and when its first frame was sent
+        self._halt = threading.Event()
+        self.sender = Sender(iface)
+
+    def run(self):
+        nxt = time.monotonic()
+        while not self._halt.is_set():
+            if not self.paused:
+                ok = True
+                self.burst_starts.append(time.monotonic())
+                for n, (can_id, data) in enumerate(pylon.encode_battery(self.values)):
+                    if n and self.gap:
+                        time.sleep(self.gap)
+                    ok &= self.sender.send(can_id, data)
+                if ok:
+                    self.bursts += 1
+                    self.burst_ends.append(time.monotonic())
+            nxt += self.period
+            delay = nxt - time.monotonic()
+            if delay < 0:  # fell behind (slow VM): do not burst to catch up
+                nxt = time.monotonic()
+                delay = 0
+            self._halt.wait(delay)
+        self.sender.close()
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("=qq")
+
+
+class Capture(threading.Thread):
+    """Records every frame seen on an interface (python AF_CAN socket).
+
+    Arrival times are the kernel's receive timestamps (SO_TIMESTAMPNS, moved
+    to the monotonic clock), so a capture thread that the busy VM schedules
+    late still reports when the frame was on the bus.
+    """
+
+    def __init__(self, iface):
+        super().__init__(daemon=True, name=f"cap-{iface}")
+        self.iface = iface
+        self.frames = []
+        self.lock = threading.Lock()
+        self._halt = threading.Event()
+        self.reopens = 0
+
+    def run(self):
+        sock = None
+        while not self._halt.is_set():
+            try:
+                if sock is None:
+                    sock = open_can(self.iface)
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+                    sock.settimeout(0.2)
+                raw, anc, _, _ = sock.recvmsg(CAN_FRAME.size, 64)
+            except socket.timeout:
+                continue
+            except OSError:
+                # interface down or deleted: retry until it is back
+                if sock is not None:
+                    sock.close()
+                    sock = None
+                    self.reopens += 1
+                self._halt.wait(0.1)
+                continue
+            t = time.monotonic()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = TIMESPEC.unpack(value[:TIMESPEC.size])
+                    # realtime -> monotonic; never later than "now"
+                    t = min(t, sec + nsec / 1e9 - (time.time() - time.monotonic()))
+            cid, dlc, data = CAN_FRAME.unpack(raw)
+            if cid & CAN_ERR_FLAG:
+                continue
+            fr = Frame(t, cid & 0x1FFFFFFF, data[:dlc],
+                       bool(cid & CAN_EFF_FLAG), bool(cid & CAN_RTR_FLAG))
+            with self.lock:
+                self.frames.append(fr)
+        if sock is not None:
+            sock.close()
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+    def since(self, t0, t1=None):
+        with self.lock:
+            return [f for f in self.frames if f.t >= t0 and (t1 is None or f.t <= t1)]
+
+    def clear(self):
+        with self.lock:
+            self.frames = []
+
+
+class CandumpCapture(threading.Thread):
+    """Records frames with can-utils' candump (an independent reader)."""
+
+    def __init__(self, iface):
+        super().__init__(daemon=True, name=f"candump-{iface}")
+        self.iface = iface
+        self.frames = []
+        self.lock = threading.Lock()
+        # -L: log format "(sec.usec) iface ID#DATA"; stdbuf: line-buffered pipe
+        self.proc = subprocess.Popen(["stdbuf", "-oL", "candump", "-L", iface],
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines = 0
+
+    def run(self):
+        for line in self.proc.stdout:
+            t = time.monotonic()
+            self.lines += 1
+            parts = line.split()
+            if len(parts) != 3 or "#" not in parts[2]:
+                continue
+            ident, _, payload = parts[2].partition("#")
+            rtr = payload.startswith("R")
+            data = b"" if rtr else bytes.fromhex(payload)
+            fr = Frame(t, int(ident, 16), data, ext=len(ident) == 8, rtr=rtr)
+            with self.lock:
+                self.frames.append(fr)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.join(timeout=5)
+
+    def since(self, t0, t1=None):
+        with self.lock:
+            return [f for f in self.frames if f.t >= t0 and (t1 is None or f.t <= t1)]

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# System tests of bms-gateway on real Linux SocketCAN.
+#
+# The build machines' kernel has no CAN support, so this script boots Debian's
+# own kernel in QEMU (software emulation, no network device), loads the CAN
+# modules there, exports the host's root read-only over 9p and chroots into it.
+# Inside the VM tests/system/driver.py creates vcan interfaces and runs the
+# release binary against can-utils, Python AF_CAN sockets and Mosquitto.
+# Results come back through a second, writable 9p export; the VM's console
+# (every scenario's measurements) is kept in tests/system/.work/console.log.
+#
+# Usage: tests/system/run.sh [bench] [SCENARIO...]
+#   SCENARIO names select a subset (default: all); `bench` runs the timing
+#   measurements instead (make bench-system).
+# Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 720),
+#   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2).
+#
+# It never skips: a missing prerequisite that cannot be installed is an error.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+repo="$(cd "$here/../.." && pwd -P)"
+work="$here/.work"
+binary="$repo/target/release/bms-gateway"
+timeout_s="${SYSTEM_TEST_TIMEOUT:-720}"
+mem_mb="${SYSTEM_TEST_MEM:-1536}"
+smp="${SYSTEM_TEST_SMP:-2}"
+
+die() {
+    echo "system tests: ERROR: $*" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+# --- prerequisites -----------------------------------------------------------
+# Each entry is "test-path debian-package". Installed with apt-get when missing
+# (we are root on Debian in CI); a failed install is fatal, never a skip.
+prereqs=(
+    "/usr/bin/qemu-system-x86_64 qemu-system-x86"
+    "/bin/busybox busybox-static"
+    "/usr/bin/cansend can-utils"
+    "/usr/bin/candump can-utils"
+    "/usr/bin/cangen can-utils"
+    "/usr/sbin/mosquitto mosquitto"
+    "/usr/bin/mosquitto_sub mosquitto-clients"
+    "/usr/bin/mosquitto_pub mosquitto-clients"
+    "/usr/bin/python3 python3"
+    "/usr/sbin/ip iproute2"
+    "/usr/bin/timeout coreutils"
+)
+missing=()
+for entry in "${prereqs[@]}"; do
+    read -r path pkg <<<"$entry"
+    [[ -x "$path" ]] || missing+=("$pkg")
+done
+# busybox must be the static build: it runs in the initramfs before any
+# library is reachable.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" ||
+    missing+=(busybox-static)
+compgen -G "/boot/vmlinuz-*" >/dev/null || missing+=(linux-image-amd64)
+if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    echo "system tests: installing missing Debian packages: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing packages (${missing[*]}) and not root: install them with apt-get"
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } ||
+        die "could not install ${missing[*]}"
+fi
+
+[[ -x "$binary" ]] || die "$binary not found: run 'make build' (or 'make test-system') first"
+
+# The newest installed Debian kernel that has its modules next to it. The VM
+# loads modules from the host's /lib/modules, so both must match.
+kver=""
+for k in $(printf '%s\n' /boot/vmlinuz-* | sed 's|/boot/vmlinuz-||' | sort -V -r); do
+    if [[ -d "/lib/modules/$k/kernel" && -r "/boot/vmlinuz-$k" ]]; then kver="$k"; break; fi
+done
+[[ -n "$kver" ]] || die "no /boot/vmlinuz-* with matching /lib/modules (install linux-image-amd64)"
+
+# --- initramfs ---------------------------------------------------------------
+rm -rf "$work/initramfs" "$work/results" "$work/console.log"
+mkdir -p "$work/initramfs"/{bin,dev,proc,sys,host,modules} "$work/results"
+initrd="$work/initramfs.cpio"
+cp /bin/busybox "$work/initramfs/bin/busybox"
+cp "$here/vm-init.sh" "$work/initramfs/init"
+chmod 755 "$work/initramfs/init"
+
+# Modules in dependency order (dependencies first), resolved with modinfo so a
+# newer kernel with other dependencies still works. Compressed modules are
+# unpacked here because busybox insmod only reads plain .ko files.
+declare -A seen=()
+order=()
+add_module() {
+    local m="$1" dep deps
+    [[ -n "${seen[$m]:-}" ]] && return 0
+    seen[$m]=1
+    # A module built into this kernel has no file: nothing to load.
+    modinfo -k "$kver" -n "$m" >/dev/null 2>&1 || return 0
+    [[ "$(modinfo -k "$kver" -n "$m")" == "(builtin)" ]] && return 0
+    deps="$(modinfo -k "$kver" -F depends "$m")"
+    for dep in ${deps//,/ }; do add_module "$dep"; done
+    order+=("$m")
+}
+for m in virtio_pci 9pnet_virtio 9p can can_raw vcan; do add_module "$m"; done
+for m in "${order[@]}"; do
+    src="$(modinfo -k "$kver" -n "$m")"
+    dst="$work/initramfs/modules/$m.ko"
+    case "$src" in
+        *.ko) cp "$src" "$dst" ;;
+        *.ko.xz) xz -dc "$src" >"$dst" ;;
+        *.ko.zst) zstd -qdc "$src" >"$dst" ;;
+        *.ko.gz) gzip -dc "$src" >"$dst" ;;
+        *) die "unknown module format: $src" ;;
+    esac
+    echo "$m" >>"$work/initramfs/modules/order"
+done
+(cd "$work/initramfs" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) >"$initrd"
+
+# Parameters for the VM, read by vm-init.sh from the writable export.
+mode="test"
+if [[ "${1:-}" == "bench" ]]; then mode="bench"; shift; fi
+{
+    printf 'REPO=%q\n' "$repo"
+    printf 'MODE=%q\n' "$mode"
+    printf 'SCENARIOS=%q\n' "$*"
+    printf 'KVER=%q\n' "$kver"
+} >"$work/results/params.sh"
+
+# --- boot --------------------------------------------------------------------
+echo "system tests: booting Debian kernel $kver in QEMU (TCG, $smp vCPU, ${mem_mb} MiB, no network)"
+start=$(date +%s)
+set +e
+timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+    -accel tcg -smp "$smp" -m "$mem_mb" \
+    -nographic -no-reboot -nodefaults -serial stdio -monitor none \
+    -nic none \
+    -kernel "/boot/vmlinuz-$kver" -initrd "$initrd" \
+    -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
+    -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
+    -virtfs "local,path=$work/results,mount_tag=results,security_model=none,multidevs=remap" \
+    </dev/null 2>&1 |
+    sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$work/console.log"
+qemu_rc=${PIPESTATUS[0]}
+set -e
+elapsed=$(($(date +%s) - start))
+echo "system tests: VM finished after ${elapsed}s (qemu exit $qemu_rc)"
+
+if [[ $qemu_rc -eq 124 || $qemu_rc -eq 137 ]]; then
+    die "the VM did not finish within ${timeout_s}s (hard timeout): see the console output above"
+fi
+summary="$work/results/summary.txt"
+if [[ ! -s "$summary" ]]; then
+    [[ -s "$work/results/results.txt" ]] && cat "$work/results/results.txt"
+    die "the VM wrote no summary (boot or driver failure): see the console output above"
+fi
+
+echo
+echo "=== system test results (total ${elapsed}s including boot) ==="
+cat "$work/results/results.txt"
+read -r passed failed <"$summary"
+echo "$passed passed, $failed failed"
+[[ "$failed" -eq 0 && "$passed" -gt 0 ]]
