@@ -137,8 +137,15 @@ pub fn combine_fresh<'a>(
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
-        let r = t.requests_or_normal();
-        b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
+        let mut r = t.requests_or_normal();
+        // A charge voltage of 0 V is no voltage to charge to: that battery
+        // forbids charging, and its 0 never becomes the combined value
+        // (inverters read CVL 0 as over-voltage).
+        if t.limits.v_charge_cmd > 0.0 {
+            b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
+        } else {
+            r.charge_enable = false;
+        }
         b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
         // An input that forbids charging adds no charge current.
         b.i_lim_charge += if r.charge_enable { t.limits.i_lim_charge } else { 0.0 };
@@ -162,6 +169,10 @@ pub fn combine_fresh<'a>(
         if b.manufacturer.is_none() {
             b.manufacturer = t.manufacturer;
         }
+    }
+    if b.v_charge_cmd.is_infinite() {
+        // No battery gave a charge voltage: the combiner keeps the last known one.
+        b.v_charge_cmd = 0.0;
     }
     b.i_lim_charge = b.i_lim_charge.min(settings.i_lim_charge);
     b.i_lim_discharge = b.i_lim_discharge.min(settings.i_lim_discharge);
@@ -232,7 +243,7 @@ pub struct Combiner {
     setpoints: LimitSetpoints,
     /// Last values combined from fresh inputs, before any state changes.
     last_fresh: Option<Battery>,
-    /// Last non-zero combined charge voltage.
+    /// Last non-zero combined charge voltage; nothing is sent before there is one.
     last_cvl: Option<f64>,
     last: Option<Combined>,
 }
@@ -373,6 +384,9 @@ impl Combiner {
         // voltage) there is nothing safe to send: send nothing.
         let mut battery = self.last_fresh?;
         let last_cvl = self.last_cvl?;
+        if battery.v_charge_cmd <= 0.0 {
+            battery.v_charge_cmd = last_cvl;
+        }
         battery.i_lim_charge = self.setpoints.lower(LimitKind::Charge, battery.i_lim_charge, now);
         battery.i_lim_discharge = self.setpoints.lower(LimitKind::Discharge, battery.i_lim_discharge, now);
         match state {

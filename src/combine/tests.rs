@@ -139,6 +139,31 @@ fn eight_inputs() {
     assert_eq!(r.flags.n_modules, 8);
 }
 
+/// A battery reporting a charge voltage of 0 V forbids charging; its 0 is
+/// never the combined charge voltage (found by fuzzing the combiner).
+#[test]
+fn a_zero_charge_voltage_forbids_charging_and_is_never_sent() {
+    let (a, mut b) = two_inputs();
+    b.limits.v_charge_cmd = 0.0;
+    let c = combine_fresh([(&a, 100.0), (&b, 300.0)].into_iter(), &BatterySettings::default()).unwrap();
+    assert_close!(c.v_charge_cmd, 53.2);
+    assert_close!(c.i_lim_charge, 100.0);
+    assert!(!c.requests.charge_enable);
+    // Only 0 V reported: the combiner keeps the last known charge voltage,
+    // and before any is known it sends nothing.
+    let t0 = Instant::now();
+    let mut zero = a;
+    zero.limits.v_charge_cmd = 0.0;
+    let mut only_zero = Combiner::new(stale5(), &[100.0], t0);
+    assert_eq!(only_zero.on_telegram(0, zero, t0), None);
+    let mut comb = Combiner::new(stale5(), &[100.0], t0);
+    comb.on_telegram(0, a, t0);
+    let made = comb.on_telegram(0, zero, secs(t0, 1.0)).unwrap();
+    assert_close!(made.battery.v_charge_cmd, 53.2);
+    assert_eq!(made.battery.i_lim_charge, 0.0);
+    assert!(!made.battery.requests.charge_enable);
+}
+
 #[test]
 fn cell_extremes_are_min_of_minimums_and_max_of_maximums() {
     let (mut a, mut b) = two_inputs();
