@@ -1095,3 +1095,17 @@ def bench_flood(ctx):
              f"longest inverter gap {gap:.2f}s")
     check(gap < 2.5, f"sinv1: {gap:.2f}s without frames under full-speed flood")
     check(rss_max - rss0 < 32 * 1024, f"memory grew by {(rss_max - rss0) // 1024} MiB")
+
+
+@scenario("bench_rig", budget=300, mode="bench")
+def bench_rig(ctx):
+    """The gateway benchmark rig (examples/gateway_bench) on real vcan: the
+    table of BENCHMARKS.md, under TCG (not comparable with the host)."""
+    rig = os.path.join(harness.REPO, "target/release/examples/gateway_bench")
+    check(os.path.exists(rig), f"{rig} not built (make bench-system builds it)")
+    env = dict(os.environ, BENCH_SCALES="2x1 8x4", BENCH_SECS="3", BENCH_ROUNDS="300")
+    p = subprocess.run(["bash", os.path.join(harness.REPO, "benches/system.sh"), rig],
+                       env=env, capture_output=True, text=True, timeout=280)
+    for line in p.stdout.splitlines():
+        ctx.note(line)
+    check(p.returncode == 0, f"gateway_bench failed ({p.returncode}): {p.stderr[-500:]}")
