@@ -112,7 +112,7 @@ pub fn combine_fresh<'a>(
     settings: &BatterySettings,
 ) -> Option<Battery> {
     let capacity: f64 = fresh.clone().map(|(_, c)| c).sum();
-    let first = fresh.clone().next()?.0;
+    fresh.clone().next()?;
     let weighted = |f: fn(&Telegram) -> f64| fresh.clone().map(|(t, c)| f(t) * c).sum::<f64>() / capacity;
     let mut b = Battery {
         v_charge_cmd: f64::INFINITY,
@@ -125,15 +125,10 @@ pub fn combine_fresh<'a>(
         t_avg: weighted(|t| t.measurements.t_avg),
         i_total: 0.0,
         flags: Flags::default(),
-        requests: Requests {
-            charge_enable: true,
-            discharge_enable: true,
-            force_charge_request: false,
-            force_charge_request_2: false,
-            balancing_charge_request: false,
-        },
+        // AND and OR start from here: enabled, no requests.
+        requests: Requests::NORMAL,
         cells: None,
-        manufacturer: first.manufacturer,
+        manufacturer: None,
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
