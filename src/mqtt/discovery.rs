@@ -249,6 +249,22 @@ impl Device<'_> {
         self.entity("sensor", field, name, p);
     }
 
+    /// The charge and discharge enable flags, for the system and each battery.
+    fn enable_binaries(&mut self) {
+        self.binary(
+            "charge_enable",
+            "Charging allowed",
+            None,
+            flag_template("charge_enable"),
+        );
+        self.binary(
+            "discharge_enable",
+            "Discharging allowed",
+            None,
+            flag_template("discharge_enable"),
+        );
+    }
+
     fn binary(&mut self, object: &str, name: &str, device_class: Option<&str>, template: String) {
         let mut p = json!({
             "state_topic": self.state_topic,
@@ -324,18 +340,7 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
     d.entity("sensor", "state", "State", state);
     d.sensor("inputs_online", "Batteries online", COUNT);
     d.sensor("n_invalid_data_telegrams", "Invalid frames", diagnostic(COUNTER));
-    d.binary(
-        "charge_enable",
-        "Charging allowed",
-        None,
-        flag_template("charge_enable"),
-    );
-    d.binary(
-        "discharge_enable",
-        "Discharging allowed",
-        None,
-        flag_template("discharge_enable"),
-    );
+    d.enable_binaries();
     d.binary(
         "force_charge_request",
         "Force charge request",
@@ -456,18 +461,7 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, can_if: &str,
     };
     d.value_sensors();
     d.binary("online", "Online", Some("connectivity"), flag_template("online"));
-    d.binary(
-        "charge_enable",
-        "Charging allowed",
-        None,
-        flag_template("charge_enable"),
-    );
-    d.binary(
-        "discharge_enable",
-        "Discharging allowed",
-        None,
-        flag_template("discharge_enable"),
-    );
+    d.enable_binaries();
     d.sensor("invalid", "Invalid frames", diagnostic(COUNTER));
     d.out
 }
