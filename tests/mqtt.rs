@@ -637,13 +637,7 @@ fn a_broker_restart_loses_telemetry_but_never_blocks_and_telemetry_resumes_fresh
 #[test]
 fn a_wrong_password_gives_a_clear_log_line_and_nothing_else_stops() {
     let logs = logs();
-    let broker = Broker::start(
-        Auth::Password {
-            user: "bms".into(),
-            password: "right".into(),
-        },
-        None,
-    );
+    let broker = Broker::with_password("bms", "right");
     let password = broker.dir().join("gateway-password");
     std::fs::write(&password, "wrong\n").unwrap();
     let board = filled_board();
@@ -673,13 +667,7 @@ fn a_wrong_password_gives_a_clear_log_line_and_nothing_else_stops() {
 
 #[test]
 fn a_password_protected_broker_works() {
-    let broker = Broker::start(
-        Auth::Password {
-            user: "bms".into(),
-            password: "s3cret pass".into(),
-        },
-        None,
-    );
+    let broker = Broker::with_password("bms", "s3cret pass");
     let password = broker.dir().join("gateway-password");
     std::fs::write(&password, "s3cret pass\n").unwrap();
     let watch = Watcher::connect(&broker, "#");
@@ -698,13 +686,7 @@ fn a_password_protected_broker_works() {
 #[test]
 fn a_missing_password_file_is_logged_and_read_again_at_the_next_attempt() {
     let logs = logs();
-    let broker = Broker::start(
-        Auth::Password {
-            user: "bms".into(),
-            password: "later".into(),
-        },
-        None,
-    );
+    let broker = Broker::with_password("bms", "later");
     let password = broker.dir().join("not-yet-there");
     let watch = Watcher::connect(&broker, "#");
     let _gw = start(

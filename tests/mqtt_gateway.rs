@@ -11,7 +11,7 @@ use bms_gateway::codec::{self, Message};
 use bms_gateway::mqtt;
 use common::{Rig, battery, close, is_id};
 use crossbeam_channel::{Sender, bounded};
-use mosquitto::{Auth, Broker, Watcher, logs};
+use mosquitto::{Broker, Watcher, logs};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -207,13 +207,7 @@ fn a_broker_outage_never_pauses_the_frames_to_the_inverters() {
 #[test]
 fn a_refused_login_is_logged_and_the_frames_go_on() {
     let logs = logs();
-    let broker = Broker::start(
-        Auth::Password {
-            user: "bms".into(),
-            password: "right".into(),
-        },
-        None,
-    );
+    let broker = Broker::with_password("bms", "right");
     let password = broker.dir().join("gateway-password");
     std::fs::write(&password, "wrong").unwrap();
     let extra = format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", password.display());

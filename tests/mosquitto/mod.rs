@@ -145,6 +145,15 @@ impl Broker {
         Broker::start(Auth::Anonymous, None)
     }
 
+    /// A broker that accepts only `user` with `password`, without TLS.
+    pub fn with_password(user: &str, password: &str) -> Broker {
+        let auth = Auth::Password {
+            user: user.into(),
+            password: password.into(),
+        };
+        Broker::start(auth, None)
+    }
+
     /// Starts Mosquitto and waits until it listens; its log if it exits.
     fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
