@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
+pub mod energy;
 pub mod frame;
 pub mod gateway;
 pub mod input;

@@ -23,7 +23,7 @@
 //! battery that stops sending 0x35C is, after 2.5 s, treated as one that never
 //! sent it.
 
-use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Message, Requests, StateOfCharge};
+use crate::codec::{CellExtremes, Energy, Flags, Limits, Manufacturer, Measurements, Message, Requests, StateOfCharge};
 use std::time::{Duration, Instant};
 
 /// How long a received frame may wait for the rest of its telegram.
@@ -44,6 +44,8 @@ pub struct Telegram {
     pub requests: Option<Requests>,
     pub manufacturer: Option<Manufacturer>,
     pub cells: Option<CellExtremes>,
+    /// The battery's own energy counters (0x378), when it sends them.
+    pub energy: Option<Energy>,
 }
 
 impl Telegram {
@@ -72,6 +74,7 @@ pub struct Assembler {
     requests: Option<Slot<Requests>>,
     manufacturer: Option<Slot<Manufacturer>>,
     cells: Option<Slot<CellExtremes>>,
+    energy: Option<Slot<Energy>>,
     /// When the last frame of any kind arrived.
     last_frame: Option<Instant>,
     /// Since when this input has been talking without a silence.
@@ -103,6 +106,7 @@ impl Assembler {
             requests: None,
             manufacturer: None,
             cells: None,
+            energy: None,
             last_frame: None,
             talking_since: None,
             sends_requests: false,
@@ -136,6 +140,7 @@ impl Assembler {
             }
             Message::Manufacturer(v) => self.manufacturer = Some(Slot { value: v, at: now }),
             Message::Cells(v) => self.cells = Some(Slot { value: v, at: now }),
+            Message::Energy(v) => self.energy = Some(Slot { value: v, at: now }),
             _ => return None,
         }
         self.complete(now)
@@ -159,6 +164,7 @@ impl Assembler {
             requests,
             manufacturer: fresh(&self.manufacturer, now, max),
             cells: fresh(&self.cells, now, max),
+            energy: fresh(&self.energy, now, max),
         };
         // The required frames start over; optional ones stay until they expire.
         self.limits = None;

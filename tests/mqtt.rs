@@ -105,6 +105,7 @@ fn telegram() -> Telegram {
         requests: Some(Requests::NORMAL),
         manufacturer: Manufacturer::new("PYLON"),
         cells: None,
+        energy: None,
     }
 }
 

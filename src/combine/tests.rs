@@ -32,6 +32,7 @@ fn tg(cvl: f64, ccl: f64, dcl: f64, dvl: f64, soc: f64, soh: f64, v: f64, i: f64
         requests: Some(Requests::NORMAL),
         manufacturer: None,
         cells: None,
+        energy: None,
     }
 }
 

@@ -200,6 +200,7 @@ fn telegram() -> Telegram {
         requests: None,
         manufacturer: None,
         cells: None,
+        energy: None,
     }
 }
 
