@@ -7,6 +7,7 @@
 pub mod socket;
 pub mod virtual_bus;
 
+use crate::events::{Events, Kind, Subject};
 use crate::frame::Frame;
 use crate::shutdown;
 use crate::status::LinkState;
@@ -62,11 +63,27 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Logs a link change of `label` (e.g. "battery 1 (can0)") once.
-pub fn log_link(label: &str, link: &LinkState) {
+fn log_link(label: &str, link: &LinkState) {
     match link {
         LinkState::Up => log::info!("{label}: interface up"),
         LinkState::Down(why) => log::warn!("{label}: {why}; retrying"),
         LinkState::Opening => {}
+    }
+}
+
+/// Logs a change of link state from `old` and raises it as an event: down
+/// whenever it fails, up only when it comes back (not at the first open).
+pub fn report_link(events: &Events, subject: Subject, label: &str, old: &LinkState, new: &LinkState) {
+    if old == new {
+        return;
+    }
+    log_link(label, new);
+    match (old, new) {
+        (LinkState::Down(_), LinkState::Up) => events.emit(Kind::InterfaceUp, subject, format!("{label}: interface up")),
+        (_, LinkState::Down(why)) if !matches!(old, LinkState::Down(_)) => {
+            events.emit(Kind::InterfaceDown, subject, format!("{label}: {why}"))
+        }
+        _ => {}
     }
 }
 

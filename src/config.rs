@@ -30,6 +30,31 @@ pub struct Config {
     pub outputs: Vec<OutputConfig>,
     /// `[mqtt]`.
     pub mqtt: MqttConfig,
+    /// `STATE-DIR`: where the energy counters are kept; `None`: the
+    /// default, `$STATE_DIRECTORY` under systemd, else
+    /// `~/.bms_gateway/state` (resolved by the daemon, see `state_store`).
+    pub state_dir: Option<PathBuf>,
+    /// `[http]`: the local status server.
+    pub http: HttpConfig,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `ACTIVATED`: serve the status page, JSON API and metrics.
+    pub activated: bool,
+    /// `LISTEN`: address and port, e.g. "127.0.0.1:8080" (this machine
+    /// only) or "0.0.0.0:8080" (the LAN).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            activated: true,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
 }
 
 /// One battery BMS.
@@ -217,7 +242,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-const ROOT_KEYS: &[&str] = &["GATEWAY-ACTIVATED", "battery", "bmses-in", "bmses-out", "mqtt"];
+const ROOT_KEYS: &[&str] = &["GATEWAY-ACTIVATED", "STATE-DIR", "battery", "bmses-in", "bmses-out", "mqtt", "http"];
+const HTTP_KEYS: &[&str] = &["ACTIVATED", "LISTEN"];
 const BATTERY_KEYS: &[&str] = &[
     "I-LIM-CHARGE",
     "I-LIM-DISCHARGE",
@@ -371,6 +397,8 @@ impl<'t> Reader<'t> {
         let inputs: Vec<Option<InputConfig>> = inputs.iter().map(|s| self.input(s)).collect();
         let outputs: Vec<Option<OutputConfig>> = outputs.iter().map(|s| self.output(s)).collect();
         let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
+        let http = self.table(&top, "http").map(|s| self.http(&s));
+        let state_dir = top.get("STATE-DIR").map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
         if inputs.is_empty() {
             self.problem(0..0, "[[bmses-in]]", "at least one battery input is needed".into());
         }
@@ -384,6 +412,37 @@ impl<'t> Reader<'t> {
             inputs: inputs.into_iter().collect::<Option<Vec<_>>>()?,
             outputs: outputs.into_iter().collect::<Option<Vec<_>>>()?,
             mqtt: mqtt.unwrap_or(Some(MqttConfig::default()))?,
+            state_dir,
+            http: http.unwrap_or(Some(HttpConfig::default()))?,
+        })
+    }
+
+    fn http(&mut self, s: &Section) -> Option<HttpConfig> {
+        self.unknown_keys(s, HTTP_KEYS);
+        let d = HttpConfig::default();
+        let activated = s
+            .get("ACTIVATED")
+            .map_or(Some(d.activated), |v| self.boolean(s, "ACTIVATED", v));
+        let listen = match s.get("LISTEN") {
+            None => Some(d.listen),
+            Some(v) => {
+                let text = self.string(s, "LISTEN", v)?;
+                let parsed = text.parse::<std::net::SocketAddr>().ok();
+                if parsed.is_none() {
+                    self.problem(
+                        v.span(),
+                        &s.name("LISTEN"),
+                        format!(
+                            "{text:?} is not an address and port: e.g. \"127.0.0.1:8080\" (this machine only) or \"0.0.0.0:8080\" (the LAN)"
+                        ),
+                    );
+                }
+                parsed
+            }
+        };
+        Some(HttpConfig {
+            activated: activated?,
+            listen: listen?,
         })
     }
 

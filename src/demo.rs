@@ -10,7 +10,7 @@ use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
-use crate::config::{Config, InputConfig, MqttConfig, OutputConfig, OutputMode};
+use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode};
 use crate::gateway::{Fault, Gateway, Worker};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
@@ -75,6 +75,8 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
             activated: false,
             ..MqttConfig::default()
         },
+        state_dir: None,
+        http: HttpConfig::default(),
     }
 }
 

@@ -9,9 +9,10 @@
 use crate::can::CanOpener;
 use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
 use crate::config::Config;
+use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output, Shaped};
-use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
+use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::shutdown;
 use crate::status::StatusBoard;
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
@@ -126,7 +127,7 @@ impl Gateway<'_> {
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
         let mut combiner = Combiner::new(self.config.battery, &capacities, started);
         let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
-        let mut watch = Watch::new(self.config.inputs.len());
+        let mut watch = Watch::new(self.config.inputs.len(), &self.board.events);
         let ticker = tick(TICK);
         let mut commands = commands.clone();
         loop {
@@ -139,11 +140,19 @@ impl Gateway<'_> {
             let made = select! {
                 recv(stop) -> _ => return,
                 recv(telegrams) -> d => match d {
-                    Ok(d) => combiner.on_telegram(d.input, d.telegram, d.at),
+                    Ok(d) => {
+                        let gap = self.config.battery.stale_timeout;
+                        self.board.input(d.input, |s| s.energy.on_telegram(&d.telegram, d.at, gap));
+                        combiner.on_telegram(d.input, d.telegram, d.at)
+                    }
                     Err(_) => return,
                 },
                 recv(commands) -> c => match c {
-                    Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
+                    Ok(c) => {
+                        let made = apply(&mut combiner, &mut inverter_setpoints, c, Instant::now());
+                        watch.commanded(&c, combiner.setpoints(), &inverter_setpoints);
+                        made
+                    }
                     Err(_) => {
                         commands = never();
                         None
@@ -153,7 +162,9 @@ impl Gateway<'_> {
                     let now = Instant::now();
                     watch.log(self.config, &combiner, now);
                     let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None })
+                    let made = combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None });
+                    watch.expired(combiner.setpoints(), &inverter_setpoints);
+                    made
                 },
             };
             if let Some(combined) = made {
@@ -227,18 +238,64 @@ fn apply(
     }
 }
 
-/// Remembers what was last logged, so that each change is logged once.
-struct Watch {
+/// Remembers what was last logged, so that each change is logged (and
+/// raised as an event) once.
+struct Watch<'e> {
     fresh: Vec<Option<bool>>,
     state: Option<SystemState>,
+    /// The system's setpoints, then each inverter's, as last seen.
+    setpoints: Vec<LimitSetpoints>,
+    events: &'e Events,
 }
 
-impl Watch {
-    fn new(inputs: usize) -> Watch {
+impl<'e> Watch<'e> {
+    fn new(inputs: usize, events: &'e Events) -> Watch<'e> {
         Watch {
             fresh: vec![None; inputs],
             state: None,
+            setpoints: Vec::new(),
+            events,
         }
+    }
+
+    /// A setpoint command was applied.
+    fn commanded(&mut self, c: &SetpointCommand, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
+        let (kind, message) = match c.setpoint {
+            Some(s) => (Kind::SetpointSet, format!("{} set to {} A", c.kind.field(), s.value)),
+            None => (Kind::SetpointCleared, format!("{} cleared", c.kind.field())),
+        };
+        let (subject, whose) = match c.scope {
+            Scope::System => (Subject::System, "system".to_string()),
+            Scope::Inverter(j) => (Subject::Inverter(j), format!("inverter {}", j + 1)),
+        };
+        self.events.emit(kind, subject, format!("{whose} setpoint {message}"));
+        self.remember(system, inverters);
+    }
+
+    /// Raises an event for every setpoint that has gone since last seen
+    /// without a command: it expired.
+    fn expired(&mut self, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
+        let now = std::iter::once(system).chain(inverters);
+        for (n, (before, after)) in self.setpoints.iter().zip(now).enumerate() {
+            for kind in [LimitKind::Charge, LimitKind::Discharge] {
+                if before.get(kind).is_some() && after.get(kind).is_none() {
+                    let (subject, whose) = match n {
+                        0 => (Subject::System, "system".to_string()),
+                        n => (Subject::Inverter(n - 1), format!("inverter {n}")),
+                    };
+                    let message = format!("{whose} setpoint {} expired", kind.field());
+                    self.events.emit(Kind::SetpointExpired, subject, message);
+                }
+            }
+        }
+        self.remember(system, inverters);
+    }
+
+    /// Keeps a copy (no allocation once the vector has its size).
+    fn remember(&mut self, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
+        self.setpoints.clear();
+        self.setpoints.push(*system);
+        self.setpoints.extend_from_slice(inverters);
     }
 
     fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
@@ -246,12 +303,22 @@ impl Watch {
             let fresh = combiner.is_fresh(i, now);
             let name = &config.inputs[i].can_if;
             match (*seen, fresh) {
-                (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
-                (Some(true), false) => log::warn!(
-                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                    i + 1,
-                    config.battery.stale_timeout.as_secs_f64()
-                ),
+                (Some(false) | None, true) => {
+                    log::info!("battery {} ({name}): reporting", i + 1);
+                    if *seen == Some(false) {
+                        let message = format!("battery {} ({name}) is reporting again", i + 1);
+                        self.events.emit(Kind::BatteryBack, Subject::Battery(i), message);
+                    }
+                }
+                (Some(true), false) => {
+                    let message = format!(
+                        "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                        i + 1,
+                        config.battery.stale_timeout.as_secs_f64()
+                    );
+                    log::warn!("{message}");
+                    self.events.emit(Kind::BatteryLost, Subject::Battery(i), message);
+                }
                 _ => {}
             }
             if seen.is_some() || fresh {
@@ -265,6 +332,15 @@ impl Watch {
             return;
         }
         let stale = inputs - c.inputs_online;
+        let message = match c.state {
+            SystemState::Ok => format!("state ok: all {inputs} batteries reporting"),
+            SystemState::Degraded => format!("state degraded: {stale} of {inputs} batteries stale"),
+            SystemState::Safe => format!(
+                "safe state: no current allowed ({} of {inputs} batteries reporting)",
+                c.inputs_online
+            ),
+        };
+        self.events.emit(Kind::StateChanged, Subject::System, message);
         match c.state {
             SystemState::Ok => log::info!("combined battery ok: all {inputs} batteries reporting"),
             SystemState::Degraded => log::warn!("combined battery degraded: {stale} of {inputs} batteries stale"),

@@ -4,7 +4,8 @@
 //! interface name. A failing interface is reopened with back-off; meanwhile
 //! the input simply turns stale in the combiner.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
+use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, report_link};
+use crate::events::Subject;
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
 use crate::frame::Frame;
@@ -146,12 +147,9 @@ struct InputService<'i, 'a> {
 
 impl Service for InputService<'_, '_> {
     fn link(&self, link: LinkState) {
-        let changed = self.input.board.input(self.input.index, |s| {
-            std::mem::replace(&mut s.link, link.clone()) != link
-        });
-        if changed {
-            log_link(&self.input.label(), &link);
-        }
+        let input = self.input;
+        let old = input.board.input(input.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        report_link(&input.board.events, Subject::Battery(input.index), &input.label(), &old, &link);
     }
 
     fn wait(&mut self, d: Duration) -> bool {

@@ -78,6 +78,7 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
                     events = never();
                 }
             },
+            recv(board.events.bell()) -> _ => session.publish_events(),
             recv(telemetry_tick) -> _ => session.publish_telemetry(),
             recv(setpoint_tick) -> _ => session.poll_setpoints(false),
         }
@@ -90,6 +91,7 @@ struct Topics {
     status: String,
     setpoints: String,
     ha_status: String,
+    event: String,
 }
 
 /// The MQTT thread's state between events.
@@ -103,6 +105,9 @@ struct Session<'a> {
     /// Today's discovery messages (empty with HA-DISCOVERY off).
     discovery: Vec<discovery::Entity>,
     connected: bool,
+    /// The newest event published on BASE/event (or skipped while
+    /// disconnected).
+    published_event: u64,
     /// The setpoints last published on BASE/setpoints.
     published_setpoints: Option<Vec<LimitSetpoints>>,
     /// Publishes dropped because the queue was full.
@@ -135,7 +140,9 @@ impl<'a> Session<'a> {
                 status: format!("{base}/status"),
                 setpoints: format!("{base}/setpoints"),
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
+                event: format!("{base}/event"),
             },
+            published_event: board.events.last_seq(),
             discovery: discovery::entities(config),
             connected: false,
             published_setpoints: None,
@@ -175,6 +182,7 @@ impl<'a> Session<'a> {
     /// persistence), so everything is renewed.
     fn on_connect(&mut self) {
         self.connected = true;
+        self.published_event = self.board.events.last_seq();
         let mut subscriptions: Vec<String> = self.rules.subscriptions().into();
         // Before discovery goes out, so that the retained configs found are
         // those of earlier runs.
@@ -282,6 +290,20 @@ impl<'a> Session<'a> {
                 false,
                 json(&state),
             );
+        }
+    }
+
+    /// BASE/event (not retained) for each event since the last one
+    /// published. Events that happened while disconnected are not sent
+    /// late (a notification about an old dropout would mislead); the
+    /// status page keeps them.
+    fn publish_events(&mut self) {
+        let events = self.board.events.after(self.published_event);
+        let Some(last) = events.last() else { return };
+        self.published_event = last.seq;
+        let topic = self.topics.event.clone();
+        for e in &events {
+            self.publish(&topic, QoS::AtLeastOnce, false, json(e));
         }
     }
 

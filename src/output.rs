@@ -9,7 +9,8 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
+use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, report_link};
+use crate::events::Subject;
 use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
@@ -177,12 +178,8 @@ impl Output<'_> {
     }
 
     fn set_link(&self, link: LinkState) {
-        let changed = self
-            .board
-            .output(self.index, |s| std::mem::replace(&mut s.link, link.clone()) != link);
-        if changed {
-            log_link(&self.label(), &link);
-        }
+        let old = self.board.output(self.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        report_link(&self.board.events, Subject::Inverter(self.index), &self.label(), &old, &link);
     }
 
     /// Runs until stopped.

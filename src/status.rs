@@ -6,6 +6,8 @@
 //! thread ever waits on a reader for longer than one copy.
 
 use crate::combine::{Battery, Combined, SystemState};
+use crate::energy::{Counter, Meter};
+use crate::events::Events;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
 use std::sync::Mutex;
@@ -38,6 +40,8 @@ pub struct InputStatus {
     /// Telegrams dropped because the combiner's queue was full.
     pub dropped: u64,
     pub link: LinkState,
+    /// Its energy counters (kept by the combiner, which sees every telegram).
+    pub energy: Meter,
 }
 
 /// One inverter output, as its thread last saw it.
@@ -66,6 +70,16 @@ pub struct SystemStatus {
     pub inverter_setpoints: Vec<LimitSetpoints>,
     /// Telegrams dropped by the combiner's queue, over all inputs.
     pub dropped: u64,
+    /// What the system's energy counters hold beyond its batteries' (from
+    /// batteries no longer configured).
+    pub energy_base: Counter,
+}
+
+impl Snapshot {
+    /// The system's energy counters.
+    pub fn energy(&self) -> Counter {
+        crate::energy::system_total(self.system.energy_base, self.inputs.iter().map(|i| &i.energy))
+    }
 }
 
 /// Shared by all threads.
@@ -74,6 +88,8 @@ pub struct StatusBoard {
     pub system: Mutex<SystemStatus>,
     pub inputs: Vec<Mutex<InputStatus>>,
     pub outputs: Vec<Mutex<OutputStatus>>,
+    /// The last events, for MQTT and the status page.
+    pub events: Events,
 }
 
 /// A consistent-enough copy of the whole board (each cell copied under its
@@ -94,6 +110,7 @@ impl StatusBoard {
             }),
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),
             outputs: (0..outputs).map(|_| Mutex::default()).collect(),
+            events: Events::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! is empty, so turning discovery off removes the gateway's entities.
 
 use crate::config::Config;
+use crate::events;
 use serde_json::{Value, json};
 
 /// One retained discovery message.
@@ -87,6 +88,8 @@ const TEMPERATURE: Kind = kind(Some("temperature"), Some("°C"), Some("measureme
 const CAPACITY: Kind = kind(None, Some("Ah"), Some("measurement"));
 const COUNT: Kind = kind(None, None, Some("measurement"));
 const COUNTER: Kind = kind(None, None, Some("total_increasing"));
+/// What Home Assistant's Energy dashboard accepts as battery storage in/out.
+const ENERGY: Kind = kind(Some("energy"), Some("kWh"), Some("total_increasing"));
 
 const fn diagnostic(k: Kind) -> Kind {
     Kind { diagnostic: true, ..k }
@@ -110,6 +113,8 @@ const VALUE_SENSORS: &[(&str, &str, Kind)] = &[
     ("t_cell_max", "Highest cell temperature", diagnostic(TEMPERATURE)),
     ("capacity_ah", "Capacity", diagnostic(CAPACITY)),
     ("n_modules", "Modules", diagnostic(COUNT)),
+    ("energy_charged_kwh", "Energy charged", ENERGY),
+    ("energy_discharged_kwh", "Energy discharged", ENERGY),
 ];
 
 /// (object, name, field, mask) of the alarm bits of 0x359 (Pylontech
@@ -340,6 +345,7 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
     d.entity("sensor", "state", "State", state);
     d.sensor("inputs_online", "Batteries online", COUNT);
     d.sensor("n_invalid_data_telegrams", "Invalid frames", diagnostic(COUNTER));
+    event_entity(&mut d);
     d.enable_binaries();
     d.binary(
         "force_charge_request",
@@ -363,6 +369,19 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
         setpoint_controls(&mut d, config);
     }
     d.out
+}
+
+/// BASE/event as a Home Assistant event entity: an automation can notify the
+/// owner on any kind (the kind becomes HA's `event_type`).
+fn event_entity(d: &mut Device) {
+    let types: Vec<&str> = events::Kind::ALL.iter().map(|k| k.as_str()).collect();
+    let p = json!({
+        "state_topic": format!("{}/event", d.config.mqtt.base_topic),
+        "event_types": types,
+        "value_template": "{{ {'event_type': value_json.kind, 'message': value_json.message, \
+                           'battery': value_json.battery, 'inverter': value_json.inverter} | to_json }}",
+    });
+    d.entity("event", "event", "Event", p);
 }
 
 /// An inverter's limits as sensors of the system device.

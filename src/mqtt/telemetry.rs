@@ -18,6 +18,7 @@
 
 use crate::combine::Battery;
 use crate::config::Config;
+use crate::energy::Counter;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::status::{InputStatus, LinkState, OutputStatus, Snapshot};
 use crate::telegram::Telegram;
@@ -195,7 +196,25 @@ pub struct SystemState {
     pub n_dropped_telegrams: u64,
     /// Seconds since the combined state was made.
     pub state_age_s: Option<f64>,
+    #[serde(flatten)]
+    pub energy: EnergyKwh,
     pub timestamp: f64,
+}
+
+/// Energy counters in telemetry: kWh, 0.001 kWh resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EnergyKwh {
+    pub energy_charged_kwh: f64,
+    pub energy_discharged_kwh: f64,
+}
+
+impl EnergyKwh {
+    pub fn of(c: Counter) -> EnergyKwh {
+        EnergyKwh {
+            energy_charged_kwh: round(c.charged_kwh, 3),
+            energy_discharged_kwh: round(c.discharged_kwh, 3),
+        }
+    }
 }
 
 fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
@@ -216,6 +235,7 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
         n_invalid_data_telegrams: snapshot.inputs.iter().map(|i| i.invalid).sum(),
         n_dropped_telegrams: snapshot.system.dropped + dropped_inputs,
         state_age_s: combined.map(|c| clock.age(c.made_at)),
+        energy: EnergyKwh::of(snapshot.energy()),
         timestamp: clock.timestamp(),
     }
 }
@@ -249,6 +269,8 @@ pub struct BatteryState {
     pub telegrams: u64,
     pub invalid: u64,
     pub dropped: u64,
+    #[serde(flatten)]
+    pub energy: EnergyKwh,
     pub timestamp: f64,
 }
 
@@ -276,6 +298,7 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: 
         telegrams: input.telegrams,
         invalid: input.invalid,
         dropped: input.dropped,
+        energy: EnergyKwh::of(input.energy.total),
         timestamp: clock.timestamp(),
     }
 }

@@ -189,3 +189,37 @@ fn stale_entities_are_ours_and_not_in_the_list() {
     assert!(!is_stale(&c, "homeassistant/status", &all));
     assert!(!is_stale(&c, "elsewhere/sensor/home_bms/x/config", &all));
 }
+
+#[test]
+fn energy_sensors_fit_the_energy_dashboard_for_the_system_and_each_battery() {
+    let c = config("", &["can0"]);
+    let all = entities(&c);
+    for (object, state_topic) in [
+        ("energy_charged_kwh", "tele/bms"),
+        ("energy_discharged_kwh", "tele/bms"),
+        ("battery_can0_energy_charged_kwh", "home/bms/battery/1/state"),
+        ("battery_can0_energy_discharged_kwh", "home/bms/battery/1/state"),
+    ] {
+        let p = find(&all, &format!("homeassistant/sensor/home_bms/{object}/config"));
+        assert_eq!(p["device_class"], "energy", "{object}");
+        assert_eq!(p["state_class"], "total_increasing", "{object}");
+        assert_eq!(p["unit_of_measurement"], "kWh", "{object}");
+        assert_eq!(p["state_topic"], state_topic, "{object}");
+    }
+}
+
+#[test]
+fn events_are_an_event_entity_of_the_system() {
+    let c = config("", &["can0"]);
+    let all = entities(&c);
+    let p = find(&all, "homeassistant/event/home_bms/event/config");
+    assert_eq!(p["state_topic"], "home/bms/event");
+    let types = p["event_types"].as_array().unwrap();
+    for kind in ["battery_lost", "battery_back", "state_changed", "setpoint_expired", "config_rejected"] {
+        assert!(types.iter().any(|t| t == kind), "{kind}");
+    }
+    // Home Assistant wants the kind under event_type.
+    let template = p["value_template"].as_str().unwrap();
+    assert!(template.contains("'event_type': value_json.kind"), "{template}");
+    assert!(template.ends_with("| to_json }}"), "{template}");
+}

@@ -4,6 +4,7 @@
 use super::*;
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use crate::combine::{Combined, SystemState as State};
+use crate::energy::Meter;
 use crate::status::SystemStatus;
 use serde_json::json;
 
@@ -13,6 +14,13 @@ fn clock() -> Clock {
     Clock {
         now: Instant::now(),
         wall: UNIX_EPOCH + Duration::from_millis(T0 * 1000 + 500),
+    }
+}
+
+fn kwh(charged_kwh: f64, discharged_kwh: f64) -> Counter {
+    Counter {
+        charged_kwh,
+        discharged_kwh,
     }
 }
 
@@ -103,6 +111,7 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
                 made_at: c.now - Duration::from_millis(300),
             }),
             dropped: 2,
+            energy_base: kwh(1.0, 0.5),
             ..SystemStatus::default()
         },
         inputs: vec![InputStatus::default(), InputStatus::default()],
@@ -111,6 +120,8 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     snap.inputs[0].invalid = 3;
     snap.inputs[1].invalid = 4;
     snap.inputs[1].dropped = 1;
+    snap.inputs[0].energy = Meter::restored(kwh(10.25, 3.0), None);
+    snap.inputs[1].energy = Meter::restored(kwh(0.0004, 2.0), None);
     snap.inputs[0].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 10));
     snap.inputs[1].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 1250));
     snap.outputs[0].last_request_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 2));
@@ -151,6 +162,9 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
         "n_invalid_data_telegrams": 7,
         "n_dropped_telegrams": 3,
         "state_age_s": 0.3,
+        // 1 + 10.25 + 0.0004 and 0.5 + 3 + 2, to 0.001 kWh.
+        "energy_charged_kwh": 11.25,
+        "energy_discharged_kwh": 5.5,
         "timestamp": 1_700_000_000.5,
     });
     assert_eq!(got, want);
@@ -216,6 +230,7 @@ fn battery_state_from_its_telegram_and_counters() {
         invalid: 1,
         dropped: 2,
         link: LinkState::Up,
+        energy: Meter::restored(kwh(12.3456, 7.0), None),
     };
     let got = to_json(&battery_state(&config(), 0, &input, &c));
     let want = json!({
@@ -259,6 +274,8 @@ fn battery_state_from_its_telegram_and_counters() {
         "telegrams": 10,
         "invalid": 1,
         "dropped": 2,
+        "energy_charged_kwh": 12.346,
+        "energy_discharged_kwh": 7.0,
         "timestamp": 1_700_000_000.5,
     });
     assert_eq!(got, want);
