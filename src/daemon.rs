@@ -6,7 +6,10 @@ use crate::config::{self, Config};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway};
 use crate::setpoint::SetpointCommand;
 use crate::signals::{self, Signal};
+use crate::events::{Events, Kind, Subject};
+use crate::state_store::{self, Store};
 use crate::status::StatusBoard;
+use crate::energy;
 use crate::supervise::Supervision;
 use crate::{service, shutdown};
 use crossbeam_channel::{bounded, select, tick};
@@ -17,6 +20,13 @@ use std::time::{Duration, Instant};
 enum Ended {
     Stop,
     Reload(Box<Config>),
+}
+
+/// What one run hands to the next (after a reload) and to the final save.
+struct Carry {
+    store: Option<Store>,
+    energy: energy::Saved,
+    events: Events,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors are for the log and the exit code.
@@ -30,11 +40,14 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
         config.outputs.len(),
         path.display()
     );
+    let mut carry = open_state(&config);
     loop {
-        match run_once(path, &config, &signals, fault) {
+        match run_once(path, &config, &signals, fault, &mut carry) {
             Ended::Stop => break,
             Ended::Reload(new) => {
-                log::info!("configuration reloaded from {}: restarting the workers", path.display());
+                let message = format!("configuration reloaded from {}: restarting the workers", path.display());
+                log::info!("{message}");
+                carry.events.emit(Kind::ConfigReloaded, Subject::System, message);
                 config = *new;
             }
         }
@@ -44,8 +57,37 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<Signal>, fault: Fault) -> Ended {
+fn open_state(config: &Config) -> Carry {
+    let (store, energy) = match state_store::resolve(config.state_dir.as_deref()) {
+        Some(dir) => {
+            let (store, state, _) = Store::open(&dir);
+            (Some(store), state.energy)
+        }
+        None => {
+            log::error!(
+                "no state directory: STATE-DIR is not set and neither $STATE_DIRECTORY nor $HOME is; \
+                 energy counters will not survive a restart"
+            );
+            (None, energy::Saved::default())
+        }
+    };
+    Carry {
+        store,
+        energy,
+        events: Events::default(),
+    }
+}
+
+fn run_once(
+    path: &Path,
+    config: &Config,
+    signals: &crossbeam_channel::Receiver<Signal>,
+    fault: Fault,
+    carry: &mut Carry,
+) -> Ended {
     let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
+    state_store::seed(&board, config, &carry.energy);
+    board.events.take_from(&carry.events);
     let supervision = Supervision::new(config);
     let (stop_tx, stop) = shutdown::channel();
     let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
@@ -57,12 +99,16 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
         heartbeat: &|w| supervision.heartbeat(w),
         fault,
     };
-    std::thread::scope(|s| {
+    let ended = std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
         if config.mqtt.activated {
             let (board, commands_tx) = (&board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+        }
+        if let Some(store) = carry.store.as_mut() {
+            let board = &board;
+            s.spawn(move || state_store::keep_saving(store, board, config, stop));
         }
         let ticker = tick(Duration::from_millis(200));
         let ended = loop {
@@ -70,7 +116,7 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
                 recv(signals) -> sig => match sig {
                     Ok(Signal::Reload) => {
                         service::notify_reloading();
-                        if let Some(new) = reload(path) {
+                        if let Some(new) = reload(path, &board.events) {
                             break Ended::Reload(Box::new(new));
                         }
                         service::notify_ready();
@@ -88,24 +134,29 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
         }
         drop(stop_tx);
         ended
-    })
+    });
+    // Every worker has ended: these are the final counters.
+    let state = state_store::capture(&board, config);
+    if let Some(store) = carry.store.as_mut() {
+        let _ = store.save(&state);
+    }
+    carry.energy = state.energy;
+    carry.events.take_from(&board.events);
+    ended
 }
 
 /// Loads the configuration for a reload; `None` (with the reason logged) keeps
 /// the running one.
-fn reload(path: &Path) -> Option<Config> {
-    match config::load(path) {
-        Ok(c) if c.gateway_activated => Some(c),
-        Ok(_) => {
-            log::error!(
-                "reload refused: GATEWAY-ACTIVATED is false in {}; keeping the running configuration",
-                path.display()
-            );
-            None
-        }
-        Err(e) => {
-            log::error!("reload refused, keeping the running configuration: {e}");
-            None
-        }
-    }
+fn reload(path: &Path, events: &Events) -> Option<Config> {
+    let refused = match config::load(path) {
+        Ok(c) if c.gateway_activated => return Some(c),
+        Ok(_) => format!(
+            "reload refused: GATEWAY-ACTIVATED is false in {}; keeping the running configuration",
+            path.display()
+        ),
+        Err(e) => format!("reload refused, keeping the running configuration: {e}"),
+    };
+    log::error!("{refused}");
+    events.emit(Kind::ConfigRejected, Subject::System, refused);
+    None
 }

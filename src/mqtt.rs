@@ -37,6 +37,9 @@ use telemetry::Clock;
 /// on BASE/setpoints.
 pub const SETPOINT_POLL: Duration = Duration::from_millis(200);
 
+/// How old an event may be and still be published after a (re)connect.
+const EVENT_NEWS: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -105,8 +108,7 @@ struct Session<'a> {
     /// Today's discovery messages (empty with HA-DISCOVERY off).
     discovery: Vec<discovery::Entity>,
     connected: bool,
-    /// The newest event published on BASE/event (or skipped while
-    /// disconnected).
+    /// The newest event published on BASE/event (or passed over).
     published_event: u64,
     /// The setpoints last published on BASE/setpoints.
     published_setpoints: Option<Vec<LimitSetpoints>>,
@@ -142,7 +144,7 @@ impl<'a> Session<'a> {
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
                 event: format!("{base}/event"),
             },
-            published_event: board.events.last_seq(),
+            published_event: 0,
             discovery: discovery::entities(config),
             connected: false,
             published_setpoints: None,
@@ -182,7 +184,7 @@ impl<'a> Session<'a> {
     /// persistence), so everything is renewed.
     fn on_connect(&mut self) {
         self.connected = true;
-        self.published_event = self.board.events.last_seq();
+        self.skip_old_events();
         let mut subscriptions: Vec<String> = self.rules.subscriptions().into();
         // Before discovery goes out, so that the retained configs found are
         // those of earlier runs.
@@ -200,6 +202,19 @@ impl<'a> Session<'a> {
         self.publish_discovery();
         self.poll_setpoints(true);
         self.publish_telemetry();
+        self.publish_events();
+    }
+
+    /// Events older than EVENT_NEWS are not sent late on (re)connecting: a
+    /// notification about an old dropout would mislead (the status page
+    /// keeps them). Newer ones, e.g. a reload's, still go out.
+    fn skip_old_events(&mut self) {
+        let now = telemetry::unix(std::time::SystemTime::now());
+        for e in self.board.events.after(self.published_event) {
+            if now - e.timestamp > EVENT_NEWS.as_secs_f64() {
+                self.published_event = e.seq;
+            }
+        }
     }
 
     fn publish_discovery(&mut self) {
@@ -294,9 +309,7 @@ impl<'a> Session<'a> {
     }
 
     /// BASE/event (not retained) for each event since the last one
-    /// published. Events that happened while disconnected are not sent
-    /// late (a notification about an old dropout would mislead); the
-    /// status page keeps them.
+    /// published (while disconnected they are passed over).
     fn publish_events(&mut self) {
         let events = self.board.events.after(self.published_event);
         let Some(last) = events.last() else { return };

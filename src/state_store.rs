@@ -13,7 +13,10 @@
 //! - a save that fails (read-only or full disk) is logged, at most once a
 //!   minute, and never stops anything else; the next save tries again.
 
+use crate::config::Config;
 use crate::energy;
+use crate::status::StatusBoard;
+use crossbeam_channel::{Receiver, select, tick};
 use crate::shutdown::RateLimit;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -158,6 +161,43 @@ impl Store {
             );
         }
         result
+    }
+}
+
+/// Puts saved counters on a new board (at start and after a reload).
+pub fn seed(board: &StatusBoard, config: &Config, saved: &energy::Saved) {
+    let names: Vec<&str> = config.inputs.iter().map(|i| i.can_if.as_str()).collect();
+    let (meters, base) = saved.restore(&names);
+    for (i, meter) in meters.into_iter().enumerate() {
+        board.input(i, |s| s.energy = meter);
+    }
+    board.system(|s| s.energy_base = base);
+}
+
+/// What to save from the board now.
+pub fn capture(board: &StatusBoard, config: &Config) -> State {
+    let names: Vec<&str> = config.inputs.iter().map(|i| i.can_if.as_str()).collect();
+    let meters: Vec<energy::Meter> = (0..names.len()).map(|i| board.input(i, |s| s.energy)).collect();
+    let base = board.system(|s| s.energy_base);
+    State {
+        version: VERSION,
+        saved_at: crate::mqtt::telemetry::unix(SystemTime::now()),
+        energy: energy::Saved::of(base, &names, &meters),
+    }
+}
+
+/// The saver thread: saves every SAVE_INTERVAL until `stop`. (The final
+/// save at stop is the daemon's, once every worker has ended.)
+pub fn keep_saving(store: &mut Store, board: &StatusBoard, config: &Config, stop: &Receiver<()>) {
+    let ticker = tick(SAVE_INTERVAL);
+    loop {
+        select! {
+            recv(stop) -> _ => return,
+            recv(ticker) -> _ => {
+                // A failure is logged by save(); the next tick tries again.
+                let _ = store.save(&capture(board, config));
+            }
+        }
     }
 }
 
