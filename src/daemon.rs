@@ -106,6 +106,10 @@ fn run_once(
             let (board, commands_tx) = (&board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
         }
+        if config.http.activated {
+            let board = &board;
+            s.spawn(move || crate::http::run(config, board, stop));
+        }
         if let Some(store) = carry.store.as_mut() {
             let board = &board;
             s.spawn(move || state_store::keep_saving(store, board, config, stop));

@@ -176,9 +176,15 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         heartbeat: &|w: Worker| supervision.heartbeat(w),
         fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
+    let server = serve_page(&config);
+    let page = server.as_ref().map(|s| crate::http::url(s.local_addr()));
     std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
+        if let Some(server) = &server {
+            let (config, board) = (&config, &board);
+            s.spawn(move || server.run(config, board, stop));
+        }
         let n = battery_ports.len();
         for (k, port) in battery_ports.iter_mut().enumerate() {
             s.spawn(move || run_battery(k, n, port.as_mut(), stop, started));
@@ -193,7 +199,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             .duration
             .map_or(crossbeam_channel::never(), crossbeam_channel::after);
         let terminal = std::io::stdout().is_terminal();
-        let mut events = Events::default();
+        let started_wall = std::time::SystemTime::now();
         loop {
             select! {
                 recv(signals) -> _ => break,
@@ -203,9 +209,11 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();
                     let now = Instant::now();
-                    events.update(&config, &snapshot, started.elapsed(), now);
                     let mut table = render(&config, &snapshot, &views, started.elapsed(), now);
-                    table.push_str(&events.render());
+                    table.push_str(&render_events(&board.events.after(0), started_wall));
+                    if let Some(url) = &page {
+                        let _ = write!(table, "\n\nStatus page: {url}");
+                    }
                     let mut out = std::io::stdout().lock();
                     if terminal {
                         let _ = write!(out, "\x1b[2J\x1b[H");
@@ -221,47 +229,31 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     Ok(())
 }
 
-/// What changed, as the demo's table shows it under "Events".
-#[derive(Default)]
-struct Events {
-    lines: Vec<String>,
-    fresh: Vec<bool>,
-    state: Option<&'static str>,
+/// The demo's status page: `[http] LISTEN` (127.0.0.1:8080), or any free
+/// port when that one is taken (another gateway or demo is running).
+fn serve_page(config: &Config) -> Option<crate::http::Server> {
+    let wanted = config.http.listen;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    match crate::http::bind(wanted).or_else(|_| crate::http::bind(any)) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            log::warn!("demo: no status page, cannot listen on 127.0.0.1: {e}");
+            None
+        }
+    }
 }
 
-impl Events {
-    const KEEP: usize = 6;
+/// How many events the table shows.
+const EVENTS_SHOWN: usize = 6;
 
-    fn update(&mut self, config: &Config, snap: &Snapshot, elapsed: Duration, now: Instant) {
-        let t = elapsed.as_secs();
-        self.fresh.resize(snap.inputs.len(), false);
-        for (i, st) in snap.inputs.iter().enumerate() {
-            let fresh = st
-                .last_telegram
-                .is_some_and(|at| now.saturating_duration_since(at) <= config.battery.stale_timeout);
-            if fresh != self.fresh[i] {
-                let what = if fresh { "reporting" } else { "stale" };
-                self.lines.push(format!("{t:>4} s  battery {} {what}", i + 1));
-                self.fresh[i] = fresh;
-            }
-        }
-        let state = snap.system.combined.map(|c| c.state.as_str());
-        if state.is_some() && state != self.state {
-            self.lines
-                .push(format!("{t:>4} s  combined state: {}", state.unwrap_or("-")));
-            self.state = state;
-        }
-        let excess = self.lines.len().saturating_sub(Self::KEEP);
-        self.lines.drain(..excess);
+/// The last events under the table, in seconds since the demo started.
+fn render_events(events: &[crate::events::Event], started: std::time::SystemTime) -> String {
+    let t0 = crate::mqtt::telemetry::unix(started);
+    let mut s = String::from("\n\nEvents:\n");
+    for e in &events[events.len().saturating_sub(EVENTS_SHOWN)..] {
+        let _ = writeln!(s, "  {:>4.0} s  {}", e.timestamp - t0, e.message);
     }
-
-    fn render(&self) -> String {
-        let mut s = String::from("\n\nEvents:\n");
-        for line in &self.lines {
-            let _ = writeln!(s, "  {line}");
-        }
-        s
-    }
+    s
 }
 
 fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {

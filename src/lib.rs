@@ -18,6 +18,8 @@ pub mod events;
 pub mod frame;
 pub mod gateway;
 pub mod input;
+pub mod http;
+pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod service;

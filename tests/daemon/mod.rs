@@ -23,6 +23,8 @@ impl Daemon {
             .arg("-c")
             .arg(config)
             .env("RUST_LOG", "info")
+            // Its state beside its config, never in the tester's home.
+            .env("STATE_DIRECTORY", config.parent().unwrap().join("state"))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

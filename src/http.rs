@@ -1,0 +1,324 @@
+//! The local status server (`[http]`): the status page, `/api/state`,
+//! `/api/events` and `/metrics`, read-only.
+//!
+//! Bounded by construction: one acceptor thread hands each connection to one
+//! of [`WORKERS`] threads through a queue of [`BACKLOG`]; a connection that
+//! finds the queue full is answered 503 without waiting and closed. A
+//! request must arrive whole within [`REQUEST_TIME`] and [`MAX_REQUEST`]
+//! bytes (408 / 431 otherwise); every answer is written within
+//! [`WRITE_TIME`] and the connection closed. The threads only read the
+//! status board through `snapshot()`, like MQTT, so a slow or hostile client
+//! can at worst keep the page from others for a few seconds, never delay
+//! CAN traffic. The request line and headers are parsed by `httparse`;
+//! anything but GET and HEAD is refused (405), malformed requests get 400.
+
+pub mod api;
+
+use crate::config::Config;
+use crate::events::Event;
+use crate::mqtt::telemetry::Clock;
+use crate::status::StatusBoard;
+use api::{Refusal, Route, View};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Connections served at the same time.
+pub const WORKERS: usize = 4;
+/// Accepted connections waiting for a worker.
+pub const BACKLOG: usize = 16;
+/// The largest request (line and headers) read.
+pub const MAX_REQUEST: usize = 8 * 1024;
+/// The time a client has to send its whole request.
+pub const REQUEST_TIME: Duration = Duration::from_secs(2);
+/// The time an answer may take to be written.
+pub const WRITE_TIME: Duration = Duration::from_secs(2);
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// Binds `addr` (port 0: any free port).
+pub fn bind(addr: SocketAddr) -> io::Result<Server> {
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    Ok(Server { listener, addr })
+}
+
+/// The page's address for people: a wildcard address is shown as localhost.
+pub fn url(addr: SocketAddr) -> String {
+    let shown = match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, a.port())),
+        a => a,
+    };
+    format!("http://{shown}/")
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `stop` receives or is disconnected.
+    pub fn run(&self, config: &Config, board: &StatusBoard, stop: &Receiver<()>) {
+        let stopping = AtomicBool::new(false);
+        let (queue_tx, queue_rx) = bounded::<TcpStream>(BACKLOG);
+        std::thread::scope(|s| {
+            for n in 0..WORKERS {
+                let queue = queue_rx.clone();
+                let worker = move || {
+                    for stream in queue {
+                        serve(stream, config, board);
+                    }
+                };
+                spawn(s, format!("http-{n}"), worker);
+            }
+            drop(queue_rx);
+            let stopping = &stopping;
+            let wake = self.wake_addr();
+            spawn(s, "http-stop".into(), move || {
+                let _ = stop.recv();
+                stopping.store(true, Ordering::SeqCst);
+                // Wakes the acceptor out of accept().
+                let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            });
+            self.accept(&queue_tx, stopping);
+            drop(queue_tx);
+        });
+    }
+
+    fn wake_addr(&self) -> SocketAddr {
+        match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())),
+            SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, a.port())),
+            a => a,
+        }
+    }
+
+    fn accept(&self, queue: &Sender<TcpStream>, stopping: &AtomicBool) {
+        let mut failures = crate::shutdown::RateLimit::new(Duration::from_secs(60));
+        for conn in self.listener.incoming() {
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match conn {
+                Ok(stream) => {
+                    if let Err(TrySendError::Full(stream)) = queue.try_send(stream) {
+                        busy(stream);
+                    }
+                }
+                Err(e) => {
+                    if failures.allow(Instant::now()).is_some() {
+                        log::warn!("status server: cannot accept a connection: {e}");
+                    }
+                    // E.g. out of file descriptors: give the others a moment.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn spawn<'scope, 'env, F>(s: &'scope std::thread::Scope<'scope, 'env>, name: String, f: F)
+where
+    F: FnOnce() + Send + 'scope,
+{
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn_scoped(s, f)
+        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
+}
+
+/// Every worker is busy and the queue is full: 503 without waiting.
+fn busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let answer = Answer::refused(Refusal {
+        status: 503,
+        reason: "busy: too many connections, try again".into(),
+    });
+    let _ = (&stream).write(&answer.bytes(false));
+}
+
+/// One answer, ready to write.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: &'static str,
+}
+
+impl Answer {
+    fn refused(r: Refusal) -> Answer {
+        Answer {
+            status: r.status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{}\n", r.reason),
+            extra: if r.status == 405 { "Allow: GET, HEAD\r\n" } else { "" },
+        }
+    }
+
+    fn bytes(&self, head: bool) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "Error",
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+             X-Content-Type-Options: nosniff\r\nConnection: close\r\n{}\r\n",
+            self.status,
+            self.content_type,
+            self.body.len(),
+            self.extra
+        )
+        .into_bytes();
+        if !head {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+        out
+    }
+}
+
+/// The page may run its own script and talk to this server, nothing else.
+const PAGE_POLICY: &str = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
+                           style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n";
+
+/// Reads one request, answers it and closes the connection.
+fn serve(mut stream: TcpStream, config: &Config, board: &StatusBoard) {
+    let _ = stream.set_write_timeout(Some(WRITE_TIME));
+    let _ = stream.set_nodelay(true);
+    let (answer, head) = match read_request(&mut stream) {
+        Ok((route, head)) => (answer(route, config, board), head),
+        Err(r) => (Answer::refused(r), false),
+    };
+    let _ = stream.write_all(&answer.bytes(head));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
+    let snapshot = board.snapshot();
+    let events: Vec<Event> = board.events.after(0);
+    let view = View {
+        config,
+        snapshot: &snapshot,
+        events: &events,
+        clock: Clock::now(),
+    };
+    let json = "application/json";
+    match route {
+        Route::Page => Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: api::PAGE.to_string(),
+            extra: PAGE_POLICY,
+        },
+        Route::State => Answer {
+            status: 200,
+            content_type: json,
+            body: view.state_json(),
+            extra: "",
+        },
+        Route::Events => Answer {
+            status: 200,
+            content_type: json,
+            body: view.events_json(),
+            extra: "",
+        },
+        Route::Metrics => Answer {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: crate::metrics::render(&view),
+            extra: "",
+        },
+    }
+}
+
+/// Reads until the end of the headers, within the size and time limits.
+fn read_request(stream: &mut TcpStream) -> Result<(Route, bool), Refusal> {
+    let deadline = Instant::now() + REQUEST_TIME;
+    let mut buf = [0u8; MAX_REQUEST];
+    let mut len = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timeout());
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut buf[len..]) {
+            Ok(0) => return Err(bad("the connection closed before the request was complete")),
+            Ok(n) => len += n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                return Err(timeout());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad(&format!("read failed: {e}"))),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let method = request.method.unwrap_or("");
+                let path = request.path.unwrap_or("");
+                return api::route(method, path);
+            }
+            Ok(httparse::Status::Partial) if len == buf.len() => {
+                return Err(Refusal {
+                    status: 431,
+                    reason: format!("request too large: at most {MAX_REQUEST} bytes of request line and headers"),
+                });
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Refusal {
+                    status: 431,
+                    reason: "too many headers: at most 32".into(),
+                });
+            }
+            Err(e) => return Err(bad(&format!("malformed request: {e}"))),
+        }
+    }
+}
+
+fn bad(reason: &str) -> Refusal {
+    Refusal {
+        status: 400,
+        reason: reason.to_string(),
+    }
+}
+
+fn timeout() -> Refusal {
+    Refusal {
+        status: 408,
+        reason: format!("the request did not arrive within {} s", REQUEST_TIME.as_secs()),
+    }
+}
+
+/// The server thread of the daemon and the demo: binds `[http] LISTEN`
+/// and serves until `stop`. A failure to bind is logged and leaves the
+/// gateway running without the page.
+pub fn run(config: &Config, board: &StatusBoard, stop: &Receiver<()>) {
+    match bind(config.http.listen) {
+        Ok(server) => {
+            log::info!("status page on {}", url(server.local_addr()));
+            server.run(config, board, stop);
+        }
+        Err(e) => {
+            log::error!(
+                "status server: cannot listen on {}: {e}; the gateway runs without it (change [http] LISTEN \
+                 or set [http] ACTIVATED = false)",
+                config.http.listen
+            );
+            let _ = stop.recv();
+        }
+    }
+}

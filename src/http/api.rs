@@ -1,0 +1,153 @@
+//! What the status server answers, without the socket: the route of a
+//! request and the body of each answer. Pure: the snapshot, the events and
+//! the time are passed in.
+//!
+//! `/api/state` uses the MQTT payloads as they are (the same field names):
+//! `{"system": TOPIC's payload, "batteries": [BASE/battery/N/state...],
+//! "inverters": [BASE/inverter/N/state...], "setpoints": BASE/setpoints,
+//! "events": the last [`STATE_EVENTS`] events, oldest first}`.
+
+use crate::config::Config;
+use crate::events::Event;
+use crate::mqtt::telemetry::{self, Clock};
+use crate::status::Snapshot;
+use serde::Serialize;
+
+/// The status page: HTML, CSS and JavaScript in one file, no external assets.
+pub const PAGE: &str = include_str!("page.html");
+
+/// How many of the last events `/api/state` carries (all kept ones are on
+/// `/api/events`).
+pub const STATE_EVENTS: usize = 20;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Page,
+    State,
+    Events,
+    Metrics,
+}
+
+/// A request refused, with its status code and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+}
+
+/// The route of `method path` and whether only the headers are wanted
+/// (HEAD). The query string is ignored.
+pub fn route(method: &str, target: &str) -> Result<(Route, bool), Refusal> {
+    let head = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            return Err(Refusal {
+                status: 405,
+                reason: format!("method {method} not allowed: this server is read-only (GET and HEAD only)"),
+            });
+        }
+    };
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let route = match path {
+        "/" | "/index.html" => Route::Page,
+        "/api/state" => Route::State,
+        "/api/events" => Route::Events,
+        "/metrics" => Route::Metrics,
+        _ => {
+            return Err(Refusal {
+                status: 404,
+                reason: "not found: try /, /api/state, /api/events or /metrics".into(),
+            });
+        }
+    };
+    Ok((route, head))
+}
+
+/// Everything an answer is made from.
+pub struct View<'a> {
+    pub config: &'a Config,
+    pub snapshot: &'a Snapshot,
+    /// Every kept event, oldest first.
+    pub events: &'a [Event],
+    pub clock: Clock,
+}
+
+#[derive(Serialize)]
+struct State<'a> {
+    system: telemetry::SystemState,
+    batteries: Vec<telemetry::BatteryState>,
+    inverters: Vec<telemetry::InverterState>,
+    setpoints: serde_json::Value,
+    events: &'a [Event],
+}
+
+impl View<'_> {
+    /// The MQTT payloads of every battery.
+    pub fn batteries(&self) -> Vec<telemetry::BatteryState> {
+        let n = self.config.inputs.len().min(self.snapshot.inputs.len());
+        (0..n)
+            .map(|i| telemetry::battery_state(self.config, i, &self.snapshot.inputs[i], &self.clock))
+            .collect()
+    }
+
+    /// The MQTT payloads of every inverter.
+    pub fn inverters(&self) -> Vec<telemetry::InverterState> {
+        let n = self.config.outputs.len().min(self.snapshot.outputs.len());
+        (0..n)
+            .map(|j| telemetry::inverter_state(self.config, j, &self.snapshot.outputs[j], &self.clock))
+            .collect()
+    }
+
+    pub fn system(&self) -> telemetry::SystemState {
+        telemetry::system_state(self.snapshot, &self.clock)
+    }
+
+    /// `/api/state`.
+    pub fn state_json(&self) -> String {
+        let system = &self.snapshot.system;
+        let recent = &self.events[self.events.len().saturating_sub(STATE_EVENTS)..];
+        let state = State {
+            system: self.system(),
+            batteries: self.batteries(),
+            inverters: self.inverters(),
+            setpoints: telemetry::setpoints(&system.setpoints, &system.inverter_setpoints, &self.clock),
+            events: recent,
+        };
+        serde_json::to_string(&state).expect("state serializes")
+    }
+
+    /// `/api/events`: every kept event, oldest first.
+    pub fn events_json(&self) -> String {
+        serde_json::to_string(self.events).expect("events serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET", "/"), Ok((Route::Page, false)));
+        assert_eq!(route("HEAD", "/api/state?x=1"), Ok((Route::State, true)));
+        assert_eq!(route("GET", "/api/events"), Ok((Route::Events, false)));
+        assert_eq!(route("GET", "/metrics"), Ok((Route::Metrics, false)));
+        assert_eq!(route("GET", "/etc/passwd").unwrap_err().status, 404);
+        assert_eq!(route("GET", "/api/state/").unwrap_err().status, 404);
+        for m in ["POST", "PUT", "DELETE", "OPTIONS", "get"] {
+            assert_eq!(route(m, "/").unwrap_err().status, 405, "{m}");
+        }
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        // No external assets: nothing loaded from another origin.
+        for needle in ["src=\"http", "href=\"http", "//cdn", "@import", "url(http"] {
+            assert!(!PAGE.contains(needle), "{needle}");
+        }
+        assert!(PAGE.contains("/api/state"));
+        assert!(PAGE.contains("name=\"viewport\""), "readable on a phone");
+    }
+}
