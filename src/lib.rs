@@ -29,6 +29,7 @@ pub mod signals;
 pub mod state_store;
 pub mod sim;
 pub mod status;
+pub mod status_client;
 pub mod supervise;
 pub mod telegram;
 pub mod tools;

@@ -5,7 +5,7 @@ use bms_gateway::can::CanOpener;
 use bms_gateway::can::socket::SocketCan;
 use bms_gateway::config::{self, Config, ConfigError};
 use bms_gateway::demo::{self, DemoOptions};
-use bms_gateway::{daemon, decode, service, signals, tools};
+use bms_gateway::{daemon, decode, service, signals, status_client, tools};
 use clap::{Parser, Subcommand};
 use std::io::{self, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,13 @@ enum Command {
     SimBms(tools::SimBmsArgs),
     /// Play an inverter: send 0x305 and print the frames received, decoded.
     SimInverter(tools::SimInverterArgs),
+    /// The running gateway's state as a table, from its status server.
+    Status {
+        /// The status server (default: [http] LISTEN of the configuration,
+        /// else http://127.0.0.1:8080/).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
         /// The CAN interface, e.g. can0.
@@ -238,6 +245,30 @@ fn decode_file(file: &str) -> Exit {
     }
 }
 
+fn status(path: &Path, url: Option<String>) -> Exit {
+    let url = url.unwrap_or_else(|| {
+        let listen = config::load(path).map_or(config::HttpConfig::default().listen, |c| c.http.listen);
+        bms_gateway::http::url(listen)
+    });
+    let body = match status_client::fetch(&url) {
+        Ok(body) => body,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Runtime;
+        }
+    };
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(state) => {
+            print!("{}", status_client::table(&state));
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {url} did not answer JSON: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
 fn outcome(result: Result<(), String>) -> Exit {
     match result {
         Ok(()) => Exit::Success,
@@ -272,6 +303,7 @@ fn main() -> ExitCode {
         Some(Command::Decode { file }) => decode_file(&file),
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
+        Some(Command::Status { url }) => status(&path, url),
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
     };
     exit.into()

@@ -1,0 +1,166 @@
+//! `bms-gateway status [--url URL]`: the running gateway's state as a table
+//! in the terminal, read from its status server's `/api/state`.
+//!
+//! [`table`] is pure (JSON in, text out); [`fetch`] is a plain HTTP/1.1 GET
+//! of the one answer our own server gives (Content-Length, then close).
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// How long `status` waits for the gateway.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `http://HOST:PORT[/...]` split into the address and the base path.
+fn parse_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: only http:// URLs, e.g. http://127.0.0.1:8080/"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    if host.is_empty() {
+        return Err(format!("{url:?}: no host"));
+    }
+    let host = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
+    let base = path.trim_end_matches('/');
+    Ok((host, if base.is_empty() { String::new() } else { format!("/{base}") }))
+}
+
+/// GET `URL/api/state`; the body, or what went wrong, said for a person.
+pub fn fetch(url: &str) -> Result<String, String> {
+    let (host, base) = parse_url(url)?;
+    let unreachable = |e: String| {
+        format!(
+            "no gateway answers at {url}: {e}\n(is bms-gateway running, with [http] ACTIVATED = true? \
+             pass its address with --url)"
+        )
+    };
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let request = format!("GET {base}/api/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| unreachable(e.to_string()))?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
+    let status = head.lines().next().unwrap_or("");
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}api/state answered {status:?}: is this a bms-gateway?"));
+    }
+    Ok(body.to_string())
+}
+
+fn f(v: &Value, decimals: usize, width: usize) -> String {
+    v.as_f64()
+        .map_or(format!("{:>width$}", "-"), |x| format!("{x:>width$.decimals$}"))
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("-")
+}
+
+/// The table `status` prints for an `/api/state` document.
+pub fn table(state: &Value) -> String {
+    let sys = &state["system"];
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "state: {}   batteries online: {}/{}   energy: {} kWh charged, {} kWh discharged\n",
+        s(sys, "state"),
+        sys["inputs_online"].to_string(),
+        sys["inputs_total"].to_string(),
+        f(&sys["energy_charged_kwh"], 3, 0),
+        f(&sys["energy_discharged_kwh"], 3, 0),
+    );
+    let _ = writeln!(
+        out,
+        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE"
+    );
+    let row = |out: &mut String, name: String, can_if: &str, link: &str, online: String, v: &Value| {
+        let _ = writeln!(
+            out,
+            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {}",
+            f(&v["soc"], 1, 5),
+            f(&v["v_avg"], 2, 6),
+            f(&v["i_total"], 1, 7),
+            f(&v["t_avg"], 1, 5),
+            f(&v["i_lim_charge"], 1, 6),
+            f(&v["i_lim_discharge"], 1, 6),
+            f(&v["age_s"], 1, 6),
+        );
+    };
+    for b in state["batteries"].as_array().into_iter().flatten() {
+        let online = if b["online"].as_bool() == Some(true) { "yes" } else { "STALE" };
+        row(&mut out, b["battery"].to_string(), s(b, "can_if"), s(b, "link"), online.into(), b);
+    }
+    row(&mut out, "COMBINED".into(), "", "", String::new(), sys);
+    let _ = writeln!(out, "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES");
+    for v in state["inverters"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7}",
+            v["inverter"].to_string(),
+            s(v, "can_if"),
+            s(v, "link"),
+            s(v, "state"),
+            f(&v["soc"], 1, 5),
+            f(&v["v_avg"], 2, 6),
+            f(&v["v_charge_cmd"], 1, 6),
+            f(&v["i_lim_charge"], 1, 6),
+            f(&v["i_lim_discharge"], 1, 6),
+            v["frames_sent"].to_string(),
+        );
+    }
+    let events = state["events"].as_array().map_or(&[][..], |e| &e[..]);
+    if !events.is_empty() {
+        let _ = writeln!(out, "\nLast events:");
+        for e in &events[events.len().saturating_sub(5)..] {
+            let _ = writeln!(out, "  {}  {}", s(e, "kind"), s(e, "message"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn urls() {
+        assert_eq!(parse_url("http://127.0.0.1:8080/").unwrap(), ("127.0.0.1:8080".into(), String::new()));
+        assert_eq!(parse_url("http://pi.local").unwrap(), ("pi.local:80".into(), String::new()));
+        assert_eq!(parse_url("http://[::1]:81/gw/").unwrap(), ("[::1]:81".into(), "/gw".into()));
+        assert!(parse_url("https://x/").is_err());
+        assert!(parse_url("http:///").is_err());
+    }
+
+    #[test]
+    fn the_table_shows_each_battery_and_inverter() {
+        let state = json!({
+            "system": {"state": "degraded", "inputs_online": 1, "inputs_total": 2, "soc": 55.5,
+                       "energy_charged_kwh": 1.25, "energy_discharged_kwh": 0.5},
+            "batteries": [
+                {"battery": 1, "can_if": "can0", "link": "up", "online": true, "soc": 55.5, "v_avg": 52.1, "age_s": 0.4},
+                {"battery": 2, "can_if": "can1", "link": "down", "online": false, "soc": null}
+            ],
+            "inverters": [{"inverter": 1, "can_if": "can9", "link": "up", "state": "degraded", "frames_sent": 42}],
+            "events": [{"kind": "battery_lost", "message": "battery 2 (can1): stale"}]
+        });
+        let t = table(&state);
+        assert!(t.starts_with("state: degraded   batteries online: 1/2   energy: 1.250 kWh charged, 0.500 kWh discharged"), "{t}");
+        assert!(t.contains("1        can0     up    yes     55.5  52.10"), "{t}");
+        assert!(t.contains("2        can1     down  STALE      -"), "{t}");
+        assert!(t.contains("1        can9     up    degraded"), "{t}");
+        assert!(t.contains("battery_lost  battery 2 (can1): stale"), "{t}");
+    }
+}
