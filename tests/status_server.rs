@@ -1,0 +1,307 @@
+//! The status server against the real gateway threads on the in-process
+//! virtual bus: the page in Debian's headless Chromium, `/metrics` through
+//! Debian's promtool, refusals of bad requests, hostile clients while the
+//! inverter's frame gaps are counted, and the energy counters over a
+//! measured time.
+
+mod common;
+
+use bms_gateway::can::CanOpener;
+use bms_gateway::http;
+use bms_gateway::shutdown;
+use bms_gateway::sim::SimAlarms;
+use common::*;
+use crossbeam_channel::Sender;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TWO_BY_ONE: &str = r#"GATEWAY-ACTIVATED = true
+[battery]
+STALE-TIMEOUT = 1.0
+[[bmses-in]]
+CAN-IF = "bat1"
+DESCRIPTION = "rack A"
+CAPACITY-AH = 100
+[[bmses-in]]
+CAN-IF = "bat2"
+CAPACITY-AH = 100
+[[bmses-out]]
+CAN-IF = "inv1"
+[mqtt]
+ACTIVATED = false
+"#;
+
+/// The rig's gateway with a status server on a free loopback port.
+struct Served {
+    rig: Rig,
+    addr: SocketAddr,
+    _stop: Sender<()>,
+}
+
+fn serve(toml: &str, params: Vec<bms_gateway::sim::BatteryParams>) -> Served {
+    let rig = Rig::start(toml, params, &[]);
+    let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop) = shutdown::channel();
+    let (config, board) = (rig.config.clone(), rig.board.clone());
+    std::thread::spawn(move || server.run(&config, &board, &stop));
+    Served {
+        rig,
+        addr,
+        _stop: stop_tx,
+    }
+}
+
+fn two_batteries() -> Vec<bms_gateway::sim::BatteryParams> {
+    vec![
+        battery(53.2, 100.0, 100.0, 42.0, 52.00, 10.0, 20.0),
+        battery(53.2, 100.0, 100.0, 77.0, 52.40, -4.0, 24.0),
+    ]
+}
+
+/// Sends raw bytes, returns the whole answer.
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let answer = raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+fn state(addr: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&get(addr, "/api/state").1).unwrap()
+}
+
+fn wait_state(addr: SocketAddr, want: &str) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if state(addr)["system"]["state"] == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Where this test's files go (kept after the run).
+fn output_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("status_server");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs Debian's headless Chromium on `url` with `what` (e.g.
+/// `--dump-dom`); its stdout and stderr.
+fn chromium(url: &str, what: &[&str]) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=4000",
+            "--window-size=1000,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(what)
+        .arg(url)
+        .output()
+        .expect("Debian's chromium is installed (make deps)");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The text of the element with `attr` inside the battery card `n`.
+fn card_soc(dom: &str, n: usize) -> Option<String> {
+    let card = dom.split(&format!("data-battery=\"{n}\"")).nth(1)?;
+    let soc = card.split("class=\"soc\">").nth(1)?;
+    Some(soc.split('<').next()?.to_string())
+}
+
+fn console_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.contains(":CONSOLE")).collect()
+}
+
+#[test]
+fn the_page_in_chromium_shows_each_battery_and_the_degraded_state() {
+    let s = serve(TWO_BY_ONE, two_batteries());
+    assert!(wait_state(s.addr, "ok"), "{}", state(s.addr));
+    let url = format!("http://{}/", s.addr);
+    let (dom, stderr) = chromium(&url, &["--dump-dom"]);
+    assert!(dom.contains("id=\"state\" class=\"badge ok\">ok<"), "{dom}");
+    assert_eq!(card_soc(&dom, 1).as_deref(), Some("SOC 42.0 %"), "{dom}");
+    assert_eq!(card_soc(&dom, 2).as_deref(), Some("SOC 77.0 %"), "{dom}");
+    assert!(dom.contains("rack A"), "{dom}");
+    assert!(console_lines(&stderr).is_empty(), "console: {:?}", console_lines(&stderr));
+
+    s.rig.set_silent(1, true);
+    assert!(wait_state(s.addr, "degraded"), "{}", state(s.addr));
+    let (dom, stderr) = chromium(&url, &["--dump-dom"]);
+    assert!(dom.contains("id=\"state\" class=\"badge degraded\">degraded<"), "{dom}");
+    assert!(dom.contains("class=\"card off\" data-battery=\"2\""), "{dom}");
+    assert!(dom.contains("battery lost"), "the event list shows the dropout: {dom}");
+    assert!(console_lines(&stderr).is_empty(), "console: {:?}", console_lines(&stderr));
+
+    let shot = output_dir().join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let (_, stderr) = chromium(&url, &[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {stderr}"));
+    assert_eq!(&png[1..4], b"PNG");
+    println!("screenshot: {}", shot.display());
+}
+
+#[test]
+fn promtool_accepts_the_metrics() {
+    let s = serve(TWO_BY_ONE, two_batteries());
+    assert!(wait_state(s.addr, "ok"));
+    let (status, text) = get(s.addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(text.contains("bms_gateway_battery_soc_percent{battery=\"2\",can_if=\"bat2\"} 77.0"), "{text}");
+    assert!(text.contains("bms_gateway_state{state=\"ok\"} 1"), "{text}");
+    assert!(text.contains("# TYPE bms_gateway_battery_energy_charged_kwh_total counter"), "{text}");
+    let path = output_dir().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("Debian's promtool is installed (make deps)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+}
+
+#[test]
+fn bad_requests_get_4xx_and_nothing_but_get_and_head_is_served() {
+    let s = serve(TWO_BY_ONE, two_batteries());
+    let status = |answer: String| answer[9..12].to_string();
+    assert_eq!(status(raw(s.addr, b"GARBAGE\x01\r\n\r\n")), "400");
+    assert_eq!(status(raw(s.addr, b"POST /api/state HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")), "405");
+    assert_eq!(status(raw(s.addr, b"DELETE / HTTP/1.1\r\n\r\n")), "405");
+    assert_eq!(status(raw(s.addr, b"GET /nothing HTTP/1.1\r\n\r\n")), "404");
+    let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(status(raw(s.addr, huge.as_bytes())), "431");
+    let head = raw(s.addr, b"HEAD /api/state HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+    let (code, page) = get(s.addr, "/");
+    assert_eq!(code, 200);
+    assert!(page.starts_with("<!doctype html>"));
+    let (code, events) = get(s.addr, "/api/events");
+    assert_eq!(code, 200);
+    assert!(events.starts_with('['), "{events}");
+}
+
+#[test]
+fn hostile_clients_never_delay_the_inverters_frames() {
+    let s = serve(TWO_BY_ONE, two_batteries());
+    assert!(wait_state(s.addr, "ok"));
+    s.rig.clear(0);
+    let t0 = Instant::now();
+    // 64 connections that trickle one byte every 100 ms and never finish,
+    // more than the workers and the queue together.
+    let hostile: Vec<_> = (0..64)
+        .map(|_| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let Ok(mut c) = TcpStream::connect(addr) else { return String::new() };
+                c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                let mut answer = Vec::new();
+                for b in b"GET /api/state HTTP/1.1\r\nX-Slow: ".iter().cycle().take(30) {
+                    if c.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    let mut buf = [0u8; 512];
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                        Err(_) => {}
+                    }
+                }
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+        })
+        .collect();
+    let answers: Vec<String> = hostile.into_iter().map(|h| h.join().unwrap()).collect();
+    let window = t0.elapsed();
+    let frames: Vec<Instant> = s
+        .rig
+        .frames(0)
+        .iter()
+        .filter(|(_, f)| f.id == bms_gateway::frame::CanId::Standard(0x351))
+        .map(|(t, _)| *t)
+        .collect();
+    // The batteries burst every 200 ms, so the inverter gets a new state as
+    // often; the spec's bound is one transmission per second at the least.
+    let long_gaps = frames.windows(2).filter(|w| w[1] - w[0] > Duration::from_secs(1)).count();
+    assert_eq!(long_gaps, 0, "gaps over 1 s while the server was under attack");
+    let expected_at_least = (window.as_secs_f64() - 1.0).floor() as usize;
+    assert!(frames.len() >= expected_at_least, "{} frames in {window:?}", frames.len());
+    let timed_out = answers.iter().filter(|a| a.starts_with("HTTP/1.1 408")).count();
+    let busy = answers.iter().filter(|a| a.starts_with("HTTP/1.1 503")).count();
+    println!(
+        "{} frames to the inverter in {window:?}, {long_gaps} gaps > 1 s; hostile clients: {timed_out} got 408, {busy} got 503",
+        frames.len()
+    );
+    assert!(timed_out > 0 && busy > 0, "408: {timed_out}, 503: {busy}");
+    // And the server still answers.
+    assert_eq!(get(s.addr, "/api/state").0, 200);
+}
+
+#[test]
+fn energy_of_a_constant_power_over_a_measured_time() {
+    // One battery at 50.00 V and 20.0 A (both exact in the frames): 1000 W.
+    let toml = TWO_BY_ONE.replace("STALE-TIMEOUT = 1.0", "STALE-TIMEOUT = 0.5");
+    let mut params = two_batteries();
+    params[0].voltage = 50.0;
+    params[0].current = 20.0;
+    let rig = Rig::start(&toml, params.clone(), &[]);
+    // The test plays battery 1 itself, so that it knows when each burst went.
+    rig.set_silent(0, true);
+    std::thread::sleep(Duration::from_millis(800));
+    let before = rig.board.input(0, |s| s.energy.total);
+    let mut port = rig.bus.open("bat1").unwrap();
+    let mut sent = Vec::new();
+    for k in 0..16 {
+        for f in params[0].burst(k as f64, SimAlarms::default()) {
+            port.write(&f).unwrap();
+        }
+        sent.push(Instant::now());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rig.board.input(0, |s| s.energy.total);
+    let measured = (*sent.last().unwrap() - sent[0]).as_secs_f64();
+    let expected_kwh = 1000.0 * measured / 3.6e6;
+    let got = after.charged_kwh - before.charged_kwh;
+    assert!(
+        (got - expected_kwh).abs() <= 0.01 * expected_kwh,
+        "{got} kWh, expected {expected_kwh} kWh over {measured} s"
+    );
+    assert_eq!(after.discharged_kwh, before.discharged_kwh);
+    // The system counts the same energy, plus battery 2's discharging.
+    rig.stop();
+}
