@@ -906,6 +906,18 @@ impl Config {
         } else {
             let _ = writeln!(s, "[mqtt] ACTIVATED = false");
         }
+        if self.http.activated {
+            let _ = writeln!(s, "[http] LISTEN = {}", self.http.listen);
+        } else {
+            let _ = writeln!(s, "[http] ACTIVATED = false");
+        }
+        let state_dir = self
+            .state_dir
+            .as_ref()
+            .map_or("default ($STATE_DIRECTORY, else ~/.bms_gateway/state)".to_string(), |d| {
+                d.display().to_string()
+            });
+        let _ = writeln!(s, "STATE-DIR = {state_dir}");
         s
     }
 }

@@ -266,3 +266,30 @@ fn scaling_over_one_is_a_warning() {
     assert_eq!(c.warnings().len(), 1);
     assert!(parse(MINIMAL).unwrap().warnings().is_empty());
 }
+
+#[test]
+fn http_and_state_dir_default_and_parse() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.http.activated);
+    assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.state_dir, None);
+    let text = format!("STATE-DIR = \"/srv/gw\"\n{MINIMAL}[http]\nACTIVATED = false\nLISTEN = \"0.0.0.0:9000\"\n");
+    let c = parse(&text).unwrap();
+    assert!(!c.http.activated);
+    assert_eq!(c.http.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.state_dir, Some(PathBuf::from("/srv/gw")));
+    let t = parse(TEMPLATE).unwrap();
+    assert_eq!(t.http, HttpConfig::default());
+}
+
+#[test]
+fn a_bad_listen_address_names_the_key_and_an_example() {
+    let p = only_problem(&format!("{MINIMAL}[http]\nLISTEN = \"localhost\"\n"));
+    assert_eq!(p.key, "[http] LISTEN");
+    assert_eq!(p.line, 8);
+    assert!(p.message.contains("\"0.0.0.0:8080\" (the LAN)"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[http]\nLISTN = \"127.0.0.1:80\"\n"));
+    assert!(p.message.contains("did you mean LISTEN?"), "{}", p.message);
+    let p = only_problem(&format!("STATE-DIR = \"\"\n{MINIMAL}"));
+    assert_eq!(p.key, "STATE-DIR");
+}
