@@ -175,6 +175,27 @@ fn a_setpoint_over_mqtt_reaches_the_inverter_frames_at_once_and_expires() {
     // Clearing restores the battery's own limit.
     watch.publish("e2e1/set/i_lim_charge", "clear", false);
     assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 200.0))));
+
+    // Every change was an event on BASE/event, not retained.
+    let event = |what: &str, kind: &str, inverter: serde_json::Value| {
+        let m = watch.wait_for("e2e1/event", what, |m| {
+            m.json()["kind"] == kind && m.json()["inverter"] == inverter
+        });
+        assert!(!m.retain, "{what}");
+        m.json()
+    };
+    let set = event("system setpoint set", "setpoint_set", serde_json::Value::Null);
+    assert_eq!(set["message"], "system setpoint i_lim_charge set to 50 A");
+    assert!(set["battery"].is_null() && set["timestamp"].as_f64().unwrap() > 1.7e9);
+    event("inverter setpoint expired", "setpoint_expired", 1.into());
+    event("system setpoint cleared", "setpoint_cleared", serde_json::Value::Null);
+    // The only battery goes silent: lost, and the safe state.
+    rig.set_silent(0, true);
+    let lost = watch.wait_for("e2e1/event", "battery lost", |m| m.json()["kind"] == "battery_lost");
+    assert_eq!(lost.json()["battery"], 1);
+    watch.wait_for("e2e1/event", "safe state", |m| {
+        m.json()["kind"] == "state_changed" && m.json()["message"].as_str().unwrap().starts_with("safe state")
+    });
 }
 
 #[test]
