@@ -201,7 +201,9 @@ impl Gateway<'_> {
     }
 }
 
-fn spawn<'scope, 'env, F>(s: &'scope std::thread::Scope<'scope, 'env>, name: String, f: F)
+/// Starts a named scoped thread; a thread that cannot start is a fatal
+/// error at startup.
+pub(crate) fn spawn<'scope, 'env, F>(s: &'scope std::thread::Scope<'scope, 'env>, name: String, f: F)
 where
     F: FnOnce() + Send + 'scope,
 {

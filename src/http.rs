@@ -16,6 +16,7 @@ pub mod api;
 
 use crate::config::Config;
 use crate::events::Event;
+use crate::gateway::spawn;
 use crate::mqtt::telemetry::Clock;
 use crate::status::StatusBoard;
 use api::{Refusal, Route, View};
@@ -51,12 +52,16 @@ pub fn bind(addr: SocketAddr) -> io::Result<Server> {
 
 /// The page's address for people: a wildcard address is shown as localhost.
 pub fn url(addr: SocketAddr) -> String {
-    let shown = match addr {
+    format!("http://{}/", reachable(addr))
+}
+
+/// An address this machine can connect to: the wildcard becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
         SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())),
         SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, a.port())),
         a => a,
-    };
-    format!("http://{shown}/")
+    }
 }
 
 impl Server {
@@ -80,7 +85,7 @@ impl Server {
             }
             drop(queue_rx);
             let stopping = &stopping;
-            let wake = self.wake_addr();
+            let wake = reachable(self.addr);
             spawn(s, "http-stop".into(), move || {
                 let _ = stop.recv();
                 stopping.store(true, Ordering::SeqCst);
@@ -90,14 +95,6 @@ impl Server {
             self.accept(&queue_tx, stopping);
             drop(queue_tx);
         });
-    }
-
-    fn wake_addr(&self) -> SocketAddr {
-        match self.addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv4Addr::LOCALHOST, a.port())),
-            SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((Ipv6Addr::LOCALHOST, a.port())),
-            a => a,
-        }
     }
 
     fn accept(&self, queue: &Sender<TcpStream>, stopping: &AtomicBool) {
@@ -122,16 +119,6 @@ impl Server {
             }
         }
     }
-}
-
-fn spawn<'scope, 'env, F>(s: &'scope std::thread::Scope<'scope, 'env>, name: String, f: F)
-where
-    F: FnOnce() + Send + 'scope,
-{
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, f)
-        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
 }
 
 /// Every worker is busy and the queue is full: 503 without waiting.

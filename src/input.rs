@@ -149,7 +149,7 @@ impl Service for InputService<'_, '_> {
     fn link(&self, link: LinkState) {
         let input = self.input;
         let old = input.board.input(input.index, |s| std::mem::replace(&mut s.link, link.clone()));
-        report_link(&input.board.events, Subject::Battery(input.index), &input.label(), &old, &link);
+        report_link(&input.board.events, Subject::Battery(input.index), || input.label(), &old, &link);
     }
 
     fn wait(&mut self, d: Duration) -> bool {

@@ -179,7 +179,7 @@ impl Output<'_> {
 
     fn set_link(&self, link: LinkState) {
         let old = self.board.output(self.index, |s| std::mem::replace(&mut s.link, link.clone()));
-        report_link(&self.board.events, Subject::Inverter(self.index), &self.label(), &old, &link);
+        report_link(&self.board.events, Subject::Inverter(self.index), || self.label(), &old, &link);
     }
 
     /// Runs until stopped.

@@ -307,6 +307,32 @@ mod tests {
     }
 
     #[test]
+    fn a_board_is_captured_and_seeded_by_can_interface() {
+        let text = "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n\
+                    [[bmses-in]]\nCAN-IF = \"b\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"o\"\n";
+        let config = crate::config::parse(text).unwrap();
+        let board = StatusBoard::new(2, 1);
+        let c = |x: f64| Counter {
+            charged_kwh: x,
+            discharged_kwh: x / 2.0,
+        };
+        board.input(0, |s| s.energy = energy::Meter::restored(c(2.0), None));
+        board.input(1, |s| s.energy = energy::Meter::restored(c(3.0), Some(c(40.0))));
+        board.system(|s| s.energy_base = c(1.0));
+        let saved = capture(&board, &config).energy;
+        assert_eq!(saved.system, c(6.0));
+        // The same batteries in the other order keep their own counters.
+        let swapped = crate::config::parse(&text.replace("\"a\"", "\"x\"").replace("\"b\"", "\"a\"").replace("\"x\"", "\"b\""))
+            .unwrap();
+        let again = StatusBoard::new(2, 1);
+        seed(&again, &swapped, &saved);
+        assert_eq!(again.input(0, |s| s.energy.total), c(3.0));
+        assert_eq!(again.input(0, |s| s.energy.bms_reading()), Some(c(40.0)));
+        assert_eq!(again.input(1, |s| s.energy.total), c(2.0));
+        assert_eq!(again.snapshot().energy(), c(6.0));
+    }
+
+    #[test]
     fn another_version_is_not_read_as_this_one() {
         let mut s = state(1.0);
         s.version = 99;
