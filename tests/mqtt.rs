@@ -251,6 +251,8 @@ fn telemetry_carries_every_field_with_the_board_values() {
         // The new ones. 51.23 V x -12.34 A = -632.18 W.
         "v_discharge_min": 46.9,
         "power_w": -632.0,
+        // 0.75 x 150 Ah x 51.23 V = 5763.4 Wh
+        "energy_stored_kwh": 5.76,
         "state": "ok",
         "inputs_online": 2,
         "inputs_total": 2,
@@ -272,6 +274,8 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b1["description"], "rack A");
     assert_eq!(b1["can_if"], "can1");
     assert_eq!(b1["capacity_ah"], 100.0);
+    // 0.8 x 100 Ah x 51.5 V = 4120 Wh
+    assert_eq!(b1["energy_stored_kwh"], 4.12);
     assert_eq!(b1["frames"], 60);
     assert_eq!(b1["telegrams"], 10);
     assert_eq!(b1["invalid"], 2);
@@ -281,6 +285,7 @@ fn telemetry_carries_every_field_with_the_board_values() {
     let b2 = watch.wait_for("tele1/battery/2/state", "battery 2", |_| true).json();
     assert_eq!(b2["online"], false);
     assert_eq!(b2["soc"], Value::Null);
+    assert_eq!(b2["energy_stored_kwh"], Value::Null);
     assert_eq!(b2["invalid"], 3);
     assert_eq!(b2["can_if"], "can2");
     let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
