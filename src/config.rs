@@ -862,7 +862,8 @@ impl Config {
                 m.ha_discovery_prefix,
                 m.control_activated,
                 m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t))),
-                m.ha_setpoint_ttl.map_or("SETPOINT-TTL".to_string(), |t| format!("{} s", secs(t)))
+                m.ha_setpoint_ttl
+                    .map_or("SETPOINT-TTL".to_string(), |t| format!("{} s", secs(t)))
             );
         } else {
             let _ = writeln!(s, "[mqtt] ACTIVATED = false");

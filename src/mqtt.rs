@@ -21,6 +21,7 @@
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;

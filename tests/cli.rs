@@ -167,6 +167,13 @@ fn usage_errors_exit_with_2() {
     assert_eq!(run(&["demo", "--batteries", "0"]).0, 2);
     assert_eq!(run(&["no-such-command"]).0, 2);
     assert_eq!(run(&["demo", "--duration", "-1"]).0, 2);
+    // The MQTT options need --mqtt; a bad address is refused before anything runs.
+    assert_eq!(run(&["demo", "--remove"]).0, 2);
+    assert_eq!(run(&["demo", "--username", "u"]).0, 2);
+    assert_eq!(run(&["demo", "--mqtt", "h", "--password-file", "/p"]).0, 2);
+    let (code, _, err) = run(&["demo", "--mqtt", "host:port", "--duration", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("HOST:PORT"), "{err}");
 }
 
 #[test]

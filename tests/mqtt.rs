@@ -921,7 +921,10 @@ fn discovery_payloads_are_json_with_the_right_classes_and_units() {
     assert_eq!(inv1["state_topic"], "disc1/inverter/1/state");
     assert_eq!(inv1["name"], "Charge current limit");
     assert_eq!(inv1["device"]["name"], "hybrid");
-    assert_eq!(inv1["device"]["identifiers"], json!(["bms_gateway_disc1_inverter_inv1"]));
+    assert_eq!(
+        inv1["device"]["identifiers"],
+        json!(["bms_gateway_disc1_inverter_inv1"])
+    );
     assert_eq!(inv1["device"]["via_device"], "bms_gateway_disc1");
     let inv2 = discovery_of(&watch, "ha", "sensor/disc1/inverter_inv2_i_lim_charge");
     assert_eq!(inv2["device"]["name"], "Inverter 2");
@@ -1051,7 +1054,11 @@ fn discovery_templates_render_as_home_assistant_needs() {
     // System charge 50 A for 600 s; inverter 1 discharge 20 A until changed.
     watch.publish("tpl1/set/i_lim_charge", r#"{"value": 50, "ttl": 600}"#, false);
     apply(&board, gw.next_command());
-    watch.publish("tpl1/inverter/1/set/i_lim_discharge", r#"{"value": 20, "ttl": 0}"#, false);
+    watch.publish(
+        "tpl1/inverter/1/set/i_lim_discharge",
+        r#"{"value": 20, "ttl": 0}"#,
+        false,
+    );
     apply(&board, gw.next_command());
     let setpoints = watch.wait_for("tpl1/setpoints", "both setpoints", |m| {
         let j = m.json();
@@ -1072,7 +1079,11 @@ fn discovery_templates_render_as_home_assistant_needs() {
         if topic == "tpl1/setpoints" {
             return setpoints.text();
         }
-        watch.all(topic).last().unwrap_or_else(|| panic!("nothing on {topic}")).text()
+        watch
+            .all(topic)
+            .last()
+            .unwrap_or_else(|| panic!("nothing on {topic}"))
+            .text()
     };
     // Every value template of both gateways (StrictUndefined: a key the
     // payload lacks fails), and every battery availability template.
@@ -1083,7 +1094,11 @@ fn discovery_templates_render_as_home_assistant_needs() {
         if m.payload.is_empty() {
             continue;
         }
-        let object = m.topic.trim_start_matches("ha/").trim_end_matches("/config").to_string();
+        let object = m
+            .topic
+            .trim_start_matches("ha/")
+            .trim_end_matches("/config")
+            .to_string();
         configs.retain(|(o, _)| *o != object);
         configs.push((object, m.json()));
     }
@@ -1185,4 +1200,92 @@ fn discovery_templates_render_as_home_assistant_needs() {
     // The gateway took its time after `before`, within PATIENCE.
     let ttl_s = Duration::from_secs(900);
     assert!(ttl >= ttl_s && ttl < ttl_s + PATIENCE, "{ttl:?}");
+}
+
+fn bms_gateway(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bms-gateway"))
+        .args(args)
+        .output()
+        .expect("bms-gateway runs")
+}
+
+/// `demo --mqtt` publishes the whole integration under its own base topic
+/// next to a real gateway on the same broker, and `--remove` deletes what it
+/// left (and nothing of the real gateway's).
+#[test]
+fn the_demo_publishes_under_its_own_base_and_remove_clears_it() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let real = start(config(&broker, "bms_gateway", ""), filled_board());
+    watch.wait_for("homeassistant/sensor/bms_gateway/soc/config", "real gateway", |_| true);
+    let address = format!("127.0.0.1:{}", broker.port);
+    let out = bms_gateway(&[
+        "demo",
+        "--mqtt",
+        &address,
+        "--duration",
+        "4",
+        "--batteries",
+        "2",
+        "--inverters",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("--remove"), "the table says how to remove it: {table}");
+
+    let soc = watch
+        .wait_for(
+            "homeassistant/sensor/bms_gateway_demo/battery_bat1_soc/config",
+            "demo discovery",
+            |m| m.json()["device"]["manufacturer"] == "PYLON",
+        )
+        .json();
+    assert_eq!(soc["state_topic"], "bms_gateway_demo/battery/1/state");
+    assert_eq!(soc["device"]["name"], "Simulated battery 1");
+    let system = discovery_of(&watch, "homeassistant", "sensor/bms_gateway_demo/soc");
+    assert_eq!(system["device"]["name"], "BMS gateway demo");
+    assert_eq!(system["state_topic"], "tele/bms_gateway_demo/state");
+    let state = watch.wait_for("tele/bms_gateway_demo/state", "demo telemetry", |m| {
+        m.json()["state"] == "ok"
+    });
+    assert_eq!(state.json()["inputs_online"], 2);
+    // Its status went offline when it stopped; the real gateway's did not.
+    watch.wait_for("bms_gateway_demo/status", "offline", |m| m.text() == "offline");
+    assert_eq!(watch.all("bms_gateway/status").last().unwrap().text(), "online");
+    // Nothing of the demo's went to the real gateway's topics.
+    assert!(watch.all("tele/bms/state").is_empty());
+    let demo_topics = watch.all("homeassistant/+/bms_gateway_demo/+/config").len();
+    assert!(demo_topics > 80, "{demo_topics}");
+
+    let out = bms_gateway(&["demo", "--mqtt", &address, "--remove"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("removed "), "{said}");
+    let late = Watcher::connect(&broker, "#");
+    late.wait_for(
+        "homeassistant/sensor/bms_gateway/soc/config",
+        "real gateway kept",
+        |m| !m.payload.is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<String> = late
+        .all("#")
+        .into_iter()
+        .filter(|m| m.retain && m.topic.contains("bms_gateway_demo"))
+        .map(|m| m.topic)
+        .collect();
+    assert!(left.is_empty(), "still retained: {left:?}");
+    // The number removed: the demo's discovery configs, status and setpoints.
+    let distinct: std::collections::HashSet<String> = watch
+        .all("homeassistant/+/bms_gateway_demo/+/config")
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(
+        said.split(' ').nth(1),
+        Some((distinct.len() + 2).to_string().as_str()),
+        "{said}"
+    );
+    drop(real);
 }

@@ -263,7 +263,11 @@ fn ha_setpoint_ttl_without_control_is_a_warning() {
     let c = parse(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 900\n")).unwrap();
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("HA-SETPOINT-TTL") && w[0].contains("CONTROL-ACTIVATED"), "{}", w[0]);
+    assert!(
+        w[0].contains("HA-SETPOINT-TTL") && w[0].contains("CONTROL-ACTIVATED"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]

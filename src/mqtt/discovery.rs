@@ -259,7 +259,10 @@ pub fn changed<'a>(old: &[Entity], new: &'a [Entity]) -> Vec<&'a Entity> {
 /// sensor would claim that all is well).
 fn on_off(fields: &[&str], test: &str) -> String {
     let unknown: Vec<String> = fields.iter().map(|f| format!("value_json.{f} is none")).collect();
-    format!("{{{{ none if {} else ('ON' if {test} else 'OFF') }}}}", unknown.join(" or "))
+    format!(
+        "{{{{ none if {} else ('ON' if {test} else 'OFF') }}}}",
+        unknown.join(" or ")
+    )
 }
 
 fn flag_template(field: &str) -> String {

@@ -157,7 +157,10 @@ fn number_entities_only_with_control() {
         p["value_template"],
         "{{ value_json.system.i_lim_charge.value if value_json.system.i_lim_charge else 100 }}"
     );
-    assert!(p.get("command_template").is_none(), "bare numbers: SETPOINT-TTL applies");
+    assert!(
+        p.get("command_template").is_none(),
+        "bare numbers: SETPOINT-TTL applies"
+    );
     let p = find(
         &on,
         "homeassistant/number/home_bms/inverter_inv0_setpoint_i_lim_discharge/config",
@@ -296,7 +299,11 @@ fn a_battery_value_is_unavailable_while_the_battery_is_not_fresh() {
     let values: Vec<&Entity> = all
         .iter()
         .filter(|e| e.topic.contains("/battery_can0_"))
-        .filter(|e| !["online", "link", "invalid"].iter().any(|o| e.topic.contains(&format!("_{o}/"))))
+        .filter(|e| {
+            !["online", "link", "invalid"]
+                .iter()
+                .any(|o| e.topic.contains(&format!("_{o}/")))
+        })
         .collect();
     assert!(values.len() > 20, "{}", values.len());
     for e in values {
@@ -395,7 +402,10 @@ fn every_inverter_is_a_device_of_its_own() {
         "homeassistant/number/home_bms/inverter_inv0_setpoint_i_lim_charge/config",
     );
     assert_eq!(p["name"], "Charge current setpoint");
-    assert_eq!(p["device"]["identifiers"], json!(["bms_gateway_home_bms_inverter_inv0"]));
+    assert_eq!(
+        p["device"]["identifiers"],
+        json!(["bms_gateway_home_bms_inverter_inv0"])
+    );
     // No inverter entity is left on the system device.
     assert!(
         all.iter()
@@ -454,7 +464,10 @@ fn ha_setpoint_ttl_sends_the_value_with_its_lifetime() {
     let all = entities(&config("CONTROL-ACTIVATED = true\nHA-SETPOINT-TTL = 900", &["can0"]));
     for object in ["setpoint_i_lim_charge", "inverter_inv0_setpoint_i_lim_discharge"] {
         let p = find(&all, &format!("homeassistant/number/home_bms/{object}/config"));
-        assert_eq!(p["command_template"], r#"{"value": {{ value }}, "ttl": 900}"#, "{object}");
+        assert_eq!(
+            p["command_template"], r#"{"value": {{ value }}, "ttl": 900}"#,
+            "{object}"
+        );
     }
 }
 
