@@ -16,7 +16,8 @@
 //!
 //! The pure parts: [`command`] (what a command means and whether it is
 //! accepted), [`telemetry`] (the JSON payloads) and [`discovery`] (Home
-//! Assistant discovery).
+//! Assistant discovery). [`remove`] deletes a gateway's retained messages
+//! from its broker (`demo --mqtt ... --remove`).
 
 pub mod command;
 pub mod connection;
