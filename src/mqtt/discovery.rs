@@ -562,6 +562,8 @@ fn inverter(config: &Config, node: &str, system_id: &str, j: usize) -> Vec<Entit
     d.link();
     d.sensor("frames_sent", "Frames sent", diagnostic(COUNTER));
     d.sensor("send_errors", "Send errors", diagnostic(COUNTER));
+    // When the inverter state gets `silent` (INVERTER-TIMEOUT), its
+    // connectivity binary sensor belongs here.
     if config.mqtt.control_activated {
         setpoint_controls(
             &mut d,
