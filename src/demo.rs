@@ -42,6 +42,9 @@ pub struct DemoOptions {
     pub mqtt: Option<DemoMqtt>,
 }
 
+/// How long `--mqtt` waits for the broker before giving up.
+const PROBE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The demo's base topic: not a real gateway's, so that both can share a
 /// broker (and a Home Assistant).
 pub const DEMO_BASE_TOPIC: &str = "bms_gateway_demo";
@@ -228,6 +231,9 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let mut config = demo_config(options.batteries, options.inverters);
     if let Some(m) = &options.mqtt {
         config.mqtt = m.config();
+        // A wrong address or login is said at once, not hidden behind the
+        // table (which keeps the log off the terminal).
+        crate::mqtt::connection::probe(&config, PROBE_PATIENCE)?;
     }
     let bus = VirtualBus::new();
     for name in config.interfaces() {

@@ -177,6 +177,20 @@ fn usage_errors_exit_with_2() {
 }
 
 #[test]
+fn the_demo_says_at_once_when_its_broker_is_unreachable() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let (code, _, err) = run(&["demo", "--mqtt", &address, "--duration", "30"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("MQTT broker {address} unreachable")), "{err}");
+}
+
+#[test]
 fn the_demo_runs_for_its_duration_and_shows_the_table() {
     let (code, out, _) = run(&["demo", "--duration", "3", "--batteries", "2", "--inverters", "1"]);
     assert_eq!(code, 0);

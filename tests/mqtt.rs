@@ -1289,3 +1289,28 @@ fn the_demo_publishes_under_its_own_base_and_remove_clears_it() {
     );
     drop(real);
 }
+
+/// `demo --mqtt` with a login: a wrong password is said at once (exit 1),
+/// the right one is taken (here by `--remove`, which finds nothing).
+#[test]
+fn the_demo_logs_in_with_username_and_password_file() {
+    let broker = Broker::with_password("demo", "s3cret");
+    let address = format!("127.0.0.1:{}", broker.port);
+    let wrong = broker.dir().join("wrong");
+    let right = broker.dir().join("right");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    std::fs::write(&right, "s3cret\n").unwrap();
+    let login = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["demo", "--mqtt", &address, "--username", "demo"];
+        args.extend(["--password-file", file.to_str().unwrap()]);
+        args.extend(extra);
+        bms_gateway(&args)
+    };
+    let out = login(&wrong, &["--duration", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad user name or password"), "{err}");
+    let out = login(&right, &["--remove"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("removed 0 "));
+}

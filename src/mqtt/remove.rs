@@ -23,12 +23,6 @@ const QUIET: Duration = Duration::from_secs(1);
 /// The longest the whole removal may take.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// How long the broker may take to close the connection after DISCONNECT.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// How often the connection is polled.
-const POLL: Duration = Duration::from_millis(100);
-
 /// Removes the retained messages; how many there were.
 pub fn retained(config: &Config) -> Result<usize, String> {
     let options = connection::options(config)?;
@@ -53,22 +47,8 @@ pub fn retained(config: &Config) -> Result<usize, String> {
         }
     }
     client.try_disconnect().map_err(|e| format!("cannot disconnect: {e}"))?;
-    closed(&mut conn);
+    connection::closed(&mut conn);
     Ok(topics.len())
-}
-
-/// Waits (at most [`CLOSE_GRACE`]) until the broker has closed the
-/// connection after our DISCONNECT: a connection dropped before the broker
-/// read it would make the broker publish the last will ("offline",
-/// retained) on BASE/status again.
-fn closed(conn: &mut Connection) {
-    let until = Instant::now() + CLOSE_GRACE;
-    while Instant::now() < until {
-        match conn.recv_timeout(POLL) {
-            Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
 }
 
 /// The topics with a retained message under the subscriptions.
@@ -116,7 +96,7 @@ fn next(config: &Config, conn: &mut Connection, deadline: Instant) -> Result<Eve
     }
 }
 
-/// One poll of at most [`POLL`]: an event, or `None` when there was none.
+/// One poll of at most [`connection::POLL`]: an event, or `None` when there was none.
 fn poll(config: &Config, conn: &mut Connection, deadline: Instant) -> Result<Option<Event>, String> {
     let m = &config.mqtt;
     if Instant::now() >= deadline {
@@ -127,7 +107,7 @@ fn poll(config: &Config, conn: &mut Connection, deadline: Instant) -> Result<Opt
             PATIENCE.as_secs()
         ));
     }
-    match conn.recv_timeout(POLL) {
+    match conn.recv_timeout(connection::POLL) {
         Ok(Ok(event)) => Ok(Some(event)),
         Ok(Err(e)) => Err(connection::describe(&e, config)),
         Err(RecvTimeoutError::Timeout) => Ok(None),
