@@ -477,9 +477,16 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     );
     let m = &config.mqtt;
     if m.activated {
+        let mut login = String::new();
+        if let Some(user) = &m.username {
+            let _ = write!(login, " --username {user}");
+        }
+        if let Some(file) = &m.password_file {
+            let _ = write!(login, " --password-file {}", file.display());
+        }
         let _ = write!(
             s,
-            "\nMQTT: {}:{} under {}/ and {} (Home Assistant: {}/), remote control {}. Remove it from the broker with: bms-gateway demo --mqtt {}:{} --remove",
+            "\nMQTT: {}:{} under {}/ and {} (Home Assistant: {}/), remote control {}. Remove it from the broker with: bms-gateway demo --mqtt {}:{}{login} --remove",
             m.broker,
             m.port,
             m.base_topic,
@@ -541,5 +548,15 @@ mod tests {
         assert_eq!(c.username.as_deref(), Some("demo"));
         assert_eq!(c.password_file, Some(PathBuf::from("/run/pw")));
         assert_eq!(c.ha_discovery_prefix, real.ha_discovery_prefix);
+        // The table says how to remove it again, with the same login.
+        let config = Config {
+            mqtt: c,
+            ..demo_config(1, 1)
+        };
+        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO, Instant::now());
+        assert!(
+            table.contains("bms-gateway demo --mqtt ha.lan:1883 --username demo --password-file /run/pw --remove"),
+            "{table}"
+        );
     }
 }
