@@ -7,11 +7,11 @@
 
 use bms_gateway::codec;
 use bms_gateway::combine::{Combiner, SystemState, shape};
-use bms_gateway::setpoint::LimitSetpoints;
 use bms_gateway::demo::demo_config;
 use bms_gateway::events::{Kind, Subject};
 use bms_gateway::http::{self, api::View};
 use bms_gateway::mqtt::telemetry::Clock;
+use bms_gateway::setpoint::LimitSetpoints;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::{LinkState, StatusBoard};
@@ -49,7 +49,9 @@ fn board() -> (bms_gateway::config::Config, StatusBoard) {
         });
         combined = combiner.on_telegram(i, t, now).or(combined);
     }
-    let c = combined.or_else(|| combiner.on_tick(now + config.battery.stale_timeout)).unwrap();
+    let c = combined
+        .or_else(|| combiner.on_tick(now + config.battery.stale_timeout))
+        .unwrap();
     board.system(|s| s.combined = Some(c));
     for (j, o) in config.outputs.iter().enumerate() {
         board.output(j, |s| {
@@ -61,9 +63,11 @@ fn board() -> (bms_gateway::config::Config, StatusBoard) {
         });
     }
     for n in 0..100 {
-        board
-            .events
-            .emit(Kind::BatteryLost, Subject::Battery(n % BATTERIES), format!("battery {n} lost"));
+        board.events.emit(
+            Kind::BatteryLost,
+            Subject::Battery(n % BATTERIES),
+            format!("battery {n} lost"),
+        );
     }
     (config, board)
 }
@@ -88,7 +92,9 @@ fn status_benches(c: &mut Criterion) {
         c.bench_function("GET /api/state at 32x16 over loopback TCP", |b| {
             b.iter(|| get(addr, "/api/state"))
         });
-        c.bench_function("GET /metrics at 32x16 over loopback TCP", |b| b.iter(|| get(addr, "/metrics")));
+        c.bench_function("GET /metrics at 32x16 over loopback TCP", |b| {
+            b.iter(|| get(addr, "/metrics"))
+        });
         c.bench_function("/api/state JSON at 32x16 (snapshot and serialize)", |b| {
             b.iter(|| {
                 let snapshot = board.snapshot();

@@ -74,14 +74,22 @@ fn log_link(label: &str, link: &LinkState) {
 /// Logs a change of link state from `old` and raises it as an event: down
 /// whenever it fails, up only when it comes back (not at the first open).
 /// `label` is only made for a change: this runs on every transmission.
-pub fn report_link(events: &Events, subject: Subject, label: impl FnOnce() -> String, old: &LinkState, new: &LinkState) {
+pub fn report_link(
+    events: &Events,
+    subject: Subject,
+    label: impl FnOnce() -> String,
+    old: &LinkState,
+    new: &LinkState,
+) {
     if old == new {
         return;
     }
     let label = &label();
     log_link(label, new);
     match (old, new) {
-        (LinkState::Down(_), LinkState::Up) => events.emit(Kind::InterfaceUp, subject, format!("{label}: interface up")),
+        (LinkState::Down(_), LinkState::Up) => {
+            events.emit(Kind::InterfaceUp, subject, format!("{label}: interface up"))
+        }
         (_, LinkState::Down(why)) if !matches!(old, LinkState::Down(_)) => {
             events.emit(Kind::InterfaceDown, subject, format!("{label}: {why}"))
         }

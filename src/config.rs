@@ -139,6 +139,11 @@ pub struct MqttConfig {
     pub control_activated: bool,
     /// `SETPOINT-TTL`: default lifetime of a setpoint; `None`: until changed.
     pub setpoint_ttl: Option<Duration>,
+    /// `HA-SETPOINT-TTL`: lifetime of a setpoint set from Home Assistant's
+    /// number entities (sent with it through their `command_template`), so
+    /// that the limit falls back by itself when nothing renews it; `None`
+    /// (0 in the file): SETPOINT-TTL applies.
+    pub ha_setpoint_ttl: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -158,6 +163,7 @@ impl Default for MqttConfig {
             ha_discovery_prefix: "homeassistant".into(),
             control_activated: false,
             setpoint_ttl: None,
+            ha_setpoint_ttl: None,
         }
     }
 }
@@ -242,7 +248,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-const ROOT_KEYS: &[&str] = &["GATEWAY-ACTIVATED", "STATE-DIR", "battery", "bmses-in", "bmses-out", "mqtt", "http"];
+const ROOT_KEYS: &[&str] = &[
+    "GATEWAY-ACTIVATED",
+    "STATE-DIR",
+    "battery",
+    "bmses-in",
+    "bmses-out",
+    "mqtt",
+    "http",
+];
 const HTTP_KEYS: &[&str] = &["ACTIVATED", "LISTEN"];
 const BATTERY_KEYS: &[&str] = &[
     "I-LIM-CHARGE",
@@ -283,7 +297,12 @@ const MQTT_KEYS: &[&str] = &[
     "HA-DISCOVERY-PREFIX",
     "CONTROL-ACTIVATED",
     "SETPOINT-TTL",
+    "HA-SETPOINT-TTL",
 ];
+
+/// The longest SETPOINT-TTL and HA-SETPOINT-TTL: the longest lifetime a
+/// command may ask for.
+const MAX_SETPOINT_TTL_S: f64 = crate::mqtt::command::MAX_TTL.as_secs_f64();
 
 /// The largest current a limit field can carry (s16, 0.1 A).
 const MAX_CURRENT: f64 = 3276.7;
@@ -398,7 +417,9 @@ impl<'t> Reader<'t> {
         let outputs: Vec<Option<OutputConfig>> = outputs.iter().map(|s| self.output(s)).collect();
         let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
         let http = self.table(&top, "http").map(|s| self.http(&s));
-        let state_dir = top.get("STATE-DIR").map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
+        let state_dir = top
+            .get("STATE-DIR")
+            .map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
         if inputs.is_empty() {
             self.problem(0..0, "[[bmses-in]]", "at least one battery input is needed".into());
         }
@@ -626,7 +647,8 @@ impl<'t> Reader<'t> {
                 "must be a whole number from 1 to 65535".into(),
             );
         }
-        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, 30.0 * 86400.0));
+        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
+        let ha_ttl = self.seconds_or(s, "HA-SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         Some(MqttConfig {
             activated: flag(self, "ACTIVATED", d.activated),
             broker: self.nonempty_or(s, "BROKER", &d.broker),
@@ -644,6 +666,7 @@ impl<'t> Reader<'t> {
             ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
             control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
             setpoint_ttl: (!ttl.is_zero()).then_some(ttl),
+            ha_setpoint_ttl: (!ha_ttl.is_zero()).then_some(ha_ttl),
         })
     }
 
@@ -823,6 +846,12 @@ impl Config {
                 "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
             ));
         }
+        let m = &self.mqtt;
+        if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
+            out.push(
+                "[mqtt] HA-SETPOINT-TTL has no effect without CONTROL-ACTIVATED = true and HA-DISCOVERY = true (it is the lifetime of setpoints set from Home Assistant)".into(),
+            );
+        }
         out
     }
 
@@ -897,11 +926,13 @@ impl Config {
             );
             let _ = writeln!(
                 s,
-                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}",
+                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}, HA-SETPOINT-TTL = {}",
                 m.ha_discovery,
                 m.ha_discovery_prefix,
                 m.control_activated,
-                m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t)))
+                m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t))),
+                m.ha_setpoint_ttl
+                    .map_or("SETPOINT-TTL".to_string(), |t| format!("{} s", secs(t)))
             );
         } else {
             let _ = writeln!(s, "[mqtt] ACTIVATED = false");
@@ -911,12 +942,10 @@ impl Config {
         } else {
             let _ = writeln!(s, "[http] ACTIVATED = false");
         }
-        let state_dir = self
-            .state_dir
-            .as_ref()
-            .map_or("default ($STATE_DIRECTORY, else ~/.bms_gateway/state)".to_string(), |d| {
-                d.display().to_string()
-            });
+        let state_dir = self.state_dir.as_ref().map_or(
+            "default ($STATE_DIRECTORY, else ~/.bms_gateway/state)".to_string(),
+            |d| d.display().to_string(),
+        );
         let _ = writeln!(s, "STATE-DIR = {state_dir}");
         s
     }

@@ -3,13 +3,13 @@
 
 use crate::can::socket::SocketCan;
 use crate::config::{self, Config};
+use crate::energy;
+use crate::events::{Events, Kind, Subject};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway};
 use crate::setpoint::SetpointCommand;
 use crate::signals::{self, Signal};
-use crate::events::{Events, Kind, Subject};
 use crate::state_store::{self, Store};
 use crate::status::StatusBoard;
-use crate::energy;
 use crate::supervise::Supervision;
 use crate::{service, shutdown};
 use crossbeam_channel::{bounded, select, tick};

@@ -5,9 +5,9 @@
 //! the input simply turns stale in the combiner.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, report_link};
-use crate::events::Subject;
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
+use crate::events::Subject;
 use crate::frame::Frame;
 use crate::shutdown::{self, RateLimit};
 use crate::status::{LinkState, StatusBoard};
@@ -148,8 +148,16 @@ struct InputService<'i, 'a> {
 impl Service for InputService<'_, '_> {
     fn link(&self, link: LinkState) {
         let input = self.input;
-        let old = input.board.input(input.index, |s| std::mem::replace(&mut s.link, link.clone()));
-        report_link(&input.board.events, Subject::Battery(input.index), || input.label(), &old, &link);
+        let old = input
+            .board
+            .input(input.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        report_link(
+            &input.board.events,
+            Subject::Battery(input.index),
+            || input.label(),
+            &old,
+            &link,
+        );
     }
 
     fn wait(&mut self, d: Duration) -> bool {

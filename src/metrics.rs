@@ -67,7 +67,11 @@ fn value_rows(v: &Values) -> [(&'static str, &'static str, Option<f64>); 8] {
         ("current_amperes", "Current, + = charging", v.i_total),
         ("temperature_celsius", "Temperature", v.t_avg),
         ("charge_current_limit_amperes", "Charge current limit", v.i_lim_charge),
-        ("discharge_current_limit_amperes", "Discharge current limit", v.i_lim_discharge),
+        (
+            "discharge_current_limit_amperes",
+            "Discharge current limit",
+            v.i_lim_discharge,
+        ),
         ("charge_voltage_volts", "Charge voltage limit", v.v_charge_cmd),
         ("soh_percent", "State of health", v.soh),
     ]
@@ -84,7 +88,9 @@ pub fn render(view: &View) -> String {
 
     let states = Family::<StateLabel, Gauge>::default();
     for s in ["starting", "ok", "degraded", "safe"] {
-        states.get_or_create(&StateLabel { state: s }).set(i64::from(system.state == s));
+        states
+            .get_or_create(&StateLabel { state: s })
+            .set(i64::from(system.state == s));
     }
     f.registry
         .register("state", "1 for the combined battery's current state", states);
@@ -99,7 +105,11 @@ pub fn render(view: &View) -> String {
         .collect();
 
     for (k, (name, help, value)) in value_rows(&system.values).into_iter().enumerate() {
-        f.gauge(name, &format!("{help} of the combined battery"), &[(Labels::new(), value)]);
+        f.gauge(
+            name,
+            &format!("{help} of the combined battery"),
+            &[(Labels::new(), value)],
+        );
         let rows: Vec<(Labels, Option<f64>)> = batteries
             .iter()
             .zip(&battery_labels)
@@ -111,7 +121,11 @@ pub fn render(view: &View) -> String {
             .zip(&inverter_labels)
             .map(|(v, l)| (l.clone(), value_rows(&v.values)[k].2))
             .collect();
-        f.gauge(&format!("inverter_{name}"), &format!("{help} last sent to each inverter"), &rows);
+        f.gauge(
+            &format!("inverter_{name}"),
+            &format!("{help} last sent to each inverter"),
+            &rows,
+        );
     }
     f.gauge(
         "power_watts",
@@ -125,14 +139,28 @@ pub fn render(view: &View) -> String {
     );
 
     let sys = |v: f64| [(Labels::new(), Some(v))];
-    let per_battery = |pick: &dyn Fn(&crate::mqtt::telemetry::BatteryState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
-        batteries.iter().zip(&battery_labels).map(|(b, l)| (l.clone(), pick(b))).collect()
-    };
-    let per_inverter = |pick: &dyn Fn(&crate::mqtt::telemetry::InverterState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
-        inverters.iter().zip(&inverter_labels).map(|(v, l)| (l.clone(), pick(v))).collect()
-    };
+    let per_battery =
+        |pick: &dyn Fn(&crate::mqtt::telemetry::BatteryState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+            batteries
+                .iter()
+                .zip(&battery_labels)
+                .map(|(b, l)| (l.clone(), pick(b)))
+                .collect()
+        };
+    let per_inverter =
+        |pick: &dyn Fn(&crate::mqtt::telemetry::InverterState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+            inverters
+                .iter()
+                .zip(&inverter_labels)
+                .map(|(v, l)| (l.clone(), pick(v)))
+                .collect()
+        };
 
-    f.counter("energy_charged_kwh", "Energy taken in by the combined battery, kWh", &sys(system.energy.energy_charged_kwh));
+    f.counter(
+        "energy_charged_kwh",
+        "Energy taken in by the combined battery, kWh",
+        &sys(system.energy.energy_charged_kwh),
+    );
     f.counter(
         "energy_discharged_kwh",
         "Energy given out by the combined battery, kWh",
@@ -148,20 +176,56 @@ pub fn render(view: &View) -> String {
         "Energy given out by each battery, kWh",
         &per_battery(&|b| Some(b.energy.energy_discharged_kwh)),
     );
-    f.gauge("battery_online", "1 while the battery reports", &per_battery(&|b| bool_value(Some(b.online))));
-    f.gauge("battery_age_seconds", "Seconds since the battery's last complete telegram", &per_battery(&|b| b.age_s));
-    f.gauge("battery_link_up", "1 while the battery's CAN interface is up", &per_battery(&|b| bool_value(Some(b.link == "up"))));
-    f.counter("battery_frames", "Frames received from each battery", &per_battery(&|b| Some(b.frames as f64)));
-    f.counter("battery_invalid_frames", "Frames from each battery that were not used", &per_battery(&|b| Some(b.invalid as f64)));
+    f.gauge(
+        "battery_online",
+        "1 while the battery reports",
+        &per_battery(&|b| bool_value(Some(b.online))),
+    );
+    f.gauge(
+        "battery_age_seconds",
+        "Seconds since the battery's last complete telegram",
+        &per_battery(&|b| b.age_s),
+    );
+    f.gauge(
+        "battery_link_up",
+        "1 while the battery's CAN interface is up",
+        &per_battery(&|b| bool_value(Some(b.link == "up"))),
+    );
+    f.counter(
+        "battery_frames",
+        "Frames received from each battery",
+        &per_battery(&|b| Some(b.frames as f64)),
+    );
+    f.counter(
+        "battery_invalid_frames",
+        "Frames from each battery that were not used",
+        &per_battery(&|b| Some(b.invalid as f64)),
+    );
     f.counter(
         "battery_dropped_telegrams",
         "Telegrams of each battery dropped because the combiner was busy",
         &per_battery(&|b| Some(b.dropped as f64)),
     );
-    f.counter("inverter_frames_sent", "Frames sent to each inverter", &per_inverter(&|v| Some(v.frames_sent as f64)));
-    f.counter("inverter_send_errors", "Transmissions to each inverter that failed", &per_inverter(&|v| Some(v.send_errors as f64)));
-    f.gauge("inverter_link_up", "1 while the inverter's CAN interface is up", &per_inverter(&|v| bool_value(Some(v.link == "up"))));
-    f.gauge("inverter_sent_age_seconds", "Seconds since the last transmission to each inverter", &per_inverter(&|v| v.sent_age_s));
+    f.counter(
+        "inverter_frames_sent",
+        "Frames sent to each inverter",
+        &per_inverter(&|v| Some(v.frames_sent as f64)),
+    );
+    f.counter(
+        "inverter_send_errors",
+        "Transmissions to each inverter that failed",
+        &per_inverter(&|v| Some(v.send_errors as f64)),
+    );
+    f.gauge(
+        "inverter_link_up",
+        "1 while the inverter's CAN interface is up",
+        &per_inverter(&|v| bool_value(Some(v.link == "up"))),
+    );
+    f.gauge(
+        "inverter_sent_age_seconds",
+        "Seconds since the last transmission to each inverter",
+        &per_inverter(&|v| v.sent_age_s),
+    );
 
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &f.registry).expect("writing to a String");

@@ -16,16 +16,18 @@
 //!
 //! The pure parts: [`command`] (what a command means and whether it is
 //! accepted), [`telemetry`] (the JSON payloads) and [`discovery`] (Home
-//! Assistant discovery).
+//! Assistant discovery). [`remove`] deletes a gateway's retained messages
+//! from its broker (`demo --mqtt ... --remove`).
 
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::status::StatusBoard;
+use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
 use connection::{LinkEvent, Quiet, Throttle};
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
@@ -107,6 +109,8 @@ struct Session<'a> {
     topics: Topics,
     /// Today's discovery messages (empty with HA-DISCOVERY off).
     discovery: Vec<discovery::Entity>,
+    /// What discovery has learned (the BMS names) since the thread started.
+    learned: discovery::Learned,
     connected: bool,
     /// The newest event published on BASE/event (or passed over).
     published_event: u64,
@@ -146,6 +150,7 @@ impl<'a> Session<'a> {
             },
             published_event: 0,
             discovery: discovery::entities(config),
+            learned: discovery::Learned::default(),
             connected: false,
             published_setpoints: None,
             dropped: 0,
@@ -199,10 +204,12 @@ impl<'a> Session<'a> {
         }
         let status = self.topics.status.clone();
         self.publish(&status, QoS::AtLeastOnce, true, "online");
+        // Before the discovery burst, which can fill the queue: an event is
+        // published once, the rest is renewed anyway.
+        self.publish_events();
         self.publish_discovery();
         self.poll_setpoints(true);
         self.publish_telemetry();
-        self.publish_events();
     }
 
     /// Events older than EVENT_NEWS are not sent late on (re)connecting: a
@@ -283,6 +290,7 @@ impl<'a> Session<'a> {
             return;
         }
         let snapshot = self.board.snapshot();
+        self.learn(&snapshot);
         let clock = Clock::now();
         let base = self.config.mqtt.base_topic.clone();
         let system = telemetry::system_state(&snapshot, &clock);
@@ -309,14 +317,40 @@ impl<'a> Session<'a> {
     }
 
     /// BASE/event (not retained) for each event since the last one
-    /// published (while disconnected they are passed over).
+    /// published. While disconnected they wait: the next connect publishes
+    /// the recent ones (see `skip_old_events`).
     fn publish_events(&mut self) {
+        if !self.connected {
+            return;
+        }
         let events = self.board.events.after(self.published_event);
         let Some(last) = events.last() else { return };
         self.published_event = last.seq;
         let topic = self.topics.event.clone();
         for e in &events {
             self.publish(&topic, QoS::AtLeastOnce, false, json(e));
+        }
+    }
+
+    /// A BMS name heard for the first time (or changed) renews the discovery
+    /// of that battery, which shows it as the manufacturer.
+    fn learn(&mut self, snapshot: &Snapshot) {
+        if !self.config.mqtt.ha_discovery {
+            return;
+        }
+        let names = snapshot
+            .inputs
+            .iter()
+            .take(self.config.inputs.len())
+            .map(|i| i.telegram.as_ref().and_then(|t| t.manufacturer).map(|m| m.name()));
+        if !self.learned.learn(names) {
+            return;
+        }
+        let new = discovery::entities_with(self.config, &self.learned);
+        let renewed: Vec<discovery::Entity> = discovery::changed(&self.discovery, &new).into_iter().cloned().collect();
+        self.discovery = new;
+        for e in renewed {
+            self.publish(&e.topic, QoS::AtLeastOnce, true, e.payload.to_string());
         }
     }
 

@@ -10,10 +10,10 @@
 //! combiner were alive, and not already safe, is sent as the safe state.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, report_link};
-use crate::events::Subject;
 use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
+use crate::events::Subject;
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{self, RateLimit};
 use crate::status::{LinkState, StatusBoard};
@@ -178,8 +178,16 @@ impl Output<'_> {
     }
 
     fn set_link(&self, link: LinkState) {
-        let old = self.board.output(self.index, |s| std::mem::replace(&mut s.link, link.clone()));
-        report_link(&self.board.events, Subject::Inverter(self.index), || self.label(), &old, &link);
+        let old = self
+            .board
+            .output(self.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        report_link(
+            &self.board.events,
+            Subject::Inverter(self.index),
+            || self.label(),
+            &old,
+            &link,
+        );
     }
 
     /// Runs until stopped.

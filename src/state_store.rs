@@ -15,9 +15,9 @@
 
 use crate::config::Config;
 use crate::energy;
+use crate::shutdown::RateLimit;
 use crate::status::StatusBoard;
 use crossbeam_channel::{Receiver, select, tick};
-use crate::shutdown::RateLimit;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -97,10 +97,12 @@ impl Store {
             Loaded::Corrupt { why, moved_to } => log::error!(
                 "state file {} is unusable ({why}); {}; counters start at 0",
                 store.path().display(),
-                moved_to.as_ref().map_or("it could not be moved aside".into(), |p| format!(
-                    "moved aside to {}",
-                    p.display()
-                )),
+                moved_to
+                    .as_ref()
+                    .map_or("it could not be moved aside".into(), |p| format!(
+                        "moved aside to {}",
+                        p.display()
+                    )),
             ),
             Loaded::Unavailable(why) => log::error!(
                 "state directory {} cannot be used ({why}): energy counters will not survive a restart; \
@@ -295,7 +297,10 @@ mod tests {
             fs::write(dir.path().join(FILE), bad).unwrap();
             let (mut store, fresh, loaded) = Store::open(dir.path());
             assert_eq!(fresh, State::default());
-            let Loaded::Corrupt { moved_to: Some(aside), .. } = loaded else {
+            let Loaded::Corrupt {
+                moved_to: Some(aside), ..
+            } = loaded
+            else {
                 panic!("{loaded:?}")
             };
             assert_eq!(fs::read(&aside).unwrap(), bad);
@@ -322,8 +327,13 @@ mod tests {
         let saved = capture(&board, &config).energy;
         assert_eq!(saved.system, c(6.0));
         // The same batteries in the other order keep their own counters.
-        let swapped = crate::config::parse(&text.replace("\"a\"", "\"x\"").replace("\"b\"", "\"a\"").replace("\"x\"", "\"b\""))
-            .unwrap();
+        let swapped = crate::config::parse(
+            &text
+                .replace("\"a\"", "\"x\"")
+                .replace("\"b\"", "\"a\"")
+                .replace("\"x\"", "\"b\""),
+        )
+        .unwrap();
         let again = StatusBoard::new(2, 1);
         seed(&again, &swapped, &saved);
         assert_eq!(again.input(0, |s| s.energy.total), c(3.0));

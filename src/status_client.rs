@@ -22,9 +22,20 @@ fn parse_url(url: &str) -> Result<(String, String), String> {
     if host.is_empty() {
         return Err(format!("{url:?}: no host"));
     }
-    let host = if host.contains(':') && !host.ends_with(']') { host.to_string() } else { format!("{host}:80") };
+    let host = if host.contains(':') && !host.ends_with(']') {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
     let base = path.trim_end_matches('/');
-    Ok((host, if base.is_empty() { String::new() } else { format!("/{base}") }))
+    Ok((
+        host,
+        if base.is_empty() {
+            String::new()
+        } else {
+            format!("/{base}")
+        },
+    ))
 }
 
 /// GET `URL/api/state`; the body, or what went wrong, said for a person.
@@ -45,9 +56,13 @@ pub fn fetch(url: &str) -> Result<String, String> {
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
     let request = format!("GET {base}/api/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| unreachable(e.to_string()))?;
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| unreachable(e.to_string()))?;
     let text = String::from_utf8_lossy(&answer);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -99,11 +114,25 @@ pub fn table(state: &Value) -> String {
         );
     };
     for b in state["batteries"].as_array().into_iter().flatten() {
-        let online = if b["online"].as_bool() == Some(true) { "yes" } else { "STALE" };
-        row(&mut out, b["battery"].to_string(), s(b, "can_if"), s(b, "link"), online.into(), b);
+        let online = if b["online"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "STALE"
+        };
+        row(
+            &mut out,
+            b["battery"].to_string(),
+            s(b, "can_if"),
+            s(b, "link"),
+            online.into(),
+            b,
+        );
     }
     row(&mut out, "COMBINED".into(), "", "", String::new(), sys);
-    let _ = writeln!(out, "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES");
+    let _ = writeln!(
+        out,
+        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES"
+    );
     for v in state["inverters"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
@@ -137,9 +166,18 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("http://127.0.0.1:8080/").unwrap(), ("127.0.0.1:8080".into(), String::new()));
-        assert_eq!(parse_url("http://pi.local").unwrap(), ("pi.local:80".into(), String::new()));
-        assert_eq!(parse_url("http://[::1]:81/gw/").unwrap(), ("[::1]:81".into(), "/gw".into()));
+        assert_eq!(
+            parse_url("http://127.0.0.1:8080/").unwrap(),
+            ("127.0.0.1:8080".into(), String::new())
+        );
+        assert_eq!(
+            parse_url("http://pi.local").unwrap(),
+            ("pi.local:80".into(), String::new())
+        );
+        assert_eq!(
+            parse_url("http://[::1]:81/gw/").unwrap(),
+            ("[::1]:81".into(), "/gw".into())
+        );
         assert!(parse_url("https://x/").is_err());
         assert!(parse_url("http:///").is_err());
     }
@@ -157,7 +195,10 @@ mod tests {
             "events": [{"kind": "battery_lost", "message": "battery 2 (can1): stale"}]
         });
         let t = table(&state);
-        assert!(t.starts_with("state: degraded   batteries online: 1/2   energy: 1.250 kWh charged, 0.500 kWh discharged"), "{t}");
+        assert!(
+            t.starts_with("state: degraded   batteries online: 1/2   energy: 1.250 kWh charged, 0.500 kWh discharged"),
+            "{t}"
+        );
         assert!(t.contains("1        can0     up    yes     55.5  52.10"), "{t}");
         assert!(t.contains("2        can1     down  STALE      -"), "{t}");
         assert!(t.contains("1        can9     up    degraded"), "{t}");

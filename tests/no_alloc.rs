@@ -66,6 +66,12 @@ fn the_per_telegram_and_per_transmission_work_allocates_nothing() {
     let kwh = board.input(1, |s| s.energy.total.discharged_kwh);
     assert!((kwh - 49.86 * 27.0 * 9999.0 * 0.2 / 3.6e6).abs() < 1e-9, "{kwh}");
     // And a real change is reported (and may allocate).
-    report_link(&events, Subject::Inverter(0), || "inverter 1 (can9)".into(), &LinkState::Opening, &LinkState::Down("gone".into()));
+    report_link(
+        &events,
+        Subject::Inverter(0),
+        || "inverter 1 (can9)".into(),
+        &LinkState::Opening,
+        &LinkState::Down("gone".into()),
+    );
     assert_eq!(events.after(0)[0].message, "inverter 1 (can9): gone");
 }

@@ -55,13 +55,23 @@ fn next(x: &mut u64) -> u64 {
 fn sigkill_never_leaves_an_unloadable_state() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     println!("seed {seed}");
     let mut before = 0u64;
     let mut kills_mid_save = 0;
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "state_writer_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "state_writer_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -91,7 +101,11 @@ fn sigkill_never_leaves_an_unloadable_state() {
             kills_mid_save += 1;
         }
         let (_, loaded_state, loaded) = Store::open(dir.path());
-        assert_eq!(loaded, Loaded::Found, "round {round}: the state must load after SIGKILL");
+        assert_eq!(
+            loaded,
+            Loaded::Found,
+            "round {round}: the state must load after SIGKILL"
+        );
         let got = loaded_state.energy.system.charged_kwh as u64;
         assert!(
             got >= acknowledged && got <= acknowledged + 1,
@@ -102,5 +116,8 @@ fn sigkill_never_leaves_an_unloadable_state() {
         before = got;
     }
     println!("{kills_mid_save} of {KILLS} kills landed in the middle of a save");
-    assert!(kills_mid_save > 0, "no kill landed in the middle of a save: the test proved nothing");
+    assert!(
+        kills_mid_save > 0,
+        "no kill landed in the middle of a save: the test proved nothing"
+    );
 }

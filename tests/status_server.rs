@@ -152,7 +152,11 @@ fn the_page_in_chromium_shows_each_battery_and_the_degraded_state() {
     assert_eq!(card_soc(&dom, 1).as_deref(), Some("SOC 42.0 %"), "{dom}");
     assert_eq!(card_soc(&dom, 2).as_deref(), Some("SOC 77.0 %"), "{dom}");
     assert!(dom.contains("rack A"), "{dom}");
-    assert!(console_lines(&stderr).is_empty(), "console: {:?}", console_lines(&stderr));
+    assert!(
+        console_lines(&stderr).is_empty(),
+        "console: {:?}",
+        console_lines(&stderr)
+    );
 
     s.rig.set_silent(1, true);
     assert!(wait_state(s.addr, "degraded"), "{}", state(s.addr));
@@ -160,7 +164,11 @@ fn the_page_in_chromium_shows_each_battery_and_the_degraded_state() {
     assert!(dom.contains("id=\"state\" class=\"badge degraded\">degraded<"), "{dom}");
     assert!(dom.contains("class=\"card off\" data-battery=\"2\""), "{dom}");
     assert!(dom.contains("battery lost"), "the event list shows the dropout: {dom}");
-    assert!(console_lines(&stderr).is_empty(), "console: {:?}", console_lines(&stderr));
+    assert!(
+        console_lines(&stderr).is_empty(),
+        "console: {:?}",
+        console_lines(&stderr)
+    );
 
     let shot = output_dir().join("status-page.png");
     let _ = std::fs::remove_file(&shot);
@@ -176,9 +184,15 @@ fn promtool_accepts_the_metrics() {
     assert!(wait_state(s.addr, "ok"));
     let (status, text) = get(s.addr, "/metrics");
     assert_eq!(status, 200);
-    assert!(text.contains("bms_gateway_battery_soc_percent{battery=\"2\",can_if=\"bat2\"} 77.0"), "{text}");
+    assert!(
+        text.contains("bms_gateway_battery_soc_percent{battery=\"2\",can_if=\"bat2\"} 77.0"),
+        "{text}"
+    );
     assert!(text.contains("bms_gateway_state{state=\"ok\"} 1"), "{text}");
-    assert!(text.contains("# TYPE bms_gateway_battery_energy_charged_kwh_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE bms_gateway_battery_energy_charged_kwh_total counter"),
+        "{text}"
+    );
     let path = output_dir().join("metrics.txt");
     std::fs::write(&path, &text).unwrap();
     let out = Command::new("promtool")
@@ -199,7 +213,10 @@ fn bad_requests_get_4xx_and_nothing_but_get_and_head_is_served() {
     let s = serve(TWO_BY_ONE, two_batteries());
     let status = |answer: String| answer[9..12].to_string();
     assert_eq!(status(raw(s.addr, b"GARBAGE\x01\r\n\r\n")), "400");
-    assert_eq!(status(raw(s.addr, b"POST /api/state HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")), "405");
+    assert_eq!(
+        status(raw(s.addr, b"POST /api/state HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")),
+        "405"
+    );
     assert_eq!(status(raw(s.addr, b"DELETE / HTTP/1.1\r\n\r\n")), "405");
     assert_eq!(status(raw(s.addr, b"GET /nothing HTTP/1.1\r\n\r\n")), "404");
     let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
@@ -227,7 +244,9 @@ fn hostile_clients_never_delay_the_inverters_frames() {
         .map(|_| {
             let addr = s.addr;
             std::thread::spawn(move || {
-                let Ok(mut c) = TcpStream::connect(addr) else { return String::new() };
+                let Ok(mut c) = TcpStream::connect(addr) else {
+                    return String::new();
+                };
                 c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
                 let mut answer = Vec::new();
                 for b in b"GET /api/state HTTP/1.1\r\nX-Slow: ".iter().cycle().take(30) {
@@ -256,10 +275,17 @@ fn hostile_clients_never_delay_the_inverters_frames() {
         .collect();
     // The batteries burst every 200 ms, so the inverter gets a new state as
     // often; the spec's bound is one transmission per second at the least.
-    let long_gaps = frames.windows(2).filter(|w| w[1] - w[0] > Duration::from_secs(1)).count();
+    let long_gaps = frames
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_secs(1))
+        .count();
     assert_eq!(long_gaps, 0, "gaps over 1 s while the server was under attack");
     let expected_at_least = (window.as_secs_f64() - 1.0).floor() as usize;
-    assert!(frames.len() >= expected_at_least, "{} frames in {window:?}", frames.len());
+    assert!(
+        frames.len() >= expected_at_least,
+        "{} frames in {window:?}",
+        frames.len()
+    );
     let timed_out = answers.iter().filter(|a| a.starts_with("HTTP/1.1 408")).count();
     let busy = answers.iter().filter(|a| a.starts_with("HTTP/1.1 503")).count();
     println!(

@@ -152,7 +152,13 @@ fn restoring_keeps_the_system_total_when_a_battery_left() {
     assert_eq!(meters[0].total.charged_kwh, 20.0);
     assert_eq!(meters[0].bms_reading().unwrap().charged_kwh, 100.0);
     assert_eq!(meters[1], Meter::default());
-    assert_eq!(base, Counter { charged_kwh: 10.0, discharged_kwh: 5.0 });
+    assert_eq!(
+        base,
+        Counter {
+            charged_kwh: 10.0,
+            discharged_kwh: 5.0
+        }
+    );
     let again = Saved::of(base, &["can1", "can9"], &meters);
     assert_eq!(again.system, saved.system);
 }
