@@ -81,7 +81,7 @@ impl Meter {
         let power = m.v_avg * m.i_total;
         let previous = self.last.replace((at, power));
         if let Some(own) = telegram.energy {
-            self.from_bms(own);
+            self.count_bms(own);
             return;
         }
         if self.bms.is_some() {
@@ -95,7 +95,7 @@ impl Meter {
         }
     }
 
-    fn from_bms(&mut self, own: Energy) {
+    fn count_bms(&mut self, own: Energy) {
         let reading = Counter {
             charged_kwh: own.charged_kwh,
             discharged_kwh: own.discharged_kwh,

@@ -91,8 +91,8 @@ pub fn table(state: &Value) -> String {
         out,
         "state: {}   batteries online: {}/{}   energy: {} kWh charged, {} kWh discharged\n",
         s(sys, "state"),
-        sys["inputs_online"].to_string(),
-        sys["inputs_total"].to_string(),
+        sys["inputs_online"],
+        sys["inputs_total"],
         f(&sys["energy_charged_kwh"], 3, 0),
         f(&sys["energy_discharged_kwh"], 3, 0),
     );
