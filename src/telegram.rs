@@ -218,7 +218,7 @@ impl Assembler {
     pub fn push(&mut self, message: &Message, now: Instant) -> Option<Telegram> {
         let kind = Kind::of(message)?;
         // The previous burst ends before this frame counts for anything.
-        let ended = match self.burst {
+        let ended = match &self.burst {
             Some(b) if b.ends_before(kind, now) => self.end_burst(),
             _ => None,
         };
@@ -243,7 +243,7 @@ impl Assembler {
     /// When [`poll`](Self::poll) may complete a telegram: [`BURST_GAP`]
     /// after the latest frame of a burst that has not made one yet.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.burst.filter(|b| !b.delivered).map(|b| b.last + BURST_GAP)
+        self.burst.as_ref().filter(|b| !b.delivered).map(|b| b.last + BURST_GAP)
     }
 
     /// Time passes: at or after [`next_deadline`](Self::next_deadline) the
@@ -257,12 +257,12 @@ impl Assembler {
 
     /// The burst has every kind of frame the last two had: it is over.
     fn complete_early(&mut self) -> Option<Telegram> {
-        let burst = self.burst?;
+        let burst = self.burst.as_ref()?;
         let expected = self.previous[0].union(self.previous[1]);
         if burst.delivered || expected == Kinds::default() || !burst.kinds.contains(expected) {
             return None;
         }
-        let telegram = self.telegram(&burst)?;
+        let telegram = self.telegram(burst)?;
         if let Some(b) = self.burst.as_mut() {
             b.delivered = true;
         }
