@@ -15,7 +15,7 @@ use bms_gateway::setpoint::LimitSetpoints;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::{LinkState, StatusBoard};
-use bms_gateway::telegram::Assembler;
+use bms_gateway::telegram::{Assembler, BURST_GAP};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -35,11 +35,11 @@ fn board() -> (bms_gateway::config::Config, StatusBoard) {
     for i in 0..BATTERIES {
         let mut a = Assembler::default();
         let burst = BatteryParams::default().burst(i as f64, SimAlarms::default());
-        let t = burst
-            .iter()
-            .filter_map(|f| a.push(&codec::decode(f).unwrap(), now))
-            .last()
-            .unwrap();
+        for f in &burst {
+            a.push(&codec::decode(f).unwrap(), now);
+        }
+        // The first burst ends after a quiet gap.
+        let t = a.poll(now + BURST_GAP).expect("a burst completes a telegram");
         board.input(i, |s| {
             s.telegram = Some(t);
             s.last_telegram = Some(now);
