@@ -70,6 +70,12 @@ pub fn message_fields(message: &Message) -> Map<String, Value> {
             put("charged_kwh", json!(e.charged_kwh));
             put("discharged_kwh", json!(e.discharged_kwh));
         }
+        Message::BankStatus(b) => {
+            put("batteries_online", json!(b.online));
+            put("batteries_blocking_charge", json!(b.blocking_charge));
+            put("batteries_blocking_discharge", json!(b.blocking_discharge));
+            put("batteries_offline", json!(b.offline));
+        }
         Message::InstalledCapacity { capacity_ah } => put("capacity_ah", json!(capacity_ah)),
         Message::Other { .. } => put("unknown", json!(true)),
     }
