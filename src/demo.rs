@@ -12,6 +12,7 @@ use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, InputConfig, MqttConfig, OutputConfig, OutputMode};
 use crate::gateway::{Fault, Gateway, Worker};
+use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -68,7 +69,12 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
                 } else {
                     OutputMode::Push
                 },
-                manufacturer: Manufacturer::new("PYLON").expect("valid name"),
+                manufacturer: Manufacturer::new(demo_profile(j).default_manufacturer()).expect("valid name"),
+                profile: demo_profile(j),
+                soc_window: SocWindow::default(),
+                cvl_ramp: 0.0,
+                inverter_timeout: Some(Duration::from_secs(10)),
+                voltage_unit: demo_profile(j).default_voltage_unit(),
             })
             .collect(),
         mqtt: MqttConfig {
@@ -76,6 +82,12 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
             ..MqttConfig::default()
         },
     }
+}
+
+/// The demo shows two dialects: odd inverters speak Pylontech, even ones
+/// Victron's (another name, hi-res SOC, 0x35A, 0x372, 0x379...).
+fn demo_profile(j: usize) -> Profile {
+    if j % 2 == 0 { Profile::Victron } else { Profile::Pylon }
 }
 
 fn battery_params(k: usize) -> BatteryParams {

@@ -2,7 +2,19 @@
 //! old states, and the push timer.
 
 use super::*;
-use crate::codec::{CellExtremes, Flags, Requests};
+use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
+use crate::frame::CanId;
+use crate::profile::{Profile, VoltageUnit};
+
+/// The default profile's frames for `b`.
+fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
+    let shown = Shown {
+        battery: *b,
+        bank: BankStatus::default(),
+        energy: None,
+    };
+    profile::frames(Profile::Pylon, &shown, name, VoltageUnit::Centivolt)
+}
 
 fn battery() -> Battery {
     Battery {
@@ -67,6 +79,7 @@ fn an_old_state_is_sent_as_the_safe_state() {
     let shaped = Shaped {
         state: SystemState::Ok,
         battery: battery(),
+        bank: BankStatus::default(),
         made_at: t0,
     };
     let max = Duration::from_secs(8);
@@ -106,6 +119,7 @@ fn mailbox_keeps_only_the_latest() {
     let mut s = Shaped {
         state: SystemState::Ok,
         battery: battery(),
+        bank: BankStatus::default(),
         made_at: t0,
     };
     m.put(s);
