@@ -831,6 +831,15 @@ impl Config {
                 "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
             ));
         }
+        for (n, o) in self.outputs.iter().enumerate() {
+            if o.profile == Profile::Victron && o.manufacturer.name().starts_with("PYLON") {
+                out.push(format!(
+                    "inverter {}: MANUFACTURER {:?} with PROFILE = \"victron\": a Victron GX that sees a name starting with PYLON applies its Pylontech rewrites (replaces CVL, floors CCL at capacity/4); leave MANUFACTURER unset for the profile's \"BMS-GW\"",
+                    n + 1,
+                    o.manufacturer.name()
+                ));
+            }
+        }
         out
     }
 
@@ -884,6 +893,19 @@ impl Config {
                 o.share.i_offset,
                 o.manufacturer.name(),
                 o.description
+            );
+            let timeout = o
+                .inverter_timeout
+                .map_or("0 (never talks)".to_string(), |t| format!("{} s", secs(t)));
+            let _ = writeln!(
+                s,
+                "inverter {}: PROFILE = {}, SOC-MIN = {} %, SOC-MAX = {} %, CVL-RAMP = {} V/s, INVERTER-TIMEOUT = {timeout}, VOLTAGE-UNIT = {} V",
+                n + 1,
+                o.profile.name(),
+                o.soc_window.min,
+                o.soc_window.max,
+                o.cvl_ramp,
+                o.voltage_unit.volts()
             );
         }
         let m = &self.mqtt;

@@ -87,7 +87,11 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
 /// The demo shows two dialects: odd inverters speak Pylontech, even ones
 /// Victron's (another name, hi-res SOC, 0x35A, 0x372, 0x379...).
 fn demo_profile(j: usize) -> Profile {
-    if j.is_multiple_of(2) { Profile::Victron } else { Profile::Pylon }
+    if j.is_multiple_of(2) {
+        Profile::Victron
+    } else {
+        Profile::Pylon
+    }
 }
 
 fn battery_params(k: usize) -> BatteryParams {
