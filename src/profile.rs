@@ -16,6 +16,8 @@ use crate::combine::{Battery, SystemState};
 use crate::frame::{CanId, Frame, FrameKind};
 use std::time::{Duration, Instant};
 
+pub mod check;
+
 /// One inverter dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {

@@ -5,7 +5,7 @@ use super::*;
 use crate::codec::{CellExtremes, Flags};
 use proptest::prelude::*;
 
-fn battery() -> Battery {
+pub(super) fn battery() -> Battery {
     Battery {
         v_charge_cmd: 53.2,
         i_lim_charge: 96.0,
@@ -32,7 +32,7 @@ fn battery() -> Battery {
     }
 }
 
-fn shown(b: Battery) -> Shown {
+pub(super) fn shown(b: Battery) -> Shown {
     Shown {
         battery: b,
         bank: BankStatus {
