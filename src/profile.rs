@@ -545,6 +545,39 @@ pub fn read_inverter(profile: Profile, f: &Frame) -> Option<InverterFrame> {
     }
 }
 
+impl SmaReadings {
+    /// The Sunny Island's 0x305 for these readings (`sim-inverter --sma`).
+    pub fn frame(&self) -> Frame {
+        let v = u16_raw(self.v, 10.0).to_le_bytes();
+        let i = i16_raw(-self.i, 10.0).to_le_bytes();
+        let t = i16_raw(self.t, 10.0).to_le_bytes();
+        let soc = i16_raw(self.soc, 10.0).to_le_bytes();
+        Frame::standard(0x305, &[v[0], v[1], i[0], i[1], t[0], t[1], soc[0], soc[1]])
+    }
+}
+
+impl SmaState {
+    /// The Sunny Island's 0x306 (`sim-inverter --sma`).
+    pub fn frame(&self) -> Frame {
+        let soh = u16_raw(self.soh, 1.0).to_le_bytes();
+        let e = self.error.to_le_bytes();
+        let cvl = u16_raw(self.v_charge_setpoint, 10.0).to_le_bytes();
+        Frame::standard(
+            0x306,
+            &[
+                soh[0],
+                soh[1],
+                self.charge_procedure,
+                self.operating_state,
+                e[0],
+                e[1],
+                cvl[0],
+                cvl[1],
+            ],
+        )
+    }
+}
+
 /// `[[bmses-out]] INVERTER-TIMEOUT`: is the inverter talking?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Talk {

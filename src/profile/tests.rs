@@ -399,3 +399,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn sma_inverter_frames_round_trip() {
+    let r = SmaReadings {
+        v: 52.3,
+        i: 20.0,
+        t: 25.0,
+        soc: 76.5,
+    };
+    assert_eq!(r.frame().data(), &[0x0B, 0x02, 0x38, 0xFF, 0xFA, 0x00, 0xFD, 0x02]);
+    assert_eq!(
+        read_inverter(Profile::Sma, &r.frame()),
+        Some(InverterFrame::SmaReadings(r))
+    );
+    let s = SmaState {
+        soh: 98.0,
+        charge_procedure: 2,
+        operating_state: 3,
+        error: 7,
+        v_charge_setpoint: 53.2,
+    };
+    assert_eq!(
+        read_inverter(Profile::Sma, &s.frame()),
+        Some(InverterFrame::SmaState(s))
+    );
+}
