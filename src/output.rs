@@ -87,6 +87,12 @@ pub fn transmission(
     (state, battery, frames)
 }
 
+/// The shortest time between two pushes: PUSH-MIN-DELAY, and never less
+/// than the profile's pacing (SMA: 200 ms per ID).
+pub fn min_delay(config: &OutputConfig) -> Duration {
+    config.push_min_delay.max(config.profile.min_gap())
+}
+
 /// The per-output view (SOC window, CVL ramp) an output starts with.
 pub fn view_of(config: &OutputConfig) -> OutputView {
     OutputView {
@@ -195,8 +201,7 @@ impl Output<'_> {
 
     fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, view: &mut OutputView) -> Result<(), CanError> {
         let mut timer = PushTimer {
-            // The profile's pacing (SMA: 200 ms per ID) is a floor under PUSH-MIN-DELAY.
-            min_delay: self.config.push_min_delay.max(self.config.profile.min_gap()),
+            min_delay: min_delay(self.config),
             last_sent: None,
             pending: latest.is_some(),
         };

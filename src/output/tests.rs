@@ -129,3 +129,17 @@ fn mailbox_keeps_only_the_latest() {
     assert_eq!(m.take(), None);
     assert!(m.wake_rx.try_recv().is_ok());
 }
+
+#[test]
+fn the_profile_paces_pushes() {
+    let mut c = crate::config::parse("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\nPROFILE = \"sma\"\n")
+        .unwrap()
+        .outputs
+        .remove(0);
+    assert_eq!(min_delay(&c), Duration::from_millis(200), "SMA: 200 ms per ID");
+    c.push_min_delay = Duration::from_millis(500);
+    assert_eq!(min_delay(&c), Duration::from_millis(500));
+    c.profile = Profile::Pylon;
+    c.push_min_delay = Duration::ZERO;
+    assert_eq!(min_delay(&c), Duration::ZERO);
+}
