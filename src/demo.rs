@@ -355,19 +355,19 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     }
     let _ = writeln!(
         s,
-        "\nINVERTER IF     MODE  SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
+        "\nINVERTER IF     MODE/PROFILE   SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
     );
     for (j, (output, view)) in config.outputs.iter().zip(views).enumerate() {
         let mode = match output.mode {
-            OutputMode::Push => "push",
-            OutputMode::Sync { .. } => "sync",
+            OutputMode::Push => format!("push {}", output.profile.name()),
+            OutputMode::Sync { .. } => format!("sync {}", output.profile.name()),
         };
         let l = view.limits();
         let f = view.flags();
         let r = view.requests();
         let _ = writeln!(
             s,
-            "{:<8} {:<5}  {:<5} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
+            "{:<8} {:<5}  {:<14} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
             j + 1,
             output.can_if,
             mode,
