@@ -200,7 +200,14 @@ fn parse_json(text: &str) -> Result<Request, String> {
             if !(secs >= 0.0 && secs <= MAX_TTL.as_secs_f64()) {
                 return Err(format!("\"ttl\" must be from 0 to {} seconds", MAX_TTL.as_secs()));
             }
-            Some(Duration::from_secs_f64(secs))
+            let ttl = Duration::from_secs_f64(secs);
+            // 0 means "until changed": a positive TTL must not become that.
+            if secs > 0.0 && ttl.is_zero() {
+                return Err(format!(
+                    "\"ttl\" {secs} s is too short to count (under 1 ns): send 0 for no expiry or at least 0.000000001 s"
+                ));
+            }
+            Some(ttl)
         }
     };
     Ok(Request::Set {
@@ -218,6 +225,15 @@ fn check_value(value: f64) -> Result<f64, String> {
     }
     // -0.0 passes the check above: make it a plain 0.
     Ok(value + 0.0)
+}
+
+/// The Home Assistant `command_template` of the number entities with
+/// HA-SETPOINT-TTL: HA renders `{{ value }}` as the number set, giving
+/// `{"value": 42.5, "ttl": 900}`, which [`parse_payload`] takes as that
+/// value for that many seconds. Whole seconds are written without a
+/// fraction; the result is far below [`MAX_PAYLOAD`].
+pub fn ha_command_template(ttl: Duration) -> String {
+    format!("{{\"value\": {{{{ value }}}}, \"ttl\": {}}}", ttl.as_secs_f64())
 }
 
 /// An accepted command with what the answer should tell.

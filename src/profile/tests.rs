@@ -391,8 +391,8 @@ proptest! {
                     let ccl = i16::from_le_bytes([f.data()[2], f.data()[3]]);
                     let dcl = i16::from_le_bytes([f.data()[4], f.data()[5]]);
                     prop_assert!(ccl >= 0 && dcl >= 0);
-                    prop_assert!(f64::from(ccl) / 10.0 <= b.i_lim_charge + 0.05);
-                    prop_assert!(f64::from(dcl) / 10.0 <= b.i_lim_discharge + 0.05);
+                    prop_assert!(f64::from(ccl) / 10.0 <= b.i_lim_charge + 1e-9, "limits are rounded down");
+                    prop_assert!(f64::from(dcl) / 10.0 <= b.i_lim_discharge + 1e-9);
                 }
             }
             prop_assert!(ids.contains(&0x351) && ids.contains(&0x355) && ids.contains(&0x356));

@@ -113,6 +113,12 @@ fn malformed_and_wrong_json_is_refused() {
     assert!(refused(br#"{"value": 5, "ttl": -1}"#).contains("ttl"));
     assert!(refused(br#"{"value": 5, "ttl": "5"}"#).contains("ttl"));
     assert!(refused(br#"{"value": 5, "ttl": 2592001}"#).contains("ttl"));
+    // Regression: a TTL that rounds to zero was taken as "never expires".
+    assert!(refused(br#"{"value": 5, "ttl": 1e-10}"#).contains("too short"));
+    assert_eq!(
+        parse_payload(br#"{"value": 5, "ttl": 1e-9}"#),
+        Ok(set(5.0, Some(Duration::from_nanos(1))))
+    );
     assert!(refused(br#"{"value": 5, "tll": 3}"#).contains("unknown key \"tll\""));
     assert!(refused(b"[5]").contains("malformed JSON") || refused(b"[5]").contains("not a number"));
 }
@@ -347,4 +353,27 @@ SETPOINT-TTL = 90
         ["gw/set/+".to_string(), "gw/inverter/+/set/+".to_string()]
     );
     assert_eq!(r.result_topic(), "gw/set/result");
+}
+
+#[test]
+fn the_home_assistant_command_template_gives_a_value_with_the_ttl() {
+    let t = ha_command_template(Duration::from_secs(900));
+    assert_eq!(t, r#"{"value": {{ value }}, "ttl": 900}"#);
+    assert_eq!(
+        ha_command_template(Duration::from_millis(1500)),
+        r#"{"value": {{ value }}, "ttl": 1.5}"#
+    );
+    // Home Assistant replaces `{{ value }}` with the number set, e.g. 42.5.
+    let rendered = t.replace("{{ value }}", "42.5");
+    assert_eq!(
+        parse_payload(rendered.as_bytes()),
+        Ok(Request::Set {
+            value: 42.5,
+            ttl: secs(900)
+        })
+    );
+    // The longest lifetime still fits in a payload with a large value.
+    let longest = ha_command_template(MAX_TTL).replace("{{ value }}", "3276.7");
+    assert!(longest.len() <= MAX_PAYLOAD, "{longest}");
+    assert!(parse_payload(longest.as_bytes()).is_ok());
 }
