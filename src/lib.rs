@@ -22,6 +22,7 @@ pub mod input;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
+pub mod profile;
 pub mod service;
 pub mod setpoint;
 pub mod shutdown;
