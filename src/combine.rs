@@ -94,6 +94,26 @@ impl Battery {
     pub fn power_w(&self) -> f64 {
         self.v_avg * self.i_total
     }
+
+    /// The safe state made from these values (docs/combining.md, "Safe
+    /// state"): no current, both enables clear, the force-charge and
+    /// full-charge requests clear, the system-error bit set, and the charge
+    /// voltage the last known one (`last_cvl`, never 0: inverters read a CVL
+    /// of 0 as over-voltage). Everything else is kept for telemetry.
+    pub fn safe(mut self, last_cvl: f64) -> Battery {
+        self.i_lim_charge = 0.0;
+        self.i_lim_discharge = 0.0;
+        self.requests = Requests {
+            charge_enable: false,
+            discharge_enable: false,
+            force_charge_request: false,
+            force_charge_request_2: false,
+            balancing_charge_request: false,
+        };
+        self.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
+        self.v_charge_cmd = last_cvl;
+        self
+    }
 }
 
 /// One combined state, as made at `made_at`.
@@ -196,21 +216,29 @@ fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellE
     }
 }
 
-/// Turns combined values into the safe state's: no current, both enables
-/// clear, system error set, charge voltage kept at `last_cvl` (never 0).
-fn make_safe(mut b: Battery, last_cvl: f64) -> Battery {
-    b.i_lim_charge = 0.0;
-    b.i_lim_discharge = 0.0;
-    b.requests.charge_enable = false;
-    b.requests.discharge_enable = false;
-    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
-    b.v_charge_cmd = last_cvl;
-    b
-}
-
 /// How often a combined state is made even when no round completes, so that
 /// the outputs see a live combiner and setpoint expiry takes effect.
 pub const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// What one inverter is to be shown, as the combiner made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shaped {
+    pub state: SystemState,
+    pub battery: Battery,
+    pub made_at: Instant,
+    /// After this instant the state is older than a live combiner lets any
+    /// state get: its output sends [`Shaped::safe`] instead.
+    pub expires: Instant,
+    /// The last known charge voltage, which the safe state keeps.
+    pub last_cvl: f64,
+}
+
+impl Shaped {
+    /// The safe state for this inverter.
+    pub fn safe(&self) -> Battery {
+        self.battery.safe(self.last_cvl)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct InputState {
@@ -264,8 +292,11 @@ impl Combiner {
         }
     }
 
-    pub fn settings(&self) -> &BatterySettings {
-        &self.settings
+    /// How old a state may get before an output replaces it with the safe
+    /// state. A live combiner makes one at least every [`KEEPALIVE`];
+    /// STALE-TIMEOUT and a second on top keep a busy machine from tripping it.
+    pub fn max_age(&self) -> Duration {
+        self.settings.stale_timeout + KEEPALIVE + Duration::from_secs(1)
     }
 
     /// The latest combined state, if any was made.
@@ -387,7 +418,7 @@ impl Combiner {
         match state {
             SystemState::Ok => {}
             SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
-            SystemState::Safe => battery = make_safe(battery, last_cvl),
+            SystemState::Safe => battery = battery.safe(last_cvl),
         }
         let combined = Combined {
             state,
@@ -421,6 +452,21 @@ impl Default for InverterShare {
             i_scaling: 1.0,
             i_offset: 0.0,
         }
+    }
+}
+
+impl Combiner {
+    /// What the inverter with this share and these setpoints of its own is
+    /// shown now, from the latest combined state; `None` before the first.
+    pub fn shaped(&self, share: &InverterShare, own: &LimitSetpoints, now: Instant) -> Option<Shaped> {
+        let c = self.last?;
+        Some(Shaped {
+            state: c.state,
+            battery: shape(&c, share, own, now),
+            made_at: c.made_at,
+            expires: c.made_at + self.max_age(),
+            last_cvl: self.last_cvl?,
+        })
     }
 }
 

@@ -7,10 +7,10 @@
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
+use crate::combine::{Combined, Combiner, SystemState};
 use crate::config::Config;
 use crate::input::{Delivery, Input};
-use crate::output::{Mailbox, Output, Shaped};
+use crate::output::{Mailbox, Output};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::shutdown;
 use crate::status::StatusBoard;
@@ -69,7 +69,6 @@ impl Gateway<'_> {
     pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
-        let max_age = self.config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1);
         std::thread::scope(|s| {
             for (index, config) in self.config.inputs.iter().enumerate() {
                 let telegrams = &telegram_tx;
@@ -100,7 +99,6 @@ impl Gateway<'_> {
                         mailbox,
                         board: self.board,
                         stop,
-                        max_age,
                         opened: self.opened,
                         heartbeat: &heartbeat,
                     }
@@ -175,11 +173,9 @@ impl Gateway<'_> {
     ) {
         let now = Instant::now();
         for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
-            mailbox.put(Shaped {
-                state: c.state,
-                battery: shape(c, &output.share, own, now),
-                made_at: c.made_at,
-            });
+            if let Some(shaped) = combiner.shaped(&output.share, own, now) {
+                mailbox.put(shaped);
+            }
         }
         self.board.system(|s| {
             s.combined = Some(*c);

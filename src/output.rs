@@ -10,8 +10,8 @@
 //! combiner were alive, and not already safe, is sent as the safe state.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
-use crate::combine::{Battery, SystemState};
+use crate::codec::{self, Manufacturer, Measurements, Message, StateOfCharge};
+use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{self, RateLimit};
@@ -22,14 +22,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// At least this often in push mode, whatever PUSH-MIN-DELAY says.
 pub const REPEAT: Duration = Duration::from_secs(1);
-
-/// What one inverter is to be shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shaped {
-    pub state: SystemState,
-    pub battery: Battery,
-    pub made_at: Instant,
-}
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -113,20 +105,13 @@ pub fn frame_set(b: &Battery, manufacturer: Manufacturer) -> FrameSet {
     FrameSet { frames, len }
 }
 
-/// The state to send at `now`: `shaped` itself, or the safe state when it is
-/// older than `max_age` (the combiner would have made a newer one by then).
-pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState, Battery) {
-    let old = now.saturating_duration_since(shaped.made_at) > max_age;
-    if !old || shaped.state == SystemState::Safe {
+/// The state to send at `now`: `shaped` itself, or the core's safe state
+/// once it has expired (a live combiner would have made a newer one by then).
+pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
+    if now <= shaped.expires || shaped.state == SystemState::Safe {
         return (shaped.state, shaped.battery);
     }
-    let mut b = shaped.battery;
-    b.i_lim_charge = 0.0;
-    b.i_lim_discharge = 0.0;
-    b.requests.charge_enable = false;
-    b.requests.discharge_enable = false;
-    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
-    (SystemState::Safe, b)
+    (SystemState::Safe, shaped.safe())
 }
 
 /// When the next push-mode transmission is due. Pure: the thread asks it.
@@ -158,8 +143,6 @@ pub struct Output<'a> {
     pub mailbox: &'a Mailbox,
     pub board: &'a StatusBoard,
     pub stop: &'a Receiver<()>,
-    /// How old a state may be before it is replaced by the safe state.
-    pub max_age: Duration,
     pub opened: &'a (dyn Fn() + Sync),
     pub heartbeat: &'a (dyn Fn() + Sync),
 }
@@ -292,7 +275,7 @@ impl Output<'_> {
         now: Instant,
         errors: &mut RateLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery) = current(state, now, self.max_age);
+        let (system_state, battery) = state_to_send(state, now);
         if system_state != state.state && errors.allow(now).is_some() {
             log::error!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",

@@ -303,6 +303,34 @@ fn all_inputs_lost_gives_the_safe_state_with_the_last_charge_voltage() {
     assert_eq!(c.on_tick(secs(t0, 7.1)).unwrap().state, SystemState::Safe);
 }
 
+/// Regression: a battery that asked for a force charge and a full charge and
+/// then went silent left both requests set in the safe state.
+#[test]
+fn the_safe_state_clears_every_request() {
+    let t0 = Instant::now();
+    let (mut a, _) = two_inputs();
+    a.requests = Some(Requests {
+        force_charge_request: true,
+        force_charge_request_2: true,
+        balancing_charge_request: true,
+        ..Requests::NORMAL
+    });
+    let mut c = Combiner::new(stale5(), &[100.0], t0);
+    let ok = c.on_telegram(0, a, t0).expect("first round");
+    assert!(ok.battery.requests.force_charge_request && ok.battery.requests.balancing_charge_request);
+    let safe = c.on_tick(secs(t0, 5.1)).expect("safe state");
+    assert_eq!(safe.state, SystemState::Safe);
+    let none = Requests {
+        charge_enable: false,
+        discharge_enable: false,
+        force_charge_request: false,
+        force_charge_request_2: false,
+        balancing_charge_request: false,
+    };
+    assert_eq!(safe.battery.requests, none);
+    assert_close!(safe.battery.v_charge_cmd, 53.2);
+}
+
 #[test]
 fn on_input_lost_stop_means_safe_while_any_input_is_stale() {
     let t0 = Instant::now();

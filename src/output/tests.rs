@@ -61,22 +61,53 @@ fn cell_data_adds_0x373_last() {
     );
 }
 
+fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
+    Shaped {
+        state: SystemState::Ok,
+        battery,
+        made_at,
+        expires: made_at + max_age,
+        last_cvl: battery.v_charge_cmd,
+    }
+}
+
 #[test]
 fn an_old_state_is_sent_as_the_safe_state() {
     let t0 = Instant::now();
-    let shaped = Shaped {
-        state: SystemState::Ok,
-        battery: battery(),
-        made_at: t0,
-    };
     let max = Duration::from_secs(8);
-    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, battery()));
-    let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
+    let shaped = shaped(battery(), t0, max);
+    assert_eq!(state_to_send(&shaped, t0 + max), (SystemState::Ok, battery()));
+    let (state, b) = state_to_send(&shaped, t0 + max + Duration::from_millis(1));
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
     assert!(!b.requests.charge_enable && !b.requests.discharge_enable);
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
+}
+
+/// Regression: the output used to build its own safe state, which kept the
+/// battery's force-charge and full-charge requests and its charge voltage as
+/// they were; the core's keeps the last known charge voltage and clears every
+/// request. An old state now goes out as the core's safe state.
+#[test]
+fn an_old_state_goes_out_as_the_cores_safe_state() {
+    let t0 = Instant::now();
+    let max = Duration::from_secs(8);
+    let mut b = battery();
+    b.requests.force_charge_request = true;
+    b.requests.force_charge_request_2 = true;
+    b.requests.balancing_charge_request = true;
+    let mut s = shaped(b, t0, max);
+    s.last_cvl = 52.4;
+    let (state, sent) = state_to_send(&s, t0 + max + Duration::from_secs(1));
+    assert_eq!(state, SystemState::Safe);
+    assert_eq!(sent.v_charge_cmd, 52.4);
+    // 0x35C byte 0 of the safe state: no bit set at all.
+    let frames = frame_set(&sent, Manufacturer::new("PYLON").unwrap());
+    let requests = frames.frames().iter().find(|f| f.id.raw() == 0x35C).unwrap();
+    assert_eq!(requests.data(), &[0x00, 0x00]);
+    let flags = frames.frames().iter().find(|f| f.id.raw() == 0x359).unwrap();
+    assert_eq!(flags.data()[1], 0x08);
 }
 
 #[test]
@@ -103,11 +134,7 @@ fn push_timer_respects_min_delay_and_repeats_every_second() {
 fn mailbox_keeps_only_the_latest() {
     let m = Mailbox::default();
     let t0 = Instant::now();
-    let mut s = Shaped {
-        state: SystemState::Ok,
-        battery: battery(),
-        made_at: t0,
-    };
+    let mut s = shaped(battery(), t0, Duration::from_secs(8));
     m.put(s);
     s.battery.soc = 10.0;
     m.put(s);
