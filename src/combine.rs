@@ -6,7 +6,7 @@
 //! combined state it returns. Nothing here reads a clock.
 
 use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
-use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
 
@@ -257,6 +257,14 @@ enum Phase {
     Running,
 }
 
+/// One inverter as the combiner shapes it.
+#[derive(Debug, Clone, Copy)]
+struct InverterState {
+    share: InverterShare,
+    /// Its own setpoints, on top of the system's.
+    setpoints: LimitSetpoints,
+}
+
 /// The combining state machine.
 #[derive(Debug, Clone)]
 pub struct Combiner {
@@ -264,6 +272,7 @@ pub struct Combiner {
     inputs: Vec<InputState>,
     phase: Phase,
     setpoints: LimitSetpoints,
+    inverters: Vec<InverterState>,
     /// Last values combined from fresh inputs, before any state changes.
     last_fresh: Option<Battery>,
     /// Last non-zero combined charge voltage; nothing is sent before there is one.
@@ -286,10 +295,24 @@ impl Combiner {
                 .collect(),
             phase: Phase::Starting { since: now },
             setpoints: LimitSetpoints::default(),
+            inverters: Vec::new(),
             last_fresh: None,
             last_cvl: None,
             last: None,
         }
+    }
+
+    /// The same combiner, shaping a state for each of these inverters (in
+    /// `[[bmses-out]]` order).
+    pub fn with_inverters(mut self, shares: &[InverterShare]) -> Combiner {
+        self.inverters = shares
+            .iter()
+            .map(|&share| InverterState {
+                share,
+                setpoints: LimitSetpoints::default(),
+            })
+            .collect();
+        self
     }
 
     /// How old a state may get before an output replaces it with the safe
@@ -309,11 +332,47 @@ impl Combiner {
         &self.setpoints
     }
 
+    /// Each inverter's own setpoints, in `[[bmses-out]]` order.
+    pub fn inverter_setpoints(&self) -> impl ExactSizeIterator<Item = &LimitSetpoints> {
+        self.inverters.iter().map(|i| &i.setpoints)
+    }
+
     /// Whether input `index` delivered a complete telegram within STALE-TIMEOUT.
     pub fn is_fresh(&self, index: usize, now: Instant) -> bool {
         self.inputs[index]
             .latest
             .is_some_and(|(_, at)| now.saturating_duration_since(at) <= self.settings.stale_timeout)
+    }
+
+    /// The next moment after `now` at which [`Combiner::on_tick`] may have
+    /// something to do: the start-up wait ends, a fresh input turns stale, a
+    /// setpoint expires, a keep-alive state is due. A moment already passed
+    /// that on_tick has not handled yet is returned as it is (due at once).
+    /// `None`: nothing happens until a telegram or a command arrives.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.settings.stale_timeout;
+        let start_up = match self.phase {
+            Phase::Starting { since } => Some(since + timeout),
+            Phase::Running => None,
+        };
+        // Fresh means age <= STALE-TIMEOUT: stale from the next nanosecond.
+        let turns_stale = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.latest.map(|(_, at)| at + timeout + Duration::from_nanos(1)))
+            .filter(|&at| at > now);
+        let setpoints = std::iter::once(&self.setpoints).chain(self.inverter_setpoints());
+        let expiries = setpoints
+            .flat_map(|s| [s.charge, s.discharge])
+            .flatten()
+            .filter_map(|s| s.expires);
+        let keepalive = self.last.map(|c| c.made_at + KEEPALIVE);
+        start_up
+            .into_iter()
+            .chain(turns_stale)
+            .chain(expiries)
+            .chain(keepalive)
+            .min()
     }
 
     /// The latest telegram of input `index` and when it arrived.
@@ -336,6 +395,10 @@ impl Combiner {
     /// Time passes: stale inputs leave the wait, the start-up wait ends,
     /// setpoints expire, keep-alive states are made.
     pub fn on_tick(&mut self, now: Instant) -> Option<Combined> {
+        let inverter_expired = self
+            .inverters
+            .iter_mut()
+            .fold(false, |acc, i| i.setpoints.expire(now) | acc);
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
@@ -347,16 +410,28 @@ impl Combiner {
         if expired || all_lost || quiet {
             return self.make(now);
         }
-        None
+        // An inverter's own setpoint changes only its share: the same
+        // combined state, shaped again.
+        inverter_expired.then_some(last)
     }
 
-    /// Sets or clears a system-wide setpoint; the new state is made at once
-    /// so that it reaches the inverters within one transmission.
-    pub fn set_setpoint(&mut self, kind: LimitKind, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {
-        self.setpoints.set(kind, setpoint);
-        match self.phase {
-            Phase::Running if self.last.is_some() => self.make(now),
-            _ => None,
+    /// Sets or clears a setpoint. A system setpoint makes a new state at
+    /// once, an inverter's reshapes the latest one, so that either reaches
+    /// the inverters within one transmission. `None`: nothing to send yet,
+    /// or no such inverter.
+    pub fn apply(&mut self, command: SetpointCommand, now: Instant) -> Option<Combined> {
+        match command.scope {
+            Scope::System => {
+                self.setpoints.set(command.kind, command.setpoint);
+                match self.phase {
+                    Phase::Running if self.last.is_some() => self.make(now),
+                    _ => None,
+                }
+            }
+            Scope::Inverter(j) => {
+                self.inverters.get_mut(j)?.setpoints.set(command.kind, command.setpoint);
+                self.last
+            }
         }
     }
 
@@ -456,16 +531,20 @@ impl Default for InverterShare {
 }
 
 impl Combiner {
-    /// What the inverter with this share and these setpoints of its own is
-    /// shown now, from the latest combined state; `None` before the first.
-    pub fn shaped(&self, share: &InverterShare, own: &LimitSetpoints, now: Instant) -> Option<Shaped> {
-        let c = self.last?;
-        Some(Shaped {
-            state: c.state,
-            battery: shape(&c, share, own, now),
-            made_at: c.made_at,
-            expires: c.made_at + self.max_age(),
-            last_cvl: self.last_cvl?,
+    /// What each inverter is shown now (in `[[bmses-out]]` order), from the
+    /// latest combined state; nothing before the first.
+    pub fn shaped(&self, now: Instant) -> impl Iterator<Item = Shaped> + '_ {
+        let latest = self.last.zip(self.last_cvl);
+        let expires_after = self.max_age();
+        self.inverters.iter().filter_map(move |i| {
+            let (c, last_cvl) = latest?;
+            Some(Shaped {
+                state: c.state,
+                battery: shape(&c, &i.share, &i.setpoints, now),
+                made_at: c.made_at,
+                expires: c.made_at + expires_after,
+                last_cvl,
+            })
         })
     }
 }

@@ -7,11 +7,11 @@
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, SystemState};
+use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::Config;
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output};
-use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
+use crate::setpoint::{Scope, SetpointCommand};
 use crate::shutdown;
 use crate::status::StatusBoard;
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
@@ -122,8 +122,8 @@ impl Gateway<'_> {
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
-        let mut combiner = Combiner::new(self.config.battery, &capacities, started);
-        let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
+        let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
+        let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
         let mut watch = Watch::new(self.config.inputs.len());
         let ticker = tick(TICK);
         let mut commands = commands.clone();
@@ -134,29 +134,32 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
+            let (made, now) = select! {
                 recv(stop) -> _ => return,
                 recv(telegrams) -> d => match d {
-                    Ok(d) => combiner.on_telegram(d.input, d.telegram, d.at),
+                    Ok(d) => (combiner.on_telegram(d.input, d.telegram, d.at), d.at),
                     Err(_) => return,
                 },
                 recv(commands) -> c => match c {
-                    Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
+                    Ok(c) => {
+                        log_command(&c);
+                        let now = Instant::now();
+                        (combiner.apply(c, now), now)
+                    }
                     Err(_) => {
                         commands = never();
-                        None
+                        (None, Instant::now())
                     }
                 },
                 recv(ticker) -> _ => {
                     let now = Instant::now();
                     watch.log(self.config, &combiner, now);
-                    let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None })
+                    (combiner.on_tick(now), now)
                 },
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
-                self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
+                self.distribute(&combined, &combiner, mailboxes, now);
             }
             if shutdown::requested(stop) {
                 return;
@@ -164,24 +167,15 @@ impl Gateway<'_> {
         }
     }
 
-    fn distribute(
-        &self,
-        c: &Combined,
-        combiner: &Combiner,
-        inverter_setpoints: &[LimitSetpoints],
-        mailboxes: &[Mailbox],
-    ) {
-        let now = Instant::now();
-        for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
-            if let Some(shaped) = combiner.shaped(&output.share, own, now) {
-                mailbox.put(shaped);
-            }
+    fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
+        for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
+            mailbox.put(shaped);
         }
         self.board.system(|s| {
             s.combined = Some(*c);
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
-            s.inverter_setpoints.extend_from_slice(inverter_setpoints);
+            s.inverter_setpoints.extend(combiner.inverter_setpoints());
         });
     }
 }
@@ -196,13 +190,7 @@ where
         .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
 }
 
-/// Applies one command; returns the state to send at once, if any.
-fn apply(
-    combiner: &mut Combiner,
-    inverter_setpoints: &mut [LimitSetpoints],
-    command: SetpointCommand,
-    now: Instant,
-) -> Option<Combined> {
+fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
         match command.scope {
@@ -214,13 +202,6 @@ fn apply(
             .setpoint
             .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
     );
-    match command.scope {
-        Scope::System => combiner.set_setpoint(command.kind, command.setpoint, now),
-        Scope::Inverter(j) => {
-            inverter_setpoints.get_mut(j)?.set(command.kind, command.setpoint);
-            combiner.last().copied()
-        }
-    }
 }
 
 /// Remembers what was last logged, so that each change is logged once.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codec::{Limits, Measurements, StateOfCharge};
+use crate::setpoint::Setpoint;
 use proptest::prelude::*;
 
 /// A telegram with the given values; flags clear, normal requests.
@@ -354,6 +355,14 @@ fn on_input_lost_stop_means_safe_while_any_input_is_stale() {
     assert_eq!(c.on_telegram(0, a, secs(t0, 6.5)).unwrap().state, SystemState::Ok);
 }
 
+fn system(kind: LimitKind, setpoint: Option<Setpoint>) -> SetpointCommand {
+    SetpointCommand {
+        scope: Scope::System,
+        kind,
+        setpoint,
+    }
+}
+
 #[test]
 fn system_setpoints_lower_the_total_and_apply_at_once() {
     let t0 = Instant::now();
@@ -366,7 +375,7 @@ fn system_setpoints_lower_the_total_and_apply_at_once() {
         expires: Some(secs(t0, 1.5)),
     };
     let made = c
-        .set_setpoint(LimitKind::Charge, Some(sp), secs(t0, 0.5))
+        .apply(system(LimitKind::Charge, Some(sp)), secs(t0, 0.5))
         .expect("applied at once");
     assert_close!(made.battery.i_lim_charge, 120.0);
     assert_close!(made.battery.i_lim_discharge, 370.0);
@@ -375,7 +384,9 @@ fn system_setpoints_lower_the_total_and_apply_at_once() {
         value: 500.0,
         expires: None,
     };
-    let made = c.set_setpoint(LimitKind::Discharge, Some(high), secs(t0, 0.6)).unwrap();
+    let made = c
+        .apply(system(LimitKind::Discharge, Some(high)), secs(t0, 0.6))
+        .unwrap();
     assert_close!(made.battery.i_lim_discharge, 370.0);
     // The charge setpoint expires at 1.5 s: a new state restores the limit.
     let made = c.on_tick(secs(t0, 1.5)).expect("expiry makes a new state");
@@ -410,6 +421,114 @@ fn inverter_share_scales_limits_and_current_and_applies_caps_and_setpoints() {
         }),
     );
     assert_close!(shape(&combined, &share, &own, t0).i_lim_discharge, 50.0);
+}
+
+/// Two inverters sharing 0.6 and 0.4 of the totals (charge 300, discharge
+/// 370), caps 300 A.
+fn two_inverters(t0: Instant) -> Combiner {
+    let (a, b) = two_inputs();
+    let share = |i_scaling| InverterShare {
+        i_scaling,
+        ..InverterShare::default()
+    };
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0).with_inverters(&[share(0.6), share(0.4)]);
+    c.on_telegram(0, a, t0);
+    c.on_telegram(1, b, t0).expect("first round");
+    c
+}
+
+fn discharge_limits(c: &Combiner, now: Instant) -> Vec<f64> {
+    c.shaped(now).map(|s| s.battery.i_lim_discharge).collect()
+}
+
+#[test]
+fn each_inverter_gets_its_own_shaped_state() {
+    let t0 = Instant::now();
+    let c = two_inverters(t0);
+    let shaped: Vec<Shaped> = c.shaped(t0).collect();
+    assert_eq!(shaped.len(), 2);
+    assert_close!(shaped[0].battery.i_lim_charge, 180.0); // 300 * 0.6
+    assert_close!(shaped[1].battery.i_lim_charge, 120.0); // 300 * 0.4
+    assert_close!(shaped[0].battery.i_total, 2.4); // 4.0 * 0.6
+    assert_eq!(shaped[0].made_at, t0);
+    // A live combiner makes a state at least every 2 s: 5 + 2 + 1 s.
+    assert_eq!(shaped[0].expires, secs(t0, 8.0));
+    assert_close!(shaped[0].last_cvl, 53.2);
+}
+
+#[test]
+fn an_inverter_setpoint_lowers_only_its_share_and_expires() {
+    let t0 = Instant::now();
+    let mut c = two_inverters(t0);
+    let own = SetpointCommand {
+        scope: Scope::Inverter(1),
+        kind: LimitKind::Discharge,
+        setpoint: Some(Setpoint {
+            value: 50.0,
+            expires: Some(secs(t0, 1.5)),
+        }),
+    };
+    // Applied at once, to the latest state (not a new one).
+    let made = c.apply(own, secs(t0, 0.5)).expect("reshaped at once");
+    assert_eq!(made.made_at, t0);
+    assert_eq!(discharge_limits(&c, secs(t0, 0.5)), vec![222.0, 50.0]);
+    assert_eq!(c.inverter_setpoints().nth(1).and_then(|s| s.discharge), own.setpoint);
+    assert_eq!(c.on_tick(secs(t0, 1.4)), None);
+    // It expires at 1.5 s (before the 2 s keep-alive): the same state is
+    // shaped again, back to 370 * 0.4.
+    let made = c.on_tick(secs(t0, 1.5)).expect("expiry reshapes");
+    assert_eq!(made.made_at, t0);
+    assert_eq!(discharge_limits(&c, secs(t0, 1.5)), vec![222.0, 148.0]);
+    assert_eq!(c.inverter_setpoints().nth(1).and_then(|s| s.discharge), None);
+    assert_eq!(c.on_tick(secs(t0, 1.6)), None);
+    // An inverter that does not exist: refused, nothing to send.
+    let missing = SetpointCommand {
+        scope: Scope::Inverter(2),
+        ..own
+    };
+    assert_eq!(c.apply(missing, secs(t0, 2.2)), None);
+}
+
+#[test]
+fn the_next_deadline_is_the_next_moment_something_changes() {
+    let t0 = Instant::now();
+    let (a, b) = two_inputs();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0);
+    // Start-up: its end, then input 1 turning stale 5 s after its telegram.
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    c.on_telegram(0, a, secs(t0, 1.0));
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 5.0)));
+    c.on_telegram(1, b, secs(t0, 1.0)).expect("round");
+    // Running: the keep-alive 2 s after the state.
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 3.0)));
+    let sp = Setpoint {
+        value: 10.0,
+        expires: Some(secs(t0, 2.5)),
+    };
+    c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 1.2));
+    assert_eq!(c.next_deadline(secs(t0, 1.2)), Some(secs(t0, 2.5)));
+    // The expiry makes a state at 2.5 s: keep-alive at 4.5 s; after that one
+    // (next at 6.5 s) the inputs turning stale just after 6 s comes first.
+    assert!(c.on_tick(secs(t0, 2.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 2.5)), Some(secs(t0, 4.5)));
+    c.on_tick(secs(t0, 4.5));
+    assert_eq!(
+        c.next_deadline(secs(t0, 6.0)),
+        Some(secs(t0, 6.0) + Duration::from_nanos(1))
+    );
+    // All stale and safe: only keep-alives are left.
+    let safe = c.on_tick(secs(t0, 6.1)).expect("safe state");
+    assert_eq!(safe.state, SystemState::Safe);
+    assert_eq!(c.next_deadline(secs(t0, 6.1)), Some(secs(t0, 8.1)));
+}
+
+#[test]
+fn nothing_is_shaped_before_the_first_state() {
+    let t0 = Instant::now();
+    let (a, _) = two_inputs();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0).with_inverters(&[InverterShare::default()]);
+    c.on_telegram(0, a, t0);
+    assert_eq!(c.shaped(t0).count(), 0);
 }
 
 #[test]
