@@ -33,6 +33,16 @@ pub struct BatterySettings {
     pub on_input_lost: OnInputLost,
 }
 
+impl BatterySettings {
+    /// Whether an input whose last complete telegram arrived at `at` is
+    /// fresh at `now`: no older than STALE-TIMEOUT (docs/combining.md,
+    /// "Freshness"). The one place this is decided; the combiner thread puts
+    /// the result on the status board for everyone else.
+    pub fn is_fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) <= self.stale_timeout
+    }
+}
+
 impl Default for BatterySettings {
     fn default() -> Self {
         BatterySettings {
@@ -341,7 +351,7 @@ impl Combiner {
     pub fn is_fresh(&self, index: usize, now: Instant) -> bool {
         self.inputs[index]
             .latest
-            .is_some_and(|(_, at)| now.saturating_duration_since(at) <= self.settings.stale_timeout)
+            .is_some_and(|(_, at)| self.settings.is_fresh(at, now))
     }
 
     /// The next moment after `now` at which [`Combiner::on_tick`] may have
@@ -458,11 +468,11 @@ impl Combiner {
     /// Makes a combined state from the latest telegrams of the fresh inputs
     /// and starts a new round.
     fn make(&mut self, now: Instant) -> Option<Combined> {
-        let timeout = self.settings.stale_timeout;
+        let settings = &self.settings;
         let fresh = self.inputs.iter().filter_map(move |i| {
             i.latest
                 .as_ref()
-                .filter(|(_, at)| now.saturating_duration_since(*at) <= timeout)
+                .filter(|(_, at)| settings.is_fresh(*at, now))
                 .map(|(t, _)| (t, i.capacity_ah))
         });
         let online = fresh.clone().count();

@@ -153,7 +153,7 @@ impl Gateway<'_> {
                 },
                 recv(ticker) -> _ => {
                     let now = Instant::now();
-                    watch.log(self.config, &combiner, now);
+                    watch.log(self.config, &combiner, self.board, now);
                     (combiner.on_tick(now), now)
                 },
             };
@@ -207,6 +207,8 @@ fn log_command(command: &SetpointCommand) {
 /// Remembers what was last logged, so that each change is logged once.
 struct Watch {
     fresh: Vec<Option<bool>>,
+    /// What the board shows as each input's freshness.
+    published: Vec<bool>,
     state: Option<SystemState>,
 }
 
@@ -214,13 +216,18 @@ impl Watch {
     fn new(inputs: usize) -> Watch {
         Watch {
             fresh: vec![None; inputs],
+            published: vec![false; inputs],
             state: None,
         }
     }
 
-    fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
+    /// Logs each input turning fresh or stale, and puts the change on the
+    /// board.
+    fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
+        let mut changed = false;
+        for (i, (seen, published)) in self.fresh.iter_mut().zip(&mut self.published).enumerate() {
             let fresh = combiner.is_fresh(i, now);
+            changed |= std::mem::replace(published, fresh) != fresh;
             let name = &config.inputs[i].can_if;
             match (*seen, fresh) {
                 (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
@@ -234,6 +241,9 @@ impl Watch {
             if seen.is_some() || fresh {
                 *seen = Some(fresh);
             }
+        }
+        if changed {
+            board.system(|s| s.inputs_fresh.clone_from(&self.published));
         }
     }
 

@@ -266,7 +266,8 @@ impl<'a> Session<'a> {
         let topic = self.config.mqtt.topic.clone();
         self.publish(&topic, QoS::AtMostOnce, false, json(&system));
         for (i, input) in snapshot.inputs.iter().enumerate().take(self.config.inputs.len()) {
-            let state = telemetry::battery_state(self.config, i, input, &clock);
+            let online = snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
+            let state = telemetry::battery_state(self.config, i, input, online, &clock);
             self.publish(
                 &format!("{base}/battery/{}/state", i + 1),
                 QoS::AtMostOnce,

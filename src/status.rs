@@ -64,6 +64,9 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
+    /// Whether each input is fresh, in input order, as the combiner decided
+    /// it at its latest look at the clock (at most one tick old).
+    pub inputs_fresh: Vec<bool>,
     /// Telegrams dropped by the combiner's queue, over all inputs.
     pub dropped: u64,
 }
@@ -90,6 +93,7 @@ impl StatusBoard {
         StatusBoard {
             system: Mutex::new(SystemStatus {
                 inverter_setpoints: vec![LimitSetpoints::default(); outputs],
+                inputs_fresh: vec![false; inputs],
                 ..SystemStatus::default()
             }),
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),

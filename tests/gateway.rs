@@ -123,8 +123,11 @@ fn one_battery_silent_degrades_then_recovers() {
     let took = silent_at.elapsed();
     // STALE-TIMEOUT 1 s + 1 s, with slack for a loaded machine.
     assert!(took < Duration::from_secs(4), "degraded after {took:?}");
+    // The combiner's freshness is what the status board (MQTT, demo) shows.
+    assert!(rig.wait_for_fresh(WAIT, &[true, false, true]), "board freshness");
     rig.set_silent(1, false);
     assert!(rig.wait_for(0, WAIT, inverter1_ok), "never recovered");
+    assert!(rig.wait_for_fresh(WAIT, &[true, true, true]), "board freshness");
     rig.stop();
 }
 

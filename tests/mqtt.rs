@@ -119,7 +119,8 @@ fn filled_board() -> Arc<StatusBoard> {
             battery: combined_battery(),
             inputs_online: 2,
             made_at: now,
-        })
+        });
+        s.inputs_fresh = vec![true, false];
     });
     board.input(0, |i| {
         i.telegram = Some(telegram());

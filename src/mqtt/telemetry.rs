@@ -252,8 +252,9 @@ pub struct BatteryState {
     pub timestamp: f64,
 }
 
-/// The payload for BASE/battery/N/state of input `index` (0-based).
-pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: &Clock) -> BatteryState {
+/// The payload for BASE/battery/N/state of input `index` (0-based);
+/// `online` is its freshness as the combiner decided it.
+pub fn battery_state(config: &Config, index: usize, input: &InputStatus, online: bool, clock: &Clock) -> BatteryState {
     let c = &config.inputs[index];
     let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
     let (link, link_error) = link(&input.link);
@@ -267,7 +268,7 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: 
         battery: index + 1,
         description: c.description.clone(),
         can_if: c.can_if.clone(),
-        online: input.telegram.is_some() && age.is_some_and(|a| a <= config.battery.stale_timeout),
+        online,
         age_s: age.map(|a| round(a.as_secs_f64(), 1)),
         timestamp_last_bms_update: input.last_telegram_wall.map(unix),
         link,

@@ -133,6 +133,18 @@ impl Rig {
         false
     }
 
+    /// Waits up to `timeout` for the board to show these inputs fresh.
+    pub fn wait_for_fresh(&self, timeout: Duration, want: &[bool]) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.board.snapshot().system.inputs_fresh == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn view(&self, j: usize) -> InverterView {
         self.received[j].lock().unwrap().view.clone()
     }

@@ -216,7 +216,7 @@ fn battery_state_from_its_telegram_and_counters() {
         dropped: 2,
         link: LinkState::Up,
     };
-    let got = to_json(&battery_state(&config(), 0, &input, &c));
+    let got = to_json(&battery_state(&config(), 0, &input, true, &c));
     let want = json!({
         "manufacturer": null,
         "soc": 88.0,
@@ -272,7 +272,7 @@ fn a_battery_is_offline_when_stale_or_silent() {
         link: LinkState::Down("No such device".into()),
         ..InputStatus::default()
     };
-    let got = to_json(&battery_state(&config(), 1, &stale, &c));
+    let got = to_json(&battery_state(&config(), 1, &stale, false, &c));
     assert_eq!(got["online"], false);
     assert_eq!(got["age_s"], 5.1);
     assert_eq!(got["battery"], 2);
@@ -281,7 +281,7 @@ fn a_battery_is_offline_when_stale_or_silent() {
     assert_eq!(got["capacity_ah"], 50.0);
     assert_eq!(got["link"], "down");
     assert_eq!(got["link_error"], "No such device");
-    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), &c));
+    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), false, &c));
     assert_eq!(silent["online"], false);
     assert_eq!(silent["age_s"], serde_json::Value::Null);
     assert_eq!(silent["soc"], serde_json::Value::Null);
