@@ -140,38 +140,26 @@ impl Values {
         }
     }
 
-    /// One battery's own telegram. A battery that sends no 0x35C is shown
-    /// with the request flags combining assumes for it (normal operation).
+    /// One battery's own telegram, under the same names and roundings as
+    /// the combined battery. A battery that sends no 0x35C is shown with the
+    /// request flags combining assumes for it (normal operation).
     pub fn of_telegram(t: &Telegram, capacity_ah: f64) -> Values {
-        let r = t.requests_or_normal();
-        Values {
-            manufacturer: t.manufacturer.map(|m| m.name()),
-            soc: Some(round(t.soc.soc, 1)),
-            soh: Some(round(t.soc.soh, 1)),
-            v_charge_cmd: Some(round(t.limits.v_charge_cmd, 1)),
-            i_lim_charge: Some(round(t.limits.i_lim_charge, 1)),
-            i_lim_discharge: Some(round(t.limits.i_lim_discharge, 1)),
-            v_discharge_min: t.limits.v_discharge_min.map(|v| round(v, 1)),
-            v_avg: Some(round(t.measurements.v_avg, 2)),
-            i_total: Some(round(t.measurements.i_total, 1)),
-            t_avg: Some(round(t.measurements.t_avg, 1)),
-            power_w: Some(round(t.measurements.v_avg * t.measurements.i_total, 0)),
-            error_flags_1: Some(t.flags.error_flags_1),
-            error_flags_2: Some(t.flags.error_flags_2),
-            warning_flags_1: Some(t.flags.warning_flags_1),
-            warning_flags_2: Some(t.flags.warning_flags_2),
-            n_modules: Some(t.flags.n_modules),
-            charge_enable: Some(r.charge_enable),
-            discharge_enable: Some(r.discharge_enable),
-            force_charge_request: Some(r.force_charge_request),
-            force_charge_request_2: Some(r.force_charge_request_2),
-            balancing_charge_request: Some(r.balancing_charge_request),
-            v_cell_min: t.cells.map(|c| round(c.v_cell_min, 3)),
-            v_cell_max: t.cells.map(|c| round(c.v_cell_max, 3)),
-            t_cell_min: t.cells.map(|c| round(c.t_cell_min, 1)),
-            t_cell_max: t.cells.map(|c| round(c.t_cell_max, 1)),
-            capacity_ah: Some(round(capacity_ah, 1)),
-        }
+        Values::of_battery(&Battery {
+            v_charge_cmd: t.limits.v_charge_cmd,
+            i_lim_charge: t.limits.i_lim_charge,
+            i_lim_discharge: t.limits.i_lim_discharge,
+            v_discharge_min: t.limits.v_discharge_min,
+            soc: t.soc.soc,
+            soh: t.soc.soh,
+            v_avg: t.measurements.v_avg,
+            i_total: t.measurements.i_total,
+            t_avg: t.measurements.t_avg,
+            flags: t.flags,
+            requests: t.requests_or_normal(),
+            cells: t.cells,
+            manufacturer: t.manufacturer,
+            capacity_ah,
+        })
     }
 }
 
