@@ -1,5 +1,6 @@
 //! The virtual battery: combining the fresh inputs, the degraded and safe
-//! states, and each inverter's share (spec sections 4 and 5).
+//! states, each inverter's share and the setpoints; the rules are written
+//! out in docs/combining.md.
 //!
 //! [`Combiner`] is a pure state machine: the combiner thread feeds it
 //! telegrams, setpoints and ticks with the current time and forwards whatever
@@ -18,6 +19,16 @@ pub enum OnInputLost {
     Degrade,
     /// Safe state while any input is stale.
     Stop,
+}
+
+impl OnInputLost {
+    /// As written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnInputLost::Degrade => "degrade",
+            OnInputLost::Stop => "stop",
+        }
+    }
 }
 
 /// The `[battery]` settings that combining needs.

@@ -1,7 +1,7 @@
 //! The configuration file: keys, defaults, validation and error messages.
 //!
 //! The format is the original Python gateway's TOML (upper-case keys with
-//! hyphens), extended as in spec section 3. Validation is pure: it takes the
+//! hyphens), extended with the keys the README lists. Validation is pure: it takes the
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 
@@ -467,8 +467,12 @@ impl<'t> Reader<'t> {
             i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
             i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
             stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
-            on_input_lost: match self.choice(s, "ON-INPUT-LOST", &["degrade", "stop"]) {
-                Some("stop") => OnInputLost::Stop,
+            on_input_lost: match self.choice(
+                s,
+                "ON-INPUT-LOST",
+                &[OnInputLost::Degrade.name(), OnInputLost::Stop.name()],
+            ) {
+                Some(name) if name == OnInputLost::Stop.name() => OnInputLost::Stop,
                 _ => OnInputLost::Degrade,
             },
         })
@@ -786,9 +790,9 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = {:?}",
+            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = \"{}\"",
             secs(b.stale_timeout),
-            b.on_input_lost
+            b.on_input_lost.name()
         );
         for (n, i) in self.inputs.iter().enumerate() {
             let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));

@@ -1,5 +1,5 @@
 //! The MQTT thread: telemetry, Home Assistant discovery and remote
-//! current-limit setpoints (spec section 6).
+//! current-limit setpoints (docs/mqtt.md).
 //!
 //! [`run`] is the thread's body. It talks to the broker through rumqttc's
 //! blocking client, whose event loop runs in a connection thread of its own

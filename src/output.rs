@@ -55,7 +55,8 @@ impl Mailbox {
     }
 }
 
-/// The frames for one transmission, in the spec's order; no allocation.
+/// The frames for one transmission, in the order of docs/combining.md
+/// ("Timing"); no allocation.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameSet {
     frames: [Frame; 7],

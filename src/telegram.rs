@@ -19,9 +19,10 @@
 //! after it arrived (default [`MAX_FRAME_AGE`]). A BMS repeats its whole set
 //! every second, so a frame of the current cycle is never older than about
 //! 1.1 s; 2.5 s tolerates one lost burst but never pairs a frame with values
-//! from two cycles earlier. The optional frames follow the same rule, so a
-//! battery that stops sending 0x35C is, after 2.5 s, treated as one that never
-//! sent it.
+//! from two cycles earlier. The optional frames follow the same rule: a 0x35E
+//! or 0x373 that stops coming is left out after 2.5 s. A battery that has
+//! sent 0x35C and stops sending it is never taken to mean normal operation:
+//! it completes no more telegrams, and so turns stale.
 
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Message, Requests, StateOfCharge};
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! The gateway's real threads on the in-process virtual bus, end to end.
-//! Expected values are computed by hand from spec section 4 in the comments.
+//! Expected values are computed by hand from docs/combining.md in the comments.
 
 mod common;
 

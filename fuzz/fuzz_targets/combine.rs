@@ -1,4 +1,4 @@
-//! The combiner (spec sections 4 and 5) on arbitrary sequences of telegrams,
+//! The combiner (docs/combining.md) on arbitrary sequences of telegrams,
 //! clock steps and setpoints, with arbitrary settings, checking the safety
 //! rules on every combined state it makes and on every inverter's share:
 //! limits never negative, never above the caps or an active setpoint; the

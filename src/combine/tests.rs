@@ -1,5 +1,6 @@
-//! Combining tests. Expected values are computed by hand from spec section 4
-//! and written out as literals; the properties check the spec's invariants.
+//! Combining tests. Expected values are computed by hand from the rules of
+//! docs/combining.md and written out as literals; the properties check its
+//! invariants.
 
 use super::*;
 use crate::codec::{Limits, Measurements, StateOfCharge};

@@ -33,7 +33,7 @@ fn the_template_is_valid_and_not_activated() {
 }
 
 #[test]
-fn defaults_follow_the_spec() {
+fn defaults_are_the_documented_ones() {
     let c = parse(MINIMAL).unwrap();
     assert!(c.gateway_activated);
     let b = &c.battery;

@@ -75,7 +75,8 @@ pub fn round(x: f64, decimals: i32) -> f64 {
     (x * scale).round() / scale + 0.0
 }
 
-/// The battery values every state payload carries, under the spec's names.
+/// The battery values every state payload carries, under the field names
+/// of docs/mqtt.md (the same as `decode`'s).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Values {
     pub manufacturer: Option<String>,
