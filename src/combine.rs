@@ -343,11 +343,6 @@ impl Combiner {
         self.settings.stale_timeout + KEEPALIVE + Duration::from_secs(1)
     }
 
-    /// The latest combined state, if any was made.
-    pub fn last(&self) -> Option<&Combined> {
-        self.last.as_ref()
-    }
-
     /// The system-wide setpoints.
     pub fn setpoints(&self) -> &LimitSetpoints {
         &self.setpoints
@@ -394,15 +389,6 @@ impl Combiner {
             .chain(expiries)
             .chain(keepalive)
             .min()
-    }
-
-    /// The latest telegram of input `index` and when it arrived.
-    pub fn latest(&self, index: usize) -> Option<(&Telegram, Instant)> {
-        self.inputs[index].latest.as_ref().map(|(t, at)| (t, *at))
-    }
-
-    pub fn input_count(&self) -> usize {
-        self.inputs.len()
     }
 
     /// Input `index` delivered a complete telegram at `now`.

@@ -80,7 +80,7 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
                         break Ended::Stop;
                     }
                 },
-                recv(ticker) -> _ => supervision.poll(Instant::now()),
+                recv(ticker) -> _ => supervision.poll(Instant::now(), &board),
             }
         };
         if matches!(ended, Ended::Stop) {

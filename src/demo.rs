@@ -196,7 +196,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
-                recv(watch) -> _ => supervision.poll(Instant::now()),
+                recv(watch) -> _ => supervision.poll(Instant::now(), &board),
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();

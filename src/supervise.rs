@@ -6,6 +6,7 @@
 use crate::config::Config;
 use crate::gateway::Worker;
 use crate::service::{self, Heartbeat, Liveness};
+use crate::status::StatusBoard;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ pub struct Supervision {
     ready_sent: Mutex<bool>,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
+    /// The STATUS= line last sent.
+    status_sent: Mutex<String>,
 }
 
 impl Supervision {
@@ -50,6 +53,7 @@ impl Supervision {
             ready_sent: Mutex::new(false),
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
+            status_sent: Mutex::new(String::new()),
         }
     }
 
@@ -68,7 +72,8 @@ impl Supervision {
     }
 
     /// Called by the main thread a few times per second.
-    pub fn poll(&self, now: Instant) {
+    pub fn poll(&self, now: Instant, board: &StatusBoard) {
+        self.status(board);
         let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
@@ -89,6 +94,16 @@ impl Supervision {
         {
             Ok(()) => service::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
+        }
+    }
+
+    /// Sends systemd's STATUS= line when it changes.
+    fn status(&self, board: &StatusBoard) {
+        let line = board.summary();
+        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if *sent != line {
+            service::notify_status(&line);
+            *sent = line;
         }
     }
 }

@@ -103,16 +103,10 @@ pub fn read_password(path: &Path) -> Result<String, String> {
         .to_string())
 }
 
-/// Client options for the config: id, keep-alive, last will, credentials
-/// and TLS. Files (password, certificates) are read here, and again at
-/// every reconnect, so a fixed file is picked up without a restart.
-pub fn options(config: &Config) -> Result<MqttOptions, String> {
-    let mut o = base_options(config);
-    refresh(config, &mut o)?;
-    Ok(o)
-}
-
-/// Everything but the parts read from files.
+/// Client options for the config: id, keep-alive, clean session, last will.
+/// The parts read from files (password, certificates) are added by
+/// [`refresh`], at the start and again at every reconnect, so that a fixed
+/// file is picked up without a restart.
 fn base_options(config: &Config) -> MqttOptions {
     let m = &config.mqtt;
     let mut o = MqttOptions::new(client_id(config), m.broker.clone(), m.port);

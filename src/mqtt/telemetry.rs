@@ -194,7 +194,6 @@ fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
 /// The payload for TOPIC.
 pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
     let combined = snapshot.system.combined.as_ref();
-    let dropped_inputs: u64 = snapshot.inputs.iter().map(|i| i.dropped).sum();
     SystemState {
         values: combined.map_or_else(Values::default, |c| Values::of_battery(&c.battery)),
         state: combined.map_or("starting", |c| c.state.as_str()),
@@ -203,7 +202,7 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
         timestamp_last_bms_update: newest(snapshot.inputs.iter().map(|i| i.last_telegram_wall)),
         timestamp_last_inverter_request: newest(snapshot.outputs.iter().map(|o| o.last_request_wall)),
         n_invalid_data_telegrams: snapshot.inputs.iter().map(|i| i.invalid).sum(),
-        n_dropped_telegrams: snapshot.system.dropped + dropped_inputs,
+        n_dropped_telegrams: snapshot.inputs.iter().map(|i| i.dropped).sum(),
         state_age_s: combined.map(|c| clock.age(c.made_at)),
         timestamp: clock.timestamp(),
     }

@@ -102,7 +102,6 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
                 inputs_online: 1,
                 made_at: c.now - Duration::from_millis(300),
             }),
-            dropped: 2,
             ..SystemStatus::default()
         },
         inputs: vec![InputStatus::default(), InputStatus::default()],
@@ -110,6 +109,7 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     };
     snap.inputs[0].invalid = 3;
     snap.inputs[1].invalid = 4;
+    snap.inputs[0].dropped = 2;
     snap.inputs[1].dropped = 1;
     snap.inputs[0].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 10));
     snap.inputs[1].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 1250));
