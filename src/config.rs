@@ -152,7 +152,17 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: PathBuf,
+    pub kind: ConfigErrorKind,
     pub problems: Vec<Problem>,
+}
+
+/// What went wrong with a configuration file, for the hint to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file could not be read (missing, not permitted...).
+    Unreadable,
+    /// The file was read and is not a valid configuration.
+    Invalid,
 }
 
 impl fmt::Display for ConfigError {
@@ -182,6 +192,7 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Unreadable,
         problems: vec![Problem {
             line: 0,
             column: 0,
@@ -191,6 +202,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     parse(&text).map_err(|problems| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Invalid,
         problems,
     })
 }
@@ -558,19 +570,7 @@ impl<'t> Reader<'t> {
                 "CERT-FILE and KEY-FILE go together: set both or neither".into(),
             );
         }
-        let port = s
-            .get("PORT")
-            .and_then(|v| self.number(s, "PORT", v, (1.0, 65535.0)))
-            .map_or(d.port, |p| p as u16);
-        if s.get("PORT")
-            .is_some_and(|v| !matches!(v.get_ref(), DeValue::Integer(_)))
-        {
-            self.problem(
-                s.get("PORT").unwrap().span(),
-                &s.name("PORT"),
-                "must be a whole number from 1 to 65535".into(),
-            );
-        }
+        let port = self.port_or(s, "PORT", d.port);
         let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, 30.0 * 86400.0));
         Some(MqttConfig {
             activated: flag(self, "ACTIVATED", d.activated),
@@ -663,6 +663,28 @@ impl<'t> Reader<'t> {
         s.get(key)
             .and_then(|v| self.seconds(s, key, v, range))
             .unwrap_or(default)
+    }
+
+    /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
+    fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
+        const ALLOWED: &str = "must be a whole number from 1 to 65535";
+        let Some(v) = s.get(key) else { return default };
+        let message = match v.get_ref() {
+            DeValue::Integer(i) => {
+                let port = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                    .ok()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p >= 1);
+                if let Some(p) = port {
+                    return p;
+                }
+                format!("{} is out of range: {ALLOWED}", &self.text[v.span()])
+            }
+            DeValue::Float(_) => ALLOWED.to_string(),
+            other => format!("{ALLOWED}, not {}", kind(other)),
+        };
+        self.problem(v.span(), &s.name(key), message);
+        default
     }
 
     fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {

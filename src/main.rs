@@ -3,7 +3,7 @@
 
 use bms_gateway::can::CanOpener;
 use bms_gateway::can::socket::SocketCan;
-use bms_gateway::config::{self, Config, ConfigError};
+use bms_gateway::config::{self, Config, ConfigError, ConfigErrorKind};
 use bms_gateway::demo::{self, DemoOptions};
 use bms_gateway::{daemon, decode, service, signals, tools};
 use clap::{Parser, Subcommand};
@@ -103,7 +103,7 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 fn load(path: &Path) -> Result<Config, Exit> {
     config::load(path).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
-        if e.problems.iter().any(|p| p.message.starts_with("cannot read")) {
+        if e.kind == ConfigErrorKind::Unreadable {
             eprintln!(
                 "hint: write a commented template with: bms-gateway --init -c {}",
                 path.display()

@@ -116,6 +116,8 @@ fn check_refuses_a_bad_file_naming_key_line_and_column() {
         )),
         "{err}"
     );
+    // The --init hint is for a file that cannot be read, not a bad one.
+    assert!(!err.contains("--init"), "{err}");
     let (code, _, err) = run(&["check", "-c", "/nonexistent/bms.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the file") && err.contains("--init"), "{err}");
