@@ -6,6 +6,7 @@ mod common;
 use bms_gateway::can::CanOpener;
 use bms_gateway::frame::{CanId, Frame, FrameKind};
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
+use bms_gateway::sim::BatteryParams;
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -43,11 +44,38 @@ ACTIVATED = false
     )
 }
 
-fn three_batteries() -> Vec<bms_gateway::sim::BatteryParams> {
+fn three_batteries() -> Vec<BatteryParams> {
     vec![
-        battery(53.2, 100.0, 120.0, 80.0, 52.00, 10.0, 20.0),
-        battery(54.0, 150.0, 150.0, 50.0, 52.60, -4.0, 26.0),
-        battery(53.6, 100.0, 100.0, 31.0, 52.40, 2.0, 24.0),
+        BatteryParams {
+            cvl: 53.2,
+            ccl: 100.0,
+            dcl: 120.0,
+            soc: 80.0,
+            voltage: 52.00,
+            current: 10.0,
+            temp: 20.0,
+            ..plain_battery()
+        },
+        BatteryParams {
+            cvl: 54.0,
+            ccl: 150.0,
+            dcl: 150.0,
+            soc: 50.0,
+            voltage: 52.60,
+            current: -4.0,
+            temp: 26.0,
+            ..plain_battery()
+        },
+        BatteryParams {
+            cvl: 53.6,
+            ccl: 100.0,
+            dcl: 100.0,
+            soc: 31.0,
+            voltage: 52.40,
+            current: 2.0,
+            temp: 24.0,
+            ..plain_battery()
+        },
     ]
 }
 

@@ -9,7 +9,8 @@ mod mosquitto;
 
 use bms_gateway::codec::{self, Message};
 use bms_gateway::mqtt;
-use common::{Rig, battery, close, is_id};
+use bms_gateway::sim::BatteryParams;
+use common::{Rig, close, is_id, plain_battery};
 use crossbeam_channel::{Sender, bounded};
 use mosquitto::{Broker, Watcher, logs};
 use std::thread::JoinHandle;
@@ -46,7 +47,16 @@ CLIENT-ID = "gw-{base}"
 fn start_rig(port: u16, base: &str, extra: &str) -> Rig {
     let rig = Rig::start(
         &toml(port, base, extra),
-        vec![battery(53.2, 200.0, 180.0, 80.0, 52.0, 10.0, 20.0)],
+        vec![BatteryParams {
+            cvl: 53.2,
+            ccl: 200.0,
+            dcl: 180.0,
+            soc: 80.0,
+            voltage: 52.0,
+            current: 10.0,
+            temp: 20.0,
+            ..plain_battery()
+        }],
         &[],
     );
     assert!(

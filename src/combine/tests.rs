@@ -7,33 +7,48 @@ use crate::codec::{Limits, Measurements, StateOfCharge};
 use crate::setpoint::Setpoint;
 use proptest::prelude::*;
 
-/// A telegram with the given values; flags clear, normal requests.
-#[allow(clippy::too_many_arguments)]
-fn tg(cvl: f64, ccl: f64, dcl: f64, dvl: f64, soc: f64, soh: f64, v: f64, i: f64, t: f64, modules: u8) -> Telegram {
-    Telegram {
-        limits: Limits {
-            v_charge_cmd: cvl,
-            i_lim_charge: ccl,
-            i_lim_discharge: dcl,
-            v_discharge_min: Some(dvl),
-        },
-        soc: StateOfCharge {
-            soc,
-            soh,
-            soc_hires: None,
-        },
-        measurements: Measurements {
-            v_avg: v,
-            i_total: i,
-            t_avg: t,
-        },
-        flags: Flags {
-            n_modules: modules,
-            ..Flags::default()
-        },
-        requests: Some(Requests::NORMAL),
-        manufacturer: None,
-        cells: None,
+/// A telegram's values, by name; flags clear, normal requests.
+#[derive(Debug, Clone, Copy)]
+struct Tg {
+    cvl: f64,
+    ccl: f64,
+    dcl: f64,
+    dvl: f64,
+    soc: f64,
+    soh: f64,
+    v: f64,
+    i: f64,
+    t: f64,
+    modules: u8,
+}
+
+impl Tg {
+    fn telegram(self) -> Telegram {
+        Telegram {
+            limits: Limits {
+                v_charge_cmd: self.cvl,
+                i_lim_charge: self.ccl,
+                i_lim_discharge: self.dcl,
+                v_discharge_min: Some(self.dvl),
+            },
+            soc: StateOfCharge {
+                soc: self.soc,
+                soh: self.soh,
+                soc_hires: None,
+            },
+            measurements: Measurements {
+                v_avg: self.v,
+                i_total: self.i,
+                t_avg: self.t,
+            },
+            flags: Flags {
+                n_modules: self.modules,
+                ..Flags::default()
+            },
+            requests: Some(Requests::NORMAL),
+            manufacturer: None,
+            cells: None,
+        }
     }
 }
 
@@ -52,8 +67,32 @@ macro_rules! assert_close {
 }
 
 fn two_inputs() -> (Telegram, Telegram) {
-    let a = tg(53.2, 100.0, 120.0, 45.0, 80.0, 100.0, 52.0, 10.0, 20.0, 3);
-    let mut b = tg(54.0, 200.0, 250.0, 46.9, 40.0, 90.0, 53.0, -6.0, 30.0, 6);
+    let a = Tg {
+        cvl: 53.2,
+        ccl: 100.0,
+        dcl: 120.0,
+        dvl: 45.0,
+        soc: 80.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 10.0,
+        t: 20.0,
+        modules: 3,
+    }
+    .telegram();
+    let mut b = Tg {
+        cvl: 54.0,
+        ccl: 200.0,
+        dcl: 250.0,
+        dvl: 46.9,
+        soc: 40.0,
+        soh: 90.0,
+        v: 53.0,
+        i: -6.0,
+        t: 30.0,
+        modules: 6,
+    }
+    .telegram();
     b.flags.warning_flags_1 = 0x04;
     b.flags.error_flags_1 = 0x40; // an unknown bit passes through
     (a, b)
@@ -84,9 +123,45 @@ fn two_inputs_of_different_capacity() {
 
 #[test]
 fn three_inputs_with_caps_scaling_and_charge_disabled() {
-    let a = tg(55.0, 100.0, 100.0, 44.0, 90.0, 100.0, 52.0, 20.0, 25.0, 2);
-    let b = tg(54.5, 100.0, 100.0, 45.0, 60.0, 95.0, 51.0, 15.0, 24.0, 2);
-    let mut c = tg(56.0, 100.0, 100.0, 46.0, 30.0, 90.0, 50.0, -5.0, 23.0, 2);
+    let a = Tg {
+        cvl: 55.0,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 44.0,
+        soc: 90.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 20.0,
+        t: 25.0,
+        modules: 2,
+    }
+    .telegram();
+    let b = Tg {
+        cvl: 54.5,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 45.0,
+        soc: 60.0,
+        soh: 95.0,
+        v: 51.0,
+        i: 15.0,
+        t: 24.0,
+        modules: 2,
+    }
+    .telegram();
+    let mut c = Tg {
+        cvl: 56.0,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 46.0,
+        soc: 30.0,
+        soh: 90.0,
+        v: 50.0,
+        i: -5.0,
+        t: 23.0,
+        modules: 2,
+    }
+    .telegram();
     c.requests = Some(Requests {
         charge_enable: false,
         balancing_charge_request: true,
@@ -126,7 +201,19 @@ fn eight_inputs() {
     let ts: Vec<Telegram> = (1..=8)
         .map(|k| {
             let k = f64::from(k);
-            tg(52.0 + k * 0.1, 25.0, 30.0, 45.0, k * 10.0, 100.0, 50.0, k, 20.0, 1)
+            Tg {
+                cvl: 52.0 + k * 0.1,
+                ccl: 25.0,
+                dcl: 30.0,
+                dvl: 45.0,
+                soc: k * 10.0,
+                soh: 100.0,
+                v: 50.0,
+                i: k,
+                t: 20.0,
+                modules: 1,
+            }
+            .telegram()
         })
         .collect();
     let caps: Vec<f64> = (1..=8).map(|k| f64::from(k) * 50.0).collect();
@@ -181,7 +268,19 @@ fn cell_extremes_are_min_of_minimums_and_max_of_maximums() {
         t_cell_min: 12.0,
         t_cell_max: 21.0,
     });
-    let c = tg(55.0, 10.0, 10.0, 44.0, 50.0, 100.0, 52.0, 0.0, 20.0, 1);
+    let c = Tg {
+        cvl: 55.0,
+        ccl: 10.0,
+        dcl: 10.0,
+        dvl: 44.0,
+        soc: 50.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 0.0,
+        t: 20.0,
+        modules: 1,
+    }
+    .telegram();
     let r = combine_fresh(
         [(&a, 1.0), (&b, 1.0), (&c, 1.0)].into_iter(),
         &BatterySettings::default(),
@@ -561,7 +660,19 @@ fn telegram_strategy() -> impl Strategy<Value = Telegram> {
         (any::<[u8; 4]>(), 0u8..16, any::<bool>(), any::<bool>()),
     )
         .prop_map(|((cvl, ccl, dcl, dvl), (soc, soh, v, i, t), (flags, n, ce, de))| {
-            let mut x = tg(cvl, ccl, dcl, dvl, soc, soh, v, i, t, n);
+            let mut x = Tg {
+                cvl,
+                ccl,
+                dcl,
+                dvl,
+                soc,
+                soh,
+                v,
+                i,
+                t,
+                modules: n,
+            }
+            .telegram();
             x.flags.error_flags_1 = flags[0];
             x.flags.error_flags_2 = flags[1];
             x.flags.warning_flags_1 = flags[2];
