@@ -27,3 +27,8 @@ pub mod status;
 pub mod supervise;
 pub mod telegram;
 pub mod tools;
+
+/// Configuration text for the unit tests, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/config_text/mod.rs"]
+mod config_text;

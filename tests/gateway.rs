@@ -2,46 +2,33 @@
 //! Expected values are computed by hand from docs/combining.md in the comments.
 
 mod common;
+mod config_text;
 
 use bms_gateway::can::CanOpener;
 use bms_gateway::frame::{CanId, Frame, FrameKind};
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use bms_gateway::sim::BatteryParams;
 use common::*;
+use config_text::ConfigText;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Three batteries, two inverters with shares 0.6 and 0.4.
 fn three_by_two(extra_battery: &str, extra_inverter: &str) -> String {
-    format!(
-        r#"GATEWAY-ACTIVATED = true
-[battery]
-I-LIM-CHARGE = 300
-STALE-TIMEOUT = 1.0
-{extra_battery}
-[[bmses-in]]
-CAN-IF = "bat1"
-CAPACITY-AH = 100
-[[bmses-in]]
-CAN-IF = "bat2"
-CAPACITY-AH = 200
-[[bmses-in]]
-CAN-IF = "bat3"
-CAPACITY-AH = 100
-[[bmses-out]]
-CAN-IF = "inv1"
-I-SCALING = 0.6
-I-LIM-CHARGE = 150
-I-OFFSET = 1.0
-{extra_inverter}
-[[bmses-out]]
-CAN-IF = "inv2"
-I-SCALING = 0.4
-[mqtt]
-ACTIVATED = false
-"#
-    )
+    ConfigText::new()
+        .battery("I-LIM-CHARGE = 300\nSTALE-TIMEOUT = 1.0")
+        .battery(extra_battery)
+        .input("bat1", 100.0, "")
+        .input("bat2", 200.0, "")
+        .input("bat3", 100.0, "")
+        .output(
+            "inv1",
+            &format!("I-SCALING = 0.6\nI-LIM-CHARGE = 150\nI-OFFSET = 1.0\n{extra_inverter}"),
+        )
+        .output("inv2", "I-SCALING = 0.4")
+        .mqtt("ACTIVATED = false")
+        .text()
 }
 
 fn three_batteries() -> Vec<BatteryParams> {

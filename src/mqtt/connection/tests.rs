@@ -2,12 +2,15 @@
 //! wording of connection errors, password and TLS file handling.
 
 use super::*;
+use crate::config_text::ConfigText;
 
 fn config(mqtt: &str) -> Config {
-    let text = format!(
-        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"can0\"\nCAPACITY-AH = 100\n\
-         [[bmses-out]]\nCAN-IF = \"can1\"\n[mqtt]\nBROKER = \"broker.lan\"\nPORT = 8883\n{mqtt}\n"
-    );
+    let text = ConfigText::new()
+        .input("can0", 100.0, "")
+        .output("can1", "")
+        .mqtt("BROKER = \"broker.lan\"\nPORT = 8883")
+        .mqtt(mqtt)
+        .text();
     crate::config::parse(&text).unwrap()
 }
 

@@ -2,16 +2,19 @@
 //! out by hand; the stale-entity rule.
 
 use super::*;
+use crate::config_text::ConfigText;
 
 fn config(extra_mqtt: &str, batteries: &[&str]) -> Config {
-    let mut text = String::from("GATEWAY-ACTIVATED = true\n[battery]\nI-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120\n");
-    for b in batteries {
-        text.push_str(&format!("[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\n"));
-    }
-    text.push_str("[[bmses-out]]\nCAN-IF = \"inv0\"\nI-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\n");
-    text.push_str(&format!(
-        "[mqtt]\nBASE-TOPIC = \"home/bms\"\nTOPIC = \"tele/bms\"\n{extra_mqtt}\n"
-    ));
+    let text = batteries
+        .iter()
+        .fold(
+            ConfigText::new().battery("I-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120"),
+            |t, b| t.input(b, 100.0, ""),
+        )
+        .output("inv0", "I-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80")
+        .mqtt("BASE-TOPIC = \"home/bms\"\nTOPIC = \"tele/bms\"")
+        .mqtt(extra_mqtt)
+        .text();
     crate::config::parse(&text).unwrap()
 }
 

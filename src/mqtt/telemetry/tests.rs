@@ -4,6 +4,7 @@
 use super::*;
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use crate::combine::{Combined, SystemState as State};
+use crate::config_text::ConfigText;
 use crate::status::SystemStatus;
 use serde_json::json;
 
@@ -17,24 +18,13 @@ fn clock() -> Clock {
 }
 
 fn config() -> Config {
-    crate::config::parse(
-        r#"
-GATEWAY-ACTIVATED = true
-[battery]
-STALE-TIMEOUT = 5
-[[bmses-in]]
-CAN-IF = "can1"
-DESCRIPTION = "rack A"
-CAPACITY-AH = 100
-[[bmses-in]]
-CAN-IF = "can2"
-CAPACITY-AH = 50
-[[bmses-out]]
-CAN-IF = "can3"
-DESCRIPTION = "inverter"
-"#,
-    )
-    .unwrap()
+    let text = ConfigText::new()
+        .battery("STALE-TIMEOUT = 5")
+        .input("can1", 100.0, "DESCRIPTION = \"rack A\"")
+        .input("can2", 50.0, "")
+        .output("can3", "DESCRIPTION = \"inverter\"")
+        .text();
+    crate::config::parse(&text).unwrap()
 }
 
 fn battery() -> Battery {
