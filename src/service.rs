@@ -318,21 +318,6 @@ mod tests {
     }
 
     #[test]
-    fn heartbeat_is_send_and_clone() {
-        fn assert_send_clone<T: Send + Sync + Clone + 'static>() {}
-        assert_send_clone::<Heartbeat>();
-    }
-
-    #[test]
-    fn syslog_priorities() {
-        assert_eq!(syslog_priority(Level::Error), 3);
-        assert_eq!(syslog_priority(Level::Warn), 4);
-        assert_eq!(syslog_priority(Level::Info), 6);
-        assert_eq!(syslog_priority(Level::Debug), 7);
-        assert_eq!(syslog_priority(Level::Trace), 7);
-    }
-
-    #[test]
     fn journal_lines_have_a_prefix_and_no_timestamp() {
         assert_eq!(journal_line(Level::Warn, "can0: bus-off"), "<4>can0: bus-off\n");
         assert_eq!(
@@ -356,15 +341,6 @@ mod tests {
         assert_eq!(parse_journal_stream("8:12345\n"), Some((8, 12345)));
         assert_eq!(parse_journal_stream("garbage"), None);
         assert_eq!(parse_journal_stream("8:x"), None);
-    }
-
-    #[test]
-    fn watchdog_ping_period_is_half() {
-        assert_eq!(ping_period(Duration::from_secs(10)), Duration::from_secs(5));
-        assert_eq!(
-            ping_period(Duration::from_micros(1_000_000)),
-            Duration::from_millis(500)
-        );
     }
 
     /// Environment marker: set only in the child that
@@ -522,18 +498,5 @@ mod tests {
         assert!(hello.contains("bms_gateway::service::tests]"), "{plain}");
         assert!(!plain.contains("details"), "{plain}");
         assert!(!plain.contains('<'), "{plain}");
-    }
-
-    #[test]
-    fn notifications_are_noops_outside_systemd() {
-        if std::env::var_os("NOTIFY_SOCKET").is_some() {
-            // Running under a service manager: do not tell it anything.
-            return;
-        }
-        notify_ready();
-        notify_reloading();
-        notify_status("line one\nline two");
-        notify_watchdog();
-        notify_stopping();
     }
 }

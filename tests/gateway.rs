@@ -127,7 +127,6 @@ fn one_battery_silent_degrades_then_recovers() {
     let rig = Rig::start(&three_by_two("", ""), three_batteries(), &[]);
     assert!(rig.wait_for(0, WAIT, inverter1_ok));
     rig.set_silent(1, true);
-    let silent_at = Instant::now();
     // Without battery 2: CCL 100 + 100 = 200, x 0.6 = 120; alarm byte 3 bit 3.
     let degraded = |v: &bms_gateway::sim::InverterView| {
         v.limits().is_some_and(|l| close(l.i_lim_charge, 120.0)) && v.flags().is_some_and(|f| f.warning_flags_2 == 0x08)
@@ -135,9 +134,9 @@ fn one_battery_silent_degrades_then_recovers() {
     assert!(rig.wait_for(0, WAIT, degraded), "never degraded");
     // SOC without battery 2: (80*100 + 31*100) / 200 = 55.5 -> 56.
     assert_eq!(rig.view(0).soc().unwrap().soc, 56.0);
-    let took = silent_at.elapsed();
-    // STALE-TIMEOUT 1 s + 1 s, with slack for a loaded machine.
-    assert!(took < Duration::from_secs(4), "degraded after {took:?}");
+    // When: the round completes the moment battery 2 turns stale, proven on
+    // the core's own clock (combine::tests::one_input_silent_gives_degraded_then_ok_again),
+    // not timed here.
     // The combiner's freshness is what the status board (MQTT, demo) shows.
     assert!(rig.wait_for_fresh(WAIT, &[true, false, true]), "board freshness");
     rig.set_silent(1, false);
