@@ -163,8 +163,7 @@ fn options_carry_the_last_will_and_credentials() {
         "BASE-TOPIC = \"gw\"\nUSERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"",
         file.display()
     ));
-    let mut o = base_options(&c);
-    refresh(&c, &mut o).unwrap();
+    let o = options(&c).unwrap();
     let will = o.last_will().unwrap();
     assert_eq!(will.topic, "gw/status");
     assert_eq!(&will.message[..], b"offline");
