@@ -16,6 +16,7 @@ pub mod demo;
 pub mod frame;
 pub mod gateway;
 pub mod input;
+pub mod loglimit;
 pub mod mqtt;
 pub mod output;
 pub mod service;

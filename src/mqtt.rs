@@ -26,10 +26,11 @@ pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
+use crate::loglimit::{Quiet, Throttle};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
-use connection::{LinkEvent, Quiet, Throttle};
+use connection::LinkEvent;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
 use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};

@@ -13,6 +13,7 @@
 //! needs.
 
 use crate::config::{Config, TlsConfig};
+use crate::loglimit::Quiet;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rumqttc::{
     Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -260,83 +261,6 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = BACKOFF_MIN;
-    }
-}
-
-/// Rate limit for repeated log lines: a line differing from the previous
-/// one is logged at once; the same line again at most once per `every`,
-/// with the number of repeats left out meanwhile.
-#[derive(Debug)]
-pub struct Quiet {
-    every: Duration,
-    last: Option<(String, Instant)>,
-    suppressed: u64,
-}
-
-impl Quiet {
-    pub fn new(every: Duration) -> Quiet {
-        Quiet {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        let repeat = self.last.as_ref().is_some_and(|(l, _)| l == line);
-        let due = self
-            .last
-            .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
-        if repeat && !due {
-            self.suppressed += 1;
-            return None;
-        }
-        let out = match (repeat, self.suppressed) {
-            (true, n) if n > 0 => format!("{line} (repeated {n} times)"),
-            _ => line.to_string(),
-        };
-        self.last = Some((line.to_string(), now));
-        self.suppressed = 0;
-        Some(out)
-    }
-}
-
-/// Rate limit for a kind of log line whatever its text: at most one per
-/// `every`, with the number left out meanwhile.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        if self
-            .last
-            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        let out = match self.suppressed {
-            0 => line.to_string(),
-            n => format!("{line} ({n} similar lines left out)"),
-        };
-        self.last = Some(now);
-        self.suppressed = 0;
-        Some(out)
     }
 }
 

@@ -24,37 +24,6 @@ fn backoff_doubles_from_1_s_up_to_30_s() {
 }
 
 #[test]
-fn repeated_lines_are_rate_limited() {
-    let t0 = Instant::now();
-    let mut q = Quiet::new(Duration::from_secs(600));
-    assert_eq!(q.check("a", t0), Some("a".into()));
-    assert_eq!(q.check("a", t0 + Duration::from_secs(1)), None);
-    assert_eq!(q.check("a", t0 + Duration::from_secs(2)), None);
-    // A different line is logged at once.
-    assert_eq!(q.check("b", t0 + Duration::from_secs(3)), Some("b".into()));
-    assert_eq!(q.check("b", t0 + Duration::from_secs(4)), None);
-    assert_eq!(
-        q.check("b", t0 + Duration::from_secs(603)),
-        Some("b (repeated 1 times)".into())
-    );
-    assert_eq!(q.check("b", t0 + Duration::from_secs(1203)), Some("b".into()));
-}
-
-#[test]
-fn a_kind_of_line_is_throttled_whatever_its_text() {
-    let t0 = Instant::now();
-    let mut t = Throttle::new(Duration::from_secs(10));
-    assert_eq!(t.check("a", t0), Some("a".into()));
-    assert_eq!(t.check("b", t0 + Duration::from_secs(1)), None);
-    assert_eq!(t.check("c", t0 + Duration::from_secs(9)), None);
-    assert_eq!(
-        t.check("d", t0 + Duration::from_secs(10)),
-        Some("d (2 similar lines left out)".into())
-    );
-    assert_eq!(t.check("e", t0 + Duration::from_secs(20)), Some("e".into()));
-}
-
-#[test]
 fn a_wrong_password_is_named_as_such() {
     let c = config("USERNAME = \"bms\"\nPASSWORD-FILE = \"/x\"");
     assert_eq!(
