@@ -1,115 +1,73 @@
 //! Rate-limited log lines, so that a fault repeating many times a second
-//! fills neither the log nor the disk.
+//! fills neither the log nor the disk. One limiter for every such line: it
+//! decides and returns the finished line, with the count held back.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Rate-limits a repeated log line: the first occurrence and then at most one
-/// per `every`, saying how many were not logged in between.
+/// Which repeats a [`LogLimit`] holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeats {
+    /// Every line: one kind of event, whatever its text says.
+    AnyText,
+    /// Only the same text again; a different line is logged at once (and
+    /// the count held back of the previous one is dropped with it).
+    SameText,
+}
+
+/// The first line at once, then at most one per `every`; the line logged
+/// says how many were held back since the last one.
 #[derive(Debug)]
-pub struct RateLimit {
+pub struct LogLimit {
     every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
+    repeats: Repeats,
+    /// When the last line was logged, and its text for [`Repeats::SameText`].
+    last: Option<(Instant, String)>,
+    held: u64,
 }
 
-impl RateLimit {
-    pub const fn new(every: Duration) -> RateLimit {
-        RateLimit {
+impl LogLimit {
+    pub const fn new(every: Duration, repeats: Repeats) -> LogLimit {
+        LogLimit {
             every,
+            repeats,
             last: None,
-            suppressed: 0,
+            held: 0,
         }
     }
 
-    /// `Some(n)` when a line should be logged now, `n` being how many were
-    /// suppressed since the last one.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(t) if now.saturating_duration_since(t) < self.every => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
-/// Rate limit for repeated log lines: a line differing from the previous
-/// one is logged at once; the same line again at most once per `every`,
-/// with the number of repeats left out meanwhile.
-#[derive(Debug)]
-pub struct Quiet {
-    every: Duration,
-    last: Option<(String, Instant)>,
-    suppressed: u64,
-}
-
-impl Quiet {
-    pub fn new(every: Duration) -> Quiet {
-        Quiet {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        let repeat = self.last.as_ref().is_some_and(|(l, _)| l == line);
+    /// The line to log now, finished, or `None` to leave it out. The text
+    /// is only rendered when it is logged or must be compared.
+    pub fn check(&mut self, line: impl fmt::Display, now: Instant) -> Option<String> {
         let due = self
             .last
             .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
-        if repeat && !due {
-            self.suppressed += 1;
+            .is_none_or(|(at, _)| now.saturating_duration_since(*at) >= self.every);
+        let (text, held_back) = match self.repeats {
+            Repeats::AnyText => (None, !due),
+            Repeats::SameText => {
+                let text = line.to_string();
+                let same = self.last.as_ref().is_some_and(|(_, last)| *last == text);
+                if !same {
+                    self.held = 0;
+                }
+                (Some(text), same && !due)
+            }
+        };
+        if held_back {
+            self.held += 1;
             return None;
         }
-        let out = match (repeat, self.suppressed) {
-            (true, n) if n > 0 => format!("{line} (repeated {n} times)"),
-            _ => line.to_string(),
+        let text = text.unwrap_or_else(|| line.to_string());
+        let out = match std::mem::take(&mut self.held) {
+            0 => text.clone(),
+            n => format!("{text} ({n} more since the last report)"),
         };
-        self.last = Some((line.to_string(), now));
-        self.suppressed = 0;
-        Some(out)
-    }
-}
-
-/// Rate limit for a kind of log line whatever its text: at most one per
-/// `every`, with the number left out meanwhile.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        if self
-            .last
-            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        let out = match self.suppressed {
-            0 => line.to_string(),
-            n => format!("{line} ({n} similar lines left out)"),
+        let kept = match self.repeats {
+            Repeats::AnyText => String::new(),
+            Repeats::SameText => text,
         };
-        self.last = Some(now);
-        self.suppressed = 0;
+        self.last = Some((now, kept));
         Some(out)
     }
 }
@@ -121,17 +79,20 @@ mod tests {
     #[test]
     fn rate_limit_counts_what_it_suppressed() {
         let t0 = Instant::now();
-        let mut r = RateLimit::new(Duration::from_secs(10));
-        assert_eq!(r.allow(t0), Some(0));
-        assert_eq!(r.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(r.allow(t0 + Duration::from_secs(9)), None);
-        assert_eq!(r.allow(t0 + Duration::from_secs(10)), Some(2));
+        let mut r = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
+        assert_eq!(r.check("x", t0), Some("x".into()));
+        assert_eq!(r.check("x", t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.check("x", t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            r.check("x", t0 + Duration::from_secs(10)),
+            Some("x (2 more since the last report)".into())
+        );
     }
 
     #[test]
     fn repeated_lines_are_rate_limited() {
         let t0 = Instant::now();
-        let mut q = Quiet::new(Duration::from_secs(600));
+        let mut q = LogLimit::new(Duration::from_secs(600), Repeats::SameText);
         assert_eq!(q.check("a", t0), Some("a".into()));
         assert_eq!(q.check("a", t0 + Duration::from_secs(1)), None);
         assert_eq!(q.check("a", t0 + Duration::from_secs(2)), None);
@@ -140,7 +101,7 @@ mod tests {
         assert_eq!(q.check("b", t0 + Duration::from_secs(4)), None);
         assert_eq!(
             q.check("b", t0 + Duration::from_secs(603)),
-            Some("b (repeated 1 times)".into())
+            Some("b (1 more since the last report)".into())
         );
         assert_eq!(q.check("b", t0 + Duration::from_secs(1203)), Some("b".into()));
     }
@@ -148,14 +109,33 @@ mod tests {
     #[test]
     fn a_kind_of_line_is_throttled_whatever_its_text() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(Duration::from_secs(10));
+        let mut t = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         assert_eq!(t.check("a", t0), Some("a".into()));
         assert_eq!(t.check("b", t0 + Duration::from_secs(1)), None);
         assert_eq!(t.check("c", t0 + Duration::from_secs(9)), None);
         assert_eq!(
             t.check("d", t0 + Duration::from_secs(10)),
-            Some("d (2 similar lines left out)".into())
+            Some("d (2 more since the last report)".into())
         );
         assert_eq!(t.check("e", t0 + Duration::from_secs(20)), Some("e".into()));
+    }
+
+    /// A line that is left out is never rendered.
+    #[test]
+    fn a_line_left_out_is_not_formatted() {
+        struct Counted<'a>(&'a std::cell::Cell<u32>);
+        impl fmt::Display for Counted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.set(self.0.get() + 1);
+                f.write_str("x")
+            }
+        }
+        let rendered = std::cell::Cell::new(0);
+        let t0 = Instant::now();
+        let mut r = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
+        for s in 0..5 {
+            r.check(Counted(&rendered), t0 + Duration::from_secs(s));
+        }
+        assert_eq!(rendered.get(), 1);
     }
 }

@@ -26,7 +26,7 @@ pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
-use crate::loglimit::{Quiet, Throttle};
+use crate::loglimit::{LogLimit, Repeats};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
@@ -112,14 +112,14 @@ struct Session<'a> {
     published_setpoints: Option<Vec<LimitSetpoints>>,
     /// Publishes dropped because the queue was full.
     dropped: u64,
-    drop_log: Quiet,
+    drop_log: LogLimit,
     /// Accepted commands: logged, but an energy manager sending a new value
     /// every few seconds must not fill the journal.
-    accepted_log: Throttle,
+    accepted_log: LogLimit,
     /// Refused commands: a misbehaving client must not fill the journal.
-    refused_log: Throttle,
+    refused_log: LogLimit,
     /// Removed discovery entities: one line for the whole batch.
-    removal_log: Throttle,
+    removal_log: LogLimit,
 }
 
 impl<'a> Session<'a> {
@@ -146,10 +146,10 @@ impl<'a> Session<'a> {
             connected: false,
             published_setpoints: None,
             dropped: 0,
-            drop_log: Quiet::new(Duration::from_secs(60)),
-            accepted_log: Throttle::new(Duration::from_secs(10)),
-            refused_log: Throttle::new(Duration::from_secs(10)),
-            removal_log: Throttle::new(Duration::from_secs(60)),
+            drop_log: LogLimit::new(Duration::from_secs(60), Repeats::SameText),
+            accepted_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            refused_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            removal_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::codec::{self, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{CanId, Frame, FrameKind};
-use crate::loglimit::RateLimit;
+use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown;
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -200,7 +200,7 @@ impl Output<'_> {
             last_sent: None,
             pending: latest.is_some(),
         };
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         loop {
             (self.heartbeat)();
             let now = Instant::now();
@@ -229,7 +229,7 @@ impl Output<'_> {
 
     fn sync(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, interval: Duration) -> Result<(), CanError> {
         let mut next_own = Instant::now();
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         while !shutdown::requested(self.stop) {
             (self.heartbeat)();
             if let Some(s) = self.mailbox.take() {
@@ -275,16 +275,19 @@ impl Output<'_> {
         port: &mut dyn CanPort,
         state: &Shaped,
         now: Instant,
-        errors: &mut RateLimit,
+        errors: &mut LogLimit,
     ) -> Result<(), CanError> {
         let (system_state, battery) = state_to_send(state, now);
-        if system_state != state.state && errors.allow(now).is_some() {
-            log::error!(
+        if system_state != state.state {
+            let line = format_args!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
                 self.index + 1,
                 self.name(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
+            if let Some(line) = errors.check(line, now) {
+                log::error!("{line}");
+            }
         }
         let set = frame_set(&battery, self.config.manufacturer);
         let mut sent = 0u64;
@@ -321,24 +324,18 @@ impl Output<'_> {
         }
     }
 
-    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
+    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {
         log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let CanError::Down(why) = &e {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                } else if let Some(n) = errors.allow(Instant::now()) {
-                    let more = if n > 0 {
-                        format!(" ({n} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!(
-                        "inverter {} ({}): frame not sent: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                } else {
+                    let line = format_args!("inverter {} ({}): frame not sent: {e}", self.index + 1, self.name());
+                    if let Some(line) = errors.check(line, Instant::now()) {
+                        log::warn!("{line}");
+                    }
                 }
                 Err(e)
             }

@@ -13,8 +13,9 @@
 //! needs.
 
 use crate::config::{Config, TlsConfig};
-use crate::loglimit::Quiet;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crate::loglimit::{LogLimit, Repeats};
+use crate::shutdown;
+use crossbeam_channel::{Receiver, Sender};
 use rumqttc::{
     Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
@@ -330,16 +331,6 @@ pub fn start(config: &Config, events: Sender<LinkEvent>, stop: Receiver<()>) -> 
     Ok(client)
 }
 
-/// Stopping was asked for (or the MQTT thread is gone).
-fn stopping(stop: &Receiver<()>) -> bool {
-    !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
-}
-
-/// Waits `d` unless stopped meanwhile; true when stopped.
-fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
-    !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
-}
-
 /// The connection thread's loop: poll, forward, wait after failures.
 fn drive(
     config: &Config,
@@ -350,7 +341,7 @@ fn drive(
 ) {
     let mut retry = Retry::new(config);
     loop {
-        if stopping(stop) {
+        if shutdown::requested(stop) {
             return;
         }
         if needs_refresh {
@@ -367,7 +358,7 @@ fn drive(
             Err(_) => return,
             Ok(Ok(event)) => retry.on_event(event),
             Ok(Err(e)) => {
-                if events.send(LinkEvent::Disconnected).is_err() || stopping(stop) {
+                if events.send(LinkEvent::Disconnected).is_err() || shutdown::requested(stop) {
                     return;
                 }
                 retry.lost();
@@ -396,8 +387,8 @@ fn drive(
 struct Retry {
     broker: String,
     backoff: Backoff,
-    errors: Quiet,
-    connects: Quiet,
+    errors: LogLimit,
+    connects: LogLimit,
     connected_at: Option<Instant>,
 }
 
@@ -406,8 +397,8 @@ impl Retry {
         Retry {
             broker: format!("{}:{}", config.mqtt.broker, config.mqtt.port),
             backoff: Backoff::default(),
-            errors: Quiet::new(ERROR_REPEAT),
-            connects: Quiet::new(Duration::from_secs(60)),
+            errors: LogLimit::new(ERROR_REPEAT, Repeats::SameText),
+            connects: LogLimit::new(Duration::from_secs(60), Repeats::SameText),
             connected_at: None,
         }
     }
@@ -452,7 +443,7 @@ impl Retry {
     fn lost(&mut self) {
         if self.connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
             self.backoff.reset();
-            self.errors = Quiet::new(ERROR_REPEAT);
+            self.errors = LogLimit::new(ERROR_REPEAT, Repeats::SameText);
         }
     }
 
@@ -464,7 +455,7 @@ impl Retry {
             Some(line) => log::log!(level, "{line}; retrying in {} s", wait.as_secs()),
             None => log::debug!("{why}; retrying in {} s", wait.as_secs()),
         }
-        wait_or_stop(stop, wait)
+        shutdown::sleep(stop, wait)
     }
 }
 
