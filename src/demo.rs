@@ -308,7 +308,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                 },
             }
         }
-        crate::service::notify_stopping();
+        crate::systemd::notify_stopping();
         drop(stop_tx);
     });
     Ok(())

@@ -5,8 +5,9 @@
 
 use crate::config::Config;
 use crate::gateway::Worker;
-use crate::service::{self, Heartbeat, Liveness};
+use crate::liveness::{Heartbeat, Liveness};
 use crate::status::StatusBoard;
+use crate::systemd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ impl Supervision {
             .map(|(j, c)| liveness.register(&format!("inverter {} ({})", j + 1, c.can_if)))
             .collect();
         let combiner = liveness.register("combiner");
-        let watchdog = service::watchdog_interval();
+        let watchdog = systemd::watchdog_interval();
         Supervision {
             liveness: Mutex::new(liveness),
             inputs,
@@ -77,7 +78,7 @@ impl Supervision {
         let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
-            service::notify_ready();
+            systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
         let Some(period) = self.watchdog else { return };
@@ -92,7 +93,7 @@ impl Supervision {
             .unwrap_or_else(|p| p.into_inner())
             .all_alive_since_last_check()
         {
-            Ok(()) => service::notify_watchdog(),
+            Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
         }
     }
@@ -102,7 +103,7 @@ impl Supervision {
         let line = board.summary();
         let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
         if *sent != line {
-            service::notify_status(&line);
+            systemd::notify_status(&line);
             *sent = line;
         }
     }
