@@ -7,7 +7,7 @@
 
 use bms_gateway::codec::{self, Manufacturer, Message};
 use bms_gateway::combine::{BatterySettings, Combiner, InverterShare};
-use bms_gateway::output::frame_set;
+use bms_gateway::output::frames::frame_set;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::telegram::{Assembler, Telegram};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -1,8 +1,11 @@
 //! Output tests: the frame set against hand-encoded bytes, the fail-safe on
 //! old states, and the push timer.
 
+use super::frames::*;
 use super::*;
-use crate::codec::{CellExtremes, Flags, Requests};
+use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
+use crate::combine::{Battery, SystemState};
+use crate::frame::CanId;
 
 fn battery() -> Battery {
     Battery {
