@@ -22,6 +22,7 @@
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod options;
 pub mod remove;
 pub mod telemetry;
 
