@@ -280,7 +280,7 @@ enum Phase {
 
 /// One inverter as the combiner shapes it.
 #[derive(Debug, Clone, Copy)]
-struct InverterState {
+struct Inverter {
     share: InverterShare,
     /// Its own setpoints, on top of the system's.
     setpoints: LimitSetpoints,
@@ -293,7 +293,7 @@ pub struct Combiner {
     inputs: Vec<InputState>,
     phase: Phase,
     setpoints: LimitSetpoints,
-    inverters: Vec<InverterState>,
+    inverters: Vec<Inverter>,
     /// Last values combined from fresh inputs, before any state changes.
     last_fresh: Option<Battery>,
     /// Last non-zero combined charge voltage; nothing is sent before there is one.
@@ -328,7 +328,7 @@ impl Combiner {
     pub fn with_inverters(mut self, shares: &[InverterShare]) -> Combiner {
         self.inverters = shares
             .iter()
-            .map(|&share| InverterState {
+            .map(|&share| Inverter {
                 share,
                 setpoints: LimitSetpoints::default(),
             })

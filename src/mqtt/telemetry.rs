@@ -175,7 +175,7 @@ pub fn stored_energy_kwh(soc: f64, capacity_ah: f64, v_avg: f64) -> f64 {
 
 /// The combined state on TOPIC: the original gateway's fields and more.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SystemState {
+pub struct SystemPayload {
     #[serde(flatten)]
     pub values: Values,
     /// kWh, see [`stored_energy_kwh`].
@@ -203,9 +203,9 @@ fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
 }
 
 /// The payload for TOPIC.
-pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
+pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemPayload {
     let combined = snapshot.system.combined.as_ref();
-    SystemState {
+    SystemPayload {
         values: combined.map_or_else(Values::default, |c| Values::of_battery(&c.battery)),
         energy_stored_kwh: combined.map(|c| {
             let b = &c.battery;
@@ -234,7 +234,7 @@ fn link(state: &LinkState) -> (&'static str, Option<String>) {
 
 /// BASE/battery/N/state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BatteryState {
+pub struct BatteryPayload {
     #[serde(flatten)]
     pub values: Values,
     /// kWh, see [`stored_energy_kwh`].
@@ -259,7 +259,13 @@ pub struct BatteryState {
 
 /// The payload for BASE/battery/N/state of input `index` (0-based);
 /// `online` is its freshness as the combiner decided it.
-pub fn battery_state(config: &Config, index: usize, input: &InputStatus, online: bool, clock: &Clock) -> BatteryState {
+pub fn battery_state(
+    config: &Config,
+    index: usize,
+    input: &InputStatus,
+    online: bool,
+    clock: &Clock,
+) -> BatteryPayload {
     let c = &config.inputs[index];
     let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
     let (link, link_error) = link(&input.link);
@@ -272,7 +278,7 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, online:
         .telegram
         .as_ref()
         .map(|t| stored_energy_kwh(t.soc.soc, c.capacity_ah, t.measurements.v_avg));
-    BatteryState {
+    BatteryPayload {
         values,
         energy_stored_kwh,
         battery: index + 1,
@@ -293,7 +299,7 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, online:
 
 /// BASE/inverter/N/state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InverterState {
+pub struct InverterPayload {
     /// The values last sent to this inverter.
     #[serde(flatten)]
     pub values: Values,
@@ -316,10 +322,10 @@ pub struct InverterState {
 }
 
 /// The payload for BASE/inverter/N/state of output `index` (0-based).
-pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterState {
+pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterPayload {
     let c = &config.outputs[index];
     let (link, link_error) = link(&output.link);
-    InverterState {
+    InverterPayload {
         values: output
             .last_sent
             .as_ref()

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
-use crate::combine::{Combined, SystemState as State};
+use crate::combine::{Combined, SystemState};
 use crate::config_text::ConfigText;
 use crate::status::SystemStatus;
 use serde_json::json;
@@ -87,7 +87,7 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     let mut snap = Snapshot {
         system: SystemStatus {
             combined: Some(Combined {
-                state: State::Degraded,
+                state: SystemState::Degraded,
                 battery: battery(),
                 inputs_online: 1,
                 made_at: c.now - Duration::from_millis(300),
@@ -292,7 +292,7 @@ fn inverter_state_shows_what_was_sent() {
     sent.i_total = -2.02;
     let output = OutputStatus {
         last_sent: Some(sent),
-        last_state: Some(State::Ok),
+        last_state: Some(SystemState::Ok),
         last_sent_at: Some(c.now - Duration::from_millis(400)),
         last_request: Some(c.now - Duration::from_millis(900)),
         last_request_wall: Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 400)),
