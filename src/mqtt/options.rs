@@ -166,4 +166,4 @@ fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, St
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

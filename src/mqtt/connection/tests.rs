@@ -2,17 +2,7 @@
 //! connection errors.
 
 use super::*;
-use crate::config_text::ConfigText;
-
-fn config(mqtt: &str) -> Config {
-    let text = ConfigText::new()
-        .input("can0", 100.0, "")
-        .output("can1", "")
-        .mqtt("BROKER = \"broker.lan\"\nPORT = 8883")
-        .mqtt(mqtt)
-        .text();
-    crate::config::parse(&text).unwrap()
-}
+use crate::mqtt::options::tests::config;
 
 #[test]
 fn backoff_doubles_from_1_s_up_to_30_s() {

@@ -4,7 +4,9 @@
 use super::*;
 use crate::config_text::ConfigText;
 
-fn config(mqtt: &str) -> Config {
+/// A config for broker.lan:8883 with these `[mqtt]` lines (also used by
+/// the connection tests).
+pub(in crate::mqtt) fn config(mqtt: &str) -> Config {
     let text = ConfigText::new()
         .input("can0", 100.0, "")
         .output("can1", "")
