@@ -116,11 +116,10 @@ impl Battery {
         self.v_avg * self.i_total
     }
 
-    /// The safe state made from these values (docs/combining.md, "Safe
-    /// state"): no current, both enables clear, the force-charge and
-    /// full-charge requests clear, the system-error bit set, and the charge
-    /// voltage the last known one (`last_cvl`, never 0: inverters read a CVL
-    /// of 0 as over-voltage). Everything else is kept for telemetry.
+    /// These values as the safe state (docs/combining.md, "Safe state"): no
+    /// current, both enables and every request clear (no battery is heard to
+    /// ask for force or full charge), protection byte 1 bit 3 (system error)
+    /// set, the charge voltage `last_cvl`, the last known one (never 0).
     pub fn safe(mut self, last_cvl: f64) -> Battery {
         self.i_lim_charge = 0.0;
         self.i_lim_discharge = 0.0;

@@ -11,7 +11,7 @@ mod mosquitto;
 use bms_gateway::codec::{self, Message};
 use bms_gateway::mqtt;
 use bms_gateway::sim::BatteryParams;
-use common::{Rig, close, is_id, plain_battery};
+use common::{Rig, Timing, close, is_id, plain_battery};
 use config_text::ConfigText;
 use crossbeam_channel::{Sender, bounded};
 use mosquitto::{Broker, Watcher, logs};
@@ -34,7 +34,9 @@ fn toml(port: u16, base: &str, extra: &str) -> String {
 }
 
 fn start_rig(port: u16, base: &str, extra: &str) -> Rig {
-    let rig = Rig::start(
+    // Frames at once, 5 bursts a second: MQTT is the subject here.
+    let rig = Rig::start_with(
+        Timing::AtOnce,
         &toml(port, base, extra),
         vec![BatteryParams {
             cvl: 53.2,

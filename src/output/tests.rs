@@ -74,16 +74,25 @@ fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
     }
 }
 
+/// Regression included: the force-charge and full-charge requests of a state
+/// no longer current are not passed on.
 #[test]
 fn an_old_state_is_sent_as_the_safe_state() {
     let t0 = Instant::now();
+    let mut asking = battery();
+    asking.requests.force_charge_request = true;
+    asking.requests.balancing_charge_request = true;
     let max = Duration::from_secs(8);
-    let shaped = shaped(battery(), t0, max);
-    assert_eq!(state_to_send(&shaped, t0 + max), (SystemState::Ok, battery()));
+    let shaped = shaped(asking, t0, max);
+    assert_eq!(state_to_send(&shaped, t0 + max), (SystemState::Ok, asking));
     let (state, b) = state_to_send(&shaped, t0 + max + Duration::from_millis(1));
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
-    assert!(!b.requests.charge_enable && !b.requests.discharge_enable);
+    // 0x35C byte 0 all clear: no enables, no requests.
+    assert_eq!(
+        frame_set(&b, Manufacturer::new("PYLON").unwrap()).frames()[4].data(),
+        &[0, 0]
+    );
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
 }
