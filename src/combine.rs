@@ -6,7 +6,9 @@
 //! telegrams, setpoints and ticks with the current time and forwards whatever
 //! combined state it returns. Nothing here reads a clock.
 
-use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
+use crate::codec::{
+    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
+};
 use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
@@ -142,6 +144,8 @@ pub struct Combined {
     pub state: SystemState,
     pub battery: Battery,
     pub inputs_online: usize,
+    /// Online, blocking and offline batteries (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
 }
 
@@ -172,14 +176,12 @@ pub fn combine_fresh<'a>(
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
-        let mut r = t.requests_or_normal();
+        let r = allowed(t);
         // A charge voltage of 0 V is no voltage to charge to: that battery
         // forbids charging, and its 0 never becomes the combined value
         // (inverters read CVL 0 as over-voltage).
         if t.limits.v_charge_cmd > 0.0 {
             b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
-        } else {
-            r.charge_enable = false;
         }
         b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
         // An input that forbids charging adds no charge current.
@@ -215,6 +217,30 @@ pub fn combine_fresh<'a>(
     Some(b)
 }
 
+/// What one battery allows: its request flags, with charging forbidden
+/// when its charge voltage is 0 V (no voltage to charge to).
+fn allowed(t: &Telegram) -> Requests {
+    let mut r = t.requests_or_normal();
+    if t.limits.v_charge_cmd <= 0.0 {
+        r.charge_enable = false;
+    }
+    r
+}
+
+/// The bank's counters (0x372) over the fresh batteries: a battery blocks a
+/// direction when it forbids it or allows 0 A in it.
+pub fn bank_status<'a>(fresh: impl Iterator<Item = &'a Telegram>, total: usize) -> BankStatus {
+    let mut bank = BankStatus::default();
+    for t in fresh {
+        let r = allowed(t);
+        bank.online += 1;
+        bank.blocking_charge += u16::from(!r.charge_enable || t.limits.i_lim_charge <= 0.0);
+        bank.blocking_discharge += u16::from(!r.discharge_enable || t.limits.i_lim_discharge <= 0.0);
+    }
+    bank.offline = (total as u16).saturating_sub(bank.online);
+    bank
+}
+
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
@@ -245,6 +271,8 @@ pub const KEEPALIVE: Duration = Duration::from_secs(2);
 pub struct Shaped {
     pub state: SystemState,
     pub battery: Battery,
+    /// The bank's online/blocking/offline counters (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
     /// After this instant the state is older than a live combiner lets any
     /// state get: its output sends [`Shaped::safe`] instead.
@@ -472,6 +500,7 @@ impl Combiner {
                 .map(|(t, _)| (t, i.capacity_ah))
         });
         let online = fresh.clone().count();
+        let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -505,6 +534,7 @@ impl Combiner {
             state,
             battery,
             inputs_online: online,
+            bank,
             made_at: now,
         };
         self.last = Some(combined);
@@ -547,6 +577,7 @@ impl Combiner {
             Some(Shaped {
                 state: c.state,
                 battery: shape(&c, &i.share, &i.setpoints, now),
+                bank: c.bank,
                 made_at: c.made_at,
                 expires: c.made_at + expires_after,
                 last_cvl,

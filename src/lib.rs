@@ -21,6 +21,7 @@ pub mod logging;
 pub mod loglimit;
 pub mod mqtt;
 pub mod output;
+pub mod profile;
 pub mod setpoint;
 pub mod shutdown;
 pub mod signals;

@@ -11,19 +11,19 @@
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
 use crate::codec::{self, Message};
-use crate::combine::Shaped;
+use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
-use crate::frame::{CanId, Frame, FrameKind};
+use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
+use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
 use crate::shutdown;
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-pub mod frames;
-
-use frames::{PushTimer, frame_set, state_to_send};
+/// At least this often in push mode, whatever PUSH-MIN-DELAY says.
+pub const REPEAT: Duration = Duration::from_secs(1);
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -54,6 +54,71 @@ impl Mailbox {
 
     pub fn take(&self) -> Option<Shaped> {
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// What one transmission to this output is: the state (maybe turned safe
+/// by age), the battery as this output shows it, and its frames. Pure: the
+/// output's CVL ramp is the only state, passed in.
+pub fn transmission(
+    config: &OutputConfig,
+    view: &mut OutputView,
+    shaped: &Shaped,
+    now: Instant,
+) -> (SystemState, Battery, Frames) {
+    let (state, battery) = state_to_send(shaped, now);
+    let battery = view.apply(battery, state, now);
+    let shown = Shown {
+        battery,
+        bank: shaped.bank,
+        energy: None,
+    };
+    let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
+    (state, battery, frames)
+}
+
+/// The shortest time between two pushes: PUSH-MIN-DELAY, and never less
+/// than the profile's pacing (SMA: 200 ms per ID).
+pub fn min_delay(config: &OutputConfig) -> Duration {
+    config.push_min_delay.max(config.profile.min_gap())
+}
+
+/// The per-output view (SOC window, CVL ramp) an output starts with.
+pub fn view_of(config: &OutputConfig) -> OutputView {
+    OutputView {
+        profile: config.profile,
+        window: config.soc_window,
+        ramp: CvlRamp::new(config.cvl_ramp),
+    }
+}
+
+/// The state to send at `now`: `shaped` itself, or the core's safe state
+/// once it has expired (a live combiner would have made a newer one by then).
+pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
+    if now <= shaped.expires || shaped.state == SystemState::Safe {
+        return (shaped.state, shaped.battery);
+    }
+    (SystemState::Safe, shaped.safe())
+}
+
+/// When the next push-mode transmission is due. Pure: the thread asks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushTimer {
+    pub min_delay: Duration,
+    pub last_sent: Option<Instant>,
+    /// A state arrived that has not been sent yet.
+    pub pending: bool,
+}
+
+impl PushTimer {
+    /// `None`: nothing to send until a state arrives.
+    pub fn due(&self, have_state: bool, now: Instant) -> Option<Instant> {
+        match (self.last_sent, self.pending, have_state) {
+            (_, _, false) => None,
+            (None, _, true) => Some(now),
+            (Some(last), true, true) => Some(last + self.min_delay.min(REPEAT)),
+            (Some(last), false, true) => Some(last + REPEAT),
+        }
     }
 }
 
@@ -95,6 +160,7 @@ impl Output<'_> {
         let mut service = OutputService {
             output: self,
             latest: None,
+            view: view_of(self.config),
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
@@ -114,9 +180,9 @@ impl Output<'_> {
         false
     }
 
-    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>) -> Result<(), CanError> {
+    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, view: &mut OutputView) -> Result<(), CanError> {
         let mut timer = PushTimer {
-            min_delay: self.config.push_min_delay,
+            min_delay: min_delay(self.config),
             last_sent: None,
             pending: latest.is_some(),
         };
@@ -142,13 +208,21 @@ impl Output<'_> {
             if timer.due(true, now).is_some_and(|at| at <= now) {
                 timer.pending = false;
                 timer.last_sent = Some(now);
-                self.transmit(port, state, now, &mut errors)?;
+                self.transmit(port, state, view, now, &mut errors)?;
             }
         }
     }
 
-    fn sync(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, interval: Duration) -> Result<(), CanError> {
+    fn sync(
+        &self,
+        port: &mut dyn CanPort,
+        latest: &mut Option<Shaped>,
+        view: &mut OutputView,
+        interval: Duration,
+    ) -> Result<(), CanError> {
         let mut next_own = Instant::now();
+        let mut last_sent: Option<Instant> = None;
+        let min_gap = self.config.profile.min_gap();
         let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         while !shutdown::requested(self.stop) {
             (self.heartbeat)();
@@ -171,8 +245,12 @@ impl Output<'_> {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                     }
-                    if let Some(state) = latest.as_ref() {
-                        self.transmit(port, state, now, &mut errors)?;
+                    // An answer sooner than the profile allows is skipped: the
+                    // next request gets one.
+                    let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
+                    if let (Some(state), true) = (latest.as_ref(), paced) {
+                        last_sent = Some(now);
+                        self.transmit(port, state, view, now, &mut errors)?;
                     }
                 }
                 Ok(_) => {}
@@ -194,10 +272,11 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         state: &Shaped,
+        view: &mut OutputView,
         now: Instant,
         errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery) = state_to_send(state, now);
+        let (system_state, battery, set) = transmission(self.config, view, state, now);
         if system_state != state.state {
             let line = format_args!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
@@ -209,7 +288,6 @@ impl Output<'_> {
                 log::error!("{line}");
             }
         }
-        let set = frame_set(&battery, self.config.manufacturer);
         let mut sent = 0u64;
         let mut failed = 0u64;
         let mut result = Ok(());
@@ -268,6 +346,7 @@ impl Output<'_> {
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
     latest: Option<Shaped>,
+    view: OutputView,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -281,14 +360,16 @@ impl Service for OutputService<'_, '_> {
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.latest),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, interval),
+            OutputMode::Push => self.output.push(port, &mut self.latest, &mut self.view),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, &mut self.view, interval),
         }
     }
 }
 
+/// A sync request: 0x305 with an 11- or 29-bit ID (Schneider sends 29-bit),
+/// with or without data (the Sunny Island's carries its readings).
 fn is_keepalive(f: &Frame) -> bool {
-    f.id == CanId::Standard(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
+    f.id.raw() == u32::from(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
 }
 
 #[cfg(test)]

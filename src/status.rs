@@ -164,6 +164,7 @@ mod tests {
                 capacity_ah: 100.0,
             },
             inputs_online: 1,
+            bank: Default::default(),
             made_at: Instant::now(),
         }
     }

@@ -797,7 +797,7 @@ proptest! {
         let base = Tg { cvl: 53.2, ccl: 0.0, dcl: 0.0, dvl: 45.0, soc: 50.0, soh: 100.0, v: 52.0, i: 0.0, t: 20.0, modules: 1 }.telegram();
         let mut battery = combine_fresh(std::iter::once((&base, 100.0)), &BatterySettings::default()).unwrap();
         (battery.i_lim_charge, battery.i_lim_discharge) = total;
-        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, made_at: t0 };
+        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, bank: BankStatus::default(), made_at: t0 };
         let sum: f64 = weights.iter().sum();
         let mut wire = (0.0, 0.0);
         for (j, w) in weights.iter().enumerate() {

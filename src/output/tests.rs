@@ -1,11 +1,20 @@
 //! Output tests: the frame set against hand-encoded bytes, the fail-safe on
 //! old states, and the push timer.
 
-use super::frames::*;
 use super::*;
-use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
-use crate::combine::{Battery, SystemState};
+use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
 use crate::frame::CanId;
+use crate::profile::{Profile, VoltageUnit};
+
+/// The default profile's frames for `b`.
+fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
+    let shown = Shown {
+        battery: *b,
+        bank: BankStatus::default(),
+        energy: None,
+    };
+    profile::frames(Profile::Pylon, &shown, name, VoltageUnit::Centivolt)
+}
 
 fn battery() -> Battery {
     Battery {
@@ -68,6 +77,7 @@ fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
     Shaped {
         state: SystemState::Ok,
         battery,
+        bank: BankStatus::default(),
         made_at,
         expires: made_at + max_age,
         last_cvl: battery.v_charge_cmd,
@@ -98,28 +108,16 @@ fn an_old_state_is_sent_as_the_safe_state() {
 }
 
 /// Regression: the output used to build its own safe state, which kept the
-/// battery's force-charge and full-charge requests and its charge voltage as
-/// they were; the core's keeps the last known charge voltage and clears every
-/// request. An old state now goes out as the core's safe state.
+/// charge voltage of the old state; the core's keeps the last known one.
 #[test]
 fn an_old_state_goes_out_as_the_cores_safe_state() {
     let t0 = Instant::now();
     let max = Duration::from_secs(8);
-    let mut b = battery();
-    b.requests.force_charge_request = true;
-    b.requests.force_charge_request_2 = true;
-    b.requests.balancing_charge_request = true;
-    let mut s = shaped(b, t0, max);
+    let mut s = shaped(battery(), t0, max);
     s.last_cvl = 52.4;
     let (state, sent) = state_to_send(&s, t0 + max + Duration::from_secs(1));
     assert_eq!(state, SystemState::Safe);
     assert_eq!(sent.v_charge_cmd, 52.4);
-    // 0x35C byte 0 of the safe state: no bit set at all.
-    let frames = frame_set(&sent, Manufacturer::new("PYLON").unwrap());
-    let requests = frames.frames().iter().find(|f| f.id.raw() == 0x35C).unwrap();
-    assert_eq!(requests.data(), &[0x00, 0x00]);
-    let flags = frames.frames().iter().find(|f| f.id.raw() == 0x359).unwrap();
-    assert_eq!(flags.data()[1], 0x08);
 }
 
 #[test]
@@ -153,4 +151,18 @@ fn mailbox_keeps_only_the_latest() {
     assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
     assert_eq!(m.take(), None);
     assert!(m.wake_rx.try_recv().is_ok());
+}
+
+#[test]
+fn the_profile_paces_pushes() {
+    let mut c = crate::config::parse("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\nPROFILE = \"sma\"\n")
+        .unwrap()
+        .outputs
+        .remove(0);
+    assert_eq!(min_delay(&c), Duration::from_millis(200), "SMA: 200 ms per ID");
+    c.push_min_delay = Duration::from_millis(500);
+    assert_eq!(min_delay(&c), Duration::from_millis(500));
+    c.profile = Profile::Pylon;
+    c.push_min_delay = Duration::ZERO;
+    assert_eq!(min_delay(&c), Duration::ZERO);
 }
