@@ -8,11 +8,10 @@ pub mod socket;
 pub mod virtual_bus;
 
 use crate::frame::Frame;
-use crate::shutdown;
+use crate::shutdown::Stop;
 use crate::status::LinkState;
-use crossbeam_channel::Receiver;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What went wrong with an interface, by what the thread should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +41,26 @@ impl fmt::Display for CanError {
 
 impl std::error::Error for CanError {}
 
+/// What a [`CanPort::read_until`] ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Frame(Frame),
+    /// The deadline came first.
+    Deadline,
+    /// The stop was given.
+    Stopped,
+}
+
 /// One open CAN interface.
 pub trait CanPort: Send {
     /// Waits up to `timeout` for a frame; `Ok(None)` when none came.
     fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError>;
+    /// Sleeps until a frame arrives, `deadline` passes or `stop` is given,
+    /// whichever comes first; the gateway's threads wait only here, so an
+    /// idle interface costs no wake-ups. `Down` is reported once per time
+    /// the interface goes down (as the kernel does); the next call waits
+    /// for frames again, which come once it is up.
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError>;
     /// Sends one frame.
     fn write(&mut self, frame: &Frame) -> Result<(), CanError>;
 }
@@ -74,7 +89,8 @@ pub fn log_link(label: &str, link: &LinkState) {
 pub trait Service {
     /// Reports a link state (the thread logs and records changes).
     fn link(&self, link: LinkState);
-    /// Waits `d` while staying responsive (heartbeats, mailbox); true when stopped.
+    /// Waits `d` while staying responsive (heartbeats, mailbox, and the stop,
+    /// which ends the wait at once); true when stopped.
     fn wait(&mut self, d: Duration) -> bool;
     /// Uses the open port until stopped (`Ok`) or until it must be reopened (`Err`).
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError>;
@@ -86,13 +102,13 @@ pub trait Service {
 pub fn keep_serving(
     opener: &dyn CanOpener,
     interface: &str,
-    stop: &Receiver<()>,
+    stop: &Stop,
     opened: &dyn Fn(),
     service: &mut dyn Service,
 ) {
     let mut failures = 0u32;
     let mut first = true;
-    while !shutdown::requested(stop) {
+    while !stop.requested() {
         let result = opener.open(interface);
         if std::mem::take(&mut first) {
             opened();

@@ -319,6 +319,33 @@ impl Combiner {
         None
     }
 
+    /// The next moment at which time alone can change what the combiner
+    /// does, so that its thread can sleep until then: the end of the
+    /// start-up wait, the moment an input turns stale, a system setpoint's
+    /// expiry, or KEEPALIVE after the last state. A moment already past (a
+    /// tick not yet given) comes back as it is; an input that is already
+    /// stale has no moment left. `None`: nothing happens until a telegram or
+    /// a command arrives.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.settings.stale_timeout;
+        let start_up_end = match self.phase {
+            Phase::Starting { since } => Some(since + timeout),
+            Phase::Running => None,
+        };
+        // Fresh while `now - at <= timeout`: stale from the next instant on.
+        let turns_stale = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.latest.map(|(_, at)| at + timeout + Duration::from_nanos(1)))
+            .filter(|&t| t > now);
+        let keepalive = self.last.map(|l| l.made_at + KEEPALIVE);
+        [start_up_end, self.setpoints.next_expiry(), keepalive]
+            .into_iter()
+            .flatten()
+            .chain(turns_stale)
+            .min()
+    }
+
     /// Sets or clears a system-wide setpoint; the new state is made at once
     /// so that it reaches the inverters within one transmission.
     pub fn set_setpoint(&mut self, kind: LimitKind, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {

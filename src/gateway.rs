@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output, Shaped};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::shutdown;
 use crate::status::StatusBoard;
-use crossbeam_channel::{Receiver, bounded, never, select, tick};
+use crate::shutdown::Stop;
+use crossbeam_channel::{Receiver, bounded, never, select};
 use std::time::{Duration, Instant};
 
 /// Telegrams waiting for the combiner. A telegram is a whole snapshot, so when
@@ -22,8 +22,10 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often the combiner looks at the clock.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often every worker shows a heartbeat while idle (at most: the
+/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
+/// Otherwise each thread sleeps until an event or its next real deadline.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,14 +61,17 @@ pub struct Gateway<'a> {
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called by every worker at least every 200 ms while it is alive.
+    /// Called by every worker once per wake-up, and at least every
+    /// `heartbeat_every` while it is alive (so counting the calls counts the
+    /// wake-ups).
     pub heartbeat: &'a (dyn Fn(Worker) + Sync),
+    pub heartbeat_every: Duration,
     pub fault: Fault,
 }
 
 impl Gateway<'_> {
     /// Runs every thread until `stop` is dropped or sent on.
-    pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
+    pub fn run(&self, stop: &Stop, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
         let max_age = self.config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1);
@@ -84,6 +89,7 @@ impl Gateway<'_> {
                         stop,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -103,6 +109,7 @@ impl Gateway<'_> {
                         max_age,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -115,19 +122,21 @@ impl Gateway<'_> {
         });
     }
 
+    /// The combiner thread: sleeps until a telegram, a command, the stop, or
+    /// the combiner's next deadline (see `Combiner::next_deadline`; an
+    /// inverter setpoint's expiry; the next heartbeat).
     fn combine(
         &self,
         telegrams: &Receiver<Delivery>,
         commands: &Receiver<SetpointCommand>,
         mailboxes: &[Mailbox],
-        stop: &Receiver<()>,
+        stop: &Stop,
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
         let mut combiner = Combiner::new(self.config.battery, &capacities, started);
         let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
         let mut watch = Watch::new(self.config.inputs.len());
-        let ticker = tick(TICK);
         let mut commands = commands.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -136,34 +145,63 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
-                recv(stop) -> _ => return,
-                recv(telegrams) -> d => match d {
-                    Ok(d) => combiner.on_telegram(d.input, d.telegram, d.at),
-                    Err(_) => return,
-                },
-                recv(commands) -> c => match c {
-                    Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
-                    Err(_) => {
-                        commands = never();
-                        None
-                    }
-                },
-                recv(ticker) -> _ => {
-                    let now = Instant::now();
-                    watch.log(self.config, &combiner, now);
-                    let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None })
-                },
+            let now = Instant::now();
+            let deadline = [
+                combiner.next_deadline(now),
+                inverter_setpoints.iter().filter_map(LimitSetpoints::next_expiry).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(now + self.heartbeat_every, Instant::min);
+            let made = if deadline <= now {
+                self.tick(&mut combiner, &mut inverter_setpoints, &mut watch, now)
+            } else {
+                select! {
+                    recv(stop.receiver()) -> _ => return,
+                    recv(telegrams) -> d => match d {
+                        Ok(d) => {
+                            let made = combiner.on_telegram(d.input, d.telegram, d.at);
+                            watch.input(self.config, &combiner, d.input, d.at);
+                            made
+                        }
+                        Err(_) => return,
+                    },
+                    recv(commands) -> c => match c {
+                        Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
+                        Err(_) => {
+                            commands = never();
+                            None
+                        }
+                    },
+                    default(deadline - now) => {
+                        self.tick(&mut combiner, &mut inverter_setpoints, &mut watch, Instant::now())
+                    },
+                }
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
                 self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
             }
-            if shutdown::requested(stop) {
+            if stop.requested() {
                 return;
             }
         }
+    }
+
+    /// Time has passed: stale inputs are logged, setpoints expire, and the
+    /// combiner may make a state.
+    fn tick(
+        &self,
+        combiner: &mut Combiner,
+        inverter_setpoints: &mut [LimitSetpoints],
+        watch: &mut Watch,
+        now: Instant,
+    ) -> Option<Combined> {
+        watch.log(self.config, combiner, now);
+        let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
+        combiner
+            .on_tick(now)
+            .or(if expired { combiner.last().copied() } else { None })
     }
 
     fn distribute(
@@ -181,12 +219,17 @@ impl Gateway<'_> {
                 made_at: c.made_at,
             });
         }
-        self.board.system(|s| {
+        let changed = self.board.system(|s| {
             s.combined = Some(*c);
+            let changed = s.setpoints != *combiner.setpoints() || s.inverter_setpoints != inverter_setpoints;
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
             s.inverter_setpoints.extend_from_slice(inverter_setpoints);
+            changed
         });
+        if changed {
+            self.board.setpoints_changed();
+        }
     }
 }
 
@@ -241,22 +284,32 @@ impl Watch {
         }
     }
 
+    /// Logs every input whose freshness changed by `now`.
     fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
-            let fresh = combiner.is_fresh(i, now);
-            let name = &config.inputs[i].can_if;
-            match (*seen, fresh) {
-                (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
-                (Some(true), false) => log::warn!(
-                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                    i + 1,
-                    config.battery.stale_timeout.as_secs_f64()
-                ),
-                _ => {}
-            }
-            if seen.is_some() || fresh {
-                *seen = Some(fresh);
-            }
+        for i in 0..self.fresh.len() {
+            self.input(config, combiner, i, now);
+        }
+    }
+
+    /// Logs input `i` if its freshness changed by `now`.
+    fn input(&mut self, config: &Config, combiner: &Combiner, i: usize, now: Instant) {
+        let seen = &mut self.fresh[i];
+        let fresh = combiner.is_fresh(i, now);
+        if *seen == Some(fresh) {
+            return;
+        }
+        let name = &config.inputs[i].can_if;
+        match (*seen, fresh) {
+            (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
+            (Some(true), false) => log::warn!(
+                "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                i + 1,
+                config.battery.stale_timeout.as_secs_f64()
+            ),
+            _ => {}
+        }
+        if seen.is_some() || fresh {
+            *seen = Some(fresh);
         }
     }
 

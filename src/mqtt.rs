@@ -33,10 +33,6 @@ use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
 use telemetry::Clock;
 
-/// How often the board's setpoints are compared with those last published
-/// on BASE/setpoints.
-pub const SETPOINT_POLL: Duration = Duration::from_millis(200);
-
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -66,7 +62,7 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
     );
     let mut session = Session::new(config, board, commands, client);
     let telemetry_tick = tick(config.mqtt.interval);
-    let setpoint_tick = tick(SETPOINT_POLL);
+
     let mut events = event_rx.clone();
     loop {
         select! {
@@ -79,7 +75,9 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
                 }
             },
             recv(telemetry_tick) -> _ => session.publish_telemetry(),
-            recv(setpoint_tick) -> _ => session.poll_setpoints(false),
+            // The combiner says when the board's setpoints change (set,
+            // cleared or expired): no polling.
+            recv(board.setpoint_changes()) -> _ => session.poll_setpoints(false),
         }
     }
     session.shutdown(&event_rx);

@@ -9,12 +9,12 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
+use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, log_link};
 use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{CanId, Frame, FrameKind};
-use crate::shutdown::{self, RateLimit};
+use crate::shutdown::{RateLimit, Stop};
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
@@ -157,15 +157,18 @@ pub struct Output<'a> {
     pub opener: &'a dyn CanOpener,
     pub mailbox: &'a Mailbox,
     pub board: &'a StatusBoard,
-    pub stop: &'a Receiver<()>,
+    pub stop: &'a Stop,
     /// How old a state may be before it is replaced by the safe state.
     pub max_age: Duration,
     pub opened: &'a (dyn Fn() + Sync),
+    /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
+    pub heartbeat_every: Duration,
 }
 
-/// Tick for heartbeats and stop checks while waiting.
-const IDLE: Duration = Duration::from_millis(100);
+/// How long the thread waits before reading again when an interface that
+/// was reported down reports it again at once (a socket reports it once).
+const DOWN_RETRY: Duration = Duration::from_millis(200);
 
 impl Output<'_> {
     fn name(&self) -> &str {
@@ -197,18 +200,26 @@ impl Output<'_> {
     /// Waits `d` while keeping `latest` current; true when stopped.
     fn idle(&self, d: Duration, latest: &mut Option<Shaped>) -> bool {
         let until = Instant::now() + d;
-        while Instant::now() < until {
+        loop {
             (self.heartbeat)();
-            if shutdown::sleep(self.stop, IDLE.min(until.saturating_duration_since(Instant::now()))) {
-                return true;
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            let wait = until.min(now + self.heartbeat_every) - now;
+            select! {
+                recv(self.stop.receiver()) -> _ => return true,
+                recv(self.mailbox.wake_rx) -> _ => {},
+                default(wait) => {},
             }
             if let Some(s) = self.mailbox.take() {
                 *latest = Some(s);
             }
         }
-        false
     }
 
+    /// Push mode: sleeps until a new state arrives, the stop, or the next
+    /// transmission or heartbeat is due.
     fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>) -> Result<(), CanError> {
         let mut timer = PushTimer {
             min_delay: self.config.push_min_delay,
@@ -219,45 +230,49 @@ impl Output<'_> {
         loop {
             (self.heartbeat)();
             let now = Instant::now();
-            let wait = timer
-                .due(latest.is_some(), now)
-                .map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
+            let mut deadline = now + self.heartbeat_every;
+            if let Some(state) = latest.as_ref() {
+                if timer.due(true, now).is_some_and(|at| at <= now) {
+                    timer.pending = false;
+                    timer.last_sent = Some(now);
+                    self.transmit(port, state, now, &mut errors)?;
+                }
+                deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
+            }
             select! {
-                recv(self.stop) -> _ => return Ok(()),
+                recv(self.stop.receiver()) -> _ => return Ok(()),
                 recv(self.mailbox.wake_rx) -> _ => {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                         timer.pending = true;
                     }
                 },
-                default(wait) => {},
-            }
-            let now = Instant::now();
-            let Some(state) = latest.as_ref() else { continue };
-            if timer.due(true, now).is_some_and(|at| at <= now) {
-                timer.pending = false;
-                timer.last_sent = Some(now);
-                self.transmit(port, state, now, &mut errors)?;
+                default(deadline - now) => {},
             }
         }
     }
 
+    /// Sync mode: sleeps in the port until a 0x305 from the inverter, the
+    /// stop, or the next own 0x305 (SYNC-INTERVAL) or heartbeat is due. The
+    /// mailbox needs no wake-up: the latest state is taken when it is sent.
     fn sync(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, interval: Duration) -> Result<(), CanError> {
         let mut next_own = Instant::now();
         let mut errors = RateLimit::new(Duration::from_secs(10));
-        while !shutdown::requested(self.stop) {
+        let mut down = false;
+        loop {
             (self.heartbeat)();
-            if let Some(s) = self.mailbox.take() {
-                *latest = Some(s);
-            }
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
                 self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
             }
-            let timeout = next_own.saturating_duration_since(now).min(IDLE);
-            match port.read(timeout) {
-                Ok(Some(f)) if is_keepalive(&f) => {
+            let deadline = next_own.min(now + self.heartbeat_every);
+            match port.read_until(deadline, self.stop) {
+                Ok(Wake::Frame(f)) => {
+                    down = false;
+                    if !is_keepalive(&f) {
+                        continue;
+                    }
                     let now = Instant::now();
                     self.board.output(self.index, |s| {
                         s.last_request = Some(now);
@@ -270,17 +285,18 @@ impl Output<'_> {
                         self.transmit(port, state, now, &mut errors)?;
                     }
                 }
-                Ok(_) => {}
+                Ok(Wake::Stopped) => return Ok(()),
+                Ok(Wake::Deadline) => {}
                 Err(CanError::Down(why)) => {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                    if self.idle(Duration::from_millis(200), latest) {
+                    // Told twice without a frame between: do not spin on it.
+                    if std::mem::replace(&mut down, true) && self.idle(DOWN_RETRY, latest) {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Sends the frame set for `state`. Errors other than "gone" are counted
