@@ -73,7 +73,6 @@ impl Input<'_> {
     fn wait(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         loop {
-            (self.heartbeat)();
             let now = Instant::now();
             if now >= until {
                 return false;
@@ -81,6 +80,7 @@ impl Input<'_> {
             if self.stop.sleep_until(until.min(now + self.heartbeat_every)) {
                 return true;
             }
+            (self.heartbeat)();
         }
     }
 

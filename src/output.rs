@@ -201,7 +201,6 @@ impl Output<'_> {
     fn idle(&self, d: Duration, latest: &mut Option<Shaped>) -> bool {
         let until = Instant::now() + d;
         loop {
-            (self.heartbeat)();
             let now = Instant::now();
             if now >= until {
                 return false;
@@ -212,6 +211,7 @@ impl Output<'_> {
                 recv(self.mailbox.wake_rx) -> _ => {},
                 default(wait) => {},
             }
+            (self.heartbeat)();
             if let Some(s) = self.mailbox.take() {
                 *latest = Some(s);
             }
