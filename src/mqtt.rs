@@ -33,6 +33,10 @@ use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
 use telemetry::Clock;
 
+/// How long the thread sleeps when no setpoint expiry is due (telemetry,
+/// events and the stop wake it anyway).
+const QUIET: Duration = Duration::from_secs(3600);
+
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
@@ -65,6 +69,10 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
 
     let mut events = event_rx.clone();
     loop {
+        // The next published setpoint to expire: BASE/setpoints must drop it
+        // then, whether or not the combiner has done so yet.
+        let now = Instant::now();
+        let wait = session.next_expiry(now).map_or(QUIET, |at| at - now);
         select! {
             recv(shutdown) -> _ => break,
             recv(events) -> event => match event {
@@ -78,6 +86,7 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
             // The combiner says when the board's setpoints change (set,
             // cleared or expired): no polling.
             recv(board.setpoint_changes()) -> _ => session.poll_setpoints(false),
+            default(wait) => session.poll_setpoints(false),
         }
     }
     session.shutdown(&event_rx);
@@ -281,6 +290,16 @@ impl<'a> Session<'a> {
                 json(&state),
             );
         }
+    }
+
+    /// When the first of the published setpoints expires, if one does after `now`.
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.published_setpoints
+            .as_ref()?
+            .iter()
+            .filter_map(LimitSetpoints::next_expiry)
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// Publishes BASE/setpoints (retained) when the active setpoints changed
