@@ -129,6 +129,12 @@ pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState
     (SystemState::Safe, b)
 }
 
+/// The moment [`current`] turns `shaped` into the safe state by its age, if
+/// it is not the safe state already.
+pub fn fail_safe_at(shaped: &Shaped, max_age: Duration) -> Option<Instant> {
+    (shaped.state != SystemState::Safe).then(|| shaped.made_at + max_age + Duration::from_nanos(1))
+}
+
 /// When the next push-mode transmission is due. Pure: the thread asks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushTimer {
@@ -147,6 +153,20 @@ impl PushTimer {
             (Some(last), true, true) => Some(last + self.min_delay.min(REPEAT)),
             (Some(last), false, true) => Some(last + REPEAT),
         }
+    }
+
+    /// The state turning safe by age at `at` (see [`fail_safe_at`]) after
+    /// the last transmission is a new state to show: once `now` reaches `at`
+    /// it is pending. Returns `at` while it is still ahead, to wake for it.
+    pub fn watch_fail_safe(&mut self, at: Option<Instant>, now: Instant) -> Option<Instant> {
+        let at = at?;
+        if at > now {
+            return Some(at);
+        }
+        if self.last_sent.is_some_and(|sent| sent < at) {
+            self.pending = true;
+        }
+        None
     }
 }
 
@@ -219,7 +239,8 @@ impl Output<'_> {
     }
 
     /// Push mode: sleeps until a new state arrives, the stop, or the next
-    /// transmission or heartbeat is due.
+    /// transmission (REPEAT, PUSH-MIN-DELAY), the fail-safe age of the
+    /// latest state or the next heartbeat is due.
     fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>) -> Result<(), CanError> {
         let mut timer = PushTimer {
             min_delay: self.config.push_min_delay,
@@ -232,6 +253,9 @@ impl Output<'_> {
             let now = Instant::now();
             let mut deadline = now + self.heartbeat_every;
             if let Some(state) = latest.as_ref() {
+                if let Some(at) = timer.watch_fail_safe(fail_safe_at(state, self.max_age), now) {
+                    deadline = deadline.min(at);
+                }
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
                     timer.last_sent = Some(now);
