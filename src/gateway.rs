@@ -24,7 +24,8 @@ pub const TELEGRAM_QUEUE: usize = 256;
 pub const COMMAND_QUEUE: usize = 64;
 /// How often every worker shows a heartbeat while idle (at most: the
 /// supervisor may ask for more often, see `Supervision::heartbeat_every`).
-/// Otherwise each thread sleeps until an event or its next real deadline.
+/// Otherwise each thread sleeps until an event or its next real deadline
+/// (docs/waking.md).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
