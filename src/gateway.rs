@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output, Shaped};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::status::StatusBoard;
 use crate::shutdown::Stop;
+use crate::status::StatusBoard;
 use crossbeam_channel::{Receiver, bounded, never, select};
 use std::time::{Duration, Instant};
 

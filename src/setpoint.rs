@@ -71,7 +71,11 @@ impl LimitSetpoints {
 
     /// When the first of these setpoints expires, if any does.
     pub fn next_expiry(&self) -> Option<Instant> {
-        [self.charge, self.discharge].into_iter().flatten().filter_map(|s| s.expires).min()
+        [self.charge, self.discharge]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.expires)
+            .min()
     }
 
     /// Drops expired setpoints; true when something was dropped.
@@ -137,11 +141,29 @@ mod tests {
         let at = |s| Some(t0 + Duration::from_secs(s));
         let mut s = LimitSetpoints::default();
         assert_eq!(s.next_expiry(), None);
-        s.set(LimitKind::Charge, Some(Setpoint { value: 1.0, expires: None }));
+        s.set(
+            LimitKind::Charge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: None,
+            }),
+        );
         assert_eq!(s.next_expiry(), None, "until changed: never");
-        s.set(LimitKind::Discharge, Some(Setpoint { value: 1.0, expires: at(30) }));
+        s.set(
+            LimitKind::Discharge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: at(30),
+            }),
+        );
         assert_eq!(s.next_expiry(), at(30));
-        s.set(LimitKind::Charge, Some(Setpoint { value: 1.0, expires: at(10) }));
+        s.set(
+            LimitKind::Charge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: at(10),
+            }),
+        );
         assert_eq!(s.next_expiry(), at(10));
     }
 }

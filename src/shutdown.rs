@@ -71,7 +71,13 @@ pub fn channel() -> (StopSender, Stop) {
         );
         None
     };
-    (StopSender { tx: Some(tx), fd: fd.clone() }, Stop { rx, fd })
+    (
+        StopSender {
+            tx: Some(tx),
+            fd: fd.clone(),
+        },
+        Stop { rx, fd },
+    )
 }
 
 impl Stop {

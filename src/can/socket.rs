@@ -109,7 +109,11 @@ enum Ready {
 
 /// Sleeps in poll(2) until `fd` or `stop` is readable, or `timeout` passes.
 fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> io::Result<Ready> {
-    let timeout = if stop.is_some() { timeout } else { timeout.min(FALLBACK_SLICE) };
+    let timeout = if stop.is_some() {
+        timeout
+    } else {
+        timeout.min(FALLBACK_SLICE)
+    };
     // Rounded up: waking a little after the deadline is right, before it a wasted wake.
     let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
     let mut fds = [
@@ -128,9 +132,17 @@ fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> 
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
     if n < 0 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted { Ok(Ready::Socket) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Ready::Socket)
+        } else {
+            Err(e)
+        };
     }
-    Ok(if fds[1].revents != 0 { Ready::Stop } else { Ready::Socket })
+    Ok(if fds[1].revents != 0 {
+        Ready::Stop
+    } else {
+        Ready::Socket
+    })
 }
 
 impl CanPort for SocketPort {

@@ -262,8 +262,12 @@ fn the_next_deadline_is_the_earliest_moment_time_alone_changes_something() {
     assert!(c.is_fresh(0, secs(t0, 6.0)) && !c.is_fresh(0, secs(t0, 6.0) + ns));
     // A setpoint expiring at 6.2 comes before the next keep-alive (8.0) and
     // before input 2 turns stale (6.5+).
-    let sp = Setpoint { value: 10.0, expires: Some(secs(t0, 6.2)) };
-    c.set_setpoint(LimitKind::Charge, Some(sp), secs(t0, 6.0)).expect("applied at once");
+    let sp = Setpoint {
+        value: 10.0,
+        expires: Some(secs(t0, 6.2)),
+    };
+    c.set_setpoint(LimitKind::Charge, Some(sp), secs(t0, 6.0))
+        .expect("applied at once");
     // Input 1 turning stale is a moment for the thread (it logs it), but
     // no state: input 2 has not delivered since the last one.
     let after_stale = secs(t0, 6.0) + ns;
