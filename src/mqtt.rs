@@ -16,16 +16,18 @@
 //!
 //! The pure parts: [`command`] (what a command means and whether it is
 //! accepted), [`telemetry`] (the JSON payloads) and [`discovery`] (Home
-//! Assistant discovery).
+//! Assistant discovery). [`remove`] deletes a gateway's retained messages
+//! from its broker (`demo --mqtt ... --remove`).
 
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::status::StatusBoard;
+use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
 use connection::{LinkEvent, Quiet, Throttle};
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
@@ -66,7 +68,6 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
     );
     let mut session = Session::new(config, board, commands, client);
     let telemetry_tick = tick(config.mqtt.interval);
-
     let mut events = event_rx.clone();
     loop {
         // The next published setpoint to expire: BASE/setpoints must drop it
@@ -109,6 +110,8 @@ struct Session<'a> {
     topics: Topics,
     /// Today's discovery messages (empty with HA-DISCOVERY off).
     discovery: Vec<discovery::Entity>,
+    /// What discovery has learned (the BMS names) since the thread started.
+    learned: discovery::Learned,
     connected: bool,
     /// The setpoints last published on BASE/setpoints.
     published_setpoints: Option<Vec<LimitSetpoints>>,
@@ -144,6 +147,7 @@ impl<'a> Session<'a> {
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
             },
             discovery: discovery::entities(config),
+            learned: discovery::Learned::default(),
             connected: false,
             published_setpoints: None,
             dropped: 0,
@@ -267,6 +271,7 @@ impl<'a> Session<'a> {
             return;
         }
         let snapshot = self.board.snapshot();
+        self.learn(&snapshot);
         let clock = Clock::now();
         let base = self.config.mqtt.base_topic.clone();
         let system = telemetry::system_state(&snapshot, &clock);
@@ -300,6 +305,28 @@ impl<'a> Session<'a> {
             .filter_map(LimitSetpoints::next_expiry)
             .filter(|&at| at > now)
             .min()
+    }
+
+    /// A BMS name heard for the first time (or changed) renews the discovery
+    /// of that battery, which shows it as the manufacturer.
+    fn learn(&mut self, snapshot: &Snapshot) {
+        if !self.config.mqtt.ha_discovery {
+            return;
+        }
+        let names = snapshot
+            .inputs
+            .iter()
+            .take(self.config.inputs.len())
+            .map(|i| i.telegram.as_ref().and_then(|t| t.manufacturer).map(|m| m.name()));
+        if !self.learned.learn(names) {
+            return;
+        }
+        let new = discovery::entities_with(self.config, &self.learned);
+        let renewed: Vec<discovery::Entity> = discovery::changed(&self.discovery, &new).into_iter().cloned().collect();
+        self.discovery = new;
+        for e in renewed {
+            self.publish(&e.topic, QoS::AtLeastOnce, true, e.payload.to_string());
+        }
     }
 
     /// Publishes BASE/setpoints (retained) when the active setpoints changed
