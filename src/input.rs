@@ -174,9 +174,11 @@ impl Service for InputService<'_, '_> {
         let mut assembler = Assembler::default();
         let mut next_poll = Instant::now();
         let mut down = false;
+        // One clock read per wake-up: the frame's arrival time is also the
+        // base of the next deadline.
+        let mut now = Instant::now();
         loop {
             (input.heartbeat)();
-            let now = Instant::now();
             let mut deadline = now + input.heartbeat_every;
             if let Some(period) = input.config.poll_interval {
                 if now >= next_poll {
@@ -186,12 +188,13 @@ impl Service for InputService<'_, '_> {
                 }
                 deadline = deadline.min(next_poll);
             }
-            match port.read_until(deadline, input.stop) {
+            let woke = port.read_until(deadline, input.stop);
+            now = Instant::now();
+            match woke {
                 Ok(Wake::Frame(frame)) => {
                     if std::mem::take(&mut down) {
                         self.link(LinkState::Up);
                     }
-                    let now = Instant::now();
                     input.on_frame(&frame, now, &mut assembler, &mut self.counters, &mut self.bad_frames);
                     if input.stop.requested() {
                         return Ok(());

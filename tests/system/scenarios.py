@@ -1181,6 +1181,8 @@ def bench_idle(ctx):
         t = time.monotonic()
         subprocess.run([harness.BINARY, "--version"], capture_output=True, check=True)
         runs.append(time.monotonic() - t)
+    with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+        ctx.note(f"VM clocksource: {f.read().strip()}")
     ctx.note("`bms-gateway --version` (exec and exit): "
              + ", ".join(f"{r * 1000:.0f} ms" for r in runs) + " (first with a cold page cache)")
     before = rx_sockets(ifaces)
