@@ -114,9 +114,19 @@ impl Input<'_> {
             }
         };
         log::debug!("{}: {frame:?}", self.name());
-        let Some(telegram) = assembler.push(&message, now) else {
-            return;
-        };
+        if let Some(telegram) = assembler.push(&message, now) {
+            self.deliver(telegram, now, counters);
+        }
+    }
+
+    /// A burst that ended by a quiet gap completes its telegram here.
+    fn on_quiet(&self, assembler: &mut Assembler, counters: &mut Counters, now: Instant) {
+        if let Some(telegram) = assembler.poll(now) {
+            self.deliver(telegram, now, counters);
+        }
+    }
+
+    fn deliver(&self, telegram: Telegram, now: Instant, counters: &mut Counters) {
         let delivery = Delivery {
             input: self.index,
             telegram,
@@ -167,7 +177,8 @@ impl Service for InputService<'_, '_> {
 
     /// Reads until stopped (`Ok`) or the port must be reopened (`Err`). The
     /// thread sleeps in the port until a frame, the stop, or its next
-    /// deadline: the next POLL-INTERVAL keep-alive or heartbeat.
+    /// deadline: the end of the burst being assembled, the next POLL-INTERVAL
+    /// keep-alive or heartbeat.
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         let input = self.input;
         // A new port starts a new telegram: nothing from before the gap.
@@ -187,6 +198,10 @@ impl Service for InputService<'_, '_> {
                     let _ = port.write(&codec::encode(&Message::KeepAlive));
                 }
                 deadline = deadline.min(next_poll);
+            }
+            // Wake up when the burst being assembled may be over.
+            if let Some(at) = assembler.next_deadline() {
+                deadline = deadline.min(at);
             }
             let woke = port.read_until(deadline, input.stop);
             now = Instant::now();
@@ -211,6 +226,7 @@ impl Service for InputService<'_, '_> {
                 }
                 Err(e) => return Err(e),
             }
+            input.on_quiet(&mut assembler, &mut self.counters, now);
         }
     }
 }
