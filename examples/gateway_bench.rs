@@ -549,8 +549,8 @@ struct Rig {
     seen: Vec<Arc<Seen>>,
     feeders: Vec<Arc<Feeder>>,
     done_rx: Receiver<(usize, u32, Instant)>,
-    stop: Option<Sender<()>>,
-    flood_stop: Option<Sender<()>>,
+    stop: Option<shutdown::StopSender>,
+    flood_stop: Option<shutdown::StopSender>,
     threads: Vec<std::thread::JoinHandle<()>>,
     flood_threads: Vec<std::thread::JoinHandle<()>>,
     _commands: Sender<SetpointCommand>,
@@ -611,6 +611,7 @@ impl Rig {
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},
+                    heartbeat_every: bms_gateway::gateway::HEARTBEAT,
                     fault: Fault::None,
                 }
                 .run(&stop, &commands_rx)

@@ -11,8 +11,9 @@ pub mod virtual_bus;
 pub use reconnect::{Service, backoff, keep_serving, log_link};
 
 use crate::frame::Frame;
+use crate::shutdown::Stop;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What went wrong with an interface, by what the thread should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +43,26 @@ impl fmt::Display for CanError {
 
 impl std::error::Error for CanError {}
 
+/// What a [`CanPort::read_until`] ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Frame(Frame),
+    /// The deadline came first.
+    Deadline,
+    /// The stop was given.
+    Stopped,
+}
+
 /// One open CAN interface.
 pub trait CanPort: Send {
     /// Waits up to `timeout` for a frame; `Ok(None)` when none came.
     fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError>;
+    /// Sleeps until a frame arrives, `deadline` passes or `stop` is given,
+    /// whichever comes first; the gateway's threads wait only here, so an
+    /// idle interface costs no wake-ups. `Down` is reported once per time
+    /// the interface goes down (as the kernel does); the next call waits
+    /// for frames again, which come once it is up.
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError>;
     /// Sends one frame.
     fn write(&mut self, frame: &Frame) -> Result<(), CanError>;
 }

@@ -280,6 +280,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
         fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
     std::thread::scope(|s| {
@@ -308,7 +309,9 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
-                recv(watch) -> _ => supervision.poll(Instant::now(), &board),
+                recv(watch) -> _ => {
+                    supervision.poll(Instant::now(), &board);
+                }
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();

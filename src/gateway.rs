@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output};
 use crate::setpoint::{Scope, SetpointCommand};
-use crate::shutdown;
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
-use crossbeam_channel::{Receiver, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, bounded, never, select};
 use std::time::{Duration, Instant};
 
 /// Telegrams waiting for the combiner. A telegram is a whole snapshot, so when
@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often the combiner looks at the clock.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often every worker shows a heartbeat while idle (at most: the
+/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
+/// Otherwise each thread sleeps until an event or its next real deadline
+/// (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,14 +62,17 @@ pub struct Gateway<'a> {
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called by every worker at least every 200 ms while it is alive.
+    /// Called by every worker once per wake-up, and at least every
+    /// `heartbeat_every` while it is alive (so counting the calls counts the
+    /// wake-ups).
     pub heartbeat: &'a (dyn Fn(Worker) + Sync),
+    pub heartbeat_every: Duration,
     pub fault: Fault,
 }
 
 impl Gateway<'_> {
     /// Runs every thread until `stop` is dropped or sent on.
-    pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
+    pub fn run(&self, stop: &Stop, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
         std::thread::scope(|s| {
@@ -83,6 +89,7 @@ impl Gateway<'_> {
                         stop,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -101,6 +108,7 @@ impl Gateway<'_> {
                         stop,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -113,19 +121,21 @@ impl Gateway<'_> {
         });
     }
 
+    /// The combiner thread: sleeps until a telegram, a command, the stop, or
+    /// the combiner's next deadline (see `Combiner::next_deadline`; an
+    /// inverter setpoint's expiry; the next heartbeat).
     fn combine(
         &self,
         telegrams: &Receiver<Delivery>,
         commands: &Receiver<SetpointCommand>,
         mailboxes: &[Mailbox],
-        stop: &Receiver<()>,
+        stop: &Stop,
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
         let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
         let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
         let mut watch = Watch::new(self.config.inputs.len());
-        let ticker = tick(TICK);
         let mut commands = commands.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -134,49 +144,73 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let (made, now) = select! {
-                recv(stop) -> _ => return,
-                recv(telegrams) -> d => match d {
-                    Ok(d) => (combiner.on_telegram(d.input, d.telegram, d.at), d.at),
-                    Err(_) => return,
-                },
-                recv(commands) -> c => match c {
-                    Ok(c) => {
-                        log_command(&c);
+            let now = Instant::now();
+            let deadline = combiner
+                .next_deadline(now)
+                .map_or(now + self.heartbeat_every, |at| at.min(now + self.heartbeat_every));
+            let (made, now) = if deadline <= now {
+                (self.tick(&mut combiner, &mut watch, now), now)
+            } else {
+                select! {
+                    recv(stop.receiver()) -> _ => return,
+                    recv(telegrams) -> d => match d {
+                        Ok(d) => {
+                            let made = combiner.on_telegram(d.input, d.telegram, d.at);
+                            watch.input(self.config, &combiner, self.board, d.input, d.at);
+                            (made, d.at)
+                        }
+                        Err(_) => return,
+                    },
+                    recv(commands) -> c => match c {
+                        Ok(c) => {
+                            log_command(&c);
+                            let now = Instant::now();
+                            (combiner.apply(c, now), now)
+                        }
+                        Err(_) => {
+                            commands = never();
+                            (None, Instant::now())
+                        }
+                    },
+                    default(deadline - now) => {
                         let now = Instant::now();
-                        (combiner.apply(c, now), now)
-                    }
-                    Err(_) => {
-                        commands = never();
-                        (None, Instant::now())
-                    }
-                },
-                recv(ticker) -> _ => {
-                    let now = Instant::now();
-                    watch.log(self.config, &combiner, self.board, now);
-                    (combiner.on_tick(now), now)
-                },
+                        (self.tick(&mut combiner, &mut watch, now), now)
+                    },
+                }
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
                 self.distribute(&combined, &combiner, mailboxes, now);
             }
-            if shutdown::requested(stop) {
+            if stop.requested() {
                 return;
             }
         }
+    }
+
+    /// Time has passed: stale inputs are logged, setpoints expire, and the
+    /// combiner may make a state.
+    fn tick(&self, combiner: &mut Combiner, watch: &mut Watch, now: Instant) -> Option<Combined> {
+        watch.log(self.config, combiner, self.board, now);
+        combiner.on_tick(now)
     }
 
     fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
         for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
             mailbox.put(shaped);
         }
-        self.board.system(|s| {
+        let changed = self.board.system(|s| {
             s.combined = Some(*c);
+            let changed =
+                s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
             s.inverter_setpoints.extend(combiner.inverter_setpoints());
+            changed
         });
+        if changed {
+            self.board.setpoints_changed();
+        }
     }
 }
 
@@ -221,29 +255,36 @@ impl Watch {
         }
     }
 
-    /// Logs each input turning fresh or stale, and puts the change on the
-    /// board.
+    /// Logs every input whose freshness changed by `now`.
     fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
-        let mut changed = false;
-        for (i, (seen, published)) in self.fresh.iter_mut().zip(&mut self.published).enumerate() {
-            let fresh = combiner.is_fresh(i, now);
-            changed |= std::mem::replace(published, fresh) != fresh;
-            let name = &config.inputs[i].can_if;
-            match (*seen, fresh) {
-                (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
-                (Some(true), false) => log::warn!(
-                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                    i + 1,
-                    config.battery.stale_timeout.as_secs_f64()
-                ),
-                _ => {}
-            }
-            if seen.is_some() || fresh {
-                *seen = Some(fresh);
-            }
+        for i in 0..self.fresh.len() {
+            self.input(config, combiner, board, i, now);
         }
-        if changed {
+    }
+
+    /// Logs input `i` if its freshness changed by `now`, and puts the change
+    /// on the board.
+    fn input(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, i: usize, now: Instant) {
+        let fresh = combiner.is_fresh(i, now);
+        if std::mem::replace(&mut self.published[i], fresh) != fresh {
             board.system(|s| s.inputs_fresh.clone_from(&self.published));
+        }
+        let seen = &mut self.fresh[i];
+        if *seen == Some(fresh) {
+            return;
+        }
+        let name = &config.inputs[i].can_if;
+        match (*seen, fresh) {
+            (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
+            (Some(true), false) => log::warn!(
+                "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                i + 1,
+                config.battery.stale_timeout.as_secs_f64()
+            ),
+            _ => {}
+        }
+        if seen.is_some() || fresh {
+            *seen = Some(fresh);
         }
     }
 

@@ -37,9 +37,9 @@ use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
 use telemetry::Clock;
 
-/// How often the board's setpoints are compared with those last published
-/// on BASE/setpoints.
-pub const SETPOINT_POLL: Duration = Duration::from_millis(200);
+/// How long the thread sleeps when no setpoint expiry is due (telemetry,
+/// events and the stop wake it anyway).
+const QUIET: Duration = Duration::from_secs(3600);
 
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -70,9 +70,12 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
     );
     let mut session = Session::new(config, board, commands, client);
     let telemetry_tick = tick(config.mqtt.interval);
-    let setpoint_tick = tick(SETPOINT_POLL);
     let mut events = event_rx.clone();
     loop {
+        // The next published setpoint to expire: BASE/setpoints must drop it
+        // then, whether or not the combiner has done so yet.
+        let now = Instant::now();
+        let wait = session.next_expiry(now).map_or(QUIET, |at| at - now);
         select! {
             recv(shutdown) -> _ => break,
             recv(events) -> event => match event {
@@ -83,7 +86,10 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
                 }
             },
             recv(telemetry_tick) -> _ => session.publish_telemetry(),
-            recv(setpoint_tick) -> _ => session.poll_setpoints(false),
+            // The combiner says when the board's setpoints change (set,
+            // cleared or expired): no polling.
+            recv(board.setpoint_changes()) -> _ => session.poll_setpoints(false),
+            default(wait) => session.poll_setpoints(false),
         }
     }
     session.shutdown(&event_rx);
@@ -292,6 +298,16 @@ impl<'a> Session<'a> {
                 json(&state),
             );
         }
+    }
+
+    /// When the first of the published setpoints expires, if one does after `now`.
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.published_setpoints
+            .as_ref()?
+            .iter()
+            .filter_map(LimitSetpoints::next_expiry)
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// A BMS name heard for the first time (or changed) renews the discovery

@@ -8,6 +8,7 @@
 use crate::combine::{Battery, Combined, SystemState};
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
@@ -85,6 +86,22 @@ pub struct StatusBoard {
     pub system: Mutex<SystemStatus>,
     pub inputs: Vec<Mutex<InputStatus>>,
     pub outputs: Vec<Mutex<OutputStatus>>,
+    setpoints: Wake,
+}
+
+/// A wake-up for one waiting reader: bounded(1), so any number of
+/// notifications before the reader looks make one wake-up.
+#[derive(Debug)]
+struct Wake {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        let (tx, rx) = bounded(1);
+        Wake { tx, rx }
+    }
 }
 
 /// A consistent-enough copy of the whole board (each cell copied under its
@@ -106,7 +123,20 @@ impl StatusBoard {
             }),
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),
             outputs: (0..outputs).map(|_| Mutex::default()).collect(),
+            setpoints: Wake::default(),
         }
+    }
+
+    /// Called by the combiner when the system's setpoints on the board changed.
+    pub fn setpoints_changed(&self) {
+        // Full: a wake-up is pending already, and it will read the new values.
+        let _ = self.setpoints.tx.try_send(());
+    }
+
+    /// Receives once after one or more [`StatusBoard::setpoints_changed`], so
+    /// that the MQTT thread can wait for changes instead of polling.
+    pub fn setpoint_changes(&self) -> &Receiver<()> {
+        &self.setpoints.rx
     }
 
     /// Runs `f` on input `i`'s cell. A poisoned lock (a panicked writer) is

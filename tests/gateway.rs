@@ -457,6 +457,69 @@ fn a_flood_on_every_input_keeps_memory_bounded_and_output_correct() {
     rig.stop();
 }
 
+/// The regression guard for "nothing polls": with no CAN traffic at all
+/// (one battery interface missing and retried with back-off, one present
+/// and silent; one push and one sync inverter) every thread of the gateway
+/// wakes about once per heartbeat, counted by the gateway itself (it calls
+/// `heartbeat` once per wake-up). Before, each thread woke every 100-200 ms.
+#[test]
+fn an_idle_gateway_wakes_each_thread_about_once_a_second() {
+    use bms_gateway::can::virtual_bus::VirtualBus;
+    use bms_gateway::gateway::{Fault, Gateway, HEARTBEAT, Worker};
+    use bms_gateway::status::StatusBoard;
+    use bms_gateway::{config, shutdown};
+    use std::sync::Mutex;
+    let toml = three_by_two("", "SEND-SYNC-ACTIVATED = true\nSYNC-INTERVAL = 1.0");
+    let config = config::parse(&toml).unwrap();
+    let bus = VirtualBus::new();
+    for name in ["bat1", "bat2", "inv1", "inv2"] {
+        bus.create(name);
+    }
+    // bat3 is missing: its thread retries with back-off (0.5, 1, 2 s ...).
+    let board = StatusBoard::new(3, 2);
+    let wakes: Mutex<Vec<(Worker, Instant)>> = Mutex::default();
+    let (stop_tx, stop) = shutdown::channel();
+    let (_commands_tx, commands) = crossbeam_channel::bounded(1);
+    let gateway = Gateway {
+        config: &config,
+        opener: &bus,
+        board: &board,
+        opened: &|| {},
+        heartbeat: &|w| wakes.lock().unwrap().push((w, Instant::now())),
+        heartbeat_every: HEARTBEAT,
+        fault: Fault::None,
+    };
+    const SECS: u64 = 4;
+    let stopped_after = std::thread::scope(|s| {
+        s.spawn(|| gateway.run(&stop, &commands));
+        std::thread::sleep(Duration::from_secs(SECS));
+        let t0 = Instant::now();
+        stop_tx.stop();
+        t0
+    });
+    let stop_took = stopped_after.elapsed();
+    let wakes = wakes.into_inner().unwrap();
+    let workers = [
+        Worker::Input(0),
+        Worker::Input(1),
+        Worker::Input(2),
+        Worker::Output(0),
+        Worker::Output(1),
+        Worker::Combiner,
+    ];
+    for w in workers {
+        let n = wakes.iter().filter(|(x, at)| *x == w && *at < stopped_after).count() as u64;
+        // One per second of HEARTBEAT, plus the start, the first
+        // transmission or back-off steps: at most 2 more. Polling at 100 ms
+        // would be 40.
+        let most = SECS / HEARTBEAT.as_secs() + 3;
+        assert!(n >= 1, "{w:?} never woke");
+        assert!(n <= most, "{w:?} woke {n} times in {SECS} s of idling (at most {most})");
+    }
+    // The stop wakes every thread at once, also the one in back-off.
+    assert!(stop_took < Duration::from_secs(2), "stopping took {stop_took:?}");
+}
+
 /// One battery (CCL 100 A), one inverter with the whole share.
 const ONE_BY_ONE: &str = r#"GATEWAY-ACTIVATED = true
 [battery]

@@ -362,6 +362,8 @@ fn apply(board: &StatusBoard, c: SetpointCommand) {
         Scope::System => s.setpoints.set(c.kind, c.setpoint),
         Scope::Inverter(j) => s.inverter_setpoints[j].set(c.kind, c.setpoint),
     });
+    // As the combiner does: the MQTT thread waits for this, it does not poll.
+    board.setpoints_changed();
 }
 
 #[test]

@@ -2,9 +2,8 @@
 //! it fails, and logging each link change once.
 
 use super::{CanError, CanOpener, CanPort};
-use crate::shutdown;
+use crate::shutdown::Stop;
 use crate::status::LinkState;
-use crossbeam_channel::Receiver;
 use std::time::Duration;
 
 /// Reopen back-off: 0.5 s doubling up to 30 s.
@@ -26,7 +25,8 @@ pub fn log_link(label: &str, link: &LinkState) {
 pub trait Service {
     /// Reports a link state (the thread logs and records changes).
     fn link(&self, link: LinkState);
-    /// Waits `d` while staying responsive (heartbeats, mailbox); true when stopped.
+    /// Waits `d` while staying responsive (heartbeats, mailbox, and the stop,
+    /// which ends the wait at once); true when stopped.
     fn wait(&mut self, d: Duration) -> bool;
     /// Uses the open port until stopped (`Ok`) or until it must be reopened (`Err`).
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError>;
@@ -38,13 +38,13 @@ pub trait Service {
 pub fn keep_serving(
     opener: &dyn CanOpener,
     interface: &str,
-    stop: &Receiver<()>,
+    stop: &Stop,
     opened: &dyn Fn(),
     service: &mut dyn Service,
 ) {
     let mut failures = 0u32;
     let mut first = true;
-    while !shutdown::requested(stop) {
+    while !stop.requested() {
         let result = opener.open(interface);
         if std::mem::take(&mut first) {
             opened();

@@ -338,6 +338,59 @@ fn nothing_is_sent_during_start_up_until_every_input_reported_or_timeout() {
     assert_close!(made.battery.i_lim_charge, 100.0);
 }
 
+/// The deadlines, by hand: STALE-TIMEOUT 5 s, KEEPALIVE 2 s.
+#[test]
+fn the_next_deadline_is_the_earliest_moment_time_alone_changes_something() {
+    let t0 = Instant::now();
+    let (a, b) = two_inputs();
+    let ns = Duration::from_nanos(1);
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0);
+    // Start-up: its end, 5 s after the start.
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    c.on_telegram(0, a, secs(t0, 1.0));
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 5.0)));
+    // Both reported at 1.0 and 1.5: running; a state made at 1.5, so the
+    // keep-alive is due at 3.5, before either input turns stale (6.0+, 6.5+).
+    c.on_telegram(1, b, secs(t0, 1.5)).expect("round complete");
+    assert_eq!(c.next_deadline(secs(t0, 1.5)), Some(secs(t0, 3.5)));
+    // A keep-alive state at 3.5; the next at 5.5; input 1 turns stale just
+    // after 6.0.
+    assert!(c.on_tick(secs(t0, 3.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 3.5)), Some(secs(t0, 5.5)));
+    assert!(c.on_tick(secs(t0, 5.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 5.5)), Some(secs(t0, 6.0) + ns));
+    // Not a moment earlier: at 6.0 input 1 is still fresh, just after not.
+    assert!(c.is_fresh(0, secs(t0, 6.0)) && !c.is_fresh(0, secs(t0, 6.0) + ns));
+    // A setpoint expiring at 6.2 comes before the next keep-alive (8.0) and
+    // before input 2 turns stale (6.5+).
+    let sp = Setpoint {
+        value: 10.0,
+        expires: Some(secs(t0, 6.2)),
+    };
+    c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 6.0))
+        .expect("applied at once");
+    // Input 1 turning stale is a moment for the thread (it logs it), but
+    // no state: input 2 has not delivered since the last one.
+    let after_stale = secs(t0, 6.0) + ns;
+    assert_eq!(c.on_tick(after_stale), None);
+    assert_eq!(c.next_deadline(after_stale), Some(secs(t0, 6.2)));
+    let made = c.on_tick(secs(t0, 6.2)).expect("the expiry makes a state");
+    assert_eq!(made.state, SystemState::Degraded);
+    assert_eq!(c.next_deadline(secs(t0, 6.2)), Some(secs(t0, 6.5) + ns));
+    // Both stale: only the keep-alive is left, never a moment in the past.
+    assert_eq!(c.on_tick(secs(t0, 6.5) + ns).map(|m| m.state), Some(SystemState::Safe));
+    assert_eq!(c.next_deadline(secs(t0, 7.0)), Some(secs(t0, 6.5) + ns + KEEPALIVE));
+}
+
+#[test]
+fn before_any_report_the_only_deadline_is_the_start_up_end() {
+    let t0 = Instant::now();
+    let mut c = Combiner::new(stale5(), &[100.0], t0);
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    assert_eq!(c.on_tick(secs(t0, 5.0)), None);
+    assert_eq!(c.next_deadline(secs(t0, 5.0)), None, "nothing until a telegram");
+}
+
 #[test]
 fn before_any_input_has_reported_nothing_is_sent_at_all() {
     let t0 = Instant::now();

@@ -121,6 +121,46 @@ fn an_old_state_goes_out_as_the_cores_safe_state() {
 }
 
 #[test]
+fn a_state_turning_safe_by_age_is_sent_at_once() {
+    let t0 = Instant::now();
+    let ms = |n| Duration::from_millis(n);
+    let max = Duration::from_secs(8);
+    let shaped = Shaped {
+        state: SystemState::Ok,
+        battery: battery(),
+        bank: BankStatus::default(),
+        made_at: t0,
+        expires: t0 + max,
+        last_cvl: 53.2,
+    };
+    let at = fail_safe_at(&shaped).unwrap();
+    assert_eq!(at, t0 + max + Duration::from_nanos(1));
+    assert_eq!(state_to_send(&shaped, at - Duration::from_nanos(1)).0, SystemState::Ok);
+    assert_eq!(state_to_send(&shaped, at).0, SystemState::Safe);
+    let safe = Shaped {
+        state: SystemState::Safe,
+        ..shaped
+    };
+    assert_eq!(fail_safe_at(&safe), None, "already safe: nothing changes by age");
+    // Last sent at 7.5 s (the once-per-second repeat); PUSH-MIN-DELAY 300 ms.
+    let mut t = PushTimer {
+        min_delay: ms(300),
+        last_sent: Some(t0 + ms(7500)),
+        pending: false,
+    };
+    assert_eq!(t.watch_fail_safe(Some(at), t0 + ms(7600)), Some(at), "wake for it");
+    assert!(!t.pending);
+    assert_eq!(t.watch_fail_safe(Some(at), at), None);
+    assert!(t.pending, "the safe state is a new state");
+    assert_eq!(t.due(true, at), Some(t0 + ms(7800)), "due at once (7.8 s is past)");
+    // Sent after it turned safe: nothing new any more.
+    t.pending = false;
+    t.last_sent = Some(at);
+    assert_eq!(t.watch_fail_safe(Some(at), at + ms(500)), None);
+    assert!(!t.pending);
+}
+
+#[test]
 fn push_timer_respects_min_delay_and_repeats_every_second() {
     let t0 = Instant::now();
     let ms = |n| Duration::from_millis(n);

@@ -47,7 +47,7 @@ pub struct Rig {
     pub commands: Sender<SetpointCommand>,
     /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
     pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
-    stop: Option<Sender<()>>,
+    stop: Option<shutdown::StopSender>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -137,6 +137,7 @@ impl Rig {
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},
+                    heartbeat_every: bms_gateway::gateway::HEARTBEAT,
                     fault: Fault::None,
                 };
                 gateway.run(&stop, &commands_rx);

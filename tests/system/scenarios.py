@@ -1111,5 +1111,123 @@ def bench_rig(ctx):
     check(p.returncode == 0, f"gateway_bench failed ({p.returncode}): {p.stderr[-500:]}")
 
 
+def rx_sockets(ifaces):
+    """Raw CAN receivers registered per interface (/proc/net/can/rcvlist_all)."""
+    counts = dict.fromkeys(ifaces, 0)
+    with open("/proc/net/can/rcvlist_all") as f:
+        for line in f:
+            words = line.split()
+            if words and words[0] in counts:
+                counts[words[0]] += 1
+    return counts
+
+
+def process_cpu_ns(pid):
+    """CPU time of every thread of pid, in ns (schedstat: finer than clock ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just ended
+    return total
+
+
+def wakeups(pid):
+    """Voluntary context switches per thread name, summed over /proc/PID/task/*."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                n = next(int(line.split()[1]) for line in f
+                         if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            continue
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def log_wall(gw, text):
+    """Wall-clock time (s) of the first log line containing text, from env_logger's stamp."""
+    import datetime
+    for line in gw.log_text().splitlines():
+        if text in line and line.startswith("["):
+            stamp = line[1:].split()[0].rstrip("Z")
+            return datetime.datetime.fromisoformat(stamp).replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+    return None
+
+
+@scenario("bench_idle", budget=150, mode="bench")
+def bench_idle(ctx):
+    """2 batteries x 1 inverter, MQTT connected: start-up time to all sockets
+    open, then 20 s with no CAN traffic at all (process CPU and voluntary
+    context switches, per thread) and 20 s at 1 telegram/s per battery
+    (process CPU per input frame)."""
+    window = 20.0
+    ifaces = ("sbat1", "sbat2", "sinv1")
+    ctx.vcan(*ifaces)
+    in_caps = {i: ctx.capture(i) for i in ("sbat1", "sbat2")}
+    ctx.capture("sinv1")
+    m = Mqtt(ctx, 18832)
+    mcfg = {"ACTIVATED": True, "BROKER": "127.0.0.1", "PORT": 18832, "BASE-TOPIC": "benchidle"}
+    # Where start-up time goes: the binary's own loading (exec, over 9p from
+    # the host, first with a cold page cache), apart from the gateway's start.
+    runs = []
+    for _ in range(3):
+        t = time.monotonic()
+        subprocess.run([harness.BINARY, "--version"], capture_output=True, check=True)
+        runs.append(time.monotonic() - t)
+    with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+        ctx.note(f"VM clocksource: {f.read().strip()}")
+    ctx.note("`bms-gateway --version` (exec and exit): "
+             + ", ".join(f"{r * 1000:.0f} ms" for r in runs) + " (first with a cold page cache)")
+    before = rx_sockets(ifaces)
+    wall0 = time.time()
+    gw = ctx.gateway(harness.config(inputs_cfg("sbat1", "sbat2"), [INV1], mqtt=mcfg))
+    opened = wait_for(lambda: all(n > before[i] for i, n in rx_sockets(ifaces).items()),
+                      10, interval=0.01)
+    t_open = time.monotonic() - gw.started
+    check(opened, "the gateway did not open all three sockets within 10 s")
+    logged = log_wall(gw, "starting:")
+    ctx.note(f"start-up: all {len(ifaces)} sockets open {t_open * 1000:.0f} ms after the "
+             f"process was started (its first log line at "
+             f"{(logged - wall0) * 1000:.0f} ms)" if logged else
+             f"start-up: all sockets open {t_open * 1000:.0f} ms after the process was started")
+    check(m.wait(gw.started, "benchidle/status", lambda p: p == "online", timeout=20),
+          "the gateway did not connect to the broker")
+    time.sleep(3)
+    pid = gw.proc.pid
+    n_threads = gw.threads()
+    cpu0, w0, t0 = process_cpu_ns(pid), wakeups(pid), time.monotonic()
+    time.sleep(window)
+    cpu1, w1, t1 = process_cpu_ns(pid), wakeups(pid), time.monotonic()
+    idle_s = t1 - t0
+    per_thread = {k: (w1.get(k, 0) - w0.get(k, 0)) / idle_s for k in sorted(w1)}
+    total = sum(per_thread.values())
+    ctx.note(f"idle (no CAN traffic, MQTT connected), {idle_s:.0f} s: process CPU "
+             f"{(cpu1 - cpu0) / 1e6 / idle_s:.3f} ms/s; voluntary context switches "
+             f"{total:.2f}/s over {n_threads} threads (target <= N+M+3 = 6): "
+             + ", ".join(f"{k} {v:.2f}" for k, v in per_thread.items()))
+    gateway_alive(gw)
+    a = ctx.battery("sbat1", bat_a(), period=1.0)
+    b = ctx.battery("sbat2", bat_b(), period=1.0)
+    cap = ctx.capture("sinv1")
+    e = expect([(a.values, "sbat1"), (b.values, "sbat2")], INV1_MODEL)
+    harness.wait_state(cap, e, 20, "ok state")
+    cpu0, t0 = process_cpu_ns(pid), time.monotonic()
+    time.sleep(window)
+    cpu1, t1 = process_cpu_ns(pid), time.monotonic()
+    frames = sum(len(c.since(t0, t1)) for c in in_caps.values())
+    check(frames > 0, "no input frames in the traffic window")
+    ctx.note(f"1 telegram/s per battery, {t1 - t0:.0f} s: {frames} input frames, process CPU "
+             f"{(cpu1 - cpu0) / 1e6 / (t1 - t0):.3f} ms/s = "
+             f"{(cpu1 - cpu0) / 1e3 / frames:.0f} us per input frame (target <= 130)")
+    gateway_alive(gw)
+
+
 # Scenarios kept in their own files register themselves on import.
 import scenarios_profiles  # noqa: E402,F401
