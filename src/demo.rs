@@ -282,6 +282,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
         fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
     let server = serve_page(&config);
@@ -316,12 +317,13 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
-                recv(watch) -> _ => supervision.poll(Instant::now()),
+                recv(watch) -> _ => {
+                    supervision.poll(Instant::now(), &board);
+                }
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();
-                    let now = Instant::now();
-                    let mut table = render(&config, &snapshot, &views, started.elapsed(), now);
+                    let mut table = render(&config, &snapshot, &views, started.elapsed());
                     table.push_str(&render_events(&board.events.after(0), started_wall));
                     if let Some(url) = &page {
                         let _ = write!(table, "\n\nStatus page: {url}");
@@ -335,7 +337,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                 },
             }
         }
-        crate::service::notify_stopping();
+        crate::systemd::notify_stopping();
         drop(stop_tx);
     });
     Ok(())
@@ -374,7 +376,7 @@ fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {
 
 /// The status table: each battery, the combined battery, each inverter as it
 /// decoded the frames it received.
-pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed: Duration, now: Instant) -> String {
+pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed: Duration) -> String {
     let mut s = String::new();
     let state = snap.system.combined.map_or("starting", |c| c.state.as_str());
     let _ = writeln!(
@@ -389,9 +391,7 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
         "BATTERY  IF     AH   LINK  ONLINE   SOC      V       I     T    CVL    CCL    DCL  FLAGS     TELEGRAMS"
     );
     for (i, (input, st)) in config.inputs.iter().zip(&snap.inputs).enumerate() {
-        let fresh = st
-            .last_telegram
-            .is_some_and(|t| now.saturating_duration_since(t) <= config.battery.stale_timeout);
+        let fresh = snap.system.inputs_fresh.get(i).copied().unwrap_or(false);
         let t = st.telegram.as_ref();
         let link = match st.link {
             LinkState::Up => "up",
@@ -563,7 +563,7 @@ mod tests {
             mqtt: c,
             ..demo_config(1, 1)
         };
-        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO, Instant::now());
+        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO);
         assert!(
             table.contains("bms-gateway demo --mqtt ha.lan:1883 --username demo --password-file /run/pw --remove"),
             "{table}"

@@ -7,15 +7,15 @@
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
+use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::Config;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
-use crate::output::{Mailbox, Output, Shaped};
-use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
-use crate::shutdown;
+use crate::output::{Mailbox, Output};
+use crate::setpoint::{LimitKind, Scope, SetpointCommand};
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
-use crossbeam_channel::{Receiver, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, bounded, never, select};
 use std::time::{Duration, Instant};
 
 /// Telegrams waiting for the combiner. A telegram is a whole snapshot, so when
@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often the combiner looks at the clock.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often every worker shows a heartbeat while idle (at most: the
+/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
+/// Otherwise each thread sleeps until an event or its next real deadline
+/// (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,17 +63,19 @@ pub struct Gateway<'a> {
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called by every worker at least every 200 ms while it is alive.
+    /// Called by every worker once per wake-up, and at least every
+    /// `heartbeat_every` while it is alive (so counting the calls counts the
+    /// wake-ups).
     pub heartbeat: &'a (dyn Fn(Worker) + Sync),
+    pub heartbeat_every: Duration,
     pub fault: Fault,
 }
 
 impl Gateway<'_> {
     /// Runs every thread until `stop` is dropped or sent on.
-    pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
+    pub fn run(&self, stop: &Stop, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
-        let max_age = self.config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1);
         std::thread::scope(|s| {
             for (index, config) in self.config.inputs.iter().enumerate() {
                 let telegrams = &telegram_tx;
@@ -85,6 +90,7 @@ impl Gateway<'_> {
                         stop,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -101,9 +107,9 @@ impl Gateway<'_> {
                         mailbox,
                         board: self.board,
                         stop,
-                        max_age,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -116,19 +122,21 @@ impl Gateway<'_> {
         });
     }
 
+    /// The combiner thread: sleeps until a telegram, a command, the stop, or
+    /// the combiner's next deadline (see `Combiner::next_deadline`; an
+    /// inverter setpoint's expiry; the next heartbeat).
     fn combine(
         &self,
         telegrams: &Receiver<Delivery>,
         commands: &Receiver<SetpointCommand>,
         mailboxes: &[Mailbox],
-        stop: &Receiver<()>,
+        stop: &Stop,
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
-        let mut combiner = Combiner::new(self.config.battery, &capacities, started);
-        let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
+        let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
+        let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
         let mut watch = Watch::new(self.config.inputs.len(), &self.board.events);
-        let ticker = tick(TICK);
         let mut commands = commands.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -137,68 +145,79 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
-                recv(stop) -> _ => return,
-                recv(telegrams) -> d => match d {
-                    Ok(d) => {
-                        let gap = self.config.battery.stale_timeout;
-                        self.board.input(d.input, |s| s.energy.on_telegram(&d.telegram, d.at, gap));
-                        combiner.on_telegram(d.input, d.telegram, d.at)
-                    }
-                    Err(_) => return,
-                },
-                recv(commands) -> c => match c {
-                    Ok(c) => {
-                        let made = apply(&mut combiner, &mut inverter_setpoints, c, Instant::now());
-                        watch.commanded(&c, combiner.setpoints(), &inverter_setpoints);
-                        made
-                    }
-                    Err(_) => {
-                        commands = never();
-                        None
-                    }
-                },
-                recv(ticker) -> _ => {
-                    let now = Instant::now();
-                    watch.log(self.config, &combiner, now);
-                    let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    let made = combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None });
-                    watch.expired(combiner.setpoints(), &inverter_setpoints);
-                    made
-                },
+            let now = Instant::now();
+            let deadline = combiner
+                .next_deadline(now)
+                .map_or(now + self.heartbeat_every, |at| at.min(now + self.heartbeat_every));
+            let (made, now) = if deadline <= now {
+                (self.tick(&mut combiner, &mut watch, now), now)
+            } else {
+                select! {
+                    recv(stop.receiver()) -> _ => return,
+                    recv(telegrams) -> d => match d {
+                        Ok(d) => {
+                            let gap = self.config.battery.stale_timeout;
+                            self.board.input(d.input, |s| s.energy.on_telegram(&d.telegram, d.at, gap));
+                            let made = combiner.on_telegram(d.input, d.telegram, d.at);
+                            watch.input(self.config, &combiner, self.board, d.input, d.at);
+                            (made, d.at)
+                        }
+                        Err(_) => return,
+                    },
+                    recv(commands) -> c => match c {
+                        Ok(c) => {
+                            log_command(&c);
+                            let now = Instant::now();
+                            let made = combiner.apply(c, now);
+                            watch.commanded(&c);
+                            (made, now)
+                        }
+                        Err(_) => {
+                            commands = never();
+                            (None, Instant::now())
+                        }
+                    },
+                    default(deadline - now) => {
+                        let now = Instant::now();
+                        (self.tick(&mut combiner, &mut watch, now), now)
+                    },
+                }
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
-                self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
+                self.distribute(&combined, &combiner, mailboxes, now);
             }
-            if shutdown::requested(stop) {
+            if stop.requested() {
                 return;
             }
         }
     }
 
-    fn distribute(
-        &self,
-        c: &Combined,
-        combiner: &Combiner,
-        inverter_setpoints: &[LimitSetpoints],
-        mailboxes: &[Mailbox],
-    ) {
-        let now = Instant::now();
-        for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
-            mailbox.put(Shaped {
-                state: c.state,
-                battery: shape(c, &output.share, own, now),
-                bank: c.bank,
-                made_at: c.made_at,
-            });
+    /// Time has passed: stale inputs are logged, setpoints expire (each
+    /// raised as an event), and the combiner may make a state.
+    fn tick(&self, combiner: &mut Combiner, watch: &mut Watch, now: Instant) -> Option<Combined> {
+        watch.log(self.config, combiner, self.board, now);
+        let made = combiner.on_tick(now);
+        watch.expired(combiner.expired());
+        made
+    }
+
+    fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
+        for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
+            mailbox.put(shaped);
         }
-        self.board.system(|s| {
+        let changed = self.board.system(|s| {
             s.combined = Some(*c);
+            let changed =
+                s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
-            s.inverter_setpoints.extend_from_slice(inverter_setpoints);
+            s.inverter_setpoints.extend(combiner.inverter_setpoints());
+            changed
         });
+        if changed {
+            self.board.setpoints_changed();
+        }
     }
 }
 
@@ -214,13 +233,7 @@ where
         .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
 }
 
-/// Applies one command; returns the state to send at once, if any.
-fn apply(
-    combiner: &mut Combiner,
-    inverter_setpoints: &mut [LimitSetpoints],
-    command: SetpointCommand,
-    now: Instant,
-) -> Option<Combined> {
+fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
         match command.scope {
@@ -232,12 +245,13 @@ fn apply(
             .setpoint
             .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
     );
-    match command.scope {
-        Scope::System => combiner.set_setpoint(command.kind, command.setpoint, now),
-        Scope::Inverter(j) => {
-            inverter_setpoints.get_mut(j)?.set(command.kind, command.setpoint);
-            combiner.last().copied()
-        }
+}
+
+/// A setpoint's owner, as an event's subject and in words.
+fn whose(scope: Scope) -> (Subject, String) {
+    match scope {
+        Scope::System => (Subject::System, "system".to_string()),
+        Scope::Inverter(j) => (Subject::Inverter(j), format!("inverter {}", j + 1)),
     }
 }
 
@@ -245,9 +259,9 @@ fn apply(
 /// raised as an event) once.
 struct Watch<'e> {
     fresh: Vec<Option<bool>>,
+    /// What the board shows as each input's freshness.
+    published: Vec<bool>,
     state: Option<SystemState>,
-    /// The system's setpoints, then each inverter's, as last seen.
-    setpoints: Vec<LimitSetpoints>,
     events: &'e Events,
 }
 
@@ -255,78 +269,71 @@ impl<'e> Watch<'e> {
     fn new(inputs: usize, events: &'e Events) -> Watch<'e> {
         Watch {
             fresh: vec![None; inputs],
+            published: vec![false; inputs],
             state: None,
-            setpoints: Vec::new(),
             events,
         }
     }
 
     /// A setpoint command was applied.
-    fn commanded(&mut self, c: &SetpointCommand, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
+    fn commanded(&self, c: &SetpointCommand) {
         let (kind, message) = match c.setpoint {
             Some(s) => (Kind::SetpointSet, format!("{} set to {} A", c.kind.field(), s.value)),
             None => (Kind::SetpointCleared, format!("{} cleared", c.kind.field())),
         };
-        let (subject, whose) = match c.scope {
-            Scope::System => (Subject::System, "system".to_string()),
-            Scope::Inverter(j) => (Subject::Inverter(j), format!("inverter {}", j + 1)),
-        };
+        let (subject, whose) = whose(c.scope);
         self.events.emit(kind, subject, format!("{whose} setpoint {message}"));
-        self.remember(system, inverters);
     }
 
-    /// Raises an event for every setpoint that has gone since last seen
-    /// without a command: it expired.
-    fn expired(&mut self, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
-        let now = std::iter::once(system).chain(inverters);
-        for (n, (before, after)) in self.setpoints.iter().zip(now).enumerate() {
-            for kind in [LimitKind::Charge, LimitKind::Discharge] {
-                if before.get(kind).is_some() && after.get(kind).is_none() {
-                    let (subject, whose) = match n {
-                        0 => (Subject::System, "system".to_string()),
-                        n => (Subject::Inverter(n - 1), format!("inverter {n}")),
-                    };
-                    let message = format!("{whose} setpoint {} expired", kind.field());
-                    self.events.emit(Kind::SetpointExpired, subject, message);
-                }
-            }
+    /// Raises an event for each setpoint the combiner dropped as expired.
+    fn expired(&self, expired: &[(Scope, LimitKind)]) {
+        for &(scope, kind) in expired {
+            let (subject, whose) = whose(scope);
+            let message = format!("{whose} setpoint {} expired", kind.field());
+            self.events.emit(Kind::SetpointExpired, subject, message);
         }
-        self.remember(system, inverters);
     }
 
-    /// Keeps a copy (no allocation once the vector has its size).
-    fn remember(&mut self, system: &LimitSetpoints, inverters: &[LimitSetpoints]) {
-        self.setpoints.clear();
-        self.setpoints.push(*system);
-        self.setpoints.extend_from_slice(inverters);
+    /// Logs every input whose freshness changed by `now`.
+    fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
+        for i in 0..self.fresh.len() {
+            self.input(config, combiner, board, i, now);
+        }
     }
 
-    fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
-            let fresh = combiner.is_fresh(i, now);
-            let name = &config.inputs[i].can_if;
-            match (*seen, fresh) {
-                (Some(false) | None, true) => {
-                    log::info!("battery {} ({name}): reporting", i + 1);
-                    if *seen == Some(false) {
-                        let message = format!("battery {} ({name}) is reporting again", i + 1);
-                        self.events.emit(Kind::BatteryBack, Subject::Battery(i), message);
-                    }
+    /// Logs input `i` if its freshness changed by `now` (and raises it as an
+    /// event when it was seen before), and puts the change on the board.
+    fn input(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, i: usize, now: Instant) {
+        let fresh = combiner.is_fresh(i, now);
+        if std::mem::replace(&mut self.published[i], fresh) != fresh {
+            board.system(|s| s.inputs_fresh.clone_from(&self.published));
+        }
+        let seen = &mut self.fresh[i];
+        if *seen == Some(fresh) {
+            return;
+        }
+        let name = &config.inputs[i].can_if;
+        match (*seen, fresh) {
+            (Some(false) | None, true) => {
+                log::info!("battery {} ({name}): reporting", i + 1);
+                if *seen == Some(false) {
+                    let message = format!("battery {} ({name}) is reporting again", i + 1);
+                    self.events.emit(Kind::BatteryBack, Subject::Battery(i), message);
                 }
-                (Some(true), false) => {
-                    let message = format!(
-                        "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                        i + 1,
-                        config.battery.stale_timeout.as_secs_f64()
-                    );
-                    log::warn!("{message}");
-                    self.events.emit(Kind::BatteryLost, Subject::Battery(i), message);
-                }
-                _ => {}
             }
-            if seen.is_some() || fresh {
-                *seen = Some(fresh);
+            (Some(true), false) => {
+                let message = format!(
+                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                    i + 1,
+                    config.battery.stale_timeout.as_secs_f64()
+                );
+                log::warn!("{message}");
+                self.events.emit(Kind::BatteryLost, Subject::Battery(i), message);
             }
+            _ => {}
+        }
+        if seen.is_some() || fresh {
+            *seen = Some(fresh);
         }
     }
 

@@ -17,10 +17,12 @@ pub mod api;
 use crate::config::Config;
 use crate::events::Event;
 use crate::gateway::spawn;
+use crate::loglimit::{LogLimit, Repeats};
 use crate::mqtt::telemetry::Clock;
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
 use api::{Refusal, Route, View};
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Sender, TrySendError, bounded};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,7 +72,7 @@ impl Server {
     }
 
     /// Serves until `stop` receives or is disconnected.
-    pub fn run(&self, config: &Config, board: &StatusBoard, stop: &Receiver<()>) {
+    pub fn run(&self, config: &Config, board: &StatusBoard, stop: &Stop) {
         let stopping = AtomicBool::new(false);
         let (queue_tx, queue_rx) = bounded::<TcpStream>(BACKLOG);
         std::thread::scope(|s| {
@@ -98,7 +100,7 @@ impl Server {
     }
 
     fn accept(&self, queue: &Sender<TcpStream>, stopping: &AtomicBool) {
-        let mut failures = crate::shutdown::RateLimit::new(Duration::from_secs(60));
+        let mut failures = LogLimit::new(Duration::from_secs(60), Repeats::AnyText);
         for conn in self.listener.incoming() {
             if stopping.load(Ordering::SeqCst) {
                 return;
@@ -110,8 +112,9 @@ impl Server {
                     }
                 }
                 Err(e) => {
-                    if failures.allow(Instant::now()).is_some() {
-                        log::warn!("status server: cannot accept a connection: {e}");
+                    let line = format_args!("status server: cannot accept a connection: {e}");
+                    if let Some(line) = failures.check(line, Instant::now()) {
+                        log::warn!("{line}");
                     }
                     // E.g. out of file descriptors: give the others a moment.
                     std::thread::sleep(Duration::from_millis(50));
@@ -293,7 +296,7 @@ fn timeout() -> Refusal {
 /// The server thread of the daemon and the demo: binds `[http] LISTEN`
 /// and serves until `stop`. A failure to bind is logged and leaves the
 /// gateway running without the page.
-pub fn run(config: &Config, board: &StatusBoard, stop: &Receiver<()>) {
+pub fn run(config: &Config, board: &StatusBoard, stop: &Stop) {
     match bind(config.http.listen) {
         Ok(server) => {
             log::info!("status page on {}", url(server.local_addr()));

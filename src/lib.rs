@@ -19,11 +19,13 @@ pub mod frame;
 pub mod gateway;
 pub mod http;
 pub mod input;
+pub mod liveness;
+pub mod logging;
+pub mod loglimit;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod profile;
-pub mod service;
 pub mod setpoint;
 pub mod shutdown;
 pub mod signals;
@@ -32,5 +34,11 @@ pub mod state_store;
 pub mod status;
 pub mod status_client;
 pub mod supervise;
+pub mod systemd;
 pub mod telegram;
 pub mod tools;
+
+/// Configuration text for the unit tests, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/config_text/mod.rs"]
+mod config_text;

@@ -140,7 +140,7 @@ pub fn render(view: &View) -> String {
 
     let sys = |v: f64| [(Labels::new(), Some(v))];
     let per_battery =
-        |pick: &dyn Fn(&crate::mqtt::telemetry::BatteryState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+        |pick: &dyn Fn(&crate::mqtt::telemetry::BatteryPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
             batteries
                 .iter()
                 .zip(&battery_labels)
@@ -148,7 +148,7 @@ pub fn render(view: &View) -> String {
                 .collect()
         };
     let per_inverter =
-        |pick: &dyn Fn(&crate::mqtt::telemetry::InverterState) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+        |pick: &dyn Fn(&crate::mqtt::telemetry::InverterPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
             inverters
                 .iter()
                 .zip(&inverter_labels)

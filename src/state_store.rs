@@ -15,9 +15,10 @@
 
 use crate::config::Config;
 use crate::energy;
-use crate::shutdown::RateLimit;
+use crate::loglimit::{LogLimit, Repeats};
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
-use crossbeam_channel::{Receiver, select, tick};
+use crossbeam_channel::{select, tick};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -78,7 +79,7 @@ pub enum Loaded {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    failures: RateLimit,
+    failures: LogLimit,
 }
 
 impl Store {
@@ -88,7 +89,7 @@ impl Store {
     pub fn open(dir: &Path) -> (Store, State, Loaded) {
         let store = Store {
             dir: dir.to_path_buf(),
-            failures: RateLimit::new(Duration::from_secs(60)),
+            failures: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
         };
         let (state, loaded) = store.load();
         match &loaded {
@@ -147,20 +148,16 @@ impl Store {
     /// returned.
     pub fn save(&mut self, state: &State) -> io::Result<()> {
         let result = write_atomically(&self.dir, FILE, &serialize(state));
-        if let Err(e) = &result
-            && let Some(suppressed) = self.failures.allow(Instant::now())
-        {
-            let more = if suppressed > 0 {
-                format!(" ({suppressed} more failures since the last report)")
-            } else {
-                String::new()
-            };
-            log::error!(
-                "cannot save the state to {}: {e}{more}; the gateway goes on, the counters are kept in memory \
+        if let Err(e) = &result {
+            let line = format!(
+                "cannot save the state to {}: {e}; the gateway goes on, the counters are kept in memory \
                  and saved again in {} s",
                 self.path().display(),
                 SAVE_INTERVAL.as_secs()
             );
+            if let Some(line) = self.failures.check(line, Instant::now()) {
+                log::error!("{line}");
+            }
         }
         result
     }
@@ -190,11 +187,11 @@ pub fn capture(board: &StatusBoard, config: &Config) -> State {
 
 /// The saver thread: saves every SAVE_INTERVAL until `stop`. (The final
 /// save at stop is the daemon's, once every worker has ended.)
-pub fn keep_saving(store: &mut Store, board: &StatusBoard, config: &Config, stop: &Receiver<()>) {
+pub fn keep_saving(store: &mut Store, board: &StatusBoard, config: &Config, stop: &Stop) {
     let ticker = tick(SAVE_INTERVAL);
     loop {
         select! {
-            recv(stop) -> _ => return,
+            recv(stop.receiver()) -> _ => return,
             recv(ticker) -> _ => {
                 // A failure is logged by save(); the next tick tries again.
                 let _ = store.save(&capture(board, config));

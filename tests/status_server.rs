@@ -9,9 +9,8 @@ mod common;
 use bms_gateway::can::CanOpener;
 use bms_gateway::http;
 use bms_gateway::shutdown;
-use bms_gateway::sim::SimAlarms;
+use bms_gateway::sim::{BatteryParams, SimAlarms};
 use common::*;
-use crossbeam_channel::Sender;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -40,10 +39,10 @@ ACTIVATED = false
 struct Served {
     rig: Rig,
     addr: SocketAddr,
-    _stop: Sender<()>,
+    _stop: shutdown::StopSender,
 }
 
-fn serve(toml: &str, params: Vec<bms_gateway::sim::BatteryParams>) -> Served {
+fn serve(toml: &str, params: Vec<BatteryParams>) -> Served {
     let rig = Rig::start(toml, params, &[]);
     let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
@@ -57,10 +56,28 @@ fn serve(toml: &str, params: Vec<bms_gateway::sim::BatteryParams>) -> Served {
     }
 }
 
-fn two_batteries() -> Vec<bms_gateway::sim::BatteryParams> {
+fn two_batteries() -> Vec<BatteryParams> {
     vec![
-        battery(53.2, 100.0, 100.0, 42.0, 52.00, 10.0, 20.0),
-        battery(53.2, 100.0, 100.0, 77.0, 52.40, -4.0, 24.0),
+        BatteryParams {
+            cvl: 53.2,
+            ccl: 100.0,
+            dcl: 100.0,
+            soc: 42.0,
+            voltage: 52.00,
+            current: 10.0,
+            temp: 20.0,
+            ..plain_battery()
+        },
+        BatteryParams {
+            cvl: 53.2,
+            ccl: 100.0,
+            dcl: 100.0,
+            soc: 77.0,
+            voltage: 52.40,
+            current: -4.0,
+            temp: 24.0,
+            ..plain_battery()
+        },
     ]
 }
 

@@ -48,7 +48,7 @@ struct Model {
 }
 
 fn part_of_a_telegram(id: u16) -> bool {
-    !matches!(id, 0x305 | 0x378)
+    id != 0x305
 }
 
 fn required(id: u16) -> bool {
@@ -90,6 +90,10 @@ impl Model {
             },
             cells: match b.get(0x373) {
                 Some(Message::Cells(x)) => Some(x),
+                _ => None,
+            },
+            energy: match b.get(0x378) {
+                Some(Message::Energy(x)) => Some(x),
                 _ => None,
             },
         })

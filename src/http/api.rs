@@ -76,31 +76,34 @@ pub struct View<'a> {
 
 #[derive(Serialize)]
 struct State<'a> {
-    system: telemetry::SystemState,
-    batteries: Vec<telemetry::BatteryState>,
-    inverters: Vec<telemetry::InverterState>,
+    system: telemetry::SystemPayload,
+    batteries: Vec<telemetry::BatteryPayload>,
+    inverters: Vec<telemetry::InverterPayload>,
     setpoints: serde_json::Value,
     events: &'a [Event],
 }
 
 impl View<'_> {
     /// The MQTT payloads of every battery.
-    pub fn batteries(&self) -> Vec<telemetry::BatteryState> {
+    pub fn batteries(&self) -> Vec<telemetry::BatteryPayload> {
         let n = self.config.inputs.len().min(self.snapshot.inputs.len());
         (0..n)
-            .map(|i| telemetry::battery_state(self.config, i, &self.snapshot.inputs[i], &self.clock))
+            .map(|i| {
+                let online = self.snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
+                telemetry::battery_state(self.config, i, &self.snapshot.inputs[i], online, &self.clock)
+            })
             .collect()
     }
 
     /// The MQTT payloads of every inverter.
-    pub fn inverters(&self) -> Vec<telemetry::InverterState> {
+    pub fn inverters(&self) -> Vec<telemetry::InverterPayload> {
         let n = self.config.outputs.len().min(self.snapshot.outputs.len());
         (0..n)
             .map(|j| telemetry::inverter_state(self.config, j, &self.snapshot.outputs[j], &self.clock))
             .collect()
     }
 
-    pub fn system(&self) -> telemetry::SystemState {
+    pub fn system(&self) -> telemetry::SystemPayload {
         telemetry::system_state(self.snapshot, &self.clock)
     }
 
