@@ -48,6 +48,11 @@ pub trait CanPort: Send {
     fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError>;
     /// Sends one frame.
     fn write(&mut self, frame: &Frame) -> Result<(), CanError>;
+    /// The link state right after opening: `Down` with what to do when the
+    /// interface exists but is down (the port is used once it comes up).
+    fn link(&self) -> LinkState {
+        LinkState::Up
+    }
 }
 
 /// Opens interfaces by name.
@@ -109,7 +114,7 @@ pub fn keep_serving(
             }
         };
         failures = 0;
-        service.link(LinkState::Up);
+        service.link(port.link());
         match service.serve(port.as_mut()) {
             Ok(()) => return,
             Err(e) => service.link(LinkState::Down(e.to_string())),
