@@ -9,8 +9,8 @@
 //! with what to do, and the port is used as soon as the interface comes up.
 
 use super::{CanError, CanOpener, CanPort};
-use crate::status::LinkState;
 use crate::frame::{CanId, Frame, FrameKind};
+use crate::status::LinkState;
 use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, StandardId};
 use std::io;
 use std::time::Duration;

@@ -4,15 +4,20 @@
 # The build machines' kernel has no CAN support, so this script boots Debian's
 # own kernel in QEMU (software emulation, no network device), loads the CAN
 # modules there, exports the host's root read-only over 9p and chroots into it.
-# Inside the VM tests/system/driver.py creates vcan interfaces and runs the
-# release binary against can-utils, Python AF_CAN sockets and Mosquitto.
+# Inside the VM tests/system/driver.py runs the release binary against
+# can-utils, Python AF_CAN sockets and Mosquitto on two tiers: vcan, and real
+# CAN drivers (sja1000 + kvaser_pci) on QEMU's emulated SJA1000 controllers,
+# one emulated bus per cable, two controllers on each (the gateway's side and
+# its peer's). Kernel, modules and initramfs come from vm-lib.sh, shared with
+# packaging/test-systemd-vm.sh.
 # Results come back through a second, writable 9p export; the VM's console
 # (every scenario's measurements) is kept in tests/system/.work/console.log.
 #
 # Usage: tests/system/run.sh [bench] [SCENARIO...]
-#   SCENARIO names select a subset (default: all); `bench` runs the timing
+#   SCENARIO names select a subset (default: all, both tiers); NAME runs on
+#   vcan, NAME@sja1000 on the emulated controllers. `bench` runs the timing
 #   measurements instead (make bench-system).
-# Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 720),
+# Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 1500),
 #   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2).
 #
 # It never skips: a missing prerequisite that cannot be installed is an error.
@@ -22,7 +27,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 repo="$(cd "$here/../.." && pwd -P)"
 work="$here/.work"
 binary="$repo/target/release/bms-gateway"
-timeout_s="${SYSTEM_TEST_TIMEOUT:-720}"
+timeout_s="${SYSTEM_TEST_TIMEOUT:-1500}"
 mem_mb="${SYSTEM_TEST_MEM:-1536}"
 smp="${SYSTEM_TEST_SMP:-2}"
 

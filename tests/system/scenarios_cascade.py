@@ -83,7 +83,7 @@ def views(comb, manufacturers=("PYLON", "PYLONGW")):
             for m in manufacturers]
 
 
-@scenario("cascade", budget=120)
+@scenario("cascade", budget=150)
 def cascade_gateways(ctx):
     """Gateway A (3 packs) feeds gateway B (2 more, 2 inverters): B sends what one gateway with
     all 5 packs sends; a pack lost at A shows degraded at B's inverters in time."""
@@ -135,6 +135,27 @@ def cascade_gateways(ctx):
     sims["sbat2"].paused = False
     for j in (0, 1):
         harness.wait_state(inv[j], want[j], 15, f"ok again at B's inverter {j + 1}")
+    # Every pack of A lost: A sends the safe state (limits 0, enables clear,
+    # system error); B's inverters get its enables cleared and the error flag.
+    t_safe = time.monotonic()
+    for i in A_PACKS:
+        sims[i].paused = True
+
+    def b_safe():
+        last = {}
+        for f in inv[0].since(t_safe):
+            last[f.id] = f
+        return (0x35C in last and 0x359 in last and not last[0x35C].data[0] & 0xC0
+                and last[0x359].data[1] & pylon.PROT2_SYSTEM_ERROR)
+
+    check(wait_for(b_safe, bound + 10),
+          f"A's safe state did not reach B's inverter 1: {harness.describe(inv[0].since(t_safe))}")
+    ctx.log(f"all of A's packs lost: B's inverter 1 has enables clear and the system error flag "
+            f"after {time.monotonic() - t_safe:.1f}s")
+    for i in A_PACKS:
+        sims[i].paused = False
+    for j in (0, 1):
+        harness.wait_state(inv[j], want[j], 15, f"ok again at B's inverter {j + 1} after A's safe state")
     # Gateway A itself gone: B's own STALE-TIMEOUT, then degraded with its own packs.
     t_kill = time.monotonic()
     gw_a.kill()
