@@ -211,13 +211,13 @@ class Ctx:
         """The gateway's interfaces `names`, ready: vcan interfaces made, or
         on the sja1000 tier both controllers of each cable given their bit
         rate and brought up. Peers reach them through ctx.peer(name)."""
-        for n in names:
-            if canio.TRANSPORT == "sja1000":
+        if canio.TRANSPORT == "sja1000":
+            for n in names:
                 check(os.path.exists(f"/sys/class/net/{n}"),
                       f"no emulated controller {n} (cables: {', '.join(canio.CABLES)})")
-                canio.sja_up(n)
-                canio.sja_up(canio.peer(n))
-            else:
+            canio.sja_up(*names, *map(canio.peer, names))
+        for n in names:
+            if canio.TRANSPORT != "sja1000":
                 canio.vcan_add(n)
             if n not in self.ifaces:
                 self.ifaces.append(n)
@@ -277,11 +277,10 @@ class Ctx:
                     p.wait()
         for t in self.threads:
             t.stop()
-        for n in self.ifaces:
-            if canio.TRANSPORT == "sja1000":
-                canio.sja_down(n)
-                canio.sja_down(canio.peer(n))
-            else:
+        if canio.TRANSPORT == "sja1000":
+            canio.sja_down(*self.ifaces, *map(canio.peer, self.ifaces))
+        else:
+            for n in self.ifaces:
                 canio.vcan_del(n)
 
 

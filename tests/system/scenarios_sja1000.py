@@ -104,21 +104,15 @@ def iface_down(ctx):
                 f"{t_up - t0:.1f}s after the gateway started; same process, no restart")
         gateway_alive(gw)
     finally:
-        canio.sja_down("pbat4")
-        canio.sja_down("sbat4")
+        canio.sja_down("pbat4", "sbat4")
 
 
 def set_problems(frames):
-    """Frame sets (from 0x359 on) that are not the full set in order."""
-    ids = [f.id for f in frames if f.id in FULL_SET]
-    while ids and ids[0] != 0x359:
-        ids.pop(0)
-    sets, cur = [], []
-    for i in ids:
-        if i == 0x359 and cur:
-            sets.append(cur)
-            cur = []
-        cur.append(i)
+    """Frame sets (from 0x359 on) that are not the full set in order: (number
+    of sets, the incomplete ones as ID lists)."""
+    sets = [[f.id for f in b] for b in harness.bursts([f for f in frames if f.id in FULL_SET])]
+    if sets and sets[0][0] != 0x359:
+        sets.pop(0)  # began before the window
     return len(sets), [s for s in sets if s != FULL_SET]
 
 
