@@ -34,6 +34,9 @@ kernel=$VM_KERNEL
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 [ -x /bin/busybox ] || die "busybox missing (apt-get install busybox-static)"
 ldd /bin/busybox >/dev/null 2>&1 && die "/bin/busybox is not static (apt-get install busybox-static)"
+# udev loads the CAN drivers in the VM and applies 80-can.link.
+[ -x /lib/systemd/systemd-udevd ] || die "systemd-udevd missing (apt-get install udev)"
+[ -x /lib/systemd/systemd-networkd ] || die "systemd-networkd missing (apt-get install systemd)"
 # Three emulated CAN buses with two SJA1000 controllers each: the gateway's
 # can0 can1 (batteries) can2 (inverter) of the shipped config, and their
 # peers can3 can4 can5 (simulated batteries, the inverter's candump). udev

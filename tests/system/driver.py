@@ -42,7 +42,7 @@ def main():
     selected = [s for s in harness.SCENARIOS
                 if (not args.names or s.name in args.names) and s.mode == args.mode]
     # Every vcan scenario first, then each other tier's (one set-up each).
-    selected.sort(key=lambda s: harness.TIERS.index(s.tier))
+    selected.sort(key=lambda s: (harness.TIERS.index(s.tier), s.last))
     unknown = set(args.names) - {s.name for s in harness.SCENARIOS}
     results_path = os.path.join(args.results, "results.txt")
     summary_path = os.path.join(args.results, "summary.txt")
@@ -105,6 +105,14 @@ def main():
         for note in ctx.notes:
             record(f"      note: {note}")
     total = time.monotonic() - t_all
+    if tier == "sja1000":
+        # What the kernel said about the emulated controllers (IRQs, overruns).
+        r = canio.sh("dmesg", check=False)
+        notes = [ln for ln in r.stdout.splitlines()
+                 if any(k in ln.lower() for k in ("irq", "nobody", "disabl", "overrun", "error",
+                                                   "timeout", "sja1000"))]
+        print("kernel messages of the sja1000 tier (last 15):\n  " + "\n  ".join(notes[-15:]),
+              flush=True)
     record(f"total scenario time {total:.1f}s")
     with open(summary_path, "w") as f:
         f.write(f"{passed} {failed}\n")

@@ -31,8 +31,8 @@ class Failure(AssertionError):
 
 
 class Scenario:
-    def __init__(self, name, fn, budget, mode, tier):
-        self.fn, self.budget, self.mode, self.tier = fn, budget, mode, tier
+    def __init__(self, name, fn, budget, mode, tier, last=False):
+        self.fn, self.budget, self.mode, self.tier, self.last = fn, budget, mode, tier, last
         # The vcan tier keeps the plain name; others are NAME@TIER.
         self.name = name if tier == "vcan" else f"{name}@{tier}"
         self.doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
@@ -41,14 +41,16 @@ class Scenario:
 TIERS = ("vcan", "sja1000")
 
 
-def scenario(name, budget=90, mode="test", tiers=("vcan",)):
+def scenario(name, budget=90, mode="test", tiers=("vcan",), last=False):
     """Register a scenario; `budget` is its hard time limit in seconds.
     `tiers`: the transports it runs on (canio.TRANSPORT), each a scenario of
-    its own; the sja1000 tier is slower to set up, hence its longer budget."""
+    its own; the sja1000 tier is slower to set up, hence its longer budget.
+    `last`: run after the tier's other scenarios (a flood can leave the
+    emulated controllers unusable for the rest of the boot)."""
     def deco(fn):
         for tier in tiers:
             b = budget if tier == "vcan" else budget + 30
-            SCENARIOS.append(Scenario(name, fn, b, mode, tier))
+            SCENARIOS.append(Scenario(name, fn, b, mode, tier, last))
         return fn
     return deco
 
