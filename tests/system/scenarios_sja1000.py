@@ -207,3 +207,4 @@ def txqueue_10(ctx):
                  f"{unsent_all} frames unsent after its ENOBUFS retries (a set is cut short "
                  f"only then), the receiving emulated controllers lost {lost_all} (RX overruns)")
     gateway_alive(gw)
+
