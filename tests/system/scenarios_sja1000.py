@@ -53,9 +53,13 @@ def smoke_sja1000(ctx):
           f"sbat1 after set-up: {d['text']}")
     check(d["qlen"] == 10, f"the driver's default transmit queue is {d['qlen']}, expected 10")
     same, other = ctx.capture("sbat1", candump=True), ctx.capture("sbat2")
-    time.sleep(0.5)  # let candump open its socket
-    canio.sh("cansend", "sbat1", "351#1402C012C012C201")
-    got = wait_for(lambda: same.since(0), 5)
+
+    def send_seen():
+        # again until candump (slow to start in a busy VM) has seen one
+        canio.sh("cansend", "sbat1", "351#1402C012C012C201")
+        return wait_for(lambda: same.since(0), 0.5)
+
+    got = wait_for(send_seen, 15, 0)
     check(got and (got[0].id, got[0].data) == (0x351, bytes.fromhex("1402C012C012C201")),
           f"pbat1 (same cable) saw {same.since(0)!r}")
     time.sleep(0.5)
