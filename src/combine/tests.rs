@@ -564,7 +564,7 @@ proptest! {
         let base = tg(53.2, 0.0, 0.0, 45.0, 50.0, 100.0, 52.0, 0.0, 20.0, 1);
         let mut battery = combine_fresh(std::iter::once((&base, 100.0)), &BatterySettings::default()).unwrap();
         (battery.i_lim_charge, battery.i_lim_discharge) = total;
-        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, made_at: t0 };
+        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, bank: BankStatus::default(), made_at: t0 };
         let sum: f64 = weights.iter().sum();
         let mut wire = (0.0, 0.0);
         for (j, w) in weights.iter().enumerate() {
