@@ -1109,3 +1109,6 @@ def bench_rig(ctx):
     for line in p.stdout.splitlines():
         ctx.note(line)
     check(p.returncode == 0, f"gateway_bench failed ({p.returncode}): {p.stderr[-500:]}")
+
+# The field tools' scenarios live in their own file.
+import scenarios_scan  # noqa: E402,F401
