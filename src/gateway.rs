@@ -25,6 +25,12 @@ pub const COMMAND_QUEUE: usize = 64;
 /// How often the combiner looks at the clock.
 pub const TICK: Duration = Duration::from_millis(100);
 
+/// How old a combined state may be before an output sends the safe state
+/// instead: older than the combiner, if alive, could let it get.
+pub fn max_state_age(config: &Config) -> Duration {
+    config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1)
+}
+
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fault {
@@ -69,7 +75,7 @@ impl Gateway<'_> {
     pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
-        let max_age = self.config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1);
+        let max_age = max_state_age(self.config);
         std::thread::scope(|s| {
             for (index, config) in self.config.inputs.iter().enumerate() {
                 let telegrams = &telegram_tx;

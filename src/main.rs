@@ -87,6 +87,20 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Run candump -l logs through the gateway's core in virtual time (inputs
+    /// matched to [[bmses-in]] by CAN-IF) and print what each inverter would
+    /// have been sent, when.
+    Replay {
+        /// candump -l files (several, or one with several interfaces).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "candump")]
+        output: bms_gateway::replay::Format,
+        /// A system-wide setpoint at T s after the first frame: T:KIND:VALUE[:TTL],
+        /// KIND charge or discharge, VALUE and TTL in A and s. Repeatable.
+        #[arg(long, value_name = "T:KIND:VALUE[:TTL]")]
+        setpoint: Vec<bms_gateway::replay::SetpointAt>,
+    },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
         /// The CAN interface, e.g. can0.
@@ -345,6 +359,53 @@ fn scan(seconds: f64, config: Option<&Path>) -> Exit {
     Exit::Success
 }
 
+fn replay(
+    path: &Path,
+    files: &[PathBuf],
+    format: bms_gateway::replay::Format,
+    setpoints: &[bms_gateway::replay::SetpointAt],
+) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut contents = Vec::new();
+    for f in files {
+        match std::fs::read(f) {
+            Ok(bytes) => contents.push((f.display().to_string(), bytes)),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return Exit::Usage;
+            }
+        }
+    }
+    let sources: Vec<bms_gateway::replay::Source> = contents
+        .iter()
+        .map(|(name, bytes)| bms_gateway::replay::Source { name, bytes })
+        .collect();
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    let result = bms_gateway::replay::run(&config, &sources, setpoints, format, &mut stdout)
+        .and_then(|s| io::Write::flush(&mut stdout).map(|()| s));
+    match result {
+        Ok(summary) => {
+            const SHOWN: usize = 50;
+            for p in summary.problems.iter().take(SHOWN) {
+                eprintln!("{p}");
+            }
+            if summary.problems.len() > SHOWN {
+                eprintln!("... and {} more lines not used", summary.problems.len() - SHOWN);
+            }
+            eprintln!("{summary}");
+            Exit::Success
+        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
 fn outcome(result: Result<(), String>) -> Exit {
     match result {
         Ok(()) => Exit::Success,
@@ -388,6 +449,11 @@ fn main() -> ExitCode {
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
         Some(Command::Scan { .. }) => unreachable!("handled above"),
+        Some(Command::Replay {
+            files,
+            output,
+            setpoint,
+        }) => replay(&path, &files, output, &setpoint),
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
     };
     exit.into()
