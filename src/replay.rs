@@ -105,6 +105,8 @@ pub enum Problem {
     NoInterface,
     BackInTime,
     UnknownInterface,
+    /// A long silence of the whole log: replayed shortened (the line is used).
+    Gap,
 }
 
 impl Problem {
@@ -116,6 +118,7 @@ impl Problem {
             Problem::NoInterface => "no interface",
             Problem::BackInTime => "out of order",
             Problem::UnknownInterface => "unknown interface",
+            Problem::Gap => "gap",
         }
     }
 }
@@ -189,6 +192,22 @@ struct Event {
     at_us: i64,
     port: Port,
     frame: Frame,
+    /// Where it came from: index into the sources, 1-based line.
+    source: usize,
+    line: usize,
+}
+
+/// A silence of the whole log longer than this is replayed as this long:
+/// by then every input is stale and the outputs only repeat the safe state,
+/// and a log spanning days (or a garbage timestamp) must not take days.
+pub const MAX_GAP: Duration = Duration::from_secs(600);
+
+/// From virtual time `from_us` on, printed times are `add_us` later: the
+/// time cut out of the gaps before it.
+#[derive(Debug, Clone, Copy)]
+struct Skew {
+    from_us: i64,
+    add_us: i64,
 }
 
 fn micros(ts: f64) -> Option<i64> {
@@ -205,9 +224,9 @@ fn port_of(config: &Config, iface: &str) -> Option<Port> {
 
 /// Reads every line of every source; usable ones become events, in time
 /// order (ties keep file and line order).
-fn read_events(config: &Config, sources: &[Source], summary: &mut Summary) -> Vec<Event> {
+fn read_events(config: &Config, sources: &[Source], summary: &mut Summary) -> (Vec<Event>, Vec<Skew>) {
     let mut events = Vec::new();
-    for source in sources {
+    for (index, source) in sources.iter().enumerate() {
         let mut last_us: Option<i64> = None;
         for (n, raw) in source.bytes.split(|&b| b == b'\n').enumerate() {
             summary.lines += 1;
@@ -264,11 +283,46 @@ fn read_events(config: &Config, sources: &[Source], summary: &mut Summary) -> Ve
                 at_us,
                 port,
                 frame: record.frame,
+                source: index,
+                line: n + 1,
             });
         }
     }
     events.sort_by_key(|e| e.at_us);
-    events
+    let skews = shorten_gaps(&mut events, sources, summary);
+    (events, skews)
+}
+
+/// Cuts every silence longer than [`MAX_GAP`] down to it, reporting each.
+fn shorten_gaps(events: &mut [Event], sources: &[Source], summary: &mut Summary) -> Vec<Skew> {
+    let max = MAX_GAP.as_micros() as i64;
+    let mut skews = Vec::new();
+    let mut cut = 0i64;
+    let mut previous: Option<i64> = None;
+    for e in events.iter_mut() {
+        let original = e.at_us;
+        if let Some(p) = previous.filter(|&p| original - p > max) {
+            let gap = original - p;
+            cut += gap - max;
+            summary.problems.push(LineProblem {
+                file: sources[e.source].name.to_string(),
+                line: e.line,
+                problem: Problem::Gap,
+                detail: format!(
+                    "{:.3} s without any frame before this line: replayed as {} s",
+                    gap as f64 / 1e6,
+                    MAX_GAP.as_secs()
+                ),
+            });
+            skews.push(Skew {
+                from_us: original - cut,
+                add_us: cut,
+            });
+        }
+        previous = Some(original);
+        e.at_us = original - cut;
+    }
+    skews
 }
 
 /// One output's side of the replay.
@@ -287,11 +341,19 @@ struct Printer<'w> {
     format: Format,
     epoch_us: i64,
     base: Instant,
+    skews: Vec<Skew>,
 }
 
 impl Printer<'_> {
     fn stamp(&self, now: Instant) -> String {
-        let us = self.epoch_us + now.duration_since(self.base).as_micros() as i64;
+        let virtual_us = now.duration_since(self.base).as_micros() as i64;
+        let skew = self
+            .skews
+            .iter()
+            .rev()
+            .find(|s| s.from_us - self.epoch_us <= virtual_us)
+            .map_or(0, |s| s.add_us);
+        let us = self.epoch_us + virtual_us + skew;
         let sign = if us < 0 { "-" } else { "" };
         format!(
             "{sign}{}.{:06}",
@@ -487,7 +549,7 @@ pub fn run(
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
     let mut summary = Summary::default();
-    let events = read_events(config, sources, &mut summary);
+    let (events, skews) = read_events(config, sources, &mut summary);
     let Some(first) = events.first() else {
         return Ok(summary);
     };
@@ -521,6 +583,7 @@ pub fn run(
             format,
             epoch_us,
             base,
+            skews,
         },
         transmissions: 0,
     };

@@ -220,3 +220,60 @@ fn setpoint_arguments_are_checked() {
         assert!(bad.parse::<SetpointAt>().is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_long_silence_is_shortened_and_reported() {
+    // A day between two bursts: replayed as 600 s, printed with the log's own times.
+    let log = burst(0.0) + &burst(86_400.0);
+    let (out, summary) = replay(CONFIG, &log, &[], Format::Candump);
+    let gap: Vec<_> = summary.problems.iter().filter(|p| p.problem == Problem::Gap).collect();
+    assert_eq!(gap.len(), 1);
+    assert_eq!(gap[0].line, 6);
+    assert!(gap[0].detail.starts_with("86399.996 s without any frame"));
+    // After the gap, the second burst's telegram is sent at its own time.
+    assert!(out.contains("(86400.004000) inv1 351#"), "{out}");
+    // In between: repeats, then the safe state, ~600 s at one per second.
+    let n = sends(&out).len();
+    assert!((595..=605).contains(&n), "{n} transmissions");
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines that are mostly candump-like: a timestamp (sometimes wild), one
+    /// of the configured interfaces or another, a protocol ID and data.
+    fn line() -> impl Strategy<Value = String> {
+        let ts = prop_oneof![0.0..30.0f64, -1e12..1e12f64, Just(f64::NAN)];
+        let iface = prop_oneof![Just("bat1"), Just("inv1"), Just("can7")];
+        let id = prop_oneof![0x351u16..0x360, Just(0x305), 0u16..0x7FF];
+        let data = proptest::collection::vec(any::<u8>(), 0..9);
+        prop_oneof![
+            8 => (ts, iface, id, data).prop_map(|(t, i, id, d)| {
+                let hex: String = d.iter().map(|b| format!("{b:02X}")).collect();
+                format!("({t:.6}) {i} {id:03X}#{hex}")
+            }),
+            1 => "\\PC{0,40}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn on_candump_like_lines(lines in proptest::collection::vec(line(), 0..60)) {
+            let log = lines.join("\n");
+            let (a, sa) = replay(CONFIG, &log, &[], Format::Json);
+            let (b, sb) = replay(CONFIG, &log, &[], Format::Json);
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(sa, sb);
+        }
+
+        #[test]
+        fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let config = config::parse(CONFIG).unwrap();
+            let mut out = Vec::new();
+            let source = Source { name: "b", bytes: &bytes };
+            run(&config, &[source], &[], Format::Candump, &mut out).unwrap();
+        }
+    }
+}
