@@ -79,7 +79,7 @@ fn with_details(name: String, link: Link) -> Interface {
         controller: None,
         restart_ms: None,
     };
-    if let Ok(details) = socketcan::CanInterface::open(&interface.name).and_then(|i| i.details().map_err(Into::into)) {
+    if let Ok(details) = socketcan::CanInterface::open(&interface.name).and_then(|i| i.details()) {
         interface.link = if details.is_up { Link::Up } else { Link::Down };
         interface.bitrate = details.can.bit_timing.map(|t| t.bitrate).filter(|&b| b > 0);
         interface.controller = details.can.state.map(controller_name);

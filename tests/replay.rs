@@ -53,7 +53,12 @@ fn replay(dir: &Path) -> (String, String) {
         .args(args.split_whitespace())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
@@ -73,7 +78,11 @@ fn every_case_gives_its_reviewed_output() {
             continue;
         }
         let want = std::fs::read_to_string(&expected).unwrap();
-        assert!(out == want, "{}: output differs from expected.log; see the README there", dir.display());
+        assert!(
+            out == want,
+            "{}: output differs from expected.log; see the README there",
+            dir.display()
+        );
         let want_err = std::fs::read_to_string(dir.join("expected.stderr")).unwrap();
         assert_eq!(err, want_err, "{}: messages differ", dir.display());
     }
@@ -150,7 +159,11 @@ fn regenerate_captures() {
         let t = EPOCH + 2.0005 + f64::from(k) * 0.001;
         let frame = match k % 4 {
             0 => Frame::standard(0x123, &k.to_le_bytes()),
-            1 => Frame::new(CanId::Extended(0x1800_0000 | k), bms_gateway::frame::FrameKind::Data, &[0; 8]),
+            1 => Frame::new(
+                CanId::Extended(0x1800_0000 | k),
+                bms_gateway::frame::FrameKind::Data,
+                &[0; 8],
+            ),
             // Too short to be a 0x351 or 0x355: refused by the decoder.
             2 => Frame::standard(0x351, &[0x14]),
             _ => Frame::standard(0x355, &[0x58]),
