@@ -69,23 +69,62 @@ fn link_from_flags(flags: &str) -> Link {
     if value & 1 == 1 { Link::Up } else { Link::Down }
 }
 
-/// Adds what netlink reports; an interface netlink cannot describe keeps
-/// its name and link state.
-fn with_details(name: String, link: Link) -> Interface {
-    let mut interface = Interface {
-        name,
-        link,
-        bitrate: None,
-        controller: None,
-        restart_ms: None,
-    };
-    if let Ok(details) = socketcan::CanInterface::open(&interface.name).and_then(|i| i.details()) {
-        interface.link = if details.is_up { Link::Up } else { Link::Down };
-        interface.bitrate = details.can.bit_timing.map(|t| t.bitrate).filter(|&b| b > 0);
-        interface.controller = details.can.state.map(controller_name);
-        interface.restart_ms = details.can.restart_ms;
-    }
-    interface
+/// How long netlink may take to describe an interface: a driver that does
+/// not answer must not hold up the scan.
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What netlink reports of one interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Details {
+    up: bool,
+    bitrate: Option<u32>,
+    controller: Option<&'static str>,
+    restart_ms: Option<u32>,
+}
+
+fn netlink_details(name: &str) -> Option<Details> {
+    let d = socketcan::CanInterface::open(name).and_then(|i| i.details()).ok()?;
+    Some(Details {
+        up: d.is_up,
+        bitrate: d.can.bit_timing.map(|t| t.bitrate).filter(|&b| b > 0),
+        controller: d.can.state.map(controller_name),
+        restart_ms: d.can.restart_ms,
+    })
+}
+
+/// Adds what netlink reports, asking for every interface at once, each in a
+/// thread of its own that is left behind if it does not answer in time; an
+/// interface netlink cannot describe keeps its name and link state.
+fn with_details(found: Vec<(String, Link)>) -> Vec<Interface> {
+    let pending: Vec<_> = found
+        .iter()
+        .map(|(name, _)| {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let name = name.clone();
+            let asked = std::thread::Builder::new()
+                .name("scan-netlink".into())
+                .spawn(move || {
+                    let _ = tx.send(netlink_details(&name));
+                })
+                .is_ok();
+            asked.then_some(rx)
+        })
+        .collect();
+    let deadline = Instant::now() + NETLINK_TIMEOUT;
+    found
+        .into_iter()
+        .zip(pending)
+        .map(|((name, link), rx)| {
+            let details = rx.and_then(|rx| rx.recv_deadline(deadline).ok().flatten());
+            Interface {
+                name,
+                link: details.map_or(link, |d| if d.up { Link::Up } else { Link::Down }),
+                bitrate: details.and_then(|d| d.bitrate),
+                controller: details.and_then(|d| d.controller),
+                restart_ms: details.and_then(|d| d.restart_ms),
+            }
+        })
+        .collect()
 }
 
 fn controller_name(state: socketcan::nl::CanState) -> &'static str {
@@ -227,10 +266,7 @@ fn listen(opener: &dyn CanOpener, name: &str, duration: Duration) -> Result<Role
 /// Lists the machine's CAN interfaces and listens on those that are up, all
 /// at once, for `duration`.
 pub fn scan(opener: &dyn CanOpener, sys_class_net: &Path, duration: Duration) -> Vec<Finding> {
-    let interfaces: Vec<Interface> = can_interfaces(sys_class_net)
-        .into_iter()
-        .map(|(name, link)| with_details(name, link))
-        .collect();
+    let interfaces = with_details(can_interfaces(sys_class_net));
     std::thread::scope(|s| {
         let listeners: Vec<_> = interfaces
             .iter()

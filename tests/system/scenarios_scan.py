@@ -8,6 +8,7 @@ The generated configuration must pass `bms-gateway check`.
 import os
 import subprocess
 import threading
+import time
 import tomllib
 
 import canio
@@ -38,9 +39,14 @@ class Keepalive29(threading.Thread):
         self.join(timeout=5)
 
 
-def scan(*args):
-    p = subprocess.run(NOBODY + [harness.BINARY, "scan", "--seconds", "3", *args],
-                       capture_output=True, text=True, timeout=30)
+def scan(ctx, *args):
+    t0 = time.monotonic()
+    cmd = NOBODY + [harness.BINARY, "scan", "--seconds", "3", *args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=40)
+    except subprocess.TimeoutExpired as e:
+        raise harness.Failure(f"scan {' '.join(args)} did not end in 40 s; stderr: {e.stderr!r}")
+    ctx.log(f"scan {' '.join(args)}: {time.monotonic() - t0:.1f}s, exit {p.returncode}")
     check(p.returncode == 0, f"scan {' '.join(args)} exited {p.returncode}: {p.stderr}")
     return p
 
@@ -49,7 +55,7 @@ def lines_by_iface(text):
     return {line.split()[0]: line for line in text.splitlines() if line.strip()}
 
 
-@scenario("scan_classifies", budget=60)
+@scenario("scan_classifies", budget=120)
 def scan_classifies(ctx):
     """scan tells batteries, inverters, a shared bus, silence and a down link apart."""
     names = ["scbat1", "scbat2", "scinv1", "scinv2", "scboth", "scquiet", "scdown"]
@@ -65,7 +71,8 @@ def scan_classifies(ctx):
     ctx.battery("scboth", pylon.battery(name="SHARED"))
     ctx.spawn([harness.BINARY, "sim-inverter", "--can-if", "scboth", "--period", "0.5"])
 
-    seen = lines_by_iface(scan().stdout)
+    ctx.log("peers started")
+    seen = lines_by_iface(scan(ctx).stdout)
     ctx.log("\n".join(seen.get(n, f"{n}: MISSING") for n in names))
     for n in names:
         check(n in seen, f"{n} not listed by scan")
@@ -80,7 +87,7 @@ def scan_classifies(ctx):
     check("silent for 3 s" in seen["scquiet"], f"scquiet: {seen['scquiet']}")
     check("[down]" in seen["scdown"] and "not listened" in seen["scdown"], f"scdown: {seen['scdown']}")
 
-    text = scan("--config").stdout
+    text = scan(ctx, "--config").stdout
     path = os.path.join(harness.TMP, "scan.toml")
     with open(path, "w") as f:
         f.write(text)
