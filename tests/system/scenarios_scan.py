@@ -1,6 +1,6 @@
 """System scenario of `bms-gateway scan` on real vcan: batteries (the
 project's sim-bms and the harness's Python peer), inverters (sim-inverter
-with 11-bit 0x305, a Python peer with 29-bit 0x305-0x307), a bus with both,
+--sync, sending 11-bit 0x305; a Python peer with 29-bit 0x305-0x307), a bus with both,
 a silent interface and a down one. Run unprivileged (setpriv to nobody).
 The generated configuration must pass `bms-gateway check`.
 """
@@ -64,12 +64,12 @@ def scan_classifies(ctx):
     ctx.battery("scbat1", pylon.battery(soc=61, v=51.5, cvl=54.0, ccl=90.0, dcl=110.0, name="PYTHON"))
     ctx.spawn([harness.BINARY, "sim-bms", "--can-if", "scbat2", "--soc", "42",
                "--voltage", "50.5", "--manufacturer", "SIMBMS"])
-    ctx.spawn([harness.BINARY, "sim-inverter", "--can-if", "scinv1", "--period", "0.5"])
+    ctx.spawn([harness.BINARY, "sim-inverter", "--can-if", "scinv1", "--sync", "--period", "0.5"])
     inv29 = Keepalive29("scinv2")
     inv29.start()
     ctx.threads.append(inv29)
     ctx.battery("scboth", pylon.battery(name="SHARED"))
-    ctx.spawn([harness.BINARY, "sim-inverter", "--can-if", "scboth", "--period", "0.5"])
+    ctx.spawn([harness.BINARY, "sim-inverter", "--can-if", "scboth", "--sync", "--period", "0.5"])
 
     ctx.log("peers started")
     seen = lines_by_iface(scan(ctx).stdout)
