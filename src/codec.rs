@@ -5,7 +5,9 @@
 //! or 8) all decode; a frame too short for its required fields, an extended-ID
 //! or remote frame, or a value outside physical range is a typed error.
 //!
-//! Encoding rounds to the field's unit (never truncates), saturates to the
+//! Encoding rounds to the field's unit (never truncates), except current
+//! limits, which are rounded down so that rounding never allows more current
+//! than the rules give (docs/combining.md, "Rounding"); it saturates to the
 //! field's range, never emits more than 8 bytes and never a negative limit.
 //! Physical values are `f64` in V, A, degC and %; decoding divides the raw
 //! integer by a power of ten so that 532 prints back as 53.2.
@@ -22,6 +24,7 @@ pub const ID_SMA_ALARMS: u16 = 0x35A;
 pub const ID_REQUESTS: u16 = 0x35C;
 pub const ID_MANUFACTURER: u16 = 0x35E;
 pub const ID_BATTERY_INFO: u16 = 0x35F;
+pub const ID_BANK_STATUS: u16 = 0x372;
 pub const ID_CELLS: u16 = 0x373;
 pub const ID_ENERGY: u16 = 0x378;
 pub const ID_CAPACITY: u16 = 0x379;
@@ -232,6 +235,34 @@ impl SmaAlarms {
             n_modules: 0,
         }
     }
+
+    /// The 0x35A a virtual BMS sends for these 0x359 bytes: the inverse of
+    /// [`SmaAlarms::to_flags`]. Every pair that `to_flags` reads is
+    /// supported: `10` when clear, `01` when set; the others are `00`
+    /// (not supported). The system-error bit sets both pairs that mean it.
+    pub fn from_flags(flags: &Flags) -> SmaAlarms {
+        let half = |first: u8, second: u8| -> [u8; 4] {
+            let mut b = [0u8; 4];
+            for &(byte, pair, set) in &[
+                (0, 1, first & 0x02 != 0),
+                (0, 2, first & 0x04 != 0),
+                (0, 3, first & 0x08 != 0),
+                (1, 0, first & 0x10 != 0),
+                (1, 3, first & 0x80 != 0),
+                (2, 0, second & 0x01 != 0),
+                (0, 0, second & 0x08 != 0),
+                (2, 3, second & 0x08 != 0),
+            ] {
+                b[byte] |= (if set { 0b01 } else { 0b10 }) << (pair * 2);
+            }
+            b
+        };
+        let e = half(flags.error_flags_1, flags.error_flags_2);
+        let w = half(flags.warning_flags_1, flags.warning_flags_2);
+        SmaAlarms {
+            raw: [e[0], e[1], e[2], e[3], w[0], w[1], w[2], w[3]],
+        }
+    }
 }
 
 /// 0x35F: battery type, BMS version and capacity (layout differs per vendor;
@@ -251,6 +282,16 @@ pub struct Energy {
     pub discharged_kwh: f64,
 }
 
+/// 0x372: how many batteries of the bank are online, blocking charge,
+/// blocking discharge and offline (Victron's "modules" counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BankStatus {
+    pub online: u16,
+    pub blocking_charge: u16,
+    pub blocking_discharge: u16,
+    pub offline: u16,
+}
+
 /// One decoded Pylontech frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Message {
@@ -265,6 +306,7 @@ pub enum Message {
     BatteryInfo(BatteryInfo),
     Cells(CellExtremes),
     Energy(Energy),
+    BankStatus(BankStatus),
     InstalledCapacity {
         capacity_ah: f64,
     },
@@ -426,6 +468,15 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
                 discharged_kwh: f64::from(u32_at(4)) / 10.0,
             })
         }
+        ID_BANK_STATUS => {
+            need(id, d, 8)?;
+            Message::BankStatus(BankStatus {
+                online: u16_at(d, 0),
+                blocking_charge: u16_at(d, 2),
+                blocking_discharge: u16_at(d, 4),
+                offline: u16_at(d, 6),
+            })
+        }
         ID_CAPACITY => {
             need(id, d, 2)?;
             Message::InstalledCapacity {
@@ -439,11 +490,26 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
 /// Rounds `value * scale` to the nearest integer and saturates it to
 /// `min..=max`; NaN becomes `min` (the safe end for every limit field).
 fn to_raw(value: f64, scale: f64, min: i64, max: i64) -> i64 {
-    let scaled = (value * scale).round();
-    if scaled.is_nan() {
+    saturate((value * scale).round(), min, max)
+}
+
+fn saturate(whole: f64, min: i64, max: i64) -> i64 {
+    if whole.is_nan() {
         return min;
     }
-    (scaled as i64).clamp(min, max)
+    (whole as i64).clamp(min, max)
+}
+
+/// How far below a whole 0.1 A a current limit may be and still count as
+/// it: floating-point noise (100 A x 0.29 is 28.999999999999996 A), a
+/// ten-millionth of an ampere, not a current anyone could draw.
+const LIMIT_NOISE: f64 = 1e-6;
+
+/// A current limit in 0.1 A, rounded down (toward 0, limits are never
+/// negative): the inverters' limits together then never exceed the combined
+/// limit, a setpoint or a cap.
+fn limit_raw(amperes: f64) -> i16 {
+    saturate((amperes * 10.0 + LIMIT_NOISE).floor(), 0, i64::from(i16::MAX)) as i16
 }
 
 fn u16_le(value: f64, scale: f64) -> [u8; 2] {
@@ -456,7 +522,7 @@ fn i16_le(value: f64, scale: f64) -> [u8; 2] {
 
 /// A limit is s16 on the wire but never negative.
 fn limit_le(value: f64) -> [u8; 2] {
-    (to_raw(value, 10.0, 0, i64::from(i16::MAX)) as i16).to_le_bytes()
+    limit_raw(value).to_le_bytes()
 }
 
 fn percent_le(value: f64, scale: f64) -> [u8; 2] {
@@ -526,6 +592,15 @@ pub fn encode(message: &Message) -> Frame {
             let raw = |v: f64| (to_raw(v, 10.0, 0, i64::from(u32::MAX)) as u32).to_le_bytes();
             let (a, b) = (raw(e.charged_kwh), raw(e.discharged_kwh));
             Frame::standard(ID_ENERGY, &[a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+        }
+        Message::BankStatus(b) => {
+            let data: [u8; 8] = concat(&[
+                b.online.to_le_bytes(),
+                b.blocking_charge.to_le_bytes(),
+                b.blocking_discharge.to_le_bytes(),
+                b.offline.to_le_bytes(),
+            ]);
+            Frame::standard(ID_BANK_STATUS, &data)
         }
         Message::InstalledCapacity { capacity_ah } => Frame::standard(ID_CAPACITY, &u16_le(capacity_ah, 1.0)),
         Message::Other { id } => Frame::standard(id, &[]),

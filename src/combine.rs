@@ -5,7 +5,9 @@
 //! telegrams, setpoints and ticks with the current time and forwards whatever
 //! combined state it returns. Nothing here reads a clock.
 
-use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
+use crate::codec::{
+    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
+};
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
@@ -94,6 +96,25 @@ impl Battery {
     pub fn power_w(&self) -> f64 {
         self.v_avg * self.i_total
     }
+
+    /// These values as the safe state (docs/combining.md, "Safe state"): no
+    /// current, both enables and every request clear (no battery is heard to
+    /// ask for force or full charge), protection byte 1 bit 3 (system error)
+    /// set, the charge voltage `last_cvl`, the last known one (never 0).
+    pub fn safe(mut self, last_cvl: f64) -> Battery {
+        self.i_lim_charge = 0.0;
+        self.i_lim_discharge = 0.0;
+        self.requests = Requests {
+            charge_enable: false,
+            discharge_enable: false,
+            force_charge_request: false,
+            force_charge_request_2: false,
+            balancing_charge_request: false,
+        };
+        self.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
+        self.v_charge_cmd = last_cvl;
+        self
+    }
 }
 
 /// One combined state, as made at `made_at`.
@@ -102,6 +123,8 @@ pub struct Combined {
     pub state: SystemState,
     pub battery: Battery,
     pub inputs_online: usize,
+    /// Online, blocking and offline batteries (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
 }
 
@@ -132,14 +155,12 @@ pub fn combine_fresh<'a>(
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
-        let mut r = t.requests_or_normal();
+        let r = allowed(t);
         // A charge voltage of 0 V is no voltage to charge to: that battery
         // forbids charging, and its 0 never becomes the combined value
         // (inverters read CVL 0 as over-voltage).
         if t.limits.v_charge_cmd > 0.0 {
             b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
-        } else {
-            r.charge_enable = false;
         }
         b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
         // An input that forbids charging adds no charge current.
@@ -175,6 +196,30 @@ pub fn combine_fresh<'a>(
     Some(b)
 }
 
+/// What one battery allows: its request flags, with charging forbidden
+/// when its charge voltage is 0 V (no voltage to charge to).
+fn allowed(t: &Telegram) -> Requests {
+    let mut r = t.requests_or_normal();
+    if t.limits.v_charge_cmd <= 0.0 {
+        r.charge_enable = false;
+    }
+    r
+}
+
+/// The bank's counters (0x372) over the fresh batteries: a battery blocks a
+/// direction when it forbids it or allows 0 A in it.
+pub fn bank_status<'a>(fresh: impl Iterator<Item = &'a Telegram>, total: usize) -> BankStatus {
+    let mut bank = BankStatus::default();
+    for t in fresh {
+        let r = allowed(t);
+        bank.online += 1;
+        bank.blocking_charge += u16::from(!r.charge_enable || t.limits.i_lim_charge <= 0.0);
+        bank.blocking_discharge += u16::from(!r.discharge_enable || t.limits.i_lim_discharge <= 0.0);
+    }
+    bank.offline = (total as u16).saturating_sub(bank.online);
+    bank
+}
+
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
@@ -194,18 +239,6 @@ fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellE
         (x, None) => x,
         (None, y) => y,
     }
-}
-
-/// Turns combined values into the safe state's: no current, both enables
-/// clear, system error set, charge voltage kept at `last_cvl` (never 0).
-fn make_safe(mut b: Battery, last_cvl: f64) -> Battery {
-    b.i_lim_charge = 0.0;
-    b.i_lim_discharge = 0.0;
-    b.requests.charge_enable = false;
-    b.requests.discharge_enable = false;
-    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
-    b.v_charge_cmd = last_cvl;
-    b
 }
 
 /// How often a combined state is made even when no round completes, so that
@@ -360,6 +393,7 @@ impl Combiner {
                 .map(|(t, _)| (t, i.capacity_ah))
         });
         let online = fresh.clone().count();
+        let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -387,12 +421,13 @@ impl Combiner {
         match state {
             SystemState::Ok => {}
             SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
-            SystemState::Safe => battery = make_safe(battery, last_cvl),
+            SystemState::Safe => battery = battery.safe(last_cvl),
         }
         let combined = Combined {
             state,
             battery,
             inputs_online: online,
+            bank,
             made_at: now,
         };
         self.last = Some(combined);

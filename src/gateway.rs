@@ -184,6 +184,7 @@ impl Gateway<'_> {
             mailbox.put(Shaped {
                 state: c.state,
                 battery: shape(c, &output.share, own, now),
+                bank: c.bank,
                 made_at: c.made_at,
             });
         }

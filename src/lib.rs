@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod input;
 pub mod mqtt;
 pub mod output;
+pub mod profile;
 pub mod replay;
 pub mod scan;
 pub mod service;

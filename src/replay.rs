@@ -4,8 +4,9 @@
 //! The same functions as the daemon, driven by the log's timestamps instead
 //! of a clock: telegram assembly per input ([`Assembler`]), the [`Combiner`]
 //! with its ticks every [`TICK`], each output's shaping ([`shape`]), the
-//! output's fail-safe on old states ([`current`]), push timing
-//! ([`PushTimer`]) or sync answers, and the frame encoding ([`frame_set`]).
+//! output's fail-safe on old states, SOC window, CVL ramp and frame encoding
+//! for its profile ([`transmission`]), push timing ([`PushTimer`]) or sync
+//! answers.
 //! No threads, no sleeps: the same files give the same bytes.
 //!
 //! Time is kept in whole microseconds from the first frame (candump's own
@@ -25,7 +26,8 @@ use crate::config::{Config, OutputMode};
 use crate::decode::frame_json;
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::gateway::{TICK, max_state_age};
-use crate::output::{PushTimer, Shaped, current, frame_set};
+use crate::output::{PushTimer, Shaped, min_delay, transmission, view_of};
+use crate::profile::OutputView;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::telegram::Assembler;
 use serde_json::{Value, json};
@@ -333,6 +335,10 @@ struct OutputState {
     next_own: Option<Instant>,
     /// Sync mode: a 0x305 from the inverter waits for an answer.
     asked: bool,
+    /// Sync mode: the last answer, for the profile's pacing.
+    last_answer: Option<Instant>,
+    /// The output's SOC window and CVL ramp.
+    view: OutputView,
 }
 
 /// Prints transmissions in the chosen format.
@@ -422,6 +428,7 @@ impl Machine<'_, '_> {
             out.latest = Some(Shaped {
                 state: c.state,
                 battery: shape(&c, &config.share, own, now),
+                bank: c.bank,
                 made_at: c.made_at,
             });
             out.timer.pending = true;
@@ -447,6 +454,17 @@ impl Machine<'_, '_> {
                 if matches!(codec::decode(&e.frame), Ok(Message::KeepAlive)) {
                     self.outputs[j].asked = true;
                 }
+            }
+        }
+    }
+
+    /// Bursts that ended by their quiet gap complete their telegrams, as the
+    /// input threads do when their read times out at the deadline.
+    fn on_quiet(&mut self, now: Instant) {
+        for i in 0..self.assemblers.len() {
+            if let Some(t) = self.assemblers[i].poll(now) {
+                let made = self.combiner.on_telegram(i, t, now);
+                self.distribute(made, now);
             }
         }
     }
@@ -497,7 +515,14 @@ impl Machine<'_, '_> {
                         json!({"inverter": j + 1, "keepalive": true}),
                     )?;
                 }
-                if std::mem::take(&mut self.outputs[j].asked) && self.outputs[j].latest.is_some() {
+                // An answer sooner than the profile allows is skipped: the
+                // next request gets one (as the output thread does).
+                let out = &mut self.outputs[j];
+                let paced = out
+                    .last_answer
+                    .is_none_or(|at| now.saturating_duration_since(at) >= config.profile.min_gap());
+                if std::mem::take(&mut out.asked) && out.latest.is_some() && paced {
+                    out.last_answer = Some(now);
                     self.transmit(j, now)?;
                 }
             }
@@ -506,12 +531,12 @@ impl Machine<'_, '_> {
     }
 
     fn transmit(&mut self, j: usize, now: Instant) -> io::Result<()> {
-        let Some(shaped) = self.outputs[j].latest else {
+        let config = &self.config.outputs[j];
+        let out = &mut self.outputs[j];
+        let Some(shaped) = out.latest else {
             return Ok(());
         };
-        let config = &self.config.outputs[j];
-        let (state, battery) = current(&shaped, now, self.max_age);
-        let set = frame_set(&battery, config.manufacturer);
+        let (state, _, set) = transmission(config, &mut out.view, &shaped, now, self.max_age);
         self.transmissions += 1;
         let about = match self.printer.format {
             Format::Candump => Value::Null,
@@ -530,10 +555,13 @@ impl Machine<'_, '_> {
         self.printer.frames(&config.can_if, now, set.frames(), about)
     }
 
-    /// The earliest of: the next tick, the outputs' own deadlines.
+    /// The earliest of: the next tick, the assemblers' burst ends, the
+    /// outputs' own deadlines.
     fn next_internal(&self, next_tick: Instant, now: Instant) -> Instant {
+        let bursts = self.assemblers.iter().filter_map(Assembler::next_deadline);
         (0..self.outputs.len())
             .filter_map(|j| self.output_due(j, now))
+            .chain(bursts)
             .fold(next_tick, Instant::min)
     }
 }
@@ -569,12 +597,14 @@ pub fn run(
             .map(|o| OutputState {
                 latest: None,
                 timer: PushTimer {
-                    min_delay: o.push_min_delay,
+                    min_delay: min_delay(o),
                     last_sent: None,
                     pending: false,
                 },
                 next_own: matches!(o.mode, OutputMode::Sync { .. }).then_some(base),
                 asked: false,
+                last_answer: None,
+                view: view_of(o),
             })
             .collect(),
         max_age: max_state_age(config),
@@ -607,6 +637,7 @@ pub fn run(
             let made = m.combiner.set_setpoint(s.kind, Some(setpoint), now);
             m.distribute(made, now);
         }
+        m.on_quiet(now);
         if next_tick <= now {
             next_tick += TICK;
             m.on_tick(now);

@@ -272,6 +272,20 @@ fn negative_limits_are_clamped_to_zero_on_input() {
     }
 }
 
+/// Regression: a cap of 100.06 A went out as 100.1 A; three inverters with a
+/// third of 0.5 A each went out as 0.2 A each (0.6 A in all).
+#[test]
+fn current_limits_round_down() {
+    assert_eq!(limit_raw(100.06), 1000);
+    assert_eq!(limit_raw(0.5 / 3.0), 1);
+    assert_eq!(limit_raw(0.5 * (1.0 / 3.0)), 1);
+    // Exact steps reached through arithmetic stay where they are.
+    assert_eq!(limit_raw(100.0 * 0.29), 290);
+    assert_eq!(limit_raw(0.1 + 0.2), 3);
+    assert_eq!(limit_raw(-3.0), 0);
+    assert_eq!(limit_raw(f64::NAN), 0);
+}
+
 #[test]
 fn encoding_rounds_and_saturates() {
     let limits = |cvl, ccl, dcl| {
@@ -282,8 +296,10 @@ fn encoding_rounds_and_saturates() {
             v_discharge_min: Some(45.0),
         }))
     };
-    // 53.26 V rounds to 53.3 V (533 = 0x215), 10.04 A to 10.0 A (100), 10.05 A up.
-    assert_eq!(limits(53.26, 10.04, 10.06).data()[..6], [0x15, 0x02, 100, 0, 101, 0]);
+    // 53.26 V rounds to 53.3 V (533 = 0x215); current limits round down:
+    // 10.04 A and 10.09 A to 10.0 A (100), 10.1 A is 10.1 A (101).
+    assert_eq!(limits(53.26, 10.04, 10.09).data()[..6], [0x15, 0x02, 100, 0, 100, 0]);
+    assert_eq!(limits(53.2, 10.1, 0.0).data()[2..4], [101, 0]);
     // Negative limits are sent as 0, huge ones saturate at 3276.7 A (0x7FFF).
     assert_eq!(limits(53.2, -5.0, 1e9).data()[2..6], [0, 0, 0xFF, 0x7F]);
     // NaN limits become 0, never garbage.
@@ -396,8 +412,9 @@ proptest! {
         let m = Message::Limits(Limits { v_charge_cmd: cvl, i_lim_charge: ccl, i_lim_discharge: dcl, v_discharge_min: Some(dvl) });
         let Message::Limits(l) = decode(&encode(&m)).unwrap() else { panic!() };
         prop_assert!((l.v_charge_cmd - cvl).abs() <= 0.05 + 1e-9);
-        prop_assert!((l.i_lim_charge - ccl).abs() <= 0.05 + 1e-9);
-        prop_assert!((l.i_lim_discharge - dcl).abs() <= 0.05 + 1e-9);
+        // Current limits round down: never above, less than 0.1 A below.
+        prop_assert!(l.i_lim_charge <= ccl + 1e-6 && ccl - l.i_lim_charge < 0.1);
+        prop_assert!(l.i_lim_discharge <= dcl + 1e-6 && dcl - l.i_lim_discharge < 0.1);
         prop_assert!((l.v_discharge_min.unwrap() - dvl).abs() <= 0.05 + 1e-9);
         let m = Message::Measurements(Measurements { v_avg: v, i_total: i, t_avg: t });
         let Message::Measurements(back) = decode(&encode(&m)).unwrap() else { panic!() };
@@ -413,5 +430,58 @@ proptest! {
         let d = frame.data();
         prop_assert!(i16::from_le_bytes([d[2], d[3]]) >= 0);
         prop_assert!(i16::from_le_bytes([d[4], d[5]]) >= 0);
+    }
+}
+
+// 0x35A encoding, worked by hand from the pair layout (per pair: 10 clear,
+// 01 set, 00 unsupported; pair p is bits 2p..2p+1).
+#[test]
+fn sma_alarms_all_clear() {
+    let a = SmaAlarms::from_flags(&Flags::default());
+    assert_eq!(a.raw, [0xAA, 0x82, 0x82, 0x00, 0xAA, 0x82, 0x82, 0x00]);
+}
+
+#[test]
+fn sma_alarms_over_voltage_and_comm_fail() {
+    let flags = Flags {
+        error_flags_1: 0x02,
+        warning_flags_2: WARNING2_INTERNAL_COMM_FAIL,
+        ..Flags::default()
+    };
+    let a = SmaAlarms::from_flags(&flags);
+    assert_eq!(a.raw, [0xA6, 0x82, 0x82, 0x00, 0xA9, 0x82, 0x42, 0x00]);
+}
+
+#[test]
+fn bank_status_vector() {
+    // 3 online, 1 blocking charge, 0 blocking discharge, 2 offline.
+    let frame = encode(&Message::BankStatus(BankStatus {
+        online: 3,
+        blocking_charge: 1,
+        blocking_discharge: 0,
+        offline: 2,
+    }));
+    assert_eq!(frame.data(), &[3, 0, 1, 0, 0, 0, 2, 0]);
+    assert_eq!(ok(0x372, &[3, 0, 1, 0, 0, 0, 2, 0]), decode(&frame).unwrap());
+}
+
+/// The bits 0x35A can carry: the ones `to_flags` maps.
+const SMA_SUPPORTED: [u8; 4] = [0x9E, 0x09, 0x9E, 0x09];
+
+proptest! {
+    #[test]
+    fn sma_alarms_round_trip(e1: u8, e2: u8, w1: u8, w2: u8) {
+        let flags = Flags { error_flags_1: e1, error_flags_2: e2, warning_flags_1: w1, warning_flags_2: w2, n_modules: 0 };
+        let back = SmaAlarms::from_flags(&flags).to_flags();
+        prop_assert_eq!(back.error_flags_1, e1 & SMA_SUPPORTED[0]);
+        prop_assert_eq!(back.error_flags_2, e2 & SMA_SUPPORTED[1]);
+        prop_assert_eq!(back.warning_flags_1, w1 & SMA_SUPPORTED[2]);
+        prop_assert_eq!(back.warning_flags_2, w2 & SMA_SUPPORTED[3]);
+    }
+
+    #[test]
+    fn bank_status_round_trip(a: u16, b: u16, c: u16, d: u16) {
+        let s = BankStatus { online: a, blocking_charge: b, blocking_discharge: c, offline: d };
+        prop_assert_eq!(decode(&encode(&Message::BankStatus(s))).unwrap(), Message::BankStatus(s));
     }
 }

@@ -2,7 +2,19 @@
 //! old states, and the push timer.
 
 use super::*;
-use crate::codec::{CellExtremes, Flags, Requests};
+use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
+use crate::frame::CanId;
+use crate::profile::{Profile, VoltageUnit};
+
+/// The default profile's frames for `b`.
+fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
+    let shown = Shown {
+        battery: *b,
+        bank: BankStatus::default(),
+        energy: None,
+    };
+    profile::frames(Profile::Pylon, &shown, name, VoltageUnit::Centivolt)
+}
 
 fn battery() -> Battery {
     Battery {
@@ -61,20 +73,30 @@ fn cell_data_adds_0x373_last() {
     );
 }
 
+/// Regression included: the force-charge and full-charge requests of a state
+/// no longer current are not passed on.
 #[test]
 fn an_old_state_is_sent_as_the_safe_state() {
     let t0 = Instant::now();
+    let mut asking = battery();
+    asking.requests.force_charge_request = true;
+    asking.requests.balancing_charge_request = true;
     let shaped = Shaped {
         state: SystemState::Ok,
-        battery: battery(),
+        battery: asking,
+        bank: BankStatus::default(),
         made_at: t0,
     };
     let max = Duration::from_secs(8);
-    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, battery()));
+    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, asking));
     let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
-    assert!(!b.requests.charge_enable && !b.requests.discharge_enable);
+    // 0x35C byte 0 all clear: no enables, no requests.
+    assert_eq!(
+        frame_set(&b, Manufacturer::new("PYLON").unwrap()).frames()[4].data(),
+        &[0, 0]
+    );
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
 }
@@ -106,6 +128,7 @@ fn mailbox_keeps_only_the_latest() {
     let mut s = Shaped {
         state: SystemState::Ok,
         battery: battery(),
+        bank: BankStatus::default(),
         made_at: t0,
     };
     m.put(s);
@@ -114,4 +137,18 @@ fn mailbox_keeps_only_the_latest() {
     assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
     assert_eq!(m.take(), None);
     assert!(m.wake_rx.try_recv().is_ok());
+}
+
+#[test]
+fn the_profile_paces_pushes() {
+    let mut c = crate::config::parse("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\nPROFILE = \"sma\"\n")
+        .unwrap()
+        .outputs
+        .remove(0);
+    assert_eq!(min_delay(&c), Duration::from_millis(200), "SMA: 200 ms per ID");
+    c.push_min_delay = Duration::from_millis(500);
+    assert_eq!(min_delay(&c), Duration::from_millis(500));
+    c.profile = Profile::Pylon;
+    c.push_min_delay = Duration::ZERO;
+    assert_eq!(min_delay(&c), Duration::ZERO);
 }

@@ -66,19 +66,20 @@ fn sends(out: &str) -> Vec<(&str, &str)> {
 fn a_single_battery_is_passed_through_on_time() {
     let log: String = (0..4).map(|k| burst(100.0 + f64::from(k))).collect();
     let (out, summary) = replay(CONFIG, &log, &[], Format::Candump);
-    // The first burst completes at its 0x35C (+4 ms): until a battery's first
-    // 0x35C, none is taken as complete. The later ones complete at 0x356
-    // (+3 ms), the previous burst's 0x35C being 1 s old, within the 2.5 s
-    // bound. All inputs reported: the start-up wait ends with the first;
-    // pushed at once, then each new state.
+    // By the burst rule (docs/combining.md): the first burst, with no burst
+    // before it to compare with, completes when it ends, 250 ms after its
+    // last frame (100.004 + 0.25); the later ones at their last frame, when
+    // they hold every kind the bursts before held (+4 ms). All inputs
+    // reported: the start-up wait ends with the first; pushed at once, then
+    // each new state.
     let got = sends(&out);
     assert_eq!(
         got,
         [
-            ("(100.004000)", "1402C012C012C201"),
-            ("(101.003000)", "1402C012C012C201"),
-            ("(102.003000)", "1402C012C012C201"),
-            ("(103.003000)", "1402C012C012C201"),
+            ("(100.254000)", "1402C012C012C201"),
+            ("(101.004000)", "1402C012C012C201"),
+            ("(102.004000)", "1402C012C012C201"),
+            ("(103.004000)", "1402C012C012C201"),
         ]
     );
     // The whole frame set, in order, on the output's interface.
@@ -86,12 +87,12 @@ fn a_single_battery_is_passed_through_on_time() {
     assert_eq!(
         first,
         [
-            "(100.004000) inv1 359#0000000006504E",
-            "(100.004000) inv1 351#1402C012C012C201",
-            "(100.004000) inv1 355#58005E00",
-            "(100.004000) inv1 356#7A13F2FE6B01",
-            "(100.004000) inv1 35C#C000",
-            "(100.004000) inv1 35E#50594C4F4E000000",
+            "(100.254000) inv1 359#0000000006504E",
+            "(100.254000) inv1 351#1402C012C012C201",
+            "(100.254000) inv1 355#58005E00",
+            "(100.254000) inv1 356#7A13F2FE6B01",
+            "(100.254000) inv1 35C#C000",
+            "(100.254000) inv1 35E#50594C4F4E000000",
         ]
     );
     assert_eq!((summary.frames_in, summary.transmissions), (20, 4));
@@ -105,11 +106,12 @@ fn silence_repeats_then_goes_safe() {
     log.push_str("(13.000000) bat1 123#00\n");
     let (out, _) = replay(CONFIG, &log, &[], Format::Candump);
     let got = sends(&out);
-    // The last telegram is at 1.003. Repeated every second (2.003, 3.003);
-    // the combiner's keep-alive state 2 s after its last (first tick at or
-    // after 3.003: 3.1) is sent at once, then repeated (4.1, 5.1). At 6.003
-    // the input is stale (1.003 + 5 s): the combiner makes the safe state on
-    // its next tick (6.1), sent at once: CCL = DCL = 0, CVL kept.
+    // Telegrams at 0.254 (first burst: its end) and 1.004 (its last frame).
+    // Repeated every second (2.004, 3.004); the combiner's keep-alive state
+    // 2 s after its last (first tick at or after 3.004: 3.1) is sent at once,
+    // then repeated (4.1, 5.1). At 6.004 the input is stale (1.004 + 5 s):
+    // the combiner makes the safe state on its next tick (6.1), sent at
+    // once: CCL = DCL = 0, CVL kept.
     let safe_from = got.iter().position(|(_, d)| *d == "140200000000C201").unwrap();
     assert_eq!(got[safe_from].0, "(6.100000)");
     assert!(got[..safe_from].iter().all(|(_, d)| *d == "1402C012C012C201"));
@@ -117,10 +119,10 @@ fn silence_repeats_then_goes_safe() {
     assert_eq!(
         times,
         [
-            "(0.004000)",
-            "(1.003000)",
-            "(2.003000)",
-            "(3.003000)",
+            "(0.254000)",
+            "(1.004000)",
+            "(2.004000)",
+            "(3.004000)",
             "(3.100000)",
             "(4.100000)",
             "(5.100000)"
@@ -139,7 +141,7 @@ fn a_setpoint_lowers_the_charge_limit_for_its_ttl() {
     // 50 A = 500 = 0x01F4 -> F401. Set at 2.5 s (sent at once), expires 4.5 s:
     // the state made at the 4.5 s tick has 480 A again.
     assert!(got.contains(&("(2.500000)", "1402F401C012C201")));
-    assert!(got.contains(&("(4.003000)", "1402F401C012C201")));
+    assert!(got.contains(&("(4.004000)", "1402F401C012C201")));
     assert!(got.contains(&("(4.500000)", "1402C012C012C201")));
 }
 
@@ -193,7 +195,7 @@ fn the_same_input_gives_the_same_bytes_and_json_decodes() {
     let b = replay(CONFIG, &log, &[], Format::Json).0;
     assert_eq!(a, b);
     let first: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
-    assert_eq!(first["ts"], "0.004000");
+    assert_eq!(first["ts"], "0.254000");
     assert_eq!(first["iface"], "inv1");
     assert_eq!(first["state"], "ok");
     assert_eq!(first["combined"]["inputs_online"], 1);
