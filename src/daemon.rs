@@ -8,7 +8,7 @@ use crate::setpoint::SetpointCommand;
 use crate::signals::{self, Signal};
 use crate::status::StatusBoard;
 use crate::supervise::Supervision;
-use crate::{service, shutdown};
+use crate::{shutdown, systemd};
 use crossbeam_channel::{bounded, select, tick};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,22 +69,22 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
             select! {
                 recv(signals) -> sig => match sig {
                     Ok(Signal::Reload) => {
-                        service::notify_reloading();
+                        systemd::notify_reloading();
                         if let Some(new) = reload(path) {
                             break Ended::Reload(Box::new(new));
                         }
-                        service::notify_ready();
+                        systemd::notify_ready();
                     }
                     _ => {
                         log::info!("stop requested");
                         break Ended::Stop;
                     }
                 },
-                recv(ticker) -> _ => supervision.poll(Instant::now()),
+                recv(ticker) -> _ => supervision.poll(Instant::now(), &board),
             }
         };
         if matches!(ended, Ended::Stop) {
-            service::notify_stopping();
+            systemd::notify_stopping();
         }
         drop(stop_tx);
         ended

@@ -7,11 +7,11 @@
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
+use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::Config;
 use crate::input::{Delivery, Input};
-use crate::output::{Mailbox, Output, Shaped};
-use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
+use crate::output::{Mailbox, Output};
+use crate::setpoint::{Scope, SetpointCommand};
 use crate::shutdown;
 use crate::status::StatusBoard;
 use crossbeam_channel::{Receiver, bounded, never, select, tick};
@@ -24,12 +24,6 @@ pub const TELEGRAM_QUEUE: usize = 256;
 pub const COMMAND_QUEUE: usize = 64;
 /// How often the combiner looks at the clock.
 pub const TICK: Duration = Duration::from_millis(100);
-
-/// How old a combined state may be before an output sends the safe state
-/// instead: older than the combiner, if alive, could let it get.
-pub fn max_state_age(config: &Config) -> Duration {
-    config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1)
-}
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,7 +69,6 @@ impl Gateway<'_> {
     pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
-        let max_age = max_state_age(self.config);
         std::thread::scope(|s| {
             for (index, config) in self.config.inputs.iter().enumerate() {
                 let telegrams = &telegram_tx;
@@ -106,7 +99,6 @@ impl Gateway<'_> {
                         mailbox,
                         board: self.board,
                         stop,
-                        max_age,
                         opened: self.opened,
                         heartbeat: &heartbeat,
                     }
@@ -130,8 +122,8 @@ impl Gateway<'_> {
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
-        let mut combiner = Combiner::new(self.config.battery, &capacities, started);
-        let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
+        let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
+        let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
         let mut watch = Watch::new(self.config.inputs.len());
         let ticker = tick(TICK);
         let mut commands = commands.clone();
@@ -142,29 +134,32 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
+            let (made, now) = select! {
                 recv(stop) -> _ => return,
                 recv(telegrams) -> d => match d {
-                    Ok(d) => combiner.on_telegram(d.input, d.telegram, d.at),
+                    Ok(d) => (combiner.on_telegram(d.input, d.telegram, d.at), d.at),
                     Err(_) => return,
                 },
                 recv(commands) -> c => match c {
-                    Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
+                    Ok(c) => {
+                        log_command(&c);
+                        let now = Instant::now();
+                        (combiner.apply(c, now), now)
+                    }
                     Err(_) => {
                         commands = never();
-                        None
+                        (None, Instant::now())
                     }
                 },
                 recv(ticker) -> _ => {
                     let now = Instant::now();
-                    watch.log(self.config, &combiner, now);
-                    let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None })
+                    watch.log(self.config, &combiner, self.board, now);
+                    (combiner.on_tick(now), now)
                 },
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
-                self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
+                self.distribute(&combined, &combiner, mailboxes, now);
             }
             if shutdown::requested(stop) {
                 return;
@@ -172,27 +167,15 @@ impl Gateway<'_> {
         }
     }
 
-    fn distribute(
-        &self,
-        c: &Combined,
-        combiner: &Combiner,
-        inverter_setpoints: &[LimitSetpoints],
-        mailboxes: &[Mailbox],
-    ) {
-        let now = Instant::now();
-        for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
-            mailbox.put(Shaped {
-                state: c.state,
-                battery: shape(c, &output.share, own, now),
-                bank: c.bank,
-                made_at: c.made_at,
-            });
+    fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
+        for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
+            mailbox.put(shaped);
         }
         self.board.system(|s| {
             s.combined = Some(*c);
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
-            s.inverter_setpoints.extend_from_slice(inverter_setpoints);
+            s.inverter_setpoints.extend(combiner.inverter_setpoints());
         });
     }
 }
@@ -207,13 +190,7 @@ where
         .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
 }
 
-/// Applies one command; returns the state to send at once, if any.
-fn apply(
-    combiner: &mut Combiner,
-    inverter_setpoints: &mut [LimitSetpoints],
-    command: SetpointCommand,
-    now: Instant,
-) -> Option<Combined> {
+fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
         match command.scope {
@@ -225,18 +202,13 @@ fn apply(
             .setpoint
             .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
     );
-    match command.scope {
-        Scope::System => combiner.set_setpoint(command.kind, command.setpoint, now),
-        Scope::Inverter(j) => {
-            inverter_setpoints.get_mut(j)?.set(command.kind, command.setpoint);
-            combiner.last().copied()
-        }
-    }
 }
 
 /// Remembers what was last logged, so that each change is logged once.
 struct Watch {
     fresh: Vec<Option<bool>>,
+    /// What the board shows as each input's freshness.
+    published: Vec<bool>,
     state: Option<SystemState>,
 }
 
@@ -244,13 +216,18 @@ impl Watch {
     fn new(inputs: usize) -> Watch {
         Watch {
             fresh: vec![None; inputs],
+            published: vec![false; inputs],
             state: None,
         }
     }
 
-    fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
+    /// Logs each input turning fresh or stale, and puts the change on the
+    /// board.
+    fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
+        let mut changed = false;
+        for (i, (seen, published)) in self.fresh.iter_mut().zip(&mut self.published).enumerate() {
             let fresh = combiner.is_fresh(i, now);
+            changed |= std::mem::replace(published, fresh) != fresh;
             let name = &config.inputs[i].can_if;
             match (*seen, fresh) {
                 (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
@@ -264,6 +241,9 @@ impl Watch {
             if seen.is_some() || fresh {
                 *seen = Some(fresh);
             }
+        }
+        if changed {
+            board.system(|s| s.inputs_fresh.clone_from(&self.published));
         }
     }
 

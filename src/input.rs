@@ -8,7 +8,8 @@ use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
 use crate::frame::Frame;
-use crate::shutdown::{self, RateLimit};
+use crate::loglimit::{LogLimit, Repeats};
+use crate::shutdown;
 use crate::status::{LinkState, StatusBoard};
 use crate::telegram::{Assembler, Telegram};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -63,7 +64,7 @@ impl Input<'_> {
         let mut service = InputService {
             input: self,
             counters: Counters::default(),
-            bad_frames: RateLimit::new(Duration::from_secs(10)),
+            bad_frames: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
@@ -83,24 +84,16 @@ impl Input<'_> {
         }
     }
 
-    fn on_frame(&self, frame: &Frame, assembler: &mut Assembler, counters: &mut Counters, bad: &mut RateLimit) {
+    fn on_frame(&self, frame: &Frame, assembler: &mut Assembler, counters: &mut Counters, bad: &mut LogLimit) {
         counters.frames += 1;
         let now = Instant::now();
         let message = match codec::decode(frame) {
             Ok(m) => m,
             Err(e) => {
                 counters.invalid += 1;
-                if let Some(suppressed) = bad.allow(now) {
-                    let more = if suppressed > 0 {
-                        format!(" ({suppressed} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!(
-                        "battery {} ({}): frame not used: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                let line = format_args!("battery {} ({}): frame not used: {e}", self.index + 1, self.name());
+                if let Some(line) = bad.check(line, now) {
+                    log::warn!("{line}");
                 }
                 self.flush(counters, None);
                 return;
@@ -152,7 +145,7 @@ impl Input<'_> {
 struct InputService<'i, 'a> {
     input: &'i Input<'a>,
     counters: Counters,
-    bad_frames: RateLimit,
+    bad_frames: LogLimit,
 }
 
 impl Service for InputService<'_, '_> {

@@ -1,5 +1,5 @@
 //! The MQTT thread: telemetry, Home Assistant discovery and remote
-//! current-limit setpoints (spec section 6).
+//! current-limit setpoints (docs/mqtt.md).
 //!
 //! [`run`] is the thread's body. It talks to the broker through rumqttc's
 //! blocking client, whose event loop runs in a connection thread of its own
@@ -22,14 +22,16 @@
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod options;
 pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
+use crate::loglimit::{LogLimit, Repeats};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
-use connection::{LinkEvent, Quiet, Throttle};
+use connection::LinkEvent;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
 use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
@@ -111,14 +113,14 @@ struct Session<'a> {
     published_setpoints: Option<Vec<LimitSetpoints>>,
     /// Publishes dropped because the queue was full.
     dropped: u64,
-    drop_log: Quiet,
+    drop_log: LogLimit,
     /// Accepted commands: logged, but an energy manager sending a new value
     /// every few seconds must not fill the journal.
-    accepted_log: Throttle,
+    accepted_log: LogLimit,
     /// Refused commands: a misbehaving client must not fill the journal.
-    refused_log: Throttle,
+    refused_log: LogLimit,
     /// Removed discovery entities: one line for the whole batch.
-    removal_log: Throttle,
+    removal_log: LogLimit,
 }
 
 impl<'a> Session<'a> {
@@ -145,10 +147,10 @@ impl<'a> Session<'a> {
             connected: false,
             published_setpoints: None,
             dropped: 0,
-            drop_log: Quiet::new(Duration::from_secs(60)),
-            accepted_log: Throttle::new(Duration::from_secs(10)),
-            refused_log: Throttle::new(Duration::from_secs(10)),
-            removal_log: Throttle::new(Duration::from_secs(60)),
+            drop_log: LogLimit::new(Duration::from_secs(60), Repeats::SameText),
+            accepted_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            refused_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            removal_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
         }
     }
 
@@ -272,7 +274,8 @@ impl<'a> Session<'a> {
         let topic = self.config.mqtt.topic.clone();
         self.publish(&topic, QoS::AtMostOnce, false, json(&system));
         for (i, input) in snapshot.inputs.iter().enumerate().take(self.config.inputs.len()) {
-            let state = telemetry::battery_state(self.config, i, input, &clock);
+            let online = snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
+            let state = telemetry::battery_state(self.config, i, input, online, &clock);
             self.publish(
                 &format!("{base}/battery/{}/state", i + 1),
                 QoS::AtMostOnce,

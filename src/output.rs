@@ -10,12 +10,13 @@
 //! combiner were alive, and not already safe, is sent as the safe state.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, BankStatus, Message};
-use crate::combine::{Battery, SystemState};
+use crate::codec::{self, Message};
+use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{Frame, FrameKind};
+use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
-use crate::shutdown::{self, RateLimit};
+use crate::shutdown;
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
@@ -23,16 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// At least this often in push mode, whatever PUSH-MIN-DELAY says.
 pub const REPEAT: Duration = Duration::from_secs(1);
-
-/// What one inverter is to be shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shaped {
-    pub state: SystemState,
-    pub battery: Battery,
-    /// The bank's online/blocking/offline counters (0x372).
-    pub bank: BankStatus,
-    pub made_at: Instant,
-}
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -74,9 +65,8 @@ pub fn transmission(
     view: &mut OutputView,
     shaped: &Shaped,
     now: Instant,
-    max_age: Duration,
 ) -> (SystemState, Battery, Frames) {
-    let (state, battery) = current(shaped, now, max_age);
+    let (state, battery) = state_to_send(shaped, now);
     let battery = view.apply(battery, state, now);
     let shown = Shown {
         battery,
@@ -102,16 +92,13 @@ pub fn view_of(config: &OutputConfig) -> OutputView {
     }
 }
 
-/// The state to send at `now`: `shaped` itself, or the safe state when it is
-/// older than `max_age` (the combiner would have made a newer one by then).
-pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState, Battery) {
-    let old = now.saturating_duration_since(shaped.made_at) > max_age;
-    if !old || shaped.state == SystemState::Safe {
+/// The state to send at `now`: `shaped` itself, or the core's safe state
+/// once it has expired (a live combiner would have made a newer one by then).
+pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
+    if now <= shaped.expires || shaped.state == SystemState::Safe {
         return (shaped.state, shaped.battery);
     }
-    // The combiner already keeps the charge voltage at the last known one.
-    let b = shaped.battery;
-    (SystemState::Safe, b.safe(b.v_charge_cmd))
+    (SystemState::Safe, shaped.safe())
 }
 
 /// When the next push-mode transmission is due. Pure: the thread asks it.
@@ -143,8 +130,6 @@ pub struct Output<'a> {
     pub mailbox: &'a Mailbox,
     pub board: &'a StatusBoard,
     pub stop: &'a Receiver<()>,
-    /// How old a state may be before it is replaced by the safe state.
-    pub max_age: Duration,
     pub opened: &'a (dyn Fn() + Sync),
     pub heartbeat: &'a (dyn Fn() + Sync),
 }
@@ -201,7 +186,7 @@ impl Output<'_> {
             last_sent: None,
             pending: latest.is_some(),
         };
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         loop {
             (self.heartbeat)();
             let now = Instant::now();
@@ -238,7 +223,7 @@ impl Output<'_> {
         let mut next_own = Instant::now();
         let mut last_sent: Option<Instant> = None;
         let min_gap = self.config.profile.min_gap();
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         while !shutdown::requested(self.stop) {
             (self.heartbeat)();
             if let Some(s) = self.mailbox.take() {
@@ -289,16 +274,19 @@ impl Output<'_> {
         state: &Shaped,
         view: &mut OutputView,
         now: Instant,
-        errors: &mut RateLimit,
+        errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery, set) = transmission(self.config, view, state, now, self.max_age);
-        if system_state != state.state && errors.allow(now).is_some() {
-            log::error!(
+        let (system_state, battery, set) = transmission(self.config, view, state, now);
+        if system_state != state.state {
+            let line = format_args!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
                 self.index + 1,
                 self.name(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
+            if let Some(line) = errors.check(line, now) {
+                log::error!("{line}");
+            }
         }
         let mut sent = 0u64;
         let mut failed = 0u64;
@@ -334,24 +322,18 @@ impl Output<'_> {
         }
     }
 
-    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
+    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {
         log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let CanError::Down(why) = &e {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                } else if let Some(n) = errors.allow(Instant::now()) {
-                    let more = if n > 0 {
-                        format!(" ({n} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!(
-                        "inverter {} ({}): frame not sent: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                } else {
+                    let line = format_args!("inverter {} ({}): frame not sent: {e}", self.index + 1, self.name());
+                    if let Some(line) = errors.check(line, Instant::now()) {
+                        log::warn!("{line}");
+                    }
                 }
                 Err(e)
             }

@@ -3,7 +3,7 @@
 //!
 //! The same functions as the daemon, driven by the log's timestamps instead
 //! of a clock: telegram assembly per input ([`Assembler`]), the [`Combiner`]
-//! with its ticks every [`TICK`], each output's shaping ([`shape`]), the
+//! with its ticks every [`TICK`] and each inverter's shaping, the
 //! output's fail-safe on old states, SOC window, CVL ramp and frame encoding
 //! for its profile ([`transmission`]), push timing ([`PushTimer`]) or sync
 //! answers.
@@ -21,14 +21,14 @@
 
 use crate::candump::{self, LineError};
 use crate::codec::{self, Message};
-use crate::combine::{Combined, Combiner, shape};
+use crate::combine::{Combined, Combiner, InverterShare, Shaped};
 use crate::config::{Config, OutputMode};
 use crate::decode::frame_json;
 use crate::frame::{CanId, Frame, FrameKind};
-use crate::gateway::{TICK, max_state_age};
-use crate::output::{PushTimer, Shaped, min_delay, transmission, view_of};
+use crate::gateway::TICK;
+use crate::output::{PushTimer, min_delay, transmission, view_of};
 use crate::profile::OutputView;
-use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use crate::telegram::Assembler;
 use serde_json::{Value, json};
 use std::fmt;
@@ -408,29 +408,21 @@ struct Machine<'c, 'w> {
     config: &'c Config,
     assemblers: Vec<Assembler>,
     combiner: Combiner,
-    inverter_setpoints: Vec<LimitSetpoints>,
     outputs: Vec<OutputState>,
-    max_age: Duration,
     printer: Printer<'w>,
     transmissions: usize,
+    /// The latest combined state, for the JSON output.
+    last: Option<Combined>,
 }
 
 impl Machine<'_, '_> {
     fn distribute(&mut self, made: Option<Combined>, now: Instant) {
-        let Some(c) = made else { return };
-        for ((config, out), own) in self
-            .config
-            .outputs
-            .iter()
-            .zip(&mut self.outputs)
-            .zip(&self.inverter_setpoints)
-        {
-            out.latest = Some(Shaped {
-                state: c.state,
-                battery: shape(&c, &config.share, own, now),
-                bank: c.bank,
-                made_at: c.made_at,
-            });
+        if made.is_none() {
+            return;
+        }
+        self.last = made;
+        for (out, shaped) in self.outputs.iter_mut().zip(self.combiner.shaped(now)) {
+            out.latest = Some(shaped);
             out.timer.pending = true;
         }
     }
@@ -470,14 +462,7 @@ impl Machine<'_, '_> {
     }
 
     fn on_tick(&mut self, now: Instant) {
-        let expired = self
-            .inverter_setpoints
-            .iter_mut()
-            .fold(false, |acc, s| s.expire(now) | acc);
-        let made = self
-            .combiner
-            .on_tick(now)
-            .or(if expired { self.combiner.last().copied() } else { None });
+        let made = self.combiner.on_tick(now);
         self.distribute(made, now);
     }
 
@@ -536,14 +521,14 @@ impl Machine<'_, '_> {
         let Some(shaped) = out.latest else {
             return Ok(());
         };
-        let (state, _, set) = transmission(config, &mut out.view, &shaped, now, self.max_age);
+        let (state, _, set) = transmission(config, &mut out.view, &shaped, now);
         self.transmissions += 1;
         let about = match self.printer.format {
             Format::Candump => Value::Null,
             Format::Json => json!({
                 "inverter": j + 1,
                 "state": state.as_str(),
-                "combined": self.combiner.last().map(|c| json!({
+                "combined": self.last.map(|c| json!({
                     "state": c.state.as_str(),
                     "inputs_online": c.inputs_online,
                     "i_lim_charge": c.battery.i_lim_charge,
@@ -586,11 +571,11 @@ pub fn run(
     let base = Instant::now();
     let at = |us: i64| base + Duration::from_micros((us - epoch_us) as u64);
     let capacities: Vec<f64> = config.inputs.iter().map(|i| i.capacity_ah).collect();
+    let shares: Vec<InverterShare> = config.outputs.iter().map(|o| o.share).collect();
     let mut m = Machine {
         config,
         assemblers: vec![Assembler::default(); config.inputs.len()],
-        combiner: Combiner::new(config.battery, &capacities, base),
-        inverter_setpoints: vec![LimitSetpoints::default(); config.outputs.len()],
+        combiner: Combiner::new(config.battery, &capacities, base).with_inverters(&shares),
         outputs: config
             .outputs
             .iter()
@@ -607,7 +592,6 @@ pub fn run(
                 view: view_of(o),
             })
             .collect(),
-        max_age: max_state_age(config),
         printer: Printer {
             out,
             format,
@@ -616,6 +600,7 @@ pub fn run(
             skews,
         },
         transmissions: 0,
+        last: None,
     };
     let mut pending_setpoints: Vec<SetpointAt> = setpoints.to_vec();
     pending_setpoints.sort_by_key(|s| s.at);
@@ -634,7 +619,12 @@ pub fn run(
                 value: s.value,
                 expires: s.ttl.map(|ttl| now + ttl),
             };
-            let made = m.combiner.set_setpoint(s.kind, Some(setpoint), now);
+            let command = SetpointCommand {
+                scope: Scope::System,
+                kind: s.kind,
+                setpoint: Some(setpoint),
+            };
+            let made = m.combiner.apply(command, now);
             m.distribute(made, now);
         }
         m.on_quiet(now);

@@ -64,8 +64,19 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
-    /// Telegrams dropped by the combiner's queue, over all inputs.
-    pub dropped: u64,
+    /// Whether each input is fresh, in input order, as the combiner decided
+    /// it at its latest look at the clock (at most one tick old).
+    pub inputs_fresh: Vec<bool>,
+}
+
+impl SystemStatus {
+    /// One line for `systemctl status` (systemd's STATUS=), e.g.
+    /// "3/3 batteries, ok" or "1/3 batteries, degraded".
+    pub fn summary(&self) -> String {
+        let fresh = self.inputs_fresh.iter().filter(|&&f| f).count();
+        let state = self.combined.map_or("starting", |c| c.state.as_str());
+        format!("{fresh}/{} batteries, {state}", self.inputs_fresh.len())
+    }
 }
 
 /// Shared by all threads.
@@ -90,6 +101,7 @@ impl StatusBoard {
         StatusBoard {
             system: Mutex::new(SystemStatus {
                 inverter_setpoints: vec![LimitSetpoints::default(); outputs],
+                inputs_fresh: vec![false; inputs],
                 ..SystemStatus::default()
             }),
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),
@@ -111,11 +123,65 @@ impl StatusBoard {
         f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The line for systemd's STATUS=.
+    pub fn summary(&self) -> String {
+        self.system(|s| s.summary())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             system: self.system(|s| s.clone()),
             inputs: (0..self.inputs.len()).map(|i| self.input(i, |s| s.clone())).collect(),
             outputs: (0..self.outputs.len()).map(|i| self.output(i, |s| s.clone())).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Flags, Requests};
+    use crate::combine::{Battery, Combined};
+    use std::time::Instant;
+
+    fn combined(state: SystemState) -> Combined {
+        Combined {
+            state,
+            battery: Battery {
+                v_charge_cmd: 53.2,
+                i_lim_charge: 0.0,
+                i_lim_discharge: 0.0,
+                v_discharge_min: None,
+                soc: 50.0,
+                soh: 100.0,
+                v_avg: 52.0,
+                i_total: 0.0,
+                t_avg: 20.0,
+                flags: Flags::default(),
+                requests: Requests::NORMAL,
+                cells: None,
+                manufacturer: None,
+                capacity_ah: 100.0,
+            },
+            inputs_online: 1,
+            bank: Default::default(),
+            made_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_systemd_status_line_counts_fresh_batteries_and_names_the_state() {
+        let board = StatusBoard::new(3, 1);
+        assert_eq!(board.summary(), "0/3 batteries, starting");
+        board.system(|s| {
+            s.inputs_fresh = vec![true, false, true];
+            s.combined = Some(combined(SystemState::Degraded));
+        });
+        assert_eq!(board.summary(), "2/3 batteries, degraded");
+        board.system(|s| {
+            s.inputs_fresh = vec![true; 3];
+            s.combined = Some(combined(SystemState::Ok));
+        });
+        assert_eq!(board.summary(), "3/3 batteries, ok");
     }
 }

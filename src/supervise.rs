@@ -5,7 +5,9 @@
 
 use crate::config::Config;
 use crate::gateway::Worker;
-use crate::service::{self, Heartbeat, Liveness};
+use crate::liveness::{Heartbeat, Liveness};
+use crate::status::StatusBoard;
+use crate::systemd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct Supervision {
     ready_sent: Mutex<bool>,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
+    /// The STATUS= line last sent.
+    status_sent: Mutex<String>,
 }
 
 impl Supervision {
@@ -39,7 +43,7 @@ impl Supervision {
             .map(|(j, c)| liveness.register(&format!("inverter {} ({})", j + 1, c.can_if)))
             .collect();
         let combiner = liveness.register("combiner");
-        let watchdog = service::watchdog_interval();
+        let watchdog = systemd::watchdog_interval();
         Supervision {
             liveness: Mutex::new(liveness),
             inputs,
@@ -50,6 +54,7 @@ impl Supervision {
             ready_sent: Mutex::new(false),
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
+            status_sent: Mutex::new(String::new()),
         }
     }
 
@@ -68,11 +73,12 @@ impl Supervision {
     }
 
     /// Called by the main thread a few times per second.
-    pub fn poll(&self, now: Instant) {
+    pub fn poll(&self, now: Instant, board: &StatusBoard) {
+        self.status(board);
         let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
-            service::notify_ready();
+            systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
         let Some(period) = self.watchdog else { return };
@@ -87,8 +93,18 @@ impl Supervision {
             .unwrap_or_else(|p| p.into_inner())
             .all_alive_since_last_check()
         {
-            Ok(()) => service::notify_watchdog(),
+            Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
+        }
+    }
+
+    /// Sends systemd's STATUS= line when it changes.
+    fn status(&self, board: &StatusBoard) {
+        let line = board.summary();
+        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if *sent != line {
+            systemd::notify_status(&line);
+            *sent = line;
         }
     }
 }

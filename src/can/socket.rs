@@ -1,6 +1,6 @@
 //! SocketCAN through the `socketcan` crate: one raw socket per interface.
 //!
-//! Kernel behaviour this follows (see reference/rust-notes.md): ENETDOWN when
+//! Kernel behaviour this follows (as read from the kernel's net/can): ENETDOWN when
 //! the interface is set down (the socket stays bound and resumes), ENODEV or
 //! ENXIO when the device is removed (reopen by name), ENOBUFS at once when the
 //! transmit queue is full (it ignores the write timeout: retry briefly, then

@@ -2,7 +2,7 @@
 //! old states, and the push timer.
 
 use super::*;
-use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
+use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
 use crate::frame::CanId;
 use crate::profile::{Profile, VoltageUnit};
 
@@ -73,6 +73,17 @@ fn cell_data_adds_0x373_last() {
     );
 }
 
+fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
+    Shaped {
+        state: SystemState::Ok,
+        battery,
+        bank: BankStatus::default(),
+        made_at,
+        expires: made_at + max_age,
+        last_cvl: battery.v_charge_cmd,
+    }
+}
+
 /// Regression included: the force-charge and full-charge requests of a state
 /// no longer current are not passed on.
 #[test]
@@ -81,15 +92,10 @@ fn an_old_state_is_sent_as_the_safe_state() {
     let mut asking = battery();
     asking.requests.force_charge_request = true;
     asking.requests.balancing_charge_request = true;
-    let shaped = Shaped {
-        state: SystemState::Ok,
-        battery: asking,
-        bank: BankStatus::default(),
-        made_at: t0,
-    };
     let max = Duration::from_secs(8);
-    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, asking));
-    let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
+    let shaped = shaped(asking, t0, max);
+    assert_eq!(state_to_send(&shaped, t0 + max), (SystemState::Ok, asking));
+    let (state, b) = state_to_send(&shaped, t0 + max + Duration::from_millis(1));
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
     // 0x35C byte 0 all clear: no enables, no requests.
@@ -99,6 +105,19 @@ fn an_old_state_is_sent_as_the_safe_state() {
     );
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
+}
+
+/// Regression: the output used to build its own safe state, which kept the
+/// charge voltage of the old state; the core's keeps the last known one.
+#[test]
+fn an_old_state_goes_out_as_the_cores_safe_state() {
+    let t0 = Instant::now();
+    let max = Duration::from_secs(8);
+    let mut s = shaped(battery(), t0, max);
+    s.last_cvl = 52.4;
+    let (state, sent) = state_to_send(&s, t0 + max + Duration::from_secs(1));
+    assert_eq!(state, SystemState::Safe);
+    assert_eq!(sent.v_charge_cmd, 52.4);
 }
 
 #[test]
@@ -125,12 +144,7 @@ fn push_timer_respects_min_delay_and_repeats_every_second() {
 fn mailbox_keeps_only_the_latest() {
     let m = Mailbox::default();
     let t0 = Instant::now();
-    let mut s = Shaped {
-        state: SystemState::Ok,
-        battery: battery(),
-        bank: BankStatus::default(),
-        made_at: t0,
-    };
+    let mut s = shaped(battery(), t0, Duration::from_secs(8));
     m.put(s);
     s.battery.soc = 10.0;
     m.put(s);

@@ -168,6 +168,18 @@ impl Rig {
         false
     }
 
+    /// Waits up to `timeout` for the board to show these inputs fresh.
+    pub fn wait_for_fresh(&self, timeout: Duration, want: &[bool]) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.board.snapshot().system.inputs_fresh == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn view(&self, j: usize) -> InverterView {
         self.received[j].lock().unwrap().view.clone()
     }
@@ -275,16 +287,11 @@ fn listen(bus: &VirtualBus, name: &str, received: &Mutex<Received>, stop: &Recei
     }
 }
 
-/// A battery with the given limits and measurements; everything else default.
-pub fn battery(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64, current: f64, temp: f64) -> BatteryParams {
+/// A battery for the rigs: SOH 100 %, DVL 45 V, 2 modules, no cell data,
+/// no drift; name the values a test needs on top of it:
+/// `BatteryParams { cvl: 53.2, ccl: 100.0, ..plain_battery() }`.
+pub fn plain_battery() -> BatteryParams {
     BatteryParams {
-        cvl,
-        ccl,
-        dcl,
-        soc,
-        voltage,
-        current,
-        temp,
         soh: 100.0,
         dvl: 45.0,
         modules: 2,
