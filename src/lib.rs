@@ -26,6 +26,8 @@ pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod profile;
+pub mod replay;
+pub mod scan;
 pub mod setpoint;
 pub mod shutdown;
 pub mod signals;
