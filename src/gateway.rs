@@ -6,6 +6,7 @@
 //! MQTT thread, or a test) arrive on their own bounded queue. Nothing here
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
+use crate::bank::{KINDS, PerKind, direction_name};
 use crate::can::CanOpener;
 use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
 use crate::config::Config;
@@ -158,7 +159,8 @@ impl Gateway<'_> {
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
-                self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
+                let sent = self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
+                combiner.note_sent(sent);
             }
             if shutdown::requested(stop) {
                 return;
@@ -166,27 +168,36 @@ impl Gateway<'_> {
         }
     }
 
+    /// Hands each output its share; returns what the inverters were sent
+    /// together, per direction.
     fn distribute(
         &self,
         c: &Combined,
         combiner: &Combiner,
         inverter_setpoints: &[LimitSetpoints],
         mailboxes: &[Mailbox],
-    ) {
+    ) -> PerKind<f64> {
         let now = Instant::now();
+        let mut sent = PerKind::default();
         for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
+            let battery = shape(c, &output.share, own, now);
+            sent.charge += battery.i_lim_charge;
+            sent.discharge += battery.i_lim_discharge;
             mailbox.put(Shaped {
                 state: c.state,
-                battery: shape(c, &output.share, own, now),
+                battery,
                 made_at: c.made_at,
             });
         }
         self.board.system(|s| {
             s.combined = Some(*c);
+            s.packs.clear();
+            s.packs.extend(combiner.bank().packs());
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
             s.inverter_setpoints.extend_from_slice(inverter_setpoints);
         });
+        sent
     }
 }
 
@@ -231,6 +242,7 @@ fn apply(
 struct Watch {
     fresh: Vec<Option<bool>>,
     state: Option<SystemState>,
+    overshoot: PerKind<bool>,
 }
 
 impl Watch {
@@ -238,6 +250,7 @@ impl Watch {
         Watch {
             fresh: vec![None; inputs],
             state: None,
+            overshoot: PerKind::default(),
         }
     }
 
@@ -260,7 +273,27 @@ impl Watch {
         }
     }
 
+    /// Logs an overshoot raised or cleared (an inverter ignoring its limit).
+    fn overshoot(&mut self, c: &Combined) {
+        for kind in KINDS {
+            let (was, now) = (*self.overshoot.get(kind), *c.overshoot.get(kind));
+            let what = direction_name(kind);
+            match (was, now) {
+                (false, true) => log::warn!(
+                    "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
+                    c.battery.i_total.abs()
+                ),
+                (true, false) => log::info!(
+                    "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
+                ),
+                _ => {}
+            }
+            *self.overshoot.get_mut(kind) = now;
+        }
+    }
+
     fn state(&mut self, c: &Combined, inputs: usize) {
+        self.overshoot(c);
         if self.state == Some(c.state) {
             return;
         }

@@ -5,6 +5,7 @@
 //! once per telegram or transmission; readers take a [`Snapshot`] copy. No
 //! thread ever waits on a reader for longer than one copy.
 
+use crate::bank::PackView;
 use crate::combine::{Battery, Combined, SystemState};
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
@@ -64,6 +65,8 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
+    /// Each battery's share and over-current flag, in input order.
+    pub packs: Vec<PackView>,
     /// Telegrams dropped by the combiner's queue, over all inputs.
     pub dropped: u64,
 }

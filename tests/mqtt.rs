@@ -10,6 +10,7 @@
 
 mod mosquitto;
 
+use bms_gateway::bank::{Limit, LimitReason, PerKind};
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use bms_gateway::combine::{Battery, Combined, SystemState};
 use bms_gateway::config::{self, Config};
@@ -119,6 +120,19 @@ fn filled_board() -> Arc<StatusBoard> {
             battery: combined_battery(),
             inputs_online: 2,
             made_at: now,
+            limits: PerKind {
+                charge: Limit {
+                    value: 100.0,
+                    reason: LimitReason::Sum,
+                    battery: None,
+                },
+                discharge: Limit {
+                    value: 100.0,
+                    reason: LimitReason::Share,
+                    battery: Some(0),
+                },
+            },
+            overshoot: PerKind::default(),
         })
     });
     board.input(0, |i| {

@@ -88,6 +88,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             OnInputLost::Stop
         },
+        ..BatterySettings::default()
     };
     let share = InverterShare {
         i_lim_charge: f64::from(head[7]) * 2.0,

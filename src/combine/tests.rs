@@ -2,6 +2,7 @@
 //! and written out as literals; the properties check the spec's invariants.
 
 use super::*;
+use crate::bank::{BankSettings, LimitMode, LimitReason};
 use crate::codec::{Limits, Measurements, StateOfCharge};
 use proptest::prelude::*;
 
@@ -196,9 +197,15 @@ fn cell_extremes_are_min_of_minimums_and_max_of_maximums() {
     );
 }
 
+/// Section 4's rules alone: LIMIT-MODE "sum" (the share rules have their
+/// own tests below and in bank/tests.rs).
 fn stale5() -> BatterySettings {
     BatterySettings {
         stale_timeout: Duration::from_secs(5),
+        bank: BankSettings {
+            mode: LimitMode::Sum,
+            ..BankSettings::default()
+        },
         ..BatterySettings::default()
     }
 }
@@ -506,5 +513,51 @@ proptest! {
         let mut expected = alone.battery;
         expected.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL;
         prop_assert_eq!(with_stale.battery, expected);
+    }
+}
+
+#[test]
+fn share_mode_limits_carry_their_reason_and_binding_battery() {
+    let t0 = Instant::now();
+    let (a, mut b) = two_inputs();
+    let settings = BatterySettings {
+        stale_timeout: Duration::from_secs(5),
+        ..BatterySettings::default()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 300.0], t0);
+    c.on_telegram(0, a, t0);
+    // The bank carries 10 - 6 = 4 A (< 10 A): capacity shares 0.25, 0.75.
+    // Charge min(100 / 0.25, 200 / 0.75) = 266.67, discharge
+    // min(120 / 0.25, 250 / 0.75) = 333.33: battery 2 binds both.
+    let made = c.on_telegram(1, b, t0).unwrap();
+    assert_close!(made.battery.i_lim_charge, 800.0 / 3.0);
+    assert_close!(made.battery.i_lim_discharge, 1000.0 / 3.0);
+    for l in [made.limits.charge, made.limits.discharge] {
+        assert_eq!((l.reason, l.battery), (LimitReason::Share, Some(1)));
+    }
+    assert_eq!(made.limits.charge.value, made.battery.i_lim_charge);
+    let sp = Setpoint {
+        value: 120.0,
+        expires: None,
+    };
+    let made = c.set_setpoint(LimitKind::Charge, Some(sp), secs(t0, 0.5)).unwrap();
+    assert_eq!(
+        (made.limits.charge.reason, made.limits.charge.battery),
+        (LimitReason::Setpoint, None)
+    );
+    assert_close!(made.battery.i_lim_charge, 120.0);
+    // Battery 2 forbids discharging: the reason names it.
+    b.requests = Some(Requests {
+        discharge_enable: false,
+        ..Requests::NORMAL
+    });
+    c.on_telegram(0, a, secs(t0, 1.0));
+    let made = c.on_telegram(1, b, secs(t0, 1.0)).unwrap();
+    assert_eq!(made.limits.discharge.reason, LimitReason::Disabled);
+    assert_eq!(made.limits.discharge.battery, Some(1));
+    // Everything stale: safe.
+    let safe = c.on_tick(secs(t0, 6.5)).unwrap();
+    for l in [safe.limits.charge, safe.limits.discharge] {
+        assert_eq!((l.value, l.reason, l.battery), (0.0, LimitReason::Safe, None));
     }
 }
