@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Three batteries, two inverters with shares 0.6 and 0.4.
+/// Three batteries, two inverters with shares 0.6 and 0.4; section 4's
+/// summed limits (the share rules are tested in src/bank and tests/system).
 fn three_by_two(extra_battery: &str, extra_inverter: &str) -> String {
     format!(
         r#"GATEWAY-ACTIVATED = true
 [battery]
 I-LIM-CHARGE = 300
 STALE-TIMEOUT = 1.0
+LIMIT-MODE = "sum"
 {extra_battery}
 [[bmses-in]]
 CAN-IF = "bat1"

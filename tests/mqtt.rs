@@ -10,7 +10,7 @@
 
 mod mosquitto;
 
-use bms_gateway::bank::{Limit, LimitReason, PerKind};
+use bms_gateway::bank::{Limit, LimitReason, PackView, PerKind};
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use bms_gateway::combine::{Battery, Combined, SystemState};
 use bms_gateway::config::{self, Config};
@@ -133,7 +133,18 @@ fn filled_board() -> Arc<StatusBoard> {
                 },
             },
             overshoot: PerKind::default(),
-        })
+        });
+        s.packs = vec![
+            PackView {
+                share: PerKind {
+                    charge: 0.4,
+                    discharge: 0.65,
+                },
+                over_current: true,
+                fresh: true,
+            },
+            PackView::default(),
+        ];
     });
     board.input(0, |i| {
         i.telegram = Some(telegram());
@@ -237,6 +248,13 @@ fn telemetry_carries_every_field_with_the_board_values() {
         .as_f64()
         .unwrap();
     assert!((0.0..60.0).contains(&age));
+    // Why the limits are what they are (the board's limits; batteries 1-based).
+    let why = json!({"limit_reason_charge": "sum", "limit_battery_charge": null,
+        "limit_reason_discharge": "share", "limit_battery_discharge": 1,
+        "overshoot_charge": false, "overshoot_discharge": false});
+    for (key, value) in why.as_object().unwrap() {
+        assert_eq!(got.as_object_mut().unwrap().remove(key).as_ref(), Some(value), "{key}");
+    }
     let want = json!({
         // The original gateway's fields.
         "manufacturer": "PYLON",
@@ -286,6 +304,9 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b1["description"], "rack A");
     assert_eq!(b1["can_if"], "can1");
     assert_eq!(b1["capacity_ah"], 100.0);
+    // The bank discharges (-12.3 A): battery 1's discharge share.
+    assert_eq!((b1["share"].clone(), b1["share_charge"].clone()), (json!(0.65), json!(0.4)));
+    assert_eq!(b1["over_current"], true);
     assert_eq!(b1["frames"], 60);
     assert_eq!(b1["telegrams"], 10);
     assert_eq!(b1["invalid"], 2);
@@ -297,6 +318,7 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b2["soc"], Value::Null);
     assert_eq!(b2["invalid"], 3);
     assert_eq!(b2["can_if"], "can2");
+    assert_eq!((b2["share"].clone(), b2["over_current"].clone()), (Value::Null, Value::Null));
     let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
     assert_eq!(i1["i_lim_charge"], 90.0);
     assert_eq!(i1["state"], "ok");

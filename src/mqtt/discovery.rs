@@ -86,6 +86,8 @@ const TEMPERATURE: Kind = kind(Some("temperature"), Some("°C"), Some("measureme
 /// Home Assistant has no device class for charge in Ah.
 const CAPACITY: Kind = kind(None, Some("Ah"), Some("measurement"));
 const COUNT: Kind = kind(None, None, Some("measurement"));
+/// A fraction of the bank's current (1 = all of it).
+const SHARE: Kind = kind(None, None, Some("measurement"));
 const COUNTER: Kind = kind(None, None, Some("total_increasing"));
 
 const fn diagnostic(k: Kind) -> Kind {
@@ -356,6 +358,7 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
     for (object, name, field, mask) in ALARM_BITS {
         d.binary(object, name, Some("problem"), bit_template(field, *mask));
     }
+    limit_reasons(&mut d);
     for (j, output) in config.outputs.iter().enumerate() {
         inverter(&mut d, j, &output.can_if);
     }
@@ -363,6 +366,25 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
         setpoint_controls(&mut d, config);
     }
     d.out
+}
+
+/// Why each limit is what it is (text, with the binding battery), and the
+/// overshoot of an inverter ignoring its limit (docs/combining.md).
+fn limit_reasons(d: &mut Device) {
+    for what in ["charge", "discharge"] {
+        let template = format!(
+            "{{{{ value_json.limit_reason_{what} }}}}{{{{ ' (battery ' ~ value_json.limit_battery_{what} ~ ')' if value_json.limit_battery_{what} else '' }}}}"
+        );
+        let p = json!({"state_topic": d.state_topic, "value_template": template, "icon": "mdi:information-outline"});
+        let name = if what == "charge" { "Charge limit reason" } else { "Discharge limit reason" };
+        d.entity("sensor", &format!("limit_reason_{what}"), name, p);
+    }
+    d.binary(
+        "overshoot",
+        "Inverter overshoot",
+        Some("problem"),
+        "{{ 'ON' if value_json.overshoot_charge or value_json.overshoot_discharge else 'OFF' }}".into(),
+    );
 }
 
 /// An inverter's limits as sensors of the system device.
@@ -462,6 +484,8 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, can_if: &str,
     d.value_sensors();
     d.binary("online", "Online", Some("connectivity"), flag_template("online"));
     d.enable_binaries();
+    d.sensor("share", "Share of the bank's current", SHARE);
+    d.binary("over_current", "Over current", Some("problem"), flag_template("over_current"));
     d.sensor("invalid", "Invalid frames", diagnostic(COUNTER));
     d.out
 }
