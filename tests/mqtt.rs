@@ -305,7 +305,10 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b1["can_if"], "can1");
     assert_eq!(b1["capacity_ah"], 100.0);
     // The bank discharges (-12.3 A): battery 1's discharge share.
-    assert_eq!((b1["share"].clone(), b1["share_charge"].clone()), (json!(0.65), json!(0.4)));
+    assert_eq!(
+        (b1["share"].clone(), b1["share_charge"].clone()),
+        (json!(0.65), json!(0.4))
+    );
     assert_eq!(b1["over_current"], true);
     assert_eq!(b1["frames"], 60);
     assert_eq!(b1["telegrams"], 10);
@@ -318,7 +321,10 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b2["soc"], Value::Null);
     assert_eq!(b2["invalid"], 3);
     assert_eq!(b2["can_if"], "can2");
-    assert_eq!((b2["share"].clone(), b2["over_current"].clone()), (Value::Null, Value::Null));
+    assert_eq!(
+        (b2["share"].clone(), b2["over_current"].clone()),
+        (Value::Null, Value::Null)
+    );
     let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
     assert_eq!(i1["i_lim_charge"], 90.0);
     assert_eq!(i1["state"], "ok");

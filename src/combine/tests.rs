@@ -561,3 +561,103 @@ fn share_mode_limits_carry_their_reason_and_binding_battery() {
         assert_eq!((l.value, l.reason, l.battery), (0.0, LimitReason::Safe, None));
     }
 }
+
+/// The pure core on the plant model, one round a second: `demand_w` asked by
+/// one inverter (I-SCALING 1) that goes `overshoot` A beyond what it is sent.
+/// Returns the last combined state and the packs' last currents.
+fn run_plant(mode: LimitMode, demand_w: f64, overshoot: f64, secs: usize) -> (Combined, [f64; 2], bool) {
+    use crate::sim::{PackModel, ParallelBank, inverter_current};
+    let t0 = Instant::now();
+    let settings = BatterySettings {
+        bank: BankSettings {
+            mode,
+            ..BankSettings::default()
+        },
+        ..BatterySettings::default()
+    };
+    // Pack 1 has a third of pack 2's resistance: it takes 3/4 of the current.
+    let mut plant = ParallelBank {
+        packs: vec![
+            PackModel {
+                capacity_ah: 100.0,
+                resistance: 0.01,
+                soc: 50.0,
+            },
+            PackModel {
+                capacity_ah: 100.0,
+                resistance: 0.03,
+                soc: 50.0,
+            },
+        ],
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0);
+    let share = InverterShare::default();
+    let own = LimitSetpoints::default();
+    let mut sent = None;
+    let mut currents = [0.0; 2];
+    let mut last = None;
+    let mut overshoot_seen = false;
+    for k in 0..secs {
+        let now = secs_after(t0, k);
+        // Nothing sent yet: the inverter waits.
+        let (ccl, dcl) = sent.map_or((0.0, 0.0), |b: Battery| (b.i_lim_charge, b.i_lim_discharge));
+        let limits = Limits {
+            v_charge_cmd: 53.2,
+            i_lim_charge: ccl,
+            i_lim_discharge: dcl,
+            v_discharge_min: None,
+        };
+        let bus = plant.split(0.0, &mut currents);
+        let total = inverter_current(demand_w, bus, &limits, if sent.is_some() { overshoot } else { 0.0 });
+        let bus = plant.split(total, &mut currents);
+        plant.step(&currents, 1.0);
+        for (i, current) in currents.iter().enumerate() {
+            let t = tg(53.2, 60.0, 60.0, 45.0, 50.0, 100.0, bus, *current, 25.0, 2);
+            if let Some(made) = c.on_telegram(i, t, now) {
+                let shaped = shape(&made, &share, &own, now);
+                c.note_sent(PerKind {
+                    charge: shaped.i_lim_charge,
+                    discharge: shaped.i_lim_discharge,
+                });
+                overshoot_seen |= made.overshoot.charge;
+                sent = Some(shaped);
+                last = Some(made);
+            }
+        }
+    }
+    (last.unwrap(), currents, overshoot_seen)
+}
+
+fn secs_after(t0: Instant, k: usize) -> Instant {
+    t0 + Duration::from_secs(k as u64)
+}
+
+#[test]
+fn on_the_plant_the_pack_that_takes_more_settles_at_its_own_limit() {
+    // 8 kW of charge wanted (about 160 A), both packs allow 60 A.
+    let (made, i, overshoot) = run_plant(LimitMode::Share, 8000.0, 0.0, 60);
+    // Shares 0.75 / 0.25: limit 60 / 0.75 = 80 A; pack 1 at its 60 A, pack 2 at 20 A.
+    assert!((made.battery.i_lim_charge - 80.0).abs() < 80.0 * 0.02, "{made:?}");
+    assert_eq!(
+        (made.limits.charge.reason, made.limits.charge.battery),
+        (LimitReason::Share, Some(0))
+    );
+    assert!(i[0] <= 60.0 * 1.05 && i[0] > 55.0, "{i:?}");
+    assert!(i[1] < 25.0, "{i:?}");
+    assert!(!overshoot);
+    // The sum would allow 120 A: pack 1 would take 90 A.
+    let (made, i, _) = run_plant(LimitMode::Sum, 8000.0, 0.0, 60);
+    assert!((made.battery.i_lim_charge - 120.0).abs() < 1e-9);
+    assert!(i[0] > 85.0, "{i:?}");
+}
+
+#[test]
+fn on_the_plant_an_inverter_ignoring_its_limit_is_reported_and_the_loop_protects_the_pack() {
+    // The inverter takes 20 A more than it is sent: more than 5 % + 2 A over.
+    let (made, i, overshoot) = run_plant(LimitMode::Share, 8000.0, 20.0, 40);
+    assert!(overshoot && made.overshoot.charge, "{made:?}");
+    // The closed loop holds the limit under the formula's 80 A, so that pack 1
+    // stays near its 60 A (it would carry 0.75 x (80 + 20) = 75 A without it).
+    assert!(made.battery.i_lim_charge < 70.0, "{made:?}");
+    assert!(i[0] < 70.0, "{i:?}");
+}

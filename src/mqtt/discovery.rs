@@ -376,7 +376,11 @@ fn limit_reasons(d: &mut Device) {
             "{{{{ value_json.limit_reason_{what} }}}}{{{{ ' (battery ' ~ value_json.limit_battery_{what} ~ ')' if value_json.limit_battery_{what} else '' }}}}"
         );
         let p = json!({"state_topic": d.state_topic, "value_template": template, "icon": "mdi:information-outline"});
-        let name = if what == "charge" { "Charge limit reason" } else { "Discharge limit reason" };
+        let name = if what == "charge" {
+            "Charge limit reason"
+        } else {
+            "Discharge limit reason"
+        };
         d.entity("sensor", &format!("limit_reason_{what}"), name, p);
     }
     d.binary(
@@ -485,7 +489,12 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, can_if: &str,
     d.binary("online", "Online", Some("connectivity"), flag_template("online"));
     d.enable_binaries();
     d.sensor("share", "Share of the bank's current", SHARE);
-    d.binary("over_current", "Over current", Some("problem"), flag_template("over_current"));
+    d.binary(
+        "over_current",
+        "Over current",
+        Some("problem"),
+        flag_template("over_current"),
+    );
     d.sensor("invalid", "Invalid frames", diagnostic(COUNTER));
     d.out
 }
