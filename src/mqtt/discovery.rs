@@ -547,7 +547,10 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
 /// Why each limit is what it is (text, with the binding battery), and the
 /// overshoot of an inverter ignoring its limit (docs/combining.md).
 fn limit_reasons(d: &mut Device) {
-    for (what, name) in [("charge", "Charge limit reason"), ("discharge", "Discharge limit reason")] {
+    for (what, name) in [
+        ("charge", "Charge limit reason"),
+        ("discharge", "Discharge limit reason"),
+    ] {
         let template = format!(
             "{{{{ value_json.limit_reason_{what} }}}}{{{{ ' (battery ' ~ value_json.limit_battery_{what} ~ ')' if value_json.limit_battery_{what} else '' }}}}"
         );
@@ -556,7 +559,12 @@ fn limit_reasons(d: &mut Device) {
     }
     let fields = ["overshoot_charge", "overshoot_discharge"];
     let test = "value_json.overshoot_charge or value_json.overshoot_discharge";
-    d.binary("overshoot", "Inverter overshoot", Some("problem"), on_off(&fields, test));
+    d.binary(
+        "overshoot",
+        "Inverter overshoot",
+        Some("problem"),
+        on_off(&fields, test),
+    );
 }
 
 /// One device per inverter: what it was last sent, its link and counters,
@@ -675,7 +683,12 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Opt
     d.value_sensors();
     d.enable_binaries();
     d.sensor("share", "Share of the bank's current", SHARE);
-    d.binary("over_current", "Over current", Some("problem"), flag_template("over_current"));
+    d.binary(
+        "over_current",
+        "Over current",
+        Some("problem"),
+        flag_template("over_current"),
+    );
     d.gateway_availability_only(|d| {
         d.binary("online", "Online", Some("connectivity"), flag_template("online"));
         d.link();

@@ -538,7 +538,10 @@ fn limit_reasons_overshoot_and_each_batterys_share_are_published() {
     let p = find(&all, "homeassistant/sensor/home_bms/battery_can0_share/config");
     assert_eq!(p["state_topic"], "home/bms/battery/1/state");
     assert_eq!(p["value_template"], "{{ value_json.share }}");
-    let p = find(&all, "homeassistant/binary_sensor/home_bms/battery_can0_over_current/config");
+    let p = find(
+        &all,
+        "homeassistant/binary_sensor/home_bms/battery_can0_over_current/config",
+    );
     assert_eq!(p["device_class"], "problem");
     assert_eq!(
         p["value_template"],
