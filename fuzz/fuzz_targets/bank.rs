@@ -10,16 +10,10 @@
 
 use bms_gateway::bank::{Bank, BankSettings, KINDS, LimitMode, PackReading, PerKind, Round};
 use libfuzzer_sys::fuzz_target;
-use std::time::{Duration, Instant};
 
-fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if data.len() < n {
-        return None;
-    }
-    let (head, tail) = data.split_at(n);
-    *data = tail;
-    Some(head)
-}
+mod input;
+use input::take;
+use std::time::{Duration, Instant};
 
 /// 5 bytes: current (s16, 0.1 A), charge and discharge limits (4 A steps),
 /// flags: bit 0 stale, bit 1 charging forbidden (limit 0).
@@ -38,13 +32,20 @@ fuzz_target!(|data: &[u8]| {
     let Some(head) = take(&mut data, 6) else { return };
     let n = usize::from(head[0] % 32) + 1;
     let settings = BankSettings {
-        mode: if head[1] & 1 == 0 { LimitMode::Share } else { LimitMode::Sum },
+        mode: if head[1] & 1 == 0 {
+            LimitMode::Share
+        } else {
+            LimitMode::Sum
+        },
         share_min_current: 0.1 + f64::from(head[2]),
         overcurrent_margin: f64::from(head[3]) / 255.0,
         overshoot_time: Duration::from_millis(u64::from(head[4]) * 50),
     };
     let cap = f64::from(head[5]) * 13.0;
-    let caps = PerKind { charge: cap, discharge: cap };
+    let caps = PerKind {
+        charge: cap,
+        discharge: cap,
+    };
     let capacities: Vec<f64> = (0..n).map(|k| 10.0 + 37.0 * (k % 7) as f64).collect();
     let mut bank = Bank::new(settings, caps, &capacities);
     let t0 = Instant::now();
@@ -71,7 +72,10 @@ fuzz_target!(|data: &[u8]| {
             let t = limits.get(kind).value;
             let sum: f64 = readings.iter().flatten().map(|r| *r.limits.get(kind)).sum();
             assert!(t.is_finite() && t >= 0.0, "{kind:?} {t}");
-            assert!(t <= sum + 1e-9 && t <= cap + 1e-9, "{kind:?} {t} > sum {sum} or cap {cap}");
+            assert!(
+                t <= sum + 1e-9 && t <= cap + 1e-9,
+                "{kind:?} {t} > sum {sum} or cap {cap}"
+            );
             for (view, r) in views.iter().zip(&readings) {
                 let Some(r) = r else { continue };
                 let (s, own) = (*view.share.get(kind), *r.limits.get(kind));
