@@ -6,7 +6,7 @@
 //! MQTT thread, or a test) arrive on their own bounded queue. Nothing here
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
-use crate::bank::{KINDS, PerKind, direction_name};
+use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
 use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
 use crate::config::Config;
@@ -159,6 +159,7 @@ impl Gateway<'_> {
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
+                watch.over_current(self.config, &combiner);
                 let sent = self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
                 combiner.note_sent(sent);
             }
@@ -243,6 +244,7 @@ struct Watch {
     fresh: Vec<Option<bool>>,
     state: Option<SystemState>,
     overshoot: PerKind<bool>,
+    over_current: Vec<bool>,
 }
 
 impl Watch {
@@ -251,6 +253,7 @@ impl Watch {
             fresh: vec![None; inputs],
             state: None,
             overshoot: PerKind::default(),
+            over_current: vec![false; inputs],
         }
     }
 
@@ -270,6 +273,27 @@ impl Watch {
             if seen.is_some() || fresh {
                 *seen = Some(fresh);
             }
+        }
+    }
+
+    /// Logs a battery going over its own limit (by more than
+    /// OVERCURRENT-MARGIN) and coming back within it.
+    fn over_current(&mut self, config: &Config, combiner: &Combiner) {
+        let action = match config.battery.bank.mode {
+            LimitMode::Share => "the combined limit falls until it is within",
+            LimitMode::Sum => "LIMIT-MODE \"sum\" does not lower the combined limit for it",
+        };
+        for (i, (seen, pack)) in self.over_current.iter_mut().zip(combiner.bank().packs()).enumerate() {
+            let name = &config.inputs[i].can_if;
+            match (*seen, pack.over_current) {
+                (false, true) => log::warn!(
+                    "battery {} ({name}): over current, above its own limit: {action}",
+                    i + 1
+                ),
+                (true, false) => log::info!("battery {} ({name}): back within its own limit", i + 1),
+                _ => {}
+            }
+            *seen = pack.over_current;
         }
     }
 
