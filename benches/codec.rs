@@ -7,7 +7,7 @@
 
 use bms_gateway::codec::{self, Manufacturer, Message};
 use bms_gateway::combine::{BatterySettings, Combiner, InverterShare, shape};
-use bms_gateway::output::frame_set;
+use bms_gateway::profile::{self, Profile, Shown, VoltageUnit};
 use bms_gateway::setpoint::LimitSetpoints;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::telegram::{Assembler, BURST_GAP, Telegram};
@@ -58,9 +58,16 @@ fn codec_benches(c: &mut Criterion) {
         comb.on_telegram(0, telegram(), Instant::now()).expect("combined")
     };
     let manufacturer = Manufacturer::new("PYLON").unwrap();
-    c.bench_function("encode one inverter's frame set", |b| {
-        b.iter(|| frame_set(black_box(&combined.battery), manufacturer))
-    });
+    for p in [Profile::Pylon, Profile::Victron] {
+        let shown = Shown {
+            battery: combined.battery,
+            bank: combined.bank,
+            energy: None,
+        };
+        c.bench_function(&format!("encode one inverter's frame set ({})", p.name()), |b| {
+            b.iter(|| profile::frames(p, black_box(&shown), manufacturer, VoltageUnit::Centivolt))
+        });
+    }
 }
 
 fn combiner_benches(c: &mut Criterion) {

@@ -24,6 +24,7 @@ pub const ID_SMA_ALARMS: u16 = 0x35A;
 pub const ID_REQUESTS: u16 = 0x35C;
 pub const ID_MANUFACTURER: u16 = 0x35E;
 pub const ID_BATTERY_INFO: u16 = 0x35F;
+pub const ID_BANK_STATUS: u16 = 0x372;
 pub const ID_CELLS: u16 = 0x373;
 pub const ID_ENERGY: u16 = 0x378;
 pub const ID_CAPACITY: u16 = 0x379;
@@ -234,6 +235,34 @@ impl SmaAlarms {
             n_modules: 0,
         }
     }
+
+    /// The 0x35A a virtual BMS sends for these 0x359 bytes: the inverse of
+    /// [`SmaAlarms::to_flags`]. Every pair that `to_flags` reads is
+    /// supported: `10` when clear, `01` when set; the others are `00`
+    /// (not supported). The system-error bit sets both pairs that mean it.
+    pub fn from_flags(flags: &Flags) -> SmaAlarms {
+        let half = |first: u8, second: u8| -> [u8; 4] {
+            let mut b = [0u8; 4];
+            for &(byte, pair, set) in &[
+                (0, 1, first & 0x02 != 0),
+                (0, 2, first & 0x04 != 0),
+                (0, 3, first & 0x08 != 0),
+                (1, 0, first & 0x10 != 0),
+                (1, 3, first & 0x80 != 0),
+                (2, 0, second & 0x01 != 0),
+                (0, 0, second & 0x08 != 0),
+                (2, 3, second & 0x08 != 0),
+            ] {
+                b[byte] |= (if set { 0b01 } else { 0b10 }) << (pair * 2);
+            }
+            b
+        };
+        let e = half(flags.error_flags_1, flags.error_flags_2);
+        let w = half(flags.warning_flags_1, flags.warning_flags_2);
+        SmaAlarms {
+            raw: [e[0], e[1], e[2], e[3], w[0], w[1], w[2], w[3]],
+        }
+    }
 }
 
 /// 0x35F: battery type, BMS version and capacity (layout differs per vendor;
@@ -253,6 +282,16 @@ pub struct Energy {
     pub discharged_kwh: f64,
 }
 
+/// 0x372: how many batteries of the bank are online, blocking charge,
+/// blocking discharge and offline (Victron's "modules" counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BankStatus {
+    pub online: u16,
+    pub blocking_charge: u16,
+    pub blocking_discharge: u16,
+    pub offline: u16,
+}
+
 /// One decoded Pylontech frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Message {
@@ -267,6 +306,7 @@ pub enum Message {
     BatteryInfo(BatteryInfo),
     Cells(CellExtremes),
     Energy(Energy),
+    BankStatus(BankStatus),
     InstalledCapacity {
         capacity_ah: f64,
     },
@@ -428,6 +468,15 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
                 discharged_kwh: f64::from(u32_at(4)) / 10.0,
             })
         }
+        ID_BANK_STATUS => {
+            need(id, d, 8)?;
+            Message::BankStatus(BankStatus {
+                online: u16_at(d, 0),
+                blocking_charge: u16_at(d, 2),
+                blocking_discharge: u16_at(d, 4),
+                offline: u16_at(d, 6),
+            })
+        }
         ID_CAPACITY => {
             need(id, d, 2)?;
             Message::InstalledCapacity {
@@ -543,6 +592,15 @@ pub fn encode(message: &Message) -> Frame {
             let raw = |v: f64| (to_raw(v, 10.0, 0, i64::from(u32::MAX)) as u32).to_le_bytes();
             let (a, b) = (raw(e.charged_kwh), raw(e.discharged_kwh));
             Frame::standard(ID_ENERGY, &[a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+        }
+        Message::BankStatus(b) => {
+            let data: [u8; 8] = concat(&[
+                b.online.to_le_bytes(),
+                b.blocking_charge.to_le_bytes(),
+                b.blocking_discharge.to_le_bytes(),
+                b.offline.to_le_bytes(),
+            ]);
+            Frame::standard(ID_BANK_STATUS, &data)
         }
         Message::InstalledCapacity { capacity_ah } => Frame::standard(ID_CAPACITY, &u16_le(capacity_ah, 1.0)),
         Message::Other { id } => Frame::standard(id, &[]),

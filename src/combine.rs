@@ -6,7 +6,9 @@
 //! combined state it returns. Nothing here reads a clock.
 
 use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, PerKind, Round};
-use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
+use crate::codec::{
+    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
+};
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
@@ -125,22 +127,13 @@ pub struct Combined {
     pub state: SystemState,
     pub battery: Battery,
     pub inputs_online: usize,
+    /// Online, blocking and offline batteries (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
     /// The combined limits (as in `battery`) and why each is what it is.
     pub limits: PerKind<Limit>,
     /// The bank took more than the inverters were allowed, for OVERSHOOT-TIME.
     pub overshoot: PerKind<bool>,
-}
-
-/// The request flags combining uses for one battery: its own, or normal
-/// operation when it sends none; a charge voltage of 0 V is no voltage to
-/// charge to, so that battery forbids charging.
-pub fn requests_of(t: &Telegram) -> Requests {
-    let mut r = t.requests_or_normal();
-    if t.limits.v_charge_cmd <= 0.0 {
-        r.charge_enable = false;
-    }
-    r
 }
 
 /// Whether these request flags allow current in direction `kind`.
@@ -153,7 +146,7 @@ pub fn allows(r: &Requests, kind: LimitKind) -> bool {
 
 /// One battery's own limits, 0 for a direction it forbids.
 pub fn own_limits(t: &Telegram) -> PerKind<f64> {
-    let r = requests_of(t);
+    let r = allowed(t);
     let own = |kind, limit: f64| if allows(&r, kind) { limit } else { 0.0 };
     PerKind {
         charge: own(LimitKind::Charge, t.limits.i_lim_charge),
@@ -188,7 +181,7 @@ pub fn combine_fresh<'a>(
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
-        let r = requests_of(t);
+        let r = allowed(t);
         // A battery's charge voltage of 0 V never becomes the combined value
         // (inverters read CVL 0 as over-voltage).
         if t.limits.v_charge_cmd > 0.0 {
@@ -223,6 +216,30 @@ pub fn combine_fresh<'a>(
     b.i_lim_discharge = b.i_lim_discharge.min(settings.i_lim_discharge);
     b.i_total = b.i_total * settings.i_tot_scaling + settings.i_tot_offset;
     Some(b)
+}
+
+/// What one battery allows: its request flags, with charging forbidden
+/// when its charge voltage is 0 V (no voltage to charge to).
+fn allowed(t: &Telegram) -> Requests {
+    let mut r = t.requests_or_normal();
+    if t.limits.v_charge_cmd <= 0.0 {
+        r.charge_enable = false;
+    }
+    r
+}
+
+/// The bank's counters (0x372) over the fresh batteries: a battery blocks a
+/// direction when it forbids it or allows 0 A in it.
+pub fn bank_status<'a>(fresh: impl Iterator<Item = &'a Telegram>, total: usize) -> BankStatus {
+    let mut bank = BankStatus::default();
+    for t in fresh {
+        let r = allowed(t);
+        bank.online += 1;
+        bank.blocking_charge += u16::from(!r.charge_enable || t.limits.i_lim_charge <= 0.0);
+        bank.blocking_discharge += u16::from(!r.discharge_enable || t.limits.i_lim_discharge <= 0.0);
+    }
+    bank.offline = (total as u16).saturating_sub(bank.online);
+    bank
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -434,6 +451,7 @@ impl Combiner {
         });
         let mut limits = self.bank.round(readings, round, now);
         let online = fresh.clone().count();
+        let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -470,6 +488,7 @@ impl Combiner {
             state,
             battery,
             inputs_online: online,
+            bank,
             made_at: now,
             limits,
             overshoot: PerKind {
@@ -497,7 +516,7 @@ impl Combiner {
             };
         } else if !allows(&combined.requests, kind) {
             limit.reason = LimitReason::Disabled;
-            let forbids = |t: &Telegram| !allows(&requests_of(t), kind);
+            let forbids = |t: &Telegram| !allows(&allowed(t), kind);
             limit.battery = (0..self.inputs.len())
                 .find(|&i| self.is_fresh(i, now) && self.inputs[i].latest.as_ref().is_some_and(|(t, _)| forbids(t)));
         }

@@ -8,6 +8,7 @@
 use crate::bank::{BankSettings, LimitMode};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use crate::profile::{Profile, SocWindow, VoltageUnit};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -68,8 +69,19 @@ pub struct OutputConfig {
     pub push_min_delay: Duration,
     /// `SEND-SYNC-ACTIVATED` and `SYNC-INTERVAL`.
     pub mode: OutputMode,
-    /// `MANUFACTURER`: the name sent in 0x35E.
+    /// `MANUFACTURER`: the name sent in 0x35E (default: the profile's).
     pub manufacturer: Manufacturer,
+    /// `PROFILE`: the inverter's dialect (frames, layout, pacing).
+    pub profile: Profile,
+    /// `SOC-MIN`, `SOC-MAX`: the SOC window this inverter is shown.
+    pub soc_window: SocWindow,
+    /// `CVL-RAMP`: V/s by which the sent CVL may move; 0 = at once.
+    pub cvl_ramp: f64,
+    /// `INVERTER-TIMEOUT`: quiet this long, the inverter is silent; `None`
+    /// (0 in the file): this inverter never talks.
+    pub inverter_timeout: Option<Duration>,
+    /// `VOLTAGE-UNIT`: V per count of the 0x356 voltage (0.01 or 0.1).
+    pub voltage_unit: VoltageUnit,
 }
 
 /// TLS to the broker.
@@ -249,7 +261,15 @@ const OUTPUT_KEYS: &[&str] = &[
     "SEND-SYNC-ACTIVATED",
     "SYNC-INTERVAL",
     "MANUFACTURER",
+    "PROFILE",
+    "SOC-MIN",
+    "SOC-MAX",
+    "CVL-RAMP",
+    "INVERTER-TIMEOUT",
+    "VOLTAGE-UNIT",
 ];
+/// `[[bmses-out]] PROFILE` values, as `Profile::name` spells them.
+const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "luxpower"];
 const MQTT_KEYS: &[&str] = &[
     "ACTIVATED",
     "BROKER",
@@ -546,7 +566,11 @@ impl<'t> Reader<'t> {
             .get("SEND-SYNC-ACTIVATED")
             .and_then(|v| self.boolean(s, "SEND-SYNC-ACTIVATED", v));
         let interval = self.seconds_or(s, "SYNC-INTERVAL", Duration::from_secs(5), (0.1, 3600.0));
-        let manufacturer_name = self.string_or(s, "MANUFACTURER", "PYLON");
+        let profile = self
+            .choice(s, "PROFILE", &PROFILES)
+            .and_then(Profile::parse)
+            .unwrap_or_default();
+        let manufacturer_name = self.string_or(s, "MANUFACTURER", profile.default_manufacturer());
         let manufacturer = Manufacturer::new(&manufacturer_name);
         if manufacturer.is_none() {
             let span = s.get("MANUFACTURER").map_or(s.span.clone(), |v| v.span());
@@ -563,7 +587,50 @@ impl<'t> Reader<'t> {
                 OutputMode::Push
             },
             manufacturer: manufacturer?,
+            profile,
+            soc_window: self.soc_window(s)?,
+            cvl_ramp: self.number_or(s, "CVL-RAMP", 0.0, (0.0, 100.0)),
+            inverter_timeout: Some(self.seconds_or(s, "INVERTER-TIMEOUT", Duration::from_secs(10), (0.0, 3600.0)))
+                .filter(|t| !t.is_zero()),
+            voltage_unit: self.voltage_unit(s, profile),
         })
+    }
+
+    fn soc_window(&mut self, s: &Section) -> Option<SocWindow> {
+        let d = SocWindow::default();
+        let window = SocWindow {
+            min: self.number_or(s, "SOC-MIN", d.min, (0.0, 100.0)),
+            max: self.number_or(s, "SOC-MAX", d.max, (0.0, 100.0)),
+        };
+        if window.min >= window.max {
+            let span = s
+                .get("SOC-MAX")
+                .or(s.get("SOC-MIN"))
+                .map_or(s.span.clone(), |v| v.span());
+            let message = format!(
+                "SOC-MIN ({}) must be below SOC-MAX ({}): the window shown to the inverter is SOC-MIN..SOC-MAX",
+                window.min, window.max
+            );
+            self.problem(span, &s.name("SOC-MAX"), message);
+            return None;
+        }
+        Some(window)
+    }
+
+    fn voltage_unit(&mut self, s: &Section, profile: Profile) -> VoltageUnit {
+        let Some(v) = s.get("VOLTAGE-UNIT") else {
+            return profile.default_voltage_unit();
+        };
+        let volts = self.number(s, "VOLTAGE-UNIT", v, (0.0, 1.0));
+        match volts.map(VoltageUnit::from_volts) {
+            Some(Some(unit)) => unit,
+            Some(None) => {
+                let message = "must be 0.01 (V per count, as Pylontech sends it) or 0.1 (Sol-Ark's document)".into();
+                self.problem(v.span(), &s.name("VOLTAGE-UNIT"), message);
+                profile.default_voltage_unit()
+            }
+            None => profile.default_voltage_unit(),
+        }
     }
 
     fn mqtt(&mut self, s: &Section) -> Option<MqttConfig> {
@@ -797,6 +864,15 @@ impl Config {
                 "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
             ));
         }
+        for (n, o) in self.outputs.iter().enumerate() {
+            if o.profile == Profile::Victron && o.manufacturer.name().starts_with("PYLON") {
+                out.push(format!(
+                    "inverter {}: MANUFACTURER {:?} with PROFILE = \"victron\": a Victron GX that sees a name starting with PYLON applies its Pylontech rewrites (replaces CVL, floors CCL at capacity/4); leave MANUFACTURER unset for the profile's \"BMS-GW\"",
+                    n + 1,
+                    o.manufacturer.name()
+                ));
+            }
+        }
         let m = &self.mqtt;
         if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
             out.push(
@@ -864,6 +940,19 @@ impl Config {
                 o.share.i_offset,
                 o.manufacturer.name(),
                 o.description
+            );
+            let timeout = o
+                .inverter_timeout
+                .map_or("0 (never talks)".to_string(), |t| format!("{} s", secs(t)));
+            let _ = writeln!(
+                s,
+                "inverter {}: PROFILE = {}, SOC-MIN = {} %, SOC-MAX = {} %, CVL-RAMP = {} V/s, INVERTER-TIMEOUT = {timeout}, VOLTAGE-UNIT = {} V",
+                n + 1,
+                o.profile.name(),
+                o.soc_window.min,
+                o.soc_window.max,
+                o.cvl_ramp,
+                o.voltage_unit.volts()
             );
         }
         let m = &self.mqtt;

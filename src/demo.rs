@@ -26,6 +26,7 @@ use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, InputConfig, MqttConfig, OutputConfig, OutputMode};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
+use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -167,13 +168,28 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
                 } else {
                     OutputMode::Push
                 },
-                manufacturer: Manufacturer::new("PYLON").expect("valid name"),
+                manufacturer: Manufacturer::new(demo_profile(j).default_manufacturer()).expect("valid name"),
+                profile: demo_profile(j),
+                soc_window: SocWindow::default(),
+                cvl_ramp: 0.0,
+                inverter_timeout: Some(Duration::from_secs(10)),
+                voltage_unit: demo_profile(j).default_voltage_unit(),
             })
             .collect(),
         mqtt: MqttConfig {
             activated: false,
             ..MqttConfig::default()
         },
+    }
+}
+
+/// The demo shows two dialects: odd inverters speak Pylontech, even ones
+/// Victron's (another name, hi-res SOC, 0x35A, 0x372, 0x379...).
+fn demo_profile(j: usize) -> Profile {
+    if j.is_multiple_of(2) {
+        Profile::Victron
+    } else {
+        Profile::Pylon
     }
 }
 
@@ -505,19 +521,19 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     }
     let _ = writeln!(
         s,
-        "\nINVERTER IF     MODE  SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
+        "\nINVERTER IF     MODE/PROFILE   SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
     );
     for (j, (output, view)) in config.outputs.iter().zip(views).enumerate() {
         let mode = match output.mode {
-            OutputMode::Push => "push",
-            OutputMode::Sync { .. } => "sync",
+            OutputMode::Push => format!("push {}", output.profile.name()),
+            OutputMode::Sync { .. } => format!("sync {}", output.profile.name()),
         };
         let l = view.limits();
         let f = view.flags();
         let r = view.requests();
         let _ = writeln!(
             s,
-            "{:<8} {:<5}  {:<5} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
+            "{:<8} {:<5}  {:<14} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
             j + 1,
             output.can_if,
             mode,

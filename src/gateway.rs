@@ -187,6 +187,7 @@ impl Gateway<'_> {
             mailbox.put(Shaped {
                 state: c.state,
                 battery,
+                bank: c.bank,
                 made_at: c.made_at,
             });
         }

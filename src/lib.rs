@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod input;
 pub mod mqtt;
 pub mod output;
+pub mod profile;
 pub mod service;
 pub mod setpoint;
 pub mod shutdown;

@@ -10,10 +10,11 @@
 //! combiner were alive, and not already safe, is sent as the safe state.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, Manufacturer, Measurements, Message, StateOfCharge};
+use crate::codec::{self, BankStatus, Message};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
-use crate::frame::{CanId, Frame, FrameKind};
+use crate::frame::{Frame, FrameKind};
+use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
 use crate::shutdown::{self, RateLimit};
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -28,6 +29,8 @@ pub const REPEAT: Duration = Duration::from_secs(1);
 pub struct Shaped {
     pub state: SystemState,
     pub battery: Battery,
+    /// The bank's online/blocking/offline counters (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
 }
 
@@ -63,54 +66,40 @@ impl Mailbox {
     }
 }
 
-/// The frames for one transmission, in the spec's order; no allocation.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameSet {
-    frames: [Frame; 7],
-    len: usize,
+/// What one transmission to this output is: the state (maybe turned safe
+/// by age), the battery as this output shows it, and its frames. Pure: the
+/// output's CVL ramp is the only state, passed in.
+pub fn transmission(
+    config: &OutputConfig,
+    view: &mut OutputView,
+    shaped: &Shaped,
+    now: Instant,
+    max_age: Duration,
+) -> (SystemState, Battery, Frames) {
+    let (state, battery) = current(shaped, now, max_age);
+    let battery = view.apply(battery, state, now);
+    let shown = Shown {
+        battery,
+        bank: shaped.bank,
+        energy: None,
+    };
+    let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
+    (state, battery, frames)
 }
 
-impl FrameSet {
-    pub fn frames(&self) -> &[Frame] {
-        &self.frames[..self.len]
-    }
+/// The shortest time between two pushes: PUSH-MIN-DELAY, and never less
+/// than the profile's pacing (SMA: 200 ms per ID).
+pub fn min_delay(config: &OutputConfig) -> Duration {
+    config.push_min_delay.max(config.profile.min_gap())
 }
 
-/// Builds the frame set: 0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, and 0x373
-/// when cell data is known.
-pub fn frame_set(b: &Battery, manufacturer: Manufacturer) -> FrameSet {
-    let empty = Frame::standard(0, &[]);
-    let mut frames = [empty; 7];
-    let messages = [
-        Message::Flags(b.flags),
-        Message::Limits(codec::Limits {
-            v_charge_cmd: b.v_charge_cmd,
-            i_lim_charge: b.i_lim_charge,
-            i_lim_discharge: b.i_lim_discharge,
-            v_discharge_min: b.v_discharge_min,
-        }),
-        Message::StateOfCharge(StateOfCharge {
-            soc: b.soc,
-            soh: b.soh,
-            soc_hires: None,
-        }),
-        Message::Measurements(Measurements {
-            v_avg: b.v_avg,
-            i_total: b.i_total,
-            t_avg: b.t_avg,
-        }),
-        Message::Requests(b.requests),
-        Message::Manufacturer(manufacturer),
-    ];
-    for (slot, m) in frames.iter_mut().zip(messages.iter()) {
-        *slot = codec::encode(m);
+/// The per-output view (SOC window, CVL ramp) an output starts with.
+pub fn view_of(config: &OutputConfig) -> OutputView {
+    OutputView {
+        profile: config.profile,
+        window: config.soc_window,
+        ramp: CvlRamp::new(config.cvl_ramp),
     }
-    let mut len = messages.len();
-    if let Some(cells) = b.cells {
-        frames[len] = codec::encode(&Message::Cells(cells));
-        len += 1;
-    }
-    FrameSet { frames, len }
 }
 
 /// The state to send at `now`: `shaped` itself, or the safe state when it is
@@ -186,6 +175,7 @@ impl Output<'_> {
         let mut service = OutputService {
             output: self,
             latest: None,
+            view: view_of(self.config),
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
@@ -205,9 +195,9 @@ impl Output<'_> {
         false
     }
 
-    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>) -> Result<(), CanError> {
+    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, view: &mut OutputView) -> Result<(), CanError> {
         let mut timer = PushTimer {
-            min_delay: self.config.push_min_delay,
+            min_delay: min_delay(self.config),
             last_sent: None,
             pending: latest.is_some(),
         };
@@ -233,13 +223,21 @@ impl Output<'_> {
             if timer.due(true, now).is_some_and(|at| at <= now) {
                 timer.pending = false;
                 timer.last_sent = Some(now);
-                self.transmit(port, state, now, &mut errors)?;
+                self.transmit(port, state, view, now, &mut errors)?;
             }
         }
     }
 
-    fn sync(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, interval: Duration) -> Result<(), CanError> {
+    fn sync(
+        &self,
+        port: &mut dyn CanPort,
+        latest: &mut Option<Shaped>,
+        view: &mut OutputView,
+        interval: Duration,
+    ) -> Result<(), CanError> {
         let mut next_own = Instant::now();
+        let mut last_sent: Option<Instant> = None;
+        let min_gap = self.config.profile.min_gap();
         let mut errors = RateLimit::new(Duration::from_secs(10));
         while !shutdown::requested(self.stop) {
             (self.heartbeat)();
@@ -262,8 +260,12 @@ impl Output<'_> {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                     }
-                    if let Some(state) = latest.as_ref() {
-                        self.transmit(port, state, now, &mut errors)?;
+                    // An answer sooner than the profile allows is skipped: the
+                    // next request gets one.
+                    let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
+                    if let (Some(state), true) = (latest.as_ref(), paced) {
+                        last_sent = Some(now);
+                        self.transmit(port, state, view, now, &mut errors)?;
                     }
                 }
                 Ok(_) => {}
@@ -285,10 +287,11 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         state: &Shaped,
+        view: &mut OutputView,
         now: Instant,
         errors: &mut RateLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery) = current(state, now, self.max_age);
+        let (system_state, battery, set) = transmission(self.config, view, state, now, self.max_age);
         if system_state != state.state && errors.allow(now).is_some() {
             log::error!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
@@ -297,7 +300,6 @@ impl Output<'_> {
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
         }
-        let set = frame_set(&battery, self.config.manufacturer);
         let mut sent = 0u64;
         let mut failed = 0u64;
         let mut result = Ok(());
@@ -362,6 +364,7 @@ impl Output<'_> {
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
     latest: Option<Shaped>,
+    view: OutputView,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -375,14 +378,16 @@ impl Service for OutputService<'_, '_> {
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.latest),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, interval),
+            OutputMode::Push => self.output.push(port, &mut self.latest, &mut self.view),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, &mut self.view, interval),
         }
     }
 }
 
+/// A sync request: 0x305 with an 11- or 29-bit ID (Schneider sends 29-bit),
+/// with or without data (the Sunny Island's carries its readings).
 fn is_keepalive(f: &Frame) -> bool {
-    f.id == CanId::Standard(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
+    f.id.raw() == u32::from(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ fn filled_board() -> Arc<StatusBoard> {
             state: SystemState::Ok,
             battery: combined_battery(),
             inputs_online: 2,
+            bank: Default::default(),
             made_at: now,
             limits: PerKind {
                 charge: Limit {

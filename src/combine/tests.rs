@@ -722,6 +722,7 @@ proptest! {
             state: SystemState::Ok,
             battery,
             inputs_online: 1,
+            bank: BankStatus::default(),
             made_at: t0,
             limits: PerKind { charge: limit(total.0), discharge: limit(total.1) },
             overshoot: PerKind::default(),

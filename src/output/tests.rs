@@ -2,7 +2,19 @@
 //! old states, and the push timer.
 
 use super::*;
-use crate::codec::{CellExtremes, Flags, Requests};
+use crate::codec::{CellExtremes, Flags, Manufacturer, Requests};
+use crate::frame::CanId;
+use crate::profile::{Profile, VoltageUnit};
+
+/// The default profile's frames for `b`.
+fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
+    let shown = Shown {
+        battery: *b,
+        bank: BankStatus::default(),
+        energy: None,
+    };
+    profile::frames(Profile::Pylon, &shown, name, VoltageUnit::Centivolt)
+}
 
 fn battery() -> Battery {
     Battery {
@@ -72,6 +84,7 @@ fn an_old_state_is_sent_as_the_safe_state() {
     let shaped = Shaped {
         state: SystemState::Ok,
         battery: asking,
+        bank: BankStatus::default(),
         made_at: t0,
     };
     let max = Duration::from_secs(8);
@@ -115,6 +128,7 @@ fn mailbox_keeps_only_the_latest() {
     let mut s = Shaped {
         state: SystemState::Ok,
         battery: battery(),
+        bank: BankStatus::default(),
         made_at: t0,
     };
     m.put(s);
@@ -123,4 +137,18 @@ fn mailbox_keeps_only_the_latest() {
     assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
     assert_eq!(m.take(), None);
     assert!(m.wake_rx.try_recv().is_ok());
+}
+
+#[test]
+fn the_profile_paces_pushes() {
+    let mut c = crate::config::parse("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\nPROFILE = \"sma\"\n")
+        .unwrap()
+        .outputs
+        .remove(0);
+    assert_eq!(min_delay(&c), Duration::from_millis(200), "SMA: 200 ms per ID");
+    c.push_min_delay = Duration::from_millis(500);
+    assert_eq!(min_delay(&c), Duration::from_millis(500));
+    c.profile = Profile::Pylon;
+    c.push_min_delay = Duration::ZERO;
+    assert_eq!(min_delay(&c), Duration::ZERO);
 }

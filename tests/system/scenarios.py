@@ -1219,3 +1219,7 @@ def bench_rig(ctx):
     for line in p.stdout.splitlines():
         ctx.note(line)
     check(p.returncode == 0, f"gateway_bench failed ({p.returncode}): {p.stderr[-500:]}")
+
+
+# Scenarios kept in their own files register themselves on import.
+import scenarios_profiles  # noqa: E402,F401

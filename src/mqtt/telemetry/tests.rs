@@ -101,6 +101,7 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
                 state: State::Degraded,
                 battery: battery(),
                 inputs_online: 1,
+                bank: Default::default(),
                 made_at: c.now - Duration::from_millis(300),
                 limits: PerKind {
                     charge: Limit {
