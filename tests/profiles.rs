@@ -17,9 +17,11 @@ const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "l
 /// each; DCL 120 + 150 = 270 A -> 135 A each; SOC (80 x 100 + 50 x 200) /
 /// 300 = 60 %; V (52.00 x 100 + 52.675 x 200) / 300 = 52.45 V; capacity
 /// 300 Ah. The last inverter (pylon) has the SOC window 20..80 %.
+/// Section 4's summed limits (LIMIT-MODE "sum"): the profiles' encodings are
+/// under test here, not the share rules.
 fn config() -> String {
     let mut s = String::from(
-        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"\n\
          [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n\
          [[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n",
     );
