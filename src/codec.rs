@@ -90,6 +90,101 @@ pub const ERROR2_SYSTEM_ERROR: u8 = 0x08;
 /// Alarm 2 (byte 3) bit 3: internal communication fail, set when degraded.
 pub const WARNING2_INTERNAL_COMM_FAIL: u8 = 0x08;
 
+/// One of the four flag bytes of 0x359.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagByte {
+    /// Byte 0.
+    Protection1,
+    /// Byte 1.
+    Protection2,
+    /// Byte 2, the same layout as byte 0.
+    Alarm1,
+    /// Byte 3, the same layout as byte 1.
+    Alarm2,
+}
+
+impl FlagByte {
+    /// The field name, as in decode output and the telemetry JSON.
+    pub fn field(self) -> &'static str {
+        match self {
+            FlagByte::Protection1 => "error_flags_1",
+            FlagByte::Protection2 => "error_flags_2",
+            FlagByte::Alarm1 => "warning_flags_1",
+            FlagByte::Alarm2 => "warning_flags_2",
+        }
+    }
+
+    fn of_mut(self, f: &mut Flags) -> &mut u8 {
+        match self {
+            FlagByte::Protection1 => &mut f.error_flags_1,
+            FlagByte::Protection2 => &mut f.error_flags_2,
+            FlagByte::Alarm1 => &mut f.warning_flags_1,
+            FlagByte::Alarm2 => &mut f.warning_flags_2,
+        }
+    }
+
+    /// Where 0x35A carries this byte's conditions: bytes 0-3 (alarms) for
+    /// protections, 4-7 (warnings) for alarms.
+    fn sma_half(self) -> usize {
+        match self {
+            FlagByte::Protection1 | FlagByte::Protection2 => 0,
+            FlagByte::Alarm1 | FlagByte::Alarm2 => 4,
+        }
+    }
+}
+
+/// One bit of 0x359 that has a meaning (Pylontech document; unknown bits
+/// pass through unnamed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagBit {
+    pub byte: FlagByte,
+    pub mask: u8,
+    /// Its id in MQTT discovery.
+    pub key: &'static str,
+    /// What it means, for people.
+    pub name: &'static str,
+    /// The 0x35A pairs that mean it, as (byte within the half, pair 0-3):
+    /// any of them active sets the bit.
+    pub sma: &'static [(usize, u8)],
+}
+
+const fn bit(byte: FlagByte, mask: u8, key: &'static str, name: &'static str, sma: &'static [(usize, u8)]) -> FlagBit {
+    FlagBit {
+        byte,
+        mask,
+        key,
+        name,
+        sma,
+    }
+}
+
+/// Every named bit of 0x359: the one table that decoding of 0x35A, MQTT
+/// discovery and the telemetry use. SMA pairs: byte 0 pair 0 general, 1
+/// high voltage, 2 low voltage, 3 high temperature; byte 1 pair 0 low
+/// temperature, 3 discharge current; byte 2 pair 0 charge current, 3 BMS
+/// internal.
+#[rustfmt::skip]
+pub const FLAG_BITS: &[FlagBit] = {
+    use FlagByte::*;
+    &[
+        bit(Protection1, 0x02, "protection_over_voltage", "Over-voltage protection", &[(0, 1)]),
+        bit(Protection1, 0x04, "protection_under_voltage", "Under-voltage protection", &[(0, 2)]),
+        bit(Protection1, 0x08, "protection_over_temperature", "Over-temperature protection", &[(0, 3)]),
+        bit(Protection1, 0x10, "protection_under_temperature", "Under-temperature protection", &[(1, 0)]),
+        bit(Protection1, 0x80, "protection_discharge_over_current", "Discharge over-current protection", &[(1, 3)]),
+        bit(Protection2, 0x01, "protection_charge_over_current", "Charge over-current protection", &[(2, 0)]),
+        bit(Protection2, ERROR2_SYSTEM_ERROR, "protection_system_error", "System error", &[(0, 0), (2, 3)]),
+        bit(Alarm1, 0x02, "alarm_high_voltage", "High voltage alarm", &[(0, 1)]),
+        bit(Alarm1, 0x04, "alarm_low_voltage", "Low voltage alarm", &[(0, 2)]),
+        bit(Alarm1, 0x08, "alarm_high_temperature", "High temperature alarm", &[(0, 3)]),
+        bit(Alarm1, 0x10, "alarm_low_temperature", "Low temperature alarm", &[(1, 0)]),
+        bit(Alarm1, 0x80, "alarm_discharge_high_current", "Discharge high current alarm", &[(1, 3)]),
+        bit(Alarm2, 0x01, "alarm_charge_high_current", "Charge high current alarm", &[(2, 0)]),
+        bit(Alarm2, WARNING2_INTERNAL_COMM_FAIL, "alarm_internal_communication", "Internal communication alarm",
+            &[(0, 0), (2, 3)]),
+    ]
+};
+
 /// 0x35C: request flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requests {
@@ -208,32 +303,22 @@ impl SmaAlarms {
         byte >> (pair * 2) & 0x01 != 0
     }
 
-    /// The Pylontech 0x359 bytes these alarms mean, so that a battery that
-    /// sends 0x35A instead of 0x359 combines like any other. Module count is
-    /// not carried by 0x35A and is 0.
+    /// The Pylontech 0x359 bytes these alarms mean ([`FLAG_BITS`]), so that
+    /// a battery that sends 0x35A instead of 0x359 combines like any other.
+    /// Module count is not carried by 0x35A and is 0.
     pub fn to_flags(&self) -> Flags {
-        let half = |b: &[u8]| -> (u8, u8) {
-            let mut first = 0u8;
-            let mut second = 0u8;
-            let bit = |cond: bool, mask: u8| if cond { mask } else { 0 };
-            first |= bit(Self::active(b[0], 1), 0x02); // high voltage
-            first |= bit(Self::active(b[0], 2), 0x04); // low voltage
-            first |= bit(Self::active(b[0], 3), 0x08); // high temperature
-            first |= bit(Self::active(b[1], 0), 0x10); // low temperature
-            first |= bit(Self::active(b[1], 3), 0x80); // discharge over-current
-            second |= bit(Self::active(b[2], 0), 0x01); // charge over-current
-            second |= bit(Self::active(b[0], 0) || Self::active(b[2], 3), 0x08); // general / BMS internal
-            (first, second)
-        };
-        let (error_flags_1, error_flags_2) = half(&self.raw[0..4]);
-        let (warning_flags_1, warning_flags_2) = half(&self.raw[4..8]);
-        Flags {
-            error_flags_1,
-            error_flags_2,
-            warning_flags_1,
-            warning_flags_2,
-            n_modules: 0,
+        let mut flags = Flags::default();
+        for bit in FLAG_BITS {
+            let half = bit.byte.sma_half();
+            if bit
+                .sma
+                .iter()
+                .any(|&(byte, pair)| Self::active(self.raw[half + byte], pair))
+            {
+                *bit.byte.of_mut(&mut flags) |= bit.mask;
+            }
         }
+        flags
     }
 
     /// The 0x35A a virtual BMS sends for these 0x359 bytes: the inverse of

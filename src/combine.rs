@@ -1,5 +1,6 @@
 //! The virtual battery: combining the fresh inputs, the degraded and safe
-//! states, and each inverter's share (spec sections 4 and 5).
+//! states, each inverter's share and the setpoints; the rules are written
+//! out in docs/combining.md.
 //!
 //! [`Combiner`] is a pure state machine: the combiner thread feeds it
 //! telegrams, setpoints and ticks with the current time and forwards whatever
@@ -9,7 +10,7 @@ use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, Pe
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
-use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,16 @@ pub enum OnInputLost {
     Degrade,
     /// Safe state while any input is stale.
     Stop,
+}
+
+impl OnInputLost {
+    /// As written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnInputLost::Degrade => "degrade",
+            OnInputLost::Stop => "stop",
+        }
+    }
 }
 
 /// The `[battery]` settings that combining needs.
@@ -36,6 +47,16 @@ pub struct BatterySettings {
     pub on_input_lost: OnInputLost,
     /// `LIMIT-MODE` and the bank-aware limits' settings.
     pub bank: BankSettings,
+}
+
+impl BatterySettings {
+    /// Whether an input whose last complete telegram arrived at `at` is
+    /// fresh at `now`: no older than STALE-TIMEOUT (docs/combining.md,
+    /// "Freshness"). The one place this is decided; the combiner thread puts
+    /// the result on the status board for everyone else.
+    pub fn is_fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) <= self.stale_timeout
+    }
 }
 
 impl Default for BatterySettings {
@@ -267,6 +288,28 @@ fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellE
 /// the outputs see a live combiner and setpoint expiry takes effect.
 pub const KEEPALIVE: Duration = Duration::from_secs(2);
 
+/// What one inverter is to be shown, as the combiner made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shaped {
+    pub state: SystemState,
+    pub battery: Battery,
+    /// The bank's online/blocking/offline counters (0x372).
+    pub bank: BankStatus,
+    pub made_at: Instant,
+    /// After this instant the state is older than a live combiner lets any
+    /// state get: its output sends [`Shaped::safe`] instead.
+    pub expires: Instant,
+    /// The last known charge voltage, which the safe state keeps.
+    pub last_cvl: f64,
+}
+
+impl Shaped {
+    /// The safe state for this inverter.
+    pub fn safe(&self) -> Battery {
+        self.battery.safe(self.last_cvl)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct InputState {
     capacity_ah: f64,
@@ -276,11 +319,11 @@ struct InputState {
 }
 
 impl InputState {
-    /// The latest telegram, if it arrived within `timeout` of `now`.
-    fn fresh(&self, now: Instant, timeout: Duration) -> Option<&Telegram> {
+    /// The latest telegram, if it is fresh at `now`.
+    fn fresh(&self, now: Instant, settings: &BatterySettings) -> Option<&Telegram> {
         self.latest
             .as_ref()
-            .filter(|(_, at)| now.saturating_duration_since(*at) <= timeout)
+            .filter(|(_, at)| settings.is_fresh(*at, now))
             .map(|(t, _)| t)
     }
 }
@@ -294,6 +337,14 @@ enum Phase {
     Running,
 }
 
+/// One inverter as the combiner shapes it.
+#[derive(Debug, Clone, Copy)]
+struct Inverter {
+    share: InverterShare,
+    /// Its own setpoints, on top of the system's.
+    setpoints: LimitSetpoints,
+}
+
 /// The combining state machine.
 #[derive(Debug, Clone)]
 pub struct Combiner {
@@ -301,6 +352,7 @@ pub struct Combiner {
     inputs: Vec<InputState>,
     phase: Phase,
     setpoints: LimitSetpoints,
+    inverters: Vec<Inverter>,
     /// Last values combined from fresh inputs, before any state changes.
     last_fresh: Option<Battery>,
     /// Last non-zero combined charge voltage; nothing is sent before there is one.
@@ -325,6 +377,7 @@ impl Combiner {
                 .collect(),
             phase: Phase::Starting { since: now },
             setpoints: LimitSetpoints::default(),
+            inverters: Vec::new(),
             last_fresh: None,
             last_cvl: None,
             last: None,
@@ -344,19 +397,24 @@ impl Combiner {
         &self.bank
     }
 
-    /// What the inverters together were sent (the sum of their limits):
-    /// the overshoot watch compares the bank's current with it.
-    pub fn note_sent(&mut self, sent: PerKind<f64>) {
-        self.bank.note_sent(sent);
+    /// The same combiner, shaping a state for each of these inverters (in
+    /// `[[bmses-out]]` order).
+    pub fn with_inverters(mut self, shares: &[InverterShare]) -> Combiner {
+        self.inverters = shares
+            .iter()
+            .map(|&share| Inverter {
+                share,
+                setpoints: LimitSetpoints::default(),
+            })
+            .collect();
+        self
     }
 
-    pub fn settings(&self) -> &BatterySettings {
-        &self.settings
-    }
-
-    /// The latest combined state, if any was made.
-    pub fn last(&self) -> Option<&Combined> {
-        self.last.as_ref()
+    /// How old a state may get before an output replaces it with the safe
+    /// state. A live combiner makes one at least every [`KEEPALIVE`];
+    /// STALE-TIMEOUT and a second on top keep a busy machine from tripping it.
+    pub fn max_age(&self) -> Duration {
+        self.settings.stale_timeout + KEEPALIVE + Duration::from_secs(1)
     }
 
     /// The system-wide setpoints.
@@ -364,20 +422,47 @@ impl Combiner {
         &self.setpoints
     }
 
+    /// Each inverter's own setpoints, in `[[bmses-out]]` order.
+    pub fn inverter_setpoints(&self) -> impl ExactSizeIterator<Item = &LimitSetpoints> {
+        self.inverters.iter().map(|i| &i.setpoints)
+    }
+
     /// Whether input `index` delivered a complete telegram within STALE-TIMEOUT.
     pub fn is_fresh(&self, index: usize, now: Instant) -> bool {
         self.inputs[index]
             .latest
-            .is_some_and(|(_, at)| now.saturating_duration_since(at) <= self.settings.stale_timeout)
+            .is_some_and(|(_, at)| self.settings.is_fresh(at, now))
     }
 
-    /// The latest telegram of input `index` and when it arrived.
-    pub fn latest(&self, index: usize) -> Option<(&Telegram, Instant)> {
-        self.inputs[index].latest.as_ref().map(|(t, at)| (t, *at))
-    }
-
-    pub fn input_count(&self) -> usize {
-        self.inputs.len()
+    /// The next moment after `now` at which [`Combiner::on_tick`] may have
+    /// something to do: the start-up wait ends, a fresh input turns stale, a
+    /// setpoint expires, a keep-alive state is due. A moment already passed
+    /// that on_tick has not handled yet is returned as it is (due at once).
+    /// `None`: nothing happens until a telegram or a command arrives.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.settings.stale_timeout;
+        let start_up = match self.phase {
+            Phase::Starting { since } => Some(since + timeout),
+            Phase::Running => None,
+        };
+        // Fresh means age <= STALE-TIMEOUT: stale from the next nanosecond.
+        let turns_stale = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.latest.map(|(_, at)| at + timeout + Duration::from_nanos(1)))
+            .filter(|&at| at > now);
+        let setpoints = std::iter::once(&self.setpoints).chain(self.inverter_setpoints());
+        let expiries = setpoints
+            .flat_map(|s| [s.charge, s.discharge])
+            .flatten()
+            .filter_map(|s| s.expires);
+        let keepalive = self.last.map(|c| c.made_at + KEEPALIVE);
+        start_up
+            .into_iter()
+            .chain(turns_stale)
+            .chain(expiries)
+            .chain(keepalive)
+            .min()
     }
 
     /// Input `index` delivered a complete telegram at `now`.
@@ -391,6 +476,10 @@ impl Combiner {
     /// Time passes: stale inputs leave the wait, the start-up wait ends,
     /// setpoints expire, keep-alive states are made.
     pub fn on_tick(&mut self, now: Instant) -> Option<Combined> {
+        let inverter_expired = self
+            .inverters
+            .iter_mut()
+            .fold(false, |acc, i| i.setpoints.expire(now) | acc);
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
@@ -402,16 +491,32 @@ impl Combiner {
         if expired || all_lost || quiet {
             return self.make(now, Round::Repeat);
         }
-        None
+        // An inverter's own setpoint changes only its share: the same
+        // combined state, shaped again.
+        if inverter_expired {
+            self.note_sent(now);
+        }
+        inverter_expired.then_some(last)
     }
 
-    /// Sets or clears a system-wide setpoint; the new state is made at once
-    /// so that it reaches the inverters within one transmission.
-    pub fn set_setpoint(&mut self, kind: LimitKind, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {
-        self.setpoints.set(kind, setpoint);
-        match self.phase {
-            Phase::Running if self.last.is_some() => self.make(now, Round::Repeat),
-            _ => None,
+    /// Sets or clears a setpoint. A system setpoint makes a new state at
+    /// once, an inverter's reshapes the latest one, so that either reaches
+    /// the inverters within one transmission. `None`: nothing to send yet,
+    /// or no such inverter.
+    pub fn apply(&mut self, command: SetpointCommand, now: Instant) -> Option<Combined> {
+        match command.scope {
+            Scope::System => {
+                self.setpoints.set(command.kind, command.setpoint);
+                match self.phase {
+                    Phase::Running if self.last.is_some() => self.make(now, Round::Repeat),
+                    _ => None,
+                }
+            }
+            Scope::Inverter(j) => {
+                self.inverters.get_mut(j)?.setpoints.set(command.kind, command.setpoint);
+                self.note_sent(now);
+                self.last
+            }
         }
     }
 
@@ -438,13 +543,13 @@ impl Combiner {
     /// Makes a combined state from the latest telegrams of the fresh inputs
     /// and starts a new round.
     fn make(&mut self, now: Instant, round: Round) -> Option<Combined> {
-        let timeout = self.settings.stale_timeout;
+        let settings = &self.settings;
         let fresh = self
             .inputs
             .iter()
-            .filter_map(move |i| i.fresh(now, timeout).map(|t| (t, i.capacity_ah)));
+            .filter_map(move |i| i.fresh(now, settings).map(|t| (t, i.capacity_ah)));
         let readings = self.inputs.iter().map(|i| {
-            i.fresh(now, timeout).map(|t| PackReading {
+            i.fresh(now, settings).map(|t| PackReading {
                 current: t.measurements.i_total,
                 limits: own_limits(t),
             })
@@ -497,7 +602,25 @@ impl Combiner {
             },
         };
         self.last = Some(combined);
+        self.note_sent(now);
         Some(combined)
+    }
+
+    /// Tells the overshoot watch what the inverters together are sent from
+    /// now on (the sum of their shaped limits), each time the latest state
+    /// or an inverter's share of it changes. Without inverters nothing is
+    /// sent, so nothing is compared.
+    fn note_sent(&mut self, now: Instant) {
+        let Some(c) = self.last.filter(|_| !self.inverters.is_empty()) else {
+            return;
+        };
+        let mut sent = PerKind::default();
+        for i in &self.inverters {
+            let b = shape(&c, &i.share, &i.setpoints, now);
+            sent.charge += b.i_lim_charge;
+            sent.discharge += b.i_lim_discharge;
+        }
+        self.bank.note_sent(sent);
     }
 }
 
@@ -544,6 +667,26 @@ impl Default for InverterShare {
             i_scaling: 1.0,
             i_offset: 0.0,
         }
+    }
+}
+
+impl Combiner {
+    /// What each inverter is shown now (in `[[bmses-out]]` order), from the
+    /// latest combined state; nothing before the first.
+    pub fn shaped(&self, now: Instant) -> impl Iterator<Item = Shaped> + '_ {
+        let latest = self.last.zip(self.last_cvl);
+        let expires_after = self.max_age();
+        self.inverters.iter().filter_map(move |i| {
+            let (c, last_cvl) = latest?;
+            Some(Shaped {
+                state: c.state,
+                battery: shape(&c, &i.share, &i.setpoints, now),
+                bank: c.bank,
+                made_at: c.made_at,
+                expires: c.made_at + expires_after,
+                last_cvl,
+            })
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The configuration file: keys, defaults, validation and error messages.
 //!
 //! The format is the original Python gateway's TOML (upper-case keys with
-//! hyphens), extended as in spec section 3. Validation is pure: it takes the
+//! hyphens), extended with the keys the README lists. Validation is pure: it takes the
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 
@@ -171,7 +171,17 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: PathBuf,
+    pub kind: ConfigErrorKind,
     pub problems: Vec<Problem>,
+}
+
+/// What went wrong with a configuration file, for the hint to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file could not be read (missing, not permitted...).
+    Unreadable,
+    /// The file was read and is not a valid configuration.
+    Invalid,
 }
 
 impl fmt::Display for ConfigError {
@@ -201,6 +211,7 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Unreadable,
         problems: vec![Problem {
             line: 0,
             column: 0,
@@ -210,6 +221,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     parse(&text).map_err(|problems| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Invalid,
         problems,
     })
 }
@@ -503,8 +515,12 @@ impl<'t> Reader<'t> {
             i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
             i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
             stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
-            on_input_lost: match self.choice(s, "ON-INPUT-LOST", &["degrade", "stop"]) {
-                Some("stop") => OnInputLost::Stop,
+            on_input_lost: match self.choice(
+                s,
+                "ON-INPUT-LOST",
+                &[OnInputLost::Degrade.name(), OnInputLost::Stop.name()],
+            ) {
+                Some(name) if name == OnInputLost::Stop.name() => OnInputLost::Stop,
                 _ => OnInputLost::Degrade,
             },
             bank: self.bank(s),
@@ -652,19 +668,7 @@ impl<'t> Reader<'t> {
                 "CERT-FILE and KEY-FILE go together: set both or neither".into(),
             );
         }
-        let port = s
-            .get("PORT")
-            .and_then(|v| self.number(s, "PORT", v, (1.0, 65535.0)))
-            .map_or(d.port, |p| p as u16);
-        if s.get("PORT")
-            .is_some_and(|v| !matches!(v.get_ref(), DeValue::Integer(_)))
-        {
-            self.problem(
-                s.get("PORT").unwrap().span(),
-                &s.name("PORT"),
-                "must be a whole number from 1 to 65535".into(),
-            );
-        }
+        let port = self.port_or(s, "PORT", d.port);
         let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         let ha_ttl = self.seconds_or(s, "HA-SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         Some(MqttConfig {
@@ -759,6 +763,28 @@ impl<'t> Reader<'t> {
         s.get(key)
             .and_then(|v| self.seconds(s, key, v, range))
             .unwrap_or(default)
+    }
+
+    /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
+    fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
+        const ALLOWED: &str = "must be a whole number from 1 to 65535";
+        let Some(v) = s.get(key) else { return default };
+        let message = match v.get_ref() {
+            DeValue::Integer(i) => {
+                let port = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                    .ok()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p >= 1);
+                if let Some(p) = port {
+                    return p;
+                }
+                format!("{} is out of range: {ALLOWED}", &self.text[v.span()])
+            }
+            DeValue::Float(_) => ALLOWED.to_string(),
+            other => format!("{ALLOWED}, not {}", kind(other)),
+        };
+        self.problem(v.span(), &s.name(key), message);
+        default
     }
 
     fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {
@@ -901,9 +927,9 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = {:?}",
+            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = \"{}\"",
             secs(b.stale_timeout),
-            b.on_input_lost
+            b.on_input_lost.name()
         );
         let _ = writeln!(
             s,

@@ -8,10 +8,14 @@ use crate::setpoint::SetpointCommand;
 use crate::signals::{self, Signal};
 use crate::status::StatusBoard;
 use crate::supervise::Supervision;
-use crate::{service, shutdown};
-use crossbeam_channel::{bounded, select, tick};
+use crate::{shutdown, systemd};
+use crossbeam_channel::{bounded, select};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The main thread's wait when no watchdog check is due: only a signal or
+/// READY wakes it.
+const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
 
 /// How one gateway run ended.
 enum Ended {
@@ -55,6 +59,7 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
         fault,
     };
     std::thread::scope(|s| {
@@ -64,27 +69,31 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
             let (board, commands_tx) = (&board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
         }
-        let ticker = tick(Duration::from_millis(200));
+        // Wakes for a signal, once every interface has been tried (READY),
+        // and at each watchdog check; never otherwise.
+        let mut next_check = supervision.poll(Instant::now(), &board);
         let ended = loop {
+            let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(signals) -> sig => match sig {
                     Ok(Signal::Reload) => {
-                        service::notify_reloading();
+                        systemd::notify_reloading();
                         if let Some(new) = reload(path) {
                             break Ended::Reload(Box::new(new));
                         }
-                        service::notify_ready();
+                        systemd::notify_ready();
                     }
                     _ => {
                         log::info!("stop requested");
                         break Ended::Stop;
                     }
                 },
-                recv(ticker) -> _ => supervision.poll(Instant::now()),
+                recv(supervision.all_opened()) -> _ => next_check = supervision.poll(Instant::now(), &board),
+                default(wait) => next_check = supervision.poll(Instant::now(), &board),
             }
         };
         if matches!(ended, Ended::Stop) {
-            service::notify_stopping();
+            systemd::notify_stopping();
         }
         drop(stop_tx);
         ended

@@ -1,5 +1,5 @@
 //! `bms-gateway decode`: candump logs to one JSON object per line, with the
-//! spec's field names (also used in the MQTT JSON).
+//! field names of the MQTT JSON (README, docs/mqtt.md).
 
 use crate::candump::{self, LineError};
 use crate::codec::{self, Message};
@@ -8,7 +8,7 @@ use crate::profile::check::Reading;
 use serde_json::{Map, Value, json};
 use std::io::{self, BufRead, Write};
 
-/// The fields of one decoded message, in the spec's names and units.
+/// The fields of one decoded message, under those names, in V, A, degC and %.
 pub fn message_fields(message: &Message) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {

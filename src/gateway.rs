@@ -8,14 +8,14 @@
 
 use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
+use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::Config;
 use crate::input::{Delivery, Input};
-use crate::output::{Mailbox, Output, Shaped};
-use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::shutdown;
+use crate::output::{Mailbox, Output};
+use crate::setpoint::{Scope, SetpointCommand};
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
-use crossbeam_channel::{Receiver, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, bounded, never, select};
 use std::time::{Duration, Instant};
 
 /// Telegrams waiting for the combiner. A telegram is a whole snapshot, so when
@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often the combiner looks at the clock.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often every worker shows a heartbeat while idle (at most: the
+/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
+/// Otherwise each thread sleeps until an event or its next real deadline
+/// (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,17 +63,19 @@ pub struct Gateway<'a> {
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called by every worker at least every 200 ms while it is alive.
+    /// Called by every worker once per wake-up, and at least every
+    /// `heartbeat_every` while it is alive (so counting the calls counts the
+    /// wake-ups).
     pub heartbeat: &'a (dyn Fn(Worker) + Sync),
+    pub heartbeat_every: Duration,
     pub fault: Fault,
 }
 
 impl Gateway<'_> {
     /// Runs every thread until `stop` is dropped or sent on.
-    pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
+    pub fn run(&self, stop: &Stop, commands: &Receiver<SetpointCommand>) {
         let (telegram_tx, telegram_rx) = bounded::<Delivery>(TELEGRAM_QUEUE);
         let mailboxes: Vec<Mailbox> = self.config.outputs.iter().map(|_| Mailbox::default()).collect();
-        let max_age = self.config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1);
         std::thread::scope(|s| {
             for (index, config) in self.config.inputs.iter().enumerate() {
                 let telegrams = &telegram_tx;
@@ -85,6 +90,7 @@ impl Gateway<'_> {
                         stop,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -101,9 +107,9 @@ impl Gateway<'_> {
                         mailbox,
                         board: self.board,
                         stop,
-                        max_age,
                         opened: self.opened,
                         heartbeat: &heartbeat,
+                        heartbeat_every: self.heartbeat_every,
                     }
                     .run()
                 };
@@ -116,19 +122,21 @@ impl Gateway<'_> {
         });
     }
 
+    /// The combiner thread: sleeps until a telegram, a command, the stop, or
+    /// the combiner's next deadline (see `Combiner::next_deadline`; an
+    /// inverter setpoint's expiry; the next heartbeat).
     fn combine(
         &self,
         telegrams: &Receiver<Delivery>,
         commands: &Receiver<SetpointCommand>,
         mailboxes: &[Mailbox],
-        stop: &Receiver<()>,
+        stop: &Stop,
     ) {
         let started = Instant::now();
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
-        let mut combiner = Combiner::new(self.config.battery, &capacities, started);
-        let mut inverter_setpoints = vec![LimitSetpoints::default(); self.config.outputs.len()];
+        let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
+        let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
         let mut watch = Watch::new(self.config.inputs.len());
-        let ticker = tick(TICK);
         let mut commands = commands.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -137,69 +145,76 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
-                recv(stop) -> _ => return,
-                recv(telegrams) -> d => match d {
-                    Ok(d) => combiner.on_telegram(d.input, d.telegram, d.at),
-                    Err(_) => return,
-                },
-                recv(commands) -> c => match c {
-                    Ok(c) => apply(&mut combiner, &mut inverter_setpoints, c, Instant::now()),
-                    Err(_) => {
-                        commands = never();
-                        None
-                    }
-                },
-                recv(ticker) -> _ => {
-                    let now = Instant::now();
-                    watch.log(self.config, &combiner, now);
-                    let expired = inverter_setpoints.iter_mut().fold(false, |acc, s| s.expire(now) | acc);
-                    combiner.on_tick(now).or(if expired { combiner.last().copied() } else { None })
-                },
+            let now = Instant::now();
+            let deadline = combiner
+                .next_deadline(now)
+                .map_or(now + self.heartbeat_every, |at| at.min(now + self.heartbeat_every));
+            let (made, now) = if deadline <= now {
+                (self.tick(&mut combiner, &mut watch, now), now)
+            } else {
+                select! {
+                    recv(stop.receiver()) -> _ => return,
+                    recv(telegrams) -> d => match d {
+                        Ok(d) => {
+                            let made = combiner.on_telegram(d.input, d.telegram, d.at);
+                            watch.input(self.config, &combiner, self.board, d.input, d.at);
+                            (made, d.at)
+                        }
+                        Err(_) => return,
+                    },
+                    recv(commands) -> c => match c {
+                        Ok(c) => {
+                            log_command(&c);
+                            let now = Instant::now();
+                            (combiner.apply(c, now), now)
+                        }
+                        Err(_) => {
+                            commands = never();
+                            (None, Instant::now())
+                        }
+                    },
+                    default(deadline - now) => {
+                        let now = Instant::now();
+                        (self.tick(&mut combiner, &mut watch, now), now)
+                    },
+                }
             };
             if let Some(combined) = made {
                 watch.state(&combined, self.config.inputs.len());
                 watch.over_current(self.config, &combiner);
-                let sent = self.distribute(&combined, &combiner, &inverter_setpoints, mailboxes);
-                combiner.note_sent(sent);
+                self.distribute(&combined, &combiner, mailboxes, now);
             }
-            if shutdown::requested(stop) {
+            if stop.requested() {
                 return;
             }
         }
     }
 
-    /// Hands each output its share; returns what the inverters were sent
-    /// together, per direction.
-    fn distribute(
-        &self,
-        c: &Combined,
-        combiner: &Combiner,
-        inverter_setpoints: &[LimitSetpoints],
-        mailboxes: &[Mailbox],
-    ) -> PerKind<f64> {
-        let now = Instant::now();
-        let mut sent = PerKind::default();
-        for ((output, mailbox), own) in self.config.outputs.iter().zip(mailboxes).zip(inverter_setpoints) {
-            let battery = shape(c, &output.share, own, now);
-            sent.charge += battery.i_lim_charge;
-            sent.discharge += battery.i_lim_discharge;
-            mailbox.put(Shaped {
-                state: c.state,
-                battery,
-                bank: c.bank,
-                made_at: c.made_at,
-            });
+    /// Time has passed: stale inputs are logged, setpoints expire, and the
+    /// combiner may make a state.
+    fn tick(&self, combiner: &mut Combiner, watch: &mut Watch, now: Instant) -> Option<Combined> {
+        watch.log(self.config, combiner, self.board, now);
+        combiner.on_tick(now)
+    }
+
+    fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
+        for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
+            mailbox.put(shaped);
         }
-        self.board.system(|s| {
+        let changed = self.board.system(|s| {
             s.combined = Some(*c);
             s.packs.clear();
             s.packs.extend(combiner.bank().packs());
+            let changed =
+                s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
             s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
-            s.inverter_setpoints.extend_from_slice(inverter_setpoints);
+            s.inverter_setpoints.extend(combiner.inverter_setpoints());
+            changed
         });
-        sent
+        if changed {
+            self.board.setpoints_changed();
+        }
     }
 }
 
@@ -213,13 +228,7 @@ where
         .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"));
 }
 
-/// Applies one command; returns the state to send at once, if any.
-fn apply(
-    combiner: &mut Combiner,
-    inverter_setpoints: &mut [LimitSetpoints],
-    command: SetpointCommand,
-    now: Instant,
-) -> Option<Combined> {
+fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
         match command.scope {
@@ -231,18 +240,13 @@ fn apply(
             .setpoint
             .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
     );
-    match command.scope {
-        Scope::System => combiner.set_setpoint(command.kind, command.setpoint, now),
-        Scope::Inverter(j) => {
-            inverter_setpoints.get_mut(j)?.set(command.kind, command.setpoint);
-            combiner.last().copied()
-        }
-    }
 }
 
 /// Remembers what was last logged, so that each change is logged once.
 struct Watch {
     fresh: Vec<Option<bool>>,
+    /// What the board shows as each input's freshness.
+    published: Vec<bool>,
     state: Option<SystemState>,
     overshoot: PerKind<bool>,
     over_current: Vec<bool>,
@@ -252,28 +256,43 @@ impl Watch {
     fn new(inputs: usize) -> Watch {
         Watch {
             fresh: vec![None; inputs],
+            published: vec![false; inputs],
             state: None,
             overshoot: PerKind::default(),
             over_current: vec![false; inputs],
         }
     }
 
-    fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
-            let fresh = combiner.is_fresh(i, now);
-            let name = &config.inputs[i].can_if;
-            match (*seen, fresh) {
-                (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
-                (Some(true), false) => log::warn!(
-                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                    i + 1,
-                    config.battery.stale_timeout.as_secs_f64()
-                ),
-                _ => {}
-            }
-            if seen.is_some() || fresh {
-                *seen = Some(fresh);
-            }
+    /// Logs every input whose freshness changed by `now`.
+    fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
+        for i in 0..self.fresh.len() {
+            self.input(config, combiner, board, i, now);
+        }
+    }
+
+    /// Logs input `i` if its freshness changed by `now`, and puts the change
+    /// on the board.
+    fn input(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, i: usize, now: Instant) {
+        let fresh = combiner.is_fresh(i, now);
+        if std::mem::replace(&mut self.published[i], fresh) != fresh {
+            board.system(|s| s.inputs_fresh.clone_from(&self.published));
+        }
+        let seen = &mut self.fresh[i];
+        if *seen == Some(fresh) {
+            return;
+        }
+        let name = &config.inputs[i].can_if;
+        match (*seen, fresh) {
+            (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
+            (Some(true), false) => log::warn!(
+                "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                i + 1,
+                config.battery.stale_timeout.as_secs_f64()
+            ),
+            _ => {}
+        }
+        if seen.is_some() || fresh {
+            *seen = Some(fresh);
         }
     }
 

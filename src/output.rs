@@ -9,13 +9,14 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, BankStatus, Message};
-use crate::combine::{Battery, SystemState};
+use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, log_link};
+use crate::codec::{self, Message};
+use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{Frame, FrameKind};
+use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
-use crate::shutdown::{self, RateLimit};
+use crate::shutdown::Stop;
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
@@ -23,16 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// At least this often in push mode, whatever PUSH-MIN-DELAY says.
 pub const REPEAT: Duration = Duration::from_secs(1);
-
-/// What one inverter is to be shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shaped {
-    pub state: SystemState,
-    pub battery: Battery,
-    /// The bank's online/blocking/offline counters (0x372).
-    pub bank: BankStatus,
-    pub made_at: Instant,
-}
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -74,9 +65,8 @@ pub fn transmission(
     view: &mut OutputView,
     shaped: &Shaped,
     now: Instant,
-    max_age: Duration,
 ) -> (SystemState, Battery, Frames) {
-    let (state, battery) = current(shaped, now, max_age);
+    let (state, battery) = state_to_send(shaped, now);
     let battery = view.apply(battery, state, now);
     let shown = Shown {
         battery,
@@ -102,16 +92,19 @@ pub fn view_of(config: &OutputConfig) -> OutputView {
     }
 }
 
-/// The state to send at `now`: `shaped` itself, or the safe state when it is
-/// older than `max_age` (the combiner would have made a newer one by then).
-pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState, Battery) {
-    let old = now.saturating_duration_since(shaped.made_at) > max_age;
-    if !old || shaped.state == SystemState::Safe {
+/// The state to send at `now`: `shaped` itself, or the core's safe state
+/// once it has expired (a live combiner would have made a newer one by then).
+pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
+    if now <= shaped.expires || shaped.state == SystemState::Safe {
         return (shaped.state, shaped.battery);
     }
-    // The combiner already keeps the charge voltage at the last known one.
-    let b = shaped.battery;
-    (SystemState::Safe, b.safe(b.v_charge_cmd))
+    (SystemState::Safe, shaped.safe())
+}
+
+/// The moment [`state_to_send`] turns `shaped` into the safe state by its
+/// age, if it is not the safe state already.
+pub fn fail_safe_at(shaped: &Shaped) -> Option<Instant> {
+    (shaped.state != SystemState::Safe).then(|| shaped.expires + Duration::from_nanos(1))
 }
 
 /// When the next push-mode transmission is due. Pure: the thread asks it.
@@ -133,6 +126,20 @@ impl PushTimer {
             (Some(last), false, true) => Some(last + REPEAT),
         }
     }
+
+    /// The state turning safe by age at `at` (see [`fail_safe_at`]) after
+    /// the last transmission is a new state to show: once `now` reaches `at`
+    /// it is pending. Returns `at` while it is still ahead, to wake for it.
+    pub fn watch_fail_safe(&mut self, at: Option<Instant>, now: Instant) -> Option<Instant> {
+        let at = at?;
+        if at > now {
+            return Some(at);
+        }
+        if self.last_sent.is_some_and(|sent| sent < at) {
+            self.pending = true;
+        }
+        None
+    }
 }
 
 /// Everything one output thread needs.
@@ -142,15 +149,16 @@ pub struct Output<'a> {
     pub opener: &'a dyn CanOpener,
     pub mailbox: &'a Mailbox,
     pub board: &'a StatusBoard,
-    pub stop: &'a Receiver<()>,
-    /// How old a state may be before it is replaced by the safe state.
-    pub max_age: Duration,
+    pub stop: &'a Stop,
     pub opened: &'a (dyn Fn() + Sync),
+    /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
+    pub heartbeat_every: Duration,
 }
 
-/// Tick for heartbeats and stop checks while waiting.
-const IDLE: Duration = Duration::from_millis(100);
+/// How long the thread waits before reading again when an interface that
+/// was reported down reports it again at once (a socket reports it once).
+const DOWN_RETRY: Duration = Duration::from_millis(200);
 
 impl Output<'_> {
     fn name(&self) -> &str {
@@ -183,51 +191,65 @@ impl Output<'_> {
     /// Waits `d` while keeping `latest` current; true when stopped.
     fn idle(&self, d: Duration, latest: &mut Option<Shaped>) -> bool {
         let until = Instant::now() + d;
-        while Instant::now() < until {
-            (self.heartbeat)();
-            if shutdown::sleep(self.stop, IDLE.min(until.saturating_duration_since(Instant::now()))) {
-                return true;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return false;
             }
+            let wait = until.min(now + self.heartbeat_every) - now;
+            select! {
+                recv(self.stop.receiver()) -> _ => return true,
+                recv(self.mailbox.wake_rx) -> _ => {},
+                default(wait) => {},
+            }
+            (self.heartbeat)();
             if let Some(s) = self.mailbox.take() {
                 *latest = Some(s);
             }
         }
-        false
     }
 
+    /// Push mode: sleeps until a new state arrives, the stop, or the next
+    /// transmission (REPEAT, PUSH-MIN-DELAY), the fail-safe age of the
+    /// latest state or the next heartbeat is due.
     fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, view: &mut OutputView) -> Result<(), CanError> {
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
             last_sent: None,
             pending: latest.is_some(),
         };
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         loop {
             (self.heartbeat)();
             let now = Instant::now();
-            let wait = timer
-                .due(latest.is_some(), now)
-                .map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
+            let mut deadline = now + self.heartbeat_every;
+            if let Some(state) = latest.as_ref() {
+                if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
+                    deadline = deadline.min(at);
+                }
+                if timer.due(true, now).is_some_and(|at| at <= now) {
+                    timer.pending = false;
+                    timer.last_sent = Some(now);
+                    self.transmit(port, state, view, now, &mut errors)?;
+                }
+                deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
+            }
             select! {
-                recv(self.stop) -> _ => return Ok(()),
+                recv(self.stop.receiver()) -> _ => return Ok(()),
                 recv(self.mailbox.wake_rx) -> _ => {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                         timer.pending = true;
                     }
                 },
-                default(wait) => {},
-            }
-            let now = Instant::now();
-            let Some(state) = latest.as_ref() else { continue };
-            if timer.due(true, now).is_some_and(|at| at <= now) {
-                timer.pending = false;
-                timer.last_sent = Some(now);
-                self.transmit(port, state, view, now, &mut errors)?;
+                default(deadline - now) => {},
             }
         }
     }
 
+    /// Sync mode: sleeps in the port until a 0x305 from the inverter, the
+    /// stop, or the next own 0x305 (SYNC-INTERVAL) or heartbeat is due. The
+    /// mailbox needs no wake-up: the latest state is taken when it is sent.
     fn sync(
         &self,
         port: &mut dyn CanPort,
@@ -238,20 +260,22 @@ impl Output<'_> {
         let mut next_own = Instant::now();
         let mut last_sent: Option<Instant> = None;
         let min_gap = self.config.profile.min_gap();
-        let mut errors = RateLimit::new(Duration::from_secs(10));
-        while !shutdown::requested(self.stop) {
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
+        let mut down = false;
+        loop {
             (self.heartbeat)();
-            if let Some(s) = self.mailbox.take() {
-                *latest = Some(s);
-            }
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
                 self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
             }
-            let timeout = next_own.saturating_duration_since(now).min(IDLE);
-            match port.read(timeout) {
-                Ok(Some(f)) if is_keepalive(&f) => {
+            let deadline = next_own.min(now + self.heartbeat_every);
+            match port.read_until(deadline, self.stop) {
+                Ok(Wake::Frame(f)) => {
+                    down = false;
+                    if !is_keepalive(&f) {
+                        continue;
+                    }
                     let now = Instant::now();
                     self.board.output(self.index, |s| {
                         s.last_request = Some(now);
@@ -268,17 +292,18 @@ impl Output<'_> {
                         self.transmit(port, state, view, now, &mut errors)?;
                     }
                 }
-                Ok(_) => {}
+                Ok(Wake::Stopped) => return Ok(()),
+                Ok(Wake::Deadline) => {}
                 Err(CanError::Down(why)) => {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                    if self.idle(Duration::from_millis(200), latest) {
+                    // Told twice without a frame between: do not spin on it.
+                    if std::mem::replace(&mut down, true) && self.idle(DOWN_RETRY, latest) {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Sends the frame set for `state`. Errors other than "gone" are counted
@@ -289,16 +314,19 @@ impl Output<'_> {
         state: &Shaped,
         view: &mut OutputView,
         now: Instant,
-        errors: &mut RateLimit,
+        errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery, set) = transmission(self.config, view, state, now, self.max_age);
-        if system_state != state.state && errors.allow(now).is_some() {
-            log::error!(
+        let (system_state, battery, set) = transmission(self.config, view, state, now);
+        if system_state != state.state {
+            let line = format_args!(
                 "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
                 self.index + 1,
                 self.name(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
+            if let Some(line) = errors.check(line, now) {
+                log::error!("{line}");
+            }
         }
         let mut sent = 0u64;
         let mut failed = 0u64;
@@ -334,24 +362,18 @@ impl Output<'_> {
         }
     }
 
-    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
+    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {
         log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let CanError::Down(why) = &e {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                } else if let Some(n) = errors.allow(Instant::now()) {
-                    let more = if n > 0 {
-                        format!(" ({n} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!(
-                        "inverter {} ({}): frame not sent: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                } else {
+                    let line = format_args!("inverter {} ({}): frame not sent: {e}", self.index + 1, self.name());
+                    if let Some(line) = errors.check(line, Instant::now()) {
+                        log::warn!("{line}");
+                    }
                 }
                 Err(e)
             }

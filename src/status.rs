@@ -9,6 +9,7 @@ use crate::bank::PackView;
 use crate::combine::{Battery, Combined, SystemState};
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
@@ -67,8 +68,19 @@ pub struct SystemStatus {
     pub inverter_setpoints: Vec<LimitSetpoints>,
     /// Each battery's share and over-current flag, in input order.
     pub packs: Vec<PackView>,
-    /// Telegrams dropped by the combiner's queue, over all inputs.
-    pub dropped: u64,
+    /// Whether each input is fresh, in input order, as the combiner decided
+    /// it at its latest look at the clock (at most one tick old).
+    pub inputs_fresh: Vec<bool>,
+}
+
+impl SystemStatus {
+    /// One line for `systemctl status` (systemd's STATUS=), e.g.
+    /// "3/3 batteries, ok" or "1/3 batteries, degraded".
+    pub fn summary(&self) -> String {
+        let fresh = self.inputs_fresh.iter().filter(|&&f| f).count();
+        let state = self.combined.map_or("starting", |c| c.state.as_str());
+        format!("{fresh}/{} batteries, {state}", self.inputs_fresh.len())
+    }
 }
 
 /// Shared by all threads.
@@ -77,6 +89,22 @@ pub struct StatusBoard {
     pub system: Mutex<SystemStatus>,
     pub inputs: Vec<Mutex<InputStatus>>,
     pub outputs: Vec<Mutex<OutputStatus>>,
+    setpoints: Wake,
+}
+
+/// A wake-up for one waiting reader: bounded(1), so any number of
+/// notifications before the reader looks make one wake-up.
+#[derive(Debug)]
+struct Wake {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        let (tx, rx) = bounded(1);
+        Wake { tx, rx }
+    }
 }
 
 /// A consistent-enough copy of the whole board (each cell copied under its
@@ -93,11 +121,25 @@ impl StatusBoard {
         StatusBoard {
             system: Mutex::new(SystemStatus {
                 inverter_setpoints: vec![LimitSetpoints::default(); outputs],
+                inputs_fresh: vec![false; inputs],
                 ..SystemStatus::default()
             }),
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),
             outputs: (0..outputs).map(|_| Mutex::default()).collect(),
+            setpoints: Wake::default(),
         }
+    }
+
+    /// Called by the combiner when the system's setpoints on the board changed.
+    pub fn setpoints_changed(&self) {
+        // Full: a wake-up is pending already, and it will read the new values.
+        let _ = self.setpoints.tx.try_send(());
+    }
+
+    /// Receives once after one or more [`StatusBoard::setpoints_changed`], so
+    /// that the MQTT thread can wait for changes instead of polling.
+    pub fn setpoint_changes(&self) -> &Receiver<()> {
+        &self.setpoints.rx
     }
 
     /// Runs `f` on input `i`'s cell. A poisoned lock (a panicked writer) is
@@ -114,11 +156,77 @@ impl StatusBoard {
         f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The line for systemd's STATUS=.
+    pub fn summary(&self) -> String {
+        self.system(|s| s.summary())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             system: self.system(|s| s.clone()),
             inputs: (0..self.inputs.len()).map(|i| self.input(i, |s| s.clone())).collect(),
             outputs: (0..self.outputs.len()).map(|i| self.output(i, |s| s.clone())).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bank::{Limit, LimitReason, PerKind};
+    use crate::codec::{Flags, Requests};
+    use crate::combine::{Battery, Combined};
+    use std::time::Instant;
+
+    const NO_CURRENT: Limit = Limit {
+        value: 0.0,
+        reason: LimitReason::Sum,
+        battery: None,
+    };
+
+    fn combined(state: SystemState) -> Combined {
+        Combined {
+            state,
+            battery: Battery {
+                v_charge_cmd: 53.2,
+                i_lim_charge: 0.0,
+                i_lim_discharge: 0.0,
+                v_discharge_min: None,
+                soc: 50.0,
+                soh: 100.0,
+                v_avg: 52.0,
+                i_total: 0.0,
+                t_avg: 20.0,
+                flags: Flags::default(),
+                requests: Requests::NORMAL,
+                cells: None,
+                manufacturer: None,
+                capacity_ah: 100.0,
+            },
+            inputs_online: 1,
+            bank: Default::default(),
+            made_at: Instant::now(),
+            limits: PerKind {
+                charge: NO_CURRENT,
+                discharge: NO_CURRENT,
+            },
+            overshoot: PerKind::default(),
+        }
+    }
+
+    #[test]
+    fn the_systemd_status_line_counts_fresh_batteries_and_names_the_state() {
+        let board = StatusBoard::new(3, 1);
+        assert_eq!(board.summary(), "0/3 batteries, starting");
+        board.system(|s| {
+            s.inputs_fresh = vec![true, false, true];
+            s.combined = Some(combined(SystemState::Degraded));
+        });
+        assert_eq!(board.summary(), "2/3 batteries, degraded");
+        board.system(|s| {
+            s.inputs_fresh = vec![true; 3];
+            s.combined = Some(combined(SystemState::Ok));
+        });
+        assert_eq!(board.summary(), "3/3 batteries, ok");
     }
 }

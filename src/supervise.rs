@@ -4,14 +4,19 @@
 //! restarts the gateway).
 
 use crate::config::Config;
-use crate::gateway::Worker;
-use crate::service::{self, Heartbeat, Liveness};
+use crate::gateway::{HEARTBEAT, Worker};
+use crate::liveness::{Heartbeat, Liveness};
+use crate::status::StatusBoard;
+use crate::systemd;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Heartbeats of one gateway run, and when to check them.
 pub struct Supervision {
+    /// The STATUS= line last sent.
+    status_sent: Mutex<String>,
     liveness: Mutex<Liveness>,
     inputs: Vec<Heartbeat>,
     outputs: Vec<Heartbeat>,
@@ -19,6 +24,9 @@ pub struct Supervision {
     opened: AtomicUsize,
     interfaces: usize,
     ready_sent: Mutex<bool>,
+    /// Wakes the main thread once every interface has been tried.
+    all_opened_tx: Sender<()>,
+    all_opened_rx: Receiver<()>,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
 }
@@ -39,8 +47,10 @@ impl Supervision {
             .map(|(j, c)| liveness.register(&format!("inverter {} ({})", j + 1, c.can_if)))
             .collect();
         let combiner = liveness.register("combiner");
-        let watchdog = service::watchdog_interval();
+        let watchdog = systemd::watchdog_interval();
+        let (all_opened_tx, all_opened_rx) = bounded(1);
         Supervision {
+            status_sent: Mutex::new(String::new()),
             liveness: Mutex::new(liveness),
             inputs,
             outputs,
@@ -48,6 +58,8 @@ impl Supervision {
             opened: AtomicUsize::new(0),
             interfaces: config.inputs.len() + config.outputs.len(),
             ready_sent: Mutex::new(false),
+            all_opened_tx,
+            all_opened_rx,
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
         }
@@ -62,23 +74,46 @@ impl Supervision {
         }
     }
 
-    /// Called by each CAN thread once its interface has been tried.
-    pub fn opened(&self) {
-        self.opened.fetch_add(1, Ordering::Relaxed);
+    /// How often each worker must beat while idle: [`HEARTBEAT`], or more
+    /// often when the watchdog is checked more often than twice that (a
+    /// short `WatchdogSec=`), so that every check window holds a beat.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.watchdog.map_or(HEARTBEAT, |check| HEARTBEAT.min(check / 2))
     }
 
-    /// Called by the main thread a few times per second.
-    pub fn poll(&self, now: Instant) {
+    /// Called by each CAN thread once its interface has been tried.
+    pub fn opened(&self) {
+        let before = self.opened.fetch_add(1, Ordering::Relaxed);
+        if before + 1 == self.interfaces {
+            // Full: the main thread has a wake-up pending already.
+            let _ = self.all_opened_tx.try_send(());
+        }
+    }
+
+    /// Receives once every CAN interface has been tried: the main thread
+    /// waits on it (and the signals) instead of polling.
+    pub fn all_opened(&self) -> &Receiver<()> {
+        &self.all_opened_rx
+    }
+
+    /// Sends READY once every interface has been tried, the STATUS= line
+    /// when it changed, and pings the watchdog when a check is due and every
+    /// worker beat since the last. Returns when to call it again (`None`:
+    /// only once every interface is tried, see [`Supervision::all_opened`]).
+    pub fn poll(&self, now: Instant, board: &StatusBoard) -> Option<Instant> {
+        self.status(board);
         let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
-            service::notify_ready();
+            systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
-        let Some(period) = self.watchdog else { return };
+        let period = self.watchdog?;
         let mut next = self.next_check.lock().unwrap_or_else(|p| p.into_inner());
-        if next.is_some_and(|at| now < at) {
-            return;
+        if let Some(at) = *next
+            && now < at
+        {
+            return Some(at);
         }
         *next = Some(now + period);
         match self
@@ -87,8 +122,20 @@ impl Supervision {
             .unwrap_or_else(|p| p.into_inner())
             .all_alive_since_last_check()
         {
-            Ok(()) => service::notify_watchdog(),
+            Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
+        }
+        *next
+    }
+
+    /// Sends systemd's STATUS= line when it changes (at READY and at each
+    /// watchdog check: the main thread wakes for nothing else).
+    fn status(&self, board: &StatusBoard) {
+        let line = board.summary();
+        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if *sent != line {
+            systemd::notify_status(&line);
+            *sent = line;
         }
     }
 }

@@ -34,7 +34,7 @@ fn the_template_is_valid_and_not_activated() {
 }
 
 #[test]
-fn defaults_follow_the_spec() {
+fn defaults_are_the_documented_ones() {
     let c = parse(MINIMAL).unwrap();
     assert!(c.gateway_activated);
     let b = &c.battery;
@@ -188,6 +188,11 @@ fn out_of_range_values_are_refused() {
     assert_eq!(p.key, "[mqtt] PORT");
     let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 1883.5\n"));
     assert_eq!(p.message, "must be a whole number from 1 to 65535");
+    // Checked once: one problem for a port that is not a number at all.
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = \"mqtt\"\n"));
+    assert_eq!(p.message, "must be a whole number from 1 to 65535, not a string");
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 0\n"));
+    assert_eq!(p.message, "0 is out of range: must be a whole number from 1 to 65535");
 }
 
 #[test]
@@ -289,6 +294,7 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(p.len(), 3, "{p:#?}");
     let err = ConfigError {
         path: "x.toml".into(),
+        kind: ConfigErrorKind::Invalid,
         problems: p,
     };
     let shown = err.to_string();

@@ -47,7 +47,7 @@ pub struct Rig {
     pub commands: Sender<SetpointCommand>,
     /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
     pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
-    stop: Option<Sender<()>>,
+    stop: Option<shutdown::StopSender>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -137,6 +137,7 @@ impl Rig {
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},
+                    heartbeat_every: bms_gateway::gateway::HEARTBEAT,
                     fault: Fault::None,
                 };
                 gateway.run(&stop, &commands_rx);
@@ -161,6 +162,18 @@ impl Rig {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
             if cond(&self.received[j].lock().unwrap().view) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits up to `timeout` for the board to show these inputs fresh.
+    pub fn wait_for_fresh(&self, timeout: Duration, want: &[bool]) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.board.snapshot().system.inputs_fresh == want {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -275,16 +288,11 @@ fn listen(bus: &VirtualBus, name: &str, received: &Mutex<Received>, stop: &Recei
     }
 }
 
-/// A battery with the given limits and measurements; everything else default.
-pub fn battery(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64, current: f64, temp: f64) -> BatteryParams {
+/// A battery for the rigs: SOH 100 %, DVL 45 V, 2 modules, no cell data,
+/// no drift; name the values a test needs on top of it:
+/// `BatteryParams { cvl: 53.2, ccl: 100.0, ..plain_battery() }`.
+pub fn plain_battery() -> BatteryParams {
     BatteryParams {
-        cvl,
-        ccl,
-        dcl,
-        soc,
-        voltage,
-        current,
-        temp,
         soh: 100.0,
         dvl: 45.0,
         modules: 2,
