@@ -15,7 +15,7 @@ use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
-use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
+use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
 use crate::shutdown::Stop;
 use crate::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -180,10 +180,17 @@ impl Output<'_> {
 
     /// Runs until stopped.
     pub fn run(&self) {
+        self.board.output(self.index, |s| {
+            s.talk = self.config.inverter_timeout.map(|_| Talk::NotYet);
+        });
         let mut service = OutputService {
             output: self,
             latest: None,
-            view: view_of(self.config),
+            peer: Peer {
+                view: view_of(self.config),
+                watch: InverterWatch::new(self.config.inverter_timeout, Instant::now()),
+                shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
+            },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
@@ -212,7 +219,11 @@ impl Output<'_> {
     /// Push mode: sleeps until a new state arrives, the stop, or the next
     /// transmission (REPEAT, PUSH-MIN-DELAY), the fail-safe age of the
     /// latest state or the next heartbeat is due.
-    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, view: &mut OutputView) -> Result<(), CanError> {
+    ///
+    /// The inverter's frames wait in the socket and are read at each wake-up
+    /// (at least once a second with a state to repeat): the silent watch
+    /// needs no wake-ups of its own.
+    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, peer: &mut Peer) -> Result<(), CanError> {
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
             last_sent: None,
@@ -222,6 +233,8 @@ impl Output<'_> {
         loop {
             (self.heartbeat)();
             let now = Instant::now();
+            self.drain(port, peer, now)?;
+            self.check_talk(peer, now);
             let mut deadline = now + self.heartbeat_every;
             if let Some(state) = latest.as_ref() {
                 if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
@@ -230,7 +243,7 @@ impl Output<'_> {
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
                     timer.last_sent = Some(now);
-                    self.transmit(port, state, view, now, &mut errors)?;
+                    self.transmit(port, state, &mut peer.view, now, &mut errors)?;
                 }
                 deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
             }
@@ -254,7 +267,7 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         latest: &mut Option<Shaped>,
-        view: &mut OutputView,
+        peer: &mut Peer,
         interval: Duration,
     ) -> Result<(), CanError> {
         let mut next_own = Instant::now();
@@ -269,14 +282,16 @@ impl Output<'_> {
                 next_own = now + interval;
                 self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
             }
+            self.check_talk(peer, now);
             let deadline = next_own.min(now + self.heartbeat_every);
             match port.read_until(deadline, self.stop) {
                 Ok(Wake::Frame(f)) => {
                     down = false;
+                    let now = Instant::now();
+                    self.heard(peer, &f, now);
                     if !is_keepalive(&f) {
                         continue;
                     }
-                    let now = Instant::now();
                     self.board.output(self.index, |s| {
                         s.last_request = Some(now);
                         s.last_request_wall = Some(SystemTime::now());
@@ -289,7 +304,7 @@ impl Output<'_> {
                     let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
                     if let (Some(state), true) = (latest.as_ref(), paced) {
                         last_sent = Some(now);
-                        self.transmit(port, state, view, now, &mut errors)?;
+                        self.transmit(port, state, &mut peer.view, now, &mut errors)?;
                     }
                 }
                 Ok(Wake::Stopped) => return Ok(()),
@@ -303,6 +318,59 @@ impl Output<'_> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Reads every frame the inverter sent since the last wake-up, without
+    /// waiting. A down interface is left to the transmissions to report.
+    fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
+        loop {
+            match port.read_until(now, self.stop) {
+                Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
+                Ok(_) | Err(CanError::Down(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A frame from the inverter's bus: what the inverter said, if anything.
+    fn heard(&self, peer: &mut Peer, frame: &Frame, now: Instant) {
+        let Some(said) = profile::read_inverter(self.config.profile, frame) else {
+            return;
+        };
+        if peer.watch.heard(now) == Some(TalkChange::Back) {
+            log::info!("{}: talking again", self.label());
+        }
+        self.board.output(self.index, |s| {
+            s.talk = s.talk.map(|_| Talk::Talking);
+            match said {
+                InverterFrame::SmaReadings(r) => s.inverter_readings = Some(r),
+                InverterFrame::SmaState(st) => s.inverter_state = Some(st),
+                InverterFrame::ShutdownRequest => s.shutdown_requests += 1,
+                InverterFrame::KeepAlive | InverterFrame::Identity => {}
+            }
+        });
+        if said == InverterFrame::ShutdownRequest {
+            let line = format_args!(
+                "{}: the inverter asks to shut down the battery (0x300); not obeyed: the batteries' own BMSes decide",
+                self.label()
+            );
+            if let Some(line) = peer.shutdown_log.check(line, now) {
+                log::warn!("{line}");
+            }
+        }
+    }
+
+    /// Whether the inverter has gone quiet for INVERTER-TIMEOUT.
+    fn check_talk(&self, peer: &mut Peer, now: Instant) {
+        if peer.watch.check(now) == Some(TalkChange::WentSilent) {
+            let timeout = self.config.inverter_timeout.unwrap_or_default();
+            log::warn!(
+                "{}: silent, no frame from the inverter for {:.0} s (INVERTER-TIMEOUT)",
+                self.label(),
+                timeout.as_secs_f64()
+            );
+            self.board.output(self.index, |s| s.talk = Some(Talk::Silent));
         }
     }
 
@@ -381,12 +449,21 @@ impl Output<'_> {
     }
 }
 
+/// What one output keeps about its inverter across wake-ups and reopenings:
+/// its view (SOC window, CVL ramp) and whether it talks.
+struct Peer {
+    view: OutputView,
+    watch: InverterWatch,
+    /// "Shut down battery" requests are logged at most once a minute.
+    shutdown_log: LogLimit,
+}
+
 /// One output thread's state across reopenings of its interface: the latest
 /// state survives, so it is ready when the port is back.
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
     latest: Option<Shaped>,
-    view: OutputView,
+    peer: Peer,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -400,8 +477,8 @@ impl Service for OutputService<'_, '_> {
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.latest, &mut self.view),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, &mut self.view, interval),
+            OutputMode::Push => self.output.push(port, &mut self.latest, &mut self.peer),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, &mut self.peer, interval),
         }
     }
 }

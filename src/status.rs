@@ -7,6 +7,7 @@
 
 use crate::bank::PackView;
 use crate::combine::{Battery, Combined, SystemState};
+use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -56,6 +57,15 @@ pub struct OutputStatus {
     /// Transmissions that failed (queue full, interface down).
     pub send_errors: u64,
     pub link: LinkState,
+    /// Whether the inverter talks (INVERTER-TIMEOUT); `None` when it is
+    /// configured never to talk.
+    pub talk: Option<Talk>,
+    /// The Sunny Island's own readings of the battery (its 0x305), and its
+    /// 0x306 (sma profile).
+    pub inverter_readings: Option<SmaReadings>,
+    pub inverter_state: Option<SmaState>,
+    /// "Shut down battery" requests (Luxpower 0x300) received and not obeyed.
+    pub shutdown_requests: u64,
 }
 
 /// The combiner's part.
