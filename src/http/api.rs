@@ -87,10 +87,21 @@ impl View<'_> {
     /// The MQTT payloads of every battery.
     pub fn batteries(&self) -> Vec<telemetry::BatteryPayload> {
         let n = self.config.inputs.len().min(self.snapshot.inputs.len());
+        let system = &self.snapshot.system;
+        let discharging = system.combined.is_some_and(|c| c.battery.i_total < 0.0);
         (0..n)
             .map(|i| {
-                let online = self.snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
-                telemetry::battery_state(self.config, i, &self.snapshot.inputs[i], online, &self.clock)
+                let online = system.inputs_fresh.get(i).copied().unwrap_or(false);
+                let pack = system.packs.get(i);
+                telemetry::battery_state(
+                    self.config,
+                    i,
+                    &self.snapshot.inputs[i],
+                    online,
+                    pack,
+                    discharging,
+                    &self.clock,
+                )
             })
             .collect()
     }
