@@ -26,6 +26,11 @@ SET_IDS = (0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E)
 SLACK = 5.0
 
 
+# /proc/stat's btime is whole seconds: a process start read from /proc is
+# known to within this.
+BTIME_RESOLUTION = 1.0
+
+
 def frames(path):
     out = []
     with open(path, errors="replace") as f:
@@ -117,7 +122,12 @@ def main():
           f"{gap:.2f}s (bound RestartSec + STALE-TIMEOUT + 1 s repeat + {SLACK:g}s slack = {bound:.1f}s)")
     print("MEASURE crash: batteries' first 0x351 after the new process started: "
           + ", ".join(f"{i} +{t - start:.2f}s" if t else f"{i} none" for i, t in reported.items()))
-    check(delay >= restart_sec - 0.1, f"crash: systemd waited RestartSec ({delay:.2f}s >= {restart_sec:g}s)")
+    # The new process's start is read from /proc: ticks since boot plus
+    # btime, which the kernel gives in whole seconds, so the start is known
+    # to within a second (seen: 4.59 s measured for RestartSec 5 s on a quiet
+    # host). Only a restart clearly sooner than RestartSec is a failure.
+    check(delay >= restart_sec - BTIME_RESOLUTION,
+          f"crash: systemd waited RestartSec ({delay:.2f}s >= {restart_sec:g}s - {BTIME_RESOLUTION:g}s /proc resolution)")
     check(startup <= a.stale_timeout + 1.0 + SLACK,
           f"crash: start-up {startup:.2f}s <= STALE-TIMEOUT + 1 s + {SLACK:g}s slack")
     check(gap <= bound, f"crash: longest inverter gap {gap:.2f}s <= {bound:.1f}s")
