@@ -218,14 +218,32 @@ struct InputState {
     latest: Option<(Telegram, Instant)>,
     /// Delivered a telegram since the last round.
     delivered: bool,
+    /// When the wait for this input's first telegram began: the start, or
+    /// the reload that added it.
+    joined: Instant,
+}
+
+impl InputState {
+    fn new(capacity_ah: f64, now: Instant) -> InputState {
+        InputState {
+            capacity_ah,
+            latest: None,
+            delivered: false,
+            joined: now,
+        }
+    }
+
+    /// Not reported yet, and still within STALE-TIMEOUT of joining: neither
+    /// fresh nor lost.
+    fn waiting(&self, timeout: Duration, now: Instant) -> bool {
+        self.latest.is_none() && now.saturating_duration_since(self.joined) < timeout
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Waiting up to STALE-TIMEOUT for every input's first telegram.
-    Starting {
-        since: Instant,
-    },
+    /// Nothing made yet: waiting until no input is waiting any more.
+    Starting,
     Running,
 }
 
@@ -248,15 +266,8 @@ impl Combiner {
     pub fn new(settings: BatterySettings, capacities: &[f64], now: Instant) -> Combiner {
         Combiner {
             settings,
-            inputs: capacities
-                .iter()
-                .map(|&capacity_ah| InputState {
-                    capacity_ah,
-                    latest: None,
-                    delivered: false,
-                })
-                .collect(),
-            phase: Phase::Starting { since: now },
+            inputs: capacities.iter().map(|&c| InputState::new(c, now)).collect(),
+            phase: Phase::Starting,
             setpoints: LimitSetpoints::default(),
             last_fresh: None,
             last_cvl: None,
@@ -329,10 +340,41 @@ impl Combiner {
         }
     }
 
+    /// Takes a new configuration at `now`, keeping what it still has:
+    /// `from[i]` is the running input that new input `i` is (by CAN-IF), and
+    /// its latest telegram and freshness carry over; a new input gets a wait
+    /// of STALE-TIMEOUT for its first telegram, during which it counts
+    /// neither as fresh nor as lost. The phase, the setpoints and the last
+    /// values are kept, so the start-up wait is not restarted and the safe
+    /// state stays the safe state. Once running, the new state is made at
+    /// once (new shares and caps apply, new inverters get it).
+    pub fn reconfigure(
+        &mut self,
+        settings: BatterySettings,
+        capacities: &[f64],
+        from: &[Option<usize>],
+        now: Instant,
+    ) -> Option<Combined> {
+        let old = std::mem::take(&mut self.inputs);
+        self.inputs = capacities
+            .iter()
+            .zip(from)
+            .map(|(&capacity_ah, from)| match from.and_then(|o| old.get(o)) {
+                Some(kept) => InputState { capacity_ah, ..*kept },
+                None => InputState::new(capacity_ah, now),
+            })
+            .collect();
+        self.settings = settings;
+        match self.phase {
+            Phase::Running if self.last.is_some() => self.make(now),
+            _ => self.advance(now),
+        }
+    }
+
     fn advance(&mut self, now: Instant) -> Option<Combined> {
-        if let Phase::Starting { since } = self.phase {
-            let all_reported = self.inputs.iter().all(|i| i.latest.is_some());
-            if !all_reported && now.saturating_duration_since(since) < self.settings.stale_timeout {
+        if self.phase == Phase::Starting {
+            let timeout = self.settings.stale_timeout;
+            if self.inputs.iter().any(|i| i.waiting(timeout, now)) {
                 return None;
             }
             self.phase = Phase::Running;
@@ -369,7 +411,9 @@ impl Combiner {
         for input in &mut self.inputs {
             input.delivered = false;
         }
-        let state = match (online, self.inputs.len() - online, self.settings.on_input_lost) {
+        let waiting = self.inputs.iter().filter(|i| i.waiting(timeout, now)).count();
+        let lost = self.inputs.len() - online - waiting;
+        let state = match (online, lost, self.settings.on_input_lost) {
             (0, _, _) => SystemState::Safe,
             (_, 0, _) => SystemState::Ok,
             (_, _, OnInputLost::Degrade) => SystemState::Degraded,
@@ -440,3 +484,6 @@ pub fn shape(combined: &Combined, share: &InverterShare, own: &LimitSetpoints, n
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reload_tests;

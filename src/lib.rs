@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod input;
 pub mod mqtt;
 pub mod output;
+pub mod reload;
 pub mod service;
 pub mod setpoint;
 pub mod shutdown;
