@@ -1,26 +1,47 @@
 //! `bms-gateway [-c FILE]`: the gateway as a long-running daemon on SocketCAN,
 //! with MQTT, signals, reload and systemd integration.
+//!
+//! A reload (SIGHUP) never stops the gateway (docs/reload.md): the new
+//! configuration goes to the running gateway, which keeps what it still has,
+//! and MQTT restarts in a lane of its own, so that a slow broker delays only
+//! MQTT.
 
 use crate::can::socket::SocketCan;
 use crate::config::{self, Config};
-use crate::gateway::{COMMAND_QUEUE, Fault, Gateway};
-use crate::setpoint::SetpointCommand;
+use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
+use crate::mqtt::command;
+use crate::reload::Mapping;
+use crate::setpoint::{Dropped, SetpointCommand};
 use crate::signals::{self, Signal};
 use crate::status::StatusBoard;
 use crate::supervise::Supervision;
 use crate::{service, shutdown};
-use crossbeam_channel::{bounded, select, tick};
+use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How one gateway run ended.
-enum Ended {
-    Stop,
-    Reload(Box<Config>),
+/// How long a reload waits for the gateway to take the new configuration
+/// (it takes it within a few hundred milliseconds unless a thread hangs).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// The configuration in effect, and its status board.
+struct Running {
+    config: Arc<Config>,
+    board: Arc<StatusBoard>,
+}
+
+/// One run of the MQTT side: with a configuration, a board, where its
+/// commands go, and the results to publish once connected.
+struct MqttRun {
+    config: Arc<Config>,
+    board: Arc<StatusBoard>,
+    commands: Sender<SetpointCommand>,
+    results: Vec<String>,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors are for the log and the exit code.
-pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
+pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let (signals, handle) = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let fault = Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref());
     log::info!(
@@ -30,27 +51,19 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
         config.outputs.len(),
         path.display()
     );
-    loop {
-        match run_once(path, &config, &signals, fault) {
-            Ended::Stop => break,
-            Ended::Reload(new) => {
-                log::info!("configuration reloaded from {}: restarting the workers", path.display());
-                config = *new;
-            }
-        }
-    }
-    handle.close();
-    log::info!("bms-gateway stopped");
-    Ok(())
-}
-
-fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<Signal>, fault: Fault) -> Ended {
-    let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
-    let supervision = Supervision::new(config);
+    let mut running = Running {
+        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len())),
+        config: Arc::new(config),
+    };
+    let supervision = Supervision::new(&running.config, &running.board);
     let (stop_tx, stop) = shutdown::channel();
     let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
+    let (reload_tx, reloads) = bounded::<Reload>(1);
+    let (mqtt_tx, mqtt_runs) = bounded::<MqttRun>(4);
+    let first = running.config.clone();
+    let board = running.board.clone();
     let gateway = Gateway {
-        config,
+        config: &first,
         opener: &SocketCan,
         board: &board,
         opened: &|| supervision.opened(),
@@ -58,42 +71,146 @@ fn run_once(path: &Path, config: &Config, signals: &crossbeam_channel::Receiver<
         fault,
     };
     std::thread::scope(|s| {
-        let stop = &stop;
-        s.spawn(|| gateway.run(stop, &commands));
-        if config.mqtt.activated {
-            let (board, commands_tx) = (&board, &commands_tx);
-            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
-        }
+        s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
+        s.spawn(move || mqtt_lane(&mqtt_runs));
+        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new());
         let ticker = tick(Duration::from_millis(200));
-        let ended = loop {
+        loop {
             select! {
                 recv(signals) -> sig => match sig {
                     Ok(Signal::Reload) => {
                         service::notify_reloading();
-                        if let Some(new) = reload(path) {
-                            break Ended::Reload(Box::new(new));
+                        if let Some(new) = load(path) {
+                            running = reload(path, running, new, &reload_tx, &mqtt_tx, &supervision);
                         }
                         service::notify_ready();
                     }
                     _ => {
                         log::info!("stop requested");
-                        break Ended::Stop;
+                        break;
                     }
                 },
                 recv(ticker) -> _ => supervision.poll(Instant::now()),
             }
-        };
-        if matches!(ended, Ended::Stop) {
-            service::notify_stopping();
         }
+        service::notify_stopping();
         drop(stop_tx);
-        ended
-    })
+        drop(mqtt_tx);
+    });
+    handle.close();
+    log::info!("bms-gateway stopped");
+    Ok(())
+}
+
+/// Hands `new` to the running gateway and restarts MQTT beside it; returns
+/// what is running afterwards.
+fn reload(
+    path: &Path,
+    running: Running,
+    new: Config,
+    gateway: &Sender<Reload>,
+    mqtt: &Sender<MqttRun>,
+    supervision: &Supervision,
+) -> Running {
+    let new = Arc::new(new);
+    let mapping = Mapping::between(&running.config, &new);
+    let board = Arc::new(running.board.reconfigure(&mapping));
+    let (commands_tx, commands) = bounded(COMMAND_QUEUE);
+    let (done_tx, done) = bounded(1);
+    supervision.reconfigure(&new, &board);
+    let reload = Reload {
+        config: new.clone(),
+        mapping,
+        board: board.clone(),
+        commands,
+        done: done_tx,
+    };
+    if gateway.try_send(reload).is_err() {
+        log::error!("reload refused: the gateway has not taken the previous configuration yet; send SIGHUP again");
+        return running;
+    }
+    let dropped = match done.recv_timeout(APPLY_WAIT) {
+        Ok(dropped) => dropped,
+        Err(_) => {
+            log::error!("the gateway did not take the new configuration within {APPLY_WAIT:?}");
+            Vec::new()
+        }
+    };
+    let results = report_dropped(&running.config, &new, &dropped);
+    let now = Running { config: new, board };
+    start_mqtt(mqtt, &now, commands_tx, results);
+    log::info!(
+        "configuration reloaded from {}: {} batteries, {} inverters",
+        path.display(),
+        now.config.inputs.len(),
+        now.config.outputs.len()
+    );
+    now
+}
+
+/// Logs each setpoint a reload dropped; returns their BASE/set/result payloads.
+fn report_dropped(old: &Config, new: &Config, dropped: &[Dropped]) -> Vec<String> {
+    dropped
+        .iter()
+        .map(|d| {
+            let can_if = &old.outputs[d.inverter].can_if;
+            log::warn!(
+                "reload: inverter {} ({can_if}) is no longer configured: its {} setpoint of {} A is dropped",
+                d.inverter + 1,
+                d.kind.field(),
+                d.setpoint.value
+            );
+            command::dropped_json(&new.mqtt.base_topic, d, can_if)
+        })
+        .collect()
+}
+
+fn start_mqtt(lane: &Sender<MqttRun>, running: &Running, commands: Sender<SetpointCommand>, results: Vec<String>) {
+    let run = MqttRun {
+        config: running.config.clone(),
+        board: running.board.clone(),
+        commands,
+        results,
+    };
+    if lane.try_send(run).is_err() {
+        log::error!("MQTT is still restarting from earlier reloads; it keeps the configuration it has");
+    }
+}
+
+/// The MQTT lane: one MQTT run at a time, each stopped (with its "offline")
+/// before the next starts, so that the broker sees them in order. Ends when
+/// `runs` is disconnected.
+fn mqtt_lane(runs: &Receiver<MqttRun>) {
+    let Ok(mut next) = runs.recv() else { return };
+    loop {
+        // Only the newest configuration matters.
+        while let Ok(newer) = runs.try_recv() {
+            next = newer;
+        }
+        let run = next;
+        let following = if run.config.mqtt.activated {
+            std::thread::scope(|s| {
+                let (stop_tx, stop) = shutdown::channel();
+                s.spawn(move || {
+                    crate::mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results)
+                });
+                let following = runs.recv();
+                drop(stop_tx);
+                following
+            })
+        } else {
+            runs.recv()
+        };
+        match following {
+            Ok(run) => next = run,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Loads the configuration for a reload; `None` (with the reason logged) keeps
 /// the running one.
-fn reload(path: &Path) -> Option<Config> {
+fn load(path: &Path) -> Option<Config> {
     match config::load(path) {
         Ok(c) if c.gateway_activated => Some(c),
         Ok(_) => {

@@ -9,7 +9,7 @@ use crate::codec::{self, Message};
 use crate::config::InputConfig;
 use crate::frame::Frame;
 use crate::shutdown::{self, RateLimit};
-use crate::status::{LinkState, StatusBoard};
+use crate::status::{InputStatus, LinkState, Slot};
 use crate::telegram::{Assembler, Telegram};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +21,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// A telegram on its way to the combiner.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery {
+    /// The input's slot id (stable across reloads, unlike its position).
     pub input: usize,
     pub telegram: Telegram,
     pub at: Instant,
@@ -28,11 +29,11 @@ pub struct Delivery {
 
 /// Everything one input thread needs.
 pub struct Input<'a> {
-    pub index: usize,
     pub config: &'a InputConfig,
     pub opener: &'a dyn CanOpener,
     pub telegrams: &'a Sender<Delivery>,
-    pub board: &'a StatusBoard,
+    /// This input's cell on the status board, and its id.
+    pub slot: &'a Slot<InputStatus>,
     pub stop: &'a Receiver<()>,
     /// Called once the interface has been tried the first time.
     pub opened: &'a (dyn Fn() + Sync),
@@ -55,7 +56,7 @@ impl Input<'_> {
     }
 
     fn label(&self) -> String {
-        format!("battery {} ({})", self.index + 1, self.name())
+        format!("battery {} ({})", self.slot.position() + 1, self.name())
     }
 
     /// Runs until stopped.
@@ -96,11 +97,7 @@ impl Input<'_> {
                     } else {
                         String::new()
                     };
-                    log::warn!(
-                        "battery {} ({}): frame not used: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                    log::warn!("{}: frame not used: {e}{more}", self.label());
                 }
                 self.flush(counters, None);
                 return;
@@ -111,7 +108,7 @@ impl Input<'_> {
             return;
         };
         let delivery = Delivery {
-            input: self.index,
+            input: self.slot.id,
             telegram,
             at: now,
         };
@@ -122,7 +119,7 @@ impl Input<'_> {
     }
 
     fn flush(&self, counters: &mut Counters, telegram: Option<(Telegram, Instant)>) {
-        self.board.input(self.index, |s| {
+        self.slot.update(|s| {
             s.frames += counters.frames;
             s.invalid += counters.invalid;
             s.dropped += counters.dropped;
@@ -146,9 +143,10 @@ struct InputService<'i, 'a> {
 
 impl Service for InputService<'_, '_> {
     fn link(&self, link: LinkState) {
-        let changed = self.input.board.input(self.input.index, |s| {
-            std::mem::replace(&mut s.link, link.clone()) != link
-        });
+        let changed = self
+            .input
+            .slot
+            .update(|s| std::mem::replace(&mut s.link, link.clone()) != link);
         if changed {
             log_link(&self.input.label(), &link);
         }

@@ -44,6 +44,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// disconnected; then publishes BASE/status "offline" (retained),
 /// disconnects and returns, within 2 s.
 pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointCommand>, shutdown: &Receiver<()>) {
+    run_after_reload(config, board, commands, shutdown, Vec::new());
+}
+
+/// [`run`] after a reload: `results` (BASE/set/result payloads about what
+/// the reload changed, e.g. setpoints dropped with their inverter) are
+/// published at the first connection.
+pub fn run_after_reload(
+    config: &Config,
+    board: &StatusBoard,
+    commands: &Sender<SetpointCommand>,
+    shutdown: &Receiver<()>,
+    results: Vec<String>,
+) {
     let (event_tx, event_rx) = crossbeam_channel::bounded(256);
     // Dropped when this function returns: that stops the connection thread.
     let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
@@ -65,6 +78,7 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
         if config.mqtt.control_activated { "on" } else { "off" },
     );
     let mut session = Session::new(config, board, commands, client);
+    session.pending_results = results;
     let telemetry_tick = tick(config.mqtt.interval);
     let setpoint_tick = tick(SETPOINT_POLL);
     let mut events = event_rx.clone();
@@ -115,6 +129,8 @@ struct Session<'a> {
     refused_log: Throttle,
     /// Removed discovery entities: one line for the whole batch.
     removal_log: Throttle,
+    /// BASE/set/result payloads for the first connection.
+    pending_results: Vec<String>,
 }
 
 impl<'a> Session<'a> {
@@ -144,6 +160,7 @@ impl<'a> Session<'a> {
             accepted_log: Throttle::new(Duration::from_secs(10)),
             refused_log: Throttle::new(Duration::from_secs(10)),
             removal_log: Throttle::new(Duration::from_secs(60)),
+            pending_results: Vec::new(),
         }
     }
 
@@ -192,6 +209,10 @@ impl<'a> Session<'a> {
         self.publish_discovery();
         self.poll_setpoints(true);
         self.publish_telemetry();
+        let result_topic = self.rules.result_topic();
+        for payload in std::mem::take(&mut self.pending_results) {
+            self.publish(&result_topic, QoS::AtLeastOnce, false, payload);
+        }
     }
 
     fn publish_discovery(&mut self) {

@@ -15,7 +15,7 @@ use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{self, RateLimit};
-use crate::status::{LinkState, StatusBoard};
+use crate::status::{LinkState, OutputStatus, Slot};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -150,13 +150,22 @@ impl PushTimer {
     }
 }
 
+/// What an output thread hands to the one that replaces it when a reload
+/// changes its section: what it was showing and when it last sent, so that
+/// the inverter sees no gap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried {
+    pub latest: Option<Shaped>,
+    pub last_sent: Option<Instant>,
+}
+
 /// Everything one output thread needs.
 pub struct Output<'a> {
-    pub index: usize,
     pub config: &'a OutputConfig,
     pub opener: &'a dyn CanOpener,
     pub mailbox: &'a Mailbox,
-    pub board: &'a StatusBoard,
+    /// This output's cell on the status board, and its id.
+    pub slot: &'a Slot<OutputStatus>,
     pub stop: &'a Receiver<()>,
     /// How old a state may be before it is replaced by the safe state.
     pub max_age: Duration,
@@ -173,25 +182,24 @@ impl Output<'_> {
     }
 
     fn label(&self) -> String {
-        format!("inverter {} ({})", self.index + 1, self.name())
+        format!("inverter {} ({})", self.slot.position() + 1, self.name())
     }
 
     fn set_link(&self, link: LinkState) {
         let changed = self
-            .board
-            .output(self.index, |s| std::mem::replace(&mut s.link, link.clone()) != link);
+            .slot
+            .update(|s| std::mem::replace(&mut s.link, link.clone()) != link);
         if changed {
             log_link(&self.label(), &link);
         }
     }
 
-    /// Runs until stopped.
-    pub fn run(&self) {
-        let mut service = OutputService {
-            output: self,
-            latest: None,
-        };
+    /// Runs until stopped, going on from `carried`; returns what the next
+    /// thread for this inverter goes on from.
+    pub fn run(&self, carried: Carried) -> Carried {
+        let mut service = OutputService { output: self, carried };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
+        service.carried
     }
 
     /// Waits `d` while keeping `latest` current; true when stopped.
@@ -209,10 +217,11 @@ impl Output<'_> {
         false
     }
 
-    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>) -> Result<(), CanError> {
+    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried) -> Result<(), CanError> {
+        let Carried { latest, last_sent } = carried;
         let mut timer = PushTimer {
             min_delay: self.config.push_min_delay,
-            last_sent: None,
+            last_sent: *last_sent,
             pending: latest.is_some(),
         };
         let mut errors = RateLimit::new(Duration::from_secs(10));
@@ -237,6 +246,7 @@ impl Output<'_> {
             if timer.due(true, now).is_some_and(|at| at <= now) {
                 timer.pending = false;
                 timer.last_sent = Some(now);
+                *last_sent = Some(now);
                 self.transmit(port, state, now, &mut errors)?;
             }
         }
@@ -259,7 +269,7 @@ impl Output<'_> {
             match port.read(timeout) {
                 Ok(Some(f)) if is_keepalive(&f) => {
                     let now = Instant::now();
-                    self.board.output(self.index, |s| {
+                    self.slot.update(|s| {
                         s.last_request = Some(now);
                         s.last_request_wall = Some(SystemTime::now());
                     });
@@ -295,9 +305,8 @@ impl Output<'_> {
         let (system_state, battery) = current(state, now, self.max_age);
         if system_state != state.state && errors.allow(now).is_some() {
             log::error!(
-                "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
-                self.index + 1,
-                self.name(),
+                "{}: no new combined state for {:.1} s: sending the safe state",
+                self.label(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
         }
@@ -315,7 +324,7 @@ impl Output<'_> {
                 }
             }
         }
-        self.board.output(self.index, |s| {
+        self.slot.update(|s| {
             s.frames_sent += sent;
             s.send_errors += failed;
             if failed == 0 {
@@ -349,11 +358,7 @@ impl Output<'_> {
                     } else {
                         String::new()
                     };
-                    log::warn!(
-                        "inverter {} ({}): frame not sent: {e}{more}",
-                        self.index + 1,
-                        self.name()
-                    );
+                    log::warn!("{}: frame not sent: {e}{more}", self.label());
                 }
                 Err(e)
             }
@@ -365,7 +370,7 @@ impl Output<'_> {
 /// state survives, so it is ready when the port is back.
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
-    latest: Option<Shaped>,
+    carried: Carried,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -374,13 +379,13 @@ impl Service for OutputService<'_, '_> {
     }
 
     fn wait(&mut self, d: Duration) -> bool {
-        self.output.idle(d, &mut self.latest)
+        self.output.idle(d, &mut self.carried.latest)
     }
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.latest),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, interval),
+            OutputMode::Push => self.output.push(port, &mut self.carried),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.carried.latest, interval),
         }
     }
 }

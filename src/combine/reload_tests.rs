@@ -48,7 +48,10 @@ fn settings(on_input_lost: OnInputLost) -> BatterySettings {
 fn running(on_input_lost: OnInputLost, t0: Instant) -> Combiner {
     let mut c = Combiner::new(settings(on_input_lost), &[100.0, 300.0], t0);
     c.on_telegram(0, tg(53.2, 100.0, 120.0, 80.0), t0);
-    assert_eq!(c.on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), t0).unwrap().state, SystemState::Ok);
+    assert_eq!(
+        c.on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), t0).unwrap().state,
+        SystemState::Ok
+    );
     c
 }
 
@@ -58,7 +61,12 @@ fn telegrams_and_freshness_follow_their_interface_to_its_new_place() {
     let mut c = running(OnInputLost::Degrade, t0);
     // The new file lists B first and gives A 300 Ah: SOC (40*300 + 80*300) / 600 = 60.
     let made = c
-        .reconfigure(settings(OnInputLost::Degrade), &[300.0, 300.0], &[Some(1), Some(0)], at(t0, 1.0))
+        .reconfigure(
+            settings(OnInputLost::Degrade),
+            &[300.0, 300.0],
+            &[Some(1), Some(0)],
+            at(t0, 1.0),
+        )
         .expect("made at once");
     assert_eq!((made.state, made.inputs_online), (SystemState::Ok, 2));
     assert!((made.battery.soc - 60.0).abs() < 1e-9);
@@ -75,7 +83,12 @@ fn a_reload_during_start_up_keeps_the_wait_that_is_running() {
     let mut c = Combiner::new(settings(OnInputLost::Degrade), &[100.0, 300.0], t0);
     assert_eq!(c.on_telegram(0, tg(53.2, 100.0, 120.0, 80.0), at(t0, 1.0)), None);
     assert_eq!(
-        c.reconfigure(settings(OnInputLost::Degrade), &[100.0, 300.0], &[Some(0), Some(1)], at(t0, 3.0)),
+        c.reconfigure(
+            settings(OnInputLost::Degrade),
+            &[100.0, 300.0],
+            &[Some(0), Some(1)],
+            at(t0, 3.0)
+        ),
         None,
         "still starting"
     );
@@ -91,13 +104,20 @@ fn an_added_battery_is_waited_for_without_counting_as_lost() {
     let mut c = running(OnInputLost::Stop, t0);
     // Battery C added (third): with ON-INPUT-LOST = stop a lost input would mean safe.
     let made = c
-        .reconfigure(settings(OnInputLost::Stop), &[100.0, 300.0, 200.0], &[Some(0), Some(1), None], at(t0, 1.0))
+        .reconfigure(
+            settings(OnInputLost::Stop),
+            &[100.0, 300.0, 200.0],
+            &[Some(0), Some(1), None],
+            at(t0, 1.0),
+        )
         .expect("made at once");
     assert_eq!((made.state, made.inputs_online), (SystemState::Ok, 2));
     // C reports: the next round holds all three. CCL 100 + 200 + 50.
     c.on_telegram(2, tg(53.0, 50.0, 50.0, 20.0), at(t0, 1.5));
     c.on_telegram(0, tg(53.2, 100.0, 120.0, 80.0), at(t0, 2.0));
-    let made = c.on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), at(t0, 2.0)).expect("round");
+    let made = c
+        .on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), at(t0, 2.0))
+        .expect("round");
     assert_eq!((made.state, made.inputs_online), (SystemState::Ok, 3));
     assert!((made.battery.i_lim_charge - 350.0).abs() < 1e-9);
 }
@@ -106,11 +126,22 @@ fn an_added_battery_is_waited_for_without_counting_as_lost() {
 fn an_added_battery_that_never_reports_is_lost_after_stale_timeout() {
     let t0 = Instant::now();
     let mut c = running(OnInputLost::Degrade, t0);
-    c.reconfigure(settings(OnInputLost::Degrade), &[100.0, 300.0, 200.0], &[Some(0), Some(1), None], at(t0, 1.0));
+    c.reconfigure(
+        settings(OnInputLost::Degrade),
+        &[100.0, 300.0, 200.0],
+        &[Some(0), Some(1), None],
+        at(t0, 1.0),
+    );
     for s in [3.0, 5.9, 6.0] {
         c.on_telegram(0, tg(53.2, 100.0, 120.0, 80.0), at(t0, s));
-        let made = c.on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), at(t0, s)).expect("round");
-        let expected = if s < 6.0 { SystemState::Ok } else { SystemState::Degraded };
+        let made = c
+            .on_telegram(1, tg(54.0, 200.0, 250.0, 40.0), at(t0, s))
+            .expect("round");
+        let expected = if s < 6.0 {
+            SystemState::Ok
+        } else {
+            SystemState::Degraded
+        };
         assert_eq!(made.state, expected, "at {s} s (joined at 1 s)");
     }
 }
@@ -136,7 +167,12 @@ fn the_safe_state_stays_the_safe_state_across_a_reload() {
     let mut c = running(OnInputLost::Degrade, t0);
     assert_eq!(c.on_tick(at(t0, 5.1)).unwrap().state, SystemState::Safe);
     let made = c
-        .reconfigure(settings(OnInputLost::Degrade), &[100.0, 300.0], &[Some(0), Some(1)], at(t0, 6.0))
+        .reconfigure(
+            settings(OnInputLost::Degrade),
+            &[100.0, 300.0],
+            &[Some(0), Some(1)],
+            at(t0, 6.0),
+        )
         .expect("made at once");
     assert_eq!(made.state, SystemState::Safe);
     assert_eq!((made.battery.i_lim_charge, made.battery.i_lim_discharge), (0.0, 0.0));
@@ -162,7 +198,12 @@ fn system_setpoints_and_their_expiry_are_kept() {
     c.set_setpoint(LimitKind::Charge, Some(forever), t0);
     c.set_setpoint(LimitKind::Discharge, Some(until_3), t0);
     let made = c
-        .reconfigure(settings(OnInputLost::Degrade), &[100.0, 300.0], &[Some(0), Some(1)], at(t0, 1.0))
+        .reconfigure(
+            settings(OnInputLost::Degrade),
+            &[100.0, 300.0],
+            &[Some(0), Some(1)],
+            at(t0, 1.0),
+        )
         .unwrap();
     assert_eq!((made.battery.i_lim_charge, made.battery.i_lim_discharge), (20.0, 30.0));
     // The discharge setpoint still expires at 3 s: DCL back to 120 + 250.
