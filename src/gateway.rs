@@ -144,15 +144,7 @@ impl Gateway<'_> {
                     }
                 },
                 recv(reloads) -> r => match r {
-                    Ok(r) => {
-                        // Commands already queued were meant for the running configuration.
-                        while let Ok(c) = commands.try_recv() {
-                            core.apply(c, Instant::now());
-                        }
-                        commands = r.commands.clone();
-                        threads.reconfigure(&r);
-                        core.reconfigure(r)
-                    }
+                    Ok(r) => reload(core, threads, &mut commands, r),
                     Err(_) => {
                         reloads = never();
                         None
@@ -168,6 +160,17 @@ impl Gateway<'_> {
             }
         }
     }
+}
+
+/// Takes a reload: commands already queued (meant for the running
+/// configuration) first, then the threads, then the combiner's state.
+fn reload(core: &mut Core, threads: &mut Threads, commands: &mut Receiver<SetpointCommand>, r: Reload) -> Option<Combined> {
+    while let Ok(c) = commands.try_recv() {
+        core.apply(c, Instant::now());
+    }
+    *commands = r.commands.clone();
+    threads.reconfigure(&r);
+    core.reconfigure(r)
 }
 
 /// One battery input's running thread.

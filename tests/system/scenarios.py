@@ -991,10 +991,11 @@ def reload(ctx):
     port = 18831
     base = "sysreload"
     ctx.vcan("sbat1", "sbat2", "sbat3", "sinv1", "sinv2")
-    # Same CVL on all, so that the safe state's "last known value" is unambiguous.
+    # Same CVL on all, so that the safe state's "last known value" is unambiguous;
+    # currents chosen so that no share is a rounding tie.
     a = ctx.battery("sbat1", bat_a(cvl=53.6))
-    b = ctx.battery("sbat2", bat_b(cvl=53.6))
-    c = ctx.battery("sbat3", bat_c(cvl=53.6))
+    b = ctx.battery("sbat2", bat_b(cvl=53.6, i=10.6))
+    c = ctx.battery("sbat3", bat_c(cvl=53.6, i=-5.2))
     caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
     m = Mqtt(ctx, port)
     mcfg = {"ACTIVATED": True, "BROKER": "127.0.0.1", "PORT": port, "INTERVAL": 1.0,
