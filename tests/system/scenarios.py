@@ -684,9 +684,15 @@ class Mqtt:
         self.start_broker()
 
     def start_broker(self):
-        self.broker = self.ctx.spawn(["mosquitto", "-c", self.conf])
+        log = os.path.join(harness.TMP, f"mosquitto-{self.port}.log")
+        with open(log, "a") as out:
+            self.broker = self.ctx.spawn(["mosquitto", "-c", self.conf], stdout=out,
+                                         stderr=subprocess.STDOUT)
         ok = wait_for(self._port_open, 10)
-        check(ok, "mosquitto did not start listening")
+        if not ok:
+            with open(log, errors="replace") as f:
+                tail = f.read()[-400:]
+            raise Failure(f"mosquitto did not start listening on {self.port}: {tail!r}")
         self.sub = self.ctx.spawn(["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p",
                                    str(self.port), "-v", "-t", "#"],
                                   stdout=subprocess.PIPE, text=True)
@@ -988,7 +994,10 @@ def reload(ctx):
     """SIGHUP in the ok, degraded, safe and start-up states, adding and removing a battery
     and an inverter, with a broker that stopped answering: the inverters' frames never
     stop (<= 1.2 s between frame sets), setpoints are kept or reported dropped."""
-    port = 18831
+    # A port of its own each try: a retried scenario must not meet its first broker.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     base = "sysreload"
     ctx.vcan("sbat1", "sbat2", "sbat3", "sinv1", "sinv2")
     # Same CVL on all, so that the safe state's "last known value" is unambiguous;
@@ -1002,7 +1011,8 @@ def reload(ctx):
             "BASE-TOPIC": base, "CLIENT-ID": "systest-reload", "CONTROL-ACTIVATED": True}
     om = dict(i_scaling=0.5)
 
-    def cfg(inputs, outputs=("sinv1", "sinv2"), note="", stale=2.0, mqtt=mcfg):
+    # STALE-TIMEOUT 4 s: longer than the VM's stalls, so that none makes a battery stale.
+    def cfg(inputs, outputs=("sinv1", "sinv2"), note="", stale=4.0, mqtt=mcfg):
         # A new DESCRIPTION each time: inverter 1's section changes, its thread restarts.
         outs = [{"CAN-IF": o, "I-SCALING": 0.5} for o in outputs]
         outs[0]["DESCRIPTION"] = f"inverter one {note}"
