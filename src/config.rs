@@ -114,6 +114,11 @@ pub struct MqttConfig {
     pub control_activated: bool,
     /// `SETPOINT-TTL`: default lifetime of a setpoint; `None`: until changed.
     pub setpoint_ttl: Option<Duration>,
+    /// `HA-SETPOINT-TTL`: lifetime of a setpoint set from Home Assistant's
+    /// number entities (sent with it through their `command_template`), so
+    /// that the limit falls back by itself when nothing renews it; `None`
+    /// (0 in the file): SETPOINT-TTL applies.
+    pub ha_setpoint_ttl: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -133,6 +138,7 @@ impl Default for MqttConfig {
             ha_discovery_prefix: "homeassistant".into(),
             control_activated: false,
             setpoint_ttl: None,
+            ha_setpoint_ttl: None,
         }
     }
 }
@@ -257,7 +263,12 @@ const MQTT_KEYS: &[&str] = &[
     "HA-DISCOVERY-PREFIX",
     "CONTROL-ACTIVATED",
     "SETPOINT-TTL",
+    "HA-SETPOINT-TTL",
 ];
+
+/// The longest SETPOINT-TTL and HA-SETPOINT-TTL: the longest lifetime a
+/// command may ask for.
+const MAX_SETPOINT_TTL_S: f64 = crate::mqtt::command::MAX_TTL.as_secs_f64();
 
 /// The largest current a limit field can carry (s16, 0.1 A).
 const MAX_CURRENT: f64 = 3276.7;
@@ -567,7 +578,8 @@ impl<'t> Reader<'t> {
                 "must be a whole number from 1 to 65535".into(),
             );
         }
-        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, 30.0 * 86400.0));
+        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
+        let ha_ttl = self.seconds_or(s, "HA-SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         Some(MqttConfig {
             activated: flag(self, "ACTIVATED", d.activated),
             broker: self.nonempty_or(s, "BROKER", &d.broker),
@@ -585,6 +597,7 @@ impl<'t> Reader<'t> {
             ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
             control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
             setpoint_ttl: (!ttl.is_zero()).then_some(ttl),
+            ha_setpoint_ttl: (!ha_ttl.is_zero()).then_some(ha_ttl),
         })
     }
 
@@ -764,6 +777,12 @@ impl Config {
                 "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
             ));
         }
+        let m = &self.mqtt;
+        if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
+            out.push(
+                "[mqtt] HA-SETPOINT-TTL has no effect without CONTROL-ACTIVATED = true and HA-DISCOVERY = true (it is the lifetime of setpoints set from Home Assistant)".into(),
+            );
+        }
         out
     }
 
@@ -838,11 +857,13 @@ impl Config {
             );
             let _ = writeln!(
                 s,
-                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}",
+                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}, HA-SETPOINT-TTL = {}",
                 m.ha_discovery,
                 m.ha_discovery_prefix,
                 m.control_activated,
-                m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t)))
+                m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t))),
+                m.ha_setpoint_ttl
+                    .map_or("SETPOINT-TTL".to_string(), |t| format!("{} s", secs(t)))
             );
         } else {
             let _ = writeln!(s, "[mqtt] ACTIVATED = false");

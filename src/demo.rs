@@ -5,13 +5,20 @@
 //! The script repeats every minute: battery 2 goes silent from 20 s to 35 s
 //! (degraded, then back), battery 1 raises a high-temperature warning from
 //! 45 s to 52 s. With one battery, its silence shows the safe state.
+//!
+//! With `--mqtt HOST[:PORT]` the demo also runs the MQTT thread against that
+//! broker, Home Assistant discovery included, so that the whole integration
+//! can be seen in one's own Home Assistant. It publishes under its own base
+//! topic ([`DEMO_BASE_TOPIC`]) and TOPIC with a client id of its own, so it
+//! never mixes with a real gateway on the same broker; `--remove` deletes
+//! what it left there.
 
 use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, InputConfig, MqttConfig, OutputConfig, OutputMode};
-use crate::gateway::{Fault, Gateway, Worker};
+use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -21,15 +28,94 @@ use crate::supervise::Supervision;
 use crossbeam_channel::{Receiver, bounded, select, tick};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The demo's size and length.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub batteries: usize,
     pub inverters: usize,
     pub duration: Option<Duration>,
+    /// `--mqtt`: publish to this broker too.
+    pub mqtt: Option<DemoMqtt>,
+}
+
+/// How long `--mqtt` waits for the broker before giving up.
+const PROBE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The demo's base topic: not a real gateway's, so that both can share a
+/// broker (and a Home Assistant).
+pub const DEMO_BASE_TOPIC: &str = "bms_gateway_demo";
+
+/// Where and how the demo publishes (`demo --mqtt`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoMqtt {
+    pub broker: String,
+    pub port: u16,
+    /// `--username`.
+    pub username: Option<String>,
+    /// `--password-file`.
+    pub password_file: Option<PathBuf>,
+    /// `--control`: accept setpoints (Home Assistant's number entities).
+    pub control: bool,
+}
+
+impl DemoMqtt {
+    /// `HOST`, `HOST:PORT`, or `[IPv6]:PORT`; the port defaults to 1883.
+    pub fn parse_broker(s: &str) -> Result<(String, u16), String> {
+        let bad = || format!("--mqtt {s:?}: expected HOST or HOST:PORT (e.g. 192.168.1.10:1883)");
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            match after {
+                "" => (host, None),
+                p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+            }
+        } else {
+            match s.split_once(':') {
+                Some((host, port)) if !port.contains(':') => (host, Some(port)),
+                Some(_) => return Err(format!("{}; write an IPv6 address as [ADDRESS]:PORT", bad())),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None => 1883,
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?,
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok((host.to_string(), port))
+    }
+
+    /// The demo's MQTT settings.
+    pub fn config(&self) -> MqttConfig {
+        MqttConfig {
+            activated: true,
+            broker: self.broker.clone(),
+            port: self.port,
+            topic: format!("tele/{DEMO_BASE_TOPIC}/state"),
+            interval: Duration::from_secs(2),
+            base_topic: DEMO_BASE_TOPIC.into(),
+            // The process id keeps two demos on one machine apart too.
+            client_id: Some(format!("bms-gateway-demo-{}", std::process::id())),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            control_activated: self.control,
+            ..MqttConfig::default()
+        }
+    }
+}
+
+/// Removes what a demo left on the broker (its retained discovery, status
+/// and setpoints); how many messages there were.
+pub fn remove(mqtt: &DemoMqtt) -> Result<usize, String> {
+    let config = Config {
+        mqtt: mqtt.config(),
+        ..demo_config(1, 1)
+    };
+    crate::mqtt::remove::retained(&config)
 }
 
 const CAPACITIES: [f64; 4] = [100.0, 200.0, 150.0, 50.0];
@@ -142,7 +228,13 @@ fn run_inverter(port: &mut dyn CanPort, sync: bool, view: &Mutex<InverterView>, 
 
 /// Runs the demo until `--duration` ends or a stop signal arrives.
 pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), String> {
-    let config = demo_config(options.batteries, options.inverters);
+    let mut config = demo_config(options.batteries, options.inverters);
+    if let Some(m) = &options.mqtt {
+        config.mqtt = m.config();
+        // A wrong address or login is said at once, not hidden behind the
+        // table (which keeps the log off the terminal).
+        crate::mqtt::connection::probe(&config, PROBE_PATIENCE)?;
+    }
     let bus = VirtualBus::new();
     for name in config.interfaces() {
         bus.create(name);
@@ -161,7 +253,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let views: Vec<Mutex<InverterView>> = config.outputs.iter().map(|_| Mutex::default()).collect();
     let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
     let (stop_tx, stop) = shutdown::channel();
-    let (_commands_tx, commands) = bounded::<SetpointCommand>(1);
+    let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let started = Instant::now();
     // The demo is supervised like the daemon (READY, watchdog, injected
     // faults), so that the systemd integration can be tested without CAN.
@@ -177,6 +269,10 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
+        if config.mqtt.activated {
+            let (config, board, commands_tx) = (&config, &board, &commands_tx);
+            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+        }
         let n = battery_ports.len();
         for (k, port) in battery_ports.iter_mut().enumerate() {
             s.spawn(move || run_battery(k, n, port.as_mut(), stop, started));
@@ -379,5 +475,88 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
         s,
         "\nScript (every 60 s): battery 2 silent 20-35 s (degraded, or safe with one battery), battery 1 high-temperature warning 45-52 s."
     );
+    let m = &config.mqtt;
+    if m.activated {
+        let mut login = String::new();
+        if let Some(user) = &m.username {
+            let _ = write!(login, " --username {user}");
+        }
+        if let Some(file) = &m.password_file {
+            let _ = write!(login, " --password-file {}", file.display());
+        }
+        let _ = write!(
+            s,
+            "\nMQTT: {}:{} under {}/ and {} (Home Assistant: {}/), remote control {}. Remove it from the broker with: bms-gateway demo --mqtt {}:{}{login} --remove",
+            m.broker,
+            m.port,
+            m.base_topic,
+            m.topic,
+            m.ha_discovery_prefix,
+            if m.control_activated { "on" } else { "off" },
+            m.broker,
+            m.port
+        );
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_addresses() {
+        let p = DemoMqtt::parse_broker;
+        assert_eq!(p("ha.lan"), Ok(("ha.lan".to_string(), 1883)));
+        assert_eq!(p("192.168.1.10:1884"), Ok(("192.168.1.10".to_string(), 1884)));
+        assert_eq!(p("[::1]:1885"), Ok(("::1".to_string(), 1885)));
+        assert_eq!(p("[fe80::2]"), Ok(("fe80::2".to_string(), 1883)));
+        for bad in [
+            "",
+            ":1883",
+            "host:",
+            "host:0",
+            "host:70000",
+            "host:x",
+            "::1",
+            "[::1",
+            "[::1]x",
+        ] {
+            let e = p(bad).expect_err(bad);
+            assert!(e.starts_with("--mqtt"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_demo_never_uses_a_real_gateways_topics_or_client_id() {
+        let m = DemoMqtt {
+            broker: "ha.lan".into(),
+            port: 1883,
+            username: Some("demo".into()),
+            password_file: Some("/run/pw".into()),
+            control: true,
+        };
+        let c = m.config();
+        let real = MqttConfig::default();
+        assert_eq!(c.base_topic, "bms_gateway_demo");
+        assert_eq!(c.topic, "tele/bms_gateway_demo/state");
+        assert_ne!(c.topic, real.topic);
+        let id = c.client_id.clone().unwrap();
+        assert!(id.starts_with("bms-gateway-demo-"), "{id}");
+        assert!(c.activated && c.ha_discovery && c.control_activated);
+        assert_eq!((c.broker.as_str(), c.port), ("ha.lan", 1883));
+        assert_eq!(c.username.as_deref(), Some("demo"));
+        assert_eq!(c.password_file, Some(PathBuf::from("/run/pw")));
+        assert_eq!(c.ha_discovery_prefix, real.ha_discovery_prefix);
+        // The table says how to remove it again, with the same login.
+        let config = Config {
+            mqtt: c,
+            ..demo_config(1, 1)
+        };
+        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO, Instant::now());
+        assert!(
+            table.contains("bms-gateway demo --mqtt ha.lan:1883 --username demo --password-file /run/pw --remove"),
+            "{table}"
+        );
+    }
 }

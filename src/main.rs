@@ -4,7 +4,7 @@
 use bms_gateway::can::CanOpener;
 use bms_gateway::can::socket::SocketCan;
 use bms_gateway::config::{self, Config, ConfigError};
-use bms_gateway::demo::{self, DemoOptions};
+use bms_gateway::demo::{self, DemoMqtt, DemoOptions};
 use bms_gateway::{daemon, decode, service, signals, tools};
 use clap::{Parser, Subcommand};
 use std::io::{self, BufReader, IsTerminal};
@@ -64,6 +64,8 @@ enum Command {
         /// Stop after this many seconds (default: until Ctrl-C).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        #[command(flatten)]
+        mqtt: DemoMqttArgs,
     },
     /// Decode a candump log (candump -l files or candump's screen output)
     /// into one JSON object per line.
@@ -81,6 +83,44 @@ enum Command {
         /// The CAN interface, e.g. can0.
         interface: String,
     },
+}
+
+/// `demo --mqtt ...`: publish the demo to a broker, Home Assistant
+/// discovery included, under the base topic bms_gateway_demo.
+#[derive(Debug, clap::Args)]
+struct DemoMqttArgs {
+    /// Also publish to this MQTT broker (HOST or HOST:PORT, default port 1883).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    mqtt: Option<String>,
+    /// The broker's user name.
+    #[arg(long, requires = "mqtt")]
+    username: Option<String>,
+    /// A file holding the broker password (never on the command line).
+    #[arg(long, value_name = "FILE", requires = "username")]
+    password_file: Option<PathBuf>,
+    /// Accept current setpoints (Home Assistant's number entities).
+    #[arg(long, requires = "mqtt")]
+    control: bool,
+    /// Delete what a demo left on the broker (its Home Assistant entities,
+    /// status and setpoints) and exit.
+    #[arg(long, requires = "mqtt")]
+    remove: bool,
+}
+
+impl DemoMqttArgs {
+    fn options(&self) -> Result<Option<DemoMqtt>, String> {
+        let Some(broker) = &self.mqtt else {
+            return Ok(None);
+        };
+        let (broker, port) = DemoMqtt::parse_broker(broker)?;
+        Ok(Some(DemoMqtt {
+            broker,
+            port,
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            control: self.control,
+        }))
+    }
 }
 
 /// The configuration file to use, by the lookup order of the original gateway.
@@ -183,7 +223,32 @@ fn run(path: &Path) -> Exit {
     }
 }
 
-fn demo(batteries: u8, inverters: u8, duration: Option<f64>) -> Exit {
+fn demo(batteries: u8, inverters: u8, duration: Option<f64>, mqtt: &DemoMqttArgs) -> Exit {
+    let mqtt_options = match mqtt.options() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if mqtt.remove {
+        let m = mqtt_options.expect("--remove requires --mqtt");
+        return match demo::remove(&m) {
+            Ok(n) => {
+                println!(
+                    "removed {n} retained messages of the demo ({}) from {}:{}; Home Assistant drops its entities",
+                    demo::DEMO_BASE_TOPIC,
+                    m.broker,
+                    m.port
+                );
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Runtime
+            }
+        };
+    }
     let duration = match duration {
         Some(d) if !(d.is_finite() && d > 0.0) => {
             eprintln!("error: --duration must be a positive number of seconds");
@@ -202,6 +267,7 @@ fn demo(batteries: u8, inverters: u8, duration: Option<f64>) -> Exit {
         batteries: usize::from(batteries),
         inverters: usize::from(inverters),
         duration,
+        mqtt: mqtt_options,
     };
     let result = demo::run(options, &signals);
     handle.close();
@@ -268,7 +334,8 @@ fn main() -> ExitCode {
             batteries,
             inverters,
             duration,
-        }) => demo(batteries, inverters, duration),
+            mqtt,
+        }) => demo(batteries, inverters, duration, &mqtt),
         Some(Command::Decode { file }) => decode_file(&file),
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),

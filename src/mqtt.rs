@@ -16,16 +16,18 @@
 //!
 //! The pure parts: [`command`] (what a command means and whether it is
 //! accepted), [`telemetry`] (the JSON payloads) and [`discovery`] (Home
-//! Assistant discovery).
+//! Assistant discovery). [`remove`] deletes a gateway's retained messages
+//! from its broker (`demo --mqtt ... --remove`).
 
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
-use crate::status::StatusBoard;
+use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
 use connection::{LinkEvent, Quiet, Throttle};
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
@@ -116,6 +118,8 @@ struct Session<'a> {
     topics: Topics,
     /// Today's discovery messages (empty with HA-DISCOVERY off).
     discovery: Vec<discovery::Entity>,
+    /// What discovery has learned (the BMS names) since the thread started.
+    learned: discovery::Learned,
     connected: bool,
     /// The setpoints last published on BASE/setpoints.
     published_setpoints: Option<Vec<LimitSetpoints>>,
@@ -153,6 +157,7 @@ impl<'a> Session<'a> {
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
             },
             discovery: discovery::entities(config),
+            learned: discovery::Learned::default(),
             connected: false,
             published_setpoints: None,
             dropped: 0,
@@ -281,6 +286,7 @@ impl<'a> Session<'a> {
             return;
         }
         let snapshot = self.board.snapshot();
+        self.learn(&snapshot);
         let clock = Clock::now();
         let base = self.config.mqtt.base_topic.clone();
         let system = telemetry::system_state(&snapshot, &clock);
@@ -303,6 +309,28 @@ impl<'a> Session<'a> {
                 false,
                 json(&state),
             );
+        }
+    }
+
+    /// A BMS name heard for the first time (or changed) renews the discovery
+    /// of that battery, which shows it as the manufacturer.
+    fn learn(&mut self, snapshot: &Snapshot) {
+        if !self.config.mqtt.ha_discovery {
+            return;
+        }
+        let names = snapshot
+            .inputs
+            .iter()
+            .take(self.config.inputs.len())
+            .map(|i| i.telegram.as_ref().and_then(|t| t.manufacturer).map(|m| m.name()));
+        if !self.learned.learn(names) {
+            return;
+        }
+        let new = discovery::entities_with(self.config, &self.learned);
+        let renewed: Vec<discovery::Entity> = discovery::changed(&self.discovery, &new).into_iter().cloned().collect();
+        self.discovery = new;
+        for e in renewed {
+            self.publish(&e.topic, QoS::AtLeastOnce, true, e.payload.to_string());
         }
     }
 

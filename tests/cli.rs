@@ -167,6 +167,27 @@ fn usage_errors_exit_with_2() {
     assert_eq!(run(&["demo", "--batteries", "0"]).0, 2);
     assert_eq!(run(&["no-such-command"]).0, 2);
     assert_eq!(run(&["demo", "--duration", "-1"]).0, 2);
+    // The MQTT options need --mqtt; a bad address is refused before anything runs.
+    assert_eq!(run(&["demo", "--remove"]).0, 2);
+    assert_eq!(run(&["demo", "--username", "u"]).0, 2);
+    assert_eq!(run(&["demo", "--mqtt", "h", "--password-file", "/p"]).0, 2);
+    let (code, _, err) = run(&["demo", "--mqtt", "host:port", "--duration", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("HOST:PORT"), "{err}");
+}
+
+#[test]
+fn the_demo_says_at_once_when_its_broker_is_unreachable() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let (code, _, err) = run(&["demo", "--mqtt", &address, "--duration", "30"]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("MQTT broker {address} unreachable")), "{err}");
 }
 
 #[test]

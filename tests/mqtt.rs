@@ -251,6 +251,8 @@ fn telemetry_carries_every_field_with_the_board_values() {
         // The new ones. 51.23 V x -12.34 A = -632.18 W.
         "v_discharge_min": 46.9,
         "power_w": -632.0,
+        // 0.75 x 150 Ah x 51.23 V = 5763.4 Wh
+        "energy_stored_kwh": 5.76,
         "state": "ok",
         "inputs_online": 2,
         "inputs_total": 2,
@@ -272,6 +274,8 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b1["description"], "rack A");
     assert_eq!(b1["can_if"], "can1");
     assert_eq!(b1["capacity_ah"], 100.0);
+    // 0.8 x 100 Ah x 51.5 V = 4120 Wh
+    assert_eq!(b1["energy_stored_kwh"], 4.12);
     assert_eq!(b1["frames"], 60);
     assert_eq!(b1["telegrams"], 10);
     assert_eq!(b1["invalid"], 2);
@@ -281,6 +285,7 @@ fn telemetry_carries_every_field_with_the_board_values() {
     let b2 = watch.wait_for("tele1/battery/2/state", "battery 2", |_| true).json();
     assert_eq!(b2["online"], false);
     assert_eq!(b2["soc"], Value::Null);
+    assert_eq!(b2["energy_stored_kwh"], Value::Null);
     assert_eq!(b2["invalid"], 3);
     assert_eq!(b2["can_if"], "can2");
     let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
@@ -782,6 +787,12 @@ fn a_broker_certificate_from_another_ca_is_refused_with_a_clear_line() {
     assert!(watch.all("tele/tls3/state").is_empty());
 }
 
+/// The availability entry of a gateway's status topic, as Home Assistant's
+/// documentation describes the `availability` list.
+fn gateway_available(base: &str) -> Value {
+    json!({"topic": format!("{base}/status"), "payload_available": "online", "payload_not_available": "offline"})
+}
+
 fn discovery_of(watch: &Watcher, prefix: &str, object_topic: &str) -> Value {
     let topic = format!("{prefix}/{object_topic}/config");
     watch
@@ -872,8 +883,51 @@ fn discovery_payloads_are_json_with_the_right_classes_and_units() {
         assert_eq!(p["unit_of_measurement"].as_str(), unit, "{object}");
         assert_eq!(p["state_class"].as_str(), state_class, "{object}");
         assert_eq!(p["state_topic"], state_topic, "{object}");
-        assert_eq!(p["availability_topic"], "disc1/status", "{object}");
+        // Home Assistant's availability list: the gateway's status, and
+        // for a battery's entities its freshness too; all must say online.
+        assert_eq!(p["availability"][0], gateway_available("disc1"), "{object}");
+        assert_eq!(p["availability_mode"], "all", "{object}");
+        assert_eq!(p["origin"]["name"], "bms-gateway", "{object}");
+        assert_eq!(p["origin"]["sw_version"], env!("CARGO_PKG_VERSION"), "{object}");
+        let n = if state_topic.contains("/battery/") { 2 } else { 1 };
+        assert_eq!(p["availability"].as_array().unwrap().len(), n, "{object}");
     }
+    let b2 = discovery_of(&watch, "ha", "sensor/disc1/battery_can2_soc");
+    assert_eq!(
+        b2["availability"][1],
+        json!({
+            "topic": "disc1/battery/2/state",
+            "value_template": "{{ 'online' if value_json.online else 'offline' }}",
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        })
+    );
+    // Names: the DESCRIPTION alone, else "Battery N" / "Inverter N".
+    let b1 = discovery_of(&watch, "ha", "sensor/disc1/battery_can1_soc");
+    assert_eq!(b1["device"]["name"], "rack A");
+    assert_eq!(b1["name"], "State of charge");
+    assert_eq!(b2["device"]["name"], "Battery 2");
+    assert_eq!(b2["device"]["model"], "Pylontech-protocol BMS");
+    // Battery 1's BMS said "PYLON" in its 0x35E: the gateway renews its
+    // discovery with it as the manufacturer; battery 2 was never heard.
+    let named = watch
+        .wait_for("ha/sensor/disc1/battery_can1_soc/config", "BMS name", |m| {
+            m.json()["device"]["manufacturer"] == "PYLON"
+        })
+        .json();
+    assert_eq!(named["device"]["name"], "rack A");
+    assert!(b2["device"].get("manufacturer").is_none());
+    let inv1 = discovery_of(&watch, "ha", "sensor/disc1/inverter_inv1_i_lim_charge");
+    assert_eq!(inv1["state_topic"], "disc1/inverter/1/state");
+    assert_eq!(inv1["name"], "Charge current limit");
+    assert_eq!(inv1["device"]["name"], "hybrid");
+    assert_eq!(
+        inv1["device"]["identifiers"],
+        json!(["bms_gateway_disc1_inverter_inv1"])
+    );
+    assert_eq!(inv1["device"]["via_device"], "bms_gateway_disc1");
+    let inv2 = discovery_of(&watch, "ha", "sensor/disc1/inverter_inv2_i_lim_charge");
+    assert_eq!(inv2["device"]["name"], "Inverter 2");
     let alarm = discovery_of(&watch, "ha", "binary_sensor/disc1/protection");
     assert_eq!(alarm["device_class"], "problem");
     let online = discovery_of(&watch, "ha", "binary_sensor/disc1/battery_can1_online");
@@ -953,4 +1007,310 @@ fn home_assistant_coming_online_gets_the_discovery_again() {
     // Home Assistant's birth message.
     watch.publish("homeassistant/status", "online", false);
     watch.wait_nth(soc, before + 1);
+}
+
+/// Renders Home Assistant templates with Jinja2, as Home Assistant does
+/// (tests/jinja/render.py); each item is `{"template", "payload"}` or
+/// `{"template", "value"}`.
+fn render(items: &[Value]) -> Vec<String> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jinja/render.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (make deps installs python3 and python3-jinja2)");
+    let input = serde_json::to_vec(items).unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "rendering failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every discovery template rendered as Home Assistant renders it, against
+/// the gateway's own messages: a null value gives `None` (HA: unknown), an
+/// offline battery's availability `offline`, the number entities' command
+/// template a command the gateway accepts. Expected values by hand from the
+/// board (see `filled_board`).
+#[test]
+fn discovery_templates_render_as_home_assistant_needs() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let board = filled_board();
+    let extra = "CONTROL-ACTIVATED = true\nHA-SETPOINT-TTL = 900\nHA-DISCOVERY-PREFIX = \"ha\"";
+    let gw = start(config(&broker, "tpl1", extra), board.clone());
+    // A gateway whose batteries were never heard: state "starting".
+    let _starting = start(
+        config(&broker, "tpl2", "HA-DISCOVERY-PREFIX = \"ha\""),
+        Arc::new(StatusBoard::new(2, 2)),
+    );
+    watch.wait_for("tpl1/status", "online", |m| m.text() == "online");
+    // System charge 50 A for 600 s; inverter 1 discharge 20 A until changed.
+    watch.publish("tpl1/set/i_lim_charge", r#"{"value": 50, "ttl": 600}"#, false);
+    apply(&board, gw.next_command());
+    watch.publish(
+        "tpl1/inverter/1/set/i_lim_discharge",
+        r#"{"value": 20, "ttl": 0}"#,
+        false,
+    );
+    apply(&board, gw.next_command());
+    let setpoints = watch.wait_for("tpl1/setpoints", "both setpoints", |m| {
+        let j = m.json();
+        !j["system"]["i_lim_charge"].is_null() && !j["inverters"][0]["i_lim_discharge"].is_null()
+    });
+    for base in ["tpl1", "tpl2"] {
+        watch.wait_for(&format!("tele/{base}/state"), "telemetry", |_| true);
+        watch.wait_for(&format!("{base}/battery/2/state"), "battery 2", |_| true);
+        watch.wait_for(&format!("{base}/inverter/2/state"), "inverter 2", |_| true);
+    }
+    // Let the discovery burst (and the renewal with the BMS name) end.
+    let mut seen = 0;
+    while watch.all("ha/#").len() != seen {
+        seen = watch.all("ha/#").len();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let latest = |topic: &str| -> String {
+        if topic == "tpl1/setpoints" {
+            return setpoints.text();
+        }
+        watch
+            .all(topic)
+            .last()
+            .unwrap_or_else(|| panic!("nothing on {topic}"))
+            .text()
+    };
+    // Every value template of both gateways (StrictUndefined: a key the
+    // payload lacks fails), and every battery availability template.
+    let mut items = Vec::new();
+    let mut names = Vec::new();
+    let mut configs: Vec<(String, Value)> = Vec::new();
+    for m in watch.all("ha/+/+/+/config") {
+        if m.payload.is_empty() {
+            continue;
+        }
+        let object = m
+            .topic
+            .trim_start_matches("ha/")
+            .trim_end_matches("/config")
+            .to_string();
+        configs.retain(|(o, _)| *o != object);
+        configs.push((object, m.json()));
+    }
+    assert!(configs.len() > 100, "{}", configs.len());
+    for (object, p) in &configs {
+        if let Some(t) = p["value_template"].as_str() {
+            let payload = latest(p["state_topic"].as_str().unwrap());
+            items.push(json!({"template": t, "payload": payload}));
+            names.push(object.clone());
+        }
+        if let Some(a) = p["availability"].get(1) {
+            let payload = latest(a["topic"].as_str().unwrap());
+            items.push(json!({"template": a["value_template"], "payload": payload}));
+            names.push(format!("{object} availability"));
+        }
+        if let Some(t) = p["command_template"].as_str() {
+            items.push(json!({"template": t, "value": 42.5}));
+            names.push(format!("{object} command"));
+        }
+    }
+    let rendered: std::collections::HashMap<String, String> = names.into_iter().zip(render(&items)).collect();
+    let cases = [
+        ("sensor/tpl1/soc", "75.0"),
+        // 0.75 x 150 Ah x 51.23 V
+        ("sensor/tpl1/energy_stored_kwh", "5.76"),
+        ("sensor/tpl1/state", "ok"),
+        ("binary_sensor/tpl1/charge_enable", "ON"),
+        ("binary_sensor/tpl1/protection", "OFF"),
+        // warning_flags_1 = 0x02: high voltage.
+        ("binary_sensor/tpl1/alarm", "ON"),
+        ("binary_sensor/tpl1/alarm_high_voltage", "ON"),
+        ("binary_sensor/tpl1/alarm_low_voltage", "OFF"),
+        ("binary_sensor/tpl1/force_charge_request", "OFF"),
+        ("sensor/tpl1/battery_can1_soc", "80.0"),
+        ("binary_sensor/tpl1/battery_can1_charge_enable", "ON"),
+        ("binary_sensor/tpl1/battery_can1_online", "ON"),
+        ("sensor/tpl1/battery_can1_soc availability", "online"),
+        // Battery 2 never sent a telegram.
+        ("sensor/tpl1/battery_can2_soc", "None"),
+        ("sensor/tpl1/battery_can2_energy_stored_kwh", "None"),
+        ("binary_sensor/tpl1/battery_can2_charge_enable", "None"),
+        ("binary_sensor/tpl1/battery_can2_protection", "None"),
+        ("binary_sensor/tpl1/battery_can2_alarm", "None"),
+        ("binary_sensor/tpl1/battery_can2_online", "OFF"),
+        ("sensor/tpl1/battery_can2_link", "opening"),
+        ("sensor/tpl1/battery_can2_soc availability", "offline"),
+        ("sensor/tpl1/inverter_inv1_i_lim_charge", "90.0"),
+        ("sensor/tpl1/inverter_inv1_state", "ok"),
+        ("sensor/tpl1/inverter_inv2_state", "None"),
+        ("sensor/tpl1/inverter_inv2_i_lim_charge", "None"),
+        ("number/tpl1/setpoint_i_lim_charge", "50.0"),
+        // No setpoint: the cap.
+        ("number/tpl1/setpoint_i_lim_discharge", "120"),
+        ("binary_sensor/tpl1/setpoint_i_lim_charge_active", "ON"),
+        ("binary_sensor/tpl1/setpoint_i_lim_discharge_active", "OFF"),
+        ("sensor/tpl1/setpoint_i_lim_discharge_expires", "None"),
+        ("binary_sensor/tpl1/inverter_inv1_setpoint_i_lim_discharge_active", "ON"),
+        // Until changed: no expiry.
+        ("sensor/tpl1/inverter_inv1_setpoint_i_lim_discharge_expires", "None"),
+        ("sensor/tpl1/inverter_inv2_setpoint_i_lim_charge_expires", "None"),
+        (
+            "number/tpl1/setpoint_i_lim_charge command",
+            r#"{"value": 42.5, "ttl": 900}"#,
+        ),
+        ("sensor/tpl2/soc", "None"),
+        ("sensor/tpl2/state", "starting"),
+        ("sensor/tpl2/energy_stored_kwh", "None"),
+        ("binary_sensor/tpl2/charge_enable", "None"),
+        ("binary_sensor/tpl2/protection", "None"),
+        ("binary_sensor/tpl2/alarm_high_voltage", "None"),
+        ("binary_sensor/tpl2/force_charge_request", "None"),
+        ("binary_sensor/tpl2/balancing_charge_request", "None"),
+    ];
+    for (name, want) in cases {
+        assert_eq!(rendered.get(name).map(String::as_str), Some(want), "{name}");
+    }
+    // The expiry as an aware UTC datetime: its time of day is that of the
+    // Unix time in BASE/setpoints.
+    let expires = setpoints.json()["system"]["i_lim_charge"]["expires"].as_f64().unwrap();
+    let secs = expires.floor() as u64 % 86400;
+    let time = format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let got = &rendered["sensor/tpl1/setpoint_i_lim_charge_expires"];
+    assert!(
+        got.len() >= 25 && got[11..19] == time && got.ends_with("+00:00"),
+        "{got} should be a UTC datetime at {time}"
+    );
+    // What the number entity sends is a command the gateway takes: 42.5 A
+    // for HA-SETPOINT-TTL (900 s).
+    let before = Instant::now();
+    watch.publish(
+        "tpl1/set/i_lim_charge",
+        rendered["number/tpl1/setpoint_i_lim_charge command"].as_str(),
+        false,
+    );
+    let c = gw.next_command();
+    let s = c.setpoint.expect("a setpoint");
+    assert_eq!((c.scope, c.kind, s.value), (Scope::System, LimitKind::Charge, 42.5));
+    let ttl = s.expires.expect("it expires").duration_since(before);
+    // The gateway took its time after `before`, within PATIENCE.
+    let ttl_s = Duration::from_secs(900);
+    assert!(ttl >= ttl_s && ttl < ttl_s + PATIENCE, "{ttl:?}");
+}
+
+fn bms_gateway(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bms-gateway"))
+        .args(args)
+        .output()
+        .expect("bms-gateway runs")
+}
+
+/// `demo --mqtt` publishes the whole integration under its own base topic
+/// next to a real gateway on the same broker, and `--remove` deletes what it
+/// left (and nothing of the real gateway's).
+#[test]
+fn the_demo_publishes_under_its_own_base_and_remove_clears_it() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let real = start(config(&broker, "bms_gateway", ""), filled_board());
+    watch.wait_for("homeassistant/sensor/bms_gateway/soc/config", "real gateway", |_| true);
+    let address = format!("127.0.0.1:{}", broker.port);
+    let out = bms_gateway(&[
+        "demo",
+        "--mqtt",
+        &address,
+        "--duration",
+        "4",
+        "--batteries",
+        "2",
+        "--inverters",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("--remove"), "the table says how to remove it: {table}");
+
+    let soc = watch
+        .wait_for(
+            "homeassistant/sensor/bms_gateway_demo/battery_bat1_soc/config",
+            "demo discovery",
+            |m| m.json()["device"]["manufacturer"] == "PYLON",
+        )
+        .json();
+    assert_eq!(soc["state_topic"], "bms_gateway_demo/battery/1/state");
+    assert_eq!(soc["device"]["name"], "Simulated battery 1");
+    let system = discovery_of(&watch, "homeassistant", "sensor/bms_gateway_demo/soc");
+    assert_eq!(system["device"]["name"], "BMS gateway demo");
+    assert_eq!(system["state_topic"], "tele/bms_gateway_demo/state");
+    let state = watch.wait_for("tele/bms_gateway_demo/state", "demo telemetry", |m| {
+        m.json()["state"] == "ok"
+    });
+    assert_eq!(state.json()["inputs_online"], 2);
+    // Its status went offline when it stopped; the real gateway's did not.
+    watch.wait_for("bms_gateway_demo/status", "offline", |m| m.text() == "offline");
+    assert_eq!(watch.all("bms_gateway/status").last().unwrap().text(), "online");
+    // Nothing of the demo's went to the real gateway's topics.
+    assert!(watch.all("tele/bms/state").is_empty());
+    let demo_topics = watch.all("homeassistant/+/bms_gateway_demo/+/config").len();
+    assert!(demo_topics > 80, "{demo_topics}");
+
+    let out = bms_gateway(&["demo", "--mqtt", &address, "--remove"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("removed "), "{said}");
+    let late = Watcher::connect(&broker, "#");
+    late.wait_for(
+        "homeassistant/sensor/bms_gateway/soc/config",
+        "real gateway kept",
+        |m| !m.payload.is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let left: Vec<String> = late
+        .all("#")
+        .into_iter()
+        .filter(|m| m.retain && m.topic.contains("bms_gateway_demo"))
+        .map(|m| m.topic)
+        .collect();
+    assert!(left.is_empty(), "still retained: {left:?}");
+    // The number removed: the demo's discovery configs, status and setpoints.
+    let distinct: std::collections::HashSet<String> = watch
+        .all("homeassistant/+/bms_gateway_demo/+/config")
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(
+        said.split(' ').nth(1),
+        Some((distinct.len() + 2).to_string().as_str()),
+        "{said}"
+    );
+    drop(real);
+}
+
+/// `demo --mqtt` with a login: a wrong password is said at once (exit 1),
+/// the right one is taken (here by `--remove`, which finds nothing).
+#[test]
+fn the_demo_logs_in_with_username_and_password_file() {
+    let broker = Broker::with_password("demo", "s3cret");
+    let address = format!("127.0.0.1:{}", broker.port);
+    let wrong = broker.dir().join("wrong");
+    let right = broker.dir().join("right");
+    std::fs::write(&wrong, "nope\n").unwrap();
+    std::fs::write(&right, "s3cret\n").unwrap();
+    let login = |file: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["demo", "--mqtt", &address, "--username", "demo"];
+        args.extend(["--password-file", file.to_str().unwrap()]);
+        args.extend(extra);
+        bms_gateway(&args)
+    };
+    let out = login(&wrong, &["--duration", "30"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad user name or password"), "{err}");
+    let out = login(&right, &["--remove"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("removed 0 "));
 }

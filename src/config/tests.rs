@@ -68,6 +68,7 @@ fn defaults_follow_the_spec() {
     assert!(m.ha_discovery && !m.control_activated);
     assert_eq!(m.ha_discovery_prefix, "homeassistant");
     assert_eq!((m.setpoint_ttl, m.tls.clone(), m.client_id.clone()), (None, None, None));
+    assert_eq!(m.ha_setpoint_ttl, None);
 }
 
 /// A file in the original Python gateway's style: integers where decimals are
@@ -233,6 +234,40 @@ fn tls_client_certificate_needs_both_files() {
     .unwrap();
     assert_eq!(c.mqtt.tls.unwrap().ca_file, Some(PathBuf::from("/ca.pem")));
     assert_eq!(c.mqtt.setpoint_ttl, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn ha_setpoint_ttl_is_seconds_up_to_30_days_and_0_means_setpoint_ttl() {
+    let c = parse(&format!(
+        "{MINIMAL}[mqtt]\nCONTROL-ACTIVATED = true\nHA-SETPOINT-TTL = 900\n"
+    ))
+    .unwrap();
+    assert_eq!(c.mqtt.ha_setpoint_ttl, Some(Duration::from_secs(900)));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let c = parse(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 0\n")).unwrap();
+    assert_eq!(c.mqtt.ha_setpoint_ttl, None);
+    // 30 days = 2592000 s is the longest.
+    let c = parse(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 2592000\n")).unwrap();
+    assert_eq!(c.mqtt.ha_setpoint_ttl, Some(Duration::from_secs(2_592_000)));
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 2592001\n"));
+    assert_eq!((p.line, p.key.as_str()), (8, "[mqtt] HA-SETPOINT-TTL"));
+    assert!(p.message.contains("out of range"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = -1\n"));
+    assert_eq!(p.key, "[mqtt] HA-SETPOINT-TTL");
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = \"15m\"\n"));
+    assert_eq!(p.key, "[mqtt] HA-SETPOINT-TTL");
+}
+
+#[test]
+fn ha_setpoint_ttl_without_control_is_a_warning() {
+    let c = parse(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 900\n")).unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("HA-SETPOINT-TTL") && w[0].contains("CONTROL-ACTIVATED"),
+        "{}",
+        w[0]
+    );
 }
 
 #[test]

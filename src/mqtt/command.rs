@@ -220,6 +220,15 @@ fn check_value(value: f64) -> Result<f64, String> {
     Ok(value + 0.0)
 }
 
+/// The Home Assistant `command_template` of the number entities with
+/// HA-SETPOINT-TTL: HA renders `{{ value }}` as the number set, giving
+/// `{"value": 42.5, "ttl": 900}`, which [`parse_payload`] takes as that
+/// value for that many seconds. Whole seconds are written without a
+/// fraction; the result is far below [`MAX_PAYLOAD`].
+pub fn ha_command_template(ttl: Duration) -> String {
+    format!("{{\"value\": {{{{ value }}}}, \"ttl\": {}}}", ttl.as_secs_f64())
+}
+
 /// An accepted command with what the answer should tell.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Accepted {

@@ -338,6 +338,55 @@ impl Throttle {
     }
 }
 
+/// Connects once and disconnects: whether the broker takes this
+/// configuration's connection (address, login, TLS), for an answer at once
+/// (`demo --mqtt`) instead of retries in the log.
+pub fn probe(config: &Config, patience: Duration) -> Result<(), String> {
+    let (client, mut connection) = Client::new(options(config)?, 8);
+    let deadline = Instant::now() + patience;
+    loop {
+        match connection.recv_timeout(POLL) {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Ok(Err(e)) => return Err(describe(&e, config)),
+            Err(rumqttc::RecvTimeoutError::Disconnected) => return Err("the MQTT connection closed".into()),
+        }
+        if Instant::now() >= deadline {
+            let m = &config.mqtt;
+            return Err(format!(
+                "MQTT broker {}:{}: no answer within {} s",
+                m.broker,
+                m.port,
+                patience.as_secs_f64()
+            ));
+        }
+    }
+    if client.try_disconnect().is_ok() {
+        closed(&mut connection);
+    }
+    Ok(())
+}
+
+/// How long the broker may take to close the connection after DISCONNECT.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a short-lived connection ([`probe`], the removal) is polled.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Waits (at most [`CLOSE_GRACE`]) until the broker has closed the
+/// connection after our DISCONNECT: a connection dropped before the broker
+/// read it would make the broker publish the last will ("offline",
+/// retained) on BASE/status.
+pub fn closed(connection: &mut Connection) {
+    let until = Instant::now() + CLOSE_GRACE;
+    while Instant::now() < until {
+        match connection.recv_timeout(POLL) {
+            Ok(Ok(_)) | Err(rumqttc::RecvTimeoutError::Timeout) => {}
+            Ok(Err(_)) | Err(rumqttc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
 /// Creates the client and starts the connection thread. The thread stops
 /// when `stop` receives or is disconnected (checked between polls and
 /// during back-off), or when every [`Client`] is dropped.

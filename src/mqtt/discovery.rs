@@ -1,12 +1,21 @@
 //! Home Assistant MQTT discovery: the retained config messages that make the
-//! gateway appear in Home Assistant as one device for the system and one per
-//! battery, and the rule for removing entities that the config no longer has.
+//! gateway appear in Home Assistant as one device for the system, one per
+//! battery and one per inverter (both linked to the system device), and the
+//! rule for removing entities that the config no longer has.
 //!
-//! Pure: [`entities`] lists every discovery message for a config. Topics are
-//! `PREFIX/<component>/<node>/<object>/config` with `node` derived from
-//! BASE-TOPIC, so several gateways on one broker keep apart. Batteries and
-//! inverters are identified by their CAN interface, so that an entity follows
-//! the physical battery when another one is removed from the config.
+//! Pure: [`entities_with`] lists every discovery message for a config and
+//! what has been [`Learned`] (the BMS names, shown as the batteries'
+//! manufacturers). Topics are `PREFIX/<component>/<node>/<object>/config`
+//! with `node` derived from BASE-TOPIC, so several gateways on one broker
+//! keep apart. Batteries and inverters are identified by their CAN
+//! interface, so that an entity follows the physical battery when another
+//! one is removed from the config.
+//!
+//! What a user sees (docs/mqtt.md, "Home Assistant"): every entity is
+//! unavailable while the gateway is offline, and a battery's values also
+//! while that battery is not fresh (an `availability` list with
+//! `availability_mode: all`); a value not known yet is "unknown" (templates
+//! render `None`), never a made-up "off"; every payload names its `origin`.
 //!
 //! Removal: on every connect the gateway subscribes to
 //! `PREFIX/+/<node>/+/config`; a retained config there that is not in
@@ -87,6 +96,8 @@ const TEMPERATURE: Kind = kind(Some("temperature"), Some("°C"), Some("measureme
 const CAPACITY: Kind = kind(None, Some("Ah"), Some("measurement"));
 const COUNT: Kind = kind(None, None, Some("measurement"));
 const COUNTER: Kind = kind(None, None, Some("total_increasing"));
+const DURATION: Kind = kind(Some("duration"), Some("s"), Some("measurement"));
+const ENERGY_STORAGE: Kind = kind(Some("energy_storage"), Some("kWh"), Some("measurement"));
 
 const fn diagnostic(k: Kind) -> Kind {
     Kind { diagnostic: true, ..k }
@@ -99,6 +110,7 @@ const VALUE_SENSORS: &[(&str, &str, Kind)] = &[
     ("v_avg", "Voltage", VOLTAGE),
     ("i_total", "Current", CURRENT),
     ("power_w", "Power", POWER),
+    ("energy_stored_kwh", "Stored energy", ENERGY_STORAGE),
     ("t_avg", "Temperature", TEMPERATURE),
     ("i_lim_charge", "Charge current limit", CURRENT),
     ("i_lim_discharge", "Discharge current limit", CURRENT),
@@ -186,10 +198,107 @@ const ALARM_BITS: &[(&str, &str, &str, u8)] = &[
     ),
 ];
 
-const ANY_PROTECTION: &str =
-    "{{ 'ON' if (value_json.error_flags_1 | int(0)) > 0 or (value_json.error_flags_2 | int(0)) > 0 else 'OFF' }}";
-const ANY_ALARM: &str =
-    "{{ 'ON' if (value_json.warning_flags_1 | int(0)) > 0 or (value_json.warning_flags_2 | int(0)) > 0 else 'OFF' }}";
+/// Every discovery payload's `origin`: where the entities come from, shown
+/// by Home Assistant with them. `support_url` is the package's repository
+/// (Cargo.toml `repository`), left out while the package names none.
+fn origin() -> Value {
+    let mut o = json!({
+        "name": "bms-gateway",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let url = env!("CARGO_PKG_REPOSITORY");
+    if !url.is_empty() {
+        o["support_url"] = url.into();
+    }
+    o
+}
+
+/// The status page's address for the system device's `configuration_url`
+/// (the link "Visit" in Home Assistant): `None` until the gateway serves
+/// one (`[http]`).
+fn status_page_url(_config: &Config) -> Option<String> {
+    None
+}
+
+/// What discovery learns while running: each battery's BMS name from its
+/// 0x35E (config order), the manufacturer of its device. A name once
+/// learned is kept while the battery is silent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Learned {
+    pub bms_names: Vec<Option<String>>,
+}
+
+impl Learned {
+    /// Takes the names the batteries report now (`None`: not heard); true
+    /// when a name is new or changed, so that discovery must be renewed.
+    pub fn learn(&mut self, names: impl IntoIterator<Item = Option<String>>) -> bool {
+        let mut changed = false;
+        for (i, name) in names.into_iter().enumerate() {
+            if self.bms_names.len() <= i {
+                self.bms_names.resize(i + 1, None);
+            }
+            let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+            if name.is_some() && name != self.bms_names[i] {
+                self.bms_names[i] = name;
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// The entities of `new` that `old` does not have as they are: what must be
+/// published again after something was learned.
+pub fn changed<'a>(old: &[Entity], new: &'a [Entity]) -> Vec<&'a Entity> {
+    new.iter().filter(|e| !old.contains(e)).collect()
+}
+
+/// A binary sensor's template: `ON` or `OFF` by `test`, and `None` while any
+/// of `fields` is null (not known yet). Jinja renders `none` as `None`, which
+/// Home Assistant takes as "unknown" (never as "off", which for a problem
+/// sensor would claim that all is well).
+fn on_off(fields: &[&str], test: &str) -> String {
+    let unknown: Vec<String> = fields.iter().map(|f| format!("value_json.{f} is none")).collect();
+    format!(
+        "{{{{ none if {} else ('ON' if {test} else 'OFF') }}}}",
+        unknown.join(" or ")
+    )
+}
+
+fn flag_template(field: &str) -> String {
+    on_off(&[field], &format!("value_json.{field}"))
+}
+
+fn bit_template(field: &str, mask: u8) -> String {
+    on_off(&[field], &format!("value_json.{field} | bitwise_and({mask}) > 0"))
+}
+
+/// Any bit of a pair of flag bytes.
+fn any_template(a: &str, b: &str) -> String {
+    on_off(&[a, b], &format!("value_json.{a} > 0 or value_json.{b} > 0"))
+}
+
+/// The availability entry of the gateway itself: every entity is
+/// unavailable while BASE/status is "offline" (the last will included).
+fn gateway_availability(config: &Config) -> Value {
+    json!({
+        "topic": format!("{}/status", config.mqtt.base_topic),
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    })
+}
+
+/// The availability entry of one battery: its values are unavailable while
+/// it is not fresh (`online` false in its state), not shown as the last ones
+/// heard.
+fn battery_availability(state_topic: &str) -> Value {
+    json!({
+        "topic": state_topic,
+        "value_template": "{{ 'online' if value_json.online else 'offline' }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    })
+}
 
 /// Builds the entities of one device.
 struct Device<'a> {
@@ -200,20 +309,36 @@ struct Device<'a> {
     /// Prefix of object ids ("" for the system).
     object_prefix: String,
     state_topic: String,
+    /// The device's own availability entry besides the gateway's (a
+    /// battery's freshness); all entries must say available.
+    own_availability: Option<Value>,
     out: Vec<Entity>,
 }
 
-impl Device<'_> {
+impl<'a> Device<'a> {
+    fn new(config: &'a Config, node: &str, device: Value, object_prefix: String, state_topic: String) -> Device<'a> {
+        Device {
+            config,
+            node: node.to_string(),
+            device,
+            object_prefix,
+            state_topic,
+            own_availability: None,
+            out: Vec::new(),
+        }
+    }
+
     fn entity(&mut self, component: &str, object: &str, name: &str, mut payload: Value) {
         let object = sanitize(&format!("{}{object}", self.object_prefix));
-        let status = format!("{}/status", self.config.mqtt.base_topic);
+        let mut availability = vec![gateway_availability(self.config)];
+        availability.extend(self.own_availability.clone());
         let extra = json!({
             "name": name,
             "unique_id": format!("{}_{object}", self.node),
             "device": self.device.clone(),
-            "availability_topic": status,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "origin": origin(),
+            "availability": availability,
+            "availability_mode": "all",
         });
         let map = payload.as_object_mut().expect("discovery payloads are objects");
         if let Value::Object(extra) = extra {
@@ -226,6 +351,14 @@ impl Device<'_> {
             ),
             payload,
         });
+    }
+
+    /// Entities made in `f` have only the gateway's availability: those that
+    /// tell whether the device is there (online, link) or count its errors.
+    fn gateway_availability_only(&mut self, f: impl FnOnce(&mut Self)) {
+        let own = self.own_availability.take();
+        f(self);
+        self.own_availability = own;
     }
 
     fn sensor(&mut self, field: &str, name: &str, k: Kind) {
@@ -245,6 +378,20 @@ impl Device<'_> {
         }
         if k.diagnostic {
             m.insert("entity_category".into(), "diagnostic".into());
+        }
+        self.entity("sensor", field, name, p);
+    }
+
+    /// A text field with a fixed set of values.
+    fn enum_sensor(&mut self, field: &str, name: &str, options: &[&str], diagnostic: bool) {
+        let mut p = json!({
+            "state_topic": self.state_topic,
+            "value_template": format!("{{{{ value_json.{field} }}}}"),
+            "device_class": "enum",
+            "options": options,
+        });
+        if diagnostic {
+            p["entity_category"] = "diagnostic".into();
         }
         self.entity("sensor", field, name, p);
     }
@@ -282,62 +429,84 @@ impl Device<'_> {
         for (field, name, k) in VALUE_SENSORS {
             self.sensor(field, name, *k);
         }
-        self.binary("protection", "Protection", Some("problem"), ANY_PROTECTION.into());
-        self.binary("alarm", "Alarm", Some("problem"), ANY_ALARM.into());
+        self.binary(
+            "protection",
+            "Protection",
+            Some("problem"),
+            any_template("error_flags_1", "error_flags_2"),
+        );
+        self.binary(
+            "alarm",
+            "Alarm",
+            Some("problem"),
+            any_template("warning_flags_1", "warning_flags_2"),
+        );
+    }
+
+    /// A link sensor (opening, up, down) of a CAN interface.
+    fn link(&mut self) {
+        self.enum_sensor("link", "Link", &["opening", "up", "down"], true);
     }
 }
 
-fn flag_template(field: &str) -> String {
-    format!("{{{{ 'ON' if value_json.{field} else 'OFF' }}}}")
-}
-
-fn bit_template(field: &str, mask: u8) -> String {
-    format!("{{{{ 'ON' if (value_json.{field} | int(0)) | bitwise_and({mask}) > 0 else 'OFF' }}}}")
-}
-
-/// Every discovery message for this config (empty with HA-DISCOVERY off).
+/// Every discovery message for this config (empty with HA-DISCOVERY off),
+/// before anything is learned.
 pub fn entities(config: &Config) -> Vec<Entity> {
+    entities_with(config, &Learned::default())
+}
+
+/// Every discovery message for this config with what has been learned.
+pub fn entities_with(config: &Config, learned: &Learned) -> Vec<Entity> {
     if !config.mqtt.ha_discovery {
         return Vec::new();
     }
     let node = node_id(config);
     let system_id = format!("bms_gateway_{node}");
     let mut out = system(config, &node, &system_id);
-    for (i, input) in config.inputs.iter().enumerate() {
-        out.extend(battery(config, &node, &system_id, i, &input.can_if, &input.description));
+    for i in 0..config.inputs.len() {
+        let name = learned.bms_names.get(i).cloned().flatten();
+        out.extend(battery(config, &node, &system_id, i, name));
+    }
+    for j in 0..config.outputs.len() {
+        out.extend(inverter(config, &node, &system_id, j));
     }
     out
 }
 
-fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
-    let base = &config.mqtt.base_topic;
-    let name = if base == "bms_gateway" {
-        "BMS gateway".to_string()
+/// A device's name: its DESCRIPTION, else "<kind> N" (1-based). Home
+/// Assistant puts it before every entity name ("rack A State of charge").
+fn device_name(description: &str, kind: &str, n: usize) -> String {
+    if description.is_empty() {
+        format!("{kind} {n}")
     } else {
-        format!("BMS gateway {base}")
-    };
-    let mut d = Device {
-        config,
-        node: node.to_string(),
-        device: json!({
-            "identifiers": [system_id],
-            "name": name,
-            "manufacturer": "bms-gateway",
-            "model": format!("virtual battery of {} BMS, {} inverters", config.inputs.len(), config.outputs.len()),
-            "sw_version": env!("CARGO_PKG_VERSION"),
-        }),
-        object_prefix: String::new(),
-        state_topic: config.mqtt.topic.clone(),
-        out: Vec::new(),
-    };
-    d.value_sensors();
-    let state = json!({
-        "state_topic": config.mqtt.topic,
-        "value_template": "{{ value_json.state }}",
-        "device_class": "enum",
-        "options": ["starting", "ok", "degraded", "safe"],
+        description.to_string()
+    }
+}
+
+/// "BMS gateway", and what tells this gateway apart when BASE-TOPIC is not
+/// the default ("bms_gateway_demo" gives "BMS gateway demo").
+fn system_name(base: &str) -> String {
+    match base.strip_prefix("bms_gateway") {
+        Some("") => "BMS gateway".to_string(),
+        Some(rest) if rest.starts_with(['_', '-', '/']) => format!("BMS gateway {}", &rest[1..]),
+        _ => format!("BMS gateway {base}"),
+    }
+}
+
+fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
+    let mut block = json!({
+        "identifiers": [system_id],
+        "name": system_name(&config.mqtt.base_topic),
+        "manufacturer": "bms-gateway",
+        "model": format!("virtual battery of {} BMS, {} inverters", config.inputs.len(), config.outputs.len()),
+        "sw_version": env!("CARGO_PKG_VERSION"),
     });
-    d.entity("sensor", "state", "State", state);
+    if let Some(url) = status_page_url(config) {
+        block["configuration_url"] = url.into();
+    }
+    let mut d = Device::new(config, node, block, String::new(), config.mqtt.topic.clone());
+    d.value_sensors();
+    d.enum_sensor("state", "State", &["starting", "ok", "degraded", "safe"], false);
     d.sensor("inputs_online", "Batteries online", COUNT);
     d.sensor("n_invalid_data_telegrams", "Invalid frames", diagnostic(COUNTER));
     d.enable_binaries();
@@ -345,7 +514,10 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
         "force_charge_request",
         "Force charge request",
         None,
-        "{{ 'ON' if value_json.force_charge_request or value_json.force_charge_request_2 else 'OFF' }}".into(),
+        on_off(
+            &["force_charge_request", "force_charge_request_2"],
+            "value_json.force_charge_request or value_json.force_charge_request_2",
+        ),
     );
     d.binary(
         "balancing_charge_request",
@@ -356,113 +528,139 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
     for (object, name, field, mask) in ALARM_BITS {
         d.binary(object, name, Some("problem"), bit_template(field, *mask));
     }
-    for (j, output) in config.outputs.iter().enumerate() {
-        inverter(&mut d, j, &output.can_if);
-    }
     if config.mqtt.control_activated {
-        setpoint_controls(&mut d, config);
+        let b = &config.battery;
+        let base = &config.mqtt.base_topic;
+        setpoint_controls(
+            &mut d,
+            &format!("{base}/set"),
+            "value_json.system",
+            (b.i_lim_charge, b.i_lim_discharge),
+        );
     }
     d.out
 }
 
-/// An inverter's limits as sensors of the system device.
-fn inverter(d: &mut Device, j: usize, can_if: &str) {
-    let topic = format!("{}/inverter/{}/state", d.config.mqtt.base_topic, j + 1);
-    for (field, what) in [("i_lim_charge", "charge"), ("i_lim_discharge", "discharge")] {
-        let p = json!({
-            "state_topic": topic,
-            "value_template": format!("{{{{ value_json.{field} }}}}"),
+/// One device per inverter: what it was last sent, its link and counters,
+/// and its own setpoints.
+fn inverter(config: &Config, node: &str, system_id: &str, j: usize) -> Vec<Entity> {
+    let o = &config.outputs[j];
+    let base = &config.mqtt.base_topic;
+    let block = json!({
+        "identifiers": [format!("{system_id}_inverter_{}", sanitize(&o.can_if))],
+        "name": device_name(&o.description, "Inverter", j + 1),
+        "model": format!("inverter on {} (virtual BMS)", o.can_if),
+        "via_device": system_id,
+    });
+    let state_topic = format!("{base}/inverter/{}/state", j + 1);
+    let mut d = Device::new(config, node, block, format!("inverter_{}_", o.can_if), state_topic);
+    d.sensor("i_lim_charge", "Charge current limit", CURRENT);
+    d.sensor("i_lim_discharge", "Discharge current limit", CURRENT);
+    d.sensor("v_charge_cmd", "Charge voltage", diagnostic(VOLTAGE));
+    d.enum_sensor("state", "State", &["ok", "degraded", "safe"], false);
+    d.sensor("sync_age_s", "Time since last request", diagnostic(DURATION));
+    d.link();
+    d.sensor("frames_sent", "Frames sent", diagnostic(COUNTER));
+    d.sensor("send_errors", "Send errors", diagnostic(COUNTER));
+    // When the inverter state gets `silent` (INVERTER-TIMEOUT), its
+    // connectivity binary sensor belongs here.
+    if config.mqtt.control_activated {
+        setpoint_controls(
+            &mut d,
+            &format!("{base}/inverter/{}/set", j + 1),
+            &format!("value_json.inverters[{j}]"),
+            (o.share.i_lim_charge, o.share.i_lim_discharge),
+        );
+    }
+    d.out
+}
+
+/// For each limit of one scope (the system or an inverter): a number entity
+/// to set it, a button to clear it, whether one is active, and when it
+/// expires. `path` is where the scope's setpoints are in BASE/setpoints.
+fn setpoint_controls(d: &mut Device, set_topic: &str, path: &str, (charge_cap, discharge_cap): (f64, f64)) {
+    let setpoints = format!("{}/setpoints", d.config.mqtt.base_topic);
+    for (field, what, cap) in [
+        ("i_lim_charge", "Charge", charge_cap),
+        ("i_lim_discharge", "Discharge", discharge_cap),
+    ] {
+        let p = format!("{path}.{field}");
+        // No active setpoint shows as the cap: "no restriction" ("active"
+        // tells the two apart).
+        let mut number = json!({
+            "command_topic": format!("{set_topic}/{field}"),
+            "state_topic": setpoints,
+            "value_template": format!("{{{{ {p}.value if {p} else {cap} }}}}"),
+            "min": 0,
+            "max": cap,
+            "step": 0.1,
+            "mode": "box",
             "device_class": "current",
             "unit_of_measurement": "A",
-            "state_class": "measurement",
         });
-        let name = format!("Inverter {} {what} current limit", j + 1);
-        d.entity("sensor", &format!("inverter_{can_if}_{field}"), &name, p);
-    }
-}
-
-/// Number entities and clear buttons for every setpoint (CONTROL-ACTIVATED).
-fn setpoint_controls(d: &mut Device, config: &Config) {
-    let base = &config.mqtt.base_topic;
-    let b = &config.battery;
-    let mut scopes = vec![(
-        format!("{base}/set"),
-        "value_json.system".to_string(),
-        String::from("setpoint"),
-        String::new(),
-        (b.i_lim_charge, b.i_lim_discharge),
-    )];
-    for (j, o) in config.outputs.iter().enumerate() {
-        scopes.push((
-            format!("{base}/inverter/{}/set", j + 1),
-            format!("value_json.inverters[{j}]"),
-            format!("inverter_{}_setpoint", o.can_if),
-            format!("Inverter {} ", j + 1),
-            (o.share.i_lim_charge, o.share.i_lim_discharge),
-        ));
-    }
-    for (set, path, object, label, (charge_cap, discharge_cap)) in scopes {
-        for (field, what, cap) in [
-            ("i_lim_charge", "charge", charge_cap),
-            ("i_lim_discharge", "discharge", discharge_cap),
-        ] {
-            // No active setpoint shows as the cap: "no restriction".
-            let template = format!("{{{{ {path}.{field}.value if {path}.{field} else {cap} }}}}");
-            let number = json!({
-                "command_topic": format!("{set}/{field}"),
-                "state_topic": format!("{base}/setpoints"),
-                "value_template": template,
-                "min": 0,
-                "max": cap,
-                "step": 0.1,
-                "mode": "box",
-                "device_class": "current",
-                "unit_of_measurement": "A",
-            });
-            d.entity(
-                "number",
-                &format!("{object}_{field}"),
-                &format!("{label}{what} current setpoint"),
-                number,
-            );
-            let button = json!({
-                "command_topic": format!("{set}/{field}"),
-                "payload_press": "clear",
-            });
-            d.entity(
-                "button",
-                &format!("{object}_{field}_clear"),
-                &format!("Clear {}{what} current setpoint", label.to_lowercase()),
-                button,
-            );
+        if let Some(ttl) = d.config.mqtt.ha_setpoint_ttl {
+            number["command_template"] = super::command::ha_command_template(ttl).into();
         }
+        let object = format!("setpoint_{field}");
+        d.entity("number", &object, &format!("{what} current setpoint"), number);
+        let button = json!({
+            "command_topic": format!("{set_topic}/{field}"),
+            "payload_press": "clear",
+        });
+        let lower = what.to_lowercase();
+        d.entity(
+            "button",
+            &format!("{object}_clear"),
+            &format!("Clear {lower} current setpoint"),
+            button,
+        );
+        let active = json!({
+            "state_topic": setpoints,
+            "value_template": format!("{{{{ 'ON' if {p} else 'OFF' }}}}"),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+        });
+        d.entity(
+            "binary_sensor",
+            &format!("{object}_active"),
+            &format!("{what} current setpoint active"),
+            active,
+        );
+        let expires = json!({
+            "state_topic": setpoints,
+            "value_template": format!("{{{{ as_datetime({p}.expires) if {p} and {p}.expires is not none else none }}}}"),
+            "device_class": "timestamp",
+        });
+        d.entity(
+            "sensor",
+            &format!("{object}_expires"),
+            &format!("{what} current setpoint expires"),
+            expires,
+        );
     }
 }
 
-fn battery(config: &Config, node: &str, system_id: &str, i: usize, can_if: &str, description: &str) -> Vec<Entity> {
-    let name = if description.is_empty() {
-        format!("Battery {} ({can_if})", i + 1)
-    } else {
-        format!("Battery {} {description}", i + 1)
-    };
-    let mut d = Device {
-        config,
-        node: node.to_string(),
-        device: json!({
-            "identifiers": [format!("{system_id}_battery_{}", sanitize(can_if))],
-            "name": name,
-            "manufacturer": "bms-gateway",
-            "model": format!("Pylontech-protocol BMS on {can_if}"),
-            "via_device": system_id,
-        }),
-        object_prefix: format!("battery_{can_if}_"),
-        state_topic: format!("{}/battery/{}/state", config.mqtt.base_topic, i + 1),
-        out: Vec::new(),
-    };
+fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Option<String>) -> Vec<Entity> {
+    let input = &config.inputs[i];
+    let mut block = json!({
+        "identifiers": [format!("{system_id}_battery_{}", sanitize(&input.can_if))],
+        "name": device_name(&input.description, "Battery", i + 1),
+        "model": "Pylontech-protocol BMS",
+        "via_device": system_id,
+    });
+    if let Some(name) = bms_name {
+        block["manufacturer"] = name.into();
+    }
+    let state_topic = format!("{}/battery/{}/state", config.mqtt.base_topic, i + 1);
+    let mut d = Device::new(config, node, block, format!("battery_{}_", input.can_if), state_topic);
+    d.own_availability = Some(battery_availability(&d.state_topic));
     d.value_sensors();
-    d.binary("online", "Online", Some("connectivity"), flag_template("online"));
     d.enable_binaries();
-    d.sensor("invalid", "Invalid frames", diagnostic(COUNTER));
+    d.gateway_availability_only(|d| {
+        d.binary("online", "Online", Some("connectivity"), flag_template("online"));
+        d.link();
+        d.sensor("invalid", "Invalid frames", diagnostic(COUNTER));
+    });
     d.out
 }
 

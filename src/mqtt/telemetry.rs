@@ -175,11 +175,22 @@ impl Values {
     }
 }
 
+/// The energy stored, in kWh (0.01): SOC x capacity x the measured pack
+/// voltage. The measured voltage (not a nominal one) because the gateway does
+/// not know whether a pack has 15 cells (48 V nominal) or 16 (51.2 V), and an
+/// LFP pack's voltage stays within a few percent of nominal over most of its
+/// range; it moves by as much with the load, which the value then shows.
+pub fn stored_energy_kwh(soc: f64, capacity_ah: f64, v_avg: f64) -> f64 {
+    round(soc / 100.0 * capacity_ah * v_avg / 1000.0, 2)
+}
+
 /// The combined state on TOPIC: the original gateway's fields and more.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemState {
     #[serde(flatten)]
     pub values: Values,
+    /// kWh, see [`stored_energy_kwh`].
+    pub energy_stored_kwh: Option<f64>,
     /// "starting", "ok", "degraded" or "safe".
     pub state: &'static str,
     /// Inputs that delivered a telegram within STALE-TIMEOUT.
@@ -208,6 +219,10 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
     let dropped_inputs: u64 = snapshot.inputs.iter().map(|i| i.dropped).sum();
     SystemState {
         values: combined.map_or_else(Values::default, |c| Values::of_battery(&c.battery)),
+        energy_stored_kwh: combined.map(|c| {
+            let b = &c.battery;
+            stored_energy_kwh(b.soc, b.capacity_ah, b.v_avg)
+        }),
         state: combined.map_or("starting", |c| c.state.as_str()),
         inputs_online: combined.map_or(0, |c| c.inputs_online),
         inputs_total: snapshot.inputs.len(),
@@ -234,6 +249,8 @@ fn link(state: &LinkState) -> (&'static str, Option<String>) {
 pub struct BatteryState {
     #[serde(flatten)]
     pub values: Values,
+    /// kWh, see [`stored_energy_kwh`].
+    pub energy_stored_kwh: Option<f64>,
     /// 1-based, config order.
     pub battery: usize,
     pub description: String,
@@ -262,8 +279,13 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: 
         .as_ref()
         .map_or_else(Values::default, |t| Values::of_telegram(t, c.capacity_ah));
     values.capacity_ah = Some(round(c.capacity_ah, 1));
+    let energy_stored_kwh = input
+        .telegram
+        .as_ref()
+        .map(|t| stored_energy_kwh(t.soc.soc, c.capacity_ah, t.measurements.v_avg));
     BatteryState {
         values,
+        energy_stored_kwh,
         battery: index + 1,
         description: c.description.clone(),
         can_if: c.can_if.clone(),

@@ -1,14 +1,28 @@
-//! Discovery tests: topics, device classes, units and state classes written
-//! out by hand; the stale-entity rule.
+//! Discovery tests: topics, device classes, units and state classes, and
+//! whole payloads (availability, device blocks, origin, templates) written
+//! out by hand from Home Assistant's MQTT discovery documentation; the
+//! stale-entity rule; what is renewed when a BMS name is learned.
 
 use super::*;
+use serde_json::json;
+
+/// The availability entry of the gateway's status, as Home Assistant's
+/// `availability` list takes it.
+fn gateway_available() -> Value {
+    json!({"topic": "home/bms/status", "payload_available": "online", "payload_not_available": "offline"})
+}
 
 fn config(extra_mqtt: &str, batteries: &[&str]) -> Config {
     let mut text = String::from("GATEWAY-ACTIVATED = true\n[battery]\nI-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120\n");
-    for b in batteries {
-        text.push_str(&format!("[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\n"));
+    for (n, b) in batteries.iter().enumerate() {
+        // The first battery has a description, the others none.
+        let description = if n == 0 { "rack A" } else { "" };
+        text.push_str(&format!(
+            "[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\nDESCRIPTION = \"{description}\"\n"
+        ));
     }
     text.push_str("[[bmses-out]]\nCAN-IF = \"inv0\"\nI-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\n");
+    text.push_str("[[bmses-out]]\nCAN-IF = \"inv1\"\nDESCRIPTION = \"hybrid\"\n");
     text.push_str(&format!(
         "[mqtt]\nBASE-TOPIC = \"home/bms\"\nTOPIC = \"tele/bms\"\n{extra_mqtt}\n"
     ));
@@ -55,9 +69,8 @@ fn system_sensors_have_the_right_classes_and_units() {
         assert_eq!(p["state_topic"], "tele/bms");
         assert_eq!(p["value_template"], format!("{{{{ value_json.{field} }}}}"));
         assert_eq!(p["unique_id"], format!("home_bms_{field}"));
-        assert_eq!(p["availability_topic"], "home/bms/status");
-        assert_eq!(p["payload_available"], "online");
-        assert_eq!(p["payload_not_available"], "offline");
+        assert_eq!(p["availability"], json!([gateway_available()]));
+        assert_eq!(p["availability_mode"], "all");
         assert_eq!(p["device"]["identifiers"][0], "bms_gateway_home_bms");
     }
     let state = find(&all, "homeassistant/sensor/home_bms/state/config");
@@ -82,7 +95,7 @@ fn alarms_are_problem_binary_sensors() {
     assert_eq!(p["device_class"], "problem");
     assert_eq!(
         p["value_template"],
-        "{{ 'ON' if (value_json.error_flags_1 | int(0)) | bitwise_and(2) > 0 else 'OFF' }}"
+        "{{ none if value_json.error_flags_1 is none else ('ON' if value_json.error_flags_1 | bitwise_and(2) > 0 else 'OFF') }}"
     );
     let p = find(
         &all,
@@ -90,7 +103,7 @@ fn alarms_are_problem_binary_sensors() {
     );
     assert_eq!(
         p["value_template"],
-        "{{ 'ON' if (value_json.warning_flags_2 | int(0)) | bitwise_and(8) > 0 else 'OFF' }}"
+        "{{ none if value_json.warning_flags_2 is none else ('ON' if value_json.warning_flags_2 | bitwise_and(8) > 0 else 'OFF') }}"
     );
 }
 
@@ -104,7 +117,7 @@ fn one_device_per_battery_identified_by_its_interface() {
     assert_eq!(p["unit_of_measurement"], "%");
     assert_eq!(p["device"]["identifiers"][0], "bms_gateway_home_bms_battery_can1");
     assert_eq!(p["device"]["via_device"], "bms_gateway_home_bms");
-    assert_eq!(p["device"]["name"], "Battery 2 (can1)");
+    assert_eq!(p["device"]["name"], "Battery 2");
     let p = find(&all, "homeassistant/binary_sensor/home_bms/battery_can0_online/config");
     assert_eq!(p["device_class"], "connectivity");
     assert_eq!(p["state_topic"], "home/bms/battery/1/state");
@@ -143,6 +156,10 @@ fn number_entities_only_with_control() {
     assert_eq!(
         p["value_template"],
         "{{ value_json.system.i_lim_charge.value if value_json.system.i_lim_charge else 100 }}"
+    );
+    assert!(
+        p.get("command_template").is_none(),
+        "bare numbers: SETPOINT-TTL applies"
     );
     let p = find(
         &on,
@@ -188,4 +205,312 @@ fn stale_entities_are_ours_and_not_in_the_list() {
     ));
     assert!(!is_stale(&c, "homeassistant/status", &all));
     assert!(!is_stale(&c, "elsewhere/sensor/home_bms/x/config", &all));
+}
+
+/// The `origin` every payload carries (Cargo.toml names no repository, so
+/// there is no support URL).
+fn origin_block() -> Value {
+    json!({"name": "bms-gateway", "sw_version": env!("CARGO_PKG_VERSION")})
+}
+
+fn system_device() -> Value {
+    json!({
+        "identifiers": ["bms_gateway_home_bms"],
+        "name": "BMS gateway home/bms",
+        "manufacturer": "bms-gateway",
+        "model": "virtual battery of 2 BMS, 2 inverters",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[test]
+fn a_system_sensor_payload_field_by_field() {
+    let all = entities(&config("", &["can0", "can1"]));
+    let p = find(&all, "homeassistant/sensor/home_bms/soc/config");
+    let want = json!({
+        "state_topic": "tele/bms",
+        "value_template": "{{ value_json.soc }}",
+        "device_class": "battery",
+        "unit_of_measurement": "%",
+        "state_class": "measurement",
+        "name": "State of charge",
+        "unique_id": "home_bms_soc",
+        "device": system_device(),
+        "origin": origin_block(),
+        "availability": [gateway_available()],
+        "availability_mode": "all",
+    });
+    assert_eq!(p, &want);
+}
+
+#[test]
+fn a_battery_value_is_unavailable_while_the_battery_is_not_fresh() {
+    let all = entities(&config("", &["can0", "can1"]));
+    let p = find(&all, "homeassistant/sensor/home_bms/battery_can0_v_avg/config");
+    let want = json!({
+        "state_topic": "home/bms/battery/1/state",
+        "value_template": "{{ value_json.v_avg }}",
+        "device_class": "voltage",
+        "unit_of_measurement": "V",
+        "state_class": "measurement",
+        // The device name is the description alone: Home Assistant shows
+        // "rack A Voltage".
+        "name": "Voltage",
+        "unique_id": "home_bms_battery_can0_v_avg",
+        "device": {
+            "identifiers": ["bms_gateway_home_bms_battery_can0"],
+            "name": "rack A",
+            "model": "Pylontech-protocol BMS",
+            "via_device": "bms_gateway_home_bms",
+        },
+        "origin": origin_block(),
+        "availability": [
+            gateway_available(),
+            {
+                "topic": "home/bms/battery/1/state",
+                "value_template": "{{ 'online' if value_json.online else 'offline' }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            },
+        ],
+        "availability_mode": "all",
+    });
+    assert_eq!(p, &want);
+    // Whether it is online, its link and its error count stay available.
+    for object in [
+        "binary_sensor/home_bms/battery_can1_online",
+        "sensor/home_bms/battery_can1_link",
+        "sensor/home_bms/battery_can1_invalid",
+    ] {
+        let p = find(&all, &format!("homeassistant/{object}/config"));
+        assert_eq!(p["availability"], json!([gateway_available()]), "{object}");
+    }
+    let online = find(&all, "homeassistant/binary_sensor/home_bms/battery_can1_online/config");
+    assert_eq!(online["device"]["name"], "Battery 2");
+    assert_eq!(
+        online["value_template"],
+        "{{ none if value_json.online is none else ('ON' if value_json.online else 'OFF') }}"
+    );
+    let link = find(&all, "homeassistant/sensor/home_bms/battery_can1_link/config");
+    assert_eq!(link["device_class"], "enum");
+    assert_eq!(link["options"], json!(["opening", "up", "down"]));
+    assert_eq!(link["entity_category"], "diagnostic");
+    // Every battery value has both entries.
+    let values: Vec<&Entity> = all
+        .iter()
+        .filter(|e| e.topic.contains("/battery_can0_"))
+        .filter(|e| {
+            !["online", "link", "invalid"]
+                .iter()
+                .any(|o| e.topic.contains(&format!("_{o}/")))
+        })
+        .collect();
+    assert!(values.len() > 20, "{}", values.len());
+    for e in values {
+        assert_eq!(e.payload["availability"].as_array().unwrap().len(), 2, "{}", e.topic);
+    }
+}
+
+#[test]
+fn binary_sensors_are_unknown_while_their_value_is_null() {
+    let all = entities(&config("", &["can0"]));
+    let cases = [
+        (
+            "binary_sensor/home_bms/charge_enable",
+            "{{ none if value_json.charge_enable is none else ('ON' if value_json.charge_enable else 'OFF') }}",
+        ),
+        (
+            "binary_sensor/home_bms/battery_can0_discharge_enable",
+            "{{ none if value_json.discharge_enable is none else ('ON' if value_json.discharge_enable else 'OFF') }}",
+        ),
+        (
+            "binary_sensor/home_bms/protection",
+            "{{ none if value_json.error_flags_1 is none or value_json.error_flags_2 is none else ('ON' if value_json.error_flags_1 > 0 or value_json.error_flags_2 > 0 else 'OFF') }}",
+        ),
+        (
+            "binary_sensor/home_bms/battery_can0_alarm",
+            "{{ none if value_json.warning_flags_1 is none or value_json.warning_flags_2 is none else ('ON' if value_json.warning_flags_1 > 0 or value_json.warning_flags_2 > 0 else 'OFF') }}",
+        ),
+        (
+            "binary_sensor/home_bms/force_charge_request",
+            "{{ none if value_json.force_charge_request is none or value_json.force_charge_request_2 is none else ('ON' if value_json.force_charge_request or value_json.force_charge_request_2 else 'OFF') }}",
+        ),
+        (
+            "binary_sensor/home_bms/alarm_high_temperature",
+            "{{ none if value_json.warning_flags_1 is none else ('ON' if value_json.warning_flags_1 | bitwise_and(8) > 0 else 'OFF') }}",
+        ),
+    ];
+    for (object, template) in cases {
+        let p = find(&all, &format!("homeassistant/{object}/config"));
+        assert_eq!(p["value_template"], template, "{object}");
+        assert_eq!((&p["payload_on"], &p["payload_off"]), (&json!("ON"), &json!("OFF")));
+    }
+}
+
+#[test]
+fn stored_energy_is_an_energy_storage_sensor() {
+    let all = entities(&config("", &["can0"]));
+    for (object, topic) in [
+        ("energy_stored_kwh", "tele/bms"),
+        ("battery_can0_energy_stored_kwh", "home/bms/battery/1/state"),
+    ] {
+        let p = find(&all, &format!("homeassistant/sensor/home_bms/{object}/config"));
+        assert_eq!(p["device_class"], "energy_storage");
+        assert_eq!(p["unit_of_measurement"], "kWh");
+        assert_eq!(p["state_class"], "measurement");
+        assert_eq!(p["state_topic"], topic);
+        assert_eq!(p["value_template"], "{{ value_json.energy_stored_kwh }}");
+        assert_eq!(p["name"], "Stored energy");
+    }
+}
+
+#[test]
+fn every_inverter_is_a_device_of_its_own() {
+    let all = entities(&config("CONTROL-ACTIVATED = true", &["can0"]));
+    let p = find(&all, "homeassistant/sensor/home_bms/inverter_inv1_i_lim_charge/config");
+    let want = json!({
+        "state_topic": "home/bms/inverter/2/state",
+        "value_template": "{{ value_json.i_lim_charge }}",
+        "device_class": "current",
+        "unit_of_measurement": "A",
+        "state_class": "measurement",
+        "name": "Charge current limit",
+        "unique_id": "home_bms_inverter_inv1_i_lim_charge",
+        "device": {
+            "identifiers": ["bms_gateway_home_bms_inverter_inv1"],
+            "name": "hybrid",
+            "model": "inverter on inv1 (virtual BMS)",
+            "via_device": "bms_gateway_home_bms",
+        },
+        "origin": origin_block(),
+        "availability": [gateway_available()],
+        "availability_mode": "all",
+    });
+    assert_eq!(p, &want);
+    let p = find(&all, "homeassistant/sensor/home_bms/inverter_inv0_sync_age_s/config");
+    assert_eq!(p["device"]["name"], "Inverter 1");
+    assert_eq!(p["device_class"], "duration");
+    assert_eq!(p["unit_of_measurement"], "s");
+    assert_eq!(p["entity_category"], "diagnostic");
+    let p = find(&all, "homeassistant/sensor/home_bms/inverter_inv0_state/config");
+    assert_eq!(p["options"], json!(["ok", "degraded", "safe"]));
+    let p = find(&all, "homeassistant/sensor/home_bms/inverter_inv0_send_errors/config");
+    assert_eq!(p["state_class"], "total_increasing");
+    // Its setpoints are on its device too.
+    let p = find(
+        &all,
+        "homeassistant/number/home_bms/inverter_inv0_setpoint_i_lim_charge/config",
+    );
+    assert_eq!(p["name"], "Charge current setpoint");
+    assert_eq!(
+        p["device"]["identifiers"],
+        json!(["bms_gateway_home_bms_inverter_inv0"])
+    );
+    // No inverter entity is left on the system device.
+    assert!(
+        all.iter()
+            .filter(|e| e.topic.contains("/inverter_"))
+            .all(|e| e.payload["device"]["identifiers"][0] != "bms_gateway_home_bms")
+    );
+}
+
+#[test]
+fn setpoint_active_and_expires_per_limit() {
+    let all = entities(&config("CONTROL-ACTIVATED = true", &["can0", "can1"]));
+    let p = find(
+        &all,
+        "homeassistant/binary_sensor/home_bms/setpoint_i_lim_discharge_active/config",
+    );
+    let want = json!({
+        "state_topic": "home/bms/setpoints",
+        "value_template": "{{ 'ON' if value_json.system.i_lim_discharge else 'OFF' }}",
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "name": "Discharge current setpoint active",
+        "unique_id": "home_bms_setpoint_i_lim_discharge_active",
+        "device": system_device(),
+        "origin": origin_block(),
+        "availability": [gateway_available()],
+        "availability_mode": "all",
+    });
+    assert_eq!(p, &want);
+    let p = find(
+        &all,
+        "homeassistant/sensor/home_bms/inverter_inv1_setpoint_i_lim_charge_expires/config",
+    );
+    assert_eq!(p["state_topic"], "home/bms/setpoints");
+    assert_eq!(p["device_class"], "timestamp");
+    assert_eq!(p["name"], "Charge current setpoint expires");
+    assert_eq!(
+        p["value_template"],
+        "{{ as_datetime(value_json.inverters[1].i_lim_charge.expires) if value_json.inverters[1].i_lim_charge and value_json.inverters[1].i_lim_charge.expires is not none else none }}"
+    );
+    assert!(p.get("unit_of_measurement").is_none() && p.get("state_class").is_none());
+    // Four limits (system and two inverters, charge and discharge): four
+    // entities each.
+    for kind in ["number", "button", "binary_sensor", "sensor"] {
+        let n = all
+            .iter()
+            .filter(|e| e.topic.starts_with(&format!("homeassistant/{kind}/")) && e.topic.contains("setpoint_"))
+            .count();
+        assert_eq!(n, 6, "{kind}");
+    }
+    let off = entities(&config("", &["can0"]));
+    assert!(!off.iter().any(|e| e.topic.contains("setpoint_")));
+}
+
+#[test]
+fn ha_setpoint_ttl_sends_the_value_with_its_lifetime() {
+    let all = entities(&config("CONTROL-ACTIVATED = true\nHA-SETPOINT-TTL = 900", &["can0"]));
+    for object in ["setpoint_i_lim_charge", "inverter_inv0_setpoint_i_lim_discharge"] {
+        let p = find(&all, &format!("homeassistant/number/home_bms/{object}/config"));
+        assert_eq!(
+            p["command_template"], r#"{"value": {{ value }}, "ttl": 900}"#,
+            "{object}"
+        );
+    }
+}
+
+#[test]
+fn every_payload_names_its_origin_and_has_the_availability_list() {
+    let all = entities(&config("CONTROL-ACTIVATED = true", &["can0", "can1"]));
+    for e in &all {
+        assert_eq!(e.payload["origin"], origin_block(), "{}", e.topic);
+        assert_eq!(e.payload["availability_mode"], "all", "{}", e.topic);
+        assert_eq!(e.payload["availability"][0], gateway_available(), "{}", e.topic);
+        assert!(e.payload.get("availability_topic").is_none(), "{}", e.topic);
+    }
+}
+
+#[test]
+fn system_device_names() {
+    assert_eq!(system_name("bms_gateway"), "BMS gateway");
+    assert_eq!(system_name("bms_gateway_demo"), "BMS gateway demo");
+    assert_eq!(system_name("bms_gateway/garage"), "BMS gateway garage");
+    assert_eq!(system_name("home/bms"), "BMS gateway home/bms");
+    assert_eq!(system_name("bms_gatewayX"), "BMS gateway bms_gatewayX");
+}
+
+#[test]
+fn a_learned_bms_name_becomes_the_manufacturer_and_renews_only_that_battery() {
+    let c = config("", &["can0", "can1"]);
+    let before = entities(&c);
+    let mut learned = Learned::default();
+    assert!(!learned.learn([None, None]));
+    assert!(learned.learn([None, Some("PYLON   ".to_string())]));
+    assert_eq!(learned.bms_names, vec![None, Some("PYLON".to_string())]);
+    // The same name again, or silence, changes nothing.
+    assert!(!learned.learn([None, Some("PYLON".to_string())]));
+    assert!(!learned.learn([None, None]));
+    let after = entities_with(&c, &learned);
+    let renewed = changed(&before, &after);
+    assert!(!renewed.is_empty());
+    for e in &renewed {
+        assert!(e.topic.contains("/battery_can1_"), "{}", e.topic);
+        assert_eq!(e.payload["device"]["manufacturer"], "PYLON");
+    }
+    let battery_2 = after.iter().filter(|e| e.topic.contains("/battery_can1_")).count();
+    assert_eq!(renewed.len(), battery_2);
+    let p = find(&after, "homeassistant/sensor/home_bms/battery_can0_soc/config");
+    assert!(p["device"].get("manufacturer").is_none());
 }

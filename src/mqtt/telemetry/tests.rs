@@ -143,6 +143,8 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
         "t_cell_min": 17.0,
         "t_cell_max": 25.0,
         "capacity_ah": 150.0,
+        // 2/3 x 150 Ah x 52.333 V = 5233.3 Wh
+        "energy_stored_kwh": 5.23,
         "state": "degraded",
         "inputs_online": 1,
         "inputs_total": 2,
@@ -168,6 +170,7 @@ fn before_any_combined_state_the_state_is_starting_with_null_values() {
     assert_eq!(got["soc"], serde_json::Value::Null);
     assert_eq!(got["manufacturer"], serde_json::Value::Null);
     assert_eq!(got["charge_enable"], serde_json::Value::Null);
+    assert_eq!(got["energy_stored_kwh"], serde_json::Value::Null);
     assert_eq!(got["timestamp_last_bms_update"], serde_json::Value::Null);
     assert_eq!(got["timestamp_last_inverter_request"], serde_json::Value::Null);
     assert_eq!(got["inputs_online"], 0);
@@ -246,6 +249,8 @@ fn battery_state_from_its_telegram_and_counters() {
         "t_cell_min": null,
         "t_cell_max": null,
         "capacity_ah": 100.0,
+        // 0.88 x 100 Ah x 49.86 V = 4387.7 Wh
+        "energy_stored_kwh": 4.39,
         "battery": 1,
         "description": "rack A",
         "can_if": "can1",
