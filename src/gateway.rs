@@ -164,7 +164,12 @@ impl Gateway<'_> {
 
 /// Takes a reload: commands already queued (meant for the running
 /// configuration) first, then the threads, then the combiner's state.
-fn reload(core: &mut Core, threads: &mut Threads, commands: &mut Receiver<SetpointCommand>, r: Reload) -> Option<Combined> {
+fn reload(
+    core: &mut Core,
+    threads: &mut Threads,
+    commands: &mut Receiver<SetpointCommand>,
+    r: Reload,
+) -> Option<Combined> {
     while let Ok(c) = commands.try_recv() {
         core.apply(c, Instant::now());
     }
