@@ -963,21 +963,29 @@ RELOAD_GAP = 1.2  # the once-a-second rule, with room for the VM's scheduling
 def sighup(ctx, gw, caps, config, what, settle=3.0, before=2.0):
     """Writes config, sends SIGHUP, and checks that the reload happened and that
     no inverter bus in caps went longer than RELOAD_GAP without a frame set
-    (0x359, kernel receive times) from `before` s before it to `settle` s after."""
-    reloads = gw.log_text().count("configuration reloaded")
-    with open(gw.cfg, "w") as f:
-        f.write(config)
-    t_hup = time.monotonic()
-    gw.proc.send_signal(signal.SIGHUP)
-    time.sleep(settle)
-    t1 = time.monotonic()
-    check(gw.log_text().count("configuration reloaded") == reloads + 1,
-          f"{what}: the reload was not applied: {gw.log_text()[-400:]!r}")
-    for iface, cap in caps.items():
-        gap = harness.max_gap(cap, t_hup - before, t1, 0x359)
-        ctx.log(f"{what}: {iface}: longest gap between frame sets {gap:.2f}s")
-        check(gap <= RELOAD_GAP, f"{what}: {iface}: {gap:.2f}s without a frame set around the "
-                                 "reload (spec: a reload never interrupts the inverters' frames)")
+    (0x359, kernel receive times) from `before` s before it to `settle` s after.
+    A gap that a VM stall explains is inconclusive: the reload is made once more."""
+    for attempt in (1, 2):
+        reloads = gw.log_text().count("configuration reloaded")
+        with open(gw.cfg, "w") as f:
+            f.write(config)
+        t_hup = time.monotonic()
+        gw.proc.send_signal(signal.SIGHUP)
+        time.sleep(settle)
+        t1 = time.monotonic()
+        check(gw.log_text().count("configuration reloaded") == reloads + 1,
+              f"{what}: the reload was not applied: {gw.log_text()[-400:]!r}")
+        gaps = {iface: harness.max_gap(cap, t_hup - before, t1, 0x359) for iface, cap in caps.items()}
+        for iface, gap in gaps.items():
+            ctx.log(f"{what}: {iface}: longest gap between frame sets {gap:.2f}s")
+        stall = harness.STALLS.worst(t_hup - before, t1)
+        if attempt == 1 and max(gaps.values()) > RELOAD_GAP and stall > 0.5:
+            ctx.log(f"{what}: the VM stalled for {stall:.1f}s: inconclusive, reloading again")
+            continue
+        for iface, gap in gaps.items():
+            check(gap <= RELOAD_GAP, f"{what}: {iface}: {gap:.2f}s without a frame set around the "
+                                     "reload (spec: a reload never interrupts the inverters' frames)")
+        break
     gateway_alive(gw)
     return t_hup
 
@@ -1106,17 +1114,22 @@ def reload(ctx):
     b.paused = True
     no_mqtt = {"ACTIVATED": False}
     gw = ctx.gateway(cfg(["sbat1", "sbat2"], ["sinv1"], note="start", stale=4.0, mqtt=no_mqtt))
-    time.sleep(max(0.0, gw.started + 2.0 - time.monotonic()))
+    # The signal handlers are in place once "starting" is logged (a SIGHUP before
+    # that ends the process); the start-up wait begins just after.
+    check(wait_for(lambda: "starting" in gw.log_text(), 10, 0.05), "the gateway did not start")
+    started = time.monotonic()
+    time.sleep(2.0)
     with open(gw.cfg, "w") as f:
         f.write(cfg(["sbat1", "sbat2"], ["sinv1"], note="start 2", stale=4.0, mqtt=no_mqtt))
     gw.proc.send_signal(signal.SIGHUP)
-    check(wait_for(lambda: caps["sinv1"].since(gw.started), 10), "nothing sent after the start-up wait")
-    first = caps["sinv1"].since(gw.started)[0].t - gw.started
+    check(wait_for(lambda: caps["sinv1"].since(gw.started), 10),
+          f"nothing sent after the start-up wait: {gw.log_text()[-400:]!r}")
+    first = caps["sinv1"].since(gw.started)[0].t - started
     ctx.log(f"start-up: first frame {first:.2f}s after the start (reload at 2 s, STALE-TIMEOUT 4 s)")
-    check(3.9 <= first <= 5.3, f"first frame {first:.2f}s after the start: the start-up wait "
+    check(3.8 <= first <= 5.3, f"first frame {first:.2f}s after the start: the start-up wait "
                                "should end 4 s after the start, not 4 s after the reload")
     check("configuration reloaded" in gw.log_text(), "the reload during start-up was not applied")
-    t0 = gw.started + first
+    t0 = started + first
     time.sleep(3)
     gap = harness.max_gap(caps["sinv1"], t0, time.monotonic(), 0x359)
     ctx.log(f"start-up: longest gap between frame sets after the wait {gap:.2f}s")
