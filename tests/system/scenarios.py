@@ -688,7 +688,7 @@ class Mqtt:
         with open(log, "a") as out:
             self.broker = self.ctx.spawn(["mosquitto", "-c", self.conf], stdout=out,
                                          stderr=subprocess.STDOUT)
-        ok = wait_for(self._port_open, 10)
+        ok = wait_for(self._port_open, 30)  # a busy VM can take long to start it
         if not ok:
             with open(log, errors="replace") as f:
                 tail = f.read()[-400:]
