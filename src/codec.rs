@@ -5,7 +5,9 @@
 //! or 8) all decode; a frame too short for its required fields, an extended-ID
 //! or remote frame, or a value outside physical range is a typed error.
 //!
-//! Encoding rounds to the field's unit (never truncates), saturates to the
+//! Encoding rounds to the field's unit (never truncates), except current
+//! limits, which are rounded down so that rounding never allows more current
+//! than the rules give (docs/combining.md, "Rounding"); it saturates to the
 //! field's range, never emits more than 8 bytes and never a negative limit.
 //! Physical values are `f64` in V, A, degC and %; decoding divides the raw
 //! integer by a power of ten so that 532 prints back as 53.2.
@@ -439,11 +441,26 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
 /// Rounds `value * scale` to the nearest integer and saturates it to
 /// `min..=max`; NaN becomes `min` (the safe end for every limit field).
 fn to_raw(value: f64, scale: f64, min: i64, max: i64) -> i64 {
-    let scaled = (value * scale).round();
-    if scaled.is_nan() {
+    saturate((value * scale).round(), min, max)
+}
+
+fn saturate(whole: f64, min: i64, max: i64) -> i64 {
+    if whole.is_nan() {
         return min;
     }
-    (scaled as i64).clamp(min, max)
+    (whole as i64).clamp(min, max)
+}
+
+/// How far below a whole 0.1 A a current limit may be and still count as
+/// it: floating-point noise (100 A x 0.29 is 28.999999999999996 A), a
+/// ten-millionth of an ampere, not a current anyone could draw.
+const LIMIT_NOISE: f64 = 1e-6;
+
+/// A current limit in 0.1 A, rounded down (toward 0, limits are never
+/// negative): the inverters' limits together then never exceed the combined
+/// limit, a setpoint or a cap.
+fn limit_raw(amperes: f64) -> i16 {
+    saturate((amperes * 10.0 + LIMIT_NOISE).floor(), 0, i64::from(i16::MAX)) as i16
 }
 
 fn u16_le(value: f64, scale: f64) -> [u8; 2] {
@@ -456,7 +473,7 @@ fn i16_le(value: f64, scale: f64) -> [u8; 2] {
 
 /// A limit is s16 on the wire but never negative.
 fn limit_le(value: f64) -> [u8; 2] {
-    (to_raw(value, 10.0, 0, i64::from(i16::MAX)) as i16).to_le_bytes()
+    limit_raw(value).to_le_bytes()
 }
 
 fn percent_le(value: f64, scale: f64) -> [u8; 2] {

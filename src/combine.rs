@@ -94,6 +94,25 @@ impl Battery {
     pub fn power_w(&self) -> f64 {
         self.v_avg * self.i_total
     }
+
+    /// These values as the safe state (docs/combining.md, "Safe state"): no
+    /// current, both enables and every request clear (no battery is heard to
+    /// ask for force or full charge), protection byte 1 bit 3 (system error)
+    /// set, the charge voltage `last_cvl`, the last known one (never 0).
+    pub fn safe(mut self, last_cvl: f64) -> Battery {
+        self.i_lim_charge = 0.0;
+        self.i_lim_discharge = 0.0;
+        self.requests = Requests {
+            charge_enable: false,
+            discharge_enable: false,
+            force_charge_request: false,
+            force_charge_request_2: false,
+            balancing_charge_request: false,
+        };
+        self.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
+        self.v_charge_cmd = last_cvl;
+        self
+    }
 }
 
 /// One combined state, as made at `made_at`.
@@ -194,18 +213,6 @@ fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellE
         (x, None) => x,
         (None, y) => y,
     }
-}
-
-/// Turns combined values into the safe state's: no current, both enables
-/// clear, system error set, charge voltage kept at `last_cvl` (never 0).
-fn make_safe(mut b: Battery, last_cvl: f64) -> Battery {
-    b.i_lim_charge = 0.0;
-    b.i_lim_discharge = 0.0;
-    b.requests.charge_enable = false;
-    b.requests.discharge_enable = false;
-    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
-    b.v_charge_cmd = last_cvl;
-    b
 }
 
 /// How often a combined state is made even when no round completes, so that
@@ -431,7 +438,7 @@ impl Combiner {
         match state {
             SystemState::Ok => {}
             SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
-            SystemState::Safe => battery = make_safe(battery, last_cvl),
+            SystemState::Safe => battery = battery.safe(last_cvl),
         }
         let combined = Combined {
             state,

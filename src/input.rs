@@ -104,9 +104,20 @@ impl Input<'_> {
             }
         };
         log::debug!("{}: {frame:?}", self.name());
-        let Some(telegram) = assembler.push(&message, now) else {
-            return;
-        };
+        if let Some(telegram) = assembler.push(&message, now) {
+            self.deliver(telegram, now, counters);
+        }
+    }
+
+    /// A burst that ended by a quiet gap completes its telegram here.
+    fn on_quiet(&self, assembler: &mut Assembler, counters: &mut Counters) {
+        let now = Instant::now();
+        if let Some(telegram) = assembler.poll(now) {
+            self.deliver(telegram, now, counters);
+        }
+    }
+
+    fn deliver(&self, telegram: Telegram, now: Instant, counters: &mut Counters) {
         let delivery = Delivery {
             input: self.slot.id,
             telegram,
@@ -173,7 +184,11 @@ impl Service for InputService<'_, '_> {
                 // A failed poll shows up again on the next read; nothing to add here.
                 let _ = port.write(&codec::encode(&Message::KeepAlive));
             }
-            match port.read(READ_TIMEOUT) {
+            // Wake up when the burst being assembled may be over.
+            let timeout = assembler
+                .next_deadline()
+                .map_or(READ_TIMEOUT, |at| at.saturating_duration_since(now).min(READ_TIMEOUT));
+            match port.read(timeout) {
                 Ok(Some(frame)) => {
                     if std::mem::take(&mut down) {
                         self.link(LinkState::Up);
@@ -190,6 +205,7 @@ impl Service for InputService<'_, '_> {
                 }
                 Err(e) => return Err(e),
             }
+            input.on_quiet(&mut assembler, &mut self.counters);
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! combiner were alive, and not already safe, is sent as the safe state.
 
 use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, ERROR2_SYSTEM_ERROR, Manufacturer, Measurements, Message, StateOfCharge};
+use crate::codec::{self, Manufacturer, Measurements, Message, StateOfCharge};
 use crate::combine::{Battery, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{CanId, Frame, FrameKind};
@@ -120,13 +120,9 @@ pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState
     if !old || shaped.state == SystemState::Safe {
         return (shaped.state, shaped.battery);
     }
-    let mut b = shaped.battery;
-    b.i_lim_charge = 0.0;
-    b.i_lim_discharge = 0.0;
-    b.requests.charge_enable = false;
-    b.requests.discharge_enable = false;
-    b.flags.error_flags_2 |= ERROR2_SYSTEM_ERROR;
-    (SystemState::Safe, b)
+    // The combiner already keeps the charge voltage at the last known one.
+    let b = shaped.battery;
+    (SystemState::Safe, b.safe(b.v_charge_cmd))
 }
 
 /// When the next push-mode transmission is due. Pure: the thread asks it.

@@ -1,46 +1,67 @@
 //! Telegram assembly: one battery's frames, arriving one by one in any order,
-//! become complete telegrams.
+//! become telegrams, each holding the frames of ONE burst (docs/combining.md,
+//! "Telegram assembly").
 //!
-//! A telegram is complete when 0x351, 0x355, 0x356 and 0x359 (or 0x35A) have
-//! all arrived since the last complete one. 0x35C, 0x35E and 0x373 are used
-//! when present.
+//! A BMS sends its whole frame set in a burst once per second: 0x359, 0x351,
+//! 0x355, 0x356, 0x35C, 0x35E, 0x373, about 80-90 ms apart, so a burst lasts
+//! about half a second and the gap before the next one about as long. A
+//! telegram never takes a value from another burst than the one it is made
+//! from: a limit or an enable bit that changes reaches the inverters with the
+//! burst that carried it, never a burst later, whatever the phase in which
+//! listening started or which frame was lost.
 //!
-//! The request flags (0x35C) come after 0x356 in a real burst, so the first
-//! telegram would complete before the battery's own 0x35C arrived, and a
-//! battery that forbids charging would look, for one cycle, like one that
-//! allows it. So a battery that has ever sent 0x35C only completes telegrams
-//! with a fresh one (the burst's own, when the last one expired during a
-//! pause); and after a start or a silence (no frame for `max_frame_age`) a
-//! telegram without a fresh 0x35C is held for [`LEARN_PERIOD`]: long enough
-//! for a battery that sends 0x35C to have sent it. Only a battery that sends
-//! none at all is then taken to mean normal operation.
+//! Burst boundary: a frame that comes [`BURST_GAP`] or more after the
+//! previous one, or that repeats a kind of frame the current burst already
+//! has, starts a new burst. (0x305 and other frames that are not part of a
+//! telegram are ignored: they are the inverter's or another protocol's.)
 //!
-//! The bound on mixing cycles: every stored frame expires `max_frame_age`
-//! after it arrived (default [`MAX_FRAME_AGE`]). A BMS repeats its whole set
-//! every second, so a frame of the current cycle is never older than about
-//! 1.1 s; 2.5 s tolerates one lost burst but never pairs a frame with values
-//! from two cycles earlier. The optional frames follow the same rule, so a
-//! battery that stops sending 0x35C is, after 2.5 s, treated as one that never
-//! sent it.
+//! Completion: as soon as the burst holds every kind of frame the last two
+//! bursts held (so, in steady state, at the burst's last frame), or else when
+//! the burst ends, by [`BURST_GAP`] of quiet ([`Assembler::poll`]) or by the
+//! next burst's first frame. A burst completes a telegram only with all four
+//! required frames (0x351, 0x355, 0x356, and 0x359 or 0x35A); 0x35C, 0x35E
+//! and 0x373 are used when the burst has them, and are absent otherwise. At
+//! most one telegram per burst.
+//!
+//! 0x35C: a battery that has sent it once completes telegrams only from
+//! bursts that have it (never assume a battery's flags). Until then, a
+//! telegram without it is held back while the burst began within
+//! [`LEARN_PERIOD`] of the battery's first required frame (after a start, or
+//! after [`SILENCE`] without one): long enough to see one whole burst, so a
+//! battery that forbids charging is never shown, even once, as one that
+//! allows it. The learn period starts at a required frame, not any frame: a
+//! BMS that sends only 0x35E while booting has not started its bursts yet.
+//! Only a battery that sends no 0x35C at all is then taken to mean normal
+//! operation.
 
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Message, Requests, StateOfCharge};
 use std::time::{Duration, Instant};
 
-/// How long a received frame may wait for the rest of its telegram.
-pub const MAX_FRAME_AGE: Duration = Duration::from_millis(2500);
+/// Quiet after a frame that ends a burst: 250 ms. Frames within a burst are
+/// 80-90 ms apart, so one lost frame leaves a gap of 160-180 ms and must not
+/// split its burst; the gap between bursts is about 490 ms (a 1 s period
+/// minus a half-second burst). 250 ms lies between the two with about 70 ms
+/// of scheduling slack either way. It is also how late, at most, a burst
+/// whose end cannot be told from the bursts before it (the first one, or one
+/// with a lost frame) completes: well within the burst period.
+pub const BURST_GAP: Duration = Duration::from_millis(250);
 
 /// After a start or a silence, how long to wait for a 0x35C before taking a
 /// battery to send none: a whole burst period (1 s) and a half.
 pub const LEARN_PERIOD: Duration = Duration::from_millis(1500);
 
-/// One battery's complete set of values.
+/// No required frame for this long is a silence, after which 0x35C is learnt
+/// again: more than two burst periods, so one lost burst is not a silence.
+pub const SILENCE: Duration = Duration::from_millis(2500);
+
+/// One battery's values from one burst.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Telegram {
     pub limits: Limits,
     pub soc: StateOfCharge,
     pub measurements: Measurements,
     pub flags: Flags,
-    /// `None` when the battery sent no 0x35C within the bound.
+    /// `None` when the burst had no 0x35C (and the battery has never sent one).
     pub requests: Option<Requests>,
     pub manufacturer: Option<Manufacturer>,
     pub cells: Option<CellExtremes>,
@@ -53,48 +74,94 @@ impl Telegram {
     }
 }
 
-/// A value and when it arrived.
-#[derive(Debug, Clone, Copy)]
-struct Slot<T> {
-    value: T,
-    at: Instant,
+/// The kinds of frame a telegram is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Limits,
+    Soc,
+    Measurements,
+    Flags,
+    SmaFlags,
+    Requests,
+    Manufacturer,
+    Cells,
 }
 
-/// Collects one input's frames into telegrams.
-#[derive(Debug, Clone)]
-pub struct Assembler {
-    max_frame_age: Duration,
-    limits: Option<Slot<Limits>>,
-    soc: Option<Slot<StateOfCharge>>,
-    measurements: Option<Slot<Measurements>>,
-    flags: Option<Slot<Flags>>,
-    sma_flags: Option<Slot<Flags>>,
-    requests: Option<Slot<Requests>>,
-    manufacturer: Option<Slot<Manufacturer>>,
-    cells: Option<Slot<CellExtremes>>,
-    /// When the last frame of any kind arrived.
-    last_frame: Option<Instant>,
-    /// Since when this input has been talking without a silence.
-    talking_since: Option<Instant>,
-    /// This battery has sent 0x35C: never assume its flags.
-    sends_requests: bool,
-}
+impl Kind {
+    fn of(message: &Message) -> Option<Kind> {
+        Some(match message {
+            Message::Limits(_) => Kind::Limits,
+            Message::StateOfCharge(_) => Kind::Soc,
+            Message::Measurements(_) => Kind::Measurements,
+            Message::Flags(_) => Kind::Flags,
+            Message::SmaAlarms(_) => Kind::SmaFlags,
+            Message::Requests(_) => Kind::Requests,
+            Message::Manufacturer(_) => Kind::Manufacturer,
+            Message::Cells(_) => Kind::Cells,
+            _ => return None,
+        })
+    }
 
-impl Default for Assembler {
-    fn default() -> Self {
-        Assembler::new(MAX_FRAME_AGE)
+    fn required(self) -> bool {
+        matches!(
+            self,
+            Kind::Limits | Kind::Soc | Kind::Measurements | Kind::Flags | Kind::SmaFlags
+        )
     }
 }
 
-fn fresh<T: Copy>(slot: &Option<Slot<T>>, now: Instant, max: Duration) -> Option<T> {
-    slot.filter(|s| now.saturating_duration_since(s.at) <= max)
-        .map(|s| s.value)
+/// A set of [`Kind`]s, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Kinds(u8);
+
+impl Kinds {
+    fn bit(kind: Kind) -> u8 {
+        1 << kind as u8
+    }
+
+    fn has(self, kind: Kind) -> bool {
+        self.0 & Kinds::bit(kind) != 0
+    }
+
+    fn with(self, kind: Kind) -> Kinds {
+        Kinds(self.0 | Kinds::bit(kind))
+    }
+
+    fn union(self, other: Kinds) -> Kinds {
+        Kinds(self.0 | other.0)
+    }
+
+    fn contains(self, other: Kinds) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
-impl Assembler {
-    pub fn new(max_frame_age: Duration) -> Assembler {
-        Assembler {
-            max_frame_age,
+/// The burst being received.
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    /// Its first frame.
+    started: Instant,
+    /// Its latest frame.
+    last: Instant,
+    kinds: Kinds,
+    limits: Option<Limits>,
+    soc: Option<StateOfCharge>,
+    measurements: Option<Measurements>,
+    flags: Option<Flags>,
+    sma_flags: Option<Flags>,
+    requests: Option<Requests>,
+    manufacturer: Option<Manufacturer>,
+    cells: Option<CellExtremes>,
+    /// Its telegram has been made: at most one per burst.
+    delivered: bool,
+}
+
+impl Burst {
+    fn new(now: Instant) -> Burst {
+        Burst {
+            started: now,
+            last: now,
+            kinds: Kinds::default(),
             limits: None,
             soc: None,
             measurements: None,
@@ -103,291 +170,131 @@ impl Assembler {
             requests: None,
             manufacturer: None,
             cells: None,
-            last_frame: None,
-            talking_since: None,
-            sends_requests: false,
+            delivered: false,
         }
     }
 
-    /// Takes one decoded message received at `now`; returns the telegram it
-    /// completes, if any. Messages that are not part of a telegram are ignored.
-    pub fn push(&mut self, message: &Message, now: Instant) -> Option<Telegram> {
-        let silence = self
-            .last_frame
-            .is_none_or(|t| now.saturating_duration_since(t) > self.max_frame_age);
-        if silence {
-            self.talking_since = Some(now);
-        }
-        self.last_frame = Some(now);
+    /// Whether a frame of `kind` at `now` starts the next burst.
+    fn ends_before(&self, kind: Kind, now: Instant) -> bool {
+        now.saturating_duration_since(self.last) >= BURST_GAP || self.kinds.has(kind)
+    }
+
+    fn take(&mut self, message: &Message, kind: Kind, now: Instant) {
+        self.last = now;
+        self.kinds = self.kinds.with(kind);
         match *message {
-            Message::Limits(v) => self.limits = Some(Slot { value: v, at: now }),
-            Message::StateOfCharge(v) => self.soc = Some(Slot { value: v, at: now }),
-            Message::Measurements(v) => self.measurements = Some(Slot { value: v, at: now }),
-            Message::Flags(v) => self.flags = Some(Slot { value: v, at: now }),
-            Message::SmaAlarms(a) => {
-                self.sma_flags = Some(Slot {
-                    value: a.to_flags(),
-                    at: now,
-                })
-            }
-            Message::Requests(v) => {
-                self.requests = Some(Slot { value: v, at: now });
-                self.sends_requests = true;
-            }
-            Message::Manufacturer(v) => self.manufacturer = Some(Slot { value: v, at: now }),
-            Message::Cells(v) => self.cells = Some(Slot { value: v, at: now }),
-            _ => return None,
+            Message::Limits(v) => self.limits = Some(v),
+            Message::StateOfCharge(v) => self.soc = Some(v),
+            Message::Measurements(v) => self.measurements = Some(v),
+            Message::Flags(v) => self.flags = Some(v),
+            Message::SmaAlarms(a) => self.sma_flags = Some(a.to_flags()),
+            Message::Requests(v) => self.requests = Some(v),
+            Message::Manufacturer(v) => self.manufacturer = Some(v),
+            Message::Cells(v) => self.cells = Some(v),
+            _ => {}
         }
-        self.complete(now)
+    }
+}
+
+/// Collects one input's frames into telegrams, one per burst.
+#[derive(Debug, Clone, Default)]
+pub struct Assembler {
+    burst: Option<Burst>,
+    /// The kinds of frame of the last two bursts that ended: a burst that has
+    /// them all is complete.
+    previous: [Kinds; 2],
+    /// When the latest required frame arrived.
+    last_required: Option<Instant>,
+    /// The first required frame after a start or a silence.
+    talking_since: Option<Instant>,
+    /// This battery has sent 0x35C: never assume its flags.
+    sends_requests: bool,
+}
+
+impl Assembler {
+    /// Takes one decoded message received at `now`; returns the telegram it
+    /// completes (its own burst's, or the previous burst's that it ends), if
+    /// any. Messages that are not part of a telegram are ignored.
+    pub fn push(&mut self, message: &Message, now: Instant) -> Option<Telegram> {
+        let kind = Kind::of(message)?;
+        // The previous burst ends before this frame counts for anything.
+        let ended = match &self.burst {
+            Some(b) if b.ends_before(kind, now) => self.end_burst(),
+            _ => None,
+        };
+        if kind.required() {
+            if self
+                .last_required
+                .is_none_or(|t| now.saturating_duration_since(t) > SILENCE)
+            {
+                self.talking_since = Some(now);
+            }
+            self.last_required = Some(now);
+        }
+        if kind == Kind::Requests {
+            self.sends_requests = true;
+        }
+        self.burst
+            .get_or_insert_with(|| Burst::new(now))
+            .take(message, kind, now);
+        ended.or_else(|| self.complete_early())
     }
 
-    fn complete(&mut self, now: Instant) -> Option<Telegram> {
-        let max = self.max_frame_age;
-        let requests = fresh(&self.requests, now, max);
-        let learning = self
-            .talking_since
-            .is_some_and(|t| now.saturating_duration_since(t) < LEARN_PERIOD);
-        if requests.is_none() && (learning || self.sends_requests) {
+    /// When [`poll`](Self::poll) may complete a telegram: [`BURST_GAP`]
+    /// after the latest frame of a burst that has not made one yet.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.burst.as_ref().filter(|b| !b.delivered).map(|b| b.last + BURST_GAP)
+    }
+
+    /// Time passes: at or after [`next_deadline`](Self::next_deadline) the
+    /// burst is over, and its telegram, if it has one, is returned.
+    pub fn poll(&mut self, now: Instant) -> Option<Telegram> {
+        match self.next_deadline() {
+            Some(at) if now >= at => self.end_burst(),
+            _ => None,
+        }
+    }
+
+    /// The burst has every kind of frame the last two had: it is over.
+    fn complete_early(&mut self) -> Option<Telegram> {
+        let burst = self.burst.as_ref()?;
+        let expected = self.previous[0].union(self.previous[1]);
+        if burst.delivered || expected == Kinds::default() || !burst.kinds.contains(expected) {
             return None;
         }
-        let telegram = Telegram {
-            limits: fresh(&self.limits, now, max)?,
-            soc: fresh(&self.soc, now, max)?,
-            measurements: fresh(&self.measurements, now, max)?,
-            // 0x359 is the Pylontech document's own frame: prefer it.
-            flags: fresh(&self.flags, now, max).or_else(|| fresh(&self.sma_flags, now, max))?,
-            requests,
-            manufacturer: fresh(&self.manufacturer, now, max),
-            cells: fresh(&self.cells, now, max),
-        };
-        // The required frames start over; optional ones stay until they expire.
-        self.limits = None;
-        self.soc = None;
-        self.measurements = None;
-        self.flags = None;
-        self.sma_flags = None;
+        let telegram = self.telegram(burst)?;
+        if let Some(b) = self.burst.as_mut() {
+            b.delivered = true;
+        }
         Some(telegram)
+    }
+
+    fn end_burst(&mut self) -> Option<Telegram> {
+        let burst = self.burst.take()?;
+        self.previous = [burst.kinds, self.previous[0]];
+        if burst.delivered { None } else { self.telegram(&burst) }
+    }
+
+    /// The burst's telegram, if it makes one.
+    fn telegram(&self, b: &Burst) -> Option<Telegram> {
+        let learning = self
+            .talking_since
+            .is_some_and(|t| b.started.saturating_duration_since(t) < LEARN_PERIOD);
+        if b.requests.is_none() && (self.sends_requests || learning) {
+            return None;
+        }
+        Some(Telegram {
+            limits: b.limits?,
+            soc: b.soc?,
+            measurements: b.measurements?,
+            // 0x359 is the Pylontech document's own frame: prefer it.
+            flags: b.flags.or(b.sma_flags)?,
+            requests: b.requests,
+            manufacturer: b.manufacturer,
+            cells: b.cells,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::decode;
-    use crate::frame::Frame;
-
-    fn msg(id: u16, bytes: &[u8]) -> Message {
-        decode(&Frame::standard(id, bytes)).unwrap()
-    }
-
-    fn burst() -> Vec<Message> {
-        vec![
-            msg(0x359, &[0, 0, 0, 0, 6, 0x50, 0x4E]),
-            msg(0x351, &[0x14, 0x02, 0xC0, 0x12, 0xC0, 0x12, 0xC2, 0x01]),
-            msg(0x355, &[0x58, 0x00, 0x5E, 0x00]),
-            msg(0x356, &[0x7A, 0x13, 0xF2, 0xFE, 0x6B, 0x01]),
-            msg(0x35C, &[0x40, 0x00]),
-            msg(0x35E, b"PYLON\0\0\0"),
-            msg(0x373, &[0xD8, 0x0C, 0xF1, 0x0C, 0x22, 0x01, 0x2A, 0x01]),
-        ]
-    }
-
-    fn ms(t0: Instant, n: u64) -> Instant {
-        t0 + Duration::from_millis(n)
-    }
-
-    #[test]
-    fn completes_on_the_last_required_frame_in_any_order() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        // 0x356 first, then 0x35C, 0x351, 0x359: still missing 0x355.
-        for (i, m) in [&b[3], &b[4], &b[1], &b[0]].into_iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, i as u64 * 80)), None);
-        }
-        let t = a.push(&b[2], ms(t0, 400)).expect("complete");
-        assert_eq!(t.limits.v_charge_cmd, 53.2);
-        assert_eq!(t.soc.soc, 88.0);
-        assert_eq!(t.measurements.i_total, -27.0);
-        assert_eq!(t.flags.n_modules, 6);
-        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
-        assert_eq!(t.manufacturer, None);
-        assert_eq!(t.cells, None);
-    }
-
-    #[test]
-    fn a_new_telegram_needs_every_required_frame_again() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        let mut completed = 0;
-        for (i, m) in b.iter().enumerate() {
-            completed += usize::from(a.push(m, ms(t0, i as u64 * 80)).is_some());
-        }
-        assert_eq!(completed, 1);
-        // A repeated 0x356 alone completes nothing.
-        assert_eq!(a.push(&b[3], ms(t0, 1000)), None);
-        // The next cycle uses the optional frames of the previous one.
-        for (i, m) in b[..3].iter().enumerate() {
-            let t = a.push(m, ms(t0, 1080 + i as u64 * 80));
-            if i == 2 {
-                let t = t.expect("second telegram");
-                assert_eq!(t.cells.map(|c| c.v_cell_max), Some(3.313));
-                assert_eq!(t.manufacturer.map(|m| m.name()), Some("PYLON".into()));
-            } else {
-                assert_eq!(t, None);
-            }
-        }
-    }
-
-    #[test]
-    fn frames_older_than_the_bound_are_never_mixed_in() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        a.push(&b[0], t0); // 0x359
-        a.push(&b[1], t0); // 0x351
-        a.push(&b[2], t0); // 0x355
-        // 0x356 arrives 2.6 s later: the others have expired.
-        assert_eq!(a.push(&b[3], ms(t0, 2600)), None);
-        // Exactly at the bound they still count.
-        let mut a = Assembler::default();
-        for m in &b[..3] {
-            a.push(m, t0);
-        }
-        assert!(a.push(&b[3], ms(t0, 2500)).is_some());
-    }
-
-    #[test]
-    fn optional_frames_expire_too() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        a.push(&b[5], t0); // 0x35E
-        a.push(&b[6], t0); // 0x373
-        let mut done = None;
-        for m in &b[..4] {
-            done = a.push(m, ms(t0, 2000)).or(done);
-        }
-        for m in &b[..4] {
-            done = a.push(m, ms(t0, 3000)).or(done);
-        }
-        let t = done.expect("complete");
-        assert_eq!(
-            (t.manufacturer, t.cells),
-            (None, None),
-            "0x35E and 0x373 from 3 s ago are not used"
-        );
-    }
-
-    /// A battery that sent 0x35C and then stops sending it completes no more
-    /// telegrams (and turns stale) rather than being assumed to allow charging.
-    #[test]
-    fn a_battery_that_stops_sending_0x35c_is_not_assumed_enabled() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        for (i, m) in b.iter().enumerate() {
-            a.push(m, ms(t0, i as u64 * 10));
-        }
-        // While the 0x35C of 40 ms is within the bound, telegrams complete.
-        let done = b[..4].iter().fold(None, |d, m| a.push(m, ms(t0, 2000)).or(d));
-        assert!(done.is_some());
-        for s in 3..8 {
-            for m in &b[..4] {
-                assert_eq!(a.push(m, ms(t0, s * 1000)), None, "at {s} s");
-            }
-        }
-    }
-
-    #[test]
-    fn sma_alarms_stand_in_for_0x359() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        a.push(&msg(0x35A, &[0x04, 0, 0, 0, 0, 0, 0, 0]), t0);
-        for m in [&b[1], &b[2], &b[4]] {
-            a.push(m, t0);
-        }
-        let t = a.push(&b[3], t0).expect("complete with 0x35A");
-        assert_eq!(t.flags.error_flags_1, 0x02);
-    }
-
-    /// Regression: the first telegram carries the battery's own 0x35C, which
-    /// comes after 0x356 in a burst, instead of defaulting to "enabled".
-    #[test]
-    fn the_first_telegram_waits_for_the_bursts_own_0x35c() {
-        let t0 = Instant::now();
-        let b = burst(); // its 0x35C forbids charging
-        let mut a = Assembler::default();
-        for (i, m) in b[..4].iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, i as u64 * 80)), None);
-        }
-        let t = a.push(&b[4], ms(t0, 320)).expect("complete with 0x35C");
-        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
-    }
-
-    #[test]
-    fn after_a_silence_0x35c_is_learnt_again() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        for (i, m) in b.iter().enumerate() {
-            a.push(m, ms(t0, i as u64 * 10));
-        }
-        // Silent for 10 s; then a burst: the stale 0x35C is not used and the
-        // telegram waits for the new one.
-        for (i, m) in b[..4].iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, 10_000 + i as u64 * 10)), None);
-        }
-        let t = a.push(&b[4], ms(t0, 10_050)).expect("complete");
-        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
-    }
-
-    /// Regression: a pause shorter than the frame-age bound, after which the
-    /// last 0x35C has just expired, does not default the flags to "enabled".
-    #[test]
-    fn after_a_short_pause_the_bursts_own_0x35c_is_used() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        for (i, m) in b.iter().enumerate() {
-            a.push(m, ms(t0, i as u64 * 80)); // 0x35C at 320 ms, last frame at 480 ms
-        }
-        // 2.4 s without a frame (not a silence), then a burst: at its 0x356
-        // the 0x35C is 2.9 s old.
-        for (i, m) in b[..4].iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, 2880 + i as u64 * 10)), None);
-        }
-        let t = a.push(&b[4], ms(t0, 2930)).expect("complete with the new 0x35C");
-        assert_eq!(t.requests.map(|r| r.charge_enable), Some(false));
-    }
-
-    #[test]
-    fn a_battery_without_0x35c_completes_after_the_learn_period() {
-        let t0 = Instant::now();
-        let b = burst();
-        let mut a = Assembler::default();
-        for (i, m) in b[..4].iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, i as u64 * 80)), None);
-        }
-        // Next burst, 1 s later: still learning (1.0 s < 1.5 s).
-        for (i, m) in b[..4].iter().enumerate() {
-            assert_eq!(a.push(m, ms(t0, 1000 + i as u64 * 80)), None);
-        }
-        let mut done = None;
-        for (i, m) in b[..4].iter().enumerate() {
-            done = a.push(m, ms(t0, 2000 + i as u64 * 80)).or(done);
-        }
-        let t = done.expect("complete without 0x35C");
-        assert_eq!(t.requests, None);
-        assert!(t.requests_or_normal().charge_enable);
-    }
-
-    #[test]
-    fn non_telegram_messages_are_ignored() {
-        let mut a = Assembler::default();
-        assert_eq!(a.push(&Message::KeepAlive, Instant::now()), None);
-        assert_eq!(a.push(&Message::Other { id: 0x123 }, Instant::now()), None);
-    }
-}
+mod tests;

@@ -9,7 +9,7 @@ mod mosquitto;
 
 use bms_gateway::codec::{self, Message};
 use bms_gateway::mqtt;
-use common::{Rig, battery, close, is_id};
+use common::{Rig, Timing, battery, close, is_id};
 use crossbeam_channel::{Sender, bounded};
 use mosquitto::{Broker, Watcher, logs};
 use std::thread::JoinHandle;
@@ -44,7 +44,9 @@ CLIENT-ID = "gw-{base}"
 }
 
 fn start_rig(port: u16, base: &str, extra: &str) -> Rig {
-    let rig = Rig::start(
+    // Frames at once, 5 bursts a second: MQTT is the subject here.
+    let rig = Rig::start_with(
+        Timing::AtOnce,
         &toml(port, base, extra),
         vec![battery(53.2, 200.0, 180.0, 80.0, 52.0, 10.0, 20.0)],
         &[],

@@ -1,44 +1,109 @@
 //! Telegram assembly on arbitrary sequences of frames and time steps, checked
-//! against a small model of the rules (src/telegram.rs): a telegram is made
-//! exactly when 0x351, 0x355, 0x356 and 0x359 (or 0x35A) have all arrived
-//! since the last telegram and none is older than the frame-age bound; it
-//! carries the latest value of each; the optional frames are used while
-//! within the bound; after a start or a silence longer than the bound, a
-//! telegram without a fresh 0x35C is held back for LEARN_PERIOD, and a
-//! battery that has ever sent 0x35C gets telegrams only with a fresh one. Frames that
-//! do not decode are dropped, as the input thread does.
+//! against a small model of the rules (docs/combining.md, "Telegram
+//! assembly"): a burst ends at a frame BURST_GAP or more after the previous
+//! one, at a frame of a kind the burst already has, or at a poll BURST_GAP
+//! after its last frame; a telegram holds only its burst's frames (every
+//! required one, and the optional ones the burst had so far), at most one
+//! per burst; a burst that can make one has made it by the time it ends; a
+//! battery that has sent 0x35C gets telegrams only with one, and a telegram
+//! without it is held while its burst began within LEARN_PERIOD of the first
+//! required frame after a start or a SILENCE. Frames that do not decode are
+//! dropped, as the input thread does.
 //!
-//! Input: records of [step, id selector, len, data...]: step advances the
-//! clock by step * 20 ms (so the 2.5 s bound is crossed often).
+//! Input: records of [step, selector, len, data...]: step advances the clock
+//! by step * 20 ms (so the 250 ms gap is crossed often, the 2.5 s silence
+//! sometimes); selector picks the ID, and its top bit polls the assembler
+//! at that time before the frame, as the input thread does when it wakes.
 
 #![no_main]
 
 use bms_gateway::codec::{Message, decode};
 use bms_gateway::frame::Frame;
-use bms_gateway::telegram::{Assembler, LEARN_PERIOD, MAX_FRAME_AGE};
+use bms_gateway::telegram::{Assembler, BURST_GAP, LEARN_PERIOD, SILENCE, Telegram};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 
 const IDS: [u16; 10] = [0x351, 0x355, 0x356, 0x359, 0x35A, 0x35C, 0x35E, 0x373, 0x305, 0x378];
 
+/// Frames of one burst, in arrival order.
+struct Burst {
+    start: Instant,
+    last: Instant,
+    frames: Vec<(u16, Message)>,
+    delivered: bool,
+}
+
+impl Burst {
+    fn get(&self, id: u16) -> Option<Message> {
+        self.frames.iter().find(|(i, _)| *i == id).map(|(_, m)| *m)
+    }
+}
+
 #[derive(Default)]
 struct Model {
-    limits: Option<(Message, Instant)>,
-    soc: Option<(Message, Instant)>,
-    measurements: Option<(Message, Instant)>,
-    flags: Option<(Message, Instant)>,
-    sma: Option<(Message, Instant)>,
-    requests: Option<(Message, Instant)>,
-    manufacturer: Option<(Message, Instant)>,
-    cells: Option<(Message, Instant)>,
-    last_frame: Option<Instant>,
+    burst: Option<Burst>,
+    last_required: Option<Instant>,
     talking_since: Option<Instant>,
     sends_requests: bool,
 }
 
-fn fresh(slot: Option<(Message, Instant)>, now: Instant) -> Option<Message> {
-    slot.filter(|(_, at)| now.duration_since(*at) <= MAX_FRAME_AGE)
-        .map(|(m, _)| m)
+fn part_of_a_telegram(id: u16) -> bool {
+    !matches!(id, 0x305 | 0x378)
+}
+
+fn required(id: u16) -> bool {
+    matches!(id, 0x351 | 0x355 | 0x356 | 0x359 | 0x35A)
+}
+
+impl Model {
+    /// The telegram `burst` makes by the rules, if any.
+    fn telegram(&self, b: &Burst) -> Option<Telegram> {
+        let requests = match b.get(0x35C) {
+            Some(Message::Requests(r)) => Some(r),
+            _ => None,
+        };
+        let learning = self
+            .talking_since
+            .is_some_and(|t| b.start.saturating_duration_since(t) < LEARN_PERIOD);
+        if requests.is_none() && (self.sends_requests || learning) {
+            return None;
+        }
+        let flags = match (b.get(0x359), b.get(0x35A)) {
+            (Some(Message::Flags(f)), _) => f,
+            (None, Some(Message::SmaAlarms(a))) => a.to_flags(),
+            _ => return None,
+        };
+        let (Some(Message::Limits(limits)), Some(Message::StateOfCharge(soc)), Some(Message::Measurements(m))) =
+            (b.get(0x351), b.get(0x355), b.get(0x356))
+        else {
+            return None;
+        };
+        Some(Telegram {
+            limits,
+            soc,
+            measurements: m,
+            flags,
+            requests,
+            manufacturer: match b.get(0x35E) {
+                Some(Message::Manufacturer(x)) => Some(x),
+                _ => None,
+            },
+            cells: match b.get(0x373) {
+                Some(Message::Cells(x)) => Some(x),
+                _ => None,
+            },
+        })
+    }
+
+    /// The burst ends: what its end must deliver.
+    fn end(&mut self) -> Option<Telegram> {
+        let b = self.burst.take()?;
+        if b.delivered { None } else { self.telegram(&b) }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.burst.as_ref().filter(|b| !b.delivered).map(|b| b.last + BURST_GAP)
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -52,82 +117,58 @@ fuzz_target!(|data: &[u8]| {
         let (payload, tail) = tail.split_at(n);
         rest = tail;
         now += Duration::from_millis(u64::from(*step) * 20);
-        let frame = Frame::standard(IDS[usize::from(*selector) % IDS.len()], payload);
-        let Ok(message) = decode(&frame) else { continue };
+        assert_eq!(assembler.next_deadline(), model.deadline(), "deadline");
+        if selector & 0x80 != 0 {
+            let got = assembler.poll(now);
+            let expected = match model.deadline() {
+                Some(at) if now >= at => model.end(),
+                _ => None,
+            };
+            assert_eq!(got, expected, "poll at {:?}", now - t0);
+        }
+        let id = IDS[usize::from(*selector & 0x7F) % IDS.len()];
+        let Ok(message) = decode(&Frame::standard(id, payload)) else { continue };
         let got = assembler.push(&message, now);
-        // Any frame that decodes counts as the battery talking.
-        if model.last_frame.is_none_or(|t| now.duration_since(t) > MAX_FRAME_AGE) {
-            model.talking_since = Some(now);
+        if !part_of_a_telegram(id) {
+            assert_eq!(got, None, "{message:?} completed a telegram");
+            continue;
         }
-        model.last_frame = Some(now);
-        let slot = Some((message, now));
-        match message {
-            Message::Limits(_) => model.limits = slot,
-            Message::StateOfCharge(_) => model.soc = slot,
-            Message::Measurements(_) => model.measurements = slot,
-            Message::Flags(_) => model.flags = slot,
-            Message::SmaAlarms(_) => model.sma = slot,
-            Message::Requests(_) => {
-                model.requests = slot;
-                model.sends_requests = true;
+        // The burst before ends first; this frame cannot count for it.
+        let ends = model
+            .burst
+            .as_ref()
+            .is_some_and(|b| now - b.last >= BURST_GAP || b.get(id).is_some());
+        let ended = if ends { Some(model.end()) } else { None };
+        if required(id) {
+            if model.last_required.is_none_or(|t| now - t > SILENCE) {
+                model.talking_since = Some(now);
             }
-            Message::Manufacturer(_) => model.manufacturer = slot,
-            Message::Cells(_) => model.cells = slot,
-            _ => {
-                assert_eq!(got, None, "{message:?} completed a telegram");
-                continue;
-            }
+            model.last_required = Some(now);
         }
-        let flags = fresh(model.flags, now).or_else(|| fresh(model.sma, now));
-        let required = (
-            fresh(model.limits, now),
-            fresh(model.soc, now),
-            fresh(model.measurements, now),
-            flags,
-        );
-        let learning = model
-            .talking_since
-            .is_some_and(|t| now.duration_since(t) < LEARN_PERIOD);
-        let requests_fresh = fresh(model.requests, now).is_some();
-        let expected = match required {
-            // Held back until the battery has had time to send its 0x35C, and
-            // never assumed for a battery that sends it.
-            _ if (learning || model.sends_requests) && !requests_fresh => None,
-            (Some(Message::Limits(l)), Some(Message::StateOfCharge(s)), Some(Message::Measurements(m)), Some(f)) => {
-                let f = match f {
-                    Message::Flags(f) => f,
-                    Message::SmaAlarms(a) => a.to_flags(),
-                    other => unreachable!("{other:?}"),
-                };
-                Some((l, s, m, f))
+        if id == 0x35C {
+            model.sends_requests = true;
+        }
+        let burst = model.burst.get_or_insert_with(|| Burst {
+            start: now,
+            last: now,
+            frames: Vec::new(),
+            delivered: false,
+        });
+        burst.last = now;
+        burst.frames.push((id, message));
+        match ended {
+            // Ending a burst delivers exactly what it must.
+            Some(expected) => assert_eq!(got, expected, "end of a burst at {:?}", now - t0),
+            // Within a burst, a telegram may come early, but only the one
+            // the burst makes, and only once.
+            None => {
+                if let Some(t) = got {
+                    let b = model.burst.as_ref().unwrap();
+                    assert!(!b.delivered, "a second telegram from one burst");
+                    assert_eq!(Some(t), model.telegram(b), "early telegram");
+                    model.burst.as_mut().unwrap().delivered = true;
+                }
             }
-            _ => None,
-        };
-        match (got, expected) {
-            (None, None) => {}
-            (Some(t), Some((l, s, m, f))) => {
-                assert_eq!((t.limits, t.soc, t.measurements, t.flags), (l, s, m, f));
-                let requests = match fresh(model.requests, now) {
-                    Some(Message::Requests(r)) => Some(r),
-                    _ => None,
-                };
-                let manufacturer = match fresh(model.manufacturer, now) {
-                    Some(Message::Manufacturer(m)) => Some(m),
-                    _ => None,
-                };
-                let cells = match fresh(model.cells, now) {
-                    Some(Message::Cells(c)) => Some(c),
-                    _ => None,
-                };
-                assert_eq!((t.requests, t.manufacturer, t.cells), (requests, manufacturer, cells));
-                // The required frames start over.
-                model.limits = None;
-                model.soc = None;
-                model.measurements = None;
-                model.flags = None;
-                model.sma = None;
-            }
-            (got, expected) => panic!("assembler gave {got:?}, the model expected {expected:?}"),
         }
     }
 });

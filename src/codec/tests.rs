@@ -272,6 +272,20 @@ fn negative_limits_are_clamped_to_zero_on_input() {
     }
 }
 
+/// Regression: a cap of 100.06 A went out as 100.1 A; three inverters with a
+/// third of 0.5 A each went out as 0.2 A each (0.6 A in all).
+#[test]
+fn current_limits_round_down() {
+    assert_eq!(limit_raw(100.06), 1000);
+    assert_eq!(limit_raw(0.5 / 3.0), 1);
+    assert_eq!(limit_raw(0.5 * (1.0 / 3.0)), 1);
+    // Exact steps reached through arithmetic stay where they are.
+    assert_eq!(limit_raw(100.0 * 0.29), 290);
+    assert_eq!(limit_raw(0.1 + 0.2), 3);
+    assert_eq!(limit_raw(-3.0), 0);
+    assert_eq!(limit_raw(f64::NAN), 0);
+}
+
 #[test]
 fn encoding_rounds_and_saturates() {
     let limits = |cvl, ccl, dcl| {
@@ -282,8 +296,10 @@ fn encoding_rounds_and_saturates() {
             v_discharge_min: Some(45.0),
         }))
     };
-    // 53.26 V rounds to 53.3 V (533 = 0x215), 10.04 A to 10.0 A (100), 10.05 A up.
-    assert_eq!(limits(53.26, 10.04, 10.06).data()[..6], [0x15, 0x02, 100, 0, 101, 0]);
+    // 53.26 V rounds to 53.3 V (533 = 0x215); current limits round down:
+    // 10.04 A and 10.09 A to 10.0 A (100), 10.1 A is 10.1 A (101).
+    assert_eq!(limits(53.26, 10.04, 10.09).data()[..6], [0x15, 0x02, 100, 0, 100, 0]);
+    assert_eq!(limits(53.2, 10.1, 0.0).data()[2..4], [101, 0]);
     // Negative limits are sent as 0, huge ones saturate at 3276.7 A (0x7FFF).
     assert_eq!(limits(53.2, -5.0, 1e9).data()[2..6], [0, 0, 0xFF, 0x7F]);
     // NaN limits become 0, never garbage.
@@ -396,8 +412,9 @@ proptest! {
         let m = Message::Limits(Limits { v_charge_cmd: cvl, i_lim_charge: ccl, i_lim_discharge: dcl, v_discharge_min: Some(dvl) });
         let Message::Limits(l) = decode(&encode(&m)).unwrap() else { panic!() };
         prop_assert!((l.v_charge_cmd - cvl).abs() <= 0.05 + 1e-9);
-        prop_assert!((l.i_lim_charge - ccl).abs() <= 0.05 + 1e-9);
-        prop_assert!((l.i_lim_discharge - dcl).abs() <= 0.05 + 1e-9);
+        // Current limits round down: never above, less than 0.1 A below.
+        prop_assert!(l.i_lim_charge <= ccl + 1e-6 && ccl - l.i_lim_charge < 0.1);
+        prop_assert!(l.i_lim_discharge <= dcl + 1e-6 && dcl - l.i_lim_discharge < 0.1);
         prop_assert!((l.v_discharge_min.unwrap() - dvl).abs() <= 0.05 + 1e-9);
         let m = Message::Measurements(Measurements { v_avg: v, i_total: i, t_avg: t });
         let Message::Measurements(back) = decode(&encode(&m)).unwrap() else { panic!() };

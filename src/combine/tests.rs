@@ -303,6 +303,32 @@ fn all_inputs_lost_gives_the_safe_state_with_the_last_charge_voltage() {
     assert_eq!(c.on_tick(secs(t0, 7.1)).unwrap().state, SystemState::Safe);
 }
 
+/// Regression: a battery that asked for force charge I and full charge and
+/// then went silent left both requests set in the safe state.
+#[test]
+fn the_safe_state_clears_the_requests() {
+    let t0 = Instant::now();
+    let (mut a, _) = two_inputs();
+    a.requests = Some(Requests {
+        force_charge_request: true,
+        balancing_charge_request: true,
+        ..Requests::NORMAL
+    });
+    let mut c = Combiner::new(stale5(), &[100.0], t0);
+    let ok = c.on_telegram(0, a, t0).expect("ok state");
+    assert!(ok.battery.requests.force_charge_request && ok.battery.requests.balancing_charge_request);
+    let safe = c.on_tick(secs(t0, 5.1)).expect("safe state");
+    assert_eq!(safe.state, SystemState::Safe);
+    let none = Requests {
+        charge_enable: false,
+        discharge_enable: false,
+        force_charge_request: false,
+        force_charge_request_2: false,
+        balancing_charge_request: false,
+    };
+    assert_eq!(safe.battery.requests, none);
+}
+
 #[test]
 fn on_input_lost_stop_means_safe_while_any_input_is_stale() {
     let t0 = Instant::now();
@@ -506,5 +532,62 @@ proptest! {
         let mut expected = alone.battery;
         expected.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL;
         prop_assert_eq!(with_stale.battery, expected);
+    }
+}
+
+/// One inverter's limits as they go out on the wire and an inverter reads them.
+fn on_the_wire(b: &Battery) -> (f64, f64) {
+    let frame = crate::codec::encode(&crate::codec::Message::Limits(Limits {
+        v_charge_cmd: b.v_charge_cmd,
+        i_lim_charge: b.i_lim_charge,
+        i_lim_discharge: b.i_lim_discharge,
+        v_discharge_min: b.v_discharge_min,
+    }));
+    match crate::codec::decode(&frame) {
+        Ok(crate::codec::Message::Limits(l)) => (l.i_lim_charge, l.i_lim_discharge),
+        other => panic!("{other:?}"),
+    }
+}
+
+proptest! {
+    /// Rounding never allows more current than the rules give: with shares
+    /// summing to at most 1, the limits the inverters read sum to at most the
+    /// combined limit, and each is at most its cap and its setpoint.
+    #[test]
+    fn encoded_limits_never_exceed_the_total_a_cap_or_a_setpoint(
+        total in (0.0f64..1000.0, 0.0f64..1000.0),
+        weights in prop::collection::vec(0.0f64..1.0, 1..6),
+        caps in prop::collection::vec((0.0f64..500.0, 0.0f64..500.0), 6),
+        setpoints in prop::collection::vec(prop::option::of((0.0f64..500.0, 0.0f64..500.0)), 6),
+    ) {
+        let t0 = Instant::now();
+        let base = tg(53.2, 0.0, 0.0, 45.0, 50.0, 100.0, 52.0, 0.0, 20.0, 1);
+        let mut battery = combine_fresh(std::iter::once((&base, 100.0)), &BatterySettings::default()).unwrap();
+        (battery.i_lim_charge, battery.i_lim_discharge) = total;
+        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, made_at: t0 };
+        let sum: f64 = weights.iter().sum();
+        let mut wire = (0.0, 0.0);
+        for (j, w) in weights.iter().enumerate() {
+            let share = InverterShare {
+                i_lim_charge: caps[j].0,
+                i_lim_discharge: caps[j].1,
+                i_scaling: w / sum.max(1.0),
+                i_offset: 0.0,
+            };
+            let mut own = LimitSetpoints::default();
+            let set = |value| Some(Setpoint { value, expires: None });
+            if let Some((c, d)) = setpoints[j] {
+                own.set(LimitKind::Charge, set(c));
+                own.set(LimitKind::Discharge, set(d));
+            }
+            let (c, d) = on_the_wire(&shape(&combined, &share, &own, t0));
+            prop_assert!(c <= caps[j].0 + 1e-6 && d <= caps[j].1 + 1e-6, "inverter {j}: {c}, {d} over its caps");
+            if let Some((sc, sd)) = setpoints[j] {
+                prop_assert!(c <= sc + 1e-6 && d <= sd + 1e-6, "inverter {j}: {c}, {d} over its setpoints");
+            }
+            wire = (wire.0 + c, wire.1 + d);
+        }
+        prop_assert!(wire.0 <= total.0 + 1e-6, "charge limits sum to {} over {}", wire.0, total.0);
+        prop_assert!(wire.1 <= total.1 + 1e-6, "discharge limits sum to {} over {}", wire.1, total.1);
     }
 }

@@ -200,7 +200,14 @@ fn parse_json(text: &str) -> Result<Request, String> {
             if !(secs >= 0.0 && secs <= MAX_TTL.as_secs_f64()) {
                 return Err(format!("\"ttl\" must be from 0 to {} seconds", MAX_TTL.as_secs()));
             }
-            Some(Duration::from_secs_f64(secs))
+            let ttl = Duration::from_secs_f64(secs);
+            // 0 means "until changed": a positive TTL must not become that.
+            if secs > 0.0 && ttl.is_zero() {
+                return Err(format!(
+                    "\"ttl\" {secs} s is too short to count (under 1 ns): send 0 for no expiry or at least 0.000000001 s"
+                ));
+            }
+            Some(ttl)
         }
     };
     Ok(Request::Set {

@@ -61,20 +61,29 @@ fn cell_data_adds_0x373_last() {
     );
 }
 
+/// Regression included: the force-charge and full-charge requests of a state
+/// no longer current are not passed on.
 #[test]
 fn an_old_state_is_sent_as_the_safe_state() {
     let t0 = Instant::now();
+    let mut asking = battery();
+    asking.requests.force_charge_request = true;
+    asking.requests.balancing_charge_request = true;
     let shaped = Shaped {
         state: SystemState::Ok,
-        battery: battery(),
+        battery: asking,
         made_at: t0,
     };
     let max = Duration::from_secs(8);
-    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, battery()));
+    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, asking));
     let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
-    assert!(!b.requests.charge_enable && !b.requests.discharge_enable);
+    // 0x35C byte 0 all clear: no enables, no requests.
+    assert_eq!(
+        frame_set(&b, Manufacturer::new("PYLON").unwrap()).frames()[4].data(),
+        &[0, 0]
+    );
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
 }

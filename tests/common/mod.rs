@@ -1,5 +1,8 @@
 //! A test rig: the real gateway threads on the in-process virtual bus, with
-//! batteries fed by test threads and inverters read by test threads.
+//! batteries fed by test threads and inverters read by test threads. The
+//! batteries burst as a real BMS does (one burst a second, frames 80 ms
+//! apart, each battery in another phase) unless a test asks for every frame
+//! at once ([`Timing::AtOnce`], for floods and fast state changes).
 
 #![allow(dead_code)]
 
@@ -25,6 +28,8 @@ pub struct Battery {
     pub params: Arc<Mutex<BatteryParams>>,
     pub alarms: Arc<Mutex<SimAlarms>>,
     pub silent: Arc<AtomicBool>,
+    /// When each burst sent began and ended (its first and last frame).
+    pub bursts: Arc<Mutex<Vec<(Instant, Instant)>>>,
 }
 
 /// What one inverter received: every frame with its arrival time.
@@ -52,13 +57,33 @@ pub struct Rig {
     pub commands: Sender<SetpointCommand>,
     /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
     pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
+    timing: Timing,
     stop: Option<Sender<()>>,
     stop_rx: Receiver<()>,
     threads: Vec<JoinHandle<()>>,
 }
 
-/// Burst period of the simulated batteries: faster than real ones, to keep
-/// tests short; the rules do not depend on it.
+/// How the simulated batteries send their frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// As a real BMS: one burst every [`PERIOD`], its frames [`SPACING`]
+    /// apart; battery i (from 0) starts `(i + 1) x` [`PHASE_STEP`] into the
+    /// period, so the batteries burst in different phases (and a test can
+    /// silence them before their first burst).
+    Real,
+    /// Every frame of a burst at once, every [`BURST`]: for floods.
+    AtOnce,
+    /// No battery thread: the test writes the batteries' frames itself.
+    ByTest,
+}
+
+/// A real BMS's burst period.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// The time between two frames of a burst, as a real BMS spaces them.
+pub const SPACING: Duration = Duration::from_millis(80);
+/// How far apart in phase the batteries start.
+pub const PHASE_STEP: Duration = Duration::from_millis(370);
+/// Burst period of [`Timing::AtOnce`].
 pub const BURST: Duration = Duration::from_millis(200);
 
 impl Rig {
@@ -66,6 +91,11 @@ impl Rig {
     /// battery thread per input with `params[i]`. Interfaces named in
     /// `missing` are not created on the bus.
     pub fn start(toml: &str, params: Vec<BatteryParams>, missing: &[&str]) -> Rig {
+        Rig::start_with(Timing::Real, toml, params, missing)
+    }
+
+    /// [`Rig::start`] with the batteries sending with `timing`.
+    pub fn start_with(timing: Timing, toml: &str, params: Vec<BatteryParams>, missing: &[&str]) -> Rig {
         let config = config::parse(toml).unwrap_or_else(|p| panic!("test config: {p:#?}"));
         assert_eq!(params.len(), config.inputs.len());
         let bus = VirtualBus::new();
@@ -91,6 +121,7 @@ impl Rig {
             reloads,
             commands,
             inverter_tx: Vec::new(),
+            timing,
             stop: Some(stop_tx),
             stop_rx: stop_rx.clone(),
             threads: Vec::new(),
@@ -118,17 +149,25 @@ impl Rig {
         rig
     }
 
+    /// A battery thread for interface `name`, the next one in phase.
     fn add_battery(&mut self, name: &str, p: BatteryParams) {
+        let i = self.batteries.len();
         let battery = Battery {
             params: Arc::new(Mutex::new(p)),
             alarms: Arc::default(),
             silent: Arc::default(),
+            bursts: Arc::default(),
         };
-        let (params, alarms, silent) = (battery.params.clone(), battery.alarms.clone(), battery.silent.clone());
+        let sim = Sim {
+            params: battery.params.clone(),
+            alarms: battery.alarms.clone(),
+            silent: battery.silent.clone(),
+            bursts: battery.bursts.clone(),
+            timing: self.timing,
+            phase: Duration::from_nanos((PHASE_STEP.as_nanos() * (i as u128 + 1) % PERIOD.as_nanos()) as u64),
+        };
         let (bus, stop, name2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string());
-        self.threads.push(std::thread::spawn(move || {
-            feed(&bus, &name2, &params, &alarms, &silent, &stop)
-        }));
+        self.threads.push(std::thread::spawn(move || sim.feed(&bus, &name2, &stop)));
         self.batteries.push(battery);
         self.battery_names.push(name.into());
     }
@@ -136,8 +175,7 @@ impl Rig {
     fn add_inverter(&mut self, name: &str) {
         let r: Arc<Mutex<Received>> = Arc::default();
         let (bus, stop, name2, r2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string(), r.clone());
-        self.threads
-            .push(std::thread::spawn(move || listen(&bus, &name2, &r2, &stop)));
+        self.threads.push(std::thread::spawn(move || listen(&bus, &name2, &r2, &stop)));
         self.received.push(r);
         if let Ok(p) = self.bus.open(name) {
             self.inverter_tx.push(Mutex::new(p));
@@ -265,33 +303,56 @@ impl Drop for Rig {
     }
 }
 
-fn feed(
-    bus: &VirtualBus,
-    name: &str,
-    params: &Mutex<BatteryParams>,
-    alarms: &Mutex<SimAlarms>,
-    silent: &AtomicBool,
-    stop: &Receiver<()>,
-) {
-    let mut port: Option<Box<dyn CanPort>> = None;
-    let started = Instant::now();
-    while !shutdown::sleep(stop, BURST) {
-        if silent.load(Ordering::SeqCst) {
-            continue;
-        }
-        if port.is_none() {
-            port = bus.open(name).ok();
-        }
-        let Some(p) = port.as_mut() else { continue };
-        let burst = params
-            .lock()
-            .unwrap()
-            .burst(started.elapsed().as_secs_f64(), *alarms.lock().unwrap());
-        for f in burst {
-            if p.write(&f).is_err() {
-                port = None;
-                break;
+/// What one battery thread sends, and how.
+struct Sim {
+    params: Arc<Mutex<BatteryParams>>,
+    alarms: Arc<Mutex<SimAlarms>>,
+    silent: Arc<AtomicBool>,
+    bursts: Arc<Mutex<Vec<(Instant, Instant)>>>,
+    timing: Timing,
+    phase: Duration,
+}
+
+impl Sim {
+    fn feed(&self, bus: &VirtualBus, name: &str, stop: &Receiver<()>) {
+        let (period, spacing, phase) = match self.timing {
+            Timing::Real => (PERIOD, SPACING, self.phase),
+            Timing::AtOnce => (BURST, Duration::ZERO, BURST),
+            Timing::ByTest => return,
+        };
+        let mut port: Option<Box<dyn CanPort>> = None;
+        let started = Instant::now();
+        // Bursts at fixed times, however long writing one took.
+        let mut next = started + phase;
+        loop {
+            if shutdown::sleep(stop, next.saturating_duration_since(Instant::now())) {
+                return;
             }
+            next += period;
+            if self.silent.load(Ordering::SeqCst) {
+                continue;
+            }
+            if port.is_none() {
+                port = bus.open(name).ok();
+            }
+            let Some(p) = port.as_mut() else { continue };
+            // Before the values are read: a change made before this instant is in the burst.
+            let first = Instant::now();
+            let burst = self
+                .params
+                .lock()
+                .unwrap()
+                .burst(started.elapsed().as_secs_f64(), *self.alarms.lock().unwrap());
+            for (k, f) in burst.iter().enumerate() {
+                if k > 0 && !spacing.is_zero() && shutdown::sleep(stop, spacing) {
+                    return;
+                }
+                if p.write(f).is_err() {
+                    port = None;
+                    break;
+                }
+            }
+            self.bursts.lock().unwrap().push((first, Instant::now()));
         }
     }
 }

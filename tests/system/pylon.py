@@ -4,7 +4,9 @@ Written from shared/reference/pylontech-can.md and the spec (section 4), not
 from the gateway's source, so that the tests check the gateway against the
 contract rather than against itself. Everything here is plain Python with
 exact fractions: expected values are rounded to the field's unit (half away
-from zero, never truncated) and saturated to the field's range.
+from zero, never truncated) and saturated to the field's range, except current
+limits, which are rounded down (toward zero) so that rounding never allows more
+than the rules give.
 """
 
 from fractions import Fraction
@@ -35,6 +37,15 @@ def q(value, unit):
     if n - whole >= Fraction(1, 2):
         whole += 1
     return sign * whole
+
+
+def q_down(value, unit):
+    """Round a value down (toward zero) to an integer count of unit: current
+    limits, so that the inverters together never exceed the combined limit,
+    a cap or a setpoint."""
+    v = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+    n = v / Fraction(str(unit))
+    return int(n)
 
 
 def is_tie(value, unit):
@@ -199,15 +210,16 @@ def expected_fields(view):
 
     Keys are (can_id, field) so a mismatch report names the frame.
     """
-    for key, unit in (("cvl", "0.1"), ("ccl", "0.1"), ("dcl", "0.1"), ("dvl", "0.1"), ("soc", 1),
+    # Current limits round down: no tie to refuse.
+    for key, unit in (("cvl", "0.1"), ("dvl", "0.1"), ("soc", 1),
                       ("soh", 1), ("v", "0.01"), ("i", "0.1"), ("t", "0.1")):
         if is_tie(view[key], unit):
             raise ValueError(f"test fixture: {key} = {float(view[key])} is a rounding tie")
     f = view["flags"]
     e = {
         (0x351, "cvl_0.1V"): sat(q(view["cvl"], "0.1"), 0, 0xFFFF),
-        (0x351, "ccl_0.1A"): sat(q(view["ccl"], "0.1"), 0, 0x7FFF),
-        (0x351, "dcl_0.1A"): sat(q(view["dcl"], "0.1"), 0, 0x7FFF),
+        (0x351, "ccl_0.1A"): sat(q_down(view["ccl"], "0.1"), 0, 0x7FFF),
+        (0x351, "dcl_0.1A"): sat(q_down(view["dcl"], "0.1"), 0, 0x7FFF),
         (0x351, "dvl_0.1V"): sat(q(view["dvl"], "0.1"), 0, 0xFFFF),
         (0x355, "soc_%"): sat(q(view["soc"], 1), 0, 100),
         (0x355, "soh_%"): sat(q(view["soh"], 1), 0, 100),

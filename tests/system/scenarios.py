@@ -412,7 +412,7 @@ def degraded_recover(ctx):
 
 
 def check_safe(cap, t0, t1, cvl_units, what):
-    """Safe state (spec section 4): limits 0, enables clear, prot byte 1 bit 3, CVL kept."""
+    """Safe state (spec section 4): limits 0, enables and requests clear, prot byte 1 bit 3, CVL kept."""
     frames = cap.since(t0, t1)
     errs = []
     n = 0
@@ -425,8 +425,8 @@ def check_safe(cap, t0, t1, cvl_units, what):
                 errs.append(f"limits not 0: {f!r}")
             if fl[(0x351, "cvl_0.1V")] != cvl_units:
                 errs.append(f"CVL {fl[(0x351, 'cvl_0.1V')]} != last known {cvl_units}: {f!r}")
-        if f.id == 0x35C and d[0] & 0xC0:
-            errs.append(f"enable bits set: {f!r}")
+        if f.id == 0x35C and d[0] & 0xF8:
+            errs.append(f"enable or request bits set: {f!r}")
         if f.id == 0x359 and not d[1] & pylon.PROT2_SYSTEM_ERROR:
             errs.append(f"protection byte 1 bit 3 (system error) clear: {f!r}")
     if n == 0:

@@ -113,6 +113,12 @@ fn malformed_and_wrong_json_is_refused() {
     assert!(refused(br#"{"value": 5, "ttl": -1}"#).contains("ttl"));
     assert!(refused(br#"{"value": 5, "ttl": "5"}"#).contains("ttl"));
     assert!(refused(br#"{"value": 5, "ttl": 2592001}"#).contains("ttl"));
+    // Regression: a TTL that rounds to zero was taken as "never expires".
+    assert!(refused(br#"{"value": 5, "ttl": 1e-10}"#).contains("too short"));
+    assert_eq!(
+        parse_payload(br#"{"value": 5, "ttl": 1e-9}"#),
+        Ok(set(5.0, Some(Duration::from_nanos(1))))
+    );
     assert!(refused(br#"{"value": 5, "tll": 3}"#).contains("unknown key \"tll\""));
     assert!(refused(b"[5]").contains("malformed JSON") || refused(b"[5]").contains("not a number"));
 }
