@@ -167,7 +167,8 @@ impl Rig {
             phase: Duration::from_nanos((PHASE_STEP.as_nanos() * (i as u128 + 1) % PERIOD.as_nanos()) as u64),
         };
         let (bus, stop, name2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string());
-        self.threads.push(std::thread::spawn(move || sim.feed(&bus, &name2, &stop)));
+        self.threads
+            .push(std::thread::spawn(move || sim.feed(&bus, &name2, &stop)));
         self.batteries.push(battery);
         self.battery_names.push(name.into());
     }
@@ -175,7 +176,8 @@ impl Rig {
     fn add_inverter(&mut self, name: &str) {
         let r: Arc<Mutex<Received>> = Arc::default();
         let (bus, stop, name2, r2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string(), r.clone());
-        self.threads.push(std::thread::spawn(move || listen(&bus, &name2, &r2, &stop)));
+        self.threads
+            .push(std::thread::spawn(move || listen(&bus, &name2, &r2, &stop)));
         self.received.push(r);
         if let Ok(p) = self.bus.open(name) {
             self.inverter_tx.push(Mutex::new(p));
