@@ -6,9 +6,8 @@
 //! runs each benchmark once, as a smoke test.
 
 use bms_gateway::codec::{self, Manufacturer, Message};
-use bms_gateway::combine::{BatterySettings, Combiner, InverterShare, shape};
-use bms_gateway::output::frame_set;
-use bms_gateway::setpoint::LimitSetpoints;
+use bms_gateway::combine::{BatterySettings, Combiner, InverterShare};
+use bms_gateway::profile::{self, Profile, Shown, VoltageUnit};
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::telegram::{Assembler, BURST_GAP, Telegram};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -58,9 +57,16 @@ fn codec_benches(c: &mut Criterion) {
         comb.on_telegram(0, telegram(), Instant::now()).expect("combined")
     };
     let manufacturer = Manufacturer::new("PYLON").unwrap();
-    c.bench_function("encode one inverter's frame set", |b| {
-        b.iter(|| frame_set(black_box(&combined.battery), manufacturer))
-    });
+    for p in [Profile::Pylon, Profile::Victron] {
+        let shown = Shown {
+            battery: combined.battery,
+            bank: combined.bank,
+            energy: None,
+        };
+        c.bench_function(&format!("encode one inverter's frame set ({})", p.name()), |b| {
+            b.iter(|| profile::frames(p, black_box(&shown), manufacturer, VoltageUnit::Centivolt))
+        });
+    }
 }
 
 fn combiner_benches(c: &mut Criterion) {
@@ -72,12 +78,11 @@ fn combiner_benches(c: &mut Criterion) {
             ..BatterySettings::default()
         };
         let start = Instant::now();
-        let mut comb = Combiner::new(settings, &capacities, start);
         let share = InverterShare {
             i_scaling: 1.0 / m as f64,
             ..InverterShare::default()
         };
-        let own = LimitSetpoints::default();
+        let mut comb = Combiner::new(settings, &capacities, start).with_inverters(&vec![share; m]);
         c.bench_function(
             &format!("combine one round of {n} telegrams and shape for {m} inverters"),
             |b| {
@@ -87,9 +92,9 @@ fn combiner_benches(c: &mut Criterion) {
                     for i in 0..n {
                         made = comb.on_telegram(i, black_box(t), now).or(made);
                     }
-                    let combined = made.expect("the last telegram completes the round");
-                    for _ in 0..m {
-                        black_box(shape(&combined, &share, &own, now));
+                    made.expect("the last telegram completes the round");
+                    for shaped in comb.shaped(now) {
+                        black_box(shaped);
                     }
                 })
             },

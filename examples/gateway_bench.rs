@@ -22,7 +22,7 @@
 //!    gateway's own threads), heap allocations (a counting global allocator)
 //!    and frames are counted over that window.
 //! 3. correctness: the inverters' last frames are checked against values
-//!    computed here, independently of the combiner, by the spec's rules.
+//!    computed here, independently of the combiner, by the rules of docs/combining.md.
 //!
 //! The soak mode floods at the chosen scale for SECS with faults on a 30 s
 //! schedule (a battery silent, a battery interface and an inverter interface
@@ -261,7 +261,7 @@ fn burst(p: &BatteryParams) -> Vec<Frame> {
 }
 
 /// The gateway configuration: `demo_config`, with every output in push mode
-/// without delay (the fastest the spec allows).
+/// without delay (the fastest PUSH-MIN-DELAY allows).
 fn config(n: usize, m: usize) -> Config {
     let mut c = demo_config(n, m);
     for o in &mut c.outputs {
@@ -425,7 +425,7 @@ fn listen(
 // --------------------------------------------------------- expected outputs
 
 /// What inverter `j` of `m` should be shown when `fresh` batteries are fresh,
-/// by the spec's rules (section 4), computed here without the combiner.
+/// by the rules of docs/combining.md, computed here without the combiner.
 struct Expected {
     cvl: f64,
     dvl: f64,
@@ -549,8 +549,8 @@ struct Rig {
     seen: Vec<Arc<Seen>>,
     feeders: Vec<Arc<Feeder>>,
     done_rx: Receiver<(usize, u32, Instant)>,
-    stop: Option<Sender<()>>,
-    flood_stop: Option<Sender<()>>,
+    stop: Option<shutdown::StopSender>,
+    flood_stop: Option<shutdown::StopSender>,
     threads: Vec<std::thread::JoinHandle<()>>,
     flood_threads: Vec<std::thread::JoinHandle<()>>,
     _commands: Sender<SetpointCommand>,
@@ -611,6 +611,7 @@ impl Rig {
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},
+                    heartbeat_every: bms_gateway::gateway::HEARTBEAT,
                     fault: Fault::None,
                 }
                 .run(&stop, &commands_rx)

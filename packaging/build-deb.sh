@@ -11,9 +11,11 @@
 #    GATEWAY-ACTIVATED forced to false: the package must never ship a config
 #    that drives inverters before the owner has edited it. The template is
 #    etc/bms_config.toml, or $BMS_CONFIG_TEMPLATE if set;
-#  * checks that Cargo.toml carries the [package.metadata.deb] section of
-#    packaging/deb-metadata.toml and that packaging/changelog names the crate
-#    version.
+#  * checks the package metadata, [package.metadata.deb] in Cargo.toml (the
+#    one copy), as cargo itself parses it: the keys the package needs are
+#    there, and every file it names exists (the binary and the staged config
+#    excepted, which the build makes); and that packaging/changelog names the
+#    crate version.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -26,13 +28,33 @@ die() {
 
 command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
 
+# The metadata as cargo-deb will read it (cargo parses Cargo.toml for us).
+metadata_problems=$(cargo metadata --no-deps --format-version 1 --offline | python3 -c '
+import json, os, sys
+pkg = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "bms-gateway")
+deb = (pkg.get("metadata") or {}).get("deb")
+if deb is None:
+    print("Cargo.toml has no [package.metadata.deb] section")
+    sys.exit(0)
+need = ["maintainer", "copyright", "depends", "extended-description", "changelog",
+        "maintainer-scripts", "assets", "systemd-units"]
+problems = ["[package.metadata.deb] has no %s" % k for k in need if k not in deb]
+files = [deb.get("changelog"), deb.get("maintainer-scripts")]
+# Built by cargo or staged by this script: not there before the build.
+files += [a[0] for a in deb.get("assets", []) if not a[0].startswith("target/")]
+units = deb.get("systemd-units") or {}
+if units:
+    files.append(os.path.join(units.get("unit-scripts", "."), units.get("unit-name", pkg["name"]) + ".service"))
+problems += ["[package.metadata.deb] names %s, which does not exist" % f for f in files if f and not os.path.exists(f)]
+print("\n".join(problems))
+') || die "cannot read the package metadata: $metadata_problems"
+[ -z "$metadata_problems" ] || die "$metadata_problems"
+
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "build-deb: installing cargo-deb from crates.io (takes a few minutes)" >&2
     cargo install cargo-deb --locked >&2 || die "cargo install cargo-deb failed"
 fi
 
-grep -q '^\[package\.metadata\.deb\]' Cargo.toml ||
-    die "Cargo.toml has no [package.metadata.deb] section: paste it from packaging/deb-metadata.toml"
 
 # The crate version (first `version = "..."` of Cargo.toml, the [package] one)
 # must head the Debian changelog, or dpkg and the changelog disagree.

@@ -24,6 +24,7 @@ pub const ID_SMA_ALARMS: u16 = 0x35A;
 pub const ID_REQUESTS: u16 = 0x35C;
 pub const ID_MANUFACTURER: u16 = 0x35E;
 pub const ID_BATTERY_INFO: u16 = 0x35F;
+pub const ID_BANK_STATUS: u16 = 0x372;
 pub const ID_CELLS: u16 = 0x373;
 pub const ID_ENERGY: u16 = 0x378;
 pub const ID_CAPACITY: u16 = 0x379;
@@ -88,6 +89,101 @@ pub struct Flags {
 pub const ERROR2_SYSTEM_ERROR: u8 = 0x08;
 /// Alarm 2 (byte 3) bit 3: internal communication fail, set when degraded.
 pub const WARNING2_INTERNAL_COMM_FAIL: u8 = 0x08;
+
+/// One of the four flag bytes of 0x359.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagByte {
+    /// Byte 0.
+    Protection1,
+    /// Byte 1.
+    Protection2,
+    /// Byte 2, the same layout as byte 0.
+    Alarm1,
+    /// Byte 3, the same layout as byte 1.
+    Alarm2,
+}
+
+impl FlagByte {
+    /// The field name, as in decode output and the telemetry JSON.
+    pub fn field(self) -> &'static str {
+        match self {
+            FlagByte::Protection1 => "error_flags_1",
+            FlagByte::Protection2 => "error_flags_2",
+            FlagByte::Alarm1 => "warning_flags_1",
+            FlagByte::Alarm2 => "warning_flags_2",
+        }
+    }
+
+    fn of_mut(self, f: &mut Flags) -> &mut u8 {
+        match self {
+            FlagByte::Protection1 => &mut f.error_flags_1,
+            FlagByte::Protection2 => &mut f.error_flags_2,
+            FlagByte::Alarm1 => &mut f.warning_flags_1,
+            FlagByte::Alarm2 => &mut f.warning_flags_2,
+        }
+    }
+
+    /// Where 0x35A carries this byte's conditions: bytes 0-3 (alarms) for
+    /// protections, 4-7 (warnings) for alarms.
+    fn sma_half(self) -> usize {
+        match self {
+            FlagByte::Protection1 | FlagByte::Protection2 => 0,
+            FlagByte::Alarm1 | FlagByte::Alarm2 => 4,
+        }
+    }
+}
+
+/// One bit of 0x359 that has a meaning (Pylontech document; unknown bits
+/// pass through unnamed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagBit {
+    pub byte: FlagByte,
+    pub mask: u8,
+    /// Its id in MQTT discovery.
+    pub key: &'static str,
+    /// What it means, for people.
+    pub name: &'static str,
+    /// The 0x35A pairs that mean it, as (byte within the half, pair 0-3):
+    /// any of them active sets the bit.
+    pub sma: &'static [(usize, u8)],
+}
+
+const fn bit(byte: FlagByte, mask: u8, key: &'static str, name: &'static str, sma: &'static [(usize, u8)]) -> FlagBit {
+    FlagBit {
+        byte,
+        mask,
+        key,
+        name,
+        sma,
+    }
+}
+
+/// Every named bit of 0x359: the one table that decoding of 0x35A, MQTT
+/// discovery and the telemetry use. SMA pairs: byte 0 pair 0 general, 1
+/// high voltage, 2 low voltage, 3 high temperature; byte 1 pair 0 low
+/// temperature, 3 discharge current; byte 2 pair 0 charge current, 3 BMS
+/// internal.
+#[rustfmt::skip]
+pub const FLAG_BITS: &[FlagBit] = {
+    use FlagByte::*;
+    &[
+        bit(Protection1, 0x02, "protection_over_voltage", "Over-voltage protection", &[(0, 1)]),
+        bit(Protection1, 0x04, "protection_under_voltage", "Under-voltage protection", &[(0, 2)]),
+        bit(Protection1, 0x08, "protection_over_temperature", "Over-temperature protection", &[(0, 3)]),
+        bit(Protection1, 0x10, "protection_under_temperature", "Under-temperature protection", &[(1, 0)]),
+        bit(Protection1, 0x80, "protection_discharge_over_current", "Discharge over-current protection", &[(1, 3)]),
+        bit(Protection2, 0x01, "protection_charge_over_current", "Charge over-current protection", &[(2, 0)]),
+        bit(Protection2, ERROR2_SYSTEM_ERROR, "protection_system_error", "System error", &[(0, 0), (2, 3)]),
+        bit(Alarm1, 0x02, "alarm_high_voltage", "High voltage alarm", &[(0, 1)]),
+        bit(Alarm1, 0x04, "alarm_low_voltage", "Low voltage alarm", &[(0, 2)]),
+        bit(Alarm1, 0x08, "alarm_high_temperature", "High temperature alarm", &[(0, 3)]),
+        bit(Alarm1, 0x10, "alarm_low_temperature", "Low temperature alarm", &[(1, 0)]),
+        bit(Alarm1, 0x80, "alarm_discharge_high_current", "Discharge high current alarm", &[(1, 3)]),
+        bit(Alarm2, 0x01, "alarm_charge_high_current", "Charge high current alarm", &[(2, 0)]),
+        bit(Alarm2, WARNING2_INTERNAL_COMM_FAIL, "alarm_internal_communication", "Internal communication alarm",
+            &[(0, 0), (2, 3)]),
+    ]
+};
 
 /// 0x35C: request flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,31 +303,49 @@ impl SmaAlarms {
         byte >> (pair * 2) & 0x01 != 0
     }
 
-    /// The Pylontech 0x359 bytes these alarms mean, so that a battery that
-    /// sends 0x35A instead of 0x359 combines like any other. Module count is
-    /// not carried by 0x35A and is 0.
+    /// The Pylontech 0x359 bytes these alarms mean ([`FLAG_BITS`]), so that
+    /// a battery that sends 0x35A instead of 0x359 combines like any other.
+    /// Module count is not carried by 0x35A and is 0.
     pub fn to_flags(&self) -> Flags {
-        let half = |b: &[u8]| -> (u8, u8) {
-            let mut first = 0u8;
-            let mut second = 0u8;
-            let bit = |cond: bool, mask: u8| if cond { mask } else { 0 };
-            first |= bit(Self::active(b[0], 1), 0x02); // high voltage
-            first |= bit(Self::active(b[0], 2), 0x04); // low voltage
-            first |= bit(Self::active(b[0], 3), 0x08); // high temperature
-            first |= bit(Self::active(b[1], 0), 0x10); // low temperature
-            first |= bit(Self::active(b[1], 3), 0x80); // discharge over-current
-            second |= bit(Self::active(b[2], 0), 0x01); // charge over-current
-            second |= bit(Self::active(b[0], 0) || Self::active(b[2], 3), 0x08); // general / BMS internal
-            (first, second)
+        let mut flags = Flags::default();
+        for bit in FLAG_BITS {
+            let half = bit.byte.sma_half();
+            if bit
+                .sma
+                .iter()
+                .any(|&(byte, pair)| Self::active(self.raw[half + byte], pair))
+            {
+                *bit.byte.of_mut(&mut flags) |= bit.mask;
+            }
+        }
+        flags
+    }
+
+    /// The 0x35A a virtual BMS sends for these 0x359 bytes: the inverse of
+    /// [`SmaAlarms::to_flags`]. Every pair that `to_flags` reads is
+    /// supported: `10` when clear, `01` when set; the others are `00`
+    /// (not supported). The system-error bit sets both pairs that mean it.
+    pub fn from_flags(flags: &Flags) -> SmaAlarms {
+        let half = |first: u8, second: u8| -> [u8; 4] {
+            let mut b = [0u8; 4];
+            for &(byte, pair, set) in &[
+                (0, 1, first & 0x02 != 0),
+                (0, 2, first & 0x04 != 0),
+                (0, 3, first & 0x08 != 0),
+                (1, 0, first & 0x10 != 0),
+                (1, 3, first & 0x80 != 0),
+                (2, 0, second & 0x01 != 0),
+                (0, 0, second & 0x08 != 0),
+                (2, 3, second & 0x08 != 0),
+            ] {
+                b[byte] |= (if set { 0b01 } else { 0b10 }) << (pair * 2);
+            }
+            b
         };
-        let (error_flags_1, error_flags_2) = half(&self.raw[0..4]);
-        let (warning_flags_1, warning_flags_2) = half(&self.raw[4..8]);
-        Flags {
-            error_flags_1,
-            error_flags_2,
-            warning_flags_1,
-            warning_flags_2,
-            n_modules: 0,
+        let e = half(flags.error_flags_1, flags.error_flags_2);
+        let w = half(flags.warning_flags_1, flags.warning_flags_2);
+        SmaAlarms {
+            raw: [e[0], e[1], e[2], e[3], w[0], w[1], w[2], w[3]],
         }
     }
 }
@@ -253,6 +367,16 @@ pub struct Energy {
     pub discharged_kwh: f64,
 }
 
+/// 0x372: how many batteries of the bank are online, blocking charge,
+/// blocking discharge and offline (Victron's "modules" counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BankStatus {
+    pub online: u16,
+    pub blocking_charge: u16,
+    pub blocking_discharge: u16,
+    pub offline: u16,
+}
+
 /// One decoded Pylontech frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Message {
@@ -267,6 +391,7 @@ pub enum Message {
     BatteryInfo(BatteryInfo),
     Cells(CellExtremes),
     Energy(Energy),
+    BankStatus(BankStatus),
     InstalledCapacity {
         capacity_ah: f64,
     },
@@ -428,6 +553,15 @@ pub fn decode(frame: &Frame) -> Result<Message, DecodeError> {
                 discharged_kwh: f64::from(u32_at(4)) / 10.0,
             })
         }
+        ID_BANK_STATUS => {
+            need(id, d, 8)?;
+            Message::BankStatus(BankStatus {
+                online: u16_at(d, 0),
+                blocking_charge: u16_at(d, 2),
+                blocking_discharge: u16_at(d, 4),
+                offline: u16_at(d, 6),
+            })
+        }
         ID_CAPACITY => {
             need(id, d, 2)?;
             Message::InstalledCapacity {
@@ -543,6 +677,15 @@ pub fn encode(message: &Message) -> Frame {
             let raw = |v: f64| (to_raw(v, 10.0, 0, i64::from(u32::MAX)) as u32).to_le_bytes();
             let (a, b) = (raw(e.charged_kwh), raw(e.discharged_kwh));
             Frame::standard(ID_ENERGY, &[a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]])
+        }
+        Message::BankStatus(b) => {
+            let data: [u8; 8] = concat(&[
+                b.online.to_le_bytes(),
+                b.blocking_charge.to_le_bytes(),
+                b.blocking_discharge.to_le_bytes(),
+                b.offline.to_le_bytes(),
+            ]);
+            Frame::standard(ID_BANK_STATUS, &data)
         }
         Message::InstalledCapacity { capacity_ah } => Frame::standard(ID_CAPACITY, &u16_le(capacity_ah, 1.0)),
         Message::Other { id } => Frame::standard(id, &[]),

@@ -1,12 +1,15 @@
 //! The virtual battery: combining the fresh inputs, the degraded and safe
-//! states, and each inverter's share (spec sections 4 and 5).
+//! states, each inverter's share and the setpoints; the rules are written
+//! out in docs/combining.md.
 //!
 //! [`Combiner`] is a pure state machine: the combiner thread feeds it
 //! telegrams, setpoints and ticks with the current time and forwards whatever
 //! combined state it returns. Nothing here reads a clock.
 
-use crate::codec::{CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL};
-use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use crate::codec::{
+    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
+};
+use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,16 @@ pub enum OnInputLost {
     Stop,
 }
 
+impl OnInputLost {
+    /// As written in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnInputLost::Degrade => "degrade",
+            OnInputLost::Stop => "stop",
+        }
+    }
+}
+
 /// The `[battery]` settings that combining needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatterySettings {
@@ -31,6 +44,16 @@ pub struct BatterySettings {
     pub i_tot_offset: f64,
     pub stale_timeout: Duration,
     pub on_input_lost: OnInputLost,
+}
+
+impl BatterySettings {
+    /// Whether an input whose last complete telegram arrived at `at` is
+    /// fresh at `now`: no older than STALE-TIMEOUT (docs/combining.md,
+    /// "Freshness"). The one place this is decided; the combiner thread puts
+    /// the result on the status board for everyone else.
+    pub fn is_fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) <= self.stale_timeout
+    }
 }
 
 impl Default for BatterySettings {
@@ -121,6 +144,8 @@ pub struct Combined {
     pub state: SystemState,
     pub battery: Battery,
     pub inputs_online: usize,
+    /// Online, blocking and offline batteries (0x372).
+    pub bank: BankStatus,
     pub made_at: Instant,
 }
 
@@ -151,14 +176,12 @@ pub fn combine_fresh<'a>(
         capacity_ah: capacity,
     };
     for (t, _) in fresh {
-        let mut r = t.requests_or_normal();
+        let r = allowed(t);
         // A charge voltage of 0 V is no voltage to charge to: that battery
         // forbids charging, and its 0 never becomes the combined value
         // (inverters read CVL 0 as over-voltage).
         if t.limits.v_charge_cmd > 0.0 {
             b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
-        } else {
-            r.charge_enable = false;
         }
         b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
         // An input that forbids charging adds no charge current.
@@ -194,6 +217,30 @@ pub fn combine_fresh<'a>(
     Some(b)
 }
 
+/// What one battery allows: its request flags, with charging forbidden
+/// when its charge voltage is 0 V (no voltage to charge to).
+fn allowed(t: &Telegram) -> Requests {
+    let mut r = t.requests_or_normal();
+    if t.limits.v_charge_cmd <= 0.0 {
+        r.charge_enable = false;
+    }
+    r
+}
+
+/// The bank's counters (0x372) over the fresh batteries: a battery blocks a
+/// direction when it forbids it or allows 0 A in it.
+pub fn bank_status<'a>(fresh: impl Iterator<Item = &'a Telegram>, total: usize) -> BankStatus {
+    let mut bank = BankStatus::default();
+    for t in fresh {
+        let r = allowed(t);
+        bank.online += 1;
+        bank.blocking_charge += u16::from(!r.charge_enable || t.limits.i_lim_charge <= 0.0);
+        bank.blocking_discharge += u16::from(!r.discharge_enable || t.limits.i_lim_discharge <= 0.0);
+    }
+    bank.offline = (total as u16).saturating_sub(bank.online);
+    bank
+}
+
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
@@ -218,6 +265,28 @@ fn merge_cells(a: Option<CellExtremes>, b: Option<CellExtremes>) -> Option<CellE
 /// How often a combined state is made even when no round completes, so that
 /// the outputs see a live combiner and setpoint expiry takes effect.
 pub const KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// What one inverter is to be shown, as the combiner made it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shaped {
+    pub state: SystemState,
+    pub battery: Battery,
+    /// The bank's online/blocking/offline counters (0x372).
+    pub bank: BankStatus,
+    pub made_at: Instant,
+    /// After this instant the state is older than a live combiner lets any
+    /// state get: its output sends [`Shaped::safe`] instead.
+    pub expires: Instant,
+    /// The last known charge voltage, which the safe state keeps.
+    pub last_cvl: f64,
+}
+
+impl Shaped {
+    /// The safe state for this inverter.
+    pub fn safe(&self) -> Battery {
+        self.battery.safe(self.last_cvl)
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct InputState {
@@ -254,6 +323,14 @@ enum Phase {
     Running,
 }
 
+/// One inverter as the combiner shapes it.
+#[derive(Debug, Clone, Copy)]
+struct Inverter {
+    share: InverterShare,
+    /// Its own setpoints, on top of the system's.
+    setpoints: LimitSetpoints,
+}
+
 /// The combining state machine.
 #[derive(Debug, Clone)]
 pub struct Combiner {
@@ -261,6 +338,7 @@ pub struct Combiner {
     inputs: Vec<InputState>,
     phase: Phase,
     setpoints: LimitSetpoints,
+    inverters: Vec<Inverter>,
     /// Last values combined from fresh inputs, before any state changes.
     last_fresh: Option<Battery>,
     /// Last non-zero combined charge voltage; nothing is sent before there is one.
@@ -276,19 +354,31 @@ impl Combiner {
             inputs: capacities.iter().map(|&c| InputState::new(c, now)).collect(),
             phase: Phase::Starting,
             setpoints: LimitSetpoints::default(),
+            inverters: Vec::new(),
             last_fresh: None,
             last_cvl: None,
             last: None,
         }
     }
 
-    pub fn settings(&self) -> &BatterySettings {
-        &self.settings
+    /// The same combiner, shaping a state for each of these inverters (in
+    /// `[[bmses-out]]` order).
+    pub fn with_inverters(mut self, shares: &[InverterShare]) -> Combiner {
+        self.inverters = shares
+            .iter()
+            .map(|&share| Inverter {
+                share,
+                setpoints: LimitSetpoints::default(),
+            })
+            .collect();
+        self
     }
 
-    /// The latest combined state, if any was made.
-    pub fn last(&self) -> Option<&Combined> {
-        self.last.as_ref()
+    /// How old a state may get before an output replaces it with the safe
+    /// state. A live combiner makes one at least every [`KEEPALIVE`];
+    /// STALE-TIMEOUT and a second on top keep a busy machine from tripping it.
+    pub fn max_age(&self) -> Duration {
+        self.settings.stale_timeout + KEEPALIVE + Duration::from_secs(1)
     }
 
     /// The system-wide setpoints.
@@ -296,20 +386,51 @@ impl Combiner {
         &self.setpoints
     }
 
+    /// Each inverter's own setpoints, in `[[bmses-out]]` order.
+    pub fn inverter_setpoints(&self) -> impl ExactSizeIterator<Item = &LimitSetpoints> {
+        self.inverters.iter().map(|i| &i.setpoints)
+    }
+
     /// Whether input `index` delivered a complete telegram within STALE-TIMEOUT.
     pub fn is_fresh(&self, index: usize, now: Instant) -> bool {
         self.inputs[index]
             .latest
-            .is_some_and(|(_, at)| now.saturating_duration_since(at) <= self.settings.stale_timeout)
+            .is_some_and(|(_, at)| self.settings.is_fresh(at, now))
     }
 
-    /// The latest telegram of input `index` and when it arrived.
-    pub fn latest(&self, index: usize) -> Option<(&Telegram, Instant)> {
-        self.inputs[index].latest.as_ref().map(|(t, at)| (t, *at))
-    }
-
-    pub fn input_count(&self) -> usize {
-        self.inputs.len()
+    /// The next moment after `now` at which [`Combiner::on_tick`] may have
+    /// something to do: the start-up wait ends, a fresh input turns stale, a
+    /// setpoint expires, a keep-alive state is due. A moment already passed
+    /// that on_tick has not handled yet is returned as it is (due at once).
+    /// `None`: nothing happens until a telegram or a command arrives.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let timeout = self.settings.stale_timeout;
+        // The end of each first-telegram wait (the start-up's, or that of an
+        // input a reload added): it ends the start-up or counts as lost.
+        let starting = self.phase == Phase::Starting;
+        let start_up = (self.inputs.iter())
+            .filter(|i| i.latest.is_none())
+            .map(|i| i.joined + timeout)
+            .filter(|&at| starting || at > now)
+            .min();
+        // Fresh means age <= STALE-TIMEOUT: stale from the next nanosecond.
+        let turns_stale = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.latest.map(|(_, at)| at + timeout + Duration::from_nanos(1)))
+            .filter(|&at| at > now);
+        let setpoints = std::iter::once(&self.setpoints).chain(self.inverter_setpoints());
+        let expiries = setpoints
+            .flat_map(|s| [s.charge, s.discharge])
+            .flatten()
+            .filter_map(|s| s.expires);
+        let keepalive = self.last.map(|c| c.made_at + KEEPALIVE);
+        start_up
+            .into_iter()
+            .chain(turns_stale)
+            .chain(expiries)
+            .chain(keepalive)
+            .min()
     }
 
     /// Input `index` delivered a complete telegram at `now`.
@@ -323,6 +444,10 @@ impl Combiner {
     /// Time passes: stale inputs leave the wait, the start-up wait ends,
     /// setpoints expire, keep-alive states are made.
     pub fn on_tick(&mut self, now: Instant) -> Option<Combined> {
+        let inverter_expired = self
+            .inverters
+            .iter_mut()
+            .fold(false, |acc, i| i.setpoints.expire(now) | acc);
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
@@ -334,16 +459,28 @@ impl Combiner {
         if expired || all_lost || quiet {
             return self.make(now);
         }
-        None
+        // An inverter's own setpoint changes only its share: the same
+        // combined state, shaped again.
+        inverter_expired.then_some(last)
     }
 
-    /// Sets or clears a system-wide setpoint; the new state is made at once
-    /// so that it reaches the inverters within one transmission.
-    pub fn set_setpoint(&mut self, kind: LimitKind, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {
-        self.setpoints.set(kind, setpoint);
-        match self.phase {
-            Phase::Running if self.last.is_some() => self.make(now),
-            _ => None,
+    /// Sets or clears a setpoint. A system setpoint makes a new state at
+    /// once, an inverter's reshapes the latest one, so that either reaches
+    /// the inverters within one transmission. `None`: nothing to send yet,
+    /// or no such inverter.
+    pub fn apply(&mut self, command: SetpointCommand, now: Instant) -> Option<Combined> {
+        match command.scope {
+            Scope::System => {
+                self.setpoints.set(command.kind, command.setpoint);
+                match self.phase {
+                    Phase::Running if self.last.is_some() => self.make(now),
+                    _ => None,
+                }
+            }
+            Scope::Inverter(j) => {
+                self.inverters.get_mut(j)?.setpoints.set(command.kind, command.setpoint);
+                self.last
+            }
         }
     }
 
@@ -378,6 +515,24 @@ impl Combiner {
         }
     }
 
+    /// After a reload: the inverters of the new file, with these shares;
+    /// `from[j]` is the position of new inverter `j` in the running file (by
+    /// CAN-IF), whose setpoints (with their expiry) it keeps. Returns the
+    /// setpoints still in effect of the inverters no longer configured.
+    pub fn reconfigure_inverters(
+        &mut self,
+        shares: &[InverterShare],
+        from: &[Option<usize>],
+        now: Instant,
+    ) -> Vec<Dropped> {
+        let old: Vec<LimitSetpoints> = self.inverters.iter().map(|i| i.setpoints).collect();
+        let (kept, dropped) = setpoint::carry(&old, from, now);
+        self.inverters = (shares.iter().zip(kept))
+            .map(|(&share, setpoints)| Inverter { share, setpoints })
+            .collect();
+        dropped
+    }
+
     fn advance(&mut self, now: Instant) -> Option<Combined> {
         if self.phase == Phase::Starting {
             let timeout = self.settings.stale_timeout;
@@ -401,14 +556,15 @@ impl Combiner {
     /// Makes a combined state from the latest telegrams of the fresh inputs
     /// and starts a new round.
     fn make(&mut self, now: Instant) -> Option<Combined> {
-        let timeout = self.settings.stale_timeout;
+        let settings = &self.settings;
         let fresh = self.inputs.iter().filter_map(move |i| {
             i.latest
                 .as_ref()
-                .filter(|(_, at)| now.saturating_duration_since(*at) <= timeout)
+                .filter(|(_, at)| settings.is_fresh(*at, now))
                 .map(|(t, _)| (t, i.capacity_ah))
         });
         let online = fresh.clone().count();
+        let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -418,6 +574,7 @@ impl Combiner {
         for input in &mut self.inputs {
             input.delivered = false;
         }
+        let timeout = self.settings.stale_timeout;
         let waiting = self.inputs.iter().filter(|i| i.waiting(timeout, now)).count();
         let lost = self.inputs.len() - online - waiting;
         let state = match (online, lost, self.settings.on_input_lost) {
@@ -444,6 +601,7 @@ impl Combiner {
             state,
             battery,
             inputs_online: online,
+            bank,
             made_at: now,
         };
         self.last = Some(combined);
@@ -472,6 +630,26 @@ impl Default for InverterShare {
             i_scaling: 1.0,
             i_offset: 0.0,
         }
+    }
+}
+
+impl Combiner {
+    /// What each inverter is shown now (in `[[bmses-out]]` order), from the
+    /// latest combined state; nothing before the first.
+    pub fn shaped(&self, now: Instant) -> impl Iterator<Item = Shaped> + '_ {
+        let latest = self.last.zip(self.last_cvl);
+        let expires_after = self.max_age();
+        self.inverters.iter().filter_map(move |i| {
+            let (c, last_cvl) = latest?;
+            Some(Shaped {
+                state: c.state,
+                battery: shape(&c, &i.share, &i.setpoints, now),
+                bank: c.bank,
+                made_at: c.made_at,
+                expires: c.made_at + expires_after,
+                last_cvl,
+            })
+        })
     }
 }
 

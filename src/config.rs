@@ -1,12 +1,13 @@
 //! The configuration file: keys, defaults, validation and error messages.
 //!
 //! The format is the original Python gateway's TOML (upper-case keys with
-//! hyphens), extended as in spec section 3. Validation is pure: it takes the
+//! hyphens), extended with the keys the README lists. Validation is pure: it takes the
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use crate::profile::{Profile, SocWindow, VoltageUnit};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -67,8 +68,19 @@ pub struct OutputConfig {
     pub push_min_delay: Duration,
     /// `SEND-SYNC-ACTIVATED` and `SYNC-INTERVAL`.
     pub mode: OutputMode,
-    /// `MANUFACTURER`: the name sent in 0x35E.
+    /// `MANUFACTURER`: the name sent in 0x35E (default: the profile's).
     pub manufacturer: Manufacturer,
+    /// `PROFILE`: the inverter's dialect (frames, layout, pacing).
+    pub profile: Profile,
+    /// `SOC-MIN`, `SOC-MAX`: the SOC window this inverter is shown.
+    pub soc_window: SocWindow,
+    /// `CVL-RAMP`: V/s by which the sent CVL may move; 0 = at once.
+    pub cvl_ramp: f64,
+    /// `INVERTER-TIMEOUT`: quiet this long, the inverter is silent; `None`
+    /// (0 in the file): this inverter never talks.
+    pub inverter_timeout: Option<Duration>,
+    /// `VOLTAGE-UNIT`: V per count of the 0x356 voltage (0.01 or 0.1).
+    pub voltage_unit: VoltageUnit,
 }
 
 /// TLS to the broker.
@@ -158,7 +170,17 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: PathBuf,
+    pub kind: ConfigErrorKind,
     pub problems: Vec<Problem>,
+}
+
+/// What went wrong with a configuration file, for the hint to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The file could not be read (missing, not permitted...).
+    Unreadable,
+    /// The file was read and is not a valid configuration.
+    Invalid,
 }
 
 impl fmt::Display for ConfigError {
@@ -188,6 +210,7 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Unreadable,
         problems: vec![Problem {
             line: 0,
             column: 0,
@@ -197,6 +220,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     })?;
     parse(&text).map_err(|problems| ConfigError {
         path: path.to_path_buf(),
+        kind: ConfigErrorKind::Invalid,
         problems,
     })
 }
@@ -244,7 +268,15 @@ const OUTPUT_KEYS: &[&str] = &[
     "SEND-SYNC-ACTIVATED",
     "SYNC-INTERVAL",
     "MANUFACTURER",
+    "PROFILE",
+    "SOC-MIN",
+    "SOC-MAX",
+    "CVL-RAMP",
+    "INVERTER-TIMEOUT",
+    "VOLTAGE-UNIT",
 ];
+/// `[[bmses-out]] PROFILE` values, as `Profile::name` spells them.
+const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "luxpower"];
 const MQTT_KEYS: &[&str] = &[
     "ACTIVATED",
     "BROKER",
@@ -478,8 +510,12 @@ impl<'t> Reader<'t> {
             i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
             i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
             stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
-            on_input_lost: match self.choice(s, "ON-INPUT-LOST", &["degrade", "stop"]) {
-                Some("stop") => OnInputLost::Stop,
+            on_input_lost: match self.choice(
+                s,
+                "ON-INPUT-LOST",
+                &[OnInputLost::Degrade.name(), OnInputLost::Stop.name()],
+            ) {
+                Some(name) if name == OnInputLost::Stop.name() => OnInputLost::Stop,
                 _ => OnInputLost::Degrade,
             },
         })
@@ -526,7 +562,11 @@ impl<'t> Reader<'t> {
             .get("SEND-SYNC-ACTIVATED")
             .and_then(|v| self.boolean(s, "SEND-SYNC-ACTIVATED", v));
         let interval = self.seconds_or(s, "SYNC-INTERVAL", Duration::from_secs(5), (0.1, 3600.0));
-        let manufacturer_name = self.string_or(s, "MANUFACTURER", "PYLON");
+        let profile = self
+            .choice(s, "PROFILE", &PROFILES)
+            .and_then(Profile::parse)
+            .unwrap_or_default();
+        let manufacturer_name = self.string_or(s, "MANUFACTURER", profile.default_manufacturer());
         let manufacturer = Manufacturer::new(&manufacturer_name);
         if manufacturer.is_none() {
             let span = s.get("MANUFACTURER").map_or(s.span.clone(), |v| v.span());
@@ -543,7 +583,50 @@ impl<'t> Reader<'t> {
                 OutputMode::Push
             },
             manufacturer: manufacturer?,
+            profile,
+            soc_window: self.soc_window(s)?,
+            cvl_ramp: self.number_or(s, "CVL-RAMP", 0.0, (0.0, 100.0)),
+            inverter_timeout: Some(self.seconds_or(s, "INVERTER-TIMEOUT", Duration::from_secs(10), (0.0, 3600.0)))
+                .filter(|t| !t.is_zero()),
+            voltage_unit: self.voltage_unit(s, profile),
         })
+    }
+
+    fn soc_window(&mut self, s: &Section) -> Option<SocWindow> {
+        let d = SocWindow::default();
+        let window = SocWindow {
+            min: self.number_or(s, "SOC-MIN", d.min, (0.0, 100.0)),
+            max: self.number_or(s, "SOC-MAX", d.max, (0.0, 100.0)),
+        };
+        if window.min >= window.max {
+            let span = s
+                .get("SOC-MAX")
+                .or(s.get("SOC-MIN"))
+                .map_or(s.span.clone(), |v| v.span());
+            let message = format!(
+                "SOC-MIN ({}) must be below SOC-MAX ({}): the window shown to the inverter is SOC-MIN..SOC-MAX",
+                window.min, window.max
+            );
+            self.problem(span, &s.name("SOC-MAX"), message);
+            return None;
+        }
+        Some(window)
+    }
+
+    fn voltage_unit(&mut self, s: &Section, profile: Profile) -> VoltageUnit {
+        let Some(v) = s.get("VOLTAGE-UNIT") else {
+            return profile.default_voltage_unit();
+        };
+        let volts = self.number(s, "VOLTAGE-UNIT", v, (0.0, 1.0));
+        match volts.map(VoltageUnit::from_volts) {
+            Some(Some(unit)) => unit,
+            Some(None) => {
+                let message = "must be 0.01 (V per count, as Pylontech sends it) or 0.1 (Sol-Ark's document)".into();
+                self.problem(v.span(), &s.name("VOLTAGE-UNIT"), message);
+                profile.default_voltage_unit()
+            }
+            None => profile.default_voltage_unit(),
+        }
     }
 
     fn mqtt(&mut self, s: &Section) -> Option<MqttConfig> {
@@ -565,19 +648,7 @@ impl<'t> Reader<'t> {
                 "CERT-FILE and KEY-FILE go together: set both or neither".into(),
             );
         }
-        let port = s
-            .get("PORT")
-            .and_then(|v| self.number(s, "PORT", v, (1.0, 65535.0)))
-            .map_or(d.port, |p| p as u16);
-        if s.get("PORT")
-            .is_some_and(|v| !matches!(v.get_ref(), DeValue::Integer(_)))
-        {
-            self.problem(
-                s.get("PORT").unwrap().span(),
-                &s.name("PORT"),
-                "must be a whole number from 1 to 65535".into(),
-            );
-        }
+        let port = self.port_or(s, "PORT", d.port);
         let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         let ha_ttl = self.seconds_or(s, "HA-SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
         Some(MqttConfig {
@@ -672,6 +743,28 @@ impl<'t> Reader<'t> {
         s.get(key)
             .and_then(|v| self.seconds(s, key, v, range))
             .unwrap_or(default)
+    }
+
+    /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
+    fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
+        const ALLOWED: &str = "must be a whole number from 1 to 65535";
+        let Some(v) = s.get(key) else { return default };
+        let message = match v.get_ref() {
+            DeValue::Integer(i) => {
+                let port = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                    .ok()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|&p| p >= 1);
+                if let Some(p) = port {
+                    return p;
+                }
+                format!("{} is out of range: {ALLOWED}", &self.text[v.span()])
+            }
+            DeValue::Float(_) => ALLOWED.to_string(),
+            other => format!("{ALLOWED}, not {}", kind(other)),
+        };
+        self.problem(v.span(), &s.name(key), message);
+        default
     }
 
     fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {
@@ -777,6 +870,15 @@ impl Config {
                 "the I-SCALING of all [[bmses-out]] sums to {total}: above 1 the inverters together may be allowed more current than the batteries allow"
             ));
         }
+        for (n, o) in self.outputs.iter().enumerate() {
+            if o.profile == Profile::Victron && o.manufacturer.name().starts_with("PYLON") {
+                out.push(format!(
+                    "inverter {}: MANUFACTURER {:?} with PROFILE = \"victron\": a Victron GX that sees a name starting with PYLON applies its Pylontech rewrites (replaces CVL, floors CCL at capacity/4); leave MANUFACTURER unset for the profile's \"BMS-GW\"",
+                    n + 1,
+                    o.manufacturer.name()
+                ));
+            }
+        }
         let m = &self.mqtt;
         if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
             out.push(
@@ -805,9 +907,9 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = {:?}",
+            "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = \"{}\"",
             secs(b.stale_timeout),
-            b.on_input_lost
+            b.on_input_lost.name()
         );
         for (n, i) in self.inputs.iter().enumerate() {
             let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));
@@ -836,6 +938,19 @@ impl Config {
                 o.share.i_offset,
                 o.manufacturer.name(),
                 o.description
+            );
+            let timeout = o
+                .inverter_timeout
+                .map_or("0 (never talks)".to_string(), |t| format!("{} s", secs(t)));
+            let _ = writeln!(
+                s,
+                "inverter {}: PROFILE = {}, SOC-MIN = {} %, SOC-MAX = {} %, CVL-RAMP = {} V/s, INVERTER-TIMEOUT = {timeout}, VOLTAGE-UNIT = {} V",
+                n + 1,
+                o.profile.name(),
+                o.soc_window.min,
+                o.soc_window.max,
+                o.cvl_ramp,
+                o.voltage_unit.volts()
             );
         }
         let m = &self.mqtt;

@@ -15,11 +15,15 @@ use crate::setpoint::{Dropped, SetpointCommand};
 use crate::signals::{self, Signal};
 use crate::status::StatusBoard;
 use crate::supervise::Supervision;
-use crate::{service, shutdown};
-use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
+use crate::{shutdown, systemd};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The main thread's wait when no watchdog check is due: only a signal or
+/// READY wakes it.
+const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a reload waits for the gateway to take the new configuration
 /// (it takes it within a few hundred milliseconds unless a thread hangs).
@@ -68,32 +72,37 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
         fault,
     };
     std::thread::scope(|s| {
         s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
         s.spawn(move || mqtt_lane(&mqtt_runs));
         start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new());
-        let ticker = tick(Duration::from_millis(200));
+        // Wakes for a signal, once every interface has been tried (READY),
+        // and at each watchdog check; never otherwise.
+        let mut next_check = supervision.poll(Instant::now(), &running.board);
         loop {
+            let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(signals) -> sig => match sig {
                     Ok(Signal::Reload) => {
-                        service::notify_reloading();
+                        systemd::notify_reloading();
                         if let Some(new) = load(path) {
                             running = reload(path, running, new, &reload_tx, &mqtt_tx, &supervision);
                         }
-                        service::notify_ready();
+                        systemd::notify_ready();
                     }
                     _ => {
                         log::info!("stop requested");
                         break;
                     }
                 },
-                recv(ticker) -> _ => supervision.poll(Instant::now()),
+                recv(supervision.all_opened()) -> _ => next_check = supervision.poll(Instant::now(), &running.board),
+                default(wait) => next_check = supervision.poll(Instant::now(), &running.board),
             }
         }
-        service::notify_stopping();
+        systemd::notify_stopping();
         drop(stop_tx);
         drop(mqtt_tx);
     });

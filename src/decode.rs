@@ -1,13 +1,14 @@
 //! `bms-gateway decode`: candump logs to one JSON object per line, with the
-//! spec's field names (also used in the MQTT JSON).
+//! field names of the MQTT JSON (README, docs/mqtt.md).
 
 use crate::candump::{self, LineError};
 use crate::codec::{self, Message};
 use crate::frame::Frame;
+use crate::profile::check::Reading;
 use serde_json::{Map, Value, json};
 use std::io::{self, BufRead, Write};
 
-/// The fields of one decoded message, in the spec's names and units.
+/// The fields of one decoded message, under those names, in V, A, degC and %.
 pub fn message_fields(message: &Message) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
@@ -70,8 +71,52 @@ pub fn message_fields(message: &Message) -> Map<String, Value> {
             put("charged_kwh", json!(e.charged_kwh));
             put("discharged_kwh", json!(e.discharged_kwh));
         }
+        Message::BankStatus(b) => {
+            put("batteries_online", json!(b.online));
+            put("batteries_blocking_charge", json!(b.blocking_charge));
+            put("batteries_blocking_discharge", json!(b.blocking_discharge));
+            put("batteries_offline", json!(b.offline));
+        }
         Message::InstalledCapacity { capacity_ah } => put("capacity_ah", json!(capacity_ah)),
         Message::Other { .. } => put("unknown", json!(true)),
+    }
+    m
+}
+
+/// The fields of a frame as a profile's reader sees it (`sim-inverter --profile`).
+pub fn reading_fields(reading: &Reading) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    match *reading {
+        Reading::Message(ref message) => return message_fields(message),
+        Reading::LuxSoc {
+            soc,
+            v_cell_max,
+            v_cell_min,
+        } => {
+            put("soc", json!(soc.soc));
+            put("soh", json!(soc.soh));
+            put("v_cell_max", json!(v_cell_max));
+            put("v_cell_min", json!(v_cell_min));
+        }
+        Reading::LuxMeasurements {
+            v_avg,
+            i_total,
+            t_cell_max,
+            t_cell_min,
+        } => {
+            put("v_avg", json!(v_avg));
+            put("i_total", json!(i_total));
+            put("t_cell_max", json!(t_cell_max));
+            put("t_cell_min", json!(t_cell_min));
+        }
+        Reading::LuxFlags { flags, capacity_ah } => {
+            let mut f = message_fields(&Message::Flags(flags));
+            f.insert("capacity_ah".into(), json!(capacity_ah));
+            return f;
+        }
     }
     m
 }

@@ -19,6 +19,7 @@ use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, InputConfig, MqttConfig, OutputConfig, OutputMode};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
+use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -154,13 +155,28 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
                 } else {
                     OutputMode::Push
                 },
-                manufacturer: Manufacturer::new("PYLON").expect("valid name"),
+                manufacturer: Manufacturer::new(demo_profile(j).default_manufacturer()).expect("valid name"),
+                profile: demo_profile(j),
+                soc_window: SocWindow::default(),
+                cvl_ramp: 0.0,
+                inverter_timeout: Some(Duration::from_secs(10)),
+                voltage_unit: demo_profile(j).default_voltage_unit(),
             })
             .collect(),
         mqtt: MqttConfig {
             activated: false,
             ..MqttConfig::default()
         },
+    }
+}
+
+/// The demo shows two dialects: odd inverters speak Pylontech, even ones
+/// Victron's (another name, hi-res SOC, 0x35A, 0x372, 0x379...).
+fn demo_profile(j: usize) -> Profile {
+    if j.is_multiple_of(2) {
+        Profile::Victron
+    } else {
+        Profile::Pylon
     }
 }
 
@@ -264,6 +280,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
         fault: Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref()),
     };
     std::thread::scope(|s| {
@@ -292,13 +309,14 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             select! {
                 recv(signals) -> _ => break,
                 recv(deadline) -> _ => break,
-                recv(watch) -> _ => supervision.poll(Instant::now()),
+                recv(watch) -> _ => {
+                    supervision.poll(Instant::now(), &board);
+                }
                 recv(screen) -> _ => {
                     let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
                     let snapshot = board.snapshot();
-                    let now = Instant::now();
-                    events.update(&config, &snapshot, started.elapsed(), now);
-                    let mut table = render(&config, &snapshot, &views, started.elapsed(), now);
+                    events.update(&snapshot, started.elapsed());
+                    let mut table = render(&config, &snapshot, &views, started.elapsed());
                     table.push_str(&events.render());
                     let mut out = std::io::stdout().lock();
                     if terminal {
@@ -309,7 +327,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                 },
             }
         }
-        crate::service::notify_stopping();
+        crate::systemd::notify_stopping();
         drop(stop_tx);
     });
     Ok(())
@@ -326,13 +344,10 @@ struct Events {
 impl Events {
     const KEEP: usize = 6;
 
-    fn update(&mut self, config: &Config, snap: &Snapshot, elapsed: Duration, now: Instant) {
+    fn update(&mut self, snap: &Snapshot, elapsed: Duration) {
         let t = elapsed.as_secs();
         self.fresh.resize(snap.inputs.len(), false);
-        for (i, st) in snap.inputs.iter().enumerate() {
-            let fresh = st
-                .last_telegram
-                .is_some_and(|at| now.saturating_duration_since(at) <= config.battery.stale_timeout);
+        for (i, &fresh) in snap.system.inputs_fresh.iter().enumerate() {
             if fresh != self.fresh[i] {
                 let what = if fresh { "reporting" } else { "stale" };
                 self.lines.push(format!("{t:>4} s  battery {} {what}", i + 1));
@@ -364,7 +379,7 @@ fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {
 
 /// The status table: each battery, the combined battery, each inverter as it
 /// decoded the frames it received.
-pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed: Duration, now: Instant) -> String {
+pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed: Duration) -> String {
     let mut s = String::new();
     let state = snap.system.combined.map_or("starting", |c| c.state.as_str());
     let _ = writeln!(
@@ -379,9 +394,7 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
         "BATTERY  IF     AH   LINK  ONLINE   SOC      V       I     T    CVL    CCL    DCL  FLAGS     TELEGRAMS"
     );
     for (i, (input, st)) in config.inputs.iter().zip(&snap.inputs).enumerate() {
-        let fresh = st
-            .last_telegram
-            .is_some_and(|t| now.saturating_duration_since(t) <= config.battery.stale_timeout);
+        let fresh = snap.system.inputs_fresh.get(i).copied().unwrap_or(false);
         let t = st.telegram.as_ref();
         let link = match st.link {
             LinkState::Up => "up",
@@ -435,19 +448,19 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     }
     let _ = writeln!(
         s,
-        "\nINVERTER IF     MODE  SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
+        "\nINVERTER IF     MODE/PROFILE   SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
     );
     for (j, (output, view)) in config.outputs.iter().zip(views).enumerate() {
         let mode = match output.mode {
-            OutputMode::Push => "push",
-            OutputMode::Sync { .. } => "sync",
+            OutputMode::Push => format!("push {}", output.profile.name()),
+            OutputMode::Sync { .. } => format!("sync {}", output.profile.name()),
         };
         let l = view.limits();
         let f = view.flags();
         let r = view.requests();
         let _ = writeln!(
             s,
-            "{:<8} {:<5}  {:<5} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
+            "{:<8} {:<5}  {:<14} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
             j + 1,
             output.can_if,
             mode,
@@ -553,7 +566,7 @@ mod tests {
             mqtt: c,
             ..demo_config(1, 1)
         };
-        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO, Instant::now());
+        let table = render(&config, &Snapshot::default(), &[], Duration::ZERO);
         assert!(
             table.contains("bms-gateway demo --mqtt ha.lan:1883 --username demo --password-file /run/pw --remove"),
             "{table}"

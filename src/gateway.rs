@@ -7,15 +7,15 @@
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, KEEPALIVE, SystemState, shape};
+use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::{Config, InputConfig, OutputConfig};
 use crate::input::{Delivery, Input};
-use crate::output::{Carried, Mailbox, Output, Shaped};
+use crate::output::{Carried, Mailbox, Output};
 use crate::reload::Mapping;
-use crate::setpoint::{self, Dropped, LimitSetpoints, Scope, SetpointCommand};
-use crate::shutdown;
+use crate::setpoint::{Dropped, Scope, SetpointCommand};
+use crate::shutdown::{self, Stop, StopSender};
 use crate::status::{InputStatus, OutputStatus, Slot, StatusBoard};
-use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often the combiner looks at the clock.
-pub const TICK: Duration = Duration::from_millis(100);
+/// How often every worker shows a heartbeat while idle (at most: the
+/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
+/// Otherwise each thread sleeps until an event or its next real deadline
+/// (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,8 +69,11 @@ pub struct Gateway<'a> {
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called by every worker at least every 200 ms while it is alive.
+    /// Called by every worker once per wake-up, and at least every
+    /// `heartbeat_every` while it is alive (so counting the calls counts the
+    /// wake-ups).
     pub heartbeat: &'a (dyn Fn(Worker) + Sync),
+    pub heartbeat_every: Duration,
     pub fault: Fault,
 }
 
@@ -87,13 +93,13 @@ pub struct Reload {
 
 impl Gateway<'_> {
     /// Runs every thread until `stop` is dropped or sent on.
-    pub fn run(&self, stop: &Receiver<()>, commands: &Receiver<SetpointCommand>) {
+    pub fn run(&self, stop: &Stop, commands: &Receiver<SetpointCommand>) {
         self.run_reloading(stop, commands.clone(), &never());
     }
 
     /// Runs every thread until `stop` is dropped or sent on, taking each
     /// configuration that arrives on `reloads`.
-    pub fn run_reloading(&self, stop: &Receiver<()>, commands: Receiver<SetpointCommand>, reloads: &Receiver<Reload>) {
+    pub fn run_reloading(&self, stop: &Stop, commands: Receiver<SetpointCommand>, reloads: &Receiver<Reload>) {
         std::thread::scope(|s| {
             spawn(s, "combiner".into(), move || {
                 let (telegrams_tx, telegrams) = bounded::<Delivery>(TELEGRAM_QUEUE);
@@ -111,6 +117,9 @@ impl Gateway<'_> {
         });
     }
 
+    /// The combiner thread: sleeps until a telegram, a command, the stop, or
+    /// the combiner's next deadline (see `Combiner::next_deadline`; an
+    /// inverter setpoint's expiry; the next heartbeat).
     fn combine(
         &self,
         core: &mut Core,
@@ -118,10 +127,9 @@ impl Gateway<'_> {
         telegrams: &Receiver<Delivery>,
         mut commands: Receiver<SetpointCommand>,
         reloads: &Receiver<Reload>,
-        stop: &Receiver<()>,
+        stop: &Stop,
     ) {
         let started = Instant::now();
-        let ticker = tick(TICK);
         let mut reloads = reloads.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -130,32 +138,47 @@ impl Gateway<'_> {
                 let _ = stop.recv();
                 return;
             }
-            let made = select! {
-                recv(stop) -> _ => return,
-                recv(telegrams) -> d => match d {
-                    Ok(d) => core.on_delivery(d),
-                    Err(_) => return,
-                },
-                recv(commands) -> c => match c {
-                    Ok(c) => core.apply(c, Instant::now()),
-                    Err(_) => {
-                        commands = never();
-                        None
-                    }
-                },
-                recv(reloads) -> r => match r {
-                    Ok(r) => reload(core, threads, &mut commands, r),
-                    Err(_) => {
-                        reloads = never();
-                        None
-                    }
-                },
-                recv(ticker) -> _ => core.on_tick(Instant::now()),
+            let now = Instant::now();
+            let deadline = (core.combiner)
+                .next_deadline(now)
+                .map_or(now + self.heartbeat_every, |at| at.min(now + self.heartbeat_every));
+            let (made, now) = if deadline <= now {
+                (core.tick(self.board, now), now)
+            } else {
+                select! {
+                    recv(stop.receiver()) -> _ => return,
+                    recv(telegrams) -> d => match d {
+                        Ok(d) => (core.on_delivery(d, self.board), d.at),
+                        Err(_) => return,
+                    },
+                    recv(commands) -> c => match c {
+                        Ok(c) => {
+                            log_command(&c);
+                            let now = Instant::now();
+                            (core.combiner.apply(c, now), now)
+                        }
+                        Err(_) => {
+                            commands = never();
+                            (None, Instant::now())
+                        }
+                    },
+                    recv(reloads) -> r => match r {
+                        Ok(r) => (reload(core, threads, &mut commands, r), Instant::now()),
+                        Err(_) => {
+                            reloads = never();
+                            (None, Instant::now())
+                        }
+                    },
+                    default(deadline - now) => {
+                        let now = Instant::now();
+                        (core.tick(self.board, now), now)
+                    },
+                }
             };
             if let Some(combined) = made {
-                core.distribute(&combined, self.board, threads.mailboxes());
+                core.distribute(&combined, self.board, threads.mailboxes(), now);
             }
-            if shutdown::requested(stop) {
+            if stop.requested() {
                 return;
             }
         }
@@ -171,7 +194,8 @@ fn reload(
     r: Reload,
 ) -> Option<Combined> {
     while let Ok(c) = commands.try_recv() {
-        core.apply(c, Instant::now());
+        log_command(&c);
+        core.combiner.apply(c, Instant::now());
     }
     *commands = r.commands.clone();
     threads.reconfigure(&r);
@@ -182,7 +206,7 @@ fn reload(
 struct InputThread<'scope> {
     config: InputConfig,
     /// Dropped to stop the thread.
-    stop: Sender<()>,
+    stop: StopSender,
     handle: ScopedJoinHandle<'scope, ()>,
 }
 
@@ -190,9 +214,8 @@ struct InputThread<'scope> {
 struct OutputThread<'scope> {
     /// What the thread was started with: a reload that changes it restarts it.
     config: OutputConfig,
-    max_age: Duration,
     mailbox: Arc<Mailbox>,
-    stop: Sender<()>,
+    stop: StopSender,
     handle: ScopedJoinHandle<'scope, Carried>,
 }
 
@@ -208,14 +231,13 @@ struct Threads<'scope, 'env> {
 
 impl<'scope, 'env> Threads<'scope, 'env> {
     fn start(&mut self, config: &Config, board: &StatusBoard) {
-        let max_age = max_age(config);
         for (i, c) in config.inputs.iter().enumerate() {
             let thread = self.spawn_input(c.clone(), board.input_slot(i));
             self.inputs.push(thread);
         }
         for (j, c) in config.outputs.iter().enumerate() {
             let slot = board.output_slot(j);
-            let thread = self.spawn_output(c.clone(), max_age, slot, Arc::default(), Carried::default());
+            let thread = self.spawn_output(c.clone(), slot, Arc::default(), Carried::default());
             self.outputs.push(thread);
         }
     }
@@ -231,13 +253,10 @@ impl<'scope, 'env> Threads<'scope, 'env> {
     /// A restarted output goes on from where its old thread was.
     fn reconfigure(&mut self, reload: &Reload) {
         let (config, mapping, board) = (&reload.config, &reload.mapping, &reload.board);
-        let max_age = max_age(config);
         let mut old_inputs: Vec<Option<InputThread>> = self.inputs.drain(..).map(Some).collect();
         let mut old_outputs: Vec<Option<OutputThread>> = self.outputs.drain(..).map(Some).collect();
         let keep_inputs = kept(&mapping.inputs, &config.inputs, &old_inputs, |t, c| t.config == *c);
-        let keep_outputs = kept(&mapping.outputs, &config.outputs, &old_outputs, |t, c| {
-            t.config == *c && t.max_age == max_age
-        });
+        let keep_outputs = kept(&mapping.outputs, &config.outputs, &old_outputs, |t, c| t.config == *c);
         // Every thread that ends is told before any is waited for.
         let ending_inputs: Vec<_> = unkept(&mut old_inputs, &keep_inputs)
             .map(|(_, InputThread { handle, stop, .. })| {
@@ -286,7 +305,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 None => {
                     let restarted = mapping.outputs[j].and_then(|o| ended.iter().position(|e| e.0 == o));
                     let (_, mailbox, carried) = restarted.map_or_else(Default::default, |k| ended.swap_remove(k));
-                    self.spawn_output(c.clone(), max_age, board.output_slot(j), mailbox, carried)
+                    self.spawn_output(c.clone(), board.output_slot(j), mailbox, carried)
                 }
             };
             self.outputs.push(thread);
@@ -308,6 +327,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 stop: &stop_rx,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
+                heartbeat_every: gateway.heartbeat_every,
             }
             .run()
         });
@@ -317,7 +337,6 @@ impl<'scope, 'env> Threads<'scope, 'env> {
     fn spawn_output(
         &self,
         config: OutputConfig,
-        max_age: Duration,
         slot: Arc<Slot<OutputStatus>>,
         mailbox: Arc<Mailbox>,
         carried: Carried,
@@ -334,27 +353,19 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 mailbox: &thread_mailbox,
                 slot: &slot,
                 stop: &stop_rx,
-                max_age,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
+                heartbeat_every: gateway.heartbeat_every,
             }
             .run(carried)
         });
         OutputThread {
             config,
-            max_age,
             mailbox,
             stop,
             handle,
         }
     }
-}
-
-/// How old a state may get in an output before it sends the safe state
-/// instead: the combiner makes one at least every KEEPALIVE while an input
-/// can still be fresh.
-fn max_age(config: &Config) -> Duration {
-    config.battery.stale_timeout + KEEPALIVE + Duration::from_secs(1)
 }
 
 /// For each new section, the running thread that goes on as it is: the one
@@ -386,40 +397,45 @@ fn unkept<'t, T>(old: &'t mut [Option<T>], kept: &'t [Option<usize>]) -> impl It
 /// The combiner thread's state, which a reload carries over.
 struct Core {
     config: Arc<Config>,
+    /// Holds the inverters' setpoints too (by position in `config.outputs`).
     combiner: Combiner,
-    inverter_setpoints: Vec<LimitSetpoints>,
     /// The slot id of each input, in configuration order.
     input_ids: Vec<usize>,
     watch: Watch,
 }
 
+/// The inverters' shares, in `[[bmses-out]]` order.
+fn shares(config: &Config) -> Vec<InverterShare> {
+    config.outputs.iter().map(|o| o.share).collect()
+}
+
+fn capacities(config: &Config) -> Vec<f64> {
+    config.inputs.iter().map(|i| i.capacity_ah).collect()
+}
+
 impl Core {
     fn new(config: Arc<Config>, board: &StatusBoard, now: Instant) -> Core {
-        let capacities: Vec<f64> = config.inputs.iter().map(|i| i.capacity_ah).collect();
         Core {
-            combiner: Combiner::new(config.battery, &capacities, now),
-            inverter_setpoints: vec![LimitSetpoints::default(); config.outputs.len()],
+            combiner: Combiner::new(config.battery, &capacities(&config), now).with_inverters(&shares(&config)),
             input_ids: (0..board.input_count()).map(|i| board.input_slot(i).id).collect(),
             watch: Watch::new(config.inputs.len()),
             config,
         }
     }
 
-    fn on_delivery(&mut self, d: Delivery) -> Option<Combined> {
+    fn on_delivery(&mut self, d: Delivery, board: &StatusBoard) -> Option<Combined> {
         // A telegram from a battery that a reload has just removed is dropped.
         let index = self.input_ids.iter().position(|&id| id == d.input)?;
-        self.combiner.on_telegram(index, d.telegram, d.at)
+        let made = self.combiner.on_telegram(index, d.telegram, d.at);
+        self.watch.input(&self.config, &self.combiner, board, index, d.at);
+        made
     }
 
-    fn on_tick(&mut self, now: Instant) -> Option<Combined> {
-        self.watch.log(&self.config, &self.combiner, now);
-        let expired = (self.inverter_setpoints.iter_mut()).fold(false, |acc, s| s.expire(now) | acc);
-        let made = self.combiner.on_tick(now);
-        made.or(if expired { self.combiner.last().copied() } else { None })
-    }
-
-    fn apply(&mut self, command: SetpointCommand, now: Instant) -> Option<Combined> {
-        apply(&mut self.combiner, &mut self.inverter_setpoints, command, now)
+    /// Time has passed: stale inputs are logged, setpoints expire, and the
+    /// combiner may make a state.
+    fn tick(&mut self, board: &StatusBoard, now: Instant) -> Option<Combined> {
+        self.watch.log(&self.config, &self.combiner, board, now);
+        self.combiner.on_tick(now)
     }
 
     /// Takes the reload's configuration; the state to send at once, if any.
@@ -433,34 +449,42 @@ impl Core {
             ..
         } = reload;
         board.settle_positions();
-        let (setpoints, dropped) = setpoint::carry(&self.inverter_setpoints, &mapping.outputs, now);
-        self.inverter_setpoints = setpoints;
         self.input_ids = (0..board.input_count()).map(|i| board.input_slot(i).id).collect();
         self.watch.remap(&mapping.inputs);
-        let capacities: Vec<f64> = config.inputs.iter().map(|i| i.capacity_ah).collect();
-        let made = (self.combiner).reconfigure(config.battery, &capacities, &mapping.inputs, now);
+        let dropped = (self.combiner).reconfigure_inverters(&shares(&config), &mapping.outputs, now);
+        let made = (self.combiner).reconfigure(config.battery, &capacities(&config), &mapping.inputs, now);
         self.config = config;
+        // The new inputs' freshness on the board, in their new places.
+        self.watch.log(&self.config, &self.combiner, &board, now);
+        board.system(|s| s.inputs_fresh.clone_from(&self.watch.published));
         let _ = done.try_send(dropped);
         made
     }
 
-    fn distribute<'m>(&mut self, c: &Combined, board: &StatusBoard, mailboxes: impl Iterator<Item = &'m Mailbox>) {
+    fn distribute<'m>(
+        &mut self,
+        c: &Combined,
+        board: &StatusBoard,
+        mailboxes: impl Iterator<Item = &'m Mailbox>,
+        now: Instant,
+    ) {
         self.watch.state(c, self.config.inputs.len());
-        let now = Instant::now();
-        let outputs = self.config.outputs.iter().zip(mailboxes).zip(&self.inverter_setpoints);
-        for ((output, mailbox), own) in outputs {
-            mailbox.put(Shaped {
-                state: c.state,
-                battery: shape(c, &output.share, own, now),
-                made_at: c.made_at,
-            });
+        let combiner = &self.combiner;
+        for (mailbox, shaped) in mailboxes.zip(combiner.shaped(now)) {
+            mailbox.put(shaped);
         }
-        board.system(|s| {
+        let changed = board.system(|s| {
             s.combined = Some(*c);
-            s.setpoints = *self.combiner.setpoints();
+            let changed =
+                s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
+            s.setpoints = *combiner.setpoints();
             s.inverter_setpoints.clear();
-            s.inverter_setpoints.extend_from_slice(&self.inverter_setpoints);
+            s.inverter_setpoints.extend(combiner.inverter_setpoints());
+            changed
         });
+        if changed {
+            board.setpoints_changed();
+        }
     }
 }
 
@@ -479,13 +503,7 @@ where
         .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
 }
 
-/// Applies one command; returns the state to send at once, if any.
-fn apply(
-    combiner: &mut Combiner,
-    inverter_setpoints: &mut [LimitSetpoints],
-    command: SetpointCommand,
-    now: Instant,
-) -> Option<Combined> {
+fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
         match command.scope {
@@ -497,18 +515,13 @@ fn apply(
             .setpoint
             .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
     );
-    match command.scope {
-        Scope::System => combiner.set_setpoint(command.kind, command.setpoint, now),
-        Scope::Inverter(j) => {
-            inverter_setpoints.get_mut(j)?.set(command.kind, command.setpoint);
-            combiner.last().copied()
-        }
-    }
 }
 
 /// Remembers what was last logged, so that each change is logged once.
 struct Watch {
     fresh: Vec<Option<bool>>,
+    /// What the board shows as each input's freshness.
+    published: Vec<bool>,
     state: Option<SystemState>,
 }
 
@@ -516,6 +529,7 @@ impl Watch {
     fn new(inputs: usize) -> Watch {
         Watch {
             fresh: vec![None; inputs],
+            published: vec![false; inputs],
             state: None,
         }
     }
@@ -527,24 +541,42 @@ impl Watch {
             .iter()
             .map(|f| f.and_then(|o| old.get(o).copied().flatten()))
             .collect();
+        let old = std::mem::take(&mut self.published);
+        self.published = (from.iter())
+            .map(|f| f.and_then(|o| old.get(o).copied()).unwrap_or(false))
+            .collect();
     }
 
-    fn log(&mut self, config: &Config, combiner: &Combiner, now: Instant) {
-        for (i, seen) in self.fresh.iter_mut().enumerate() {
-            let fresh = combiner.is_fresh(i, now);
-            let name = &config.inputs[i].can_if;
-            match (*seen, fresh) {
-                (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
-                (Some(true), false) => log::warn!(
-                    "battery {} ({name}): stale, no complete telegram for {:.1} s",
-                    i + 1,
-                    config.battery.stale_timeout.as_secs_f64()
-                ),
-                _ => {}
-            }
-            if seen.is_some() || fresh {
-                *seen = Some(fresh);
-            }
+    /// Logs every input whose freshness changed by `now`.
+    fn log(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, now: Instant) {
+        for i in 0..self.fresh.len() {
+            self.input(config, combiner, board, i, now);
+        }
+    }
+
+    /// Logs input `i` if its freshness changed by `now`, and puts the change
+    /// on the board.
+    fn input(&mut self, config: &Config, combiner: &Combiner, board: &StatusBoard, i: usize, now: Instant) {
+        let fresh = combiner.is_fresh(i, now);
+        if std::mem::replace(&mut self.published[i], fresh) != fresh {
+            board.system(|s| s.inputs_fresh.clone_from(&self.published));
+        }
+        let seen = &mut self.fresh[i];
+        if *seen == Some(fresh) {
+            return;
+        }
+        let name = &config.inputs[i].can_if;
+        match (*seen, fresh) {
+            (Some(false) | None, true) => log::info!("battery {} ({name}): reporting", i + 1),
+            (Some(true), false) => log::warn!(
+                "battery {} ({name}): stale, no complete telegram for {:.1} s",
+                i + 1,
+                config.battery.stale_timeout.as_secs_f64()
+            ),
+            _ => {}
+        }
+        if seen.is_some() || fresh {
+            *seen = Some(fresh);
         }
     }
 

@@ -4,19 +4,20 @@
 //! interface name. A failing interface is reopened with back-off; meanwhile
 //! the input simply turns stale in the combiner.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
+use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, log_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
 use crate::frame::Frame;
-use crate::shutdown::{self, RateLimit};
+use crate::loglimit::{LogLimit, Repeats};
+use crate::shutdown::Stop;
 use crate::status::{InputStatus, LinkState, Slot};
 use crate::telegram::{Assembler, Telegram};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long one blocking read waits, which bounds how quickly the thread
-/// notices a stop request.
-pub const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the thread waits before reading again when an interface that
+/// was reported down reports it again at once (a socket reports it once).
+const DOWN_RETRY: Duration = Duration::from_millis(200);
 
 /// A telegram on its way to the combiner.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +35,12 @@ pub struct Input<'a> {
     pub telegrams: &'a Sender<Delivery>,
     /// This input's cell on the status board, and its id.
     pub slot: &'a Slot<InputStatus>,
-    pub stop: &'a Receiver<()>,
+    pub stop: &'a Stop,
     /// Called once the interface has been tried the first time.
     pub opened: &'a (dyn Fn() + Sync),
-    /// Called at least every READ_TIMEOUT while the thread is alive.
+    /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
+    pub heartbeat_every: Duration,
 }
 
 /// Counters kept locally and flushed to the board with each telegram, so the
@@ -64,40 +66,42 @@ impl Input<'_> {
         let mut service = InputService {
             input: self,
             counters: Counters::default(),
-            bad_frames: RateLimit::new(Duration::from_secs(10)),
+            bad_frames: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
 
-    /// Sleeps with heartbeats; true when stopped.
+    /// Sleeps with heartbeats, waking at once on a stop; true when stopped.
     fn wait(&self, d: Duration) -> bool {
         let until = Instant::now() + d;
         loop {
-            (self.heartbeat)();
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            if now >= until {
                 return false;
             }
-            if shutdown::sleep(self.stop, left.min(READ_TIMEOUT)) {
+            if self.stop.sleep_until(until.min(now + self.heartbeat_every)) {
                 return true;
             }
+            (self.heartbeat)();
         }
     }
 
-    fn on_frame(&self, frame: &Frame, assembler: &mut Assembler, counters: &mut Counters, bad: &mut RateLimit) {
+    fn on_frame(
+        &self,
+        frame: &Frame,
+        now: Instant,
+        assembler: &mut Assembler,
+        counters: &mut Counters,
+        bad: &mut LogLimit,
+    ) {
         counters.frames += 1;
-        let now = Instant::now();
         let message = match codec::decode(frame) {
             Ok(m) => m,
             Err(e) => {
                 counters.invalid += 1;
-                if let Some(suppressed) = bad.allow(now) {
-                    let more = if suppressed > 0 {
-                        format!(" ({suppressed} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!("{}: frame not used: {e}{more}", self.label());
+                let line = format_args!("{}: frame not used: {e}", self.label());
+                if let Some(line) = bad.check(line, now) {
+                    log::warn!("{line}");
                 }
                 self.flush(counters, None);
                 return;
@@ -110,8 +114,7 @@ impl Input<'_> {
     }
 
     /// A burst that ended by a quiet gap completes its telegram here.
-    fn on_quiet(&self, assembler: &mut Assembler, counters: &mut Counters) {
-        let now = Instant::now();
+    fn on_quiet(&self, assembler: &mut Assembler, counters: &mut Counters, now: Instant) {
         if let Some(telegram) = assembler.poll(now) {
             self.deliver(telegram, now, counters);
         }
@@ -149,7 +152,7 @@ impl Input<'_> {
 struct InputService<'i, 'a> {
     input: &'i Input<'a>,
     counters: Counters,
-    bad_frames: RateLimit,
+    bad_frames: LogLimit,
 }
 
 impl Service for InputService<'_, '_> {
@@ -167,46 +170,58 @@ impl Service for InputService<'_, '_> {
         self.input.wait(d)
     }
 
-    /// Reads until stopped (`Ok`) or the port must be reopened (`Err`).
+    /// Reads until stopped (`Ok`) or the port must be reopened (`Err`). The
+    /// thread sleeps in the port until a frame, the stop, or its next
+    /// deadline: the end of the burst being assembled, the next POLL-INTERVAL
+    /// keep-alive or heartbeat.
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         let input = self.input;
         // A new port starts a new telegram: nothing from before the gap.
         let mut assembler = Assembler::default();
         let mut next_poll = Instant::now();
         let mut down = false;
-        while !shutdown::requested(input.stop) {
+        // One clock read per wake-up: the frame's arrival time is also the
+        // base of the next deadline.
+        let mut now = Instant::now();
+        loop {
             (input.heartbeat)();
-            let now = Instant::now();
-            if let Some(period) = input.config.poll_interval
-                && now >= next_poll
-            {
-                next_poll = now + period;
-                // A failed poll shows up again on the next read; nothing to add here.
-                let _ = port.write(&codec::encode(&Message::KeepAlive));
+            let mut deadline = now + input.heartbeat_every;
+            if let Some(period) = input.config.poll_interval {
+                if now >= next_poll {
+                    next_poll = now + period;
+                    // A failed poll shows up again on the next read; nothing to add here.
+                    let _ = port.write(&codec::encode(&Message::KeepAlive));
+                }
+                deadline = deadline.min(next_poll);
             }
             // Wake up when the burst being assembled may be over.
-            let timeout = assembler
-                .next_deadline()
-                .map_or(READ_TIMEOUT, |at| at.saturating_duration_since(now).min(READ_TIMEOUT));
-            match port.read(timeout) {
-                Ok(Some(frame)) => {
+            if let Some(at) = assembler.next_deadline() {
+                deadline = deadline.min(at);
+            }
+            let woke = port.read_until(deadline, input.stop);
+            now = Instant::now();
+            match woke {
+                Ok(Wake::Frame(frame)) => {
                     if std::mem::take(&mut down) {
                         self.link(LinkState::Up);
                     }
-                    input.on_frame(&frame, &mut assembler, &mut self.counters, &mut self.bad_frames);
+                    input.on_frame(&frame, now, &mut assembler, &mut self.counters, &mut self.bad_frames);
+                    if input.stop.requested() {
+                        return Ok(());
+                    }
                 }
-                Ok(None) => {}
+                Ok(Wake::Deadline) => {}
+                Ok(Wake::Stopped) => return Ok(()),
                 Err(CanError::Down(why)) => {
-                    down = true;
                     self.link(LinkState::Down(format!("interface down ({why})")));
-                    if input.wait(Duration::from_millis(200)) {
+                    // Told twice without a frame between: do not spin on it.
+                    if std::mem::replace(&mut down, true) && input.wait(DOWN_RETRY) {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
-            input.on_quiet(&mut assembler, &mut self.counters);
+            input.on_quiet(&mut assembler, &mut self.counters, now);
         }
-        Ok(())
     }
 }

@@ -16,15 +16,24 @@ pub mod demo;
 pub mod frame;
 pub mod gateway;
 pub mod input;
+pub mod liveness;
+pub mod logging;
+pub mod loglimit;
 pub mod mqtt;
 pub mod output;
+pub mod profile;
 pub mod reload;
-pub mod service;
 pub mod setpoint;
 pub mod shutdown;
 pub mod signals;
 pub mod sim;
 pub mod status;
 pub mod supervise;
+pub mod systemd;
 pub mod telegram;
 pub mod tools;
+
+/// Configuration text for the unit tests, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/config_text/mod.rs"]
+mod config_text;

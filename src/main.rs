@@ -3,9 +3,9 @@
 
 use bms_gateway::can::CanOpener;
 use bms_gateway::can::socket::SocketCan;
-use bms_gateway::config::{self, Config, ConfigError};
+use bms_gateway::config::{self, Config, ConfigError, ConfigErrorKind};
 use bms_gateway::demo::{self, DemoMqtt, DemoOptions};
-use bms_gateway::{daemon, decode, service, signals, tools};
+use bms_gateway::{daemon, decode, logging, signals, tools};
 use clap::{Parser, Subcommand};
 use std::io::{self, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
@@ -143,7 +143,7 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 fn load(path: &Path) -> Result<Config, Exit> {
     config::load(path).map_err(|e: ConfigError| {
         eprintln!("error: {e}");
-        if e.problems.iter().any(|p| p.message.starts_with("cannot read")) {
+        if e.kind == ConfigErrorKind::Unreadable {
             eprintln!(
                 "hint: write a commented template with: bms-gateway --init -c {}",
                 path.display()
@@ -323,7 +323,7 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded here, before any thread is started.
         unsafe { std::env::set_var("RUST_LOG", "off") };
     }
-    service::init_logging(cli.verbose);
+    logging::init_logging(cli.verbose);
     let path = config_path(cli.config);
     let opener: &dyn CanOpener = &SocketCan;
     let exit = match cli.command {

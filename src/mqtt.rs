@@ -1,5 +1,5 @@
 //! The MQTT thread: telemetry, Home Assistant discovery and remote
-//! current-limit setpoints (spec section 6).
+//! current-limit setpoints (docs/mqtt.md).
 //!
 //! [`run`] is the thread's body. It talks to the broker through rumqttc's
 //! blocking client, whose event loop runs in a connection thread of its own
@@ -22,22 +22,24 @@
 pub mod command;
 pub mod connection;
 pub mod discovery;
+pub mod options;
 pub mod remove;
 pub mod telemetry;
 
 use crate::config::Config;
+use crate::loglimit::{LogLimit, Repeats};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::{Snapshot, StatusBoard};
 use command::{Accepted, Rules};
-use connection::{LinkEvent, Quiet, Throttle};
+use connection::LinkEvent;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
 use rumqttc::{Client, QoS};
 use std::time::{Duration, Instant};
 use telemetry::Clock;
 
-/// How often the board's setpoints are compared with those last published
-/// on BASE/setpoints.
-pub const SETPOINT_POLL: Duration = Duration::from_millis(200);
+/// How long the thread sleeps when no setpoint expiry is due (telemetry,
+/// events and the stop wake it anyway).
+const QUIET: Duration = Duration::from_secs(3600);
 
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -82,9 +84,12 @@ pub fn run_after_reload(
     let mut session = Session::new(config, board, commands, client);
     session.pending_results = results;
     let telemetry_tick = tick(config.mqtt.interval);
-    let setpoint_tick = tick(SETPOINT_POLL);
     let mut events = event_rx.clone();
     loop {
+        // The next published setpoint to expire: BASE/setpoints must drop it
+        // then, whether or not the combiner has done so yet.
+        let now = Instant::now();
+        let wait = session.next_expiry(now).map_or(QUIET, |at| at - now);
         select! {
             recv(shutdown) -> _ => break,
             recv(events) -> event => match event {
@@ -95,7 +100,10 @@ pub fn run_after_reload(
                 }
             },
             recv(telemetry_tick) -> _ => session.publish_telemetry(),
-            recv(setpoint_tick) -> _ => session.poll_setpoints(false),
+            // The combiner says when the board's setpoints change (set,
+            // cleared or expired): no polling.
+            recv(board.setpoint_changes()) -> _ => session.poll_setpoints(false),
+            default(wait) => session.poll_setpoints(false),
         }
     }
     session.shutdown(&event_rx);
@@ -125,14 +133,14 @@ struct Session<'a> {
     published_setpoints: Option<Vec<LimitSetpoints>>,
     /// Publishes dropped because the queue was full.
     dropped: u64,
-    drop_log: Quiet,
+    drop_log: LogLimit,
     /// Accepted commands: logged, but an energy manager sending a new value
     /// every few seconds must not fill the journal.
-    accepted_log: Throttle,
+    accepted_log: LogLimit,
     /// Refused commands: a misbehaving client must not fill the journal.
-    refused_log: Throttle,
+    refused_log: LogLimit,
     /// Removed discovery entities: one line for the whole batch.
-    removal_log: Throttle,
+    removal_log: LogLimit,
     /// BASE/set/result payloads for the first connection.
     pending_results: Vec<String>,
 }
@@ -161,10 +169,10 @@ impl<'a> Session<'a> {
             connected: false,
             published_setpoints: None,
             dropped: 0,
-            drop_log: Quiet::new(Duration::from_secs(60)),
-            accepted_log: Throttle::new(Duration::from_secs(10)),
-            refused_log: Throttle::new(Duration::from_secs(10)),
-            removal_log: Throttle::new(Duration::from_secs(60)),
+            drop_log: LogLimit::new(Duration::from_secs(60), Repeats::SameText),
+            accepted_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            refused_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            removal_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
             pending_results: Vec::new(),
         }
     }
@@ -293,7 +301,8 @@ impl<'a> Session<'a> {
         let topic = self.config.mqtt.topic.clone();
         self.publish(&topic, QoS::AtMostOnce, false, json(&system));
         for (i, input) in snapshot.inputs.iter().enumerate().take(self.config.inputs.len()) {
-            let state = telemetry::battery_state(self.config, i, input, &clock);
+            let online = snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
+            let state = telemetry::battery_state(self.config, i, input, online, &clock);
             self.publish(
                 &format!("{base}/battery/{}/state", i + 1),
                 QoS::AtMostOnce,
@@ -310,6 +319,16 @@ impl<'a> Session<'a> {
                 json(&state),
             );
         }
+    }
+
+    /// When the first of the published setpoints expires, if one does after `now`.
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        self.published_setpoints
+            .as_ref()?
+            .iter()
+            .filter_map(LimitSetpoints::next_expiry)
+            .filter(|&at| at > now)
+            .min()
     }
 
     /// A BMS name heard for the first time (or changed) renews the discovery

@@ -9,12 +9,14 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
-use crate::can::{CanError, CanOpener, CanPort, Service, keep_serving, log_link};
-use crate::codec::{self, Manufacturer, Measurements, Message, StateOfCharge};
-use crate::combine::{Battery, SystemState};
+use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, log_link};
+use crate::codec::{self, Message};
+use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
-use crate::frame::{CanId, Frame, FrameKind};
-use crate::shutdown::{self, RateLimit};
+use crate::frame::{Frame, FrameKind};
+use crate::loglimit::{LogLimit, Repeats};
+use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
+use crate::shutdown::Stop;
 use crate::status::{LinkState, OutputStatus, Slot};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
@@ -22,14 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// At least this often in push mode, whatever PUSH-MIN-DELAY says.
 pub const REPEAT: Duration = Duration::from_secs(1);
-
-/// What one inverter is to be shown.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Shaped {
-    pub state: SystemState,
-    pub battery: Battery,
-    pub made_at: Instant,
-}
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -63,66 +57,54 @@ impl Mailbox {
     }
 }
 
-/// The frames for one transmission, in the spec's order; no allocation.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameSet {
-    frames: [Frame; 7],
-    len: usize,
+/// What one transmission to this output is: the state (maybe turned safe
+/// by age), the battery as this output shows it, and its frames. Pure: the
+/// output's CVL ramp is the only state, passed in.
+pub fn transmission(
+    config: &OutputConfig,
+    view: &mut OutputView,
+    shaped: &Shaped,
+    now: Instant,
+) -> (SystemState, Battery, Frames) {
+    let (state, battery) = state_to_send(shaped, now);
+    let battery = view.apply(battery, state, now);
+    let shown = Shown {
+        battery,
+        bank: shaped.bank,
+        energy: None,
+    };
+    let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
+    (state, battery, frames)
 }
 
-impl FrameSet {
-    pub fn frames(&self) -> &[Frame] {
-        &self.frames[..self.len]
+/// The shortest time between two pushes: PUSH-MIN-DELAY, and never less
+/// than the profile's pacing (SMA: 200 ms per ID).
+pub fn min_delay(config: &OutputConfig) -> Duration {
+    config.push_min_delay.max(config.profile.min_gap())
+}
+
+/// The per-output view (SOC window, CVL ramp) an output starts with.
+pub fn view_of(config: &OutputConfig) -> OutputView {
+    OutputView {
+        profile: config.profile,
+        window: config.soc_window,
+        ramp: CvlRamp::new(config.cvl_ramp),
     }
 }
 
-/// Builds the frame set: 0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, and 0x373
-/// when cell data is known.
-pub fn frame_set(b: &Battery, manufacturer: Manufacturer) -> FrameSet {
-    let empty = Frame::standard(0, &[]);
-    let mut frames = [empty; 7];
-    let messages = [
-        Message::Flags(b.flags),
-        Message::Limits(codec::Limits {
-            v_charge_cmd: b.v_charge_cmd,
-            i_lim_charge: b.i_lim_charge,
-            i_lim_discharge: b.i_lim_discharge,
-            v_discharge_min: b.v_discharge_min,
-        }),
-        Message::StateOfCharge(StateOfCharge {
-            soc: b.soc,
-            soh: b.soh,
-            soc_hires: None,
-        }),
-        Message::Measurements(Measurements {
-            v_avg: b.v_avg,
-            i_total: b.i_total,
-            t_avg: b.t_avg,
-        }),
-        Message::Requests(b.requests),
-        Message::Manufacturer(manufacturer),
-    ];
-    for (slot, m) in frames.iter_mut().zip(messages.iter()) {
-        *slot = codec::encode(m);
-    }
-    let mut len = messages.len();
-    if let Some(cells) = b.cells {
-        frames[len] = codec::encode(&Message::Cells(cells));
-        len += 1;
-    }
-    FrameSet { frames, len }
-}
-
-/// The state to send at `now`: `shaped` itself, or the safe state when it is
-/// older than `max_age` (the combiner would have made a newer one by then).
-pub fn current(shaped: &Shaped, now: Instant, max_age: Duration) -> (SystemState, Battery) {
-    let old = now.saturating_duration_since(shaped.made_at) > max_age;
-    if !old || shaped.state == SystemState::Safe {
+/// The state to send at `now`: `shaped` itself, or the core's safe state
+/// once it has expired (a live combiner would have made a newer one by then).
+pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
+    if now <= shaped.expires || shaped.state == SystemState::Safe {
         return (shaped.state, shaped.battery);
     }
-    // The combiner already keeps the charge voltage at the last known one.
-    let b = shaped.battery;
-    (SystemState::Safe, b.safe(b.v_charge_cmd))
+    (SystemState::Safe, shaped.safe())
+}
+
+/// The moment [`state_to_send`] turns `shaped` into the safe state by its
+/// age, if it is not the safe state already.
+pub fn fail_safe_at(shaped: &Shaped) -> Option<Instant> {
+    (shaped.state != SystemState::Safe).then(|| shaped.expires + Duration::from_nanos(1))
 }
 
 /// When the next push-mode transmission is due. Pure: the thread asks it.
@@ -144,6 +126,20 @@ impl PushTimer {
             (Some(last), false, true) => Some(last + REPEAT),
         }
     }
+
+    /// The state turning safe by age at `at` (see [`fail_safe_at`]) after
+    /// the last transmission is a new state to show: once `now` reaches `at`
+    /// it is pending. Returns `at` while it is still ahead, to wake for it.
+    pub fn watch_fail_safe(&mut self, at: Option<Instant>, now: Instant) -> Option<Instant> {
+        let at = at?;
+        if at > now {
+            return Some(at);
+        }
+        if self.last_sent.is_some_and(|sent| sent < at) {
+            self.pending = true;
+        }
+        None
+    }
 }
 
 /// What an output thread hands to the one that replaces it when a reload
@@ -162,15 +158,16 @@ pub struct Output<'a> {
     pub mailbox: &'a Mailbox,
     /// This output's cell on the status board, and its id.
     pub slot: &'a Slot<OutputStatus>,
-    pub stop: &'a Receiver<()>,
-    /// How old a state may be before it is replaced by the safe state.
-    pub max_age: Duration,
+    pub stop: &'a Stop,
     pub opened: &'a (dyn Fn() + Sync),
+    /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
+    pub heartbeat_every: Duration,
 }
 
-/// Tick for heartbeats and stop checks while waiting.
-const IDLE: Duration = Duration::from_millis(100);
+/// How long the thread waits before reading again when an interface that
+/// was reported down reports it again at once (a socket reports it once).
+const DOWN_RETRY: Duration = Duration::from_millis(200);
 
 impl Output<'_> {
     fn name(&self) -> &str {
@@ -193,7 +190,11 @@ impl Output<'_> {
     /// Runs until stopped, going on from `carried`; returns what the next
     /// thread for this inverter goes on from.
     pub fn run(&self, carried: Carried) -> Carried {
-        let mut service = OutputService { output: self, carried };
+        let mut service = OutputService {
+            output: self,
+            carried,
+            view: view_of(self.config),
+        };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
         service.carried
     }
@@ -201,69 +202,93 @@ impl Output<'_> {
     /// Waits `d` while keeping `latest` current; true when stopped.
     fn idle(&self, d: Duration, latest: &mut Option<Shaped>) -> bool {
         let until = Instant::now() + d;
-        while Instant::now() < until {
-            (self.heartbeat)();
-            if shutdown::sleep(self.stop, IDLE.min(until.saturating_duration_since(Instant::now()))) {
-                return true;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return false;
             }
+            let wait = until.min(now + self.heartbeat_every) - now;
+            select! {
+                recv(self.stop.receiver()) -> _ => return true,
+                recv(self.mailbox.wake_rx) -> _ => {},
+                default(wait) => {},
+            }
+            (self.heartbeat)();
             if let Some(s) = self.mailbox.take() {
                 *latest = Some(s);
             }
         }
-        false
     }
 
-    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried) -> Result<(), CanError> {
+    /// Push mode: sleeps until a new state arrives, the stop, or the next
+    /// transmission (REPEAT, PUSH-MIN-DELAY), the fail-safe age of the
+    /// latest state or the next heartbeat is due.
+    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, view: &mut OutputView) -> Result<(), CanError> {
         let Carried { latest, last_sent } = carried;
         let mut timer = PushTimer {
-            min_delay: self.config.push_min_delay,
+            min_delay: min_delay(self.config),
             last_sent: *last_sent,
             pending: latest.is_some(),
         };
-        let mut errors = RateLimit::new(Duration::from_secs(10));
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         loop {
             (self.heartbeat)();
             let now = Instant::now();
-            let wait = timer
-                .due(latest.is_some(), now)
-                .map_or(IDLE, |at| at.saturating_duration_since(now).min(IDLE));
+            let mut deadline = now + self.heartbeat_every;
+            if let Some(state) = latest.as_ref() {
+                if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
+                    deadline = deadline.min(at);
+                }
+                if timer.due(true, now).is_some_and(|at| at <= now) {
+                    timer.pending = false;
+                    timer.last_sent = Some(now);
+                    *last_sent = Some(now);
+                    self.transmit(port, state, view, now, &mut errors)?;
+                }
+                deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
+            }
             select! {
-                recv(self.stop) -> _ => return Ok(()),
+                recv(self.stop.receiver()) -> _ => return Ok(()),
                 recv(self.mailbox.wake_rx) -> _ => {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                         timer.pending = true;
                     }
                 },
-                default(wait) => {},
-            }
-            let now = Instant::now();
-            let Some(state) = latest.as_ref() else { continue };
-            if timer.due(true, now).is_some_and(|at| at <= now) {
-                timer.pending = false;
-                timer.last_sent = Some(now);
-                *last_sent = Some(now);
-                self.transmit(port, state, now, &mut errors)?;
+                default(deadline - now) => {},
             }
         }
     }
 
-    fn sync(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, interval: Duration) -> Result<(), CanError> {
+    /// Sync mode: sleeps in the port until a 0x305 from the inverter, the
+    /// stop, or the next own 0x305 (SYNC-INTERVAL) or heartbeat is due. The
+    /// mailbox needs no wake-up: the latest state is taken when it is sent.
+    fn sync(
+        &self,
+        port: &mut dyn CanPort,
+        latest: &mut Option<Shaped>,
+        view: &mut OutputView,
+        interval: Duration,
+    ) -> Result<(), CanError> {
         let mut next_own = Instant::now();
-        let mut errors = RateLimit::new(Duration::from_secs(10));
-        while !shutdown::requested(self.stop) {
+        let mut last_sent: Option<Instant> = None;
+        let min_gap = self.config.profile.min_gap();
+        let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
+        let mut down = false;
+        loop {
             (self.heartbeat)();
-            if let Some(s) = self.mailbox.take() {
-                *latest = Some(s);
-            }
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
                 self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
             }
-            let timeout = next_own.saturating_duration_since(now).min(IDLE);
-            match port.read(timeout) {
-                Ok(Some(f)) if is_keepalive(&f) => {
+            let deadline = next_own.min(now + self.heartbeat_every);
+            match port.read_until(deadline, self.stop) {
+                Ok(Wake::Frame(f)) => {
+                    down = false;
+                    if !is_keepalive(&f) {
+                        continue;
+                    }
                     let now = Instant::now();
                     self.slot.update(|s| {
                         s.last_request = Some(now);
@@ -272,21 +297,26 @@ impl Output<'_> {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                     }
-                    if let Some(state) = latest.as_ref() {
-                        self.transmit(port, state, now, &mut errors)?;
+                    // An answer sooner than the profile allows is skipped: the
+                    // next request gets one.
+                    let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
+                    if let (Some(state), true) = (latest.as_ref(), paced) {
+                        last_sent = Some(now);
+                        self.transmit(port, state, view, now, &mut errors)?;
                     }
                 }
-                Ok(_) => {}
+                Ok(Wake::Stopped) => return Ok(()),
+                Ok(Wake::Deadline) => {}
                 Err(CanError::Down(why)) => {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                    if self.idle(Duration::from_millis(200), latest) {
+                    // Told twice without a frame between: do not spin on it.
+                    if std::mem::replace(&mut down, true) && self.idle(DOWN_RETRY, latest) {
                         return Ok(());
                     }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// Sends the frame set for `state`. Errors other than "gone" are counted
@@ -295,18 +325,21 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         state: &Shaped,
+        view: &mut OutputView,
         now: Instant,
-        errors: &mut RateLimit,
+        errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery) = current(state, now, self.max_age);
-        if system_state != state.state && errors.allow(now).is_some() {
-            log::error!(
+        let (system_state, battery, set) = transmission(self.config, view, state, now);
+        if system_state != state.state {
+            let line = format_args!(
                 "{}: no new combined state for {:.1} s: sending the safe state",
                 self.label(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
+            if let Some(line) = errors.check(line, now) {
+                log::error!("{line}");
+            }
         }
-        let set = frame_set(&battery, self.config.manufacturer);
         let mut sent = 0u64;
         let mut failed = 0u64;
         let mut result = Ok(());
@@ -341,20 +374,18 @@ impl Output<'_> {
         }
     }
 
-    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut RateLimit) -> Result<(), CanError> {
+    fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {
         log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if let CanError::Down(why) = &e {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
-                } else if let Some(n) = errors.allow(Instant::now()) {
-                    let more = if n > 0 {
-                        format!(" ({n} more since the last report)")
-                    } else {
-                        String::new()
-                    };
-                    log::warn!("{}: frame not sent: {e}{more}", self.label());
+                } else {
+                    let line = format_args!("{}: frame not sent: {e}", self.label());
+                    if let Some(line) = errors.check(line, Instant::now()) {
+                        log::warn!("{line}");
+                    }
                 }
                 Err(e)
             }
@@ -367,6 +398,7 @@ impl Output<'_> {
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
     carried: Carried,
+    view: OutputView,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -380,14 +412,18 @@ impl Service for OutputService<'_, '_> {
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.carried),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.carried.latest, interval),
+            OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.view),
+            OutputMode::Sync { interval } => self
+                .output
+                .sync(port, &mut self.carried.latest, &mut self.view, interval),
         }
     }
 }
 
+/// A sync request: 0x305 with an 11- or 29-bit ID (Schneider sends 29-bit),
+/// with or without data (the Sunny Island's carries its readings).
 fn is_keepalive(f: &Frame) -> bool {
-    f.id == CanId::Standard(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
+    f.id.raw() == u32::from(codec::ID_KEEPALIVE) && f.kind == FrameKind::Data
 }
 
 #[cfg(test)]

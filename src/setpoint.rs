@@ -69,6 +69,15 @@ impl LimitSetpoints {
         self.value_at(kind, now).map_or(limit, |v| limit.min(v))
     }
 
+    /// When the first of these setpoints expires, if any does.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        [self.charge, self.discharge]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.expires)
+            .min()
+    }
+
     /// Drops expired setpoints; true when something was dropped.
     pub fn expire(&mut self, now: Instant) -> bool {
         let mut changed = false;
@@ -200,5 +209,37 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_next_expiry_is_the_earliest_of_those_that_expire() {
+        let t0 = Instant::now();
+        let at = |s| Some(t0 + Duration::from_secs(s));
+        let mut s = LimitSetpoints::default();
+        assert_eq!(s.next_expiry(), None);
+        s.set(
+            LimitKind::Charge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: None,
+            }),
+        );
+        assert_eq!(s.next_expiry(), None, "until changed: never");
+        s.set(
+            LimitKind::Discharge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: at(30),
+            }),
+        );
+        assert_eq!(s.next_expiry(), at(30));
+        s.set(
+            LimitKind::Charge,
+            Some(Setpoint {
+                value: 1.0,
+                expires: at(10),
+            }),
+        );
+        assert_eq!(s.next_expiry(), at(10));
     }
 }

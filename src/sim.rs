@@ -161,9 +161,15 @@ impl InverterView {
         }
     }
 
+    /// The 0x359 flags, or what the 0x35A alarms mean for profiles that
+    /// send only those.
     pub fn flags(&self) -> Option<Flags> {
-        match self.latest.get(&codec::ID_FLAGS) {
-            Some(Message::Flags(f)) => Some(*f),
+        match (
+            self.latest.get(&codec::ID_FLAGS),
+            self.latest.get(&codec::ID_SMA_ALARMS),
+        ) {
+            (Some(Message::Flags(f)), _) => Some(*f),
+            (_, Some(Message::SmaAlarms(a))) => Some(a.to_flags()),
             _ => None,
         }
     }

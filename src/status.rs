@@ -13,6 +13,7 @@ use crate::combine::{Battery, Combined, SystemState};
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -70,8 +71,19 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
-    /// Telegrams dropped by the combiner's queue, over all inputs.
-    pub dropped: u64,
+    /// Whether each input is fresh, in input order, as the combiner decided
+    /// it at its latest look at the clock (at most one tick old).
+    pub inputs_fresh: Vec<bool>,
+}
+
+impl SystemStatus {
+    /// One line for `systemctl status` (systemd's STATUS=), e.g.
+    /// "3/3 batteries, ok" or "1/3 batteries, degraded".
+    pub fn summary(&self) -> String {
+        let fresh = self.inputs_fresh.iter().filter(|&&f| f).count();
+        let state = self.combined.map_or("starting", |c| c.state.as_str());
+        format!("{fresh}/{} batteries, {state}", self.inputs_fresh.len())
+    }
 }
 
 /// One CAN thread's cell: its status, and who it is. The same slot stays
@@ -118,6 +130,8 @@ pub struct StatusBoard {
     outputs: Vec<Arc<Slot<OutputStatus>>>,
     /// The id the next new slot gets.
     next_id: usize,
+    /// Shared with the boards a reload makes: the MQTT thread's wake-up.
+    setpoints: Arc<Wake>,
 }
 
 /// A kept slot, or a new one with the next id.
@@ -128,6 +142,21 @@ fn take_slot<S: Default>(next_id: &mut usize, kept: Option<&Arc<Slot<S>>>, posit
             *next_id += 1;
             Arc::new(Slot::new(*next_id - 1, position))
         }
+    }
+}
+
+/// A wake-up for one waiting reader: bounded(1), so any number of
+/// notifications before the reader looks make one wake-up.
+#[derive(Debug)]
+struct Wake {
+    tx: Sender<()>,
+    rx: Receiver<()>,
+}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        let (tx, rx) = bounded(1);
+        Wake { tx, rx }
     }
 }
 
@@ -147,11 +176,13 @@ impl StatusBoard {
         StatusBoard {
             system: Arc::new(Mutex::new(SystemStatus {
                 inverter_setpoints: vec![LimitSetpoints::default(); outputs],
+                inputs_fresh: vec![false; inputs],
                 ..SystemStatus::default()
             })),
             inputs: (0..inputs).map(|i| Arc::new(Slot::new(i, i))).collect(),
             outputs: (0..outputs).map(|j| Arc::new(Slot::new(inputs + j, j))).collect(),
             next_id: inputs + outputs,
+            setpoints: Arc::default(),
         }
     }
 
@@ -171,6 +202,7 @@ impl StatusBoard {
             inputs,
             outputs,
             next_id,
+            setpoints: self.setpoints.clone(),
         }
     }
 
@@ -192,7 +224,20 @@ impl StatusBoard {
         self.outputs.len()
     }
 
-    /// Runs `f` on input `i`'s cell.
+    /// Called by the combiner when the system's setpoints on the board changed.
+    pub fn setpoints_changed(&self) {
+        // Full: a wake-up is pending already, and it will read the new values.
+        let _ = self.setpoints.tx.try_send(());
+    }
+
+    /// Receives once after one or more [`StatusBoard::setpoints_changed`], so
+    /// that the MQTT thread can wait for changes instead of polling.
+    pub fn setpoint_changes(&self) -> &Receiver<()> {
+        &self.setpoints.rx
+    }
+
+    /// Runs `f` on input `i`'s cell. A poisoned lock (a panicked writer) is
+    /// taken over: status is informational and must never stop the gateway.
     pub fn input<R>(&self, i: usize, f: impl FnOnce(&mut InputStatus) -> R) -> R {
         self.inputs[i].update(f)
     }
@@ -216,6 +261,11 @@ impl StatusBoard {
         }
     }
 
+    /// The line for systemd's STATUS=.
+    pub fn summary(&self) -> String {
+        self.system(|s| s.summary())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             system: self.system(|s| s.clone()),
@@ -228,6 +278,34 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{Flags, Requests};
+    use crate::combine::{Battery, Combined};
+    use std::time::Instant;
+
+    fn combined(state: SystemState) -> Combined {
+        Combined {
+            state,
+            battery: Battery {
+                v_charge_cmd: 53.2,
+                i_lim_charge: 0.0,
+                i_lim_discharge: 0.0,
+                v_discharge_min: None,
+                soc: 50.0,
+                soh: 100.0,
+                v_avg: 52.0,
+                i_total: 0.0,
+                t_avg: 20.0,
+                flags: Flags::default(),
+                requests: Requests::NORMAL,
+                cells: None,
+                manufacturer: None,
+                capacity_ah: 100.0,
+            },
+            inputs_online: 1,
+            bank: Default::default(),
+            made_at: Instant::now(),
+        }
+    }
 
     #[test]
     fn a_reconfigured_board_keeps_the_cells_of_kept_interfaces() {
@@ -254,5 +332,21 @@ mod tests {
         assert_eq!(ids(&board), [0, 1, 2]);
         assert_eq!(ids(&new), [3, 1, 2, 4]);
         assert_eq!((new.input_slot(1).position(), new.output_slot(1).position()), (1, 1));
+    }
+
+    #[test]
+    fn the_systemd_status_line_counts_fresh_batteries_and_names_the_state() {
+        let board = StatusBoard::new(3, 1);
+        assert_eq!(board.summary(), "0/3 batteries, starting");
+        board.system(|s| {
+            s.inputs_fresh = vec![true, false, true];
+            s.combined = Some(combined(SystemState::Degraded));
+        });
+        assert_eq!(board.summary(), "2/3 batteries, degraded");
+        board.system(|s| {
+            s.inputs_fresh = vec![true; 3];
+            s.combined = Some(combined(SystemState::Ok));
+        });
+        assert_eq!(board.summary(), "3/3 batteries, ok");
     }
 }

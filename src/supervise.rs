@@ -5,9 +5,11 @@
 //! ([`Supervision::reconfigure`]).
 
 use crate::config::Config;
-use crate::gateway::Worker;
-use crate::service::{self, Heartbeat, Liveness};
+use crate::gateway::{HEARTBEAT, Worker};
+use crate::liveness::{Heartbeat, Liveness};
 use crate::status::StatusBoard;
+use crate::systemd;
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,12 +17,17 @@ use std::time::{Duration, Instant};
 
 /// Heartbeats of the running gateway's workers, and when to check them.
 pub struct Supervision {
+    /// The STATUS= line last sent.
+    status_sent: Mutex<String>,
     liveness: Mutex<Liveness>,
     /// Every worker that must beat, by [`Worker`] (CAN threads by slot id).
     beats: Mutex<HashMap<Worker, Heartbeat>>,
     opened: AtomicUsize,
     interfaces: usize,
     ready_sent: Mutex<bool>,
+    /// Wakes the main thread once every interface has been tried.
+    all_opened_tx: Sender<()>,
+    all_opened_rx: Receiver<()>,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
 }
@@ -30,13 +37,17 @@ impl Supervision {
     pub fn new(config: &Config, board: &StatusBoard) -> Supervision {
         let liveness = Liveness::new();
         let combiner = liveness.register("combiner");
-        let watchdog = service::watchdog_interval();
+        let watchdog = systemd::watchdog_interval();
+        let (all_opened_tx, all_opened_rx) = bounded(1);
         let supervision = Supervision {
+            status_sent: Mutex::new(String::new()),
             liveness: Mutex::new(liveness),
             beats: Mutex::new(HashMap::from([(Worker::Combiner, combiner)])),
             opened: AtomicUsize::new(0),
             interfaces: config.inputs.len() + config.outputs.len(),
             ready_sent: Mutex::new(false),
+            all_opened_tx,
+            all_opened_rx,
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
         };
@@ -77,23 +88,46 @@ impl Supervision {
         }
     }
 
-    /// Called by each CAN thread once its interface has been tried.
-    pub fn opened(&self) {
-        self.opened.fetch_add(1, Ordering::Relaxed);
+    /// How often each worker must beat while idle: [`HEARTBEAT`], or more
+    /// often when the watchdog is checked more often than twice that (a
+    /// short `WatchdogSec=`), so that every check window holds a beat.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.watchdog.map_or(HEARTBEAT, |check| HEARTBEAT.min(check / 2))
     }
 
-    /// Called by the main thread a few times per second.
-    pub fn poll(&self, now: Instant) {
+    /// Called by each CAN thread once its interface has been tried.
+    pub fn opened(&self) {
+        let before = self.opened.fetch_add(1, Ordering::Relaxed);
+        if before + 1 == self.interfaces {
+            // Full: the main thread has a wake-up pending already.
+            let _ = self.all_opened_tx.try_send(());
+        }
+    }
+
+    /// Receives once every CAN interface has been tried: the main thread
+    /// waits on it (and the signals) instead of polling.
+    pub fn all_opened(&self) -> &Receiver<()> {
+        &self.all_opened_rx
+    }
+
+    /// Sends READY once every interface has been tried, the STATUS= line
+    /// when it changed, and pings the watchdog when a check is due and every
+    /// worker beat since the last. Returns when to call it again (`None`:
+    /// only once every interface is tried, see [`Supervision::all_opened`]).
+    pub fn poll(&self, now: Instant, board: &StatusBoard) -> Option<Instant> {
+        self.status(board);
         let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
-            service::notify_ready();
+            systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
-        let Some(period) = self.watchdog else { return };
+        let period = self.watchdog?;
         let mut next = self.next_check.lock().unwrap_or_else(|p| p.into_inner());
-        if next.is_some_and(|at| now < at) {
-            return;
+        if let Some(at) = *next
+            && now < at
+        {
+            return Some(at);
         }
         *next = Some(now + period);
         match self
@@ -102,8 +136,20 @@ impl Supervision {
             .unwrap_or_else(|p| p.into_inner())
             .all_alive_since_last_check()
         {
-            Ok(()) => service::notify_watchdog(),
+            Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
+        }
+        *next
+    }
+
+    /// Sends systemd's STATUS= line when it changes (at READY and at each
+    /// watchdog check: the main thread wakes for nothing else).
+    fn status(&self, board: &StatusBoard) {
+        let line = board.summary();
+        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        if *sent != line {
+            systemd::notify_status(&line);
+            *sent = line;
         }
     }
 }

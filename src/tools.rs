@@ -3,8 +3,10 @@
 
 use crate::can::{CanError, CanOpener, CanPort};
 use crate::codec::{self, Message, Requests};
-use crate::decode::frame_json;
+use crate::decode::{frame_json, reading_fields};
 use crate::frame::Frame;
+use crate::profile::check::{self, Checker, Reading};
+use crate::profile::{Profile, SmaReadings, SmaState};
 use crate::signals::{self, Signal};
 use crate::sim::{BatteryParams, SimAlarms};
 use crossbeam_channel::Receiver;
@@ -86,9 +88,24 @@ pub struct SimInverterArgs {
     /// Seconds between 0x305 keep-alives.
     #[arg(long, default_value_t = 1.0)]
     pub period: f64,
+    /// Read the frames as this inverter dialect does (pylon, pylon-v2,
+    /// victron, sma, solark, luxpower) and report what breaks its rules.
+    #[arg(long, default_value = "pylon", value_parser = parse_profile)]
+    pub profile: Profile,
+    /// Play an SMA Sunny Island: every period send its data-bearing 0x305
+    /// (the battery's V, I, T, SOC as it measures them) and 0x306.
+    #[arg(long)]
+    pub sma: bool,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+}
+
+fn parse_profile(name: &str) -> Result<Profile, String> {
+    Profile::parse(name).ok_or_else(|| {
+        let all: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown profile {name:?}: one of {}", all.join(", "))
+    })
 }
 
 fn open(opener: &dyn CanOpener, name: &str) -> Result<Box<dyn CanPort>, String> {
@@ -205,15 +222,22 @@ fn listen(
     }
 }
 
-/// Plays an inverter: prints every frame received as a JSON line; in sync
-/// mode sends a 0x305 every period.
+/// Plays an inverter: prints every frame received as a JSON line, read as
+/// `--profile` reads it, with the profile's rules it breaks under
+/// "violations" (and a count on stderr at the end); in sync mode sends a
+/// 0x305 every period, with `--sma` the Sunny Island's 0x305/0x306.
 pub fn sim_inverter(opener: &dyn CanOpener, args: &SimInverterArgs) -> Result<(), String> {
     let period = positive("--period", args.period)?;
     let mut port = open(opener, &args.can_if)?;
     let (signals, deadline, handle) = stop_channel(args.duration)?;
     let mut next = Instant::now();
-    let keepalive = codec::encode(&Message::KeepAlive);
-    let sync = args.sync;
+    let (profile, unit) = (args.profile, args.profile.default_voltage_unit());
+    let mut checker = Checker::new(profile);
+    // Both closures use it: the reader fills it, the ticker sends from it.
+    let island = std::cell::RefCell::new(SunnyIsland::default());
+    let mut violations = 0usize;
+    let sync = args.sync || args.sma;
+    let sma = args.sma;
     let mut out = std::io::stdout().lock();
     let result = listen(
         port.as_mut(),
@@ -223,22 +247,81 @@ pub fn sim_inverter(opener: &dyn CanOpener, args: &SimInverterArgs) -> Result<()
         |port| {
             if sync && Instant::now() >= next {
                 next = Instant::now() + period;
-                port.write(&keepalive)?;
+                for f in island.borrow().frames(sma) {
+                    port.write(&f)?;
+                }
             }
             Ok(())
         },
         |frame| {
             let ts = (unix_now() * 1e6).round() / 1e6;
-            writeln!(
-                out,
-                "{}",
-                Value::Object(frame_json(frame, Some(&args.can_if), Some(ts)))
-            )?;
+            let mut fields = frame_json(frame, Some(&args.can_if), Some(ts));
+            if let Ok(reading) = check::decode(profile, unit, frame) {
+                fields.extend(reading_fields(&reading));
+                island.borrow_mut().take(&reading);
+            }
+            let problems = checker.check(frame, Instant::now());
+            if !problems.is_empty() {
+                violations += problems.len();
+                fields.insert("violations".into(), Value::from(problems));
+            }
+            writeln!(out, "{}", Value::Object(fields))?;
             out.flush()
         },
     );
     handle.close();
+    eprintln!(
+        "sim-inverter {}: {violations} violations of the {} profile",
+        args.can_if,
+        profile.name()
+    );
     result
+}
+
+/// What `sim-inverter --sma` measures: the battery as the virtual BMS last
+/// reported it (a real Sunny Island measures its own, close to these).
+#[derive(Debug, Default)]
+struct SunnyIsland {
+    readings: Option<SmaReadings>,
+    soh: f64,
+}
+
+impl SunnyIsland {
+    fn take(&mut self, reading: &Reading) {
+        let r = self.readings.get_or_insert(SmaReadings {
+            v: 0.0,
+            i: 0.0,
+            t: 0.0,
+            soc: 0.0,
+        });
+        match reading {
+            Reading::Message(Message::Measurements(m)) => (r.v, r.i, r.t) = (m.v_avg, m.i_total, m.t_avg),
+            Reading::Message(Message::StateOfCharge(s)) => {
+                r.soc = s.soc_hires.unwrap_or(s.soc);
+                self.soh = s.soh;
+            }
+            _ => {}
+        }
+    }
+
+    /// The frames to send this period: an all-zero 0x305, or the Sunny
+    /// Island's 0x305 and 0x306 once it has readings.
+    fn frames(&self, sma: bool) -> Vec<Frame> {
+        match (sma, self.readings) {
+            (true, Some(r)) => vec![
+                r.frame(),
+                SmaState {
+                    soh: self.soh,
+                    charge_procedure: 0,
+                    operating_state: 0,
+                    error: 0,
+                    v_charge_setpoint: 0.0,
+                }
+                .frame(),
+            ],
+            _ => vec![codec::encode(&Message::KeepAlive)],
+        }
+    }
 }
 
 /// Live decoded view: one human-readable line per frame.

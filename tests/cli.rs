@@ -6,8 +6,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod config_text;
 mod daemon;
 
+use config_text::ConfigText;
 use daemon::{BIN, Daemon};
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -23,15 +25,14 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-const VALID: &str = r#"GATEWAY-ACTIVATED = true
-[[bmses-in]]
-CAN-IF = "nocan0"
-CAPACITY-AH = 100
-[[bmses-out]]
-CAN-IF = "nocan1"
-[mqtt]
-ACTIVATED = false
-"#;
+/// One battery and one inverter on interfaces that do not exist, no MQTT.
+fn valid() -> String {
+    ConfigText::new()
+        .input("nocan0", 100.0, "")
+        .output("nocan1", "")
+        .mqtt("ACTIVATED = false")
+        .text()
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -90,12 +91,14 @@ fn decode_reads_standard_input() {
 #[test]
 fn check_accepts_a_valid_file_and_prints_the_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "ok.toml", VALID);
+    let cfg = write(dir.path(), "ok.toml", &valid());
     let (code, out, _) = run(&["check", "-c", &cfg]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("valid"));
     assert!(out.contains("battery 1: CAN-IF = nocan0, CAPACITY-AH = 100"), "{out}");
     assert!(out.contains("STALE-TIMEOUT = 5 s"), "{out}");
+    // As the file spells it, not the Rust name.
+    assert!(out.contains(r#"ON-INPUT-LOST = "degrade""#), "{out}");
 }
 
 #[test]
@@ -104,7 +107,7 @@ fn check_refuses_a_bad_file_naming_key_line_and_column() {
     let cfg = write(
         dir.path(),
         "bad.toml",
-        &VALID.replace("CAPACITY-AH = 100", "CAPACITY-AH = 100\nPOL-INTERVAL = 1"),
+        &valid().replace("CAPACITY-AH = 100", "CAPACITY-AH = 100\nPOL-INTERVAL = 1"),
     );
     let (code, _, err) = run(&["check", "-c", &cfg]);
     assert_eq!(code, 2);
@@ -114,6 +117,8 @@ fn check_refuses_a_bad_file_naming_key_line_and_column() {
         )),
         "{err}"
     );
+    // The --init hint is for a file that cannot be read, not a bad one.
+    assert!(!err.contains("--init"), "{err}");
     let (code, _, err) = run(&["check", "-c", "/nonexistent/bms.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the file") && err.contains("--init"), "{err}");
@@ -122,7 +127,7 @@ fn check_refuses_a_bad_file_naming_key_line_and_column() {
 #[test]
 fn the_config_is_found_through_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "env.toml", VALID);
+    let cfg = write(dir.path(), "env.toml", &valid());
     let out = Command::new(BIN)
         .arg("check")
         .env("BMS_GATEWAY_CONFIG", &cfg)
@@ -156,7 +161,7 @@ fn init_writes_the_template_and_never_overwrites_without_force() {
 #[test]
 fn a_config_that_is_not_activated_does_not_run() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "off.toml", &VALID.replace("= true", "= false"));
+    let cfg = write(dir.path(), "off.toml", &valid().replace("= true", "= false"));
     let (code, _, err) = run(&["-c", &cfg]);
     assert_eq!(code, 2);
     assert!(err.contains("GATEWAY-ACTIVATED is false"), "{err}");
@@ -203,7 +208,7 @@ fn the_demo_runs_for_its_duration_and_shows_the_table() {
 #[test]
 fn sighup_with_a_broken_config_keeps_running_and_sigterm_stops_quickly() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "live.toml", VALID);
+    let cfg = write(dir.path(), "live.toml", &valid());
     let mut d = Daemon::start(Path::new(&cfg));
     assert!(d.wait_log("retrying", Duration::from_secs(10)), "{}", d.log());
     // A broken file: refused, still running.
@@ -216,7 +221,7 @@ fn sighup_with_a_broken_config_keeps_running_and_sigterm_stops_quickly() {
         "the daemon exited on a bad reload"
     );
     // A valid file: reloaded.
-    std::fs::write(&cfg, VALID.replace("CAPACITY-AH = 100", "CAPACITY-AH = 200")).unwrap();
+    std::fs::write(&cfg, valid().replace("CAPACITY-AH = 100", "CAPACITY-AH = 200")).unwrap();
     d.signal(libc::SIGHUP);
     assert!(
         d.wait_log("configuration reloaded", Duration::from_secs(10)),

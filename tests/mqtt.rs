@@ -8,6 +8,7 @@
 //! setpoints back to the board). Expected values are computed by hand from
 //! the values put on the board.
 
+mod config_text;
 mod mosquitto;
 
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
@@ -17,6 +18,7 @@ use bms_gateway::mqtt;
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use bms_gateway::status::{LinkState, StatusBoard};
 use bms_gateway::telegram::Telegram;
+use config_text::ConfigText;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use mosquitto::{Auth, Broker, PATIENCE, Proxy, TestPki, TlsListener, Watcher, logs};
 use serde_json::{Value, json};
@@ -28,21 +30,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// A config with two batteries (can1 100 Ah, can2 50 Ah) and two inverters,
 /// caps 100 A / 120 A for the system, 60 A / 80 A for inverter 1.
 fn config_for(port: u16, base: &str, mqtt_extra: &str, batteries: &[&str]) -> Config {
-    let mut text = String::from("GATEWAY-ACTIVATED = true\n[battery]\nI-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120\n");
+    let mut text = ConfigText::new().battery("I-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120");
     for (n, b) in batteries.iter().enumerate() {
-        let (capacity, description) = if n == 0 { (100, "rack A") } else { (50, "") };
-        text.push_str(&format!(
-            "[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = {capacity}\nDESCRIPTION = \"{description}\"\n"
-        ));
+        let (capacity, description) = if n == 0 { (100.0, "rack A") } else { (50.0, "") };
+        text = text.input(b, capacity, &format!("DESCRIPTION = \"{description}\""));
     }
-    text.push_str(
-        "[[bmses-out]]\nCAN-IF = \"inv1\"\nI-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\nDESCRIPTION = \"hybrid\"\n",
-    );
-    text.push_str("[[bmses-out]]\nCAN-IF = \"inv2\"\n");
-    text.push_str(&format!(
-        "[mqtt]\nBROKER = \"127.0.0.1\"\nPORT = {port}\nTOPIC = \"tele/{base}/state\"\nBASE-TOPIC = \"{base}\"\n\
-         INTERVAL = 0.5\nCLIENT-ID = \"gw-{base}\"\n{mqtt_extra}\n"
-    ));
+    let text = text
+        .output(
+            "inv1",
+            "I-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\nDESCRIPTION = \"hybrid\"",
+        )
+        .output("inv2", "")
+        .broker(port, base, "gw")
+        .mqtt(mqtt_extra)
+        .text();
     config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
 }
 
@@ -118,8 +119,10 @@ fn filled_board() -> Arc<StatusBoard> {
             state: SystemState::Ok,
             battery: combined_battery(),
             inputs_online: 2,
+            bank: Default::default(),
             made_at: now,
-        })
+        });
+        s.inputs_fresh = vec![true, false];
     });
     board.input(0, |i| {
         i.telegram = Some(telegram());
@@ -359,6 +362,8 @@ fn apply(board: &StatusBoard, c: SetpointCommand) {
         Scope::System => s.setpoints.set(c.kind, c.setpoint),
         Scope::Inverter(j) => s.inverter_setpoints[j].set(c.kind, c.setpoint),
     });
+    // As the combiner does: the MQTT thread waits for this, it does not poll.
+    board.setpoints_changed();
 }
 
 #[test]

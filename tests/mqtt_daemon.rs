@@ -4,24 +4,18 @@
 //! SIGTERM within 2 s, the last will when it is killed, and a SIGHUP reload
 //! that removes the entities of a battery taken out of the config.
 
+mod config_text;
 mod daemon;
 mod mosquitto;
 
+use config_text::ConfigText;
 use daemon::Daemon;
 use mosquitto::{Broker, Watcher};
 use std::time::{Duration, Instant};
 
 fn config_text(port: u16, base: &str, batteries: &[&str]) -> String {
-    let mut text = String::from("GATEWAY-ACTIVATED = true\n");
-    for b in batteries {
-        text.push_str(&format!("[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\n"));
-    }
-    text.push_str("[[bmses-out]]\nCAN-IF = \"nocanout0\"\n");
-    text.push_str(&format!(
-        "[mqtt]\nBROKER = \"127.0.0.1\"\nPORT = {port}\nBASE-TOPIC = \"{base}\"\nTOPIC = \"tele/{base}/state\"\n\
-         INTERVAL = 0.5\nCLIENT-ID = \"daemon-{base}\"\n"
-    ));
-    text
+    let text = batteries.iter().fold(ConfigText::new(), |t, b| t.input(b, 100.0, ""));
+    text.output("nocanout0", "").broker(port, base, "daemon").text()
 }
 
 #[test]

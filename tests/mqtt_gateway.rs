@@ -5,11 +5,14 @@
 //! the frames to the inverters.
 
 mod common;
+mod config_text;
 mod mosquitto;
 
 use bms_gateway::codec::{self, Message};
 use bms_gateway::mqtt;
-use common::{Rig, Timing, battery, close, is_id};
+use bms_gateway::sim::BatteryParams;
+use common::{Rig, Timing, close, is_id, plain_battery};
+use config_text::ConfigText;
 use crossbeam_channel::{Sender, bounded};
 use mosquitto::{Broker, Watcher, logs};
 use std::thread::JoinHandle;
@@ -20,27 +23,14 @@ const WAIT: Duration = Duration::from_secs(20);
 /// One battery (CCL 200 A, DCL 180 A) and one push-mode inverter: the
 /// inverter is shown CCL 200, DCL 180 without setpoints.
 fn toml(port: u16, base: &str, extra: &str) -> String {
-    format!(
-        r#"GATEWAY-ACTIVATED = true
-[battery]
-I-LIM-CHARGE = 300
-STALE-TIMEOUT = 1.0
-[[bmses-in]]
-CAN-IF = "bat1"
-CAPACITY-AH = 100
-[[bmses-out]]
-CAN-IF = "inv1"
-[mqtt]
-BROKER = "127.0.0.1"
-PORT = {port}
-BASE-TOPIC = "{base}"
-TOPIC = "tele/{base}/state"
-INTERVAL = 0.5
-CONTROL-ACTIVATED = true
-CLIENT-ID = "gw-{base}"
-{extra}
-"#
-    )
+    ConfigText::new()
+        .battery("I-LIM-CHARGE = 300\nSTALE-TIMEOUT = 1.0")
+        .input("bat1", 100.0, "")
+        .output("inv1", "")
+        .broker(port, base, "gw")
+        .mqtt("CONTROL-ACTIVATED = true")
+        .mqtt(extra)
+        .text()
 }
 
 fn start_rig(port: u16, base: &str, extra: &str) -> Rig {
@@ -48,7 +38,16 @@ fn start_rig(port: u16, base: &str, extra: &str) -> Rig {
     let rig = Rig::start_with(
         Timing::AtOnce,
         &toml(port, base, extra),
-        vec![battery(53.2, 200.0, 180.0, 80.0, 52.0, 10.0, 20.0)],
+        vec![BatteryParams {
+            cvl: 53.2,
+            ccl: 200.0,
+            dcl: 180.0,
+            soc: 80.0,
+            voltage: 52.0,
+            current: 10.0,
+            temp: 20.0,
+            ..plain_battery()
+        }],
         &[],
     );
     assert!(

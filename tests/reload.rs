@@ -11,6 +11,7 @@ mod common;
 
 use bms_gateway::codec::{self, Limits, Message};
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
+use bms_gateway::sim::BatteryParams;
 use common::*;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -39,11 +40,38 @@ fn config(battery: &str, inputs: &[(&str, u32)], outputs: &[(&str, f64, &str)]) 
 const STALE: &str = "STALE-TIMEOUT = 2.5";
 
 /// bat1 CCL 100, bat2 CCL 150, bat3 CCL 50 (DCL 120, 150, 60).
-fn bat(n: usize) -> bms_gateway::sim::BatteryParams {
+fn bat(n: usize) -> BatteryParams {
     match n {
-        1 => battery(53.2, 100.0, 120.0, 80.0, 52.0, 10.0, 20.0),
-        2 => battery(54.0, 150.0, 150.0, 50.0, 52.6, -4.0, 26.0),
-        _ => battery(53.6, 50.0, 60.0, 31.0, 52.4, 2.0, 24.0),
+        1 => BatteryParams {
+            cvl: 53.2,
+            ccl: 100.0,
+            dcl: 120.0,
+            soc: 80.0,
+            voltage: 52.0,
+            current: 10.0,
+            temp: 20.0,
+            ..plain_battery()
+        },
+        2 => BatteryParams {
+            cvl: 54.0,
+            ccl: 150.0,
+            dcl: 150.0,
+            soc: 50.0,
+            voltage: 52.6,
+            current: -4.0,
+            temp: 26.0,
+            ..plain_battery()
+        },
+        _ => BatteryParams {
+            cvl: 53.6,
+            ccl: 50.0,
+            dcl: 60.0,
+            soc: 31.0,
+            voltage: 52.4,
+            current: 2.0,
+            temp: 24.0,
+            ..plain_battery()
+        },
     }
 }
 

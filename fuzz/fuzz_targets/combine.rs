@@ -1,10 +1,11 @@
-//! The combiner (spec sections 4 and 5) on arbitrary sequences of telegrams,
+//! The combiner (docs/combining.md) on arbitrary sequences of telegrams,
 //! clock steps and setpoints, with arbitrary settings, checking the safety
 //! rules on every combined state it makes and on every inverter's share:
 //! limits never negative, never above the caps or an active setpoint; the
-//! safe state allows no current, clears both enables and sets the system
-//! error bit; the degraded state sets the communication-fail bit; nothing is
-//! made before a battery has reported; no NaN or infinity reaches an output.
+//! safe state allows no current, clears both enables and every request and
+//! sets the system error bit; the degraded state sets the communication-fail
+//! bit; nothing is made before a battery has reported; no NaN or infinity
+//! reaches an output.
 //!
 //! Telegrams are built from raw frame payloads through the real decoder, so
 //! only values a battery can actually send are combined.
@@ -12,9 +13,9 @@
 #![no_main]
 
 use bms_gateway::codec::{self, ERROR2_SYSTEM_ERROR, Message, WARNING2_INTERNAL_COMM_FAIL};
-use bms_gateway::combine::{BatterySettings, Combined, Combiner, InverterShare, OnInputLost, SystemState, shape};
+use bms_gateway::combine::{BatterySettings, Combined, Combiner, InverterShare, OnInputLost, SystemState};
 use bms_gateway::frame::Frame;
-use bms_gateway::setpoint::{LimitKind, LimitSetpoints, Setpoint};
+use bms_gateway::setpoint::{LimitKind, LimitSetpoints, Scope, Setpoint, SetpointCommand};
 use bms_gateway::telegram::Telegram;
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -98,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
     let capacities: Vec<f64> = (0..n).map(|k| 50.0 + 25.0 * k as f64).collect();
     let t0 = Instant::now();
     let mut now = t0;
-    let mut combiner = Combiner::new(settings, &capacities, t0);
+    let mut combiner = Combiner::new(settings, &capacities, t0).with_inverters(&[share]);
     let mut system = LimitSetpoints::default();
     let mut own = LimitSetpoints::default();
     let mut reported = false;
@@ -126,7 +127,12 @@ fuzz_target!(|data: &[u8]| {
                     expires: (arg[1] != 0).then(|| now + Duration::from_millis(u64::from(arg[1]) * 50)),
                 });
                 system.set(kind, setpoint);
-                combiner.set_setpoint(kind, setpoint, now)
+                let command = SetpointCommand {
+                    scope: Scope::System,
+                    kind,
+                    setpoint,
+                };
+                combiner.apply(command, now)
             }
             _ => {
                 let Some(arg) = take(&mut data, 1) else { break };
@@ -135,14 +141,17 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     LimitKind::Discharge
                 };
-                own.set(
+                let setpoint = (op[1] & 2 == 0).then_some(Setpoint {
+                    value: f64::from(arg[0]),
+                    expires: None,
+                });
+                own.set(kind, setpoint);
+                let command = SetpointCommand {
+                    scope: Scope::Inverter(0),
                     kind,
-                    (op[1] & 2 == 0).then_some(Setpoint {
-                        value: f64::from(arg[0]),
-                        expires: None,
-                    }),
-                );
-                combiner.last().copied()
+                    setpoint,
+                };
+                combiner.apply(command, now)
             }
         };
         let Some(c) = made else { continue };
@@ -181,12 +190,19 @@ fuzz_target!(|data: &[u8]| {
             SystemState::Safe => {
                 assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0), "{c:?}");
                 assert!(!b.requests.charge_enable && !b.requests.discharge_enable, "{c:?}");
+                let r = b.requests;
+                assert!(
+                    !r.force_charge_request && !r.force_charge_request_2 && !r.balancing_charge_request,
+                    "{c:?}"
+                );
                 assert!(b.flags.error_flags_2 & ERROR2_SYSTEM_ERROR != 0, "{c:?}");
             }
             SystemState::Degraded => assert!(b.flags.warning_flags_2 & WARNING2_INTERNAL_COMM_FAIL != 0),
             SystemState::Ok => {}
         }
-        let s = shape(&c, &share, &own, now);
+        let shaped: Vec<_> = combiner.shaped(now).collect();
+        assert_eq!(shaped.len(), 1);
+        let s = shaped[0].battery;
         assert!(s.i_lim_charge >= 0.0 && s.i_lim_charge <= share.i_lim_charge, "{s:?}");
         assert!(
             s.i_lim_discharge >= 0.0 && s.i_lim_discharge <= share.i_lim_discharge,

@@ -1,6 +1,6 @@
 //! The configuration loader on arbitrary text: never panics, every problem
 //! names a position inside the text, and an accepted configuration keeps the
-//! spec's invariants (at least one input and output, each interface used
+//! configuration rules (at least one input and output, each interface used
 //! once, finite positive capacities) and can be described.
 
 #![no_main]

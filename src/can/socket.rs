@@ -1,16 +1,18 @@
 //! SocketCAN through the `socketcan` crate: one raw socket per interface.
 //!
-//! Kernel behaviour this follows (see reference/rust-notes.md): ENETDOWN when
+//! Kernel behaviour this follows (as read from the kernel's net/can): ENETDOWN when
 //! the interface is set down (the socket stays bound and resumes), ENODEV or
 //! ENXIO when the device is removed (reopen by name), ENOBUFS at once when the
 //! transmit queue is full (it ignores the write timeout: retry briefly, then
 //! give up on that frame and count it).
 
-use super::{CanError, CanOpener, CanPort};
+use super::{CanError, CanOpener, CanPort, Wake};
 use crate::frame::{CanId, Frame, FrameKind};
+use crate::shutdown::{FALLBACK_SLICE, Stop};
 use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, StandardId};
 use std::io;
-use std::time::Duration;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
 
 /// How often a write is retried on ENOBUFS before the frame is dropped.
 const BUSY_RETRIES: u32 = 3;
@@ -73,7 +75,101 @@ fn to_socketcan(frame: &Frame) -> Option<CanFrame> {
     }
 }
 
+/// Takes one frame if the socket holds one, without blocking (the socket
+/// itself stays blocking, so that writes keep their timeout).
+fn receive_now(fd: RawFd) -> io::Result<Option<CanFrame>> {
+    // SAFETY: can_frame is plain old data; all zeroes is a valid value.
+    let mut raw: libc::can_frame = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::can_frame>();
+    loop {
+        // SAFETY: `raw` is valid for writes of `size` bytes during the call.
+        let n = unsafe { libc::recv(fd, (&raw mut raw).cast(), size, libc::MSG_DONTWAIT) };
+        match n {
+            n if n as usize == size => return Ok(Some(CanFrame::from(raw))),
+            n if n >= 0 => return Err(io::Error::other(format!("short CAN read of {n} bytes"))),
+            _ => {}
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::WouldBlock => return Ok(None),
+            io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// What ended a [`wait_readable`].
+#[derive(Debug, PartialEq, Eq)]
+enum Ready {
+    /// The socket has a frame or an error to read, or the wait was cut short:
+    /// try a read and look at the clock again.
+    Socket,
+    Stop,
+}
+
+/// Sleeps in poll(2) until `fd` or `stop` is readable, or `timeout` passes.
+fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> io::Result<Ready> {
+    let timeout = if stop.is_some() {
+        timeout
+    } else {
+        timeout.min(FALLBACK_SLICE)
+    };
+    // Rounded up: waking a little after the deadline is right, before it a wasted wake.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    let mut fds = [
+        libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.map_or(-1, |s| s.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: two valid pollfds for the duration of the call (a negative fd is ignored).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Ready::Socket)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(if fds[1].revents != 0 {
+        Ready::Stop
+    } else {
+        Ready::Socket
+    })
+}
+
 impl CanPort for SocketPort {
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        let fd = self.socket.as_raw_fd();
+        loop {
+            match receive_now(fd) {
+                Ok(Some(frame)) => match to_core(&frame) {
+                    Some(frame) => return Ok(Wake::Frame(frame)),
+                    None => continue,
+                },
+                Ok(None) => {}
+                Err(e) => return Err(classify(&e)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Wake::Deadline);
+            }
+            if stop.fd().is_none() && stop.requested() {
+                return Ok(Wake::Stopped);
+            }
+            if wait_readable(fd, stop.fd(), deadline - now).map_err(|e| classify(&e))? == Ready::Stop {
+                return Ok(Wake::Stopped);
+            }
+        }
+    }
+
     fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError> {
         // A zero timeout would mean "block forever" to the kernel.
         let timeout = timeout.max(Duration::from_millis(1));
@@ -130,6 +226,23 @@ mod tests {
         assert!(matches!(e(libc::ENXIO), CanError::Gone(_)));
         assert_eq!(e(libc::ENOBUFS), CanError::Busy);
         assert!(matches!(e(libc::EAFNOSUPPORT), CanError::Gone(m) if m.contains("no SocketCAN")));
+    }
+
+    #[test]
+    fn the_wait_ends_on_data_on_the_stop_or_at_the_timeout() {
+        use std::os::unix::net::UnixDatagram;
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let (tx, stop) = crate::shutdown::channel();
+        let t0 = Instant::now();
+        let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_millis(30)).unwrap();
+        assert_eq!(r, Ready::Socket);
+        assert!(t0.elapsed() >= Duration::from_millis(30), "slept the whole timeout");
+        a.send(b"x").unwrap();
+        let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_secs(60)).unwrap();
+        assert_eq!(r, Ready::Socket);
+        tx.stop();
+        let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_secs(60)).unwrap();
+        assert_eq!(r, Ready::Stop);
     }
 
     /// On this kernel (no CAN) or with a missing interface, opening fails

@@ -8,13 +8,14 @@
 //! port are dropped and counted. Interfaces can be set down or removed and
 //! re-added to exercise the gateway's fault handling.
 
-use super::{CanError, CanOpener, CanPort};
+use super::{CanError, CanOpener, CanPort, Wake};
 use crate::frame::Frame;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crate::shutdown::Stop;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Frames a port can hold before new ones are dropped.
 pub const RX_QUEUE: usize = 1024;
@@ -96,6 +97,7 @@ impl CanOpener for VirtualBus {
             id,
             generation: i.generation,
             rx,
+            down_reported: false,
         }))
     }
 }
@@ -106,6 +108,9 @@ struct VirtualPort {
     id: u64,
     generation: u64,
     rx: Receiver<Frame>,
+    /// `read_until` told of the interface being down: it waits for frames
+    /// now (none come while it is down), as a socket does after ENETDOWN.
+    down_reported: bool,
 }
 
 impl VirtualPort {
@@ -127,6 +132,35 @@ impl CanPort for VirtualPort {
             Ok(frame) => Ok(Some(frame)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(CanError::Gone(format!("{} was removed", self.name))),
+        }
+    }
+
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        match self.check() {
+            Ok(()) => self.down_reported = false,
+            Err(CanError::Down(why)) if !std::mem::replace(&mut self.down_reported, true) => {
+                return Err(CanError::Down(why));
+            }
+            Err(CanError::Down(_)) => {}
+            Err(e) => return Err(e),
+        }
+        // A frame that comes within a moment is taken without sleeping:
+        // crossbeam's receive spins briefly before it gives up (`select!`
+        // would sleep at once), which saves a context switch per frame when
+        // a burst arrives, as a blocking read did.
+        match self.rx.recv_deadline(Instant::now()) {
+            Ok(frame) => return Ok(Wake::Frame(frame)),
+            Err(RecvTimeoutError::Disconnected) => return Err(CanError::Gone(format!("{} was removed", self.name))),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        select! {
+            recv(self.rx) -> frame => match frame {
+                Ok(frame) => Ok(Wake::Frame(frame)),
+                Err(_) => Err(CanError::Gone(format!("{} was removed", self.name))),
+            },
+            recv(stop.receiver()) -> _ => Ok(Wake::Stopped),
+            default(timeout) => Ok(Wake::Deadline),
         }
     }
 
@@ -207,6 +241,33 @@ mod tests {
         // Re-added: the old port stays gone, a new one works.
         assert!(matches!(p.read(T), Err(CanError::Gone(_))));
         assert!(bus.open("x").is_ok());
+    }
+
+    #[test]
+    fn read_until_wakes_on_a_frame_the_deadline_or_the_stop() {
+        let bus = VirtualBus::new();
+        bus.create("x");
+        let mut w = bus.open("x").unwrap();
+        let mut r = bus.open("x").unwrap();
+        let (tx, stop) = crate::shutdown::channel();
+        let soon = || Instant::now() + Duration::from_millis(20);
+        assert_eq!(r.read_until(soon(), &stop).unwrap(), Wake::Deadline);
+        let f = Frame::standard(0x351, &[7]);
+        w.write(&f).unwrap();
+        assert_eq!(r.read_until(soon(), &stop).unwrap(), Wake::Frame(f));
+        // Down is told once; then the port waits, and a frame sent once it
+        // is up again arrives.
+        bus.set_up("x", false);
+        assert!(matches!(r.read_until(soon(), &stop), Err(CanError::Down(_))));
+        assert_eq!(r.read_until(soon(), &stop).unwrap(), Wake::Deadline);
+        bus.set_up("x", true);
+        w.write(&f).unwrap();
+        assert_eq!(r.read_until(soon(), &stop).unwrap(), Wake::Frame(f));
+        let far = Instant::now() + Duration::from_secs(60);
+        let t = std::thread::spawn(move || r.read_until(far, &stop).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        tx.stop();
+        assert_eq!(t.join().unwrap(), Wake::Stopped);
     }
 
     #[test]

@@ -432,3 +432,56 @@ proptest! {
         prop_assert!(i16::from_le_bytes([d[4], d[5]]) >= 0);
     }
 }
+
+// 0x35A encoding, worked by hand from the pair layout (per pair: 10 clear,
+// 01 set, 00 unsupported; pair p is bits 2p..2p+1).
+#[test]
+fn sma_alarms_all_clear() {
+    let a = SmaAlarms::from_flags(&Flags::default());
+    assert_eq!(a.raw, [0xAA, 0x82, 0x82, 0x00, 0xAA, 0x82, 0x82, 0x00]);
+}
+
+#[test]
+fn sma_alarms_over_voltage_and_comm_fail() {
+    let flags = Flags {
+        error_flags_1: 0x02,
+        warning_flags_2: WARNING2_INTERNAL_COMM_FAIL,
+        ..Flags::default()
+    };
+    let a = SmaAlarms::from_flags(&flags);
+    assert_eq!(a.raw, [0xA6, 0x82, 0x82, 0x00, 0xA9, 0x82, 0x42, 0x00]);
+}
+
+#[test]
+fn bank_status_vector() {
+    // 3 online, 1 blocking charge, 0 blocking discharge, 2 offline.
+    let frame = encode(&Message::BankStatus(BankStatus {
+        online: 3,
+        blocking_charge: 1,
+        blocking_discharge: 0,
+        offline: 2,
+    }));
+    assert_eq!(frame.data(), &[3, 0, 1, 0, 0, 0, 2, 0]);
+    assert_eq!(ok(0x372, &[3, 0, 1, 0, 0, 0, 2, 0]), decode(&frame).unwrap());
+}
+
+/// The bits 0x35A can carry: the ones `to_flags` maps.
+const SMA_SUPPORTED: [u8; 4] = [0x9E, 0x09, 0x9E, 0x09];
+
+proptest! {
+    #[test]
+    fn sma_alarms_round_trip(e1: u8, e2: u8, w1: u8, w2: u8) {
+        let flags = Flags { error_flags_1: e1, error_flags_2: e2, warning_flags_1: w1, warning_flags_2: w2, n_modules: 0 };
+        let back = SmaAlarms::from_flags(&flags).to_flags();
+        prop_assert_eq!(back.error_flags_1, e1 & SMA_SUPPORTED[0]);
+        prop_assert_eq!(back.error_flags_2, e2 & SMA_SUPPORTED[1]);
+        prop_assert_eq!(back.warning_flags_1, w1 & SMA_SUPPORTED[2]);
+        prop_assert_eq!(back.warning_flags_2, w2 & SMA_SUPPORTED[3]);
+    }
+
+    #[test]
+    fn bank_status_round_trip(a: u16, b: u16, c: u16, d: u16) {
+        let s = BankStatus { online: a, blocking_charge: b, blocking_discharge: c, offline: d };
+        prop_assert_eq!(decode(&encode(&Message::BankStatus(s))).unwrap(), Message::BankStatus(s));
+    }
+}

@@ -31,6 +31,15 @@ fn tg(cvl: f64, ccl: f64, dcl: f64, soc: f64) -> Telegram {
     }
 }
 
+/// A system setpoint command.
+fn system(kind: LimitKind, setpoint: Option<Setpoint>) -> SetpointCommand {
+    SetpointCommand {
+        scope: Scope::System,
+        kind,
+        setpoint,
+    }
+}
+
 fn at(t0: Instant, s: f64) -> Instant {
     t0 + Duration::from_secs_f64(s)
 }
@@ -71,7 +80,7 @@ fn telegrams_and_freshness_follow_their_interface_to_its_new_place() {
     assert_eq!((made.state, made.inputs_online), (SystemState::Ok, 2));
     assert!((made.battery.soc - 60.0).abs() < 1e-9);
     assert!((made.battery.i_lim_charge - 300.0).abs() < 1e-9);
-    assert_eq!(c.latest(0).map(|(t, _)| t.soc.soc), Some(40.0));
+    assert_eq!(c.inputs[0].latest.map(|(t, _)| t.soc.soc), Some(40.0));
     // Freshness is the telegrams' own: both go stale 5 s after t0, not after the reload.
     assert!(c.is_fresh(1, at(t0, 5.0)));
     assert!(!c.is_fresh(1, at(t0, 5.01)));
@@ -195,8 +204,8 @@ fn system_setpoints_and_their_expiry_are_kept() {
         value: 30.0,
         expires: Some(at(t0, 3.0)),
     };
-    c.set_setpoint(LimitKind::Charge, Some(forever), t0);
-    c.set_setpoint(LimitKind::Discharge, Some(until_3), t0);
+    c.apply(system(LimitKind::Charge, Some(forever)), t0);
+    c.apply(system(LimitKind::Discharge, Some(until_3)), t0);
     let made = c
         .reconfigure(
             settings(OnInputLost::Degrade),

@@ -1,37 +1,54 @@
-//! Combining tests. Expected values are computed by hand from spec section 4
-//! and written out as literals; the properties check the spec's invariants.
+//! Combining tests. Expected values are computed by hand from the rules of
+//! docs/combining.md and written out as literals; the properties check its
+//! invariants.
 
 use super::*;
 use crate::codec::{Limits, Measurements, StateOfCharge};
+use crate::setpoint::Setpoint;
 use proptest::prelude::*;
 
-/// A telegram with the given values; flags clear, normal requests.
-#[allow(clippy::too_many_arguments)]
-fn tg(cvl: f64, ccl: f64, dcl: f64, dvl: f64, soc: f64, soh: f64, v: f64, i: f64, t: f64, modules: u8) -> Telegram {
-    Telegram {
-        limits: Limits {
-            v_charge_cmd: cvl,
-            i_lim_charge: ccl,
-            i_lim_discharge: dcl,
-            v_discharge_min: Some(dvl),
-        },
-        soc: StateOfCharge {
-            soc,
-            soh,
-            soc_hires: None,
-        },
-        measurements: Measurements {
-            v_avg: v,
-            i_total: i,
-            t_avg: t,
-        },
-        flags: Flags {
-            n_modules: modules,
-            ..Flags::default()
-        },
-        requests: Some(Requests::NORMAL),
-        manufacturer: None,
-        cells: None,
+/// A telegram's values, by name; flags clear, normal requests.
+#[derive(Debug, Clone, Copy)]
+struct Tg {
+    cvl: f64,
+    ccl: f64,
+    dcl: f64,
+    dvl: f64,
+    soc: f64,
+    soh: f64,
+    v: f64,
+    i: f64,
+    t: f64,
+    modules: u8,
+}
+
+impl Tg {
+    fn telegram(self) -> Telegram {
+        Telegram {
+            limits: Limits {
+                v_charge_cmd: self.cvl,
+                i_lim_charge: self.ccl,
+                i_lim_discharge: self.dcl,
+                v_discharge_min: Some(self.dvl),
+            },
+            soc: StateOfCharge {
+                soc: self.soc,
+                soh: self.soh,
+                soc_hires: None,
+            },
+            measurements: Measurements {
+                v_avg: self.v,
+                i_total: self.i,
+                t_avg: self.t,
+            },
+            flags: Flags {
+                n_modules: self.modules,
+                ..Flags::default()
+            },
+            requests: Some(Requests::NORMAL),
+            manufacturer: None,
+            cells: None,
+        }
     }
 }
 
@@ -50,8 +67,32 @@ macro_rules! assert_close {
 }
 
 fn two_inputs() -> (Telegram, Telegram) {
-    let a = tg(53.2, 100.0, 120.0, 45.0, 80.0, 100.0, 52.0, 10.0, 20.0, 3);
-    let mut b = tg(54.0, 200.0, 250.0, 46.9, 40.0, 90.0, 53.0, -6.0, 30.0, 6);
+    let a = Tg {
+        cvl: 53.2,
+        ccl: 100.0,
+        dcl: 120.0,
+        dvl: 45.0,
+        soc: 80.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 10.0,
+        t: 20.0,
+        modules: 3,
+    }
+    .telegram();
+    let mut b = Tg {
+        cvl: 54.0,
+        ccl: 200.0,
+        dcl: 250.0,
+        dvl: 46.9,
+        soc: 40.0,
+        soh: 90.0,
+        v: 53.0,
+        i: -6.0,
+        t: 30.0,
+        modules: 6,
+    }
+    .telegram();
     b.flags.warning_flags_1 = 0x04;
     b.flags.error_flags_1 = 0x40; // an unknown bit passes through
     (a, b)
@@ -82,9 +123,45 @@ fn two_inputs_of_different_capacity() {
 
 #[test]
 fn three_inputs_with_caps_scaling_and_charge_disabled() {
-    let a = tg(55.0, 100.0, 100.0, 44.0, 90.0, 100.0, 52.0, 20.0, 25.0, 2);
-    let b = tg(54.5, 100.0, 100.0, 45.0, 60.0, 95.0, 51.0, 15.0, 24.0, 2);
-    let mut c = tg(56.0, 100.0, 100.0, 46.0, 30.0, 90.0, 50.0, -5.0, 23.0, 2);
+    let a = Tg {
+        cvl: 55.0,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 44.0,
+        soc: 90.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 20.0,
+        t: 25.0,
+        modules: 2,
+    }
+    .telegram();
+    let b = Tg {
+        cvl: 54.5,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 45.0,
+        soc: 60.0,
+        soh: 95.0,
+        v: 51.0,
+        i: 15.0,
+        t: 24.0,
+        modules: 2,
+    }
+    .telegram();
+    let mut c = Tg {
+        cvl: 56.0,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 46.0,
+        soc: 30.0,
+        soh: 90.0,
+        v: 50.0,
+        i: -5.0,
+        t: 23.0,
+        modules: 2,
+    }
+    .telegram();
     c.requests = Some(Requests {
         charge_enable: false,
         balancing_charge_request: true,
@@ -124,7 +201,19 @@ fn eight_inputs() {
     let ts: Vec<Telegram> = (1..=8)
         .map(|k| {
             let k = f64::from(k);
-            tg(52.0 + k * 0.1, 25.0, 30.0, 45.0, k * 10.0, 100.0, 50.0, k, 20.0, 1)
+            Tg {
+                cvl: 52.0 + k * 0.1,
+                ccl: 25.0,
+                dcl: 30.0,
+                dvl: 45.0,
+                soc: k * 10.0,
+                soh: 100.0,
+                v: 50.0,
+                i: k,
+                t: 20.0,
+                modules: 1,
+            }
+            .telegram()
         })
         .collect();
     let caps: Vec<f64> = (1..=8).map(|k| f64::from(k) * 50.0).collect();
@@ -179,7 +268,19 @@ fn cell_extremes_are_min_of_minimums_and_max_of_maximums() {
         t_cell_min: 12.0,
         t_cell_max: 21.0,
     });
-    let c = tg(55.0, 10.0, 10.0, 44.0, 50.0, 100.0, 52.0, 0.0, 20.0, 1);
+    let c = Tg {
+        cvl: 55.0,
+        ccl: 10.0,
+        dcl: 10.0,
+        dvl: 44.0,
+        soc: 50.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 0.0,
+        t: 20.0,
+        modules: 1,
+    }
+    .telegram();
     let r = combine_fresh(
         [(&a, 1.0), (&b, 1.0), (&c, 1.0)].into_iter(),
         &BatterySettings::default(),
@@ -235,6 +336,59 @@ fn nothing_is_sent_during_start_up_until_every_input_reported_or_timeout() {
     assert_close!(made.battery.soc, 80.0);
     assert_eq!(made.battery.flags.warning_flags_2 & 0x08, 0x08);
     assert_close!(made.battery.i_lim_charge, 100.0);
+}
+
+/// The deadlines, by hand: STALE-TIMEOUT 5 s, KEEPALIVE 2 s.
+#[test]
+fn the_next_deadline_is_the_earliest_moment_time_alone_changes_something() {
+    let t0 = Instant::now();
+    let (a, b) = two_inputs();
+    let ns = Duration::from_nanos(1);
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0);
+    // Start-up: its end, 5 s after the start.
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    c.on_telegram(0, a, secs(t0, 1.0));
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 5.0)));
+    // Both reported at 1.0 and 1.5: running; a state made at 1.5, so the
+    // keep-alive is due at 3.5, before either input turns stale (6.0+, 6.5+).
+    c.on_telegram(1, b, secs(t0, 1.5)).expect("round complete");
+    assert_eq!(c.next_deadline(secs(t0, 1.5)), Some(secs(t0, 3.5)));
+    // A keep-alive state at 3.5; the next at 5.5; input 1 turns stale just
+    // after 6.0.
+    assert!(c.on_tick(secs(t0, 3.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 3.5)), Some(secs(t0, 5.5)));
+    assert!(c.on_tick(secs(t0, 5.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 5.5)), Some(secs(t0, 6.0) + ns));
+    // Not a moment earlier: at 6.0 input 1 is still fresh, just after not.
+    assert!(c.is_fresh(0, secs(t0, 6.0)) && !c.is_fresh(0, secs(t0, 6.0) + ns));
+    // A setpoint expiring at 6.2 comes before the next keep-alive (8.0) and
+    // before input 2 turns stale (6.5+).
+    let sp = Setpoint {
+        value: 10.0,
+        expires: Some(secs(t0, 6.2)),
+    };
+    c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 6.0))
+        .expect("applied at once");
+    // Input 1 turning stale is a moment for the thread (it logs it), but
+    // no state: input 2 has not delivered since the last one.
+    let after_stale = secs(t0, 6.0) + ns;
+    assert_eq!(c.on_tick(after_stale), None);
+    assert_eq!(c.next_deadline(after_stale), Some(secs(t0, 6.2)));
+    let made = c.on_tick(secs(t0, 6.2)).expect("the expiry makes a state");
+    assert_eq!(made.state, SystemState::Degraded);
+    assert_eq!(c.next_deadline(secs(t0, 6.2)), Some(secs(t0, 6.5) + ns));
+    // Both stale: only the keep-alive is left, never a moment in the past.
+    assert_eq!(c.on_tick(secs(t0, 6.5) + ns).map(|m| m.state), Some(SystemState::Safe));
+    assert_eq!(c.next_deadline(secs(t0, 7.0)), Some(secs(t0, 6.5) + ns + KEEPALIVE));
+}
+
+#[test]
+fn before_any_report_the_only_deadline_is_the_start_up_end() {
+    let t0 = Instant::now();
+    let mut c = Combiner::new(stale5(), &[100.0], t0);
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    assert_eq!(c.on_tick(secs(t0, 5.0)), None);
+    assert_eq!(c.next_deadline(secs(t0, 5.0)), None, "nothing until a telegram");
 }
 
 #[test]
@@ -303,19 +457,20 @@ fn all_inputs_lost_gives_the_safe_state_with_the_last_charge_voltage() {
     assert_eq!(c.on_tick(secs(t0, 7.1)).unwrap().state, SystemState::Safe);
 }
 
-/// Regression: a battery that asked for force charge I and full charge and
+/// Regression: a battery that asked for a force charge and a full charge and
 /// then went silent left both requests set in the safe state.
 #[test]
-fn the_safe_state_clears_the_requests() {
+fn the_safe_state_clears_every_request() {
     let t0 = Instant::now();
     let (mut a, _) = two_inputs();
     a.requests = Some(Requests {
         force_charge_request: true,
+        force_charge_request_2: true,
         balancing_charge_request: true,
         ..Requests::NORMAL
     });
     let mut c = Combiner::new(stale5(), &[100.0], t0);
-    let ok = c.on_telegram(0, a, t0).expect("ok state");
+    let ok = c.on_telegram(0, a, t0).expect("first round");
     assert!(ok.battery.requests.force_charge_request && ok.battery.requests.balancing_charge_request);
     let safe = c.on_tick(secs(t0, 5.1)).expect("safe state");
     assert_eq!(safe.state, SystemState::Safe);
@@ -327,6 +482,7 @@ fn the_safe_state_clears_the_requests() {
         balancing_charge_request: false,
     };
     assert_eq!(safe.battery.requests, none);
+    assert_close!(safe.battery.v_charge_cmd, 53.2);
 }
 
 #[test]
@@ -352,6 +508,14 @@ fn on_input_lost_stop_means_safe_while_any_input_is_stale() {
     assert_eq!(c.on_telegram(0, a, secs(t0, 6.5)).unwrap().state, SystemState::Ok);
 }
 
+fn system(kind: LimitKind, setpoint: Option<Setpoint>) -> SetpointCommand {
+    SetpointCommand {
+        scope: Scope::System,
+        kind,
+        setpoint,
+    }
+}
+
 #[test]
 fn system_setpoints_lower_the_total_and_apply_at_once() {
     let t0 = Instant::now();
@@ -364,7 +528,7 @@ fn system_setpoints_lower_the_total_and_apply_at_once() {
         expires: Some(secs(t0, 1.5)),
     };
     let made = c
-        .set_setpoint(LimitKind::Charge, Some(sp), secs(t0, 0.5))
+        .apply(system(LimitKind::Charge, Some(sp)), secs(t0, 0.5))
         .expect("applied at once");
     assert_close!(made.battery.i_lim_charge, 120.0);
     assert_close!(made.battery.i_lim_discharge, 370.0);
@@ -373,7 +537,9 @@ fn system_setpoints_lower_the_total_and_apply_at_once() {
         value: 500.0,
         expires: None,
     };
-    let made = c.set_setpoint(LimitKind::Discharge, Some(high), secs(t0, 0.6)).unwrap();
+    let made = c
+        .apply(system(LimitKind::Discharge, Some(high)), secs(t0, 0.6))
+        .unwrap();
     assert_close!(made.battery.i_lim_discharge, 370.0);
     // The charge setpoint expires at 1.5 s: a new state restores the limit.
     let made = c.on_tick(secs(t0, 1.5)).expect("expiry makes a new state");
@@ -410,6 +576,114 @@ fn inverter_share_scales_limits_and_current_and_applies_caps_and_setpoints() {
     assert_close!(shape(&combined, &share, &own, t0).i_lim_discharge, 50.0);
 }
 
+/// Two inverters sharing 0.6 and 0.4 of the totals (charge 300, discharge
+/// 370), caps 300 A.
+fn two_inverters(t0: Instant) -> Combiner {
+    let (a, b) = two_inputs();
+    let share = |i_scaling| InverterShare {
+        i_scaling,
+        ..InverterShare::default()
+    };
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0).with_inverters(&[share(0.6), share(0.4)]);
+    c.on_telegram(0, a, t0);
+    c.on_telegram(1, b, t0).expect("first round");
+    c
+}
+
+fn discharge_limits(c: &Combiner, now: Instant) -> Vec<f64> {
+    c.shaped(now).map(|s| s.battery.i_lim_discharge).collect()
+}
+
+#[test]
+fn each_inverter_gets_its_own_shaped_state() {
+    let t0 = Instant::now();
+    let c = two_inverters(t0);
+    let shaped: Vec<Shaped> = c.shaped(t0).collect();
+    assert_eq!(shaped.len(), 2);
+    assert_close!(shaped[0].battery.i_lim_charge, 180.0); // 300 * 0.6
+    assert_close!(shaped[1].battery.i_lim_charge, 120.0); // 300 * 0.4
+    assert_close!(shaped[0].battery.i_total, 2.4); // 4.0 * 0.6
+    assert_eq!(shaped[0].made_at, t0);
+    // A live combiner makes a state at least every 2 s: 5 + 2 + 1 s.
+    assert_eq!(shaped[0].expires, secs(t0, 8.0));
+    assert_close!(shaped[0].last_cvl, 53.2);
+}
+
+#[test]
+fn an_inverter_setpoint_lowers_only_its_share_and_expires() {
+    let t0 = Instant::now();
+    let mut c = two_inverters(t0);
+    let own = SetpointCommand {
+        scope: Scope::Inverter(1),
+        kind: LimitKind::Discharge,
+        setpoint: Some(Setpoint {
+            value: 50.0,
+            expires: Some(secs(t0, 1.5)),
+        }),
+    };
+    // Applied at once, to the latest state (not a new one).
+    let made = c.apply(own, secs(t0, 0.5)).expect("reshaped at once");
+    assert_eq!(made.made_at, t0);
+    assert_eq!(discharge_limits(&c, secs(t0, 0.5)), vec![222.0, 50.0]);
+    assert_eq!(c.inverter_setpoints().nth(1).and_then(|s| s.discharge), own.setpoint);
+    assert_eq!(c.on_tick(secs(t0, 1.4)), None);
+    // It expires at 1.5 s (before the 2 s keep-alive): the same state is
+    // shaped again, back to 370 * 0.4.
+    let made = c.on_tick(secs(t0, 1.5)).expect("expiry reshapes");
+    assert_eq!(made.made_at, t0);
+    assert_eq!(discharge_limits(&c, secs(t0, 1.5)), vec![222.0, 148.0]);
+    assert_eq!(c.inverter_setpoints().nth(1).and_then(|s| s.discharge), None);
+    assert_eq!(c.on_tick(secs(t0, 1.6)), None);
+    // An inverter that does not exist: refused, nothing to send.
+    let missing = SetpointCommand {
+        scope: Scope::Inverter(2),
+        ..own
+    };
+    assert_eq!(c.apply(missing, secs(t0, 2.2)), None);
+}
+
+#[test]
+fn the_next_deadline_is_the_next_moment_something_changes() {
+    let t0 = Instant::now();
+    let (a, b) = two_inputs();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0);
+    // Start-up: its end, then input 1 turning stale 5 s after its telegram.
+    assert_eq!(c.next_deadline(t0), Some(secs(t0, 5.0)));
+    c.on_telegram(0, a, secs(t0, 1.0));
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 5.0)));
+    c.on_telegram(1, b, secs(t0, 1.0)).expect("round");
+    // Running: the keep-alive 2 s after the state.
+    assert_eq!(c.next_deadline(secs(t0, 1.0)), Some(secs(t0, 3.0)));
+    let sp = Setpoint {
+        value: 10.0,
+        expires: Some(secs(t0, 2.5)),
+    };
+    c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 1.2));
+    assert_eq!(c.next_deadline(secs(t0, 1.2)), Some(secs(t0, 2.5)));
+    // The expiry makes a state at 2.5 s: keep-alive at 4.5 s; after that one
+    // (next at 6.5 s) the inputs turning stale just after 6 s comes first.
+    assert!(c.on_tick(secs(t0, 2.5)).is_some());
+    assert_eq!(c.next_deadline(secs(t0, 2.5)), Some(secs(t0, 4.5)));
+    c.on_tick(secs(t0, 4.5));
+    assert_eq!(
+        c.next_deadline(secs(t0, 6.0)),
+        Some(secs(t0, 6.0) + Duration::from_nanos(1))
+    );
+    // All stale and safe: only keep-alives are left.
+    let safe = c.on_tick(secs(t0, 6.1)).expect("safe state");
+    assert_eq!(safe.state, SystemState::Safe);
+    assert_eq!(c.next_deadline(secs(t0, 6.1)), Some(secs(t0, 8.1)));
+}
+
+#[test]
+fn nothing_is_shaped_before_the_first_state() {
+    let t0 = Instant::now();
+    let (a, _) = two_inputs();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0).with_inverters(&[InverterShare::default()]);
+    c.on_telegram(0, a, t0);
+    assert_eq!(c.shaped(t0).count(), 0);
+}
+
 #[test]
 fn safe_state_shares_stay_at_zero_whatever_the_offset() {
     let t0 = Instant::now();
@@ -439,7 +713,19 @@ fn telegram_strategy() -> impl Strategy<Value = Telegram> {
         (any::<[u8; 4]>(), 0u8..16, any::<bool>(), any::<bool>()),
     )
         .prop_map(|((cvl, ccl, dcl, dvl), (soc, soh, v, i, t), (flags, n, ce, de))| {
-            let mut x = tg(cvl, ccl, dcl, dvl, soc, soh, v, i, t, n);
+            let mut x = Tg {
+                cvl,
+                ccl,
+                dcl,
+                dvl,
+                soc,
+                soh,
+                v,
+                i,
+                t,
+                modules: n,
+            }
+            .telegram();
             x.flags.error_flags_1 = flags[0];
             x.flags.error_flags_2 = flags[1];
             x.flags.warning_flags_1 = flags[2];
@@ -561,10 +847,10 @@ proptest! {
         setpoints in prop::collection::vec(prop::option::of((0.0f64..500.0, 0.0f64..500.0)), 6),
     ) {
         let t0 = Instant::now();
-        let base = tg(53.2, 0.0, 0.0, 45.0, 50.0, 100.0, 52.0, 0.0, 20.0, 1);
+        let base = Tg { cvl: 53.2, ccl: 0.0, dcl: 0.0, dvl: 45.0, soc: 50.0, soh: 100.0, v: 52.0, i: 0.0, t: 20.0, modules: 1 }.telegram();
         let mut battery = combine_fresh(std::iter::once((&base, 100.0)), &BatterySettings::default()).unwrap();
         (battery.i_lim_charge, battery.i_lim_discharge) = total;
-        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, made_at: t0 };
+        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, bank: BankStatus::default(), made_at: t0 };
         let sum: f64 = weights.iter().sum();
         let mut wire = (0.0, 0.0);
         for (j, w) in weights.iter().enumerate() {

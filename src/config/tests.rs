@@ -33,7 +33,7 @@ fn the_template_is_valid_and_not_activated() {
 }
 
 #[test]
-fn defaults_follow_the_spec() {
+fn defaults_are_the_documented_ones() {
     let c = parse(MINIMAL).unwrap();
     assert!(c.gateway_activated);
     let b = &c.battery;
@@ -183,6 +183,11 @@ fn out_of_range_values_are_refused() {
     assert_eq!(p.key, "[mqtt] PORT");
     let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 1883.5\n"));
     assert_eq!(p.message, "must be a whole number from 1 to 65535");
+    // Checked once: one problem for a port that is not a number at all.
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = \"mqtt\"\n"));
+    assert_eq!(p.message, "must be a whole number from 1 to 65535, not a string");
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nPORT = 0\n"));
+    assert_eq!(p.message, "0 is out of range: must be a whole number from 1 to 65535");
 }
 
 #[test]
@@ -284,6 +289,7 @@ fn every_problem_is_reported_at_once() {
     assert_eq!(p.len(), 3, "{p:#?}");
     let err = ConfigError {
         path: "x.toml".into(),
+        kind: ConfigErrorKind::Invalid,
         problems: p,
     };
     let shown = err.to_string();
@@ -300,4 +306,64 @@ fn scaling_over_one_is_a_warning() {
     let c = parse(&text).unwrap();
     assert_eq!(c.warnings().len(), 1);
     assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn profile_keys_default_and_parse() {
+    let o = &parse(MINIMAL).unwrap().outputs[0];
+    assert_eq!(o.profile, Profile::Pylon);
+    assert_eq!((o.soc_window.min, o.soc_window.max), (0.0, 100.0));
+    assert_eq!(o.cvl_ramp, 0.0);
+    assert_eq!(o.inverter_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(o.voltage_unit, VoltageUnit::Centivolt);
+    let text =
+        format!("{MINIMAL}PROFILE = \"solark\"\nSOC-MIN = 10\nSOC-MAX = 95.5\nCVL-RAMP = 0.1\nINVERTER-TIMEOUT = 0\n");
+    let o = &parse(&text).unwrap().outputs[0];
+    assert_eq!(o.profile, Profile::SolArk);
+    assert_eq!((o.soc_window.min, o.soc_window.max), (10.0, 95.5));
+    assert_eq!(o.cvl_ramp, 0.1);
+    assert_eq!(o.inverter_timeout, None, "0 = this inverter never talks");
+    assert_eq!(o.voltage_unit, VoltageUnit::Decivolt, "Sol-Ark's document: 0.1 V");
+    let o = &parse(&format!("{MINIMAL}PROFILE = \"solark\"\nVOLTAGE-UNIT = 0.01\n"))
+        .unwrap()
+        .outputs[0];
+    assert_eq!(o.voltage_unit, VoltageUnit::Centivolt);
+}
+
+#[test]
+fn the_profile_picks_the_default_name() {
+    let o = &parse(&format!("{MINIMAL}PROFILE = \"victron\"\n")).unwrap().outputs[0];
+    assert_eq!(o.manufacturer.name(), "BMS-GW");
+    let o = &parse(&format!("{MINIMAL}PROFILE = \"victron\"\nMANUFACTURER = \"PYLON\"\n")).unwrap();
+    assert_eq!(o.outputs[0].manufacturer.name(), "PYLON");
+    let w = o.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("inverter 1") && w[0].contains("Pylontech"), "{}", w[0]);
+}
+
+#[test]
+fn bad_profile_keys_name_the_key_and_what_is_allowed() {
+    let p = only_problem(&format!("{MINIMAL}PROFILE = \"growatt\"\n"));
+    assert_eq!((p.line, p.key.as_str()), (7, "[[bmses-out]] #1 PROFILE"));
+    assert_eq!(
+        p.message,
+        "\"growatt\" is not allowed: one of \"pylon\", \"pylon-v2\", \"victron\", \"sma\", \"solark\", \"luxpower\""
+    );
+    let p = only_problem(&format!("{MINIMAL}SOC-MIN = 90\nSOC-MAX = 20\n"));
+    assert_eq!((p.line, p.key.as_str()), (8, "[[bmses-out]] #1 SOC-MAX"));
+    assert!(
+        p.message.contains("SOC-MIN (90) must be below SOC-MAX (20)"),
+        "{}",
+        p.message
+    );
+    let p = only_problem(&format!("{MINIMAL}SOC-MIN = 50\nSOC-MAX = 50\n"));
+    assert!(p.message.contains("must be below"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}CVL-RAMP = -0.1\n"));
+    assert_eq!(p.key, "[[bmses-out]] #1 CVL-RAMP");
+    assert_eq!(p.message, "-0.1 is out of range: must be a number from 0 to 100");
+    let p = only_problem(&format!("{MINIMAL}VOLTAGE-UNIT = 0.5\n"));
+    assert_eq!(p.key, "[[bmses-out]] #1 VOLTAGE-UNIT");
+    assert!(p.message.contains("0.01") && p.message.contains("0.1"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}INVERTER-TIMEOUT = -1\n"));
+    assert_eq!(p.key, "[[bmses-out]] #1 INVERTER-TIMEOUT");
 }

@@ -5,7 +5,7 @@
 //! thread hands the accepted [`SetpointCommand`] to the combiner and
 //! publishes [`result_json`] on BASE/set/result.
 //!
-//! Safety rules (spec section 6): a setpoint only ever lowers a limit (the
+//! Safety rules (docs/mqtt.md): a setpoint only ever lowers a limit (the
 //! combiner takes the minimum); here it is clamped to 0..the configured cap;
 //! anything that is not a finite number >= 0 is refused and changes nothing;
 //! retained command messages are refused (a setpoint left retained on the

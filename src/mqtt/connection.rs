@@ -1,6 +1,6 @@
-//! The broker connection: client options (client id, credentials, TLS, last
-//! will), the thread that drives rumqttc's event loop with reconnect
-//! back-off, and log lines that say what went wrong in the user's terms.
+//! The broker connection: the thread that drives rumqttc's event loop with
+//! reconnect back-off (its options are made in `mqtt::options`), and log
+//! lines that say what went wrong in the user's terms.
 //!
 //! rumqttc's blocking [`Connection`] must be polled continuously and
 //! reconnects at once, with no back-off, on the poll after an error; a poll
@@ -12,25 +12,13 @@
 //! and ends by itself afterwards, holding nothing the rest of the gateway
 //! needs.
 
-use crate::config::{Config, TlsConfig};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use rumqttc::{
-    Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use super::options::{QUEUE_CAPACITY, base_options, options, refresh};
+use crate::config::Config;
+use crate::loglimit::{LogLimit, Repeats};
+use crate::shutdown;
+use crossbeam_channel::{Receiver, Sender};
+use rumqttc::{Client, ConnectReturnCode, Connection, ConnectionError, Event, Outgoing, Packet};
 use std::time::{Duration, Instant};
-
-/// Requests rumqttc queues for the broker. Large enough for the discovery
-/// burst at connect time; when full, publishes are dropped and counted.
-pub const QUEUE_CAPACITY: usize = 1024;
-
-/// Name of the systemd credential holding the password
-/// (`LoadCredential=mqtt-password:/path` in the unit).
-pub const CREDENTIAL_NAME: &str = "mqtt-password";
 
 /// A connection that lasted this long was healthy: the next failure starts
 /// the back-off again at 1 s.
@@ -54,150 +42,6 @@ pub enum LinkEvent {
     },
     /// Our DISCONNECT went out: shutdown can finish.
     DisconnectSent,
-}
-
-/// "bms-gateway-" and the host name, when CLIENT-ID is not set.
-pub fn client_id(config: &Config) -> String {
-    config
-        .mqtt
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("bms-gateway-{}", host_name()))
-}
-
-fn host_name() -> String {
-    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
-        let name = name.trim();
-        if !name.is_empty() {
-            return name.to_string();
-        }
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most
-    // that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match (rc, std::str::from_utf8(&buf[..end])) {
-        (0, Ok(name)) if !name.is_empty() => name.to_string(),
-        _ => "unknown".into(),
-    }
-}
-
-/// Where the password comes from: PASSWORD-FILE, else the systemd
-/// credential `mqtt-password` when the service has one.
-pub fn password_path(config: &Config, credentials_dir: Option<&Path>) -> Option<PathBuf> {
-    config.mqtt.password_file.clone().or_else(|| {
-        let path = credentials_dir?.join(CREDENTIAL_NAME);
-        path.is_file().then_some(path)
-    })
-}
-
-/// The password file's content without its final line break.
-pub fn read_password(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the MQTT password from {}: {e}", path.display()))?;
-    Ok(text
-        .strip_suffix('\n')
-        .unwrap_or(&text)
-        .trim_end_matches('\r')
-        .to_string())
-}
-
-/// Client options for the config: id, keep-alive, last will, credentials
-/// and TLS. Files (password, certificates) are read here, and again at
-/// every reconnect, so a fixed file is picked up without a restart.
-pub fn options(config: &Config) -> Result<MqttOptions, String> {
-    let mut o = base_options(config);
-    refresh(config, &mut o)?;
-    Ok(o)
-}
-
-/// Everything but the parts read from files.
-fn base_options(config: &Config) -> MqttOptions {
-    let m = &config.mqtt;
-    let mut o = MqttOptions::new(client_id(config), m.broker.clone(), m.port);
-    o.set_keep_alive(Duration::from_secs(30));
-    // A new session on every connect: nothing from before an outage is
-    // replayed (subscriptions are renewed by the MQTT thread).
-    o.set_clean_session(true);
-    o.set_max_packet_size(256 * 1024, 256 * 1024);
-    o.set_request_channel_capacity(QUEUE_CAPACITY);
-    o.set_last_will(LastWill::new(
-        format!("{}/status", m.base_topic),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
-    o
-}
-
-/// (Re)reads the password and TLS files into the options.
-fn refresh(config: &Config, o: &mut MqttOptions) -> Result<(), String> {
-    let m = &config.mqtt;
-    if let Some(user) = &m.username {
-        let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let password = match password_path(config, credentials_dir.as_deref()) {
-            Some(path) => read_password(&path)?,
-            None => String::new(),
-        };
-        o.set_credentials(user.clone(), password);
-    }
-    if let Some(tls) = &m.tls {
-        let client = tls_client_config(tls)?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(client))));
-    }
-    Ok(())
-}
-
-/// A rustls client config with ring as the crypto provider (it cross-compiles
-/// to the Raspberry Pi with just the cross gcc that linking needs anyway,
-/// where rumqttc's default aws-lc-rs needs cmake and more), the
-/// CA from CA-FILE or the system's roots, and the client certificate when
-/// CERT-FILE and KEY-FILE are set.
-pub fn tls_client_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            for cert in read_certs(path, "CA-FILE")? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CA-FILE {}: unusable certificate: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err("TLS: no system CA certificates found; set CA-FILE".into());
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots);
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => {
-            let certs = read_certs(cert, "CERT-FILE")?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("KEY-FILE {}: no usable private key: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("CERT-FILE/KEY-FILE: {e}"))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
-fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{key} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{key} {}: no PEM certificate in the file", path.display()));
-    }
-    Ok(certs)
 }
 
 /// A connection error as the user should read it.
@@ -258,83 +102,6 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = BACKOFF_MIN;
-    }
-}
-
-/// Rate limit for repeated log lines: a line differing from the previous
-/// one is logged at once; the same line again at most once per `every`,
-/// with the number of repeats left out meanwhile.
-#[derive(Debug)]
-pub struct Quiet {
-    every: Duration,
-    last: Option<(String, Instant)>,
-    suppressed: u64,
-}
-
-impl Quiet {
-    pub fn new(every: Duration) -> Quiet {
-        Quiet {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        let repeat = self.last.as_ref().is_some_and(|(l, _)| l == line);
-        let due = self
-            .last
-            .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
-        if repeat && !due {
-            self.suppressed += 1;
-            return None;
-        }
-        let out = match (repeat, self.suppressed) {
-            (true, n) if n > 0 => format!("{line} (repeated {n} times)"),
-            _ => line.to_string(),
-        };
-        self.last = Some((line.to_string(), now));
-        self.suppressed = 0;
-        Some(out)
-    }
-}
-
-/// Rate limit for a kind of log line whatever its text: at most one per
-/// `every`, with the number left out meanwhile.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// The line to log now, if any.
-    pub fn check(&mut self, line: &str, now: Instant) -> Option<String> {
-        if self
-            .last
-            .is_some_and(|at| now.saturating_duration_since(at) < self.every)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        let out = match self.suppressed {
-            0 => line.to_string(),
-            n => format!("{line} ({n} similar lines left out)"),
-        };
-        self.last = Some(now);
-        self.suppressed = 0;
-        Some(out)
     }
 }
 
@@ -404,16 +171,6 @@ pub fn start(config: &Config, events: Sender<LinkEvent>, stop: Receiver<()>) -> 
     Ok(client)
 }
 
-/// Stopping was asked for (or the MQTT thread is gone).
-fn stopping(stop: &Receiver<()>) -> bool {
-    !matches!(stop.try_recv(), Err(crossbeam_channel::TryRecvError::Empty))
-}
-
-/// Waits `d` unless stopped meanwhile; true when stopped.
-fn wait_or_stop(stop: &Receiver<()>, d: Duration) -> bool {
-    !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
-}
-
 /// The connection thread's loop: poll, forward, wait after failures.
 fn drive(
     config: &Config,
@@ -424,7 +181,7 @@ fn drive(
 ) {
     let mut retry = Retry::new(config);
     loop {
-        if stopping(stop) {
+        if shutdown::requested(stop) {
             return;
         }
         if needs_refresh {
@@ -441,7 +198,7 @@ fn drive(
             Err(_) => return,
             Ok(Ok(event)) => retry.on_event(event),
             Ok(Err(e)) => {
-                if events.send(LinkEvent::Disconnected).is_err() || stopping(stop) {
+                if events.send(LinkEvent::Disconnected).is_err() || shutdown::requested(stop) {
                     return;
                 }
                 retry.lost();
@@ -470,8 +227,8 @@ fn drive(
 struct Retry {
     broker: String,
     backoff: Backoff,
-    errors: Quiet,
-    connects: Quiet,
+    errors: LogLimit,
+    connects: LogLimit,
     connected_at: Option<Instant>,
 }
 
@@ -480,8 +237,8 @@ impl Retry {
         Retry {
             broker: format!("{}:{}", config.mqtt.broker, config.mqtt.port),
             backoff: Backoff::default(),
-            errors: Quiet::new(ERROR_REPEAT),
-            connects: Quiet::new(Duration::from_secs(60)),
+            errors: LogLimit::new(ERROR_REPEAT, Repeats::SameText),
+            connects: LogLimit::new(Duration::from_secs(60), Repeats::SameText),
             connected_at: None,
         }
     }
@@ -526,7 +283,7 @@ impl Retry {
     fn lost(&mut self) {
         if self.connected_at.take().is_some_and(|t| t.elapsed() >= HEALTHY) {
             self.backoff.reset();
-            self.errors = Quiet::new(ERROR_REPEAT);
+            self.errors = LogLimit::new(ERROR_REPEAT, Repeats::SameText);
         }
     }
 
@@ -538,7 +295,7 @@ impl Retry {
             Some(line) => log::log!(level, "{line}; retrying in {} s", wait.as_secs()),
             None => log::debug!("{why}; retrying in {} s", wait.as_secs()),
         }
-        wait_or_stop(stop, wait)
+        shutdown::sleep(stop, wait)
     }
 }
 

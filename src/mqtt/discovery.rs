@@ -23,6 +23,7 @@
 //! is deleted with an empty retained message. With HA-DISCOVERY off the list
 //! is empty, so turning discovery off removes the gateway's entities.
 
+use crate::codec::FLAG_BITS;
 use crate::config::Config;
 use serde_json::{Value, json};
 
@@ -122,80 +123,6 @@ const VALUE_SENSORS: &[(&str, &str, Kind)] = &[
     ("t_cell_max", "Highest cell temperature", diagnostic(TEMPERATURE)),
     ("capacity_ah", "Capacity", diagnostic(CAPACITY)),
     ("n_modules", "Modules", diagnostic(COUNT)),
-];
-
-/// (object, name, field, mask) of the alarm bits of 0x359 (Pylontech
-/// document), as problem binary sensors of the system.
-const ALARM_BITS: &[(&str, &str, &str, u8)] = &[
-    (
-        "protection_over_voltage",
-        "Over-voltage protection",
-        "error_flags_1",
-        0x02,
-    ),
-    (
-        "protection_under_voltage",
-        "Under-voltage protection",
-        "error_flags_1",
-        0x04,
-    ),
-    (
-        "protection_over_temperature",
-        "Over-temperature protection",
-        "error_flags_1",
-        0x08,
-    ),
-    (
-        "protection_under_temperature",
-        "Under-temperature protection",
-        "error_flags_1",
-        0x10,
-    ),
-    (
-        "protection_discharge_over_current",
-        "Discharge over-current protection",
-        "error_flags_1",
-        0x80,
-    ),
-    (
-        "protection_charge_over_current",
-        "Charge over-current protection",
-        "error_flags_2",
-        0x01,
-    ),
-    ("protection_system_error", "System error", "error_flags_2", 0x08),
-    ("alarm_high_voltage", "High voltage alarm", "warning_flags_1", 0x02),
-    ("alarm_low_voltage", "Low voltage alarm", "warning_flags_1", 0x04),
-    (
-        "alarm_high_temperature",
-        "High temperature alarm",
-        "warning_flags_1",
-        0x08,
-    ),
-    (
-        "alarm_low_temperature",
-        "Low temperature alarm",
-        "warning_flags_1",
-        0x10,
-    ),
-    (
-        "alarm_discharge_high_current",
-        "Discharge high current alarm",
-        "warning_flags_1",
-        0x80,
-    ),
-    (
-        "alarm_charge_high_current",
-        "Charge high current alarm",
-        "warning_flags_2",
-        0x01,
-    ),
-    (
-        "alarm_internal_communication",
-        "Internal communication alarm",
-        "warning_flags_2",
-        0x08,
-    ),
 ];
 
 /// Every discovery payload's `origin`: where the entities come from, shown
@@ -525,8 +452,13 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
         None,
         flag_template("balancing_charge_request"),
     );
-    for (object, name, field, mask) in ALARM_BITS {
-        d.binary(object, name, Some("problem"), bit_template(field, *mask));
+    for bit in FLAG_BITS {
+        d.binary(
+            bit.key,
+            bit.name,
+            Some("problem"),
+            bit_template(bit.byte.field(), bit.mask),
+        );
     }
     if config.mqtt.control_activated {
         let b = &config.battery;

@@ -11,7 +11,7 @@
 //! acknowledged them all. Whatever the discovery was (any number of
 //! batteries, control on or off), everything under the node id goes.
 
-use super::{connection, discovery};
+use super::{connection, discovery, options};
 use crate::config::Config;
 use rumqttc::{Client, Connection, Event, Packet, QoS, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Removes the retained messages; how many there were.
 pub fn retained(config: &Config) -> Result<usize, String> {
-    let options = connection::options(config)?;
+    let options = options::options(config)?;
     let (client, mut conn) = Client::new(options, 256);
     let base = &config.mqtt.base_topic;
     let filters = [

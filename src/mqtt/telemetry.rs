@@ -75,7 +75,8 @@ pub fn round(x: f64, decimals: i32) -> f64 {
     (x * scale).round() / scale + 0.0
 }
 
-/// The battery values every state payload carries, under the spec's names.
+/// The battery values every state payload carries, under the field names
+/// of docs/mqtt.md (the same as `decode`'s).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Values {
     pub manufacturer: Option<String>,
@@ -140,38 +141,26 @@ impl Values {
         }
     }
 
-    /// One battery's own telegram. A battery that sends no 0x35C is shown
-    /// with the request flags combining assumes for it (normal operation).
+    /// One battery's own telegram, under the same names and roundings as
+    /// the combined battery. A battery that sends no 0x35C is shown with the
+    /// request flags combining assumes for it (normal operation).
     pub fn of_telegram(t: &Telegram, capacity_ah: f64) -> Values {
-        let r = t.requests_or_normal();
-        Values {
-            manufacturer: t.manufacturer.map(|m| m.name()),
-            soc: Some(round(t.soc.soc, 1)),
-            soh: Some(round(t.soc.soh, 1)),
-            v_charge_cmd: Some(round(t.limits.v_charge_cmd, 1)),
-            i_lim_charge: Some(round(t.limits.i_lim_charge, 1)),
-            i_lim_discharge: Some(round(t.limits.i_lim_discharge, 1)),
-            v_discharge_min: t.limits.v_discharge_min.map(|v| round(v, 1)),
-            v_avg: Some(round(t.measurements.v_avg, 2)),
-            i_total: Some(round(t.measurements.i_total, 1)),
-            t_avg: Some(round(t.measurements.t_avg, 1)),
-            power_w: Some(round(t.measurements.v_avg * t.measurements.i_total, 0)),
-            error_flags_1: Some(t.flags.error_flags_1),
-            error_flags_2: Some(t.flags.error_flags_2),
-            warning_flags_1: Some(t.flags.warning_flags_1),
-            warning_flags_2: Some(t.flags.warning_flags_2),
-            n_modules: Some(t.flags.n_modules),
-            charge_enable: Some(r.charge_enable),
-            discharge_enable: Some(r.discharge_enable),
-            force_charge_request: Some(r.force_charge_request),
-            force_charge_request_2: Some(r.force_charge_request_2),
-            balancing_charge_request: Some(r.balancing_charge_request),
-            v_cell_min: t.cells.map(|c| round(c.v_cell_min, 3)),
-            v_cell_max: t.cells.map(|c| round(c.v_cell_max, 3)),
-            t_cell_min: t.cells.map(|c| round(c.t_cell_min, 1)),
-            t_cell_max: t.cells.map(|c| round(c.t_cell_max, 1)),
-            capacity_ah: Some(round(capacity_ah, 1)),
-        }
+        Values::of_battery(&Battery {
+            v_charge_cmd: t.limits.v_charge_cmd,
+            i_lim_charge: t.limits.i_lim_charge,
+            i_lim_discharge: t.limits.i_lim_discharge,
+            v_discharge_min: t.limits.v_discharge_min,
+            soc: t.soc.soc,
+            soh: t.soc.soh,
+            v_avg: t.measurements.v_avg,
+            i_total: t.measurements.i_total,
+            t_avg: t.measurements.t_avg,
+            flags: t.flags,
+            requests: t.requests_or_normal(),
+            cells: t.cells,
+            manufacturer: t.manufacturer,
+            capacity_ah,
+        })
     }
 }
 
@@ -186,7 +175,7 @@ pub fn stored_energy_kwh(soc: f64, capacity_ah: f64, v_avg: f64) -> f64 {
 
 /// The combined state on TOPIC: the original gateway's fields and more.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SystemState {
+pub struct SystemPayload {
     #[serde(flatten)]
     pub values: Values,
     /// kWh, see [`stored_energy_kwh`].
@@ -214,10 +203,9 @@ fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
 }
 
 /// The payload for TOPIC.
-pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
+pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemPayload {
     let combined = snapshot.system.combined.as_ref();
-    let dropped_inputs: u64 = snapshot.inputs.iter().map(|i| i.dropped).sum();
-    SystemState {
+    SystemPayload {
         values: combined.map_or_else(Values::default, |c| Values::of_battery(&c.battery)),
         energy_stored_kwh: combined.map(|c| {
             let b = &c.battery;
@@ -229,7 +217,7 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemState {
         timestamp_last_bms_update: newest(snapshot.inputs.iter().map(|i| i.last_telegram_wall)),
         timestamp_last_inverter_request: newest(snapshot.outputs.iter().map(|o| o.last_request_wall)),
         n_invalid_data_telegrams: snapshot.inputs.iter().map(|i| i.invalid).sum(),
-        n_dropped_telegrams: snapshot.system.dropped + dropped_inputs,
+        n_dropped_telegrams: snapshot.inputs.iter().map(|i| i.dropped).sum(),
         state_age_s: combined.map(|c| clock.age(c.made_at)),
         timestamp: clock.timestamp(),
     }
@@ -246,7 +234,7 @@ fn link(state: &LinkState) -> (&'static str, Option<String>) {
 
 /// BASE/battery/N/state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BatteryState {
+pub struct BatteryPayload {
     #[serde(flatten)]
     pub values: Values,
     /// kWh, see [`stored_energy_kwh`].
@@ -269,8 +257,15 @@ pub struct BatteryState {
     pub timestamp: f64,
 }
 
-/// The payload for BASE/battery/N/state of input `index` (0-based).
-pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: &Clock) -> BatteryState {
+/// The payload for BASE/battery/N/state of input `index` (0-based);
+/// `online` is its freshness as the combiner decided it.
+pub fn battery_state(
+    config: &Config,
+    index: usize,
+    input: &InputStatus,
+    online: bool,
+    clock: &Clock,
+) -> BatteryPayload {
     let c = &config.inputs[index];
     let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
     let (link, link_error) = link(&input.link);
@@ -283,13 +278,13 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: 
         .telegram
         .as_ref()
         .map(|t| stored_energy_kwh(t.soc.soc, c.capacity_ah, t.measurements.v_avg));
-    BatteryState {
+    BatteryPayload {
         values,
         energy_stored_kwh,
         battery: index + 1,
         description: c.description.clone(),
         can_if: c.can_if.clone(),
-        online: input.telegram.is_some() && age.is_some_and(|a| a <= config.battery.stale_timeout),
+        online,
         age_s: age.map(|a| round(a.as_secs_f64(), 1)),
         timestamp_last_bms_update: input.last_telegram_wall.map(unix),
         link,
@@ -304,7 +299,7 @@ pub fn battery_state(config: &Config, index: usize, input: &InputStatus, clock: 
 
 /// BASE/inverter/N/state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InverterState {
+pub struct InverterPayload {
     /// The values last sent to this inverter.
     #[serde(flatten)]
     pub values: Values,
@@ -327,10 +322,10 @@ pub struct InverterState {
 }
 
 /// The payload for BASE/inverter/N/state of output `index` (0-based).
-pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterState {
+pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterPayload {
     let c = &config.outputs[index];
     let (link, link_error) = link(&output.link);
-    InverterState {
+    InverterPayload {
         values: output
             .last_sent
             .as_ref()

@@ -2,7 +2,19 @@
 //! old states, and the push timer.
 
 use super::*;
-use crate::codec::{CellExtremes, Flags, Requests};
+use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
+use crate::frame::CanId;
+use crate::profile::{Profile, VoltageUnit};
+
+/// The default profile's frames for `b`.
+fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
+    let shown = Shown {
+        battery: *b,
+        bank: BankStatus::default(),
+        energy: None,
+    };
+    profile::frames(Profile::Pylon, &shown, name, VoltageUnit::Centivolt)
+}
 
 fn battery() -> Battery {
     Battery {
@@ -61,6 +73,17 @@ fn cell_data_adds_0x373_last() {
     );
 }
 
+fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
+    Shaped {
+        state: SystemState::Ok,
+        battery,
+        bank: BankStatus::default(),
+        made_at,
+        expires: made_at + max_age,
+        last_cvl: battery.v_charge_cmd,
+    }
+}
+
 /// Regression included: the force-charge and full-charge requests of a state
 /// no longer current are not passed on.
 #[test]
@@ -69,14 +92,10 @@ fn an_old_state_is_sent_as_the_safe_state() {
     let mut asking = battery();
     asking.requests.force_charge_request = true;
     asking.requests.balancing_charge_request = true;
-    let shaped = Shaped {
-        state: SystemState::Ok,
-        battery: asking,
-        made_at: t0,
-    };
     let max = Duration::from_secs(8);
-    assert_eq!(current(&shaped, t0 + max, max), (SystemState::Ok, asking));
-    let (state, b) = current(&shaped, t0 + max + Duration::from_millis(1), max);
+    let shaped = shaped(asking, t0, max);
+    assert_eq!(state_to_send(&shaped, t0 + max), (SystemState::Ok, asking));
+    let (state, b) = state_to_send(&shaped, t0 + max + Duration::from_millis(1));
     assert_eq!(state, SystemState::Safe);
     assert_eq!((b.i_lim_charge, b.i_lim_discharge), (0.0, 0.0));
     // 0x35C byte 0 all clear: no enables, no requests.
@@ -86,6 +105,59 @@ fn an_old_state_is_sent_as_the_safe_state() {
     );
     assert_eq!(b.flags.error_flags_2, 0x08);
     assert_eq!(b.v_charge_cmd, 53.2);
+}
+
+/// Regression: the output used to build its own safe state, which kept the
+/// charge voltage of the old state; the core's keeps the last known one.
+#[test]
+fn an_old_state_goes_out_as_the_cores_safe_state() {
+    let t0 = Instant::now();
+    let max = Duration::from_secs(8);
+    let mut s = shaped(battery(), t0, max);
+    s.last_cvl = 52.4;
+    let (state, sent) = state_to_send(&s, t0 + max + Duration::from_secs(1));
+    assert_eq!(state, SystemState::Safe);
+    assert_eq!(sent.v_charge_cmd, 52.4);
+}
+
+#[test]
+fn a_state_turning_safe_by_age_is_sent_at_once() {
+    let t0 = Instant::now();
+    let ms = |n| Duration::from_millis(n);
+    let max = Duration::from_secs(8);
+    let shaped = Shaped {
+        state: SystemState::Ok,
+        battery: battery(),
+        bank: BankStatus::default(),
+        made_at: t0,
+        expires: t0 + max,
+        last_cvl: 53.2,
+    };
+    let at = fail_safe_at(&shaped).unwrap();
+    assert_eq!(at, t0 + max + Duration::from_nanos(1));
+    assert_eq!(state_to_send(&shaped, at - Duration::from_nanos(1)).0, SystemState::Ok);
+    assert_eq!(state_to_send(&shaped, at).0, SystemState::Safe);
+    let safe = Shaped {
+        state: SystemState::Safe,
+        ..shaped
+    };
+    assert_eq!(fail_safe_at(&safe), None, "already safe: nothing changes by age");
+    // Last sent at 7.5 s (the once-per-second repeat); PUSH-MIN-DELAY 300 ms.
+    let mut t = PushTimer {
+        min_delay: ms(300),
+        last_sent: Some(t0 + ms(7500)),
+        pending: false,
+    };
+    assert_eq!(t.watch_fail_safe(Some(at), t0 + ms(7600)), Some(at), "wake for it");
+    assert!(!t.pending);
+    assert_eq!(t.watch_fail_safe(Some(at), at), None);
+    assert!(t.pending, "the safe state is a new state");
+    assert_eq!(t.due(true, at), Some(t0 + ms(7800)), "due at once (7.8 s is past)");
+    // Sent after it turned safe: nothing new any more.
+    t.pending = false;
+    t.last_sent = Some(at);
+    assert_eq!(t.watch_fail_safe(Some(at), at + ms(500)), None);
+    assert!(!t.pending);
 }
 
 #[test]
@@ -112,15 +184,25 @@ fn push_timer_respects_min_delay_and_repeats_every_second() {
 fn mailbox_keeps_only_the_latest() {
     let m = Mailbox::default();
     let t0 = Instant::now();
-    let mut s = Shaped {
-        state: SystemState::Ok,
-        battery: battery(),
-        made_at: t0,
-    };
+    let mut s = shaped(battery(), t0, Duration::from_secs(8));
     m.put(s);
     s.battery.soc = 10.0;
     m.put(s);
     assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
     assert_eq!(m.take(), None);
     assert!(m.wake_rx.try_recv().is_ok());
+}
+
+#[test]
+fn the_profile_paces_pushes() {
+    let mut c = crate::config::parse("GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\nPROFILE = \"sma\"\n")
+        .unwrap()
+        .outputs
+        .remove(0);
+    assert_eq!(min_delay(&c), Duration::from_millis(200), "SMA: 200 ms per ID");
+    c.push_min_delay = Duration::from_millis(500);
+    assert_eq!(min_delay(&c), Duration::from_millis(500));
+    c.profile = Profile::Pylon;
+    c.push_min_delay = Duration::ZERO;
+    assert_eq!(min_delay(&c), Duration::ZERO);
 }

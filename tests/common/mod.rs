@@ -58,8 +58,8 @@ pub struct Rig {
     /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
     pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
     timing: Timing,
-    stop: Option<Sender<()>>,
-    stop_rx: Receiver<()>,
+    stop: Option<shutdown::StopSender>,
+    stop_rx: shutdown::Stop,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -142,6 +142,7 @@ impl Rig {
                     started.fetch_add(1, Ordering::SeqCst);
                 },
                 heartbeat: &|_| {},
+                heartbeat_every: bms_gateway::gateway::HEARTBEAT,
                 fault: Fault::None,
             };
             gateway.run_reloading(&stop_rx, commands_rx, &reloads_rx);
@@ -274,6 +275,18 @@ impl Rig {
         false
     }
 
+    /// Waits up to `timeout` for the board to show these inputs fresh.
+    pub fn wait_for_fresh(&self, timeout: Duration, want: &[bool]) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.board.snapshot().system.inputs_fresh == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn view(&self, j: usize) -> InverterView {
         self.received[j].lock().unwrap().view.clone()
     }
@@ -381,16 +394,11 @@ fn listen(bus: &VirtualBus, name: &str, received: &Mutex<Received>, stop: &Recei
     }
 }
 
-/// A battery with the given limits and measurements; everything else default.
-pub fn battery(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64, current: f64, temp: f64) -> BatteryParams {
+/// A battery for the rigs: SOH 100 %, DVL 45 V, 2 modules, no cell data,
+/// no drift; name the values a test needs on top of it:
+/// `BatteryParams { cvl: 53.2, ccl: 100.0, ..plain_battery() }`.
+pub fn plain_battery() -> BatteryParams {
     BatteryParams {
-        cvl,
-        ccl,
-        dcl,
-        soc,
-        voltage,
-        current,
-        temp,
         soh: 100.0,
         dvl: 45.0,
         modules: 2,

@@ -4,7 +4,7 @@ Started by vm-init.sh (see run.sh) in a chroot of the host's root, with the
 CAN modules loaded. Each scenario creates its own vcan interfaces, peers
 (Python AF_CAN battery players, can-utils, Mosquitto) and a gateway with its
 own config, checks the inverter buses against values computed here from the
-spec, and tears everything down. Prints each scenario's result and time, and
+documented rules, and tears everything down. Prints each scenario's result and time, and
 writes results.txt and summary.txt ("passed failed") to the results export.
 
 Usage: driver.py --repo DIR --results DIR [--mode test|bench] [SCENARIO...]

@@ -267,7 +267,7 @@ def toml_value(v):
 
 
 def config(inputs, outputs, battery=None, mqtt=None):
-    """Gateway TOML (spec section 3). inputs/outputs: lists of key dicts."""
+    """Gateway TOML (keys as in etc/bms_config.toml). inputs/outputs: lists of key dicts."""
     lines = ["# written by tests/system (scenario config)", "GATEWAY-ACTIVATED = true", ""]
     lines.append("[battery]")
     for k, v in (battery or {}).items():
@@ -369,7 +369,7 @@ def check_window(cap, expected, t0, t1, what, only=None, min_bursts=1):
 
 
 def bursts(frames):
-    """Split frames into frame sets, each starting at 0x359 (spec order)."""
+    """Split frames into frame sets, each starting at 0x359 (docs/combining.md order)."""
     out, cur = [], []
     for f in frames:
         if f.id == 0x359 and cur:

@@ -1,6 +1,6 @@
 """Independent Pylontech CAN codec and combiner model for the system tests.
 
-Written from shared/reference/pylontech-can.md and the spec (section 4), not
+Written from shared/reference/pylontech-can.md and docs/combining.md, not
 from the gateway's source, so that the tests check the gateway against the
 contract rather than against itself. Everything here is plain Python with
 exact fractions: expected values are rounded to the field's unit (half away
@@ -12,11 +12,11 @@ than the rules give.
 from fractions import Fraction
 import struct
 
-# Frame set toward inverters, in the order the spec (section 5) requires.
+# Frame set toward inverters, in the order docs/combining.md requires.
 FRAME_ORDER = [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E]
 ID_373 = 0x373
 
-# 0x359 bits the gateway sets itself (spec section 4, safety states).
+# 0x359 bits the gateway sets itself (docs/combining.md, degraded and safe states).
 ALARM2_INTERNAL_COMM_FAIL = 0x08  # byte 3 bit 3: degraded
 PROT2_SYSTEM_ERROR = 0x08  # byte 1 bit 3: safe state
 CHARGE_ENABLE = 0x80
@@ -26,7 +26,7 @@ DISCHARGE_ENABLE = 0x40
 def q(value, unit):
     """Round a value (int, str, float or Fraction) to an integer count of unit.
 
-    Half away from zero, as a user reading the spec ("rounded, not truncated")
+    Half away from zero, as a user reading the rules ("rounded, not truncated")
     expects. Floats go through str() so 52.1 means exactly 52.1.
     """
     v = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
@@ -102,7 +102,7 @@ def encode_battery(b):
 # --- inverter side: decoding what the gateway sends --------------------------
 
 def decode(can_id, data):
-    """Decode one frame into the spec's field names (units V, A, %, degC)."""
+    """Decode one frame into the documented field names (units V, A, %, degC)."""
     d = bytes(data)
     if can_id == 0x351 and len(d) >= 8:
         cvl, ccl, dcl, dvl = struct.unpack("<HhhH", d[:8])
@@ -130,7 +130,7 @@ def decode(can_id, data):
     return dict(undecodable=d.hex())
 
 
-# --- the combiner model (spec section 4) --------------------------------------
+# --- the combiner model (docs/combining.md) --------------------------------------
 
 def F(x):
     return Fraction(str(x)) if isinstance(x, float) else Fraction(x)
@@ -167,7 +167,7 @@ def combine(inputs, battery_cfg=None):
         soc=wavg("soc"), soh=wavg("soh"), v=wavg("v"), t=wavg("t"),
         flags=flags,
         modules=sum(b["modules"] for b, _ in inputs),
-        # enables AND, the three request bits OR (spec section 4)
+        # enables AND, the three request bits OR (docs/combining.md)
         req=(req_and & 0xC0) | (req_or & 0x38),
         cells=None,
     )
@@ -179,7 +179,7 @@ def combine(inputs, battery_cfg=None):
 
 
 def inverter_view(combined, out_cfg=None, setpoint_charge=None, setpoint_discharge=None):
-    """Apply one inverter's share (spec section 4, per inverter j)."""
+    """Apply one inverter's share (docs/combining.md, each inverter's share)."""
     o = dict(i_lim_charge=300, i_lim_discharge=300, i_scaling=1, i_offset=0, manufacturer="PYLON")
     o.update(out_cfg or {})
     v = dict(combined)

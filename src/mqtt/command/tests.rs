@@ -3,6 +3,7 @@
 //! written out by hand.
 
 use super::*;
+use crate::config_text::ConfigText;
 
 fn rules(control: bool) -> Rules {
     Rules {
@@ -313,24 +314,13 @@ fn result_messages() {
 
 #[test]
 fn rules_from_the_config() {
-    let text = r#"
-GATEWAY-ACTIVATED = true
-[battery]
-I-LIM-CHARGE = 100.0
-I-LIM-DISCHARGE = 120
-[[bmses-in]]
-CAN-IF = "can0"
-CAPACITY-AH = 100
-[[bmses-out]]
-CAN-IF = "can1"
-I-LIM-CHARGE = 60
-I-LIM-DISCHARGE = 80
-[mqtt]
-BASE-TOPIC = "gw"
-CONTROL-ACTIVATED = true
-SETPOINT-TTL = 90
-"#;
-    let config = crate::config::parse(text).unwrap();
+    let text = ConfigText::new()
+        .battery("I-LIM-CHARGE = 100.0\nI-LIM-DISCHARGE = 120")
+        .input("can0", 100.0, "")
+        .output("can1", "I-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80")
+        .mqtt("BASE-TOPIC = \"gw\"\nCONTROL-ACTIVATED = true\nSETPOINT-TTL = 90")
+        .text();
+    let config = crate::config::parse(&text).unwrap();
     let r = Rules::from_config(&config);
     assert_eq!(
         r,

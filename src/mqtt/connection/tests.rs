@@ -1,15 +1,8 @@
-//! Connection tests that need no broker: back-off, log rate limit, the
-//! wording of connection errors, password and TLS file handling.
+//! Connection tests that need no broker: back-off and the wording of
+//! connection errors.
 
 use super::*;
-
-fn config(mqtt: &str) -> Config {
-    let text = format!(
-        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"can0\"\nCAPACITY-AH = 100\n\
-         [[bmses-out]]\nCAN-IF = \"can1\"\n[mqtt]\nBROKER = \"broker.lan\"\nPORT = 8883\n{mqtt}\n"
-    );
-    crate::config::parse(&text).unwrap()
-}
+use crate::mqtt::options::tests::config;
 
 #[test]
 fn backoff_doubles_from_1_s_up_to_30_s() {
@@ -18,37 +11,6 @@ fn backoff_doubles_from_1_s_up_to_30_s() {
     assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
     b.reset();
     assert_eq!(b.next_wait(), Duration::from_secs(1));
-}
-
-#[test]
-fn repeated_lines_are_rate_limited() {
-    let t0 = Instant::now();
-    let mut q = Quiet::new(Duration::from_secs(600));
-    assert_eq!(q.check("a", t0), Some("a".into()));
-    assert_eq!(q.check("a", t0 + Duration::from_secs(1)), None);
-    assert_eq!(q.check("a", t0 + Duration::from_secs(2)), None);
-    // A different line is logged at once.
-    assert_eq!(q.check("b", t0 + Duration::from_secs(3)), Some("b".into()));
-    assert_eq!(q.check("b", t0 + Duration::from_secs(4)), None);
-    assert_eq!(
-        q.check("b", t0 + Duration::from_secs(603)),
-        Some("b (repeated 1 times)".into())
-    );
-    assert_eq!(q.check("b", t0 + Duration::from_secs(1203)), Some("b".into()));
-}
-
-#[test]
-fn a_kind_of_line_is_throttled_whatever_its_text() {
-    let t0 = Instant::now();
-    let mut t = Throttle::new(Duration::from_secs(10));
-    assert_eq!(t.check("a", t0), Some("a".into()));
-    assert_eq!(t.check("b", t0 + Duration::from_secs(1)), None);
-    assert_eq!(t.check("c", t0 + Duration::from_secs(9)), None);
-    assert_eq!(
-        t.check("d", t0 + Duration::from_secs(10)),
-        Some("d (2 similar lines left out)".into())
-    );
-    assert_eq!(t.check("e", t0 + Duration::from_secs(20)), Some("e".into()));
 }
 
 #[test]
@@ -95,78 +57,4 @@ fn network_errors_name_the_broker() {
         describe(&ConnectionError::NetworkTimeout, &c),
         "MQTT broker broker.lan:8883: no answer within 5 s"
     );
-}
-
-#[test]
-fn password_from_the_file_or_the_systemd_credential() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("pw");
-    std::fs::write(&file, "s3cret \n").unwrap();
-    assert_eq!(read_password(&file), Ok("s3cret ".into()));
-    std::fs::write(&file, "s3cret\r\n").unwrap();
-    assert_eq!(read_password(&file), Ok("s3cret".into()));
-    std::fs::write(&file, "no newline").unwrap();
-    assert_eq!(read_password(&file), Ok("no newline".into()));
-    let missing = read_password(&dir.path().join("nope")).unwrap_err();
-    assert!(missing.starts_with("cannot read the MQTT password from "), "{missing}");
-
-    let with_file = config(&format!("USERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"", file.display()));
-    assert_eq!(password_path(&with_file, Some(dir.path())), Some(file.clone()));
-    let without = config("USERNAME = \"bms\"");
-    assert_eq!(password_path(&without, None), None);
-    assert_eq!(password_path(&without, Some(dir.path())), None);
-    std::fs::write(dir.path().join("mqtt-password"), "cred\n").unwrap();
-    assert_eq!(
-        password_path(&without, Some(dir.path())),
-        Some(dir.path().join("mqtt-password"))
-    );
-}
-
-#[test]
-fn tls_file_problems_name_the_key_and_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = TlsConfig {
-        ca_file: Some(dir.path().join("ca.pem")),
-        ..TlsConfig::default()
-    };
-    let e = tls_client_config(&missing).unwrap_err();
-    assert!(e.starts_with("CA-FILE ") && e.contains("ca.pem"), "{e}");
-    let empty = dir.path().join("empty.pem");
-    std::fs::write(&empty, "not a certificate\n").unwrap();
-    let e = tls_client_config(&TlsConfig {
-        ca_file: Some(empty),
-        ..TlsConfig::default()
-    })
-    .unwrap_err();
-    assert!(e.contains("no PEM certificate"), "{e}");
-}
-
-#[test]
-fn client_id_from_config_or_host_name() {
-    assert_eq!(client_id(&config("CLIENT-ID = \"gw1\"")), "gw1");
-    let id = client_id(&config(""));
-    assert!(
-        id.starts_with("bms-gateway-") && id.len() > "bms-gateway-".len(),
-        "{id}"
-    );
-}
-
-#[test]
-fn options_carry_the_last_will_and_credentials() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("pw");
-    std::fs::write(&file, "pw\n").unwrap();
-    let c = config(&format!(
-        "BASE-TOPIC = \"gw\"\nUSERNAME = \"bms\"\nPASSWORD-FILE = \"{}\"",
-        file.display()
-    ));
-    let o = options(&c).unwrap();
-    let will = o.last_will().unwrap();
-    assert_eq!(will.topic, "gw/status");
-    assert_eq!(&will.message[..], b"offline");
-    assert!(will.retain);
-    let login = o.credentials().unwrap();
-    assert_eq!((login.username.as_str(), login.password.as_str()), ("bms", "pw"));
-    assert_eq!(o.broker_address(), ("broker.lan".to_string(), 8883));
-    assert!(o.clean_session());
 }

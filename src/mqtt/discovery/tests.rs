@@ -4,6 +4,7 @@
 //! stale-entity rule; what is renewed when a BMS name is learned.
 
 use super::*;
+use crate::config_text::ConfigText;
 use serde_json::json;
 
 /// The availability entry of the gateway's status, as Home Assistant's
@@ -13,19 +14,18 @@ fn gateway_available() -> Value {
 }
 
 fn config(extra_mqtt: &str, batteries: &[&str]) -> Config {
-    let mut text = String::from("GATEWAY-ACTIVATED = true\n[battery]\nI-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120\n");
+    let mut text = ConfigText::new().battery("I-LIM-CHARGE = 100\nI-LIM-DISCHARGE = 120");
     for (n, b) in batteries.iter().enumerate() {
         // The first battery has a description, the others none.
         let description = if n == 0 { "rack A" } else { "" };
-        text.push_str(&format!(
-            "[[bmses-in]]\nCAN-IF = \"{b}\"\nCAPACITY-AH = 100\nDESCRIPTION = \"{description}\"\n"
-        ));
+        text = text.input(b, 100.0, &format!("DESCRIPTION = \"{description}\""));
     }
-    text.push_str("[[bmses-out]]\nCAN-IF = \"inv0\"\nI-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80\n");
-    text.push_str("[[bmses-out]]\nCAN-IF = \"inv1\"\nDESCRIPTION = \"hybrid\"\n");
-    text.push_str(&format!(
-        "[mqtt]\nBASE-TOPIC = \"home/bms\"\nTOPIC = \"tele/bms\"\n{extra_mqtt}\n"
-    ));
+    let text = text
+        .output("inv0", "I-LIM-CHARGE = 60\nI-LIM-DISCHARGE = 80")
+        .output("inv1", "DESCRIPTION = \"hybrid\"")
+        .mqtt("BASE-TOPIC = \"home/bms\"\nTOPIC = \"tele/bms\"")
+        .mqtt(extra_mqtt)
+        .text();
     crate::config::parse(&text).unwrap()
 }
 
@@ -49,25 +49,26 @@ fn node_ids_are_sanitized() {
 fn system_sensors_have_the_right_classes_and_units() {
     let c = config("", &["can0"]);
     let all = entities(&c);
+    #[rustfmt::skip]
     let cases = [
-        ("soc", Some("battery"), Some("%"), Some("measurement")),
-        ("soh", None, Some("%"), Some("measurement")),
-        ("v_avg", Some("voltage"), Some("V"), Some("measurement")),
-        ("i_total", Some("current"), Some("A"), Some("measurement")),
-        ("power_w", Some("power"), Some("W"), Some("measurement")),
-        ("t_avg", Some("temperature"), Some("°C"), Some("measurement")),
-        ("capacity_ah", None, Some("Ah"), Some("measurement")),
-        ("i_lim_charge", Some("current"), Some("A"), Some("measurement")),
-        ("v_charge_cmd", Some("voltage"), Some("V"), Some("measurement")),
-        ("n_invalid_data_telegrams", None, None, Some("total_increasing")),
+        ("soc", Some("battery"), Some("%"), Some("measurement"), "{{ value_json.soc }}"),
+        ("soh", None, Some("%"), Some("measurement"), "{{ value_json.soh }}"),
+        ("v_avg", Some("voltage"), Some("V"), Some("measurement"), "{{ value_json.v_avg }}"),
+        ("i_total", Some("current"), Some("A"), Some("measurement"), "{{ value_json.i_total }}"),
+        ("power_w", Some("power"), Some("W"), Some("measurement"), "{{ value_json.power_w }}"),
+        ("t_avg", Some("temperature"), Some("°C"), Some("measurement"), "{{ value_json.t_avg }}"),
+        ("capacity_ah", None, Some("Ah"), Some("measurement"), "{{ value_json.capacity_ah }}"),
+        ("i_lim_charge", Some("current"), Some("A"), Some("measurement"), "{{ value_json.i_lim_charge }}"),
+        ("v_charge_cmd", Some("voltage"), Some("V"), Some("measurement"), "{{ value_json.v_charge_cmd }}"),
+        ("n_invalid_data_telegrams", None, None, Some("total_increasing"), "{{ value_json.n_invalid_data_telegrams }}"),
     ];
-    for (field, class, unit, state_class) in cases {
+    for (field, class, unit, state_class, template) in cases {
         let p = find(&all, &format!("homeassistant/sensor/home_bms/{field}/config"));
         assert_eq!(p["device_class"].as_str(), class, "{field}");
         assert_eq!(p["unit_of_measurement"].as_str(), unit, "{field}");
         assert_eq!(p["state_class"].as_str(), state_class, "{field}");
         assert_eq!(p["state_topic"], "tele/bms");
-        assert_eq!(p["value_template"], format!("{{{{ value_json.{field} }}}}"));
+        assert_eq!(p["value_template"], template, "{field}");
         assert_eq!(p["unique_id"], format!("home_bms_{field}"));
         assert_eq!(p["availability"], json!([gateway_available()]));
         assert_eq!(p["availability_mode"], "all");

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
-use crate::combine::{Combined, SystemState as State};
+use crate::combine::{Combined, SystemState};
+use crate::config_text::ConfigText;
 use crate::status::SystemStatus;
 use serde_json::json;
 
@@ -17,24 +18,13 @@ fn clock() -> Clock {
 }
 
 fn config() -> Config {
-    crate::config::parse(
-        r#"
-GATEWAY-ACTIVATED = true
-[battery]
-STALE-TIMEOUT = 5
-[[bmses-in]]
-CAN-IF = "can1"
-DESCRIPTION = "rack A"
-CAPACITY-AH = 100
-[[bmses-in]]
-CAN-IF = "can2"
-CAPACITY-AH = 50
-[[bmses-out]]
-CAN-IF = "can3"
-DESCRIPTION = "inverter"
-"#,
-    )
-    .unwrap()
+    let text = ConfigText::new()
+        .battery("STALE-TIMEOUT = 5")
+        .input("can1", 100.0, "DESCRIPTION = \"rack A\"")
+        .input("can2", 50.0, "")
+        .output("can3", "DESCRIPTION = \"inverter\"")
+        .text();
+    crate::config::parse(&text).unwrap()
 }
 
 fn battery() -> Battery {
@@ -97,12 +87,12 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     let mut snap = Snapshot {
         system: SystemStatus {
             combined: Some(Combined {
-                state: State::Degraded,
+                state: SystemState::Degraded,
                 battery: battery(),
                 inputs_online: 1,
+                bank: Default::default(),
                 made_at: c.now - Duration::from_millis(300),
             }),
-            dropped: 2,
             ..SystemStatus::default()
         },
         inputs: vec![InputStatus::default(), InputStatus::default()],
@@ -110,6 +100,7 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     };
     snap.inputs[0].invalid = 3;
     snap.inputs[1].invalid = 4;
+    snap.inputs[0].dropped = 2;
     snap.inputs[1].dropped = 1;
     snap.inputs[0].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 10));
     snap.inputs[1].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 1250));
@@ -219,7 +210,7 @@ fn battery_state_from_its_telegram_and_counters() {
         dropped: 2,
         link: LinkState::Up,
     };
-    let got = to_json(&battery_state(&config(), 0, &input, &c));
+    let got = to_json(&battery_state(&config(), 0, &input, true, &c));
     let want = json!({
         "manufacturer": null,
         "soc": 88.0,
@@ -277,7 +268,7 @@ fn a_battery_is_offline_when_stale_or_silent() {
         link: LinkState::Down("No such device".into()),
         ..InputStatus::default()
     };
-    let got = to_json(&battery_state(&config(), 1, &stale, &c));
+    let got = to_json(&battery_state(&config(), 1, &stale, false, &c));
     assert_eq!(got["online"], false);
     assert_eq!(got["age_s"], 5.1);
     assert_eq!(got["battery"], 2);
@@ -286,7 +277,7 @@ fn a_battery_is_offline_when_stale_or_silent() {
     assert_eq!(got["capacity_ah"], 50.0);
     assert_eq!(got["link"], "down");
     assert_eq!(got["link_error"], "No such device");
-    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), &c));
+    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), false, &c));
     assert_eq!(silent["online"], false);
     assert_eq!(silent["age_s"], serde_json::Value::Null);
     assert_eq!(silent["soc"], serde_json::Value::Null);
@@ -302,7 +293,7 @@ fn inverter_state_shows_what_was_sent() {
     sent.i_total = -2.02;
     let output = OutputStatus {
         last_sent: Some(sent),
-        last_state: Some(State::Ok),
+        last_state: Some(SystemState::Ok),
         last_sent_at: Some(c.now - Duration::from_millis(400)),
         last_request: Some(c.now - Duration::from_millis(900)),
         last_request_wall: Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 400)),

@@ -1,0 +1,164 @@
+//! Output profiles through the gateway's real threads on the virtual bus:
+//! one inverter per profile, each transmission read back with this test's
+//! own byte offsets (worked out from docs/profiles.md, not the encoder).
+
+mod common;
+
+use bms_gateway::codec::Requests;
+use bms_gateway::frame::Frame;
+use bms_gateway::sim::BatteryParams;
+use common::*;
+use std::time::{Duration, Instant};
+
+const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "luxpower"];
+
+/// Two batteries, one inverter per profile, each with half of the limits.
+/// Combined: CVL min(53.2, 54.0) = 53.2 V; CCL 100 + 150 = 250 A -> 125 A
+/// each; DCL 120 + 150 = 270 A -> 135 A each; SOC (80 x 100 + 50 x 200) /
+/// 300 = 60 %; V (52.00 x 100 + 52.675 x 200) / 300 = 52.45 V; capacity
+/// 300 Ah. The last inverter (pylon) has the SOC window 20..80 %.
+fn config() -> String {
+    let mut s = String::from(
+        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n\
+         [[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n",
+    );
+    for (j, p) in PROFILES.iter().enumerate() {
+        s += &format!("[[bmses-out]]\nCAN-IF = \"inv{j}\"\nI-SCALING = 0.5\nPROFILE = \"{p}\"\n");
+    }
+    s += "[[bmses-out]]\nCAN-IF = \"window\"\nI-SCALING = 0.5\nSOC-MIN = 20\nSOC-MAX = 80\n";
+    s + "[mqtt]\nACTIVATED = false\n"
+}
+
+fn pack(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64) -> BatteryParams {
+    BatteryParams {
+        cvl,
+        ccl,
+        dcl,
+        soc,
+        voltage,
+        soh: 100.0,
+        current: 0.0,
+        temp: 25.0,
+        dvl: 45.0,
+        modules: 2,
+        cells: false,
+        drift: false,
+        ..BatteryParams::default()
+    }
+}
+
+fn packs() -> Vec<BatteryParams> {
+    vec![
+        pack(53.2, 100.0, 120.0, 80.0, 52.0),
+        pack(54.0, 150.0, 150.0, 50.0, 52.675),
+    ]
+}
+
+fn u16_at(f: &Frame, i: usize) -> u16 {
+    u16::from_le_bytes([f.data()[i], f.data()[i + 1]])
+}
+
+/// The last complete transmission inverter `j` received: the frames after
+/// the last gap of more than 50 ms (a set goes out back to back).
+fn last_set(rig: &Rig, j: usize) -> Vec<Frame> {
+    let frames = rig.frames(j);
+    let mut sets: Vec<Vec<(Instant, Frame)>> = Vec::new();
+    for (at, f) in frames {
+        match sets.last_mut() {
+            Some(set) if at.duration_since(set.last().unwrap().0) < Duration::from_millis(50) => set.push((at, f)),
+            _ => sets.push(vec![(at, f)]),
+        }
+    }
+    // The newest set may still be arriving: take the one before it.
+    let n = sets.len();
+    assert!(n >= 2, "inverter {j} received fewer than two transmissions");
+    sets.swap_remove(n - 2).into_iter().map(|(_, f)| f).collect()
+}
+
+fn ids(set: &[Frame]) -> Vec<u32> {
+    set.iter().map(|f| f.id.raw()).collect()
+}
+
+fn find(set: &[Frame], id: u32) -> Frame {
+    *set.iter()
+        .find(|f| f.id.raw() == id)
+        .unwrap_or_else(|| panic!("{id:03X} missing"))
+}
+
+fn settled(rig: &Rig) {
+    let all = |rig: &Rig| (0..=PROFILES.len()).all(|j| rig.frames(j).len() > 40);
+    let until = Instant::now() + Duration::from_secs(15);
+    while !all(rig) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn each_profile_sends_its_own_frame_set_and_layout() {
+    let rig = Rig::start(&config(), packs(), &[]);
+    settled(&rig);
+    let sets: Vec<Vec<Frame>> = (0..=PROFILES.len()).map(|j| last_set(&rig, j)).collect();
+    let pylon = [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E];
+    assert_eq!(ids(&sets[0]), pylon);
+    assert_eq!(
+        ids(&sets[1]),
+        [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, 0x35A, 0x372, 0x379]
+    );
+    assert_eq!(ids(&sets[2]), [0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x379]);
+    assert_eq!(ids(&sets[3]), [0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F]);
+    assert_eq!(ids(&sets[4]), [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, 0x379]);
+    assert_eq!(ids(&sets[5]), [0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E]);
+    for set in &sets {
+        let limits = find(set, 0x351);
+        assert_eq!(u16_at(&limits, 0), 532, "CVL 53.2 V");
+        assert_eq!(u16_at(&limits, 2), 1250, "CCL 125.0 A");
+        assert_eq!(u16_at(&limits, 4), 1350, "DCL 135.0 A");
+    }
+    // Names: Pylontech's by default, not toward a Victron GX or an SMA.
+    assert_eq!(&find(&sets[0], 0x35E).data()[..5], b"PYLON");
+    assert_eq!(&find(&sets[2], 0x35E).data()[..6], b"BMS-GW");
+    assert_eq!(&find(&sets[3], 0x35E).data()[..6], b"BMS-GW");
+    // Hi-res SOC for Victron and SMA: 60.00 % = 6000.
+    for j in [2, 3] {
+        assert_eq!(u16_at(&find(&sets[j], 0x355), 4), 6000);
+    }
+    // 0x372: 2 online, none blocking, none offline; 0x379: 300 Ah.
+    assert_eq!(find(&sets[1], 0x372).data(), &[2, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(u16_at(&find(&sets[1], 0x379), 0), 300);
+    // SMA: no DVL marker needed (the packs send 45.0 V), manufacturer id invalid.
+    assert_eq!(u16_at(&find(&sets[3], 0x351), 6), 450);
+    assert_eq!(u16_at(&find(&sets[3], 0x35F), 6), 0xFFFF);
+    assert_eq!(u16_at(&find(&sets[3], 0x35F), 4), 300);
+    // Sol-Ark: every frame 8 bytes, the voltage in 0.1 V: 52.45 -> 525 (nearest).
+    assert!(sets[4].iter().all(|f| f.data().len() == 8));
+    assert_eq!(u16_at(&find(&sets[4], 0x356), 0), 525);
+    // Pylontech: 0.01 V.
+    assert_eq!(u16_at(&find(&sets[0], 0x356), 0), 5245);
+    // Luxpower: capacity 300 Ah in 0x359 bytes 5-6.
+    assert_eq!(u16_at(&find(&sets[5], 0x359), 5), 300);
+    // The SOC window 20..80: (60 - 20) / 60 x 100 = 66.7 -> 67 %.
+    assert_eq!(u16_at(&find(&sets[6], 0x355), 0), 67);
+    assert_eq!(u16_at(&find(&sets[0], 0x355), 0), 60);
+    rig.stop();
+}
+
+#[test]
+fn victron_lowers_cvl_when_a_battery_forbids_charging() {
+    let mut p = packs();
+    p[0].requests = Requests {
+        charge_enable: false,
+        ..Requests::NORMAL
+    };
+    let rig = Rig::start(&config(), p, &[]);
+    settled(&rig);
+    let victron = last_set(&rig, 2);
+    let pylon = last_set(&rig, 0);
+    // Charging forbidden (the AND of the enables): Pylontech keeps CVL 53.2,
+    // the Victron profile lowers it to the bank voltage, 52.45 -> 52.4 V.
+    assert_eq!(u16_at(&find(&pylon, 0x351), 0), 532);
+    assert_eq!(u16_at(&find(&victron, 0x351), 0), 524);
+    // 0x372: one of two batteries blocks charging.
+    assert_eq!(find(&victron, 0x372).data(), &[2, 0, 1, 0, 0, 0, 0, 0]);
+    rig.stop();
+}
