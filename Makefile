@@ -4,7 +4,7 @@
 # on Debian bookworm in CI); nothing else is installed by hand.
 
 CARGO ?= cargo
-SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl python3 python3-jinja2 can-utils qemu-system-x86 linux-image-amd64 busybox-static lintian dpkg-dev systemd
+SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl python3 python3-jinja2 can-utils qemu-system-x86 linux-image-amd64 busybox-static lintian dpkg-dev systemd udev
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: all build release test test-unit test-system test-deb demo bench bench-system lint fmt fuzz run-vcan deb deps clean

@@ -8,7 +8,8 @@
 # machine; runs the binary under a notify socket made by
 # packaging/notify-harness.py to check READY, WATCHDOG and the hung-thread
 # case, and then the whole package under a real systemd 252 in a QEMU VM on
-# vcan (packaging/test-systemd-vm.sh). Needs root; works without systemd as
+# emulated SJA1000 CAN controllers brought up by systemd-networkd with the
+# shipped files (packaging/test-systemd-vm.sh). Needs root; works without systemd as
 # PID 1 and without CAN in the host kernel (CI machines have neither).
 #
 # It really installs the package: it refuses to run where bms-gateway is

@@ -4,8 +4,8 @@
 #
 # Usage: bash packaging/test-systemd-vm.sh PACKAGE.deb
 #
-# The VM boots Debian's own kernel (linux-image-amd64, which has vcan) with a
-# busybox initramfs that mounts the host's root read-only over 9p, puts a
+# The VM boots Debian's own kernel (linux-image-amd64, which has the CAN
+# drivers) with emulated SJA1000 CAN controllers and a busybox initramfs that mounts the host's root read-only over 9p, puts a
 # tmpfs overlay on it (so the VM can install packages without touching the
 # host) and switches to /lib/systemd/systemd with a test target as default.
 # The test itself is packaging/vm/guest-test.sh; its "CHECK ok|fail" lines
@@ -26,12 +26,22 @@ die() {
     exit 100
 }
 
-kver=$(find /lib/modules -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
-kernel=/boot/vmlinuz-$kver
-[ -n "$kver" ] && [ -f "$kernel" ] || die "no kernel in /boot (apt-get install linux-image-amd64)"
+# shellcheck source=tests/system/vm-lib.sh
+. tests/system/vm-lib.sh
+vm_kernel
+kver=$VM_KVER
+kernel=$VM_KERNEL
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
 [ -x /bin/busybox ] || die "busybox missing (apt-get install busybox-static)"
 ldd /bin/busybox >/dev/null 2>&1 && die "/bin/busybox is not static (apt-get install busybox-static)"
+# udev loads the CAN drivers in the VM and applies 80-can.link.
+[ -x /lib/systemd/systemd-udevd ] || die "systemd-udevd missing (apt-get install udev)"
+[ -x /lib/systemd/systemd-networkd ] || die "systemd-networkd missing (apt-get install systemd)"
+# Three emulated CAN buses with two SJA1000 controllers each: the gateway's
+# can0 can1 (batteries) can2 (inverter) of the shipped config, and their
+# peers can3 can4 can5 (simulated batteries, the inverter's candump). udev
+# loads the kvaser_pci driver in the VM, systemd-networkd brings them up.
+vm_can_args 3
 
 work=$(mktemp -d /tmp/bms-vm.XXXXXX)
 qemu_pid=""
@@ -42,21 +52,16 @@ cleanup() {
 trap cleanup EXIT
 
 # --- initramfs: busybox, the modules for 9p and overlayfs, and /init
-mkdir -p "$work/initramfs"/{bin,mods,proc,sys,dev,lower,upper,newroot}
+mkdir -p "$work/initramfs"/{bin,proc,sys,dev,lower,upper,newroot}
 cp /bin/busybox "$work/initramfs/bin/busybox"
-modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs fscache 9pnet 9pnet_virtio 9p overlay"
-for m in $modules; do
-    f=$(find "/lib/modules/$kver" -name "$m.ko" | head -n 1)
-    [ -n "$f" ] || die "module $m.ko not found for kernel $kver"
-    cp "$f" "$work/initramfs/mods/"
-done
+vm_modules "$work/initramfs/mods" virtio_pci 9pnet_virtio 9p overlay
 cat >"$work/initramfs/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $modules; do insmod /mods/\$m.ko || echo "insmod \$m failed"; done
+while read -r m; do insmod /mods/\$m.ko || echo "insmod \$m failed"; done </mods/order
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /lower || exec sh
 mount -t tmpfs -o size=1g,mode=0755 tmpfs /upper
 mkdir -p /upper/up /upper/work
@@ -76,13 +81,13 @@ mount --move /dev /newroot/dev
 exec switch_root /newroot /lib/systemd/systemd --unit=bms-vmtest.target
 EOF
 chmod 755 "$work/initramfs/init"
-(cd "$work/initramfs" && find . | /bin/busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.gz"
+vm_cpio "$work/initramfs" "$work/initrd.gz"
 
 # --- the results export: package, guest script, test units
 results=$work/results
 mkdir -p "$results"
 cp "$deb" "$results/"
-cp packaging/vm/guest-test.sh "$results/guest-test.sh"
+cp packaging/vm/guest-test.sh packaging/vm/restart-gap.py "$results/"
 cat >"$results/bms-vmtest.target" <<'EOF'
 [Unit]
 Description=bms-gateway package test in a VM
@@ -115,6 +120,7 @@ boot_vm() {
         -append "console=ttyS0 panic=-1 cryptomgr.notests systemd.unit=bms-vmtest.target systemd.mask=apparmor.service systemd.show_status=0 loglevel=4" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=$results,mount_tag=results,security_model=none,multidevs=remap" \
+        "${VM_CAN_ARGS[@]}" \
         >"$work/console.log" 2>&1 &
     qemu_pid=$!
     local t=0 stalled=0

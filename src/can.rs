@@ -12,6 +12,7 @@ pub use reconnect::{Service, backoff, keep_serving, log_link};
 
 use crate::frame::Frame;
 use crate::shutdown::Stop;
+use crate::status::LinkState;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,11 @@ pub trait CanPort: Send {
     fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError>;
     /// Sends one frame.
     fn write(&mut self, frame: &Frame) -> Result<(), CanError>;
+    /// The link state right after opening: `Down` with what to do when the
+    /// interface exists but is down (the port is used once it comes up).
+    fn link(&self) -> LinkState {
+        LinkState::Up
+    }
 }
 
 /// Opens interfaces by name.

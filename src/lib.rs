@@ -23,6 +23,8 @@ pub mod mqtt;
 pub mod output;
 pub mod profile;
 pub mod reload;
+pub mod replay;
+pub mod scan;
 pub mod setpoint;
 pub mod shutdown;
 pub mod signals;

@@ -35,7 +35,8 @@ impl From<Exit> for ExitCode {
 struct Cli {
     /// Configuration file (default: $BMS_GATEWAY_CONFIG, then
     /// ~/.bms_gateway/bms_config.toml, then /etc/bms-gateway/bms_config.toml).
-    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    /// `scan --config`, without a file, prints a configuration instead.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE", num_args = 0..=1, default_missing_value = PRINT_CONFIG)]
     config: Option<PathBuf>,
     /// Debug logging (RUST_LOG is honoured too).
     #[arg(short = 'v', long = "verbose", global = true)]
@@ -78,6 +79,28 @@ enum Command {
     SimBms(tools::SimBmsArgs),
     /// Play an inverter: send 0x305 and print the frames received, decoded.
     SimInverter(tools::SimInverterArgs),
+    /// Which CAN interface is which: lists every CAN interface, listens on
+    /// those that are up and says what talks there (battery, inverter, both,
+    /// nothing). With --config: prints a configuration to start from.
+    Scan {
+        /// How long to listen, s.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Run candump -l logs through the gateway's core in virtual time (inputs
+    /// matched to [[bmses-in]] by CAN-IF) and print what each inverter would
+    /// have been sent, when.
+    Replay {
+        /// candump -l files (several, or one with several interfaces).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "candump")]
+        output: bms_gateway::replay::Format,
+        /// A system-wide setpoint at T s after the first frame: T:KIND:VALUE[:TTL],
+        /// KIND charge or discharge, VALUE and TTL in A and s. Repeatable.
+        #[arg(long, value_name = "T:KIND:VALUE[:TTL]")]
+        setpoint: Vec<bms_gateway::replay::SetpointAt>,
+    },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
         /// The CAN interface, e.g. can0.
@@ -304,6 +327,85 @@ fn decode_file(file: &str) -> Exit {
     }
 }
 
+/// What clap puts in `config` for a --config without a file.
+const PRINT_CONFIG: &str = "-";
+
+/// `scan [--seconds N] [--config]`: `print_config` is the global --config
+/// given without a file.
+fn scan(seconds: f64, config: Option<&Path>) -> Exit {
+    let print_config = match config {
+        None => false,
+        Some(p) if p == Path::new(PRINT_CONFIG) => true,
+        Some(p) => {
+            eprintln!(
+                "error: scan --config takes no file; redirect its output: bms-gateway scan --config > {}",
+                p.display()
+            );
+            return Exit::Usage;
+        }
+    };
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
+        eprintln!("error: --seconds must be a number of seconds between 0 and 3600");
+        return Exit::Usage;
+    }
+    let duration = Duration::from_secs_f64(seconds);
+    let findings = bms_gateway::scan::scan(&SocketCan, Path::new("/sys/class/net"), duration);
+    if print_config {
+        eprint!("{}", bms_gateway::scan::report(&findings, duration));
+        print!("{}", bms_gateway::scan::config_text(&findings));
+    } else {
+        print!("{}", bms_gateway::scan::report(&findings, duration));
+    }
+    Exit::Success
+}
+
+fn replay(
+    path: &Path,
+    files: &[PathBuf],
+    format: bms_gateway::replay::Format,
+    setpoints: &[bms_gateway::replay::SetpointAt],
+) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut contents = Vec::new();
+    for f in files {
+        match std::fs::read(f) {
+            Ok(bytes) => contents.push((f.display().to_string(), bytes)),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return Exit::Usage;
+            }
+        }
+    }
+    let sources: Vec<bms_gateway::replay::Source> = contents
+        .iter()
+        .map(|(name, bytes)| bms_gateway::replay::Source { name, bytes })
+        .collect();
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    let result = bms_gateway::replay::run(&config, &sources, setpoints, format, &mut stdout)
+        .and_then(|s| io::Write::flush(&mut stdout).map(|()| s));
+    match result {
+        Ok(summary) => {
+            const SHOWN: usize = 50;
+            for p in summary.problems.iter().take(SHOWN) {
+                eprintln!("{p}");
+            }
+            if summary.problems.len() > SHOWN {
+                eprintln!("... and {} more lines not used", summary.problems.len() - SHOWN);
+            }
+            eprintln!("{summary}");
+            Exit::Success
+        }
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Exit::Success,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
 fn outcome(result: Result<(), String>) -> Exit {
     match result {
         Ok(()) => Exit::Success,
@@ -324,6 +426,13 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RUST_LOG", "off") };
     }
     logging::init_logging(cli.verbose);
+    if let Some(Command::Scan { seconds }) = cli.command {
+        return scan(seconds, cli.config.as_deref()).into();
+    }
+    if cli.config.as_ref().is_some_and(|p| p == Path::new(PRINT_CONFIG)) {
+        eprintln!("error: -c/--config needs a FILE");
+        return Exit::Usage.into();
+    }
     let path = config_path(cli.config);
     let opener: &dyn CanOpener = &SocketCan;
     let exit = match cli.command {
@@ -339,6 +448,12 @@ fn main() -> ExitCode {
         Some(Command::Decode { file }) => decode_file(&file),
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
+        Some(Command::Scan { .. }) => unreachable!("handled above"),
+        Some(Command::Replay {
+            files,
+            output,
+            setpoint,
+        }) => replay(&path, &files, output, &setpoint),
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
     };
     exit.into()

@@ -2,8 +2,10 @@
 # Runs inside the test VM of packaging/test-systemd-vm.sh, under a real
 # systemd 252 as PID 1, on a writable overlay of the host's root: installs the
 # package, plays the owner (edits the config, enables the service), and checks
-# what systemd does with the hardened unit on real SocketCAN (vcan):
-# READY, watchdog, reload, restart of a hung gateway, stop, remove.
+# what systemd does with the hardened unit on real CAN drivers (emulated
+# SJA1000 controllers that systemd-networkd brings up with the shipped files):
+# networkd settings, READY, watchdog, reload, restart after a SIGKILL (the
+# inverter's frame gap, restart-gap.py), restart of a hung gateway, stop, remove.
 #
 # Writes "CHECK ok: ..." / "CHECK fail: ..." lines to /vmtest/results, the
 # journal to /vmtest/journal.txt, then powers the VM off.
@@ -63,20 +65,40 @@ check "unedited config: the start fails with exit status 2" test "$(prop ExecMai
 check "unedited config: status 2 is not restarted (NRestarts=0)" test "$(prop NRestarts)" = 0
 systemctl reset-failed "$UNIT" >/dev/null 2>&1
 
-# --- the owner's setup: CAN links, an activated config, a broker
-modprobe vcan
-for i in can0 can1 can2; do
-    ip link add "$i" type vcan && ip link set "$i" up
+# --- the owner's setup as the README says: systemd-networkd with the shipped
+# 80-can.network / 80-can.link brings the CAN controllers up. The VM has three
+# emulated CAN buses with two SJA1000 (kvaser_pci) controllers each: can0 can1
+# can2 for the gateway (the shipped config's interfaces), can3 can4 can5 on the
+# same buses for the simulated batteries and the inverter's candump.
+CANS="can0 can1 can2 can3 can4 can5"
+all_present() { for i in $CANS; do [ -e "/sys/class/net/$i" ] || return 1; done; }
+all_up() { for i in $CANS; do ip link show "$i" | grep -q '[<,]UP[,>]' || return 1; done; }
+check "udev loaded kvaser_pci: controllers $CANS present" wait_for 60 all_present
+check "a controller without a bit rate is refused up (as real hardware)" bash -c "! ip link set can0 up"
+EX=/usr/share/doc/bms-gateway/examples/networkd
+cp "$EX/80-can.network" "$EX/80-can.link" /etc/systemd/network/
+udevadm control --reload
+udevadm trigger -c add -s net >>"$R/guest.log" 2>&1
+udevadm settle -t 30
+check "systemctl enable --now systemd-networkd" timeout 120 systemctl enable --now systemd-networkd
+check "systemd-networkd brings $CANS up" wait_for 60 all_up
+for i in $CANS; do
+    d=$(ip -details -statistics link show "$i")
+    echo "$d" >>"$R/guest.log"
+    echo "MEASURE $i: $(echo "$d" | grep -Eo 'qlen [0-9]+|can state [A-Z-]+|restart-ms [0-9]+|bitrate [0-9]+ sample-point [0-9.]+' | tr '\n' ' ')" >>"$R/results"
+    check "$i: bit rate 500 kbit/s (80-can.network)" grep -q 'bitrate 500000 ' <<<"$d"
+    check "$i: restart-ms 100 (80-can.network RestartSec=100ms)" grep -q 'restart-ms 100 ' <<<"$d"
+    check "$i: txqueuelen 1024 (80-can.link)" grep -q 'qlen 1024' <<<"$d"
+    check "$i: controller ERROR-ACTIVE" grep -q 'state ERROR-ACTIVE' <<<"$d"
 done
-check "vcan interfaces can0 can1 can2 are up" ip link show can2
 sed -i 's/^\([[:space:]]*GATEWAY-ACTIVATED[[:space:]]*=[[:space:]]*\)false/\1true/' /etc/bms-gateway/bms_config.toml
 check "bms-gateway check accepts the owner's config" bms-gateway check -c /etc/bms-gateway/bms_config.toml
 systemctl start mosquitto.service >>"$R/guest.log" 2>&1
 wait_for 30 systemctl is-active --quiet mosquitto.service
 # Simulated batteries on the input buses, if the binary has the simulator.
 if bms-gateway sim-bms --help >/dev/null 2>&1; then
-    systemd-run --unit=sim-bms0 bms-gateway sim-bms --can-if can0 >>"$R/guest.log" 2>&1
-    systemd-run --unit=sim-bms1 bms-gateway sim-bms --can-if can1 >>"$R/guest.log" 2>&1
+    systemd-run --unit=sim-bms0 bms-gateway sim-bms --can-if can3 >>"$R/guest.log" 2>&1
+    systemd-run --unit=sim-bms1 bms-gateway sim-bms --can-if can4 --modules 4 >>"$R/guest.log" 2>&1
 fi
 
 # --- hardened service on real SocketCAN: READY reached, watchdog fed
@@ -88,8 +110,8 @@ check "has no capabilities (CapEff 0)" grep -q '^CapEff:[[:space:]]*000000000000
 check "has CAN sockets bound on can0 and can2 despite RestrictAddressFamilies" \
     bash -c "cat /proc/net/can/rcvlist_* | grep -q can0 && cat /proc/net/can/rcvlist_* | grep -q can2"
 if command -v candump >/dev/null && bms-gateway sim-bms --help >/dev/null 2>&1; then
-    check "frames reach the inverter bus (0x351 on can2)" \
-        bash -c "timeout 20 candump -n 3 can2,351:7FF | grep -q 351"
+    check "frames reach the inverter's controller over the emulated bus (0x351 on can5)" \
+        bash -c "timeout 20 candump -n 3 can5,351:7FF | grep -q 351"
 fi
 if command -v mosquitto_sub >/dev/null; then
     check "publishes bms_gateway/status over MQTT from inside the sandbox" \
@@ -104,6 +126,31 @@ check "same main process (no restart)" test "$(prop MainPID)" = "$pid"
 check "systemctl reload returns" timeout 60 systemctl reload "$UNIT"
 check "still active after reload, same process" \
     test "$(prop ActiveState)/$(prop MainPID)" = "active/$pid"
+
+# --- crash: SIGKILL -> Restart=on-failure. The inverter's longest gap, and the
+# first frames after the restart (the batteries must have reported first:
+# the same frame set as before the crash, never a partial or default one).
+if command -v candump >/dev/null && bms-gateway sim-bms --help >/dev/null 2>&1; then
+    candump -L can5 >"$R/crash-inverter.log" 2>/dev/null &
+    dump_inv=$!
+    candump -L can0 can1 >"$R/crash-batteries.log" 2>/dev/null &
+    dump_bat=$!
+    sleep 4
+    restarts=$(prop NRestarts)
+    killed_at=$(date +%s.%N)
+    kill -9 "$(prop MainPID)"
+    check "SIGKILL: systemd restarts the service (Restart=on-failure)" \
+        wait_for 90 bash -c "[ \"\$(systemctl show -P NRestarts $UNIT)\" -gt $restarts ] && systemctl is-active --quiet $UNIT"
+    newpid=$(prop MainPID)
+    sleep 8
+    kill "$dump_inv" "$dump_bat"
+    wait "$dump_inv" "$dump_bat" 2>/dev/null
+    python3 "$R/restart-gap.py" --inverter "$R/crash-inverter.log" --batteries "$R/crash-batteries.log" \
+        --killed-at "$killed_at" --pid "$newpid" --restart-sec "$(prop RestartUSec)" \
+        --stale-timeout "$(sed -n 's/^STALE-TIMEOUT *= *\([0-9.]*\).*/\1/p' /etc/bms-gateway/bms_config.toml)" \
+        >>"$R/results" 2>>"$R/guest.log" || bad "restart-gap.py failed (see guest.log)"
+    pid=$newpid
+fi
 
 # --- the MQTT password as a systemd credential, as the docs tell the owner
 install -m 600 /dev/null /etc/bms-gateway/mqtt-password

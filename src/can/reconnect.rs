@@ -61,7 +61,7 @@ pub fn keep_serving(
             }
         };
         failures = 0;
-        service.link(LinkState::Up);
+        service.link(port.link());
         match service.serve(port.as_mut()) {
             Ok(()) => return,
             Err(e) => service.link(LinkState::Down(e.to_string())),

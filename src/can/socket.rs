@@ -4,11 +4,14 @@
 //! the interface is set down (the socket stays bound and resumes), ENODEV or
 //! ENXIO when the device is removed (reopen by name), ENOBUFS at once when the
 //! transmit queue is full (it ignores the write timeout: retry briefly, then
-//! give up on that frame and count it).
+//! give up on that frame and count it). A socket binds to an interface that
+//! is down (a real controller before it has a bit rate): opening says so,
+//! with what to do, and the port is used as soon as the interface comes up.
 
 use super::{CanError, CanOpener, CanPort, Wake};
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{FALLBACK_SLICE, Stop};
+use crate::status::LinkState;
 use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, StandardId};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -31,6 +34,7 @@ impl CanOpener for SocketCan {
         Ok(Box::new(SocketPort {
             socket,
             read_timeout: None,
+            interface: interface.to_owned(),
         }))
     }
 }
@@ -39,6 +43,26 @@ struct SocketPort {
     socket: CanSocket,
     /// The timeout last set, to avoid a system call per read.
     read_timeout: Option<Duration>,
+    interface: String,
+}
+
+/// Whether `interface` is administratively up (IFF_UP in its sysfs flags);
+/// `None` when that cannot be read (then nothing is claimed).
+fn is_up(interface: &str) -> Option<bool> {
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{interface}/flags")).ok()?;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+    Some(flags & libc::IFF_UP as u32 != 0)
+}
+
+/// The report for an interface that exists but is down: which one, that it
+/// is down, and how a CAN interface gets up (a bit rate first).
+fn down_hint(interface: &str) -> String {
+    format!(
+        "interface {interface} is down (a CAN controller needs a bit rate before it can go up); \
+         it stays open and is used as soon as it is up. Bring it up with systemd-networkd \
+         (80-can.network in /usr/share/doc/bms-gateway/examples/networkd) or by hand: \
+         ip link set {interface} up type can bitrate 500000 restart-ms 100"
+    )
 }
 
 fn classify(e: &io::Error) -> CanError {
@@ -170,6 +194,13 @@ impl CanPort for SocketPort {
         }
     }
 
+    fn link(&self) -> LinkState {
+        match is_up(&self.interface) {
+            Some(false) => LinkState::Down(down_hint(&self.interface)),
+            _ => LinkState::Up,
+        }
+    }
+
     fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError> {
         // A zero timeout would mean "block forever" to the kernel.
         let timeout = timeout.max(Duration::from_millis(1));
@@ -243,6 +274,22 @@ mod tests {
         tx.stop();
         let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_secs(60)).unwrap();
         assert_eq!(r, Ready::Stop);
+    }
+
+    #[test]
+    fn the_down_hint_names_the_interface_and_the_ways_up() {
+        let h = down_hint("can1");
+        assert!(h.starts_with("interface can1 is down"), "{h}");
+        assert!(h.contains("bit rate"), "{h}");
+        assert!(h.contains("80-can.network"), "{h}");
+        assert!(h.contains("ip link set can1 up type can bitrate 500000"), "{h}");
+    }
+
+    /// Loopback is up on every Linux machine; a missing interface has no flags.
+    #[test]
+    fn interface_state_is_read_from_sysfs() {
+        assert_eq!(is_up("lo"), Some(true));
+        assert_eq!(is_up("nosuchcan9"), None);
     }
 
     /// On this kernel (no CAN) or with a missing interface, opening fails

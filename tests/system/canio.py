@@ -1,4 +1,5 @@
-"""SocketCAN peers for the system tests: vcan set-up, battery players, captures.
+"""SocketCAN peers for the system tests: bus set-up (vcan, or emulated SJA1000
+controllers), battery players, captures.
 
 Standard library only (Python's socket module speaks AF_CAN/CAN_RAW). The
 battery players and captures survive their interface going down or being
@@ -27,6 +28,78 @@ def sh(*args, check=True):
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
+
+
+# --- the two transports ---------------------------------------------------------
+# "vcan": one vcan interface per cable, shared by the gateway and its peer.
+# "sja1000": a real driver (sja1000 + kvaser_pci) on QEMU's emulated
+# controllers. Each cable is an emulated bus with two controllers: the
+# gateway's side sNAME and the peer's side pNAME (battery sim, inverter
+# capture, cansend). run.sh (vm-lib.sh) puts the gateway's side of cable k
+# (k = 0, 1, ... in the order of CABLES) at PCI slot 0x10 + k and its peer's
+# side at 0x10 + N + k, N cables in all.
+TRANSPORT = "vcan"
+CABLES = ("bat1", "bat2", "bat3", "inv1", "inv2", "bat4")
+SJA_BITRATE = 500000
+
+
+def peer(name):
+    """The interface a peer of the gateway's interface `name` uses."""
+    if TRANSPORT == "sja1000" and name.startswith("s") and name[1:] in CABLES:
+        return "p" + name[1:]
+    return name
+
+
+def sja_name_controllers(cables):
+    """Rename the guest's SJA1000 controllers (can0, can1, ... in probe order)
+    by PCI slot to sNAME / pNAME; returns the names present afterwards."""
+    by_slot = {}
+    for n in os.listdir("/sys/class/net"):
+        dev = os.path.realpath(f"/sys/class/net/{n}/device")
+        drv = os.path.basename(os.path.realpath(f"/sys/class/net/{n}/device/driver"))
+        if drv == "kvaser_pci":
+            slot = int(os.path.basename(dev).split(":")[2].split(".")[0], 16)
+            by_slot[slot] = n
+    names = []
+    n = len(by_slot) // 2
+    for k, cable in enumerate(cables[:n]):
+        for side, slot in (("s", 0x10 + k), ("p", 0x10 + n + k)):
+            cur = by_slot.get(slot)
+            if cur is None:
+                continue
+            if cur != side + cable:
+                sh("ip", "link", "set", cur, "name", side + cable)
+            names.append(side + cable)
+    return names
+
+
+def ip_batch(lines, check=True):
+    """Several `ip` commands in one process (each start of `ip` costs the
+    slow VM a noticeable time)."""
+    r = subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n",
+                       capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"ip -batch failed ({r.returncode}): {r.stderr.strip()} for {lines}")
+    return r
+
+
+def sja_up(*names, bitrate=SJA_BITRATE):
+    """Give controllers their bit rate and bring them up (what networkd does)."""
+    lines = []
+    for n in names:
+        lines += [f"link set {n} down",
+                  f"link set {n} type can bitrate {bitrate} restart-ms 100",
+                  f"link set {n} up"]
+    ip_batch(lines)
+
+
+def sja_down(*names):
+    ip_batch([f"link set {n} down" for n in names], check=False)
+
+
+def link_details(name):
+    """`ip -details -statistics link show NAME` as text."""
+    return sh("ip", "-details", "-statistics", "link", "show", name).stdout
 
 
 def vcan_add(name):

@@ -1,7 +1,9 @@
 """Scenario driver of the bms-gateway system tests; runs inside the test VM.
 
 Started by vm-init.sh (see run.sh) in a chroot of the host's root, with the
-CAN modules loaded. Each scenario creates its own vcan interfaces, peers
+CAN modules loaded. Scenarios run on two tiers: vcan, and emulated SJA1000
+controllers (NAME@sja1000; canio.TRANSPORT says which). Each scenario sets up
+its own interfaces, peers
 (Python AF_CAN battery players, can-utils, Mosquitto) and a gateway with its
 own config, checks the inverter buses against values computed here from the
 documented rules, and tears everything down. Prints each scenario's result and time, and
@@ -19,10 +21,13 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import canio  # noqa: E402
 import harness  # noqa: E402
 import scenarios  # noqa: E402  (importing registers the scenarios)
+import scenarios_cascade  # noqa: E402,F401
+import scenarios_sja1000  # noqa: E402,F401
 
-REGISTERED_BY = scenarios.__name__
+REGISTERED_BY = (scenarios.__name__, scenarios_cascade.__name__, scenarios_sja1000.__name__)
 
 
 def main():
@@ -36,6 +41,8 @@ def main():
     harness.setup(args.repo, args.mode)
     selected = [s for s in harness.SCENARIOS
                 if (not args.names or s.name in args.names) and s.mode == args.mode]
+    # Every vcan scenario first, then each other tier's (one set-up each).
+    selected.sort(key=lambda s: (harness.TIERS.index(s.tier), s.last))
     unknown = set(args.names) - {s.name for s in harness.SCENARIOS}
     results_path = os.path.join(args.results, "results.txt")
     summary_path = os.path.join(args.results, "summary.txt")
@@ -56,7 +63,15 @@ def main():
         record("FAIL  (none)                   0.0s  no scenario selected")
 
     t_all = time.monotonic()
+    tier = "vcan"
     for sc in selected:
+        if sc.tier != tier:
+            tier = sc.tier
+            record(f"--- tier {tier} after {time.monotonic() - t_all:.1f}s")
+            if tier == "sja1000":
+                # Named after the vcan tier: that one uses the same names.
+                names = canio.sja_name_controllers(canio.CABLES)
+                print(f"sja1000 tier: controllers {' '.join(names)}", flush=True)
         print(f"--- {sc.name}: {sc.doc}", flush=True)
         t0 = time.monotonic()
         ctx, err = run_one(sc)
@@ -90,6 +105,14 @@ def main():
         for note in ctx.notes:
             record(f"      note: {note}")
     total = time.monotonic() - t_all
+    if tier == "sja1000":
+        # What the kernel said about the emulated controllers (IRQs, overruns).
+        r = canio.sh("dmesg", check=False)
+        notes = [ln for ln in r.stdout.splitlines()
+                 if any(k in ln.lower() for k in ("irq", "nobody", "disabl", "overrun", "error",
+                                                   "timeout", "sja1000"))]
+        print("kernel messages of the sja1000 tier (last 15):\n  " + "\n  ".join(notes[-15:]),
+              flush=True)
     record(f"total scenario time {total:.1f}s")
     with open(summary_path, "w") as f:
         f.write(f"{passed} {failed}\n")
@@ -104,6 +127,7 @@ def run_one(sc):
     """Run one scenario with its budget; always clean up. Returns (ctx, error)."""
     ctx = harness.Ctx(sc.name)
     err = None
+    canio.TRANSPORT = sc.tier
 
     def on_alarm(signum, frame):
         raise harness.ScenarioTimeout(f"scenario exceeded its {sc.budget}s budget")

@@ -31,15 +31,26 @@ class Failure(AssertionError):
 
 
 class Scenario:
-    def __init__(self, name, fn, budget, mode):
-        self.name, self.fn, self.budget, self.mode = name, fn, budget, mode
+    def __init__(self, name, fn, budget, mode, tier, last=False):
+        self.fn, self.budget, self.mode, self.tier, self.last = fn, budget, mode, tier, last
+        # The vcan tier keeps the plain name; others are NAME@TIER.
+        self.name = name if tier == "vcan" else f"{name}@{tier}"
         self.doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
 
 
-def scenario(name, budget=90, mode="test"):
-    """Register a scenario; `budget` is its hard time limit in seconds."""
+TIERS = ("vcan", "sja1000")
+
+
+def scenario(name, budget=90, mode="test", tiers=("vcan",), last=False):
+    """Register a scenario; `budget` is its hard time limit in seconds.
+    `tiers`: the transports it runs on (canio.TRANSPORT), each a scenario of
+    its own; the sja1000 tier is slower to set up, hence its longer budget.
+    `last`: run after the tier's other scenarios (a flood can leave the
+    emulated controllers unusable for the rest of the boot)."""
     def deco(fn):
-        SCENARIOS.append(Scenario(name, fn, budget, mode))
+        for tier in tiers:
+            b = budget if tier == "vcan" else budget + 30
+            SCENARIOS.append(Scenario(name, fn, b, mode, tier, last))
         return fn
     return deco
 
@@ -199,18 +210,34 @@ class Ctx:
         self.notes.append(msg)
 
     def vcan(self, *names):
+        """The gateway's interfaces `names`, ready: vcan interfaces made, or
+        on the sja1000 tier both controllers of each cable given their bit
+        rate and brought up. Peers reach them through ctx.peer(name)."""
+        if canio.TRANSPORT == "sja1000":
+            for n in names:
+                check(os.path.exists(f"/sys/class/net/{n}"),
+                      f"no emulated controller {n} (cables: {', '.join(canio.CABLES)})")
+            canio.sja_up(*names, *map(canio.peer, names))
         for n in names:
-            canio.vcan_add(n)
+            if canio.TRANSPORT != "sja1000":
+                canio.vcan_add(n)
             if n not in self.ifaces:
                 self.ifaces.append(n)
 
+    def peer(self, iface):
+        """Where a peer (battery, inverter, cansend) of the gateway's `iface` is."""
+        return canio.peer(iface)
+
     def battery(self, iface, values, period=1.0):
-        b = canio.BatterySim(iface, values, period)
+        """A battery sim on the cable of the gateway's `iface`."""
+        b = canio.BatterySim(canio.peer(iface), values, period)
         b.start()
         self.threads.append(b)
         return b
 
     def capture(self, iface, candump=False):
+        """What a peer on the cable of the gateway's `iface` receives."""
+        iface = canio.peer(iface)
         c = canio.CandumpCapture(iface) if candump else canio.Capture(iface)
         c.start()
         self.threads.append(c)
@@ -252,8 +279,11 @@ class Ctx:
                     p.wait()
         for t in self.threads:
             t.stop()
-        for n in self.ifaces:
-            canio.vcan_del(n)
+        if canio.TRANSPORT == "sja1000":
+            canio.sja_down(*self.ifaces, *map(canio.peer, self.ifaces))
+        else:
+            for n in self.ifaces:
+                canio.vcan_del(n)
 
 
 # --- configuration -----------------------------------------------------------

@@ -4,15 +4,20 @@
 # The build machines' kernel has no CAN support, so this script boots Debian's
 # own kernel in QEMU (software emulation, no network device), loads the CAN
 # modules there, exports the host's root read-only over 9p and chroots into it.
-# Inside the VM tests/system/driver.py creates vcan interfaces and runs the
-# release binary against can-utils, Python AF_CAN sockets and Mosquitto.
+# Inside the VM tests/system/driver.py runs the release binary against
+# can-utils, Python AF_CAN sockets and Mosquitto on two tiers: vcan, and real
+# CAN drivers (sja1000 + kvaser_pci) on QEMU's emulated SJA1000 controllers,
+# one emulated bus per cable, two controllers on each (the gateway's side and
+# its peer's). Kernel, modules and initramfs come from vm-lib.sh, shared with
+# packaging/test-systemd-vm.sh.
 # Results come back through a second, writable 9p export; the VM's console
 # (every scenario's measurements) is kept in tests/system/.work/console.log.
 #
 # Usage: tests/system/run.sh [bench] [SCENARIO...]
-#   SCENARIO names select a subset (default: all); `bench` runs the timing
+#   SCENARIO names select a subset (default: all, both tiers); NAME runs on
+#   vcan, NAME@sja1000 on the emulated controllers. `bench` runs the timing
 #   measurements instead (make bench-system).
-# Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 720),
+# Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 1500),
 #   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2).
 #
 # It never skips: a missing prerequisite that cannot be installed is an error.
@@ -22,7 +27,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 repo="$(cd "$here/../.." && pwd -P)"
 work="$here/.work"
 binary="$repo/target/release/bms-gateway"
-timeout_s="${SYSTEM_TEST_TIMEOUT:-720}"
+timeout_s="${SYSTEM_TEST_TIMEOUT:-1500}"
 mem_mb="${SYSTEM_TEST_MEM:-1536}"
 smp="${SYSTEM_TEST_SMP:-2}"
 
@@ -71,52 +76,27 @@ fi
 
 [[ -x "$binary" ]] || die "$binary not found: run 'make build' (or 'make test-system') first"
 
-# The newest installed Debian kernel that has its modules next to it. The VM
-# loads modules from the host's /lib/modules, so both must match.
-kver=""
-for k in $(printf '%s\n' /boot/vmlinuz-* | sed 's|/boot/vmlinuz-||' | sort -V -r); do
-    if [[ -d "/lib/modules/$k/kernel" && -r "/boot/vmlinuz-$k" ]]; then kver="$k"; break; fi
-done
-[[ -n "$kver" ]] || die "no /boot/vmlinuz-* with matching /lib/modules (install linux-image-amd64)"
+# shellcheck source=tests/system/vm-lib.sh
+. "$here/vm-lib.sh"
+vm_kernel
+kver="$VM_KVER"
 
 # --- initramfs ---------------------------------------------------------------
 rm -rf "$work/initramfs" "$work/results" "$work/console.log"
-mkdir -p "$work/initramfs"/{bin,dev,proc,sys,host,modules} "$work/results"
-initrd="$work/initramfs.cpio"
+mkdir -p "$work/initramfs"/{bin,dev,proc,sys,host} "$work/results"
+initrd="$work/initramfs.cpio.gz"
 cp /bin/busybox "$work/initramfs/bin/busybox"
 cp "$here/vm-init.sh" "$work/initramfs/init"
 chmod 755 "$work/initramfs/init"
-
-# Modules in dependency order (dependencies first), resolved with modinfo so a
-# newer kernel with other dependencies still works. Compressed modules are
-# unpacked here because busybox insmod only reads plain .ko files.
-declare -A seen=()
-order=()
-add_module() {
-    local m="$1" dep deps
-    [[ -n "${seen[$m]:-}" ]] && return 0
-    seen[$m]=1
-    # A module built into this kernel has no file: nothing to load.
-    modinfo -k "$kver" -n "$m" >/dev/null 2>&1 || return 0
-    [[ "$(modinfo -k "$kver" -n "$m")" == "(builtin)" ]] && return 0
-    deps="$(modinfo -k "$kver" -F depends "$m")"
-    for dep in ${deps//,/ }; do add_module "$dep"; done
-    order+=("$m")
-}
-for m in virtio_pci 9pnet_virtio 9p can can_raw vcan; do add_module "$m"; done
-for m in "${order[@]}"; do
-    src="$(modinfo -k "$kver" -n "$m")"
-    dst="$work/initramfs/modules/$m.ko"
-    case "$src" in
-        *.ko) cp "$src" "$dst" ;;
-        *.ko.xz) xz -dc "$src" >"$dst" ;;
-        *.ko.zst) zstd -qdc "$src" >"$dst" ;;
-        *.ko.gz) gzip -dc "$src" >"$dst" ;;
-        *) die "unknown module format: $src" ;;
-    esac
-    echo "$m" >>"$work/initramfs/modules/order"
-done
-(cd "$work/initramfs" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) >"$initrd"
+# virtio/9p for the host's root, the CAN core and vcan for the vcan tier, the
+# SJA1000 drivers for the emulated controllers of the sja1000 tier.
+vm_modules "$work/initramfs/modules" virtio_pci 9pnet_virtio 9p can can_raw vcan kvaser_pci
+vm_cpio "$work/initramfs" "$initrd"
+# The sja1000 tier: one emulated bus per cable (canio.CABLES: three batteries,
+# two inverters, a battery left down), two controllers on each (gateway side,
+# peer side).
+can_buses=6
+vm_can_args "$can_buses"
 
 # Parameters for the VM, read by vm-init.sh from the writable export.
 mode="test"
@@ -126,16 +106,18 @@ if [[ "${1:-}" == "bench" ]]; then mode="bench"; shift; fi
     printf 'MODE=%q\n' "$mode"
     printf 'SCENARIOS=%q\n' "$*"
     printf 'KVER=%q\n' "$kver"
+    printf 'CAN_BUSES=%q\n' "$can_buses"
 } >"$work/results/params.sh"
 
 # --- boot --------------------------------------------------------------------
-echo "system tests: booting Debian kernel $kver in QEMU (TCG, $smp vCPU, ${mem_mb} MiB, no network)"
+echo "system tests: booting Debian kernel $kver in QEMU (TCG, $smp vCPU, ${mem_mb} MiB, no network, $can_buses emulated CAN buses)"
 start=$(date +%s)
 set +e
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -accel tcg -smp "$smp" -m "$mem_mb" \
     -nographic -no-reboot -nodefaults -serial stdio -monitor none \
     -nic none \
+    "${VM_CAN_ARGS[@]}" \
     -kernel "/boot/vmlinuz-$kver" -initrd "$initrd" \
     -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \

@@ -19,6 +19,10 @@ import harness
 import pylon
 from harness import Failure, check, scenario, wait_for
 
+# The essential scenarios run on both transports (vcan and emulated SJA1000
+# controllers, see canio.py); the others on vcan only.
+BOTH = ("vcan", "sja1000")
+
 
 @scenario("smoke_vcan", budget=30)
 def smoke_vcan(ctx):
@@ -129,7 +133,7 @@ def gateway_alive(gw):
 
 # --- push mode, values ---------------------------------------------------------
 
-@scenario("push_3x2", budget=90)
+@scenario("push_3x2", budget=90, tiers=BOTH)
 def push_3x2(ctx):
     """3 batteries x 2 inverters, push mode: every value per docs/combining.md (candump)."""
     bats, caps, gw = start_push_3x2(ctx, battery={"I-LIM-CHARGE": 300.0}, candump=True)
@@ -193,7 +197,7 @@ def push_min_delay(ctx):
 
 # --- sync mode -----------------------------------------------------------------
 
-@scenario("sync_mode", budget=90)
+@scenario("sync_mode", budget=90, tiers=BOTH)
 def sync_mode(ctx):
     """Sync mode: answers each inverter 0x305 with the frames, own 0x305 every SYNC-INTERVAL."""
     ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
@@ -209,7 +213,8 @@ def sync_mode(ctx):
     gw = ctx.gateway(harness.config(ins, [out1, INV2], bcfg))
     both = [(bats[i].values, i) for i in ("sbat1", "sbat2")]
     e1, e2 = expect(both, INV1_MODEL, bmodel), expect(both, INV2_MODEL, bmodel)
-    inverter = canio.Sender("sinv1")  # the inverter's own socket: it does not see itself
+    # the inverter's own socket: it does not see itself
+    inverter = canio.Sender(ctx.peer("sinv1"))
 
     def poll_until(pred, timeout):
         end = time.monotonic() + timeout
@@ -364,7 +369,7 @@ def enable_flags(ctx):
 
 # --- degraded and safe states ---------------------------------------------------
 
-@scenario("degraded_recover", budget=90)
+@scenario("degraded_recover", budget=90, tiers=BOTH)
 def degraded_recover(ctx):
     """One battery stops -> degraded (alarm 3.3), comes back -> ok; buses never pause."""
     bats, caps, gw = start_push_3x2(ctx, stale=2.0)
@@ -448,7 +453,7 @@ def safe_reached(cap, t0, cvl_units):
     return not last[0x35C].data[0] & 0xC0 and last[0x359].data[1] & pylon.PROT2_SYSTEM_ERROR
 
 
-@scenario("safe_state", budget=120)
+@scenario("safe_state", budget=120, tiers=BOTH)
 def safe_state(ctx):
     """All batteries stop -> safe state, back -> ok; ON-INPUT-LOST=stop: one stale -> safe."""
     ctx.vcan("sbat1", "sbat2", "sinv1")
@@ -554,14 +559,23 @@ def iface_faults(ctx):
 # --- flooding --------------------------------------------------------------------
 
 def cangen(ctx, iface, *args):
-    return ctx.spawn(["cangen", iface, "-i", *args])
+    """cangen on the peer side of the gateway's `iface`; -i: keep going on
+    ENOBUFS (a real controller's transmit queue fills)."""
+    return ctx.spawn(["cangen", ctx.peer(iface), "-i", *args])
 
 
-@scenario("flood_cangen", budget=120)
+@scenario("flood_cangen", budget=120, tiers=BOTH, last=True)
 def flood_cangen(ctx):
     """cangen floods every input: no crash, bounded memory, correct output."""
     bench = harness.MODE == "bench"
-    gap_ms = "0" if bench else "2"
+    # The emulated SJA1000 bus carries less than vcan under TCG: a slower
+    # flood. And QEMU's SJA1000 model mishandles a remote frame with a
+    # nonzero DLC: the cable delivers no proper frame after it, for the
+    # rest of the boot. Remote frames on that tier have DLC 0.
+    sja = canio.TRANSPORT == "sja1000"
+    gap_ms = "0" if bench else ("10" if sja else "2")
+    rtr_ms = "25" if sja else "10"
+    rtr_dlc, rtr_dlc_351 = ("0", "0") if sja else ("r", "8")
     bats, caps, gw = start_push_3x2(ctx, stale=5.0, candump=True)
     names = ("sbat1", "sbat2", "sbat3")
     e = {"sinv1": expect([(bats[i].values, i) for i in names], INV1_MODEL),
@@ -579,7 +593,7 @@ def flood_cangen(ctx):
     for i in names:
         gens.append(cangen(ctx, i, "-g", gap_ms, "-I", "r", "-L", "r", "-D", "r"))
         gens.append(cangen(ctx, i, "-g", gap_ms, "-e", "-I", "r", "-L", "r", "-D", "r"))
-        gens.append(cangen(ctx, i, "-g", "10", "-R", "-I", "r", "-L", "r"))
+        gens.append(cangen(ctx, i, "-g", rtr_ms, "-R", "-I", "r", "-L", rtr_dlc))
     for _ in range(8):
         time.sleep(1)
         gateway_alive(gw)
@@ -599,7 +613,7 @@ def flood_cangen(ctx):
     for i in names:
         gens.append(cangen(ctx, i, "-g", gap_ms, "-e", "-I", "r", "-L", "r", "-D", "r"))
         gens.append(cangen(ctx, i, "-g", gap_ms, "-I", "123", "-L", "r", "-D", "r"))
-        gens.append(cangen(ctx, i, "-g", "10", "-R", "-I", "351", "-L", "8"))
+        gens.append(cangen(ctx, i, "-g", rtr_ms, "-R", "-I", "351", "-L", rtr_dlc_351))
     harness.wait_state(caps["sinv1"], e["sinv1"], 8, "correct state during an ignorable flood")
     t2 = time.monotonic()
     for _ in range(6):
@@ -626,7 +640,7 @@ def flood_cangen(ctx):
 
 # --- malformed telegrams --------------------------------------------------------
 
-@scenario("malformed", budget=90)
+@scenario("malformed", budget=90, tiers=BOTH)
 def malformed(ctx):
     """Short frames, extended IDs, remote frames, out-of-range fields never reach an inverter."""
     ctx.vcan("sbat1", "sbat2", "sinv1")
@@ -655,7 +669,7 @@ def malformed(ctx):
     t0 = time.monotonic()
     for n, frame in enumerate(bad):
         iface = ("sbat1", "sbat2")[n % 2]
-        r = canio.sh("cansend", iface, frame, check=False)
+        r = canio.sh("cansend", ctx.peer(iface), frame, check=False)
         check(r.returncode == 0, f"cansend {frame}: {r.stderr.strip()}")
         time.sleep(1.0)
         gateway_alive(gw)
@@ -875,7 +889,7 @@ def mqtt(ctx):
     harness.wait_state(caps["sinv2"], expect(bats, om), 8, "setpoints cleared")
     # A malformed telegram is counted.
     t0 = time.monotonic()
-    canio.sh("cansend", "sbat1", "355#FA005E00")
+    canio.sh("cansend", ctx.peer("sbat1"), "355#FA005E00")
     cnt = m.wait_json(t0, "tele/bms/state",
                       lambda j: j["n_invalid_data_telegrams"] >= 1, 10)
     check(cnt is not None, "n_invalid_data_telegrams did not count a SOC 250 % frame")
@@ -901,7 +915,7 @@ def mqtt(ctx):
 
 # --- signals ------------------------------------------------------------------------
 
-@scenario("signals", budget=90)
+@scenario("signals", budget=90, tiers=BOTH)
 def signals(ctx):
     """SIGTERM/SIGINT stop within 2 s (also while retrying a missing interface); SIGHUP reload."""
     ctx.vcan("sbat1", "sinv1")
@@ -1418,3 +1432,4 @@ def bench_idle(ctx):
 
 # Scenarios kept in their own files register themselves on import.
 import scenarios_profiles  # noqa: E402,F401
+import scenarios_scan  # noqa: E402,F401
