@@ -15,7 +15,7 @@ use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
-use crate::profile::{self, CvlRamp, Frames, OutputView, Shown};
+use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
 use crate::shutdown::Stop;
 use crate::status::{LinkState, OutputStatus, Slot};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
@@ -190,10 +190,17 @@ impl Output<'_> {
     /// Runs until stopped, going on from `carried`; returns what the next
     /// thread for this inverter goes on from.
     pub fn run(&self, carried: Carried) -> Carried {
+        self.slot.update(|s| {
+            s.talk = self.config.inverter_timeout.map(|_| Talk::NotYet);
+        });
         let mut service = OutputService {
             output: self,
             carried,
-            view: view_of(self.config),
+            peer: Peer {
+                view: view_of(self.config),
+                watch: InverterWatch::new(self.config.inverter_timeout, Instant::now()),
+                shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
+            },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
         service.carried
@@ -223,7 +230,11 @@ impl Output<'_> {
     /// Push mode: sleeps until a new state arrives, the stop, or the next
     /// transmission (REPEAT, PUSH-MIN-DELAY), the fail-safe age of the
     /// latest state or the next heartbeat is due.
-    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, view: &mut OutputView) -> Result<(), CanError> {
+    ///
+    /// The inverter's frames wait in the socket and are read at each wake-up
+    /// (at least once a second with a state to repeat): the silent watch
+    /// needs no wake-ups of its own.
+    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, peer: &mut Peer) -> Result<(), CanError> {
         let Carried { latest, last_sent } = carried;
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
@@ -234,6 +245,8 @@ impl Output<'_> {
         loop {
             (self.heartbeat)();
             let now = Instant::now();
+            self.drain(port, peer, now)?;
+            self.check_talk(peer, now);
             let mut deadline = now + self.heartbeat_every;
             if let Some(state) = latest.as_ref() {
                 if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
@@ -243,7 +256,7 @@ impl Output<'_> {
                     timer.pending = false;
                     timer.last_sent = Some(now);
                     *last_sent = Some(now);
-                    self.transmit(port, state, view, now, &mut errors)?;
+                    self.transmit(port, state, &mut peer.view, now, &mut errors)?;
                 }
                 deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
             }
@@ -267,7 +280,7 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         latest: &mut Option<Shaped>,
-        view: &mut OutputView,
+        peer: &mut Peer,
         interval: Duration,
     ) -> Result<(), CanError> {
         let mut next_own = Instant::now();
@@ -282,14 +295,16 @@ impl Output<'_> {
                 next_own = now + interval;
                 self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
             }
+            self.check_talk(peer, now);
             let deadline = next_own.min(now + self.heartbeat_every);
             match port.read_until(deadline, self.stop) {
                 Ok(Wake::Frame(f)) => {
                     down = false;
+                    let now = Instant::now();
+                    self.heard(peer, &f, now);
                     if !is_keepalive(&f) {
                         continue;
                     }
-                    let now = Instant::now();
                     self.slot.update(|s| {
                         s.last_request = Some(now);
                         s.last_request_wall = Some(SystemTime::now());
@@ -302,7 +317,7 @@ impl Output<'_> {
                     let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
                     if let (Some(state), true) = (latest.as_ref(), paced) {
                         last_sent = Some(now);
-                        self.transmit(port, state, view, now, &mut errors)?;
+                        self.transmit(port, state, &mut peer.view, now, &mut errors)?;
                     }
                 }
                 Ok(Wake::Stopped) => return Ok(()),
@@ -316,6 +331,59 @@ impl Output<'_> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Reads every frame the inverter sent since the last wake-up, without
+    /// waiting. A down interface is left to the transmissions to report.
+    fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
+        loop {
+            match port.read_until(now, self.stop) {
+                Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
+                Ok(_) | Err(CanError::Down(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A frame from the inverter's bus: what the inverter said, if anything.
+    fn heard(&self, peer: &mut Peer, frame: &Frame, now: Instant) {
+        let Some(said) = profile::read_inverter(self.config.profile, frame) else {
+            return;
+        };
+        if peer.watch.heard(now) == Some(TalkChange::Back) {
+            log::info!("{}: talking again", self.label());
+        }
+        self.slot.update(|s| {
+            s.talk = s.talk.map(|_| Talk::Talking);
+            match said {
+                InverterFrame::SmaReadings(r) => s.inverter_readings = Some(r),
+                InverterFrame::SmaState(st) => s.inverter_state = Some(st),
+                InverterFrame::ShutdownRequest => s.shutdown_requests += 1,
+                InverterFrame::KeepAlive | InverterFrame::Identity => {}
+            }
+        });
+        if said == InverterFrame::ShutdownRequest {
+            let line = format_args!(
+                "{}: the inverter asks to shut down the battery (0x300); not obeyed: the batteries' own BMSes decide",
+                self.label()
+            );
+            if let Some(line) = peer.shutdown_log.check(line, now) {
+                log::warn!("{line}");
+            }
+        }
+    }
+
+    /// Whether the inverter has gone quiet for INVERTER-TIMEOUT.
+    fn check_talk(&self, peer: &mut Peer, now: Instant) {
+        if peer.watch.check(now) == Some(TalkChange::WentSilent) {
+            let timeout = self.config.inverter_timeout.unwrap_or_default();
+            log::warn!(
+                "{}: silent, no frame from the inverter for {:.0} s (INVERTER-TIMEOUT)",
+                self.label(),
+                timeout.as_secs_f64()
+            );
+            self.slot.update(|s| s.talk = Some(Talk::Silent));
         }
     }
 
@@ -393,12 +461,21 @@ impl Output<'_> {
     }
 }
 
+/// What one output keeps about its inverter across wake-ups and reopenings:
+/// its view (SOC window, CVL ramp) and whether it talks.
+struct Peer {
+    view: OutputView,
+    watch: InverterWatch,
+    /// "Shut down battery" requests are logged at most once a minute.
+    shutdown_log: LogLimit,
+}
+
 /// One output thread's state across reopenings of its interface: the latest
 /// state survives, so it is ready when the port is back.
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
     carried: Carried,
-    view: OutputView,
+    peer: Peer,
 }
 
 impl Service for OutputService<'_, '_> {
@@ -412,10 +489,10 @@ impl Service for OutputService<'_, '_> {
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.view),
+            OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.peer),
             OutputMode::Sync { interval } => self
                 .output
-                .sync(port, &mut self.carried.latest, &mut self.view, interval),
+                .sync(port, &mut self.carried.latest, &mut self.peer, interval),
         }
     }
 }

@@ -579,9 +579,10 @@ impl SmaState {
 }
 
 /// `[[bmses-out]] INVERTER-TIMEOUT`: is the inverter talking?
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Talk {
     /// Nothing heard yet since the output started.
+    #[default]
     NotYet,
     Talking,
     Silent,

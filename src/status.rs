@@ -10,6 +10,7 @@
 //! interface's thread goes on writing the same cell, and its counters go on.
 
 use crate::combine::{Battery, Combined, SystemState};
+use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
@@ -61,6 +62,15 @@ pub struct OutputStatus {
     /// Transmissions that failed (queue full, interface down).
     pub send_errors: u64,
     pub link: LinkState,
+    /// Whether the inverter talks (INVERTER-TIMEOUT); `None` when it is
+    /// configured never to talk.
+    pub talk: Option<Talk>,
+    /// The Sunny Island's own readings of the battery (its 0x305), and its
+    /// 0x306 (sma profile).
+    pub inverter_readings: Option<SmaReadings>,
+    pub inverter_state: Option<SmaState>,
+    /// "Shut down battery" requests (Luxpower 0x300) received and not obeyed.
+    pub shutdown_requests: u64,
 }
 
 /// The combiner's part.

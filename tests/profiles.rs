@@ -59,14 +59,20 @@ fn u16_at(f: &Frame, i: usize) -> u16 {
     u16::from_le_bytes([f.data()[i], f.data()[i + 1]])
 }
 
-/// The last complete transmission inverter `j` received: the frames after
-/// the last gap of more than 50 ms (a set goes out back to back).
+/// The last complete transmission inverter `j` received. A set goes out
+/// back to back and holds each ID once: a gap of more than 50 ms or an ID
+/// already in the set starts the next one.
 fn last_set(rig: &Rig, j: usize) -> Vec<Frame> {
     let frames = rig.frames(j);
     let mut sets: Vec<Vec<(Instant, Frame)>> = Vec::new();
     for (at, f) in frames {
         match sets.last_mut() {
-            Some(set) if at.duration_since(set.last().unwrap().0) < Duration::from_millis(50) => set.push((at, f)),
+            Some(set)
+                if at.duration_since(set.last().unwrap().0) < Duration::from_millis(50)
+                    && !set.iter().any(|(_, g)| g.id == f.id) =>
+            {
+                set.push((at, f))
+            }
             _ => sets.push(vec![(at, f)]),
         }
     }
@@ -160,5 +166,49 @@ fn victron_lowers_cvl_when_a_battery_forbids_charging() {
     assert_eq!(u16_at(&find(&victron, 0x351), 0), 524);
     // 0x372: one of two batteries blocks charging.
     assert_eq!(find(&victron, 0x372).data(), &[2, 0, 1, 0, 0, 0, 0, 0]);
+    rig.stop();
+}
+
+/// INVERTER-TIMEOUT 1 s on a push-mode and a sync-mode output: talking while
+/// the test sends 0x305 (29-bit on the push one, as Schneider does), silent
+/// once it stops, talking again when it resumes; a Luxpower "shut down
+/// battery" request is counted, never obeyed (frames keep their limits).
+#[test]
+fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
+    use bms_gateway::frame::{CanId, FrameKind};
+    use bms_gateway::profile::Talk;
+    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n[[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n\
+         [[bmses-out]]\nCAN-IF = \"push\"\nPROFILE = \"luxpower\"\nINVERTER-TIMEOUT = 1.0\n\
+         [[bmses-out]]\nCAN-IF = \"sync\"\nSEND-SYNC-ACTIVATED = true\nINVERTER-TIMEOUT = 1.0\n\
+         [mqtt]\nACTIVATED = false\n";
+    let rig = Rig::start(toml, packs(), &[]);
+    let talk = |j: usize| rig.board.snapshot().outputs[j].talk;
+    let send = |j: usize, f: &Frame| rig.inverter_tx[j].lock().unwrap().write(f).unwrap();
+    let schneider = Frame::new(CanId::Extended(0x305), FrameKind::Data, &[0; 8]);
+    let plain = Frame::standard(0x305, &[0; 8]);
+    let wait = |cond: &dyn Fn() -> bool| {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !cond() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cond()
+    };
+    // Nothing heard for 1 s after start: silent.
+    assert!(wait(&|| talk(0) == Some(Talk::Silent) && talk(1) == Some(Talk::Silent)));
+    for _ in 0..20 {
+        send(0, &schneider);
+        send(1, &plain);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!((talk(0), talk(1)), (Some(Talk::Talking), Some(Talk::Talking)));
+    send(0, &Frame::standard(0x300, &[1, 0, 0, 0, 0, 0, 0, 0]));
+    assert!(wait(&|| rig.board.snapshot().outputs[0].shutdown_requests == 1));
+    assert!(wait(&|| talk(0) == Some(Talk::Silent) && talk(1) == Some(Talk::Silent)));
+    // Not obeyed: the Luxpower output still allows 250 A x 1.0 (sum mode).
+    let lux = last_set(&rig, 0);
+    assert_eq!(u16_at(&find(&lux, 0x351), 2), 2500);
+    send(0, &plain);
+    assert!(wait(&|| talk(0) == Some(Talk::Talking)));
     rig.stop();
 }

@@ -494,8 +494,9 @@ fn inverter(config: &Config, node: &str, system_id: &str, j: usize) -> Vec<Entit
     d.link();
     d.sensor("frames_sent", "Frames sent", diagnostic(COUNTER));
     d.sensor("send_errors", "Send errors", diagnostic(COUNTER));
-    // When the inverter state gets `silent` (INVERTER-TIMEOUT), its
-    // connectivity binary sensor belongs here.
+    // INVERTER-TIMEOUT: a problem when the inverter has gone quiet; unknown
+    // (null) for an inverter configured never to talk.
+    d.binary("silent", "Inverter silent", Some("problem"), flag_template("silent"));
     if config.mqtt.control_activated {
         setpoint_controls(
             &mut d,

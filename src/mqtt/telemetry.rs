@@ -18,6 +18,7 @@
 
 use crate::combine::Battery;
 use crate::config::Config;
+use crate::profile::Talk;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::status::{InputStatus, LinkState, OutputStatus, Snapshot};
 use crate::telegram::Telegram;
@@ -318,7 +319,48 @@ pub struct InverterPayload {
     pub send_errors: u64,
     pub link: &'static str,
     pub link_error: Option<String>,
+    /// No frame from the inverter for INVERTER-TIMEOUT; `None` when it is
+    /// configured never to talk (INVERTER-TIMEOUT = 0).
+    pub silent: Option<bool>,
+    /// What the inverter itself measures (an SMA Sunny Island's 0x305 and
+    /// 0x306), `None` for inverters that do not say.
+    pub inverter_readings: Option<InverterReadings>,
+    /// "Shut down battery" requests received (Luxpower 0x300), never obeyed.
+    pub shutdown_requests: u64,
     pub timestamp: f64,
+}
+
+/// An inverter's own readings of the battery (units V, A with + = charging,
+/// degC, %), and its state frame when it sends one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InverterReadings {
+    pub v: f64,
+    pub i: f64,
+    pub t: f64,
+    pub soc: f64,
+    pub soh: Option<f64>,
+    pub charge_procedure: Option<u8>,
+    pub operating_state: Option<u8>,
+    pub error: Option<u16>,
+    pub v_charge_setpoint: Option<f64>,
+}
+
+impl InverterReadings {
+    fn of(output: &OutputStatus) -> Option<InverterReadings> {
+        let r = output.inverter_readings?;
+        let st = output.inverter_state;
+        Some(InverterReadings {
+            v: r.v,
+            i: r.i,
+            t: r.t,
+            soc: r.soc,
+            soh: st.map(|s| s.soh),
+            charge_procedure: st.map(|s| s.charge_procedure),
+            operating_state: st.map(|s| s.operating_state),
+            error: st.map(|s| s.error),
+            v_charge_setpoint: st.map(|s| s.v_charge_setpoint),
+        })
+    }
 }
 
 /// The payload for BASE/inverter/N/state of output `index` (0-based).
@@ -341,6 +383,9 @@ pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, cloc
         send_errors: output.send_errors,
         link,
         link_error,
+        silent: output.talk.map(|t| t == Talk::Silent),
+        inverter_readings: InverterReadings::of(output),
+        shutdown_requests: output.shutdown_requests,
         timestamp: clock.timestamp(),
     }
 }

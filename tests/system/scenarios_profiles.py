@@ -45,10 +45,11 @@ def packs(req_a=0xC0):
 
 
 def sets(frames):
-    """Frame sets: frames less than 50 ms apart go out as one transmission."""
+    """Frame sets: one transmission goes out back to back (less than 50 ms
+    between frames) and holds each ID once."""
     out = []
     for f in frames:
-        if out and f.t - out[-1][-1].t < 0.05:
+        if out and f.t - out[-1][-1].t < 0.05 and all(g.id != f.id for g in out[-1]):
             out[-1].append(f)
         else:
             out.append([f])

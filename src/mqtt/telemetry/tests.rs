@@ -6,7 +6,7 @@ use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requ
 use crate::combine::{Combined, SystemState};
 use crate::config_text::ConfigText;
 use crate::status::SystemStatus;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const T0: u64 = 1_700_000_000;
 
@@ -300,6 +300,7 @@ fn inverter_state_shows_what_was_sent() {
         frames_sent: 600,
         send_errors: 1,
         link: LinkState::Up,
+        ..OutputStatus::default()
     };
     let got = to_json(&inverter_state(&config(), 0, &output, &c));
     assert_eq!(got["i_lim_charge"], 75.0);
@@ -382,4 +383,29 @@ fn active_setpoints_change_when_one_expires() {
     assert_eq!(before, same);
     assert_ne!(before, after);
     assert_eq!(after, vec![LimitSetpoints::default(); 2]);
+}
+
+#[test]
+fn inverter_state_says_whether_it_talks_and_what_an_sma_measured() {
+    let c = clock();
+    let mut output = OutputStatus::default();
+    let got = to_json(&inverter_state(&config(), 0, &output, &c));
+    assert_eq!(got["silent"], Value::Null, "configured never to talk");
+    assert_eq!(got["inverter_readings"], Value::Null);
+    output.talk = Some(crate::profile::Talk::NotYet);
+    assert_eq!(to_json(&inverter_state(&config(), 0, &output, &c))["silent"], false);
+    output.talk = Some(crate::profile::Talk::Silent);
+    output.inverter_readings = Some(crate::profile::SmaReadings {
+        v: 52.3,
+        i: 20.0,
+        t: 25.0,
+        soc: 76.5,
+    });
+    output.shutdown_requests = 2;
+    let got = to_json(&inverter_state(&config(), 0, &output, &c));
+    assert_eq!(got["silent"], true);
+    assert_eq!(got["inverter_readings"]["v"], 52.3);
+    assert_eq!(got["inverter_readings"]["i"], 20.0, "+ = charging, as everywhere else");
+    assert_eq!(got["inverter_readings"]["soc"], 76.5);
+    assert_eq!(got["shutdown_requests"], 2);
 }
