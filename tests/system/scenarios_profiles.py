@@ -6,6 +6,7 @@ pacing."""
 import struct
 import time
 
+import canio
 import harness
 import pylon
 from harness import check, scenario, wait_for
@@ -135,4 +136,46 @@ def profiles(ctx):
         last[f.id] = f.t
     ctx.log(f"sma: shortest gap between two frames of one ID {worst * 1000:.0f} ms")
     check(worst >= 0.195, f"sma: an ID repeated after {worst * 1000:.0f} ms (at least 200 ms)")
+    check(gw.alive(), "the gateway exited")
+
+
+@scenario("inverter_silent", budget=90)
+def inverter_silent(ctx):
+    """INVERTER-TIMEOUT on a push output: silent when the inverter stops, back when it talks."""
+    ctx.vcan("sib1", "sii1")
+    ctx.battery("sib1", packs()[0])
+    cap = ctx.capture("sii1")
+    inv = canio.Sender("sii1")
+    inputs = [{"CAN-IF": "sib1", "CAPACITY-AH": 100}]
+    outputs = [{"CAN-IF": "sii1", "INVERTER-TIMEOUT": 2.0}]
+    gw = ctx.gateway(harness.config(inputs, outputs))
+    mark = [0]  # log offset: only what was said after it counts
+
+    def said(text):
+        return text in gw.log_text()[mark[0]:]
+
+    check(wait_for(lambda: len(cap.since(0)) > 0, 20), "no frames to the inverter")
+
+    def talk(seconds, ext):
+        """Sends 0x305 twice a second; returns when the last one went."""
+        until = time.monotonic() + seconds
+        while True:
+            inv.send(0x305, bytes(8), ext=ext)
+            last = time.monotonic()
+            if last + 0.5 >= until:
+                return last
+            time.sleep(0.5)
+
+    t0 = talk(3, ext=True)  # Schneider's 29-bit 0x305 counts too
+    mark[0] = len(gw.log_text())
+    check(wait_for(lambda: said("silent, no frame from the inverter"), 15),
+          "the gateway never said the inverter went silent")
+    ctx.log(f"silent reported {time.monotonic() - t0:.1f} s after the last 0x305 (timeout 2 s)")
+    mark[0] = len(gw.log_text())
+    talk(2, ext=False)
+    check(wait_for(lambda: said("talking again"), 10), "the gateway never said the inverter is back")
+    # Push mode never paused for any of it.
+    gap = harness.max_gap(cap, t0, time.monotonic())
+    ctx.log(f"longest gap between frame sets meanwhile {gap:.2f} s")
+    check(gap < 2.0, f"{gap:.2f} s without 0x351 while watching the inverter")
     check(gw.alive(), "the gateway exited")
