@@ -32,6 +32,7 @@
 //! telemetry at the end; it exits 1 on any mismatch. The benchmark proper
 //! runs without MQTT: it measures the CAN path.
 
+use bms_gateway::bank::LimitMode;
 use bms_gateway::can::socket::SocketCan;
 use bms_gateway::can::virtual_bus::VirtualBus;
 use bms_gateway::can::{CanOpener, CanPort};
@@ -448,8 +449,18 @@ fn expected(config: &Config, fresh: &[usize], j: usize, degraded: bool) -> Expec
     let avg = |f: fn(&BatteryParams) -> f64| ps.iter().zip(&caps).map(|(p, c)| f(p) * c).sum::<f64>() / total;
     let out = &config.outputs[j];
     let bat = &config.battery;
-    let ccl_total = ps.iter().map(|p| p.ccl).sum::<f64>().min(bat.i_lim_charge);
-    let dcl_total = ps.iter().map(|p| p.dcl).sum::<f64>().min(bat.i_lim_discharge);
+    let mut ccl_total = ps.iter().map(|p| p.ccl).sum::<f64>().min(bat.i_lim_charge);
+    let mut dcl_total = ps.iter().map(|p| p.dcl).sum::<f64>().min(bat.i_lim_discharge);
+    if bat.bank.mode == LimitMode::Share {
+        // Every battery discharges at a constant current: settled, the
+        // discharge shares are I_k / sum of I; charging is never measured,
+        // so the charge shares are the capacity shares c_k / sum of c.
+        let current: f64 = ps.iter().map(|p| p.current).sum();
+        for (p, c) in ps.iter().zip(&caps) {
+            ccl_total = ccl_total.min(p.ccl * total / c);
+            dcl_total = dcl_total.min(p.dcl * current / p.current);
+        }
+    }
     let modules = ps.iter().fold(0u8, |a, p| a.saturating_add(p.modules));
     let cell = |p: &BatteryParams| (p.voltage / 15.0).clamp(2.5, 3.65);
     Expected {
@@ -559,8 +570,9 @@ struct Rig {
 impl Rig {
     /// Starts the gateway threads (and the MQTT thread when `mqtt_port` is
     /// given: a broker on 127.0.0.1 at that port).
-    fn start(o: &Options, mqtt_port: Option<u16>) -> Rig {
+    fn start(o: &Options, mqtt_port: Option<u16>, mode: LimitMode) -> Rig {
         let mut config = config(o.inputs, o.outputs);
+        config.battery.bank.mode = mode;
         if let Some(port) = mqtt_port {
             config.mqtt.activated = true;
             config.mqtt.broker = "127.0.0.1".into();
@@ -846,7 +858,8 @@ fn bench(o: &Options) -> ExitCode {
             }
         }
     }
-    let mut rig = Rig::start(o, None);
+    // The default LIMIT-MODE, so that its cost is measured.
+    let mut rig = Rig::start(o, None, LimitMode::Share);
     // Give the threads time to open their interfaces.
     std::thread::sleep(Duration::from_millis(300));
     let lat = latency(&rig, o.rounds);
@@ -1041,7 +1054,10 @@ fn soak(o: &Options, secs: f64) -> ExitCode {
         return ExitCode::from(2);
     }
     let mut broker = Broker::start();
-    let mut rig = Rig::start(o, broker.as_ref().map(|b| b.port));
+    // The soak checks the fault rules of section 4 against their sums; a
+    // battery coming back would otherwise be checked while its limit is
+    // still rising gradually.
+    let mut rig = Rig::start(o, broker.as_ref().map(|b| b.port), LimitMode::Sum);
     let bus = rig.bus.clone().expect("virtual bus");
     let n = o.inputs;
     // Which battery goes silent and which interfaces vanish.

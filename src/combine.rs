@@ -6,6 +6,7 @@
 //! telegrams, setpoints and ticks with the current time and forwards whatever
 //! combined state it returns. Nothing here reads a clock.
 
+use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, PerKind, Round};
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
@@ -44,6 +45,8 @@ pub struct BatterySettings {
     pub i_tot_offset: f64,
     pub stale_timeout: Duration,
     pub on_input_lost: OnInputLost,
+    /// `LIMIT-MODE` and the bank-aware limits' settings.
+    pub bank: BankSettings,
 }
 
 impl BatterySettings {
@@ -65,6 +68,7 @@ impl Default for BatterySettings {
             i_tot_offset: 0.0,
             stale_timeout: Duration::from_secs(5),
             on_input_lost: OnInputLost::Degrade,
+            bank: BankSettings::default(),
         }
     }
 }
@@ -147,6 +151,28 @@ pub struct Combined {
     /// Online, blocking and offline batteries (0x372).
     pub bank: BankStatus,
     pub made_at: Instant,
+    /// The combined limits (as in `battery`) and why each is what it is.
+    pub limits: PerKind<Limit>,
+    /// The bank took more than the inverters were allowed, for OVERSHOOT-TIME.
+    pub overshoot: PerKind<bool>,
+}
+
+/// Whether these request flags allow current in direction `kind`.
+pub fn allows(r: &Requests, kind: LimitKind) -> bool {
+    match kind {
+        LimitKind::Charge => r.charge_enable,
+        LimitKind::Discharge => r.discharge_enable,
+    }
+}
+
+/// One battery's own limits, 0 for a direction it forbids.
+pub fn own_limits(t: &Telegram) -> PerKind<f64> {
+    let r = allowed(t);
+    let own = |kind, limit: f64| if allows(&r, kind) { limit } else { 0.0 };
+    PerKind {
+        charge: own(LimitKind::Charge, t.limits.i_lim_charge),
+        discharge: own(LimitKind::Discharge, t.limits.i_lim_discharge),
+    }
 }
 
 /// Combines telegrams (with their inputs' capacities) that are all fresh.
@@ -177,20 +203,16 @@ pub fn combine_fresh<'a>(
     };
     for (t, _) in fresh {
         let r = allowed(t);
-        // A charge voltage of 0 V is no voltage to charge to: that battery
-        // forbids charging, and its 0 never becomes the combined value
+        // A battery's charge voltage of 0 V never becomes the combined value
         // (inverters read CVL 0 as over-voltage).
         if t.limits.v_charge_cmd > 0.0 {
             b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
         }
         b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
-        // An input that forbids charging adds no charge current.
-        b.i_lim_charge += if r.charge_enable { t.limits.i_lim_charge } else { 0.0 };
-        b.i_lim_discharge += if r.discharge_enable {
-            t.limits.i_lim_discharge
-        } else {
-            0.0
-        };
+        // An input that forbids a direction adds no current to it.
+        let own = own_limits(t);
+        b.i_lim_charge += own.charge;
+        b.i_lim_discharge += own.discharge;
         b.i_total += t.measurements.i_total;
         b.flags.error_flags_1 |= t.flags.error_flags_1;
         b.flags.error_flags_2 |= t.flags.error_flags_2;
@@ -316,6 +338,16 @@ impl InputState {
     }
 }
 
+impl InputState {
+    /// The latest telegram, if it is fresh at `now`.
+    fn fresh(&self, now: Instant, settings: &BatterySettings) -> Option<&Telegram> {
+        self.latest
+            .as_ref()
+            .filter(|(_, at)| settings.is_fresh(*at, now))
+            .map(|(t, _)| t)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Nothing made yet: waiting until no input is waiting any more.
@@ -344,6 +376,8 @@ pub struct Combiner {
     /// Last non-zero combined charge voltage; nothing is sent before there is one.
     last_cvl: Option<f64>,
     last: Option<Combined>,
+    /// Shares, the closed loop and the overshoot watch.
+    bank: Bank,
 }
 
 impl Combiner {
@@ -358,7 +392,20 @@ impl Combiner {
             last_fresh: None,
             last_cvl: None,
             last: None,
+            bank: Bank::new(
+                settings.bank,
+                PerKind {
+                    charge: settings.i_lim_charge,
+                    discharge: settings.i_lim_discharge,
+                },
+                capacities,
+            ),
         }
+    }
+
+    /// The bank's view of each pack (shares, over current).
+    pub fn bank(&self) -> &Bank {
+        &self.bank
     }
 
     /// The same combiner, shaping a state for each of these inverters (in
@@ -457,10 +504,13 @@ impl Combiner {
         let all_lost = nothing_fresh && last.state != SystemState::Safe;
         let quiet = now.saturating_duration_since(last.made_at) >= KEEPALIVE;
         if expired || all_lost || quiet {
-            return self.make(now);
+            return self.make(now, Round::Repeat);
         }
         // An inverter's own setpoint changes only its share: the same
         // combined state, shaped again.
+        if inverter_expired {
+            self.note_sent(now);
+        }
         inverter_expired.then_some(last)
     }
 
@@ -473,12 +523,13 @@ impl Combiner {
             Scope::System => {
                 self.setpoints.set(command.kind, command.setpoint);
                 match self.phase {
-                    Phase::Running if self.last.is_some() => self.make(now),
+                    Phase::Running if self.last.is_some() => self.make(now, Round::Repeat),
                     _ => None,
                 }
             }
             Scope::Inverter(j) => {
                 self.inverters.get_mut(j)?.setpoints.set(command.kind, command.setpoint);
+                self.note_sent(now);
                 self.last
             }
         }
@@ -509,8 +560,14 @@ impl Combiner {
             })
             .collect();
         self.settings = settings;
+        // The bank's per-pack watch starts over with the new packs and caps.
+        let caps = PerKind {
+            charge: settings.i_lim_charge,
+            discharge: settings.i_lim_discharge,
+        };
+        self.bank = Bank::new(settings.bank, caps, capacities);
         match self.phase {
-            Phase::Running if self.last.is_some() => self.make(now),
+            Phase::Running if self.last.is_some() => self.make(now, Round::New),
             _ => self.advance(now),
         }
     }
@@ -550,19 +607,24 @@ impl Combiner {
                 }
             }
         }
-        if any_fresh { self.make(now) } else { None }
+        if any_fresh { self.make(now, Round::New) } else { None }
     }
 
     /// Makes a combined state from the latest telegrams of the fresh inputs
     /// and starts a new round.
-    fn make(&mut self, now: Instant) -> Option<Combined> {
+    fn make(&mut self, now: Instant, round: Round) -> Option<Combined> {
         let settings = &self.settings;
-        let fresh = self.inputs.iter().filter_map(move |i| {
-            i.latest
-                .as_ref()
-                .filter(|(_, at)| settings.is_fresh(*at, now))
-                .map(|(t, _)| (t, i.capacity_ah))
+        let fresh = self
+            .inputs
+            .iter()
+            .filter_map(move |i| i.fresh(now, settings).map(|t| (t, i.capacity_ah)));
+        let readings = self.inputs.iter().map(|i| {
+            i.fresh(now, settings).map(|t| PackReading {
+                current: t.measurements.i_total,
+                limits: own_limits(t),
+            })
         });
+        let mut limits = self.bank.round(readings, round, now);
         let online = fresh.clone().count();
         let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
         if let Some(b) = combine_fresh(fresh, &self.settings) {
@@ -590,8 +652,11 @@ impl Combiner {
         if battery.v_charge_cmd <= 0.0 {
             battery.v_charge_cmd = last_cvl;
         }
-        battery.i_lim_charge = self.setpoints.lower(LimitKind::Charge, battery.i_lim_charge, now);
-        battery.i_lim_discharge = self.setpoints.lower(LimitKind::Discharge, battery.i_lim_discharge, now);
+        for kind in KINDS {
+            self.explain(kind, limits.get_mut(kind), &battery, state, now);
+        }
+        battery.i_lim_charge = limits.charge.value;
+        battery.i_lim_discharge = limits.discharge.value;
         match state {
             SystemState::Ok => {}
             SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
@@ -603,9 +668,54 @@ impl Combiner {
             inputs_online: online,
             bank,
             made_at: now,
+            limits,
+            overshoot: PerKind {
+                charge: self.bank.overshoot(LimitKind::Charge),
+                discharge: self.bank.overshoot(LimitKind::Discharge),
+            },
         };
         self.last = Some(combined);
+        self.note_sent(now);
         Some(combined)
+    }
+
+    /// Tells the overshoot watch what the inverters together are sent from
+    /// now on (the sum of their shaped limits), each time the latest state
+    /// or an inverter's share of it changes. Without inverters nothing is
+    /// sent, so nothing is compared.
+    fn note_sent(&mut self, now: Instant) {
+        let Some(c) = self.last.filter(|_| !self.inverters.is_empty()) else {
+            return;
+        };
+        let mut sent = PerKind::default();
+        for i in &self.inverters {
+            let b = shape(&c, &i.share, &i.setpoints, now);
+            sent.charge += b.i_lim_charge;
+            sent.discharge += b.i_lim_discharge;
+        }
+        self.bank.note_sent(sent);
+    }
+}
+
+impl Combiner {
+    /// Lowers the bank's limit by the system setpoint, and names the
+    /// reasons that override the value: the safe state, a forbidden direction.
+    fn explain(&self, kind: LimitKind, limit: &mut Limit, combined: &Battery, state: SystemState, now: Instant) {
+        if let Some(v) = self.setpoints.value_at(kind, now) {
+            limit.lower(v, LimitReason::Setpoint, None);
+        }
+        if state == SystemState::Safe {
+            *limit = Limit {
+                value: 0.0,
+                reason: LimitReason::Safe,
+                battery: None,
+            };
+        } else if !allows(&combined.requests, kind) {
+            limit.reason = LimitReason::Disabled;
+            let forbids = |t: &Telegram| !allows(&allowed(t), kind);
+            limit.battery = (0..self.inputs.len())
+                .find(|&i| self.is_fresh(i, now) && self.inputs[i].latest.as_ref().is_some_and(|(t, _)| forbids(t)));
+        }
     }
 }
 

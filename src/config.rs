@@ -5,6 +5,7 @@
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 
+use crate::bank::{BankSettings, LimitMode};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
 use crate::profile::{Profile, SocWindow, VoltageUnit};
@@ -255,6 +256,10 @@ const BATTERY_KEYS: &[&str] = &[
     "I-TOT-OFFSET",
     "STALE-TIMEOUT",
     "ON-INPUT-LOST",
+    "LIMIT-MODE",
+    "SHARE-MIN-CURRENT",
+    "OVERCURRENT-MARGIN",
+    "OVERSHOOT-TIME",
 ];
 const INPUT_KEYS: &[&str] = &["CAN-IF", "DESCRIPTION", "CAPACITY-AH", "POLL-INTERVAL"];
 const OUTPUT_KEYS: &[&str] = &[
@@ -518,7 +523,22 @@ impl<'t> Reader<'t> {
                 Some(name) if name == OnInputLost::Stop.name() => OnInputLost::Stop,
                 _ => OnInputLost::Degrade,
             },
+            bank: self.bank(s),
         })
+    }
+
+    fn bank(&mut self, s: &Section) -> BankSettings {
+        let d = BankSettings::default();
+        BankSettings {
+            mode: match self.choice(s, "LIMIT-MODE", &["share", "sum"]) {
+                Some("sum") => LimitMode::Sum,
+                _ => LimitMode::Share,
+            },
+            // Above 0: an idle bank's split (0 / 0) is never measured.
+            share_min_current: self.number_or(s, "SHARE-MIN-CURRENT", d.share_min_current, (0.1, 1000.0)),
+            overcurrent_margin: self.number_or(s, "OVERCURRENT-MARGIN", d.overcurrent_margin, (0.0, 1.0)),
+            overshoot_time: self.seconds_or(s, "OVERSHOOT-TIME", d.overshoot_time, (0.0, 3600.0)),
+        }
     }
 
     fn input(&mut self, s: &Section) -> Option<InputConfig> {
@@ -910,6 +930,14 @@ impl Config {
             "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = \"{}\"",
             secs(b.stale_timeout),
             b.on_input_lost.name()
+        );
+        let _ = writeln!(
+            s,
+            "[battery] LIMIT-MODE = \"{}\", SHARE-MIN-CURRENT = {} A, OVERCURRENT-MARGIN = {}, OVERSHOOT-TIME = {} s",
+            b.bank.mode.as_str(),
+            b.bank.share_min_current,
+            b.bank.overcurrent_margin,
+            secs(b.bank.overshoot_time)
         );
         for (n, i) in self.inputs.iter().enumerate() {
             let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));

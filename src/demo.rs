@@ -6,6 +6,13 @@
 //! (degraded, then back), battery 1 raises a high-temperature warning from
 //! 45 s to 52 s. With one battery, its silence shows the safe state.
 //!
+//! The batteries' currents come from the plant model (`sim::ParallelBank`):
+//! the inverters charge and discharge at a demanded power that swings every
+//! two minutes, within the limits they receive, and the packs split it by
+//! their internal resistance and state of charge. Battery 1 has the lowest
+//! resistance for its size: it takes half the current with a quarter of the
+//! limits, so the share limit holds it at its own limit, the others below.
+//!
 //! With `--mqtt HOST[:PORT]` the demo also runs the MQTT thread against that
 //! broker, Home Assistant discovery included, so that the whole integration
 //! can be seen in one's own Home Assistant. It publishes under its own base
@@ -23,7 +30,7 @@ use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
-use crate::sim::{BatteryParams, InverterView, SimAlarms};
+use crate::sim::{BatteryParams, InverterView, PackModel, ParallelBank, SimAlarms, inverter_current};
 use crate::status::{LinkState, Snapshot, StatusBoard};
 use crate::supervise::Supervision;
 use crossbeam_channel::{Receiver, bounded, select, tick};
@@ -120,6 +127,12 @@ pub fn remove(mqtt: &DemoMqtt) -> Result<usize, String> {
 }
 
 const CAPACITIES: [f64; 4] = [100.0, 200.0, 150.0, 50.0];
+/// Internal resistances (ohm): battery 1 is the one that takes more.
+const RESISTANCES: [f64; 4] = [0.006, 0.012, 0.012, 0.02];
+/// The inverters together want up to this much power (W), + = charging,
+/// swinging over DEMAND_PERIOD seconds.
+const DEMAND_W: f64 = 7000.0;
+const DEMAND_PERIOD: f64 = 120.0;
 const SCRIPT_PERIOD: f64 = 60.0;
 
 /// The gateway configuration the demo runs.
@@ -180,21 +193,34 @@ fn demo_profile(j: usize) -> Profile {
     }
 }
 
+/// Battery `k`'s fixed values; current, voltage and SOC come from the plant.
+/// Limits of half a C, so battery 1's are the smallest but one.
 fn battery_params(k: usize) -> BatteryParams {
+    let capacity = CAPACITIES[k % CAPACITIES.len()];
     let k = k as f64;
     BatteryParams {
-        soc: 55.0 + 10.0 * k,
         soh: 98.0 - k,
-        voltage: 51.8 + 0.2 * k,
-        current: -10.0 * k,
         temp: 22.0 + k,
         cvl: 53.2 + 0.2 * k,
-        ccl: 100.0 + 50.0 * k,
-        dcl: 150.0 + 50.0 * k,
+        ccl: 0.5 * capacity,
+        dcl: 0.5 * capacity,
         dvl: 45.0 + 0.5 * k,
         modules: 2 + k as u8,
-        drift: true,
+        drift: false,
         ..BatteryParams::default()
+    }
+}
+
+/// The demo's bank on one DC bus, at SOCs from 60 % up.
+fn plant(n: usize) -> ParallelBank {
+    ParallelBank {
+        packs: (0..n)
+            .map(|k| PackModel {
+                capacity_ah: CAPACITIES[k % CAPACITIES.len()],
+                resistance: RESISTANCES[k % RESISTANCES.len()],
+                soc: 60.0 + 2.0 * k as f64,
+            })
+            .collect(),
     }
 }
 
@@ -211,15 +237,35 @@ fn script(k: usize, n: usize, t: f64) -> (bool, SimAlarms) {
     (!silent, alarms)
 }
 
-fn run_battery(k: usize, n: usize, port: &mut dyn CanPort, stop: &Receiver<()>, started: Instant) {
-    let params = battery_params(k);
+/// The bank: every second the inverters take their demand within the limits
+/// they last received, the plant splits it, and each battery that talks
+/// sends its burst. A silent battery still carries current: only its BMS
+/// is quiet.
+fn run_bank(ports: &mut [Box<dyn CanPort>], views: &[Mutex<InverterView>], stop: &Receiver<()>, started: Instant) {
+    let n = ports.len();
+    let mut bank = plant(n);
+    let mut params: Vec<BatteryParams> = (0..n).map(battery_params).collect();
+    let mut currents = vec![0.0; n];
     let ticker = tick(Duration::from_secs(1));
     loop {
         let t = started.elapsed().as_secs_f64();
-        let (talking, alarms) = script(k, n, t);
-        if talking {
-            for frame in params.burst(t, alarms) {
-                let _ = port.write(&frame);
+        let idle = bank.split(0.0, &mut currents);
+        let demand = DEMAND_W * (std::f64::consts::TAU * t / DEMAND_PERIOD).sin() / views.len().max(1) as f64;
+        let total: f64 = views
+            .iter()
+            .filter_map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).limits())
+            .map(|l| inverter_current(demand, idle, &l, 0.0))
+            .sum();
+        let bus = bank.split(total, &mut currents);
+        bank.step(&currents, 1.0);
+        for (k, port) in ports.iter_mut().enumerate() {
+            let (talking, alarms) = script(k, n, t);
+            let p = &mut params[k];
+            (p.current, p.voltage, p.soc) = (currents[k], bus, bank.packs[k].soc);
+            if talking {
+                for frame in p.burst(t, alarms) {
+                    let _ = port.write(&frame);
+                }
             }
         }
         select! {
@@ -290,10 +336,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
             let (config, board, commands_tx) = (&config, &board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
         }
-        let n = battery_ports.len();
-        for (k, port) in battery_ports.iter_mut().enumerate() {
-            s.spawn(move || run_battery(k, n, port.as_mut(), stop, started));
-        }
+        let bank_views = &views;
+        s.spawn(move || run_bank(&mut battery_ports, bank_views, stop, started));
         for ((port, view), output) in inverter_ports.iter_mut().zip(&views).zip(&config.outputs) {
             let sync = matches!(output.mode, OutputMode::Sync { .. });
             s.spawn(move || run_inverter(port.as_mut(), sync, view, stop));
@@ -391,7 +435,7 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     );
     let _ = writeln!(
         s,
-        "BATTERY  IF     AH   LINK  ONLINE   SOC      V       I     T    CVL    CCL    DCL  FLAGS     TELEGRAMS"
+        "BATTERY  IF     AH   LINK  ONLINE   SOC      V       I     T    CVL    CCL    DCL  FLAGS     TELEGRAMS  SHARE  OVER"
     );
     for (i, (input, st)) in config.inputs.iter().zip(&snap.inputs).enumerate() {
         let fresh = snap.system.inputs_fresh.get(i).copied().unwrap_or(false);
@@ -402,9 +446,12 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
             LinkState::Opening => "...",
         };
         let f = t.map(|t| t.flags);
+        let pack = snap.system.packs.get(i).filter(|p| p.fresh);
+        let discharging = snap.system.combined.is_some_and(|c| c.battery.i_total < 0.0);
+        let share = pack.map(|p| if discharging { p.share.discharge } else { p.share.charge });
         let _ = writeln!(
             s,
-            "{:<8} {:<5} {:>4}  {:<5} {:<6} {} {} {} {} {} {} {}  {}  {:>9}",
+            "{:<8} {:<5} {:>4}  {:<5} {:<6} {} {} {} {} {} {} {}  {}  {:>9}  {}  {}",
             i + 1,
             input.can_if,
             input.capacity_ah,
@@ -421,7 +468,13 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
                 "{:02X}{:02X}{:02X}{:02X}",
                 f.error_flags_1, f.error_flags_2, f.warning_flags_1, f.warning_flags_2
             )),
-            st.telegrams
+            st.telegrams,
+            opt(share, 5, 2),
+            match pack.map(|p| p.over_current) {
+                Some(true) => "OVER",
+                Some(false) => "-",
+                None => "",
+            }
         );
     }
     if let Some(c) = snap.system.combined {
@@ -444,6 +497,23 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
             b.flags.error_flags_2,
             b.flags.warning_flags_1,
             b.flags.warning_flags_2
+        );
+        let why = |l: &crate::bank::Limit| {
+            let battery = l.battery.map_or(String::new(), |i| format!(", battery {}", i + 1));
+            format!("{:.1} A ({}{battery})", l.value, l.reason.as_str())
+        };
+        let overshoot = match (c.overshoot.charge, c.overshoot.discharge) {
+            (false, false) => "none",
+            (true, false) => "CHARGE",
+            (false, true) => "DISCHARGE",
+            (true, true) => "BOTH",
+        };
+        let _ = writeln!(
+            s,
+            "LIMITS   ({} mode) charge {}, discharge {}; inverter overshoot: {overshoot}",
+            config.battery.bank.mode.as_str(),
+            why(&c.limits.charge),
+            why(&c.limits.discharge)
         );
     }
     let _ = writeln!(
@@ -486,7 +556,7 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
     }
     let _ = write!(
         s,
-        "\nScript (every 60 s): battery 2 silent 20-35 s (degraded, or safe with one battery), battery 1 high-temperature warning 45-52 s."
+        "\nScript (every 60 s): battery 2 silent 20-35 s (degraded, or safe with one battery), battery 1 high-temperature warning 45-52 s.\nThe inverters want up to {DEMAND_W} W, charging then discharging every {DEMAND_PERIOD} s; battery 1 takes the most current for its limits (lowest resistance): the share limit holds it at its own limit."
     );
     let m = &config.mqtt;
     if m.activated {

@@ -6,6 +6,7 @@
 //! MQTT thread, or a test) arrive on their own bounded queue. Nothing here
 //! blocks on MQTT: the status board is the only thing MQTT reads.
 
+use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
 use crate::combine::{Combined, Combiner, InverterShare, SystemState};
 use crate::config::{Config, InputConfig, OutputConfig};
@@ -469,12 +470,15 @@ impl Core {
         now: Instant,
     ) {
         self.watch.state(c, self.config.inputs.len());
+        self.watch.over_current(&self.config, &self.combiner);
         let combiner = &self.combiner;
         for (mailbox, shaped) in mailboxes.zip(combiner.shaped(now)) {
             mailbox.put(shaped);
         }
         let changed = board.system(|s| {
             s.combined = Some(*c);
+            s.packs.clear();
+            s.packs.extend(combiner.bank().packs());
             let changed =
                 s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
             s.setpoints = *combiner.setpoints();
@@ -523,6 +527,8 @@ struct Watch {
     /// What the board shows as each input's freshness.
     published: Vec<bool>,
     state: Option<SystemState>,
+    overshoot: PerKind<bool>,
+    over_current: Vec<bool>,
 }
 
 impl Watch {
@@ -531,6 +537,8 @@ impl Watch {
             fresh: vec![None; inputs],
             published: vec![false; inputs],
             state: None,
+            overshoot: PerKind::default(),
+            over_current: vec![false; inputs],
         }
     }
 
@@ -540,6 +548,10 @@ impl Watch {
         self.fresh = from
             .iter()
             .map(|f| f.and_then(|o| old.get(o).copied().flatten()))
+            .collect();
+        let old = std::mem::take(&mut self.over_current);
+        self.over_current = (from.iter())
+            .map(|f| f.and_then(|o| old.get(o).copied()).unwrap_or(false))
             .collect();
         let old = std::mem::take(&mut self.published);
         self.published = (from.iter())
@@ -580,7 +592,48 @@ impl Watch {
         }
     }
 
+    /// Logs a battery going over its own limit (by more than
+    /// OVERCURRENT-MARGIN) and coming back within it.
+    fn over_current(&mut self, config: &Config, combiner: &Combiner) {
+        let action = match config.battery.bank.mode {
+            LimitMode::Share => "the combined limit falls until it is within",
+            LimitMode::Sum => "LIMIT-MODE \"sum\" does not lower the combined limit for it",
+        };
+        for (i, (seen, pack)) in self.over_current.iter_mut().zip(combiner.bank().packs()).enumerate() {
+            let name = &config.inputs[i].can_if;
+            match (*seen, pack.over_current) {
+                (false, true) => log::warn!(
+                    "battery {} ({name}): over current, above its own limit: {action}",
+                    i + 1
+                ),
+                (true, false) => log::info!("battery {} ({name}): back within its own limit", i + 1),
+                _ => {}
+            }
+            *seen = pack.over_current;
+        }
+    }
+
+    /// Logs an overshoot raised or cleared (an inverter ignoring its limit).
+    fn overshoot(&mut self, c: &Combined) {
+        for kind in KINDS {
+            let (was, now) = (*self.overshoot.get(kind), *c.overshoot.get(kind));
+            let what = direction_name(kind);
+            match (was, now) {
+                (false, true) => log::warn!(
+                    "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
+                    c.battery.i_total.abs()
+                ),
+                (true, false) => log::info!(
+                    "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
+                ),
+                _ => {}
+            }
+            *self.overshoot.get_mut(kind) = now;
+        }
+    }
+
     fn state(&mut self, c: &Combined, inputs: usize) {
+        self.overshoot(c);
         if self.state == Some(c.state) {
             return;
         }

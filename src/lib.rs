@@ -5,6 +5,7 @@
 //! has no threads, clocks or sockets: time is passed in. The shell around it
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
+pub mod bank;
 pub mod can;
 pub mod candump;
 pub mod codec;

@@ -300,9 +300,11 @@ impl<'a> Session<'a> {
         let system = telemetry::system_state(&snapshot, &clock);
         let topic = self.config.mqtt.topic.clone();
         self.publish(&topic, QoS::AtMostOnce, false, json(&system));
+        let discharging = snapshot.system.combined.is_some_and(|c| c.battery.i_total < 0.0);
         for (i, input) in snapshot.inputs.iter().enumerate().take(self.config.inputs.len()) {
             let online = snapshot.system.inputs_fresh.get(i).copied().unwrap_or(false);
-            let state = telemetry::battery_state(self.config, i, input, online, &clock);
+            let pack = snapshot.system.packs.get(i);
+            let state = telemetry::battery_state(self.config, i, input, online, pack, discharging, &clock);
             self.publish(
                 &format!("{base}/battery/{}/state", i + 1),
                 QoS::AtMostOnce,

@@ -9,6 +9,7 @@
 //! cells of the interfaces it keeps ([`StatusBoard::reconfigure`]): a kept
 //! interface's thread goes on writing the same cell, and its counters go on.
 
+use crate::bank::PackView;
 use crate::combine::{Battery, Combined, SystemState};
 use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::reload::Mapping;
@@ -81,6 +82,8 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
+    /// Each battery's share and over-current flag, in input order.
+    pub packs: Vec<PackView>,
     /// Whether each input is fresh, in input order, as the combiner decided
     /// it at its latest look at the clock (at most one tick old).
     pub inputs_fresh: Vec<bool>,
@@ -288,9 +291,16 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bank::{Limit, LimitReason, PerKind};
     use crate::codec::{Flags, Requests};
     use crate::combine::{Battery, Combined};
     use std::time::Instant;
+
+    const NO_CURRENT: Limit = Limit {
+        value: 0.0,
+        reason: LimitReason::Sum,
+        battery: None,
+    };
 
     fn combined(state: SystemState) -> Combined {
         Combined {
@@ -314,6 +324,11 @@ mod tests {
             inputs_online: 1,
             bank: Default::default(),
             made_at: Instant::now(),
+            limits: PerKind {
+                charge: NO_CURRENT,
+                discharge: NO_CURRENT,
+            },
+            overshoot: PerKind::default(),
         }
     }
 

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Three batteries, two inverters with shares 0.6 and 0.4.
+/// Three batteries, two inverters with shares 0.6 and 0.4; LIMIT-MODE "sum"
+/// (the share rules are tested in src/bank and tests/system).
 fn three_by_two(extra_battery: &str, extra_inverter: &str) -> String {
     ConfigText::new()
-        .battery("I-LIM-CHARGE = 300\nSTALE-TIMEOUT = 2.0")
+        .battery("I-LIM-CHARGE = 300\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"")
         .battery(extra_battery)
         .input("bat1", 100.0, "")
         .input("bat2", 200.0, "")

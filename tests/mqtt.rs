@@ -11,6 +11,7 @@
 mod config_text;
 mod mosquitto;
 
+use bms_gateway::bank::{Limit, LimitReason, PackView, PerKind};
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use bms_gateway::combine::{Battery, Combined, SystemState};
 use bms_gateway::config::{self, Config};
@@ -121,7 +122,31 @@ fn filled_board() -> Arc<StatusBoard> {
             inputs_online: 2,
             bank: Default::default(),
             made_at: now,
+            limits: PerKind {
+                charge: Limit {
+                    value: 100.0,
+                    reason: LimitReason::Sum,
+                    battery: None,
+                },
+                discharge: Limit {
+                    value: 100.0,
+                    reason: LimitReason::Share,
+                    battery: Some(0),
+                },
+            },
+            overshoot: PerKind::default(),
         });
+        s.packs = vec![
+            PackView {
+                share: PerKind {
+                    charge: 0.4,
+                    discharge: 0.65,
+                },
+                over_current: true,
+                fresh: true,
+            },
+            PackView::default(),
+        ];
         s.inputs_fresh = vec![true, false];
     });
     board.input(0, |i| {
@@ -226,6 +251,13 @@ fn telemetry_carries_every_field_with_the_board_values() {
         .as_f64()
         .unwrap();
     assert!((0.0..60.0).contains(&age));
+    // Why the limits are what they are (the board's limits; batteries 1-based).
+    let why = json!({"limit_reason_charge": "sum", "limit_battery_charge": null,
+        "limit_reason_discharge": "share", "limit_battery_discharge": 1,
+        "overshoot_charge": false, "overshoot_discharge": false});
+    for (key, value) in why.as_object().unwrap() {
+        assert_eq!(got.as_object_mut().unwrap().remove(key).as_ref(), Some(value), "{key}");
+    }
     let want = json!({
         // The original gateway's fields.
         "manufacturer": "PYLON",
@@ -277,6 +309,12 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b1["description"], "rack A");
     assert_eq!(b1["can_if"], "can1");
     assert_eq!(b1["capacity_ah"], 100.0);
+    // The bank discharges (-12.3 A): battery 1's discharge share.
+    assert_eq!(
+        (b1["share"].clone(), b1["share_charge"].clone()),
+        (json!(0.65), json!(0.4))
+    );
+    assert_eq!(b1["over_current"], true);
     // 0.8 x 100 Ah x 51.5 V = 4120 Wh
     assert_eq!(b1["energy_stored_kwh"], 4.12);
     assert_eq!(b1["frames"], 60);
@@ -291,6 +329,10 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(b2["energy_stored_kwh"], Value::Null);
     assert_eq!(b2["invalid"], 3);
     assert_eq!(b2["can_if"], "can2");
+    assert_eq!(
+        (b2["share"].clone(), b2["over_current"].clone()),
+        (Value::Null, Value::Null)
+    );
     let i1 = watch.wait_for("tele1/inverter/1/state", "inverter 1", |_| true).json();
     assert_eq!(i1["i_lim_charge"], 90.0);
     assert_eq!(i1["state"], "ok");

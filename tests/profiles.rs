@@ -17,9 +17,11 @@ const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "l
 /// each; DCL 120 + 150 = 270 A -> 135 A each; SOC (80 x 100 + 50 x 200) /
 /// 300 = 60 %; V (52.00 x 100 + 52.675 x 200) / 300 = 52.45 V; capacity
 /// 300 Ah. The last inverter (pylon) has the SOC window 20..80 %.
+/// The summed limits (LIMIT-MODE "sum"): the profiles' encodings are
+/// under test here, not the share rules.
 fn config() -> String {
     let mut s = String::from(
-        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"\n\
          [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n\
          [[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n",
     );
@@ -177,7 +179,7 @@ fn victron_lowers_cvl_when_a_battery_forbids_charging() {
 fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     use bms_gateway::frame::{CanId, FrameKind};
     use bms_gateway::profile::Talk;
-    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"\n\
          [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n[[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n\
          [[bmses-out]]\nCAN-IF = \"push\"\nPROFILE = \"luxpower\"\nINVERTER-TIMEOUT = 1.0\n\
          [[bmses-out]]\nCAN-IF = \"sync\"\nSEND-SYNC-ACTIVATED = true\nINVERTER-TIMEOUT = 1.0\n\

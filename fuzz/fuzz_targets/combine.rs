@@ -18,16 +18,10 @@ use bms_gateway::frame::Frame;
 use bms_gateway::setpoint::{LimitKind, LimitSetpoints, Scope, Setpoint, SetpointCommand};
 use bms_gateway::telegram::Telegram;
 use libfuzzer_sys::fuzz_target;
-use std::time::{Duration, Instant};
 
-fn take<'a>(data: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if data.len() < n {
-        return None;
-    }
-    let (head, tail) = data.split_at(n);
-    *data = tail;
-    Some(head)
-}
+mod input;
+use input::take;
+use std::time::{Duration, Instant};
 
 fn telegram(raw: &[u8]) -> Option<Telegram> {
     let decode = |id: u16, bytes: &[u8]| codec::decode(&Frame::standard(id, bytes)).ok();
@@ -89,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
         } else {
             OnInputLost::Stop
         },
+        ..BatterySettings::default()
     };
     let share = InverterShare {
         i_lim_charge: f64::from(head[7]) * 2.0,

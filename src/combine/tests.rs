@@ -3,6 +3,7 @@
 //! invariants.
 
 use super::*;
+use crate::bank::{BankSettings, Limit, LimitMode, LimitReason};
 use crate::codec::{Limits, Measurements, StateOfCharge};
 use crate::setpoint::Setpoint;
 use proptest::prelude::*;
@@ -297,9 +298,15 @@ fn cell_extremes_are_min_of_minimums_and_max_of_maximums() {
     );
 }
 
+/// Section 4's rules alone: LIMIT-MODE "sum" (the share rules have their
+/// own tests below and in bank/tests.rs).
 fn stale5() -> BatterySettings {
     BatterySettings {
         stale_timeout: Duration::from_secs(5),
+        bank: BankSettings {
+            mode: LimitMode::Sum,
+            ..BankSettings::default()
+        },
         ..BatterySettings::default()
     }
 }
@@ -821,6 +828,158 @@ proptest! {
     }
 }
 
+#[test]
+fn share_mode_limits_carry_their_reason_and_binding_battery() {
+    let t0 = Instant::now();
+    let (a, mut b) = two_inputs();
+    let settings = BatterySettings {
+        stale_timeout: Duration::from_secs(5),
+        ..BatterySettings::default()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 300.0], t0);
+    c.on_telegram(0, a, t0);
+    // The bank carries 10 - 6 = 4 A (< 10 A): capacity shares 0.25, 0.75.
+    // Charge min(100 / 0.25, 200 / 0.75) = 266.67, discharge
+    // min(120 / 0.25, 250 / 0.75) = 333.33: battery 2 binds both.
+    let made = c.on_telegram(1, b, t0).unwrap();
+    assert_close!(made.battery.i_lim_charge, 800.0 / 3.0);
+    assert_close!(made.battery.i_lim_discharge, 1000.0 / 3.0);
+    for l in [made.limits.charge, made.limits.discharge] {
+        assert_eq!((l.reason, l.battery), (LimitReason::Share, Some(1)));
+    }
+    assert_eq!(made.limits.charge.value, made.battery.i_lim_charge);
+    let sp = Setpoint {
+        value: 120.0,
+        expires: None,
+    };
+    let made = c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 0.5)).unwrap();
+    assert_eq!(
+        (made.limits.charge.reason, made.limits.charge.battery),
+        (LimitReason::Setpoint, None)
+    );
+    assert_close!(made.battery.i_lim_charge, 120.0);
+    // Battery 2 forbids discharging: the reason names it.
+    b.requests = Some(Requests {
+        discharge_enable: false,
+        ..Requests::NORMAL
+    });
+    c.on_telegram(0, a, secs(t0, 1.0));
+    let made = c.on_telegram(1, b, secs(t0, 1.0)).unwrap();
+    assert_eq!(made.limits.discharge.reason, LimitReason::Disabled);
+    assert_eq!(made.limits.discharge.battery, Some(1));
+    // Everything stale: safe.
+    let safe = c.on_tick(secs(t0, 6.5)).unwrap();
+    for l in [safe.limits.charge, safe.limits.discharge] {
+        assert_eq!((l.value, l.reason, l.battery), (0.0, LimitReason::Safe, None));
+    }
+}
+
+/// The pure core on the plant model, one round a second: `demand_w` asked by
+/// one inverter (I-SCALING 1) that goes `overshoot` A beyond what it is sent.
+/// Returns the last combined state and the packs' last currents.
+fn run_plant(mode: LimitMode, demand_w: f64, overshoot: f64, secs: usize) -> (Combined, [f64; 2], bool) {
+    use crate::sim::{PackModel, ParallelBank, inverter_current};
+    let t0 = Instant::now();
+    let settings = BatterySettings {
+        bank: BankSettings {
+            mode,
+            ..BankSettings::default()
+        },
+        ..BatterySettings::default()
+    };
+    // Pack 1 has a third of pack 2's resistance: it takes 3/4 of the current.
+    let mut plant = ParallelBank {
+        packs: vec![
+            PackModel {
+                capacity_ah: 100.0,
+                resistance: 0.01,
+                soc: 50.0,
+            },
+            PackModel {
+                capacity_ah: 100.0,
+                resistance: 0.03,
+                soc: 50.0,
+            },
+        ],
+    };
+    // One inverter: the combiner tells the overshoot watch what it is sent.
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0).with_inverters(&[InverterShare::default()]);
+    let mut sent = None;
+    let mut currents = [0.0; 2];
+    let mut last = None;
+    let mut overshoot_seen = false;
+    for k in 0..secs {
+        let now = secs_after(t0, k);
+        // Nothing sent yet: the inverter waits.
+        let (ccl, dcl) = sent.map_or((0.0, 0.0), |b: Battery| (b.i_lim_charge, b.i_lim_discharge));
+        let limits = Limits {
+            v_charge_cmd: 53.2,
+            i_lim_charge: ccl,
+            i_lim_discharge: dcl,
+            v_discharge_min: None,
+        };
+        let bus = plant.split(0.0, &mut currents);
+        let total = inverter_current(demand_w, bus, &limits, if sent.is_some() { overshoot } else { 0.0 });
+        let bus = plant.split(total, &mut currents);
+        plant.step(&currents, 1.0);
+        for (i, current) in currents.iter().enumerate() {
+            let t = Tg {
+                cvl: 53.2,
+                ccl: 60.0,
+                dcl: 60.0,
+                dvl: 45.0,
+                soc: 50.0,
+                soh: 100.0,
+                v: bus,
+                i: *current,
+                t: 25.0,
+                modules: 2,
+            }
+            .telegram();
+            if let Some(made) = c.on_telegram(i, t, now) {
+                overshoot_seen |= made.overshoot.charge;
+                sent = c.shaped(now).next().map(|s| s.battery);
+                last = Some(made);
+            }
+        }
+    }
+    (last.unwrap(), currents, overshoot_seen)
+}
+
+fn secs_after(t0: Instant, k: usize) -> Instant {
+    t0 + Duration::from_secs(k as u64)
+}
+
+#[test]
+fn on_the_plant_the_pack_that_takes_more_settles_at_its_own_limit() {
+    // 8 kW of charge wanted (about 160 A), both packs allow 60 A.
+    let (made, i, overshoot) = run_plant(LimitMode::Share, 8000.0, 0.0, 60);
+    // Shares 0.75 / 0.25: limit 60 / 0.75 = 80 A; pack 1 at its 60 A, pack 2 at 20 A.
+    assert!((made.battery.i_lim_charge - 80.0).abs() < 80.0 * 0.02, "{made:?}");
+    assert_eq!(
+        (made.limits.charge.reason, made.limits.charge.battery),
+        (LimitReason::Share, Some(0))
+    );
+    assert!(i[0] <= 60.0 * 1.05 && i[0] > 55.0, "{i:?}");
+    assert!(i[1] < 25.0, "{i:?}");
+    assert!(!overshoot);
+    // The sum would allow 120 A: pack 1 would take 90 A.
+    let (made, i, _) = run_plant(LimitMode::Sum, 8000.0, 0.0, 60);
+    assert!((made.battery.i_lim_charge - 120.0).abs() < 1e-9);
+    assert!(i[0] > 85.0, "{i:?}");
+}
+
+#[test]
+fn on_the_plant_an_inverter_ignoring_its_limit_is_reported_and_the_loop_protects_the_pack() {
+    // The inverter takes 20 A more than it is sent: more than 5 % + 2 A over.
+    let (made, i, overshoot) = run_plant(LimitMode::Share, 8000.0, 20.0, 40);
+    assert!(overshoot && made.overshoot.charge, "{made:?}");
+    // The closed loop holds the limit under the formula's 80 A, so that pack 1
+    // stays near its 60 A (it would carry 0.75 x (80 + 20) = 75 A without it).
+    assert!(made.battery.i_lim_charge < 70.0, "{made:?}");
+    assert!(i[0] < 70.0, "{i:?}");
+}
+
 /// One inverter's limits as they go out on the wire and an inverter reads them.
 fn on_the_wire(b: &Battery) -> (f64, f64) {
     let frame = crate::codec::encode(&crate::codec::Message::Limits(Limits {
@@ -850,7 +1009,16 @@ proptest! {
         let base = Tg { cvl: 53.2, ccl: 0.0, dcl: 0.0, dvl: 45.0, soc: 50.0, soh: 100.0, v: 52.0, i: 0.0, t: 20.0, modules: 1 }.telegram();
         let mut battery = combine_fresh(std::iter::once((&base, 100.0)), &BatterySettings::default()).unwrap();
         (battery.i_lim_charge, battery.i_lim_discharge) = total;
-        let combined = Combined { state: SystemState::Ok, battery, inputs_online: 1, bank: BankStatus::default(), made_at: t0 };
+        let limit = |value| Limit { value, reason: LimitReason::Sum, battery: None };
+        let combined = Combined {
+            state: SystemState::Ok,
+            battery,
+            inputs_online: 1,
+            bank: BankStatus::default(),
+            made_at: t0,
+            limits: PerKind { charge: limit(total.0), discharge: limit(total.1) },
+            overshoot: PerKind::default(),
+        };
         let sum: f64 = weights.iter().sum();
         let mut wire = (0.0, 0.0);
         for (j, w) in weights.iter().enumerate() {
@@ -875,5 +1043,52 @@ proptest! {
         }
         prop_assert!(wire.0 <= total.0 + 1e-6, "charge limits sum to {} over {}", wire.0, total.0);
         prop_assert!(wire.1 <= total.1 + 1e-6, "discharge limits sum to {} over {}", wire.1, total.1);
+    }
+}
+
+#[test]
+fn the_overshoot_watch_compares_with_what_the_inverters_are_sent_after_their_own_setpoints() {
+    // One pack charging at 50 A, allowed 100 A; one inverter; no hold time.
+    let t0 = Instant::now();
+    let settings = BatterySettings {
+        bank: BankSettings {
+            mode: LimitMode::Sum,
+            overshoot_time: Duration::ZERO,
+            ..BankSettings::default()
+        },
+        ..stale5()
+    };
+    let pack = Tg {
+        cvl: 53.2,
+        ccl: 100.0,
+        dcl: 100.0,
+        dvl: 45.0,
+        soc: 50.0,
+        soh: 100.0,
+        v: 52.0,
+        i: 50.0,
+        t: 25.0,
+        modules: 1,
+    }
+    .telegram();
+    let mut c = Combiner::new(settings, &[100.0], t0).with_inverters(&[InverterShare::default()]);
+    c.on_telegram(0, pack, t0).unwrap();
+    // Sent 100 A: 50 A is within 100 x 1.05 + 2.
+    assert!(!c.on_telegram(0, pack, secs(t0, 1.0)).unwrap().overshoot.charge);
+    // The inverter's own setpoint of 20 A: 50 A > 20 x 1.05 + 2 = 23 A.
+    let own = SetpointCommand {
+        scope: Scope::Inverter(0),
+        kind: LimitKind::Charge,
+        setpoint: Some(Setpoint {
+            value: 20.0,
+            expires: None,
+        }),
+    };
+    c.apply(own, secs(t0, 1.5)).unwrap();
+    assert!(c.on_telegram(0, pack, secs(t0, 2.0)).unwrap().overshoot.charge);
+    // Without inverters nothing is sent, so nothing is compared.
+    let mut alone = Combiner::new(settings, &[100.0], t0);
+    for k in 0..3 {
+        assert!(!alone.on_telegram(0, pack, secs(t0, k as f64)).unwrap().overshoot.charge);
     }
 }

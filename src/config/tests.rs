@@ -2,6 +2,7 @@
 //! per kind of mistake, each checking the key, line, column and message.
 
 use super::*;
+use crate::bank::LimitMode;
 
 const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
 [[bmses-in]]
@@ -41,6 +42,10 @@ fn defaults_are_the_documented_ones() {
     assert_eq!((b.i_tot_scaling, b.i_tot_offset), (1.0, 0.0));
     assert_eq!(b.stale_timeout, Duration::from_secs(5));
     assert_eq!(b.on_input_lost, OnInputLost::Degrade);
+    let bank = &b.bank;
+    assert_eq!(bank.mode, LimitMode::Share);
+    assert_eq!((bank.share_min_current, bank.overcurrent_margin), (10.0, 0.05));
+    assert_eq!(bank.overshoot_time, Duration::from_secs(10));
     let i = &c.inputs[0];
     assert_eq!(
         (
@@ -306,6 +311,32 @@ fn scaling_over_one_is_a_warning() {
     let c = parse(&text).unwrap();
     assert_eq!(c.warnings().len(), 1);
     assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+}
+
+#[test]
+fn bank_aware_limit_keys_are_checked() {
+    let c = parse(&format!(
+        "{MINIMAL}[battery]\nLIMIT-MODE = \"sum\"\nSHARE-MIN-CURRENT = 5\nOVERCURRENT-MARGIN = 0.1\nOVERSHOOT-TIME = 30\n"
+    ))
+    .unwrap();
+    let bank = c.battery.bank;
+    assert_eq!(bank.mode, LimitMode::Sum);
+    assert_eq!((bank.share_min_current, bank.overcurrent_margin), (5.0, 0.1));
+    assert_eq!(bank.overshoot_time, Duration::from_secs(30));
+    assert!(c.describe().contains(
+        "[battery] LIMIT-MODE = \"sum\", SHARE-MIN-CURRENT = 5 A, OVERCURRENT-MARGIN = 0.1, OVERSHOOT-TIME = 30 s"
+    ));
+    let p = only_problem(&format!("{MINIMAL}[battery]\nLIMIT-MODE = \"min\"\n"));
+    assert_eq!((p.line, p.column, p.key.as_str()), (8, 14, "[battery] LIMIT-MODE"));
+    assert!(p.message.contains("one of \"share\", \"sum\""), "{}", p.message);
+    // 0 A would measure an idle bank's split, 0 / 0.
+    let p = only_problem(&format!("{MINIMAL}[battery]\nSHARE-MIN-CURRENT = 0\n"));
+    assert_eq!((p.line, p.key.as_str()), (8, "[battery] SHARE-MIN-CURRENT"));
+    assert!(p.message.contains("from 0.1 to 1000"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[battery]\nOVERCURRENT-MARGIN = 2\n"));
+    assert!(p.message.contains("from 0 to 1"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[battery]\nOVERSHOOT-TIME = \"10 s\"\n"));
+    assert_eq!(p.key, "[battery] OVERSHOOT-TIME");
 }
 
 #[test]

@@ -96,6 +96,8 @@ const TEMPERATURE: Kind = kind(Some("temperature"), Some("°C"), Some("measureme
 /// Home Assistant has no device class for charge in Ah.
 const CAPACITY: Kind = kind(None, Some("Ah"), Some("measurement"));
 const COUNT: Kind = kind(None, None, Some("measurement"));
+/// A fraction of the bank's current (1 = all of it).
+const SHARE: Kind = kind(None, None, Some("measurement"));
 const COUNTER: Kind = kind(None, None, Some("total_increasing"));
 const DURATION: Kind = kind(Some("duration"), Some("s"), Some("measurement"));
 const ENERGY_STORAGE: Kind = kind(Some("energy_storage"), Some("kWh"), Some("measurement"));
@@ -460,6 +462,7 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
             bit_template(bit.byte.field(), bit.mask),
         );
     }
+    limit_reasons(&mut d);
     if config.mqtt.control_activated {
         let b = &config.battery;
         let base = &config.mqtt.base_topic;
@@ -471,6 +474,29 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
         );
     }
     d.out
+}
+
+/// Why each limit is what it is (text, with the binding battery), and the
+/// overshoot of an inverter ignoring its limit (docs/combining.md).
+fn limit_reasons(d: &mut Device) {
+    for (what, name) in [
+        ("charge", "Charge limit reason"),
+        ("discharge", "Discharge limit reason"),
+    ] {
+        let template = format!(
+            "{{{{ value_json.limit_reason_{what} }}}}{{{{ ' (battery ' ~ value_json.limit_battery_{what} ~ ')' if value_json.limit_battery_{what} else '' }}}}"
+        );
+        let p = json!({"state_topic": d.state_topic, "value_template": template, "icon": "mdi:information-outline"});
+        d.entity("sensor", &format!("limit_reason_{what}"), name, p);
+    }
+    let fields = ["overshoot_charge", "overshoot_discharge"];
+    let test = "value_json.overshoot_charge or value_json.overshoot_discharge";
+    d.binary(
+        "overshoot",
+        "Inverter overshoot",
+        Some("problem"),
+        on_off(&fields, test),
+    );
 }
 
 /// One device per inverter: what it was last sent, its link and counters,
@@ -589,6 +615,13 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Opt
     d.own_availability = Some(battery_availability(&d.state_topic));
     d.value_sensors();
     d.enable_binaries();
+    d.sensor("share", "Share of the bank's current", SHARE);
+    d.binary(
+        "over_current",
+        "Over current",
+        Some("problem"),
+        flag_template("over_current"),
+    );
     d.gateway_availability_only(|d| {
         d.binary("online", "Online", Some("connectivity"), flag_template("online"));
         d.link();

@@ -16,7 +16,8 @@
 //! Before the combiner has made any state, TOPIC is still published, with
 //! `"state": "starting"` and the battery values `null`.
 
-use crate::combine::Battery;
+use crate::bank::PackView;
+use crate::combine::{Battery, Combined};
 use crate::config::Config;
 use crate::profile::Talk;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
@@ -196,7 +197,37 @@ pub struct SystemPayload {
     pub n_dropped_telegrams: u64,
     /// Seconds since the combined state was made.
     pub state_age_s: Option<f64>,
+    /// Why each combined limit is what it is, and the battery that binds.
+    #[serde(flatten)]
+    pub limits: LimitsWhy,
     pub timestamp: f64,
+}
+
+/// Why the combined limits are what they are (`null` before the first state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LimitsWhy {
+    /// `cap`, `sum`, `share`, `overcurrent`, `setpoint`, `disabled` or `safe`.
+    pub limit_reason_charge: Option<&'static str>,
+    pub limit_reason_discharge: Option<&'static str>,
+    /// The binding battery, 1-based; null when no single battery binds.
+    pub limit_battery_charge: Option<usize>,
+    pub limit_battery_discharge: Option<usize>,
+    /// The bank took more than the inverters were allowed, for OVERSHOOT-TIME.
+    pub overshoot_charge: Option<bool>,
+    pub overshoot_discharge: Option<bool>,
+}
+
+impl LimitsWhy {
+    fn of(c: &Combined) -> LimitsWhy {
+        LimitsWhy {
+            limit_reason_charge: Some(c.limits.charge.reason.as_str()),
+            limit_reason_discharge: Some(c.limits.discharge.reason.as_str()),
+            limit_battery_charge: c.limits.charge.battery.map(|i| i + 1),
+            limit_battery_discharge: c.limits.discharge.battery.map(|i| i + 1),
+            overshoot_charge: Some(c.overshoot.charge),
+            overshoot_discharge: Some(c.overshoot.discharge),
+        }
+    }
 }
 
 fn newest(times: impl Iterator<Item = Option<SystemTime>>) -> Option<f64> {
@@ -220,6 +251,7 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemPayload {
         n_invalid_data_telegrams: snapshot.inputs.iter().map(|i| i.invalid).sum(),
         n_dropped_telegrams: snapshot.inputs.iter().map(|i| i.dropped).sum(),
         state_age_s: combined.map(|c| clock.age(c.made_at)),
+        limits: combined.map_or_else(LimitsWhy::default, LimitsWhy::of),
         timestamp: clock.timestamp(),
     }
 }
@@ -255,18 +287,31 @@ pub struct BatteryPayload {
     pub telegrams: u64,
     pub invalid: u64,
     pub dropped: u64,
+    /// Its share of the bank's current in the direction the bank flows
+    /// (charge when idle), and per direction; null while it is stale.
+    pub share: Option<f64>,
+    pub share_charge: Option<f64>,
+    pub share_discharge: Option<f64>,
+    /// Above (1 + OVERCURRENT-MARGIN) x its own limit; null while stale.
+    pub over_current: Option<bool>,
     pub timestamp: f64,
 }
 
 /// The payload for BASE/battery/N/state of input `index` (0-based);
-/// `online` is its freshness as the combiner decided it.
+/// `online` is its freshness as the combiner decided it, `pack` the bank's
+/// view of it, `discharging` whether the bank discharges.
 pub fn battery_state(
     config: &Config,
     index: usize,
     input: &InputStatus,
     online: bool,
+    pack: Option<&PackView>,
+    discharging: bool,
     clock: &Clock,
 ) -> BatteryPayload {
+    // Null unless fresh both to the combiner now and in the bank's last round.
+    let pack = pack.filter(|p| online && p.fresh);
+    let share = |f: fn(&PackView) -> f64| pack.map(|p| round(f(p), 3));
     let c = &config.inputs[index];
     let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
     let (link, link_error) = link(&input.link);
@@ -294,6 +339,14 @@ pub fn battery_state(
         telegrams: input.telegrams,
         invalid: input.invalid,
         dropped: input.dropped,
+        share: if discharging {
+            share(|p| p.share.discharge)
+        } else {
+            share(|p| p.share.charge)
+        },
+        share_charge: share(|p| p.share.charge),
+        share_discharge: share(|p| p.share.discharge),
+        over_current: pack.map(|p| p.over_current),
         timestamp: clock.timestamp(),
     }
 }

@@ -297,10 +297,13 @@ def toml_value(v):
 
 
 def config(inputs, outputs, battery=None, mqtt=None):
-    """Gateway TOML (keys as in etc/bms_config.toml). inputs/outputs: lists of key dicts."""
+    """Gateway TOML (keys as in etc/bms_config.toml). inputs/outputs: lists of key dicts.
+
+    LIMIT-MODE is "sum" unless `battery` sets it: the section 4 scenarios'
+    expected limits are the sums; the bank_* scenarios test "share"."""
     lines = ["# written by tests/system (scenario config)", "GATEWAY-ACTIVATED = true", ""]
     lines.append("[battery]")
-    for k, v in (battery or {}).items():
+    for k, v in {"LIMIT-MODE": "sum", **(battery or {})}.items():
         lines.append(f"{k} = {toml_value(v)}")
     lines.append("")
     for i in inputs:

@@ -178,6 +178,29 @@ def combine(inputs, battery_cfg=None):
     return v
 
 
+def share_limit(inputs, direction, cap=700, share_min_current=10):
+    """Settled bank-aware limit (LIMIT-MODE "share", docs/combining.md) for
+    steady currents: inputs is a list of (battery dict, capacity_ah);
+    direction "charge" or "discharge". Shares are I_i / sum of I when the
+    bank flows that way with |sum| >= share_min_current, else the capacity
+    shares; limit = min(cap, sum of L_i, min over s_i > 0 of L_i / s_i).
+    Exact fractions."""
+    key, bit = ("ccl", CHARGE_ENABLE) if direction == "charge" else ("dcl", DISCHARGE_ENABLE)
+    own = [max(F(b[key]), 0) if b["req"] & bit else Fraction(0) for b, _ in inputs]
+    total = sum(F(b["i"]) for b, _ in inputs)
+    flows = total >= share_min_current if direction == "charge" else -total >= share_min_current
+    if flows:
+        shares = [F(b["i"]) / total for b, _ in inputs]
+    else:
+        cap_sum = sum(F(c) for _, c in inputs)
+        shares = [F(c) / cap_sum for _, c in inputs]
+    limit = min(F(cap), sum(own))
+    for l_i, s_i in zip(own, shares):
+        if l_i > 0 and s_i > 0:
+            limit = min(limit, l_i / s_i)
+    return limit
+
+
 def inverter_view(combined, out_cfg=None, setpoint_charge=None, setpoint_discharge=None):
     """Apply one inverter's share (docs/combining.md, each inverter's share)."""
     o = dict(i_lim_charge=300, i_lim_discharge=300, i_scaling=1, i_offset=0, manufacturer="PYLON")

@@ -1231,6 +1231,116 @@ def run_vcan(ctx):
             canio.vcan_del(n)
 
 
+
+# --- bank-aware limits (LIMIT-MODE "share", docs/combining.md) -----------------
+
+BANK_CAPS = {"sbat1": 100, "sbat2": 300}
+
+
+def bank_pack(i):
+    """A pack allowing 100 A each way, carrying i A (+ = charging)."""
+    return pylon.battery(ccl=100.0, dcl=100.0, i=i)
+
+
+def ccl_values(cap, t0, t1=None):
+    """(time, charge limit in A) of every 0x351 on an inverter bus since t0."""
+    return [(f.t, pylon.decode(f.id, f.data)["i_lim_charge"]) for f in cap.since(t0, t1)
+            if f.id == 0x351 and not f.ext and not f.rtr and len(f.data) >= 8]
+
+
+def wait_ccl(cap, want, tol, timeout, what):
+    """Wait until the latest charge limit sent is within tol of want."""
+    t0 = time.monotonic()
+
+    def near():
+        v = ccl_values(cap, t0)
+        return v and abs(v[-1][1] - want) <= tol
+
+    if not wait_for(near, timeout, 0.2):
+        v = ccl_values(cap, t0)
+        raise Failure(f"{cap.iface}: {what}: charge limit {v[-1][1] if v else None} A never within "
+                      f"{tol:.2f} A of {want:.2f} A in {timeout}s")
+    return time.monotonic() - t0
+
+
+def start_bank(ctx, mode):
+    ctx.vcan("sbat1", "sbat2", "sinv1")
+    bats = [ctx.battery("sbat1", bank_pack(0.5)), ctx.battery("sbat2", bank_pack(0.5))]
+    cap = ctx.capture("sinv1")
+    inputs = [{"CAN-IF": i, "CAPACITY-AH": BANK_CAPS[i]} for i in ("sbat1", "sbat2")]
+    inverter = [{"CAN-IF": "sinv1", "I-LIM-CHARGE": 1000.0, "I-LIM-DISCHARGE": 1000.0}]
+    battery = {"LIMIT-MODE": mode, "OVERSHOOT-TIME": 3.0, "STALE-TIMEOUT": 3.0}
+    gw = ctx.gateway(harness.config(inputs, inverter, battery))
+    return bats, cap, gw
+
+
+def bank_model(bats):
+    return [(bats[0].values, BANK_CAPS["sbat1"]), (bats[1].values, BANK_CAPS["sbat2"])]
+
+
+@scenario("bank_share", budget=200)
+def bank_share(ctx):
+    """Share mode: capacity shares while idle, min(L1/0.7, L2/0.3) for a 70/30 split,
+    the closed loop on a pack over its limit, overshoot raised and cleared."""
+    bats, cap, gw = start_bank(ctx, "share")
+    # Idle (1 A < SHARE-MIN-CURRENT): capacity shares 0.25 / 0.75:
+    # min(100 / 0.25, 100 / 0.75) = 133.3 A.
+    want = float(pylon.share_limit(bank_model(bats), "charge"))
+    check(abs(want - 400 / 3) < 1e-9, f"model: idle limit {want}")
+    wait_ccl(cap, want, 0.11, 20, "idle bank: capacity shares")
+    # 70 / 30 of a steady 100 A charge, equal limits: min(100 / 0.7, 100 / 0.3) = 142.9 A.
+    bats[0].values, bats[1].values = bank_pack(70.0), bank_pack(30.0)
+    want = float(pylon.share_limit(bank_model(bats), "charge"))
+    check(abs(want - 100 / 0.7) < 1e-9, f"model: 70/30 limit {want}")
+    took = wait_ccl(cap, want, want * 0.02, 30, "70/30 split")
+    ctx.log(f"70/30: within 2 % of {want:.1f} A after {took:.1f}s")
+    time.sleep(3)
+    settled = ccl_values(cap, time.monotonic() - 2)
+    check(all(abs(v - want) <= want * 0.02 for _, v in settled), f"not settled: {settled}")
+    # Pack 1 held at 120 A against its 100 A (over 1.05 x 100): the limit falls round after round.
+    t_over = time.monotonic()
+    bats[0].values = bank_pack(120.0)
+    time.sleep(8)
+    over = [v for _, v in ccl_values(cap, t_over)]
+    rises = [(a, b) for a, b in zip(over, over[1:]) if b > a + 0.1]
+    check(not rises, f"the limit rose while a pack was over current: {rises[:3]} in {over}")
+    falls = sum(1 for a, b in zip(over, over[1:]) if b < a - 0.1)
+    check(falls >= 3, f"the limit fell only {falls} times in 8 s while a pack was over current: {over}")
+    low = over[-1]
+    ctx.log(f"pack over its limit: {falls} falls to {low:.1f} A")
+    # Back at 70 / 30: it rises gradually, at most 10 % of 142.9 A = 14.3 A per second.
+    t_back = time.monotonic()
+    bats[0].values = bank_pack(70.0)
+    took = wait_ccl(cap, want, want * 0.02, 40, "recovery after the over-current")
+    rise = ccl_values(cap, t_back)
+    steps = [(b - a, tb - ta) for (ta, a), (tb, b) in zip(rise, rise[1:]) if b > a]
+    # One round's rise is 14.3 A for 1 s; a frame set may be seen late or early by the capture.
+    jumps = [s for s, _ in steps if s > 0.1 * want * 1.5]
+    check(not jumps, f"the limit jumped up by {jumps[:3]} A, more than a round's 10 % of {want:.1f}")
+    check(took >= (want * 0.98 - low) / (0.1 * want) - 1.5,
+          f"recovered from {low:.1f} to {want:.1f} A in {took:.1f}s: faster than 10 %/s")
+    ctx.log(f"recovered from {low:.1f} A in {took:.1f}s")
+    # The bank carries 200 A while the inverter was sent at most 142.9 A: overshoot.
+    bats[0].values, bats[1].values = bank_pack(140.0), bank_pack(60.0)
+    got = wait_for(lambda: "overshoot: the bank charges" in gw.log_text(), 20)
+    check(got, "no overshoot warning after 20 s of 200 A against a limit of at most 142.9 A")
+    bats[0].values, bats[1].values = bank_pack(0.5), bank_pack(0.5)
+    got = wait_for(lambda: "overshoot cleared" in gw.log_text(), 20)
+    check(got, "the overshoot was not cleared 20 s after the bank went idle")
+    gateway_alive(gw)
+
+
+@scenario("bank_sum", budget=60)
+def bank_sum(ctx):
+    """Sum mode: the same 70/30 split gets the sum of the limits, 200 A."""
+    bats, cap, gw = start_bank(ctx, "sum")
+    bats[0].values, bats[1].values = bank_pack(70.0), bank_pack(30.0)
+    wait_ccl(cap, 200.0, 0.05, 20, "sum mode")
+    time.sleep(3)
+    settled = ccl_values(cap, time.monotonic() - 2)
+    check(settled and all(v == 200.0 for _, v in settled), f"sum mode not steady at 200 A: {settled}")
+    gateway_alive(gw)
+
 # --- make bench-system: measurements on real SocketCAN (TCG: compare runs, not hosts) ---
 
 def cpu_seconds(pid):

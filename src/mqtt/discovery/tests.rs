@@ -515,3 +515,37 @@ fn a_learned_bms_name_becomes_the_manufacturer_and_renews_only_that_battery() {
     let p = find(&after, "homeassistant/sensor/home_bms/battery_can0_soc/config");
     assert!(p["device"].get("manufacturer").is_none());
 }
+
+#[test]
+fn limit_reasons_overshoot_and_each_batterys_share_are_published() {
+    let c = config("", &["can0"]);
+    let all = entities(&c);
+    let p = find(&all, "homeassistant/sensor/home_bms/limit_reason_charge/config");
+    assert_eq!(p["name"], "Charge limit reason");
+    assert_eq!(p["state_topic"], "tele/bms");
+    assert_eq!(
+        p["value_template"],
+        "{{ value_json.limit_reason_charge }}{{ ' (battery ' ~ value_json.limit_battery_charge ~ ')' if value_json.limit_battery_charge else '' }}"
+    );
+    assert!(p.get("unit_of_measurement").is_none(), "a text sensor");
+    let p = find(&all, "homeassistant/sensor/home_bms/limit_reason_discharge/config");
+    assert_eq!(p["unique_id"], "home_bms_limit_reason_discharge");
+    let p = find(&all, "homeassistant/binary_sensor/home_bms/overshoot/config");
+    assert_eq!(p["device_class"], "problem");
+    assert_eq!(
+        p["value_template"],
+        "{{ none if value_json.overshoot_charge is none or value_json.overshoot_discharge is none else ('ON' if value_json.overshoot_charge or value_json.overshoot_discharge else 'OFF') }}"
+    );
+    let p = find(&all, "homeassistant/sensor/home_bms/battery_can0_share/config");
+    assert_eq!(p["state_topic"], "home/bms/battery/1/state");
+    assert_eq!(p["value_template"], "{{ value_json.share }}");
+    let p = find(
+        &all,
+        "homeassistant/binary_sensor/home_bms/battery_can0_over_current/config",
+    );
+    assert_eq!(p["device_class"], "problem");
+    assert_eq!(
+        p["value_template"],
+        "{{ none if value_json.over_current is none else ('ON' if value_json.over_current else 'OFF') }}"
+    );
+}

@@ -2,6 +2,7 @@
 //! JSON written out by hand.
 
 use super::*;
+use crate::bank::{Limit, LimitReason, PerKind};
 use crate::codec::{CellExtremes, Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use crate::combine::{Combined, SystemState};
 use crate::config_text::ConfigText;
@@ -92,6 +93,22 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
                 inputs_online: 1,
                 bank: Default::default(),
                 made_at: c.now - Duration::from_millis(300),
+                limits: PerKind {
+                    charge: Limit {
+                        value: 150.0,
+                        reason: LimitReason::Share,
+                        battery: Some(1),
+                    },
+                    discharge: Limit {
+                        value: 199.96,
+                        reason: LimitReason::Sum,
+                        battery: None,
+                    },
+                },
+                overshoot: PerKind {
+                    charge: false,
+                    discharge: true,
+                },
             }),
             ..SystemStatus::default()
         },
@@ -105,7 +122,14 @@ fn combined_state_has_every_field_of_the_original_gateway_and_the_new_ones() {
     snap.inputs[0].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 10));
     snap.inputs[1].last_telegram_wall = Some(UNIX_EPOCH + Duration::from_millis(T0 * 1000 - 1250));
     snap.outputs[0].last_request_wall = Some(UNIX_EPOCH + Duration::from_secs(T0 - 2));
-    let got = to_json(&system_state(&snap, &c));
+    let mut got = to_json(&system_state(&snap, &c));
+    // Why the limits are what they are; 1-based: the second battery (index 1) binds.
+    let why = json!({"limit_reason_charge": "share", "limit_reason_discharge": "sum",
+        "limit_battery_charge": 2, "limit_battery_discharge": null,
+        "overshoot_charge": false, "overshoot_discharge": true});
+    for (key, value) in why.as_object().unwrap() {
+        assert_eq!(got.as_object_mut().unwrap().remove(key).as_ref(), Some(value), "{key}");
+    }
     let want = json!({
         "manufacturer": "PYLON",
         "soc": 66.7,
@@ -166,6 +190,8 @@ fn before_any_combined_state_the_state_is_starting_with_null_values() {
     assert_eq!(got["timestamp_last_inverter_request"], serde_json::Value::Null);
     assert_eq!(got["inputs_online"], 0);
     assert_eq!(got["inputs_total"], 1);
+    assert_eq!(got["limit_reason_charge"], serde_json::Value::Null);
+    assert_eq!(got["overshoot_discharge"], serde_json::Value::Null);
     assert_eq!(got["timestamp"], 1_700_000_000.5);
 }
 
@@ -210,7 +236,20 @@ fn battery_state_from_its_telegram_and_counters() {
         dropped: 2,
         link: LinkState::Up,
     };
-    let got = to_json(&battery_state(&config(), 0, &input, true, &c));
+    let pack = PackView {
+        share: PerKind {
+            charge: 0.6666666,
+            discharge: 0.25,
+        },
+        over_current: true,
+        fresh: true,
+    };
+    let mut got = to_json(&battery_state(&config(), 0, &input, true, Some(&pack), true, &c));
+    // The bank discharges: its discharge share.
+    let bank = json!({"share": 0.25, "share_charge": 0.667, "share_discharge": 0.25, "over_current": true});
+    for (key, value) in bank.as_object().unwrap() {
+        assert_eq!(got.as_object_mut().unwrap().remove(key).as_ref(), Some(value), "{key}");
+    }
     let want = json!({
         "manufacturer": null,
         "soc": 88.0,
@@ -268,7 +307,7 @@ fn a_battery_is_offline_when_stale_or_silent() {
         link: LinkState::Down("No such device".into()),
         ..InputStatus::default()
     };
-    let got = to_json(&battery_state(&config(), 1, &stale, false, &c));
+    let got = to_json(&battery_state(&config(), 1, &stale, false, None, false, &c));
     assert_eq!(got["online"], false);
     assert_eq!(got["age_s"], 5.1);
     assert_eq!(got["battery"], 2);
@@ -277,12 +316,36 @@ fn a_battery_is_offline_when_stale_or_silent() {
     assert_eq!(got["capacity_ah"], 50.0);
     assert_eq!(got["link"], "down");
     assert_eq!(got["link_error"], "No such device");
-    let silent = to_json(&battery_state(&config(), 1, &InputStatus::default(), false, &c));
+    let silent = to_json(&battery_state(
+        &config(),
+        1,
+        &InputStatus::default(),
+        false,
+        None,
+        false,
+        &c,
+    ));
     assert_eq!(silent["online"], false);
     assert_eq!(silent["age_s"], serde_json::Value::Null);
     assert_eq!(silent["soc"], serde_json::Value::Null);
     assert_eq!(silent["capacity_ah"], 50.0);
     assert_eq!(silent["link"], "opening");
+    // A stale battery has no share, whatever the bank last remembered.
+    let remembered = PackView {
+        fresh: false,
+        ..PackView::default()
+    };
+    let stale = to_json(&battery_state(
+        &config(),
+        1,
+        &stale,
+        false,
+        Some(&remembered),
+        false,
+        &c,
+    ));
+    assert_eq!(stale["share"], serde_json::Value::Null);
+    assert_eq!(stale["over_current"], serde_json::Value::Null);
 }
 
 #[test]
