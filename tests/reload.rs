@@ -26,7 +26,8 @@ const AFTER: Duration = Duration::from_millis(2500);
 /// A configuration: `[battery]` lines, batteries (CAN-IF, Ah), inverters
 /// (CAN-IF, I-SCALING, extra lines).
 fn config(battery: &str, inputs: &[(&str, u32)], outputs: &[(&str, f64, &str)]) -> String {
-    let mut t = format!("GATEWAY-ACTIVATED = true\n[battery]\n{battery}\n");
+    // The summed limits (LIMIT-MODE "sum"): the expected CCLs below are sums.
+    let mut t = format!("GATEWAY-ACTIVATED = true\n[battery]\nLIMIT-MODE = \"sum\"\n{battery}\n");
     for (name, ah) in inputs {
         t += &format!("[[bmses-in]]\nCAN-IF = \"{name}\"\nCAPACITY-AH = {ah}\n");
     }
