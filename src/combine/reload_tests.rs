@@ -48,6 +48,11 @@ fn settings(on_input_lost: OnInputLost) -> BatterySettings {
     BatterySettings {
         stale_timeout: Duration::from_secs(5),
         on_input_lost,
+        // The summed limits: the expected values below are sums.
+        bank: BankSettings {
+            mode: crate::bank::LimitMode::Sum,
+            ..BankSettings::default()
+        },
         ..BatterySettings::default()
     }
 }
