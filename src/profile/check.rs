@@ -67,31 +67,25 @@ pub fn decode(profile: Profile, unit: VoltageUnit, f: &Frame) -> Result<Reading,
     })
 }
 
+/// The Pylontech V1.2 set with its DLCs (0x35E: 1 to 8).
+const PYLON: [(u16, Option<u8>); 7] = [
+    (0x359, Some(7)),
+    (0x351, Some(8)),
+    (0x355, Some(4)),
+    (0x356, Some(6)),
+    (0x35C, Some(2)),
+    (0x35E, None),
+    (0x373, Some(8)),
+];
+
 /// The IDs a profile sends, in order, with their DLC (`None`: 1 to 8).
-fn layout(profile: Profile) -> &'static [(u16, Option<u8>)] {
+/// Built once per checker; the profiles that extend Pylontech's set say so.
+fn layout(profile: Profile) -> Vec<(u16, Option<u8>)> {
+    let eight = |ids: &[u16]| ids.iter().map(|&id| (id, Some(8))).collect::<Vec<_>>();
     match profile {
-        Profile::Pylon => &[
-            (0x359, Some(7)),
-            (0x351, Some(8)),
-            (0x355, Some(4)),
-            (0x356, Some(6)),
-            (0x35C, Some(2)),
-            (0x35E, None),
-            (0x373, Some(8)),
-        ],
-        Profile::PylonV2 => &[
-            (0x359, Some(7)),
-            (0x351, Some(8)),
-            (0x355, Some(4)),
-            (0x356, Some(6)),
-            (0x35C, Some(2)),
-            (0x35E, None),
-            (0x373, Some(8)),
-            (0x35A, Some(8)),
-            (0x372, Some(8)),
-            (0x379, Some(2)),
-        ],
-        Profile::Victron => &[
+        Profile::Pylon => PYLON.to_vec(),
+        Profile::PylonV2 => [&PYLON[..], &[(0x35A, Some(8)), (0x372, Some(8)), (0x379, Some(2))]].concat(),
+        Profile::Victron => vec![
             (0x351, Some(8)),
             (0x355, Some(6)),
             (0x356, Some(6)),
@@ -103,7 +97,7 @@ fn layout(profile: Profile) -> &'static [(u16, Option<u8>)] {
             (0x378, Some(8)),
             (0x379, Some(2)),
         ],
-        Profile::Sma => &[
+        Profile::Sma => vec![
             (0x351, Some(8)),
             (0x355, Some(6)),
             (0x356, Some(6)),
@@ -111,24 +105,13 @@ fn layout(profile: Profile) -> &'static [(u16, Option<u8>)] {
             (0x35E, None),
             (0x35F, Some(8)),
         ],
-        Profile::SolArk => &[
-            (0x359, Some(8)),
-            (0x351, Some(8)),
-            (0x355, Some(8)),
-            (0x356, Some(8)),
-            (0x35C, Some(8)),
-            (0x35E, Some(8)),
-            (0x373, Some(8)),
-            (0x379, Some(8)),
-        ],
-        Profile::Luxpower => &[
-            (0x351, Some(8)),
-            (0x355, Some(8)),
-            (0x356, Some(8)),
-            (0x359, Some(8)),
-            (0x35C, Some(8)),
-            (0x35E, None),
-        ],
+        // Pylontech's IDs and 0x379, every frame 8 bytes.
+        Profile::SolArk => eight(&[0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, 0x373, 0x379]),
+        Profile::Luxpower => {
+            let mut l = eight(&[0x351, 0x355, 0x356, 0x359, 0x35C]);
+            l.push((0x35E, None));
+            l
+        }
     }
 }
 
@@ -138,6 +121,7 @@ fn layout(profile: Profile) -> &'static [(u16, Option<u8>)] {
 #[derive(Debug, Clone)]
 pub struct Checker {
     profile: Profile,
+    layout: Vec<(u16, Option<u8>)>,
     /// Position in `layout` of the last frame seen.
     last_index: Option<usize>,
     /// When each ID of `layout` was last seen.
@@ -148,6 +132,7 @@ impl Checker {
     pub fn new(profile: Profile) -> Checker {
         Checker {
             profile,
+            layout: layout(profile),
             last_index: None,
             seen: [None; 10],
         }
@@ -166,13 +151,13 @@ impl Checker {
         if (0x300..=0x307).contains(&id) {
             return out;
         }
-        let layout = layout(self.profile);
-        let Some(index) = layout.iter().position(|(i, _)| *i == id) else {
+        let Some(index) = self.layout.iter().position(|(i, _)| *i == id) else {
             out.push(format!("{id:03X}: not part of the {} profile", self.profile.name()));
             return out;
         };
+        let want = self.layout[index].1;
         self.order(index, id, &mut out);
-        dlc(layout[index].1, f, &mut out);
+        dlc(want, f, &mut out);
         self.pacing(index, id, now, &mut out);
         self.values(id, f.data(), &mut out);
         out
@@ -185,7 +170,7 @@ impl Checker {
         {
             out.push(format!(
                 "{id:03X} after {:03X}: out of the {} profile's order",
-                layout(self.profile)[last].0,
+                self.layout[last].0,
                 self.profile.name()
             ));
         }
