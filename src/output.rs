@@ -157,6 +157,10 @@ pub struct Output<'a> {
     pub heartbeat_every: Duration,
 }
 
+/// The most inverter frames a push-mode output reads per wake-up (an
+/// inverter sends a few per second).
+const DRAIN_MAX: usize = 64;
+
 /// How long the thread waits before reading again when an interface that
 /// was reported down reports it again at once (a socket reports it once).
 const DOWN_RETRY: Duration = Duration::from_millis(200);
@@ -326,16 +330,20 @@ impl Output<'_> {
         }
     }
 
-    /// Reads every frame the inverter sent since the last wake-up, without
-    /// waiting. A down interface is left to the transmissions to report.
+    /// Reads the frames the inverter sent since the last wake-up, without
+    /// waiting; at most [`DRAIN_MAX`] per wake-up, so that a flooded
+    /// inverter bus can never hold back a transmission (the rest wait for
+    /// the next wake-up, or are dropped by the socket). A down interface is
+    /// left to the transmissions to report.
     fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
-        loop {
+        for _ in 0..DRAIN_MAX {
             match port.read_until(now, self.stop) {
                 Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
                 Ok(_) | Err(CanError::Down(_)) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 
     /// A frame from the inverter's bus: what the inverter said, if anything.
