@@ -230,8 +230,8 @@ impl Output<'_> {
     /// latest state or the next heartbeat is due.
     ///
     /// The inverter's frames wait in the socket and are read at each wake-up
-    /// (at least once a second with a state to repeat): the silent watch
-    /// needs no wake-ups of its own.
+    /// (at least once a second with a state to repeat, and when the
+    /// inverter would turn silent by INVERTER-TIMEOUT).
     fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, peer: &mut Peer) -> Result<(), CanError> {
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
@@ -245,6 +245,11 @@ impl Output<'_> {
             self.drain(port, peer, now)?;
             self.check_talk(peer, now);
             let mut deadline = now + self.heartbeat_every;
+            // The inverter's frames are read at wake-ups: wake when it would
+            // turn silent, to read them first.
+            if let Some(at) = peer.watch.deadline() {
+                deadline = deadline.min(at);
+            }
             if let Some(state) = latest.as_ref() {
                 if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
                     deadline = deadline.min(at);
