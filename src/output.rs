@@ -342,7 +342,7 @@ impl Output<'_> {
     /// left to the transmissions to report.
     fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
         for _ in 0..DRAIN_MAX {
-            match port.read_until(now, self.stop) {
+            match port.read_until_from(now, now, self.stop) {
                 Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
                 Ok(_) | Err(CanError::Down(_)) => return Ok(()),
                 Err(e) => return Err(e),

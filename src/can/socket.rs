@@ -170,42 +170,48 @@ fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> 
     })
 }
 
-/// `read_until`, with the clock read `now` when the caller has one.
-/// Each system call counts where the clock source has no vDSO (an
-/// emulated machine, where every clock read is one), so a wait costs
-/// poll(2) and one read per frame: it starts in poll(2), which returns at
-/// once when a frame is waiting, and a wait that ends at its deadline
-/// returns without a read or a clock read. Only a deadline that is due
-/// already reads without waiting (draining what came).
-fn wait_frame(fd: RawFd, mut now: Option<Instant>, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
-    let mut read = false;
+/// One frame if the socket holds one (error frames skipped), without waiting.
+fn take_frame(fd: RawFd) -> Result<Option<Frame>, CanError> {
     loop {
-        if read {
-            match receive_now(fd) {
-                Ok(Some(frame)) => match to_core(&frame) {
-                    Some(frame) => return Ok(Wake::Frame(frame)),
-                    None => continue,
-                },
-                Ok(None) => {}
-                Err(e) => return Err(classify(&e)),
-            }
+        match receive_now(fd) {
+            Ok(Some(frame)) => match to_core(&frame) {
+                Some(frame) => return Ok(Some(frame)),
+                None => continue,
+            },
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(classify(&e)),
         }
-        let at = now.take().unwrap_or_else(Instant::now);
-        if at >= deadline {
-            if !read {
-                // Due already: take what came, without waiting.
-                read = true;
-                continue;
-            }
-            return Ok(Wake::Deadline);
-        }
+    }
+}
+
+/// `read_until`, with the clock read `now` when the caller has one. Each
+/// system call counts where the clock source has no vDSO (an emulated
+/// machine, where every clock read is one), so a wait costs poll(2) and one
+/// read per frame: it starts in poll(2), which returns at once when a frame
+/// is waiting, and a wait that ends at its deadline returns without a read or
+/// a clock read. A deadline that is due already takes what is waiting
+/// without a wait (a drain: one read per frame).
+fn wait_frame(fd: RawFd, now: Option<Instant>, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+    let mut at = now.unwrap_or_else(Instant::now);
+    if at >= deadline {
+        return Ok(take_frame(fd)?.map_or(Wake::Deadline, Wake::Frame));
+    }
+    loop {
         if stop.fd().is_none() && stop.requested() {
             return Ok(Wake::Stopped);
         }
         match wait_readable(fd, stop.fd(), deadline - at).map_err(|e| classify(&e))? {
             Ready::Stop => return Ok(Wake::Stopped),
             Ready::TimedOut => return Ok(Wake::Deadline),
-            Ready::Socket => read = true,
+            Ready::Socket => {
+                if let Some(frame) = take_frame(fd)? {
+                    return Ok(Wake::Frame(frame));
+                }
+            }
+        }
+        at = Instant::now();
+        if at >= deadline {
+            return Ok(Wake::Deadline);
         }
     }
 }
