@@ -2,9 +2,11 @@
 # Instructions per input frame and per idle second of the gateway's threads
 # at a real rate (2 batteries x 1 inverter, one burst per battery per second),
 # counted by valgrind's callgrind: a count that does not depend on the
-# machine's load. Three runs of examples/frame_cost.rs, 12 s each (idle 2 s
-# vs idle 12 s: per idle second; idle 12 s vs idle 2 s + 10 s of traffic:
-# per frame), so that start-up and shutdown cancel out.
+# machine's load. Three runs of examples/frame_cost.rs: idle 2 s ("short"),
+# idle 12 s, and idle 2 s then 10 s of traffic; per idle second is
+# (idle - short) / 10, per input frame (traffic - short) / frames: all the
+# process did in the traffic window per frame, as bench_idle measures it in
+# the system-test VM. Start-up and shutdown cancel out.
 # Usage: bash benches/frame_cost.sh [OUTDIR]   (needs valgrind)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,5 +26,5 @@ ir() { sed -n 's/^summary: //p' "$out/$1.out"; }
 frames=$(sed -n 's/^frames \([0-9]*\).*/\1/p' "$out/traffic.txt")
 echo "traffic run: $(cat "$out/traffic.txt")"
 echo "instructions per idle second: $(( ($(ir idle) - $(ir short)) / 10 ))"
-echo "instructions per input frame: $(( ($(ir traffic) - $(ir idle)) / frames )) (over $frames frames)"
+echo "instructions per input frame: $(( ($(ir traffic) - $(ir short)) / frames )) (over $frames frames)"
 echo "profiles: callgrind_annotate $out/traffic.out"
