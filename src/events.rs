@@ -1,6 +1,7 @@
 //! Events: the things an owner wants to be told about (a battery lost or
 //! back, a state change, an interface down or up, a setpoint set, expired or
-//! cleared, a configuration reloaded or rejected), kept in a ring of the last
+//! cleared, a configuration reloaded or rejected, a flight recording written
+//! or not), kept in a ring of the last
 //! [`KEEP`] for the status page and published on `BASE/event` by the MQTT
 //! thread.
 //!
@@ -34,6 +35,8 @@ pub enum Kind {
     SetpointCleared,
     ConfigReloaded,
     ConfigRejected,
+    RecordingWritten,
+    RecordingFailed,
 }
 
 impl Kind {
@@ -49,6 +52,8 @@ impl Kind {
         Kind::SetpointCleared,
         Kind::ConfigReloaded,
         Kind::ConfigRejected,
+        Kind::RecordingWritten,
+        Kind::RecordingFailed,
     ];
 
     /// The name in JSON.
@@ -64,6 +69,8 @@ impl Kind {
             Kind::SetpointCleared => "setpoint_cleared",
             Kind::ConfigReloaded => "config_reloaded",
             Kind::ConfigRejected => "config_rejected",
+            Kind::RecordingWritten => "recording_written",
+            Kind::RecordingFailed => "recording_failed",
         }
     }
 }
