@@ -295,7 +295,10 @@ fn read_request(stream: &mut TcpStream) -> Result<(Route, bool, bool), Refusal> 
             Ok(httparse::Status::Complete(_)) => {
                 let method = request.method.unwrap_or("");
                 let path = request.path.unwrap_or("");
-                let marked = request.headers.iter().any(|h| h.name.eq_ignore_ascii_case(RECORD_HEADER));
+                let marked = request
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(RECORD_HEADER));
                 return api::route(method, path).map(|(route, head)| (route, head, marked));
             }
             Ok(httparse::Status::Partial) if len == buf.len() => {

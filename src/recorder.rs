@@ -116,7 +116,13 @@ impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.inner {
             None => write!(f, "Recorder(off)"),
-            Some(i) => write!(f, "Recorder({} s, {} frames, {})", i.seconds, capacity_of(i), i.dir.display()),
+            Some(i) => write!(
+                f,
+                "Recorder({} s, {} frames, {})",
+                i.seconds,
+                capacity_of(i),
+                i.dir.display()
+            ),
         }
     }
 }
@@ -149,9 +155,16 @@ impl Recorder {
             return Recorder::default();
         };
         let (requests_tx, requests_rx) = bounded(REQUESTS);
+        let capacity = Recorder::capacity(config);
+        log::info!(
+            "flight recorder: the last {} s, up to {capacity} frames ({} KiB) in memory; recordings go to {}",
+            config.recorder.seconds,
+            capacity * std::mem::size_of::<Entry>() / 1024,
+            dir.join("recordings").display()
+        );
         Recorder {
             inner: Some(Arc::new(Inner {
-                ring: Mutex::new(Ring::new(Recorder::capacity(config))),
+                ring: Mutex::new(Ring::new(capacity)),
                 names: config.interfaces().map(str::to_owned).collect(),
                 seconds: config.recorder.seconds,
                 keep: config.recorder.keep as usize,
@@ -206,7 +219,11 @@ impl Recorder {
         };
         let sent = inner.requests_tx.try_send(request).is_ok();
         if !sent {
-            log::warn!("flight recorder: {} dumps already waiting; this {} one is dropped", REQUESTS, reason.as_str());
+            log::warn!(
+                "flight recorder: {} dumps already waiting; this {} one is dropped",
+                REQUESTS,
+                reason.as_str()
+            );
         }
         sent
     }
@@ -215,9 +232,7 @@ impl Recorder {
     /// POST /api/record). The error says why there is none.
     pub fn ask(&self, reason: Reason) -> Result<Written, String> {
         let Some(inner) = &self.inner else {
-            return Err(
-                "the flight recorder is off ([recorder] SECONDS = 0, or no state directory)".into(),
-            );
+            return Err("the flight recorder is off ([recorder] SECONDS = 0, or no state directory)".into());
         };
         let (tx, rx) = bounded(1);
         if !self.send(inner, reason, Some(tx)) {

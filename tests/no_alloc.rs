@@ -7,9 +7,9 @@
 mod config_text;
 
 use bms_gateway::can::report_link;
+use bms_gateway::events::{Events, Subject};
 use bms_gateway::frame::Frame;
 use bms_gateway::recorder::Recorder;
-use bms_gateway::events::{Events, Subject};
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::{LinkState, StatusBoard};
 use bms_gateway::telegram::{Assembler, BURST_GAP};
@@ -84,7 +84,10 @@ fn the_per_telegram_and_per_transmission_work_allocates_nothing() {
 #[test]
 fn recording_a_frame_allocates_nothing() {
     let state = tempfile::tempdir().unwrap();
-    let text = config_text::ConfigText::new().input("can0", 100.0, "").output("can1", "").text();
+    let text = config_text::ConfigText::new()
+        .input("can0", 100.0, "")
+        .output("can1", "")
+        .text();
     let config = bms_gateway::config::parse(&text).unwrap();
     let recorder = Recorder::new(&config, Some(state.path()));
     let frame = Frame::standard(0x351, &[0x14, 0x02, 0xC0, 0x12, 0x20, 0x03, 0xE0, 0x01]);

@@ -84,7 +84,10 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
     // Only the window: no frame older than SECONDS before the request.
     for r in &records {
         let ts = r.ts.unwrap();
-        assert!(ts >= before - SECONDS - 1e-6 && ts <= after, "{ts} outside {before}-{SECONDS}..{after}");
+        assert!(
+            ts >= before - SECONDS - 1e-6 && ts <= after,
+            "{ts} outside {before}-{SECONDS}..{after}"
+        );
     }
     // Each battery's frames are its simulator's burst (no drift: every
     // burst is the same), whole bursts of the 3 s (2 to 3 of them).
@@ -93,13 +96,19 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
         let seen = on(&records, bat);
         assert!(seen.len() >= 2 * burst.len(), "{bat}: {} frames", seen.len());
         assert!(seen.iter().all(|f| burst.contains(f)), "{bat}: {seen:?}");
-        assert!(burst.iter().all(|f| seen.contains(f)), "{bat}: a frame of the burst missing");
+        assert!(
+            burst.iter().all(|f| seen.contains(f)),
+            "{bat}: a frame of the burst missing"
+        );
     }
     // The inverter's frames are what the inverter received, in its order.
     let sent = on(&records, "inv1");
     let received: Vec<Frame> = rig.frames(0).into_iter().map(|(_, f)| f).collect();
     assert!(sent.len() >= 2, "{sent:?}");
-    assert!(contains_run(&received, &sent), "recorded {sent:?}\nreceived {received:?}");
+    assert!(
+        contains_run(&received, &sent),
+        "recorded {sent:?}\nreceived {received:?}"
+    );
 
     // Both batteries fall silent: stale after 2 s, the safe state, a recording.
     rig.set_silent(0, true);
@@ -110,7 +119,10 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
     assert!(!on(&records, "bat1").is_empty() && !on(&records, "bat2").is_empty());
     let sent = on(&records, "inv1");
     let received: Vec<Frame> = rig.frames(0).into_iter().map(|(_, f)| f).collect();
-    assert!(contains_run(&received, &sent), "recorded {sent:?}\nreceived {received:?}");
+    assert!(
+        contains_run(&received, &sent),
+        "recorded {sent:?}\nreceived {received:?}"
+    );
     let events = rig.board.events.after(0);
     let written: Vec<_> = events.iter().filter(|e| e.kind == Kind::RecordingWritten).collect();
     assert!(written.iter().any(|e| e.message.contains("-safe.log")), "{written:?}");

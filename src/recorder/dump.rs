@@ -174,7 +174,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["20260101-000001-signal.log", "20260102-120000-request.log", "README"]);
+        assert_eq!(
+            left,
+            ["20260101-000001-signal.log", "20260102-120000-request.log", "README"]
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ impl Ring {
 /// the window.
 pub fn window(entries: &[Entry], now_micros: u64, seconds: u32) -> impl Iterator<Item = &Entry> {
     let from = now_micros.saturating_sub(u64::from(seconds) * 1_000_000);
-    entries.iter().filter(move |e| e.micros >= from && e.micros <= now_micros)
+    entries
+        .iter()
+        .filter(move |e| e.micros >= from && e.micros <= now_micros)
 }
 
 #[cfg(test)]
@@ -154,7 +156,15 @@ mod tests {
         let kept: Vec<u64> = window(&entries, 110_000_000, 3).map(|e| e.micros).collect();
         assert_eq!(
             kept,
-            [107_000_000, 107_500_000, 108_000_000, 108_500_000, 109_000_000, 109_500_000, 110_000_000]
+            [
+                107_000_000,
+                107_500_000,
+                108_000_000,
+                108_500_000,
+                109_000_000,
+                109_500_000,
+                110_000_000
+            ]
         );
         // A frame stamped after the dump (a clock set back) is not in it.
         assert_eq!(window(&entries, 104_200_000, 1).count(), 2);

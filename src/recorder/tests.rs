@@ -89,7 +89,11 @@ fn a_dump_that_cannot_be_written_is_an_error_and_an_event() {
     assert!(first.unwrap_err().contains("not written to"));
     assert!(second.is_err());
     // Rate-limited: one event for both.
-    let failed: Vec<_> = events.after(0).into_iter().filter(|e| e.kind == Kind::RecordingFailed).collect();
+    let failed: Vec<_> = events
+        .after(0)
+        .into_iter()
+        .filter(|e| e.kind == Kind::RecordingFailed)
+        .collect();
     assert_eq!(failed.len(), 1);
 }
 
