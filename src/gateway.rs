@@ -8,7 +8,7 @@
 
 use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, InverterShare, SystemState};
+use crate::combine::{Combined, Combiner, InverterShare, Shaped, SystemState};
 use crate::config::Config;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
@@ -206,8 +206,9 @@ impl Gateway<'_> {
     }
 
     fn distribute(&self, c: &Combined, combiner: &Combiner, mailboxes: &[Mailbox], now: Instant) {
+        let energy = Some(self.board.energy().into());
         for (mailbox, shaped) in mailboxes.iter().zip(combiner.shaped(now)) {
-            mailbox.put(shaped);
+            mailbox.put(Shaped { energy, ..shaped });
         }
         let changed = self.board.system(|s| {
             s.combined = Some(*c);

@@ -72,7 +72,7 @@ pub fn transmission(
     let shown = Shown {
         battery,
         bank: shaped.bank,
-        energy: None,
+        energy: shaped.energy,
     };
     let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
     (state, battery, frames)

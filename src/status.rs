@@ -192,6 +192,13 @@ impl StatusBoard {
         f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The system's energy counters, read cell by cell (no whole snapshot:
+    /// the combiner asks for them with every state it distributes).
+    pub fn energy(&self) -> Counter {
+        let base = self.system(|s| s.energy_base.sane());
+        (0..self.inputs.len()).fold(base, |total, i| total.plus(self.input(i, |s| s.energy.total)))
+    }
+
     /// The line for systemd's STATUS=.
     pub fn summary(&self) -> String {
         self.system(|s| s.summary())
@@ -264,5 +271,21 @@ mod tests {
             s.combined = Some(combined(SystemState::Ok));
         });
         assert_eq!(board.summary(), "3/3 batteries, ok");
+    }
+
+    #[test]
+    fn the_boards_energy_is_the_base_plus_every_batterys_total() {
+        use crate::energy::Meter;
+        let board = StatusBoard::new(2, 1);
+        let kwh = |c, d| Counter {
+            charged_kwh: c,
+            discharged_kwh: d,
+        };
+        board.system(|s| s.energy_base = kwh(1.0, 2.0));
+        board.input(0, |s| s.energy = Meter::restored(kwh(0.5, 0.25), None));
+        board.input(1, |s| s.energy = Meter::restored(kwh(3.0, 0.0), None));
+        // By hand: 1 + 0.5 + 3 = 4.5 kWh charged, 2 + 0.25 + 0 = 2.25 discharged.
+        assert_eq!(board.energy(), kwh(4.5, 2.25));
+        assert_eq!(board.energy(), board.snapshot().energy());
     }
 }
