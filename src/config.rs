@@ -904,6 +904,7 @@ impl<'t> Reader<'t> {
                 }
                 format!("{} is out of range: {allowed}", &self.text[v.span()])
             }
+            DeValue::Float(_) => allowed,
             other => format!("{allowed}, not {}", kind(other)),
         };
         self.problem(v.span(), &s.name(key), message);
@@ -912,24 +913,8 @@ impl<'t> Reader<'t> {
 
     /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
     fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
-        const ALLOWED: &str = "must be a whole number from 1 to 65535";
-        let Some(v) = s.get(key) else { return default };
-        let message = match v.get_ref() {
-            DeValue::Integer(i) => {
-                let port = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
-                    .ok()
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|&p| p >= 1);
-                if let Some(p) = port {
-                    return p;
-                }
-                format!("{} is out of range: {ALLOWED}", &self.text[v.span()])
-            }
-            DeValue::Float(_) => ALLOWED.to_string(),
-            other => format!("{ALLOWED}, not {}", kind(other)),
-        };
-        self.problem(v.span(), &s.name(key), message);
-        default
+        let port = self.whole_or(s, key, u32::from(default), (1, u32::from(u16::MAX)));
+        u16::try_from(port).unwrap_or(default)
     }
 
     fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {
