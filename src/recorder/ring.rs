@@ -171,6 +171,12 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_32_bytes() {
+        // docs/recorder.md sizes the ring with it.
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
     fn a_zero_capacity_is_one_slot() {
         let mut ring = Ring::new(0);
         ring.push(entry(1, 1));
