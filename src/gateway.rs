@@ -350,7 +350,7 @@ impl<'e> Watch<'e> {
     }
 
     /// Logs a battery going over its own limit (by more than
-    /// OVERCURRENT-MARGIN) and coming back within it.
+    /// OVERCURRENT-MARGIN) and coming back within it, each an event.
     fn over_current(&mut self, config: &Config, combiner: &Combiner) {
         let action = match config.battery.bank.mode {
             LimitMode::Share => "the combined limit falls until it is within",
@@ -359,30 +359,47 @@ impl<'e> Watch<'e> {
         for (i, (seen, pack)) in self.over_current.iter_mut().zip(combiner.bank().packs()).enumerate() {
             let name = &config.inputs[i].can_if;
             match (*seen, pack.over_current) {
-                (false, true) => log::warn!(
-                    "battery {} ({name}): over current, above its own limit: {action}",
-                    i + 1
-                ),
-                (true, false) => log::info!("battery {} ({name}): back within its own limit", i + 1),
+                (false, true) => {
+                    let message = format!(
+                        "battery {} ({name}): over current, above its own limit: {action}",
+                        i + 1
+                    );
+                    log::warn!("{message}");
+                    self.events.emit(Kind::Overcurrent, Subject::Battery(i), message);
+                }
+                (true, false) => {
+                    let message = format!("battery {} ({name}): back within its own limit", i + 1);
+                    log::info!("{message}");
+                    self.events.emit(Kind::OvercurrentCleared, Subject::Battery(i), message);
+                }
                 _ => {}
             }
             *seen = pack.over_current;
         }
     }
 
-    /// Logs an overshoot raised or cleared (an inverter ignoring its limit).
+    /// Logs an overshoot raised or cleared (an inverter ignoring its limit),
+    /// each an event.
     fn overshoot(&mut self, c: &Combined) {
         for kind in KINDS {
             let (was, now) = (*self.overshoot.get(kind), *c.overshoot.get(kind));
             let what = direction_name(kind);
             match (was, now) {
-                (false, true) => log::warn!(
-                    "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
-                    c.battery.i_total.abs()
-                ),
-                (true, false) => log::info!(
-                    "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
-                ),
+                (false, true) => {
+                    let message = format!(
+                        "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
+                        c.battery.i_total.abs()
+                    );
+                    log::warn!("{message}");
+                    self.events.emit(Kind::Overshoot, Subject::System, message);
+                }
+                (true, false) => {
+                    let message = format!(
+                        "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
+                    );
+                    log::info!("{message}");
+                    self.events.emit(Kind::OvershootCleared, Subject::System, message);
+                }
                 _ => {}
             }
             *self.overshoot.get_mut(kind) = now;

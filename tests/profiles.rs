@@ -218,5 +218,33 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     assert_eq!(u16_at(&find(&lux, 0x351), 2), 2500);
     send(0, &plain);
     assert!(wait(&|| talk(0) == Some(Talk::Talking)));
+    // Each change was also an event, about its inverter (1-based): silent at
+    // start, back, the shutdown request, silent again, back again (push).
+    let events: Vec<(String, Option<usize>)> = rig
+        .board
+        .events
+        .after(0)
+        .into_iter()
+        .filter(|e| e.kind.as_str().starts_with("inverter_"))
+        .map(|e| (e.kind.as_str().to_string(), e.inverter))
+        .collect();
+    let of = |n: usize| {
+        events
+            .iter()
+            .filter(|e| e.1 == Some(n))
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(1),
+        [
+            "inverter_silent",
+            "inverter_back",
+            "inverter_shutdown_request",
+            "inverter_silent",
+            "inverter_back"
+        ]
+    );
+    assert_eq!(of(2), ["inverter_silent", "inverter_back", "inverter_silent"]);
     rig.stop();
 }
