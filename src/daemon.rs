@@ -6,6 +6,7 @@ use crate::config::{self, Config};
 use crate::energy;
 use crate::events::{Events, Kind, Subject};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use crate::recorder::{Reason, Recorder};
 use crate::setpoint::SetpointCommand;
 use crate::signals::{self, Signal};
 use crate::state_store::{self, Store};
@@ -89,7 +90,10 @@ fn run_once(
     fault: Fault,
     carry: &mut Carry,
 ) -> Ended {
-    let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
+    let state_dir = state_store::resolve(config.state_dir.as_deref());
+    let recorder = Recorder::new(config, state_dir.as_deref());
+    let board = StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder);
+    let opener = board.recorder.opener(&SocketCan);
     state_store::seed(&board, config, &carry.energy);
     board.events.take_from(&carry.events);
     let supervision = Supervision::new(config);
@@ -97,7 +101,7 @@ fn run_once(
     let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let gateway = Gateway {
         config,
-        opener: &SocketCan,
+        opener: &opener,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),
@@ -107,6 +111,7 @@ fn run_once(
     let ended = std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
+        s.spawn(|| board.recorder.run(&board.events, stop));
         if config.mqtt.activated {
             let (board, commands_tx) = (&board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
@@ -126,6 +131,7 @@ fn run_once(
             let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(signals) -> sig => match sig {
+                    Ok(Signal::Record) => board.recorder.trigger(Reason::Signal),
                     Ok(Signal::Reload) => {
                         systemd::notify_reloading();
                         if let Some(new) = reload(path, &board.events) {

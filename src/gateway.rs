@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
 use crate::output::{Mailbox, Output};
+use crate::recorder::{Reason, Recorder};
 use crate::setpoint::{LimitKind, Scope, SetpointCommand};
 use crate::shutdown::Stop;
 use crate::status::StatusBoard;
@@ -137,7 +138,7 @@ impl Gateway<'_> {
         let capacities: Vec<f64> = self.config.inputs.iter().map(|i| i.capacity_ah).collect();
         let shares: Vec<InverterShare> = self.config.outputs.iter().map(|o| o.share).collect();
         let mut combiner = Combiner::new(self.config.battery, &capacities, started).with_inverters(&shares);
-        let mut watch = Watch::new(self.config.inputs.len(), &self.board.events);
+        let mut watch = Watch::new(self.config.inputs.len(), &self.board.events, &self.board.recorder);
         let mut commands = commands.clone();
         loop {
             (self.heartbeat)(Worker::Combiner);
@@ -268,12 +269,13 @@ struct Watch<'e> {
     published: Vec<bool>,
     state: Option<SystemState>,
     events: &'e Events,
+    recorder: &'e Recorder,
     overshoot: PerKind<bool>,
     over_current: Vec<bool>,
 }
 
 impl<'e> Watch<'e> {
-    fn new(inputs: usize, events: &'e Events) -> Watch<'e> {
+    fn new(inputs: usize, events: &'e Events, recorder: &'e Recorder) -> Watch<'e> {
         Watch {
             fresh: vec![None; inputs],
             published: vec![false; inputs],
@@ -281,6 +283,7 @@ impl<'e> Watch<'e> {
             overshoot: PerKind::default(),
             over_current: vec![false; inputs],
             events,
+            recorder,
         }
     }
 
@@ -428,6 +431,10 @@ impl<'e> Watch<'e> {
         }
         if self.state == Some(SystemState::Safe) {
             log::info!("safe state left");
+        }
+        // The first state after start-up is no incident: only a change is recorded.
+        if let (Some(_), Some(reason)) = (self.state, Reason::entering(c.state)) {
+            self.recorder.trigger(reason);
         }
         self.state = Some(c.state);
     }

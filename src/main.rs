@@ -86,6 +86,14 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Ask the running gateway for a flight recording of the last
+    /// [recorder] SECONDS (through its status server) and print the file.
+    Record {
+        /// The status server (default: [http] LISTEN of the configuration,
+        /// else http://127.0.0.1:8080/).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Which CAN interface is which: lists every CAN interface, listens on
     /// those that are up and says what talks there (battery, inverter, both,
     /// nothing). With --config: prints a configuration to start from.
@@ -107,6 +115,13 @@ enum Command {
         /// KIND charge or discharge, VALUE and TTL in A and s. Repeatable.
         #[arg(long, value_name = "T:KIND:VALUE[:TTL]")]
         setpoint: Vec<bms_gateway::replay::SetpointAt>,
+        /// Print each transmission when it is due, at N times the log's pace
+        /// (1 = as it happened); the output is the same as without it.
+        #[arg(long, value_name = "N", value_parser = parse_speed, conflicts_with = "virtual_time")]
+        speed: Option<f64>,
+        /// Print everything at once, in virtual time (the default).
+        #[arg(long = "virtual")]
+        virtual_time: bool,
     },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
@@ -334,11 +349,30 @@ fn decode_file(file: &str) -> Exit {
     }
 }
 
-fn status(path: &Path, url: Option<String>) -> Exit {
-    let url = url.unwrap_or_else(|| {
+/// The status server's URL: `--url`, else the configuration's LISTEN.
+fn server_url(path: &Path, url: Option<String>) -> String {
+    url.unwrap_or_else(|| {
         let listen = config::load(path).map_or(config::HttpConfig::default().listen, |c| c.http.listen);
         bms_gateway::http::url(listen)
-    });
+    })
+}
+
+/// `record [--url URL]`: the file the running gateway wrote.
+fn record(path: &Path, url: Option<String>) -> Exit {
+    match status_client::record(&server_url(path, url)) {
+        Ok((file, frames)) => {
+            println!("{file} ({frames} frames)");
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn status(path: &Path, url: Option<String>) -> Exit {
+    let url = server_url(path, url);
     let body = match status_client::fetch(&url) {
         Ok(body) => body,
         Err(e) => {
@@ -390,11 +424,22 @@ fn scan(seconds: f64, config: Option<&Path>) -> Exit {
     Exit::Success
 }
 
+/// `replay --speed N`: a factor from 0.001 to 1000.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if (0.001..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a speed: give a number from 0.001 to 1000 (1 = as fast as the log)"
+        )),
+    }
+}
+
 fn replay(
     path: &Path,
     files: &[PathBuf],
     format: bms_gateway::replay::Format,
     setpoints: &[bms_gateway::replay::SetpointAt],
+    pace: bms_gateway::replay::Pace,
 ) -> Exit {
     let config = match load(path) {
         Ok(c) => c,
@@ -415,7 +460,7 @@ fn replay(
         .map(|(name, bytes)| bms_gateway::replay::Source { name, bytes })
         .collect();
     let mut stdout = io::BufWriter::new(io::stdout().lock());
-    let result = bms_gateway::replay::run(&config, &sources, setpoints, format, &mut stdout)
+    let result = bms_gateway::replay::run_paced(&config, &sources, setpoints, format, pace, &mut stdout)
         .and_then(|s| io::Write::flush(&mut stdout).map(|()| s));
     match result {
         Ok(summary) => {
@@ -480,12 +525,18 @@ fn main() -> ExitCode {
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
         Some(Command::Status { url }) => status(&path, url),
+        Some(Command::Record { url }) => record(&path, url),
         Some(Command::Scan { .. }) => unreachable!("handled above"),
         Some(Command::Replay {
             files,
             output,
             setpoint,
-        }) => replay(&path, &files, output, &setpoint),
+            speed,
+            virtual_time: _,
+        }) => {
+            let pace = speed.map_or(bms_gateway::replay::Pace::Virtual, bms_gateway::replay::Pace::Speed);
+            replay(&path, &files, output, &setpoint, pace)
+        }
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
     };
     exit.into()

@@ -10,6 +10,7 @@ use crate::combine::{Battery, Combined, SystemState};
 use crate::energy::{Counter, Meter};
 use crate::events::Events;
 use crate::profile::{SmaReadings, SmaState, Talk};
+use crate::recorder::Recorder;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -115,6 +116,8 @@ pub struct StatusBoard {
     pub outputs: Vec<Mutex<OutputStatus>>,
     /// The last events, for MQTT and the status page.
     pub events: Events,
+    /// The flight recorder (off unless [`StatusBoard::with_recorder`]).
+    pub recorder: Recorder,
     setpoints: Wake,
 }
 
@@ -153,8 +156,14 @@ impl StatusBoard {
             inputs: (0..inputs).map(|_| Mutex::default()).collect(),
             outputs: (0..outputs).map(|_| Mutex::default()).collect(),
             events: Events::default(),
+            recorder: Recorder::default(),
             setpoints: Wake::default(),
         }
+    }
+
+    /// The board with `recorder` as the flight recorder.
+    pub fn with_recorder(self, recorder: Recorder) -> StatusBoard {
+        StatusBoard { recorder, ..self }
     }
 
     /// Called by the combiner when the system's setpoints on the board changed.

@@ -1,5 +1,6 @@
 //! `bms-gateway status [--url URL]`: the running gateway's state as a table
-//! in the terminal, read from its status server's `/api/state`.
+//! in the terminal, read from its status server's `/api/state`; and
+//! `bms-gateway record [--url URL]`, which asks it for a flight recording.
 //!
 //! [`table`] is pure (JSON in, text out); [`fetch`] is a plain HTTP/1.1 GET
 //! of the one answer our own server gives (Content-Length, then close).
@@ -40,6 +41,34 @@ fn parse_url(url: &str) -> Result<(String, String), String> {
 
 /// GET `URL/api/state`; the body, or what went wrong, said for a person.
 pub fn fetch(url: &str) -> Result<String, String> {
+    let (status, body) = exchange(url, "GET /api/state", "", TIMEOUT)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}api/state answered {status:?}: is this a bms-gateway?"));
+    }
+    Ok(body)
+}
+
+/// How long `record` waits: the gateway's own wait for the dump, and more.
+pub const RECORD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// POST `URL/api/record` (`bms-gateway record`): the file the gateway
+/// wrote and its frame count, or the gateway's reason for writing none.
+pub fn record(url: &str) -> Result<(String, u64), String> {
+    let header = format!("{}: record\r\nContent-Length: 0\r\n", crate::http::RECORD_HEADER);
+    let (status, body) = exchange(url, "POST /api/record", &header, RECORD_TIMEOUT)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("the gateway at {url} wrote no recording: {}", body.trim()));
+    }
+    let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{url}api/record did not answer JSON: {e}"))?;
+    match (answer["file"].as_str(), answer["frames"].as_u64()) {
+        (Some(file), Some(frames)) => Ok((file.to_string(), frames)),
+        _ => Err(format!("{url}api/record answered {body:?}: is this a bms-gateway?")),
+    }
+}
+
+/// One request (`METHOD /path` under the URL's base, with `headers`, each
+/// ending in CRLF); the status line and the body.
+fn exchange(url: &str, request: &str, headers: &str, timeout: Duration) -> Result<(String, String), String> {
     let (host, base) = parse_url(url)?;
     let unreachable = |e: String| {
         format!(
@@ -53,9 +82,10 @@ pub fn fetch(url: &str) -> Result<String, String> {
         .next()
         .ok_or_else(|| unreachable("no address".into()))?;
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
-    let request = format!("GET {base}/api/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (method, path) = request.split_once(' ').unwrap_or(("GET", request));
+    let request = format!("{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| unreachable(e.to_string()))?;
@@ -67,11 +97,8 @@ pub fn fetch(url: &str) -> Result<String, String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
-    let status = head.lines().next().unwrap_or("");
-    if !status.starts_with("HTTP/1.1 200") {
-        return Err(format!("{url}api/state answered {status:?}: is this a bms-gateway?"));
-    }
-    Ok(body.to_string())
+    let status = head.lines().next().unwrap_or("").to_string();
+    Ok((status, body.to_string()))
 }
 
 fn f(v: &Value, decimals: usize, width: usize) -> String {
@@ -98,12 +125,13 @@ pub fn table(state: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE"
+        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE SHARE%"
     );
     let row = |out: &mut String, name: String, can_if: &str, link: &str, online: String, v: &Value| {
+        let share = v["share"].as_f64().map_or(Value::Null, |s| Value::from(s * 100.0));
         let _ = writeln!(
             out,
-            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {}",
+            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {} {}",
             f(&v["soc"], 1, 5),
             f(&v["v_avg"], 2, 6),
             f(&v["i_total"], 1, 7),
@@ -111,6 +139,7 @@ pub fn table(state: &Value) -> String {
             f(&v["i_lim_charge"], 1, 6),
             f(&v["i_lim_discharge"], 1, 6),
             f(&v["age_s"], 1, 6),
+            f(&share, 0, 6),
         );
     };
     for b in state["batteries"].as_array().into_iter().flatten() {
@@ -131,12 +160,12 @@ pub fn table(state: &Value) -> String {
     row(&mut out, "COMBINED".into(), "", "", String::new(), sys);
     let _ = writeln!(
         out,
-        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES"
+        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES PROFILE  TALKS"
     );
     for v in state["inverters"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7}",
+            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7} {:<8} {}",
             v["inverter"].to_string(),
             s(v, "can_if"),
             s(v, "link"),
@@ -147,6 +176,12 @@ pub fn table(state: &Value) -> String {
             f(&v["i_lim_charge"], 1, 6),
             f(&v["i_lim_discharge"], 1, 6),
             v["frames_sent"].to_string(),
+            s(v, "profile"),
+            match v["silent"].as_bool() {
+                Some(true) => "SILENT",
+                Some(false) => "yes",
+                None => "-",
+            },
         );
     }
     let events = state["events"].as_array().map_or(&[][..], |e| &e[..]);
@@ -188,10 +223,12 @@ mod tests {
             "system": {"state": "degraded", "inputs_online": 1, "inputs_total": 2, "soc": 55.5,
                        "energy_charged_kwh": 1.25, "energy_discharged_kwh": 0.5},
             "batteries": [
-                {"battery": 1, "can_if": "can0", "link": "up", "online": true, "soc": 55.5, "v_avg": 52.1, "age_s": 0.4},
+                {"battery": 1, "can_if": "can0", "link": "up", "online": true, "soc": 55.5, "v_avg": 52.1, "age_s": 0.4,
+                 "share": 0.625},
                 {"battery": 2, "can_if": "can1", "link": "down", "online": false, "soc": null}
             ],
-            "inverters": [{"inverter": 1, "can_if": "can9", "link": "up", "state": "degraded", "frames_sent": 42}],
+            "inverters": [{"inverter": 1, "can_if": "can9", "link": "up", "state": "degraded", "frames_sent": 42,
+                           "profile": "victron", "silent": true}],
             "events": [{"kind": "battery_lost", "message": "battery 2 (can1): stale"}]
         });
         let t = table(&state);
@@ -202,6 +239,9 @@ mod tests {
         assert!(t.contains("1        can0     up    yes     55.5  52.10"), "{t}");
         assert!(t.contains("2        can1     down  STALE      -"), "{t}");
         assert!(t.contains("1        can9     up    degraded"), "{t}");
+        // Share 0.625 shown as 62 % (no decimals), after AGE 0.4.
+        assert!(t.contains("   0.4     62\n"), "{t}");
+        assert!(t.contains("     42 victron  SILENT\n"), "{t}");
         assert!(t.contains("battery_lost  battery 2 (can1): stale"), "{t}");
     }
 }

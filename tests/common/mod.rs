@@ -12,6 +12,7 @@ use bms_gateway::codec::{self, Message};
 use bms_gateway::config::{self, Config};
 use bms_gateway::frame::{CanId, Frame};
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use bms_gateway::recorder::Recorder;
 use bms_gateway::setpoint::SetpointCommand;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, InverterView, SimAlarms};
@@ -92,7 +93,9 @@ impl Rig {
                 bus.create(name);
             }
         }
-        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()));
+        // The flight recorder is on when the configuration has a STATE-DIR.
+        let recorder = Recorder::new(&config, config.state_dir.as_deref());
+        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder));
         let (stop_tx, stop_rx) = shutdown::channel();
         let (commands, commands_rx) = bounded(COMMAND_QUEUE);
         let mut threads = Vec::new();
@@ -130,10 +133,15 @@ impl Rig {
         }
         {
             let (config, bus, board, stop) = (config.clone(), bus.clone(), board.clone(), stop_rx.clone());
+            let (recorder_board, recorder_stop) = (board.clone(), stop_rx.clone());
             threads.push(std::thread::spawn(move || {
+                recorder_board.recorder.run(&recorder_board.events, &recorder_stop)
+            }));
+            threads.push(std::thread::spawn(move || {
+                let opener = board.recorder.opener(&bus);
                 let gateway = Gateway {
                     config: &config,
-                    opener: &bus,
+                    opener: &opener,
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},
