@@ -488,14 +488,17 @@ impl Combiner {
             let dropped = |kind| self.expired.push((Scope::Inverter(j), kind));
             inverter_expired |= inverter.setpoints.expire_each(now, dropped);
         }
+        // System setpoints expire whether or not a state was made yet: one
+        // left in place would stay in next_deadline, always due, and the
+        // combiner thread would wake for it without end.
+        let expired = self
+            .setpoints
+            .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
         let last = self.last?;
         let nothing_fresh = (0..self.inputs.len()).all(|i| !self.is_fresh(i, now));
-        let expired = self
-            .setpoints
-            .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
         let all_lost = nothing_fresh && last.state != SystemState::Safe;
         let quiet = now.saturating_duration_since(last.made_at) >= KEEPALIVE;
         if expired || all_lost || quiet {
