@@ -573,12 +573,13 @@ impl Combiner {
             })
             .collect();
         self.settings = settings;
-        // The bank's per-pack watch starts over with the new packs and caps.
+        // Kept packs keep their measured shares (by CAN-IF); added ones start
+        // from their capacity share.
         let caps = PerKind {
             charge: settings.i_lim_charge,
             discharge: settings.i_lim_discharge,
         };
-        self.bank = Bank::new(settings.bank, caps, capacities);
+        self.bank.reconfigure(settings.bank, caps, capacities, from);
         match self.phase {
             Phase::Running if self.last.is_some() => self.make(now, Round::New),
             _ => self.advance(now),
