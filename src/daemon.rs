@@ -143,6 +143,7 @@ fn reload(
     supervision: &Supervision,
 ) -> Running {
     let new = Arc::new(new);
+    warn_unmoved(&running.config, &new);
     let mapping = Mapping::between(&running.config, &new);
     let board = Arc::new(running.board.reconfigure(&mapping));
     let (commands_tx, commands) = bounded(COMMAND_QUEUE);
@@ -178,6 +179,17 @@ fn reload(
     log::info!("{message}");
     now.board.events.emit(Kind::ConfigReloaded, Subject::System, message);
     now
+}
+
+/// The status server and the state directory stay as they started
+/// (docs/reload.md): a reload that changes them says so.
+fn warn_unmoved(old: &Config, new: &Config) {
+    if old.http != new.http {
+        log::warn!("reload: [http] changes take effect at the next start; the status server keeps running as it is");
+    }
+    if old.state_dir != new.state_dir {
+        log::warn!("reload: a new STATE-DIR takes effect at the next start; the counters are still saved where they were");
+    }
 }
 
 /// Logs each setpoint a reload dropped; returns their BASE/set/result payloads.
