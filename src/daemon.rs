@@ -188,7 +188,9 @@ fn warn_unmoved(old: &Config, new: &Config) {
         log::warn!("reload: [http] changes take effect at the next start; the status server keeps running as it is");
     }
     if old.state_dir != new.state_dir {
-        log::warn!("reload: a new STATE-DIR takes effect at the next start; the counters are still saved where they were");
+        log::warn!(
+            "reload: a new STATE-DIR takes effect at the next start; the counters are still saved where they were"
+        );
     }
 }
 

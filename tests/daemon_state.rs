@@ -136,7 +136,10 @@ fn a_reload_keeps_the_status_server_and_the_counters_by_can_interface() {
     assert_eq!(code, Some(0), "{err}");
     assert!(table.contains("2        nocan0"), "{table}");
     assert!(table.contains("1        nocan2"), "{table}");
-    assert!(table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"), "{table}");
+    assert!(
+        table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"),
+        "{table}"
+    );
     // nocan0 removed: its counters leave the file, the system's totals stay.
     let removed = added.replacen("CAN-IF = \"nocan0\"\nCAPACITY-AH = 100\n", "", 1);
     let removed = removed.replacen("[[bmses-in]]\n[[bmses-out]]", "[[bmses-out]]", 1);
@@ -144,7 +147,10 @@ fn a_reload_keeps_the_status_server_and_the_counters_by_can_interface() {
     d.signal(libc::SIGHUP);
     assert!(wait_count(&d, "configuration reloaded", 2), "{}", d.log());
     let (_, table, _) = status(&url);
-    assert!(table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"), "{table}");
+    assert!(
+        table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"),
+        "{table}"
+    );
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().0, Some(0), "{}", d.log());
     let s = saved(dir.path());

@@ -323,7 +323,10 @@ fn a_profile_change_restarts_only_that_inverter_with_the_new_frames() {
     assert!(ok_on(&rig, 0, 125.0) && ok_on(&rig, 1, 125.0));
     let started = rig.threads_started.load(Ordering::SeqCst);
     let has_35a = |rig: &Rig, j: usize, from: Instant| rig.frames(j).iter().any(|(t, f)| *t >= from && is_id(f, 0x35A));
-    assert!(!has_35a(&rig, 1, Instant::now() - Duration::from_secs(60)), "pylon sends no 0x35A");
+    assert!(
+        !has_35a(&rig, 1, Instant::now() - Duration::from_secs(60)),
+        "pylon sends no 0x35A"
+    );
     // pylon-v2 adds 0x35A (alarm summary) to the pylon set (docs/profiles.md).
     let at = reload_without_gap(
         &mut rig,
@@ -331,7 +334,10 @@ fn a_profile_change_restarts_only_that_inverter_with_the_new_frames() {
         vec![],
         &["inv1", "inv2"],
     );
-    assert!(has_35a(&rig, 1, at), "inverter 2 does not send its new profile's frames");
+    assert!(
+        has_35a(&rig, 1, at),
+        "inverter 2 does not send its new profile's frames"
+    );
     assert!(!has_35a(&rig, 0, at), "inverter 1's profile changed too");
     // Only inverter 2's thread restarted; the limits are the same.
     assert_eq!(rig.threads_started.load(Ordering::SeqCst), started + 1);
