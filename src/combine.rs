@@ -8,7 +8,7 @@
 
 use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, PerKind, Round};
 use crate::codec::{
-    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
+    BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
 use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
@@ -301,6 +301,9 @@ pub struct Shaped {
     pub expires: Instant,
     /// The last known charge voltage, which the safe state keeps.
     pub last_cvl: f64,
+    /// The system's energy counters for 0x378: the combiner leaves them
+    /// `None`; the shell, which keeps the meters, fills them in.
+    pub energy: Option<Energy>,
 }
 
 impl Shaped {
@@ -772,6 +775,7 @@ impl Combiner {
                 made_at: c.made_at,
                 expires: c.made_at + expires_after,
                 last_cvl,
+                energy: None,
             })
         })
     }

@@ -738,8 +738,8 @@ impl<'t> Reader<'t> {
             );
         }
         let port = self.port_or(s, "PORT", d.port);
-        let ttl = self.seconds_or(s, "SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
-        let ha_ttl = self.seconds_or(s, "HA-SETPOINT-TTL", Duration::ZERO, (0.0, MAX_SETPOINT_TTL_S));
+        let ttl = self.lifetime(s, "SETPOINT-TTL");
+        let ha_ttl = self.lifetime(s, "HA-SETPOINT-TTL");
         Some(MqttConfig {
             activated: flag(self, "ACTIVATED", d.activated),
             broker: self.nonempty_or(s, "BROKER", &d.broker),
@@ -756,8 +756,8 @@ impl<'t> Reader<'t> {
             ha_discovery: flag(self, "HA-DISCOVERY", d.ha_discovery),
             ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
             control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
-            setpoint_ttl: (!ttl.is_zero()).then_some(ttl),
-            ha_setpoint_ttl: (!ha_ttl.is_zero()).then_some(ha_ttl),
+            setpoint_ttl: ttl,
+            ha_setpoint_ttl: ha_ttl,
         })
     }
 
@@ -826,6 +826,23 @@ impl<'t> Reader<'t> {
 
     fn seconds(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>, range: (f64, f64)) -> Option<Duration> {
         self.number(s, key, v, range).map(Duration::from_secs_f64)
+    }
+
+    /// A setpoint lifetime: 0 (or absent) is "until changed"; a positive
+    /// value too small to count (under 1 ns) is refused rather than read as
+    /// 0, which would silently turn a short lifetime into no expiry.
+    fn lifetime(&mut self, s: &Section, key: &str) -> Option<Duration> {
+        let v = s.get(key)?;
+        let secs = self.number(s, key, v, (0.0, MAX_SETPOINT_TTL_S))?;
+        let ttl = Duration::from_secs_f64(secs);
+        if secs > 0.0 && ttl.is_zero() {
+            self.problem(
+                v.span(),
+                &s.name(key),
+                format!("{secs} s is too short to count (under 1 ns): use 0 for no expiry or at least 0.000000001"),
+            );
+        }
+        (!ttl.is_zero()).then_some(ttl)
     }
 
     fn seconds_or(&mut self, s: &Section, key: &str, default: Duration, range: (f64, f64)) -> Duration {

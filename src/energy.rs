@@ -35,6 +35,12 @@ impl Counter {
         self.discharged_kwh += other.discharged_kwh;
     }
 
+    /// Both counters of `self` and `other` added.
+    pub fn plus(mut self, other: Counter) -> Counter {
+        self.add(other);
+        self
+    }
+
     /// A counter read back from disk: anything negative or not finite is 0.
     pub fn sane(self) -> Counter {
         let clean = |x: f64| if x.is_finite() && x > 0.0 { x } else { 0.0 };
@@ -128,6 +134,16 @@ pub fn trapezoid(p0: f64, p1: f64, dt: f64) -> Counter {
     Counter {
         charged_kwh: charged_ws / WS_PER_KWH,
         discharged_kwh: discharged_ws / WS_PER_KWH,
+    }
+}
+
+/// The counters as 0x378 carries them.
+impl From<Counter> for Energy {
+    fn from(c: Counter) -> Energy {
+        Energy {
+            charged_kwh: c.charged_kwh,
+            discharged_kwh: c.discharged_kwh,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Events: the things an owner wants to be told about (a battery lost or
-//! back, a state change, an interface down or up, a setpoint set, expired or
-//! cleared, a configuration reloaded or rejected), kept in a ring of the last
+//! back, a state change, an interface down or up, an inverter silent or
+//! back, a battery over its own limit, an inverter ignoring its limit
+//! (overshoot), an inverter asking to shut the battery down, a setpoint set,
+//! expired or cleared, a configuration reloaded or rejected), kept in a ring of the last
 //! [`KEEP`] for the status page and published on `BASE/event` by the MQTT
 //! thread.
 //!
@@ -34,6 +36,13 @@ pub enum Kind {
     SetpointCleared,
     ConfigReloaded,
     ConfigRejected,
+    InverterSilent,
+    InverterBack,
+    Overcurrent,
+    OvercurrentCleared,
+    Overshoot,
+    OvershootCleared,
+    InverterShutdownRequest,
 }
 
 impl Kind {
@@ -49,6 +58,13 @@ impl Kind {
         Kind::SetpointCleared,
         Kind::ConfigReloaded,
         Kind::ConfigRejected,
+        Kind::InverterSilent,
+        Kind::InverterBack,
+        Kind::Overcurrent,
+        Kind::OvercurrentCleared,
+        Kind::Overshoot,
+        Kind::OvershootCleared,
+        Kind::InverterShutdownRequest,
     ];
 
     /// The name in JSON.
@@ -64,6 +80,13 @@ impl Kind {
             Kind::SetpointCleared => "setpoint_cleared",
             Kind::ConfigReloaded => "config_reloaded",
             Kind::ConfigRejected => "config_rejected",
+            Kind::InverterSilent => "inverter_silent",
+            Kind::InverterBack => "inverter_back",
+            Kind::Overcurrent => "overcurrent",
+            Kind::OvercurrentCleared => "overcurrent_cleared",
+            Kind::Overshoot => "overshoot",
+            Kind::OvershootCleared => "overshoot_cleared",
+            Kind::InverterShutdownRequest => "inverter_shutdown_request",
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
-use crate::combine::{Combined, Combiner, InverterShare, SystemState};
+use crate::combine::{Combined, Combiner, InverterShare, Shaped, SystemState};
 use crate::config::{Config, InputConfig, OutputConfig};
 use crate::energy;
 use crate::events::{Events, Kind, Subject};
@@ -17,7 +17,7 @@ use crate::output::{Carried, Mailbox, Output};
 use crate::reload::Mapping;
 use crate::setpoint::{Dropped, LimitKind, Scope, SetpointCommand};
 use crate::shutdown::{self, Stop, StopSender};
-use crate::status::{InputStatus, OutputStatus, Slot, StatusBoard};
+use crate::status::{self, InputStatus, OutputStatus, Slot, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
@@ -472,7 +472,7 @@ impl Core {
         let inputs = slots(&board);
         // The system's energy total stays what it was: what a removed
         // battery had counted moves into the base (docs/reload.md).
-        let total = energy::system_total(board.system(|s| s.energy_base), &self.meters());
+        let total = status::energy_of(board.system(|s| s.energy_base), &self.inputs);
         self.inputs = inputs;
         let base = energy::base_for(total, &self.meters());
         board.system(|s| s.energy_base = base);
@@ -502,8 +502,10 @@ impl Core {
         self.watch.state(c, self.config.inputs.len());
         self.watch.over_current(&self.config, &self.combiner);
         let combiner = &self.combiner;
+        // The system's energy counters, for the profiles that send them.
+        let energy = Some(status::energy_of(board.system(|s| s.energy_base), &self.inputs).into());
         for (mailbox, shaped) in mailboxes.zip(combiner.shaped(now)) {
-            mailbox.put(shaped);
+            mailbox.put(Shaped { energy, ..shaped });
         }
         let changed = board.system(|s| {
             s.combined = Some(*c);
@@ -665,7 +667,7 @@ impl Watch {
     }
 
     /// Logs a battery going over its own limit (by more than
-    /// OVERCURRENT-MARGIN) and coming back within it.
+    /// OVERCURRENT-MARGIN) and coming back within it, each an event.
     fn over_current(&mut self, config: &Config, combiner: &Combiner) {
         let action = match config.battery.bank.mode {
             LimitMode::Share => "the combined limit falls until it is within",
@@ -674,30 +676,47 @@ impl Watch {
         for (i, (seen, pack)) in self.over_current.iter_mut().zip(combiner.bank().packs()).enumerate() {
             let name = &config.inputs[i].can_if;
             match (*seen, pack.over_current) {
-                (false, true) => log::warn!(
-                    "battery {} ({name}): over current, above its own limit: {action}",
-                    i + 1
-                ),
-                (true, false) => log::info!("battery {} ({name}): back within its own limit", i + 1),
+                (false, true) => {
+                    let message = format!(
+                        "battery {} ({name}): over current, above its own limit: {action}",
+                        i + 1
+                    );
+                    log::warn!("{message}");
+                    self.events.emit(Kind::Overcurrent, Subject::Battery(i), message);
+                }
+                (true, false) => {
+                    let message = format!("battery {} ({name}): back within its own limit", i + 1);
+                    log::info!("{message}");
+                    self.events.emit(Kind::OvercurrentCleared, Subject::Battery(i), message);
+                }
                 _ => {}
             }
             *seen = pack.over_current;
         }
     }
 
-    /// Logs an overshoot raised or cleared (an inverter ignoring its limit).
+    /// Logs an overshoot raised or cleared (an inverter ignoring its limit),
+    /// each an event.
     fn overshoot(&mut self, c: &Combined) {
         for kind in KINDS {
             let (was, now) = (*self.overshoot.get(kind), *c.overshoot.get(kind));
             let what = direction_name(kind);
             match (was, now) {
-                (false, true) => log::warn!(
-                    "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
-                    c.battery.i_total.abs()
-                ),
-                (true, false) => log::info!(
-                    "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
-                ),
+                (false, true) => {
+                    let message = format!(
+                        "overshoot: the bank {what}s at {:.1} A, more than the inverters were allowed together: an inverter ignores its {what} limit",
+                        c.battery.i_total.abs()
+                    );
+                    log::warn!("{message}");
+                    self.events.emit(Kind::Overshoot, Subject::System, message);
+                }
+                (true, false) => {
+                    let message = format!(
+                        "overshoot cleared: the bank's {what} current is back within what the inverters were allowed"
+                    );
+                    log::info!("{message}");
+                    self.events.emit(Kind::OvershootCleared, Subject::System, message);
+                }
                 _ => {}
             }
             *self.overshoot.get_mut(kind) = now;

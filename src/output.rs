@@ -13,7 +13,7 @@ use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, repo
 use crate::codec::{self, Message};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
-use crate::events::{Events, Subject};
+use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
@@ -72,7 +72,7 @@ pub fn transmission(
     let shown = Shown {
         battery,
         bank: shaped.bank,
-        energy: None,
+        energy: shaped.energy,
     };
     let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
     (state, battery, frames)
@@ -365,7 +365,9 @@ impl Output<'_> {
             return;
         };
         if peer.watch.heard(now) == Some(TalkChange::Back) {
-            log::info!("{}: talking again", self.label());
+            let message = format!("{}: talking again", self.label());
+            log::info!("{message}");
+            (self.events).emit(Kind::InverterBack, Subject::Inverter(self.slot.position()), message);
         }
         self.slot.update(|s| {
             s.talk = s.talk.map(|_| Talk::Talking);
@@ -383,6 +385,8 @@ impl Output<'_> {
             );
             if let Some(line) = peer.shutdown_log.check(line, now) {
                 log::warn!("{line}");
+                let subject = Subject::Inverter(self.slot.position());
+                self.events.emit(Kind::InverterShutdownRequest, subject, line);
             }
         }
     }
@@ -391,11 +395,13 @@ impl Output<'_> {
     fn check_talk(&self, peer: &mut Peer, now: Instant) {
         if peer.watch.check(now) == Some(TalkChange::WentSilent) {
             let timeout = self.config.inverter_timeout.unwrap_or_default();
-            log::warn!(
+            let message = format!(
                 "{}: silent, no frame from the inverter for {:.0} s (INVERTER-TIMEOUT)",
                 self.label(),
                 timeout.as_secs_f64()
             );
+            log::warn!("{message}");
+            (self.events).emit(Kind::InverterSilent, Subject::Inverter(self.slot.position()), message);
             self.slot.update(|s| s.talk = Some(Talk::Silent));
         }
     }

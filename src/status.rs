@@ -190,6 +190,13 @@ impl Latest {
     }
 }
 
+/// The system's energy counters: `base` plus the total of every input in
+/// `inputs`, read cell by cell (no copy of the board: the combiner asks with
+/// every state it distributes).
+pub fn energy_of(base: Counter, inputs: &[Arc<Slot<InputStatus>>]) -> Counter {
+    (inputs.iter()).fold(base.sane(), |total, slot| total.plus(slot.update(|s| s.energy.total)))
+}
+
 /// A kept slot, or a new one with the next id.
 fn take_slot<S: Default>(next_id: &mut usize, kept: Option<&Arc<Slot<S>>>, position: usize) -> Arc<Slot<S>> {
     match kept {
@@ -319,6 +326,12 @@ impl StatusBoard {
         }
     }
 
+    /// The system's energy counters, read cell by cell (no whole snapshot:
+    /// the combiner asks for them with every state it distributes).
+    pub fn energy(&self) -> Counter {
+        energy_of(self.system(|s| s.energy_base), &self.inputs)
+    }
+
     /// The line for systemd's STATUS=.
     pub fn summary(&self) -> String {
         self.system(|s| s.summary())
@@ -418,5 +431,21 @@ mod tests {
             s.combined = Some(combined(SystemState::Ok));
         });
         assert_eq!(board.summary(), "3/3 batteries, ok");
+    }
+
+    #[test]
+    fn the_boards_energy_is_the_base_plus_every_batterys_total() {
+        use crate::energy::Meter;
+        let board = StatusBoard::new(2, 1);
+        let kwh = |c, d| Counter {
+            charged_kwh: c,
+            discharged_kwh: d,
+        };
+        board.system(|s| s.energy_base = kwh(1.0, 2.0));
+        board.input(0, |s| s.energy = Meter::restored(kwh(0.5, 0.25), None));
+        board.input(1, |s| s.energy = Meter::restored(kwh(3.0, 0.0), None));
+        // By hand: 1 + 0.5 + 3 = 4.5 kWh charged, 2 + 0.25 + 0 = 2.25 discharged.
+        assert_eq!(board.energy(), kwh(4.5, 2.25));
+        assert_eq!(board.energy(), board.snapshot().energy());
     }
 }

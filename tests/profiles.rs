@@ -113,7 +113,10 @@ fn each_profile_sends_its_own_frame_set_and_layout() {
         ids(&sets[1]),
         [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, 0x35A, 0x372, 0x379]
     );
-    assert_eq!(ids(&sets[2]), [0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x379]);
+    assert_eq!(
+        ids(&sets[2]),
+        [0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x378, 0x379]
+    );
     assert_eq!(ids(&sets[3]), [0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F]);
     assert_eq!(ids(&sets[4]), [0x359, 0x351, 0x355, 0x356, 0x35C, 0x35E, 0x379]);
     assert_eq!(ids(&sets[5]), [0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E]);
@@ -131,6 +134,9 @@ fn each_profile_sends_its_own_frame_set_and_layout() {
     for j in [2, 3] {
         assert_eq!(u16_at(&find(&sets[j], 0x355), 4), 6000);
     }
+    // 0x378 (Victron): the system's energy counters; both packs carry 0 A
+    // from the start, so 0 kWh charged and 0 kWh discharged.
+    assert_eq!(find(&sets[2], 0x378).data(), &[0; 8]);
     // 0x372: 2 online, none blocking, none offline; 0x379: 300 Ah.
     assert_eq!(find(&sets[1], 0x372).data(), &[2, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(u16_at(&find(&sets[1], 0x379), 0), 300);
@@ -212,5 +218,33 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     assert_eq!(u16_at(&find(&lux, 0x351), 2), 2500);
     send(0, &plain);
     assert!(wait(&|| talk(0) == Some(Talk::Talking)));
+    // Each change was also an event, about its inverter (1-based): silent at
+    // start, back, the shutdown request, silent again, back again (push).
+    let events: Vec<(String, Option<usize>)> = rig
+        .board
+        .events
+        .after(0)
+        .into_iter()
+        .filter(|e| e.kind.as_str().starts_with("inverter_"))
+        .map(|e| (e.kind.as_str().to_string(), e.inverter))
+        .collect();
+    let of = |n: usize| {
+        events
+            .iter()
+            .filter(|e| e.1 == Some(n))
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(1),
+        [
+            "inverter_silent",
+            "inverter_back",
+            "inverter_shutdown_request",
+            "inverter_silent",
+            "inverter_back"
+        ]
+    );
+    assert_eq!(of(2), ["inverter_silent", "inverter_back", "inverter_silent"]);
     rig.stop();
 }

@@ -269,6 +269,24 @@ fn ha_setpoint_ttl_is_seconds_up_to_30_days_and_0_means_setpoint_ttl() {
 }
 
 #[test]
+fn a_setpoint_ttl_too_short_to_count_is_refused_not_taken_as_never() {
+    // 1e-10 s is under the 1 ns a Duration counts: read as 0 it would mean
+    // "no expiry", the opposite of what was asked (issue 18, finding 6).
+    for key in ["SETPOINT-TTL", "HA-SETPOINT-TTL"] {
+        let p = only_problem(&format!("{MINIMAL}[mqtt]\n{key} = 1e-10\n"));
+        assert_eq!((p.line, p.key.clone()), (8, format!("[mqtt] {key}")));
+        assert!(p.message.contains("too short"), "{}", p.message);
+        let c = parse(&format!("{MINIMAL}[mqtt]\n{key} = 0.000000001\n")).unwrap();
+        let ttl = if key == "SETPOINT-TTL" {
+            c.mqtt.setpoint_ttl
+        } else {
+            c.mqtt.ha_setpoint_ttl
+        };
+        assert_eq!(ttl, Some(Duration::from_nanos(1)));
+    }
+}
+
+#[test]
 fn ha_setpoint_ttl_without_control_is_a_warning() {
     let c = parse(&format!("{MINIMAL}[mqtt]\nHA-SETPOINT-TTL = 900\n")).unwrap();
     let w = c.warnings();

@@ -81,6 +81,7 @@ fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
         made_at,
         expires: made_at + max_age,
         last_cvl: battery.v_charge_cmd,
+        energy: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn a_state_turning_safe_by_age_is_sent_at_once() {
         made_at: t0,
         expires: t0 + max,
         last_cvl: 53.2,
+        energy: None,
     };
     let at = fail_safe_at(&shaped).unwrap();
     assert_eq!(at, t0 + max + Duration::from_nanos(1));

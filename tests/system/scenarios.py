@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import canio
 import harness
@@ -1335,7 +1336,19 @@ def bank_share(ctx):
     bats[0].values, bats[1].values = bank_pack(0.5), bank_pack(0.5)
     got = wait_for(lambda: "overshoot cleared" in gw.log_text(), 20)
     check(got, "the overshoot was not cleared 20 s after the bank went idle")
+    # Each was also an event (the status server's /api/events, as MQTT gets them):
+    # pack 1 over its limit and back, the overshoot raised and cleared.
+    kinds = [(e["kind"], e["battery"]) for e in status_events()]
+    for want in [("overcurrent", 1), ("overcurrent_cleared", 1), ("overshoot", None),
+                 ("overshoot_cleared", None)]:
+        check(want in kinds, f"event {want} missing from /api/events: {kinds}")
     gateway_alive(gw)
+
+
+def status_events():
+    """The running gateway's kept events, from its status server."""
+    with urllib.request.urlopen("http://127.0.0.1:8080/api/events", timeout=5) as r:
+        return json.loads(r.read())
 
 
 @scenario("bank_sum", budget=60)
