@@ -107,6 +107,13 @@ enum Command {
         /// KIND charge or discharge, VALUE and TTL in A and s. Repeatable.
         #[arg(long, value_name = "T:KIND:VALUE[:TTL]")]
         setpoint: Vec<bms_gateway::replay::SetpointAt>,
+        /// Print each transmission when it is due, at N times the log's pace
+        /// (1 = as it happened); the output is the same as without it.
+        #[arg(long, value_name = "N", value_parser = parse_speed, conflicts_with = "virtual_time")]
+        speed: Option<f64>,
+        /// Print everything at once, in virtual time (the default).
+        #[arg(long = "virtual")]
+        virtual_time: bool,
     },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
@@ -390,11 +397,22 @@ fn scan(seconds: f64, config: Option<&Path>) -> Exit {
     Exit::Success
 }
 
+/// `replay --speed N`: a factor from 0.001 to 1000.
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if (0.001..=1000.0).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a speed: give a number from 0.001 to 1000 (1 = as fast as the log)"
+        )),
+    }
+}
+
 fn replay(
     path: &Path,
     files: &[PathBuf],
     format: bms_gateway::replay::Format,
     setpoints: &[bms_gateway::replay::SetpointAt],
+    pace: bms_gateway::replay::Pace,
 ) -> Exit {
     let config = match load(path) {
         Ok(c) => c,
@@ -415,7 +433,7 @@ fn replay(
         .map(|(name, bytes)| bms_gateway::replay::Source { name, bytes })
         .collect();
     let mut stdout = io::BufWriter::new(io::stdout().lock());
-    let result = bms_gateway::replay::run(&config, &sources, setpoints, format, &mut stdout)
+    let result = bms_gateway::replay::run_paced(&config, &sources, setpoints, format, pace, &mut stdout)
         .and_then(|s| io::Write::flush(&mut stdout).map(|()| s));
     match result {
         Ok(summary) => {
@@ -485,7 +503,12 @@ fn main() -> ExitCode {
             files,
             output,
             setpoint,
-        }) => replay(&path, &files, output, &setpoint),
+            speed,
+            virtual_time: _,
+        }) => {
+            let pace = speed.map_or(bms_gateway::replay::Pace::Virtual, bms_gateway::replay::Pace::Speed);
+            replay(&path, &files, output, &setpoint, pace)
+        }
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
     };
     exit.into()

@@ -206,6 +206,36 @@ pub fn render(view: &View) -> String {
         "Telegrams of each battery dropped because the combiner was busy",
         &per_battery(&|b| Some(b.dropped as f64)),
     );
+    f.gauge(
+        "battery_share_ratio",
+        "Each battery's share of the bank's current (measured, or its capacity share before a measurement)",
+        &per_battery(&|b| b.share),
+    );
+    f.gauge(
+        "battery_over_current",
+        "1 while the battery carries more than (1 + OVERCURRENT-MARGIN) x its own limit",
+        &per_battery(&|b| bool_value(b.over_current)),
+    );
+    f.gauge(
+        "overshoot_charge",
+        "1 while the bank charges above what the inverters were allowed together (for OVERSHOOT-TIME)",
+        &[(Labels::new(), bool_value(system.limits.overshoot_charge))],
+    );
+    f.gauge(
+        "overshoot_discharge",
+        "1 while the bank discharges above what the inverters were allowed together (for OVERSHOOT-TIME)",
+        &[(Labels::new(), bool_value(system.limits.overshoot_discharge))],
+    );
+    f.gauge(
+        "inverter_silent",
+        "1 once the inverter has sent nothing for INVERTER-TIMEOUT",
+        &per_inverter(&|v| bool_value(v.silent)),
+    );
+    f.counter(
+        "inverter_shutdown_requests",
+        "Shut-down-battery requests received from each inverter (Luxpower 0x300), never obeyed",
+        &per_inverter(&|v| Some(v.shutdown_requests as f64)),
+    );
     f.counter(
         "inverter_frames_sent",
         "Frames sent to each inverter",

@@ -44,6 +44,18 @@ pub enum Format {
     Json,
 }
 
+/// When the transmissions are printed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// `--virtual` (the default): all at once, as fast as the core runs;
+    /// the printed times are the log's.
+    Virtual,
+    /// `--speed N`: each transmission printed (and flushed) when it is due at
+    /// N times the log's own pace (1 = as it happened). Only when lines
+    /// appear changes; what is printed is the same as with `Virtual`.
+    Speed(f64),
+}
+
 /// `--setpoint T:KIND:VALUE[:TTL]`: a system-wide setpoint set T s after the
 /// log's first frame, for TTL s (until the end without one).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -348,9 +360,27 @@ struct Printer<'w> {
     epoch_us: i64,
     base: Instant,
     skews: Vec<Skew>,
+    /// `--speed`: the factor and the wall-clock moment the log's first frame
+    /// stands for.
+    paced: Option<(f64, Instant)>,
 }
 
 impl Printer<'_> {
+    /// With `--speed`, waits until the transmission at virtual `now` is due.
+    fn wait_until_due(&mut self, now: Instant) -> io::Result<()> {
+        let Some((speed, started)) = self.paced else {
+            return Ok(());
+        };
+        let due = started + now.duration_since(self.base).div_f64(speed);
+        let wait = due.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            // Lines printed so far are shown before the pause.
+            self.out.flush()?;
+            std::thread::sleep(wait);
+        }
+        Ok(())
+    }
+
     fn stamp(&self, now: Instant) -> String {
         let virtual_us = now.duration_since(self.base).as_micros() as i64;
         let skew = self
@@ -369,6 +399,7 @@ impl Printer<'_> {
     }
 
     fn frames(&mut self, iface: &str, now: Instant, frames: &[Frame], about: Value) -> io::Result<()> {
+        self.wait_until_due(now)?;
         let stamp = self.stamp(now);
         match self.format {
             Format::Candump => {
@@ -561,6 +592,18 @@ pub fn run(
     format: Format,
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
+    run_paced(config, sources, setpoints, format, Pace::Virtual, out)
+}
+
+/// [`run`], printing each transmission when `pace` says it is due.
+pub fn run_paced(
+    config: &Config,
+    sources: &[Source],
+    setpoints: &[SetpointAt],
+    format: Format,
+    pace: Pace,
+    out: &mut dyn Write,
+) -> io::Result<Summary> {
     let mut summary = Summary::default();
     let (events, skews) = read_events(config, sources, &mut summary);
     let Some(first) = events.first() else {
@@ -598,6 +641,10 @@ pub fn run(
             epoch_us,
             base,
             skews,
+            paced: match pace {
+                Pace::Virtual => None,
+                Pace::Speed(speed) => Some((speed, Instant::now())),
+            },
         },
         transmissions: 0,
         last: None,

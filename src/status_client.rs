@@ -98,12 +98,13 @@ pub fn table(state: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE"
+        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE SHARE%"
     );
     let row = |out: &mut String, name: String, can_if: &str, link: &str, online: String, v: &Value| {
+        let share = v["share"].as_f64().map_or(Value::Null, |s| Value::from(s * 100.0));
         let _ = writeln!(
             out,
-            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {}",
+            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {} {}",
             f(&v["soc"], 1, 5),
             f(&v["v_avg"], 2, 6),
             f(&v["i_total"], 1, 7),
@@ -111,6 +112,7 @@ pub fn table(state: &Value) -> String {
             f(&v["i_lim_charge"], 1, 6),
             f(&v["i_lim_discharge"], 1, 6),
             f(&v["age_s"], 1, 6),
+            f(&share, 0, 6),
         );
     };
     for b in state["batteries"].as_array().into_iter().flatten() {
@@ -131,12 +133,12 @@ pub fn table(state: &Value) -> String {
     row(&mut out, "COMBINED".into(), "", "", String::new(), sys);
     let _ = writeln!(
         out,
-        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES"
+        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES PROFILE  TALKS"
     );
     for v in state["inverters"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7}",
+            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7} {:<8} {}",
             v["inverter"].to_string(),
             s(v, "can_if"),
             s(v, "link"),
@@ -147,6 +149,12 @@ pub fn table(state: &Value) -> String {
             f(&v["i_lim_charge"], 1, 6),
             f(&v["i_lim_discharge"], 1, 6),
             v["frames_sent"].to_string(),
+            s(v, "profile"),
+            match v["silent"].as_bool() {
+                Some(true) => "SILENT",
+                Some(false) => "yes",
+                None => "-",
+            },
         );
     }
     let events = state["events"].as_array().map_or(&[][..], |e| &e[..]);
@@ -188,10 +196,12 @@ mod tests {
             "system": {"state": "degraded", "inputs_online": 1, "inputs_total": 2, "soc": 55.5,
                        "energy_charged_kwh": 1.25, "energy_discharged_kwh": 0.5},
             "batteries": [
-                {"battery": 1, "can_if": "can0", "link": "up", "online": true, "soc": 55.5, "v_avg": 52.1, "age_s": 0.4},
+                {"battery": 1, "can_if": "can0", "link": "up", "online": true, "soc": 55.5, "v_avg": 52.1, "age_s": 0.4,
+                 "share": 0.625},
                 {"battery": 2, "can_if": "can1", "link": "down", "online": false, "soc": null}
             ],
-            "inverters": [{"inverter": 1, "can_if": "can9", "link": "up", "state": "degraded", "frames_sent": 42}],
+            "inverters": [{"inverter": 1, "can_if": "can9", "link": "up", "state": "degraded", "frames_sent": 42,
+                           "profile": "victron", "silent": true}],
             "events": [{"kind": "battery_lost", "message": "battery 2 (can1): stale"}]
         });
         let t = table(&state);
@@ -202,6 +212,9 @@ mod tests {
         assert!(t.contains("1        can0     up    yes     55.5  52.10"), "{t}");
         assert!(t.contains("2        can1     down  STALE      -"), "{t}");
         assert!(t.contains("1        can9     up    degraded"), "{t}");
+        // Share 0.625 shown as 62 % (no decimals), after AGE 0.4.
+        assert!(t.contains("   0.4     62\n"), "{t}");
+        assert!(t.contains("     42 victron  SILENT\n"), "{t}");
         assert!(t.contains("battery_lost  battery 2 (can1): stale"), "{t}");
     }
 }

@@ -346,6 +346,8 @@ fn telemetry_carries_every_field_with_the_board_values() {
     assert_eq!(i1["frames_sent"], 120);
     assert_eq!(i1["send_errors"], 1);
     assert_eq!(i1["description"], "hybrid");
+    // No PROFILE in its section: the default, Pylontech's.
+    assert_eq!(i1["profile"], "pylon");
     assert_eq!(i1["timestamp_last_inverter_request"], 1_700_000_001.5);
     let i2 = watch.wait_for("tele1/inverter/2/state", "inverter 2", |_| true).json();
     assert_eq!(i2["state"], Value::Null);

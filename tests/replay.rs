@@ -174,3 +174,41 @@ fn regenerate_captures() {
     log.push_str("this line is garbage\n(1764576005.5) can9 351#00\n");
     std::fs::write(dir.join("capture.log"), log).unwrap();
 }
+
+/// `--speed N` changes only when lines appear: the same bytes as virtual
+/// time, and no sooner than the log's span / N (a lower bound on the pacing,
+/// which no load can break).
+#[test]
+fn speed_paces_the_same_output() {
+    let dir = corpus().join("no-charge");
+    let run = |extra: &[&str]| {
+        let t0 = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_bms-gateway"))
+            .current_dir(&dir)
+            .args(["-c", "config.toml", "replay", "capture.log"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out, t0.elapsed())
+    };
+    let want = std::fs::read_to_string(dir.join("expected.log")).unwrap();
+    let stamp = |line: &str| line[1..line.find(')').unwrap()].parse::<f64>().unwrap();
+    let span = stamp(want.lines().last().unwrap()) - stamp(want.lines().next().unwrap());
+    assert!(span > 4.0, "the case spans {span} s");
+    let (out, took) = run(&["--speed", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+    assert!(took.as_secs_f64() >= span / 10.0, "{took:?} for {span} s at speed 10");
+    for bad in [
+        &["--speed", "0"][..],
+        &["--speed", "fast"],
+        &["--speed", "2", "--virtual"],
+    ] {
+        let (out, _) = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("speed") || err.contains("--virtual"), "{bad:?}: {err}");
+    }
+    let (out, _) = run(&["--virtual"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}

@@ -208,6 +208,24 @@ fn promtool_accepts_the_metrics() {
         "{text}"
     );
     assert!(text.contains("bms_gateway_state{state=\"ok\"} 1"), "{text}");
+    // 10 A and -4 A: |6 A| is under SHARE-MIN-CURRENT (10 A), so the shares are
+    // the capacity shares, 100 / (100 + 100) = 0.5 each.
+    for b in ["battery=\"1\",can_if=\"bat1\"", "battery=\"2\",can_if=\"bat2\""] {
+        assert!(
+            text.contains(&format!("bms_gateway_battery_share_ratio{{{b}}} 0.5\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("bms_gateway_battery_over_current{{{b}}} 0.0\n")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("bms_gateway_overshoot_charge 0.0\n"), "{text}");
+    assert!(text.contains("# TYPE bms_gateway_inverter_silent gauge"), "{text}");
+    assert!(
+        text.contains("bms_gateway_inverter_shutdown_requests_total{inverter=\"1\",can_if=\"inv1\"} 0.0\n"),
+        "{text}"
+    );
     assert!(
         text.contains("# TYPE bms_gateway_battery_energy_charged_kwh_total counter"),
         "{text}"

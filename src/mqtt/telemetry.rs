@@ -384,6 +384,8 @@ pub struct InverterPayload {
     pub inverter: usize,
     pub description: String,
     pub can_if: String,
+    /// Its output profile (`[[bmses-out]] PROFILE`): the dialect it is sent.
+    pub profile: &'static str,
     /// The system state of the values last sent.
     pub state: Option<&'static str>,
     /// Seconds since the inverter's last 0x305.
@@ -451,6 +453,7 @@ pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, cloc
         inverter: index + 1,
         description: c.description.clone(),
         can_if: c.can_if.clone(),
+        profile: c.profile.name(),
         state: output.last_state.map(|s| s.as_str()),
         sync_age_s: output.last_request.map(|t| clock.age(t)),
         sent_age_s: output.last_sent_at.map(|t| clock.age(t)),
