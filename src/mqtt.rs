@@ -172,7 +172,8 @@ impl<'a> Session<'a> {
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
                 event: format!("{base}/event"),
             },
-            published_event: 0,
+            // A run after a reload goes on after what the one before sent.
+            published_event: board.events.published(),
             discovery: discovery::entities(config),
             learned: discovery::Learned::default(),
             connected: false,
@@ -251,6 +252,7 @@ impl<'a> Session<'a> {
                 self.published_event = e.seq;
             }
         }
+        self.board.events.mark_published(self.published_event);
     }
 
     fn publish_discovery(&mut self) {
@@ -358,6 +360,7 @@ impl<'a> Session<'a> {
         let events = self.board.events.after(self.published_event);
         let Some(last) = events.last() else { return };
         self.published_event = last.seq;
+        self.board.events.mark_published(last.seq);
         let topic = self.topics.event.clone();
         for e in &events {
             self.publish(&topic, QoS::AtLeastOnce, false, json(e));
