@@ -34,5 +34,7 @@ if [[ "${BENCH_CRITERION:-1}" != 0 ]]; then
     echo
     echo "criterion micro-benchmarks (cargo bench --bench codec):"
     cargo bench --quiet --bench codec 2>&1 | grep -E 'time:|^[a-z]' | grep -v -E '^(Benchmarking|Gnuplot|Found|Warning)' || status=1
+    echo "criterion micro-benchmarks (cargo bench --bench recorder):"
+    cargo bench --quiet --bench recorder 2>&1 | grep -E 'time:|^[a-z]' | grep -v -E '^(Benchmarking|Gnuplot|Found|Warning)' || status=1
 fi
 exit "$status"

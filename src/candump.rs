@@ -3,7 +3,8 @@
 //! format (`  can0  351   [8]  14 02 ...`, optionally with a timestamp in
 //! front and ASCII at the end).
 //!
-//! Pure: one line in, one frame (or a reason) out.
+//! Pure: one line in, one frame (or a reason) out; and [`compact`], the
+//! frame as a log line writes it (replay's output, the flight recorder).
 
 use crate::frame::{CanId, Frame, FrameKind};
 
@@ -26,6 +27,18 @@ pub enum LineError {
 
 fn invalid<T>(msg: impl Into<String>) -> Result<T, LineError> {
     Err(LineError::Invalid(msg.into()))
+}
+
+/// candump -l's frame text: `351#1402C012`, `12345678#00`, `305#R`.
+pub fn compact(f: &Frame) -> String {
+    let id = match f.id {
+        CanId::Standard(id) => format!("{id:03X}"),
+        CanId::Extended(id) => format!("{id:08X}"),
+    };
+    match f.kind {
+        FrameKind::Remote => format!("{id}#R"),
+        FrameKind::Data => format!("{id}#{}", f.hex()),
+    }
 }
 
 /// Parses one line in either format.

@@ -38,6 +38,31 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// `[http]`: the local status server.
     pub http: HttpConfig,
+    /// `[recorder]`: the flight recorder of the last minutes of CAN traffic.
+    pub recorder: RecorderConfig,
+}
+
+/// `[recorder]` (docs/recorder.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// `SECONDS`: how far back a recording reaches; 0 turns the recorder off.
+    pub seconds: u32,
+    /// `KEEP`: at most this many recordings stay in STATE-DIR/recordings;
+    /// the oldest go.
+    pub keep: u32,
+}
+
+impl RecorderConfig {
+    /// The longest SECONDS allowed (the ring's memory grows with it).
+    pub const MAX_SECONDS: u32 = 3600;
+    /// The most recordings KEEP allows.
+    pub const MAX_KEEP: u32 = 1000;
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig { seconds: 300, keep: 20 }
+    }
 }
 
 /// `[http]`.
@@ -281,8 +306,10 @@ const ROOT_KEYS: &[&str] = &[
     "bmses-out",
     "mqtt",
     "http",
+    "recorder",
 ];
 const HTTP_KEYS: &[&str] = &["ACTIVATED", "LISTEN"];
+const RECORDER_KEYS: &[&str] = &["SECONDS", "KEEP"];
 const BATTERY_KEYS: &[&str] = &[
     "I-LIM-CHARGE",
     "I-LIM-DISCHARGE",
@@ -454,6 +481,7 @@ impl<'t> Reader<'t> {
         let outputs: Vec<Option<OutputConfig>> = outputs.iter().map(|s| self.output(s)).collect();
         let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
         let http = self.table(&top, "http").map(|s| self.http(&s));
+        let recorder = self.table(&top, "recorder").map(|s| self.recorder(&s));
         let state_dir = top
             .get("STATE-DIR")
             .map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
@@ -472,7 +500,17 @@ impl<'t> Reader<'t> {
             mqtt: mqtt.unwrap_or(Some(MqttConfig::default()))?,
             state_dir,
             http: http.unwrap_or(Some(HttpConfig::default()))?,
+            recorder: recorder.unwrap_or_default(),
         })
+    }
+
+    fn recorder(&mut self, s: &Section) -> RecorderConfig {
+        self.unknown_keys(s, RECORDER_KEYS);
+        let d = RecorderConfig::default();
+        RecorderConfig {
+            seconds: self.whole_or(s, "SECONDS", d.seconds, (0, RecorderConfig::MAX_SECONDS)),
+            keep: self.whole_or(s, "KEEP", d.keep, (1, RecorderConfig::MAX_KEEP)),
+        }
     }
 
     fn http(&mut self, s: &Section) -> Option<HttpConfig> {
@@ -851,26 +889,32 @@ impl<'t> Reader<'t> {
             .unwrap_or(default)
     }
 
-    /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
-    fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
-        const ALLOWED: &str = "must be a whole number from 1 to 65535";
+    /// A whole number in `range` (inclusive), one problem otherwise.
+    fn whole_or(&mut self, s: &Section, key: &str, default: u32, range: (u32, u32)) -> u32 {
+        let allowed = format!("must be a whole number from {} to {}", range.0, range.1);
         let Some(v) = s.get(key) else { return default };
         let message = match v.get_ref() {
             DeValue::Integer(i) => {
-                let port = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+                let found = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
                     .ok()
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|&p| p >= 1);
-                if let Some(p) = port {
-                    return p;
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| (range.0..=range.1).contains(n));
+                if let Some(n) = found {
+                    return n;
                 }
-                format!("{} is out of range: {ALLOWED}", &self.text[v.span()])
+                format!("{} is out of range: {allowed}", &self.text[v.span()])
             }
-            DeValue::Float(_) => ALLOWED.to_string(),
-            other => format!("{ALLOWED}, not {}", kind(other)),
+            DeValue::Float(_) => allowed,
+            other => format!("{allowed}, not {}", kind(other)),
         };
         self.problem(v.span(), &s.name(key), message);
         default
+    }
+
+    /// A TCP port: a whole number from 1 to 65535, one problem otherwise.
+    fn port_or(&mut self, s: &Section, key: &str, default: u16) -> u16 {
+        let port = self.whole_or(s, key, u32::from(default), (1, u32::from(u16::MAX)));
+        u16::try_from(port).unwrap_or(default)
     }
 
     fn boolean(&mut self, s: &Section, key: &str, v: &Spanned<DeValue>) -> Option<bool> {
@@ -1107,6 +1151,16 @@ impl Config {
             |d| d.display().to_string(),
         );
         let _ = writeln!(s, "STATE-DIR = {state_dir}");
+        let r = self.recorder;
+        if r.seconds == 0 {
+            let _ = writeln!(s, "[recorder] off (SECONDS = 0)");
+        } else {
+            let _ = writeln!(
+                s,
+                "[recorder] the last {} s of CAN traffic, dumped to STATE-DIR/recordings, at most {} files kept",
+                r.seconds, r.keep
+            );
+        }
         s
     }
 }

@@ -13,6 +13,7 @@ use crate::energy;
 use crate::events::{Kind, Subject};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
 use crate::mqtt::command;
+use crate::recorder::{Reason, Recorder};
 use crate::reload::Mapping;
 use crate::setpoint::{Dropped, SetpointCommand};
 use crate::signals::{self, Signal};
@@ -60,8 +61,10 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
         path.display()
     );
     let (mut store, saved) = open_state(&config);
+    let state_dir = state_store::resolve(config.state_dir.as_deref());
+    let recorder = Recorder::new(&config, state_dir.as_deref());
     let mut running = Running {
-        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len())),
+        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder)),
         config: Arc::new(config),
     };
     state_store::seed(&running.board, &running.config, &saved);
@@ -73,9 +76,11 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let (mqtt_tx, mqtt_runs) = bounded::<MqttRun>(4);
     let first = running.config.clone();
     let board = running.board.clone();
+    // Every CAN port goes through the flight recorder, which a reload keeps.
+    let opener = board.recorder.opener(&SocketCan);
     let gateway = Gateway {
         config: &first,
-        opener: &SocketCan,
+        opener: &opener,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),
@@ -85,6 +90,7 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let running = std::thread::scope(|s| {
         s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
         s.spawn(move || mqtt_lane(&mqtt_runs));
+        s.spawn(|| board.recorder.run(&board.events, &stop));
         start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new());
         if first.http.activated {
             let (first, latest, stop) = (&first, &latest, &stop);
@@ -101,6 +107,7 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
             let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(signals) -> sig => match sig {
+                    Ok(Signal::Record) => running.board.recorder.trigger(Reason::Signal),
                     Ok(Signal::Reload) => {
                         systemd::notify_reloading();
                         if let Some(new) = load(path, &running.board) {
@@ -181,11 +188,17 @@ fn reload(
     now
 }
 
-/// The status server and the state directory stay as they started
+/// The status server, the flight recorder and the state directory stay as
+/// they started
 /// (docs/reload.md): a reload that changes them says so.
 fn warn_unmoved(old: &Config, new: &Config) {
     if old.http != new.http {
         log::warn!("reload: [http] changes take effect at the next start; the status server keeps running as it is");
+    }
+    if old.recorder != new.recorder {
+        log::warn!(
+            "reload: [recorder] changes take effect at the next start; the flight recorder keeps running as it is"
+        );
     }
     if old.state_dir != new.state_dir {
         log::warn!(

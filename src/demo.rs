@@ -24,7 +24,7 @@ use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
-use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode};
+use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
@@ -182,6 +182,10 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
         },
         state_dir: None,
         http: HttpConfig::default(),
+        recorder: RecorderConfig {
+            seconds: 0,
+            ..RecorderConfig::default()
+        },
     }
 }
 

@@ -2,7 +2,8 @@
 //! back, a state change, an interface down or up, an inverter silent or
 //! back, a battery over its own limit, an inverter ignoring its limit
 //! (overshoot), an inverter asking to shut the battery down, a setpoint set,
-//! expired or cleared, a configuration reloaded or rejected), kept in a ring of the last
+//! expired or cleared, a configuration reloaded or rejected, a flight
+//! recording written or not), kept in a ring of the last
 //! [`KEEP`] for the status page and published on `BASE/event` by the MQTT
 //! thread.
 //!
@@ -44,6 +45,8 @@ pub enum Kind {
     Overshoot,
     OvershootCleared,
     InverterShutdownRequest,
+    RecordingWritten,
+    RecordingFailed,
 }
 
 impl Kind {
@@ -66,6 +69,8 @@ impl Kind {
         Kind::Overshoot,
         Kind::OvershootCleared,
         Kind::InverterShutdownRequest,
+        Kind::RecordingWritten,
+        Kind::RecordingFailed,
     ];
 
     /// The name in JSON.
@@ -88,6 +93,8 @@ impl Kind {
             Kind::Overshoot => "overshoot",
             Kind::OvershootCleared => "overshoot_cleared",
             Kind::InverterShutdownRequest => "inverter_shutdown_request",
+            Kind::RecordingWritten => "recording_written",
+            Kind::RecordingFailed => "recording_failed",
         }
     }
 }

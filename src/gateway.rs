@@ -14,6 +14,7 @@ use crate::energy;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
 use crate::output::{Carried, Mailbox, Output};
+use crate::recorder::{Reason, Recorder};
 use crate::reload::Mapping;
 use crate::setpoint::{Dropped, LimitKind, Scope, SetpointCommand};
 use crate::shutdown::{self, Stop, StopSender};
@@ -426,7 +427,7 @@ impl Core {
         Core {
             combiner: Combiner::new(config.battery, &capacities(&config), now).with_inverters(&shares(&config)),
             inputs: slots(board),
-            watch: Watch::new(config.inputs.len(), board.events.clone()),
+            watch: Watch::new(config.inputs.len(), board.events.clone(), board.recorder.clone()),
             config,
         }
     }
@@ -571,12 +572,13 @@ struct Watch {
     published: Vec<bool>,
     state: Option<SystemState>,
     events: Arc<Events>,
+    recorder: Arc<Recorder>,
     overshoot: PerKind<bool>,
     over_current: Vec<bool>,
 }
 
 impl Watch {
-    fn new(inputs: usize, events: Arc<Events>) -> Watch {
+    fn new(inputs: usize, events: Arc<Events>, recorder: Arc<Recorder>) -> Watch {
         Watch {
             fresh: vec![None; inputs],
             published: vec![false; inputs],
@@ -584,6 +586,7 @@ impl Watch {
             overshoot: PerKind::default(),
             over_current: vec![false; inputs],
             events,
+            recorder,
         }
     }
 
@@ -748,6 +751,10 @@ impl Watch {
         }
         if self.state == Some(SystemState::Safe) {
             log::info!("safe state left");
+        }
+        // The first state after start-up is no incident: only a change is recorded.
+        if let (Some(_), Some(reason)) = (self.state, Reason::entering(c.state)) {
+            self.recorder.trigger(reason);
         }
         self.state = Some(c.state);
     }

@@ -1,5 +1,6 @@
 //! The local status server (`[http]`): the status page, `/api/state`,
-//! `/api/events` and `/metrics`, read-only.
+//! `/api/events` and `/metrics`, read-only; and POST `/api/record`, which
+//! asks the flight recorder for a recording (from this machine only).
 //!
 //! Bounded by construction: one acceptor thread hands each connection to one
 //! of [`WORKERS`] threads through a queue of [`BACKLOG`]; a connection that
@@ -178,6 +179,7 @@ impl Answer {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
@@ -210,15 +212,51 @@ fn serve(mut stream: TcpStream, source: &Source) {
     let _ = stream.set_write_timeout(Some(WRITE_TIME));
     let _ = stream.set_nodelay(true);
     let (answer, head) = match read_request(&mut stream) {
-        Ok((route, head)) => {
+        Ok((route, head, marked)) => {
             let mut answered = None;
-            source(&mut |config, board| answered = Some(answer(route, config, board)));
+            source(&mut |config, board| {
+                answered = Some(match route {
+                    Route::Record => record(&stream, marked, board),
+                    route => answer(route, config, board),
+                })
+            });
+            let head = head && route != Route::Record;
             (answered.expect("the source shows once"), head)
         }
         Err(r) => (Answer::refused(r), false),
     };
     let _ = stream.write_all(&answer.bytes(head));
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// The header `bms-gateway record` sends with POST /api/record. A web page
+/// cannot send it to another origin without the server's consent (a CORS
+/// preflight this server never grants), so no page a browser opens can ask
+/// for recordings and push the real ones out of KEEP.
+pub const RECORD_HEADER: &str = "X-Bms-Gateway";
+
+/// POST /api/record: a flight recording, asked for from this machine only.
+fn record(stream: &TcpStream, marked: bool, board: &StatusBoard) -> Answer {
+    let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+    let refusal = match (local, marked) {
+        (false, _) => "recordings can be asked for from this machine only",
+        (true, false) => "POST /api/record needs the header X-Bms-Gateway: record (use bms-gateway record)",
+        (true, true) => {
+            return match board.recorder.ask(crate::recorder::Reason::Request) {
+                Ok(w) => Answer {
+                    status: 200,
+                    content_type: "application/json",
+                    body: serde_json::json!({"file": w.path, "frames": w.frames}).to_string(),
+                    extra: "",
+                },
+                Err(reason) => Answer::refused(Refusal { status: 503, reason }),
+            };
+        }
+    };
+    Answer::refused(Refusal {
+        status: 403,
+        reason: refusal.into(),
+    })
 }
 
 fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
@@ -256,11 +294,14 @@ fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
             body: crate::metrics::render(&view),
             extra: "",
         },
+        Route::Record => unreachable!("served by record()"),
     }
 }
 
-/// Reads until the end of the headers, within the size and time limits.
-fn read_request(stream: &mut TcpStream) -> Result<(Route, bool), Refusal> {
+/// Reads until the end of the headers, within the size and time limits:
+/// the route, whether only the head is wanted, and whether the request has
+/// the [`RECORD_HEADER`].
+fn read_request(stream: &mut TcpStream) -> Result<(Route, bool, bool), Refusal> {
     let deadline = Instant::now() + REQUEST_TIME;
     let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
@@ -285,7 +326,11 @@ fn read_request(stream: &mut TcpStream) -> Result<(Route, bool), Refusal> {
             Ok(httparse::Status::Complete(_)) => {
                 let method = request.method.unwrap_or("");
                 let path = request.path.unwrap_or("");
-                return api::route(method, path);
+                let marked = request
+                    .headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case(RECORD_HEADER));
+                return api::route(method, path).map(|(route, head)| (route, head, marked));
             }
             Ok(httparse::Status::Partial) if len == buf.len() => {
                 return Err(Refusal {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod profile;
+pub mod recorder;
 pub mod reload;
 pub mod replay;
 pub mod scan;

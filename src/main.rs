@@ -86,6 +86,14 @@ enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Ask the running gateway for a flight recording of the last
+    /// [recorder] SECONDS (through its status server) and print the file.
+    Record {
+        /// The status server (default: [http] LISTEN of the configuration,
+        /// else http://127.0.0.1:8080/).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Which CAN interface is which: lists every CAN interface, listens on
     /// those that are up and says what talks there (battery, inverter, both,
     /// nothing). With --config: prints a configuration to start from.
@@ -341,11 +349,30 @@ fn decode_file(file: &str) -> Exit {
     }
 }
 
-fn status(path: &Path, url: Option<String>) -> Exit {
-    let url = url.unwrap_or_else(|| {
+/// The status server's URL: `--url`, else the configuration's LISTEN.
+fn server_url(path: &Path, url: Option<String>) -> String {
+    url.unwrap_or_else(|| {
         let listen = config::load(path).map_or(config::HttpConfig::default().listen, |c| c.http.listen);
         bms_gateway::http::url(listen)
-    });
+    })
+}
+
+/// `record [--url URL]`: the file the running gateway wrote.
+fn record(path: &Path, url: Option<String>) -> Exit {
+    match status_client::record(&server_url(path, url)) {
+        Ok((file, frames)) => {
+            println!("{file} ({frames} frames)");
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Runtime
+        }
+    }
+}
+
+fn status(path: &Path, url: Option<String>) -> Exit {
+    let url = server_url(path, url);
     let body = match status_client::fetch(&url) {
         Ok(body) => body,
         Err(e) => {
@@ -498,6 +525,7 @@ fn main() -> ExitCode {
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
         Some(Command::Status { url }) => status(&path, url),
+        Some(Command::Record { url }) => record(&path, url),
         Some(Command::Scan { .. }) => unreachable!("handled above"),
         Some(Command::Replay {
             files,

@@ -25,7 +25,7 @@ use crate::codec::{self, Message};
 use crate::combine::{Combined, Combiner, InverterShare, Shaped};
 use crate::config::{Config, OutputMode};
 use crate::decode::frame_json;
-use crate::frame::{CanId, Frame, FrameKind};
+use crate::frame::Frame;
 use crate::output::{PushTimer, min_delay, transmission, view_of};
 use crate::profile::OutputView;
 use crate::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
@@ -404,7 +404,7 @@ impl Printer<'_> {
         match self.format {
             Format::Candump => {
                 for f in frames {
-                    writeln!(self.out, "({stamp}) {iface} {}", compact(f))?;
+                    writeln!(self.out, "({stamp}) {iface} {}", candump::compact(f))?;
                 }
             }
             Format::Json => {
@@ -419,18 +419,6 @@ impl Printer<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// candump -l's frame text: `351#1402C012`, `12345678#00`, `305#R`.
-fn compact(f: &Frame) -> String {
-    let id = match f.id {
-        CanId::Standard(id) => format!("{id:03X}"),
-        CanId::Extended(id) => format!("{id:08X}"),
-    };
-    match f.kind {
-        FrameKind::Remote => format!("{id}#R"),
-        FrameKind::Data => format!("{id}#{}", f.hex()),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::energy::{Counter, Meter};
 use crate::events::Events;
 use crate::profile::{SmaReadings, SmaState, Talk};
+use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
@@ -163,6 +164,9 @@ pub struct StatusBoard {
     /// The last events, for MQTT and the status page (shared with the
     /// boards a reload makes).
     pub events: Arc<Events>,
+    /// The flight recorder (off unless [`StatusBoard::with_recorder`]),
+    /// shared with the boards a reload makes.
+    pub recorder: Arc<Recorder>,
 }
 
 /// The running configuration and its board, for the readers that go on
@@ -246,7 +250,16 @@ impl StatusBoard {
             outputs: (0..outputs).map(|j| Arc::new(Slot::new(inputs + j, j))).collect(),
             next_id: inputs + outputs,
             events: Arc::default(),
+            recorder: Arc::default(),
             setpoints: Arc::default(),
+        }
+    }
+
+    /// The board with `recorder` as the flight recorder.
+    pub fn with_recorder(self, recorder: Recorder) -> StatusBoard {
+        StatusBoard {
+            recorder: Arc::new(recorder),
+            ..self
         }
     }
 
@@ -268,6 +281,7 @@ impl StatusBoard {
             next_id,
             setpoints: self.setpoints.clone(),
             events: self.events.clone(),
+            recorder: self.recorder.clone(),
         }
     }
 

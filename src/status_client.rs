@@ -1,5 +1,6 @@
 //! `bms-gateway status [--url URL]`: the running gateway's state as a table
-//! in the terminal, read from its status server's `/api/state`.
+//! in the terminal, read from its status server's `/api/state`; and
+//! `bms-gateway record [--url URL]`, which asks it for a flight recording.
 //!
 //! [`table`] is pure (JSON in, text out); [`fetch`] is a plain HTTP/1.1 GET
 //! of the one answer our own server gives (Content-Length, then close).
@@ -40,6 +41,34 @@ fn parse_url(url: &str) -> Result<(String, String), String> {
 
 /// GET `URL/api/state`; the body, or what went wrong, said for a person.
 pub fn fetch(url: &str) -> Result<String, String> {
+    let (status, body) = exchange(url, "GET /api/state", "", TIMEOUT)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("{url}api/state answered {status:?}: is this a bms-gateway?"));
+    }
+    Ok(body)
+}
+
+/// How long `record` waits: the gateway's own wait for the dump, and more.
+pub const RECORD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// POST `URL/api/record` (`bms-gateway record`): the file the gateway
+/// wrote and its frame count, or the gateway's reason for writing none.
+pub fn record(url: &str) -> Result<(String, u64), String> {
+    let header = format!("{}: record\r\nContent-Length: 0\r\n", crate::http::RECORD_HEADER);
+    let (status, body) = exchange(url, "POST /api/record", &header, RECORD_TIMEOUT)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("the gateway at {url} wrote no recording: {}", body.trim()));
+    }
+    let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{url}api/record did not answer JSON: {e}"))?;
+    match (answer["file"].as_str(), answer["frames"].as_u64()) {
+        (Some(file), Some(frames)) => Ok((file.to_string(), frames)),
+        _ => Err(format!("{url}api/record answered {body:?}: is this a bms-gateway?")),
+    }
+}
+
+/// One request (`METHOD /path` under the URL's base, with `headers`, each
+/// ending in CRLF); the status line and the body.
+fn exchange(url: &str, request: &str, headers: &str, timeout: Duration) -> Result<(String, String), String> {
     let (host, base) = parse_url(url)?;
     let unreachable = |e: String| {
         format!(
@@ -53,9 +82,10 @@ pub fn fetch(url: &str) -> Result<String, String> {
         .next()
         .ok_or_else(|| unreachable("no address".into()))?;
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
-    let request = format!("GET {base}/api/state HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (method, path) = request.split_once(' ').unwrap_or(("GET", request));
+    let request = format!("{method} {base}{path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| unreachable(e.to_string()))?;
@@ -67,11 +97,8 @@ pub fn fetch(url: &str) -> Result<String, String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{url}: not an HTTP answer"))?;
-    let status = head.lines().next().unwrap_or("");
-    if !status.starts_with("HTTP/1.1 200") {
-        return Err(format!("{url}api/state answered {status:?}: is this a bms-gateway?"));
-    }
-    Ok(body.to_string())
+    let status = head.lines().next().unwrap_or("").to_string();
+    Ok((status, body.to_string()))
 }
 
 fn f(v: &Value, decimals: usize, width: usize) -> String {

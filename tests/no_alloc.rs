@@ -1,10 +1,15 @@
 //! What the CAN path calls for every telegram or transmission allocates
-//! nothing: the energy counters' update and the link report of an unchanged
-//! link (which once formatted its label on every call). Counted by a global
+//! nothing: the energy counters' update, the link report of an unchanged
+//! link (which once formatted its label on every call), and the flight
+//! recorder's copy of each frame. Counted by a global
 //! allocator, per thread, so that other tests' threads do not count.
+
+mod config_text;
 
 use bms_gateway::can::report_link;
 use bms_gateway::events::{Events, Subject};
+use bms_gateway::frame::Frame;
+use bms_gateway::recorder::Recorder;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::{LinkState, StatusBoard};
 use bms_gateway::telegram::{Assembler, BURST_GAP};
@@ -74,4 +79,23 @@ fn the_per_telegram_and_per_transmission_work_allocates_nothing() {
         &LinkState::Down("gone".into()),
     );
     assert_eq!(events.after(0)[0].message, "inverter 1 (can9): gone");
+}
+
+#[test]
+fn recording_a_frame_allocates_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let text = config_text::ConfigText::new()
+        .input("can0", 100.0, "")
+        .output("can1", "")
+        .text();
+    let config = bms_gateway::config::parse(&text).unwrap();
+    let recorder = Recorder::new(&config, Some(state.path()));
+    let frame = Frame::standard(0x351, &[0x14, 0x02, 0xC0, 0x12, 0x20, 0x03, 0xE0, 0x01]);
+    // 300 s x (20 + 40) frames/s = 18000 slots: 50000 frames wrap it twice.
+    let n = allocations(|| {
+        for k in 0..50_000u32 {
+            recorder.record((k % 2) as u8, &frame);
+        }
+    });
+    assert_eq!(n, 0);
 }

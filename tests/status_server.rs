@@ -381,3 +381,27 @@ fn energy_of_a_constant_power_over_a_measured_time() {
     // The system counts the same energy, plus battery 2's discharging.
     rig.stop();
 }
+
+#[test]
+fn post_api_record_writes_a_recording_only_when_asked_by_bms_gateway_record() {
+    let off = serve(TWO_BY_ONE, two_batteries());
+    let url = http::url(off.addr);
+    // No STATE-DIR in the rig: the recorder is off, and the answer says so.
+    let e = bms_gateway::status_client::record(&url).unwrap_err();
+    assert!(e.contains("the flight recorder is off"), "{e}");
+    let state = tempfile::tempdir().unwrap();
+    let s = serve(
+        &format!("STATE-DIR = {:?}\n{TWO_BY_ONE}", state.path()),
+        two_batteries(),
+    );
+    // A plain POST (what a web page could send) is refused.
+    let plain = raw(s.addr, b"POST /api/record HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
+    assert!(std::fs::read_dir(state.path().join("recordings")).is_err());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (file, frames) = bms_gateway::status_client::record(&http::url(s.addr)).unwrap();
+    assert!(file.ends_with("-request.log"), "{file}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count() as u64, frames);
+    assert!(text.contains(" bat1 351#") && text.contains(" inv1 351#"), "{text}");
+}

@@ -443,3 +443,24 @@ fn bad_profile_keys_name_the_key_and_what_is_allowed() {
     let p = only_problem(&format!("{MINIMAL}INVERTER-TIMEOUT = -1\n"));
     assert_eq!(p.key, "[[bmses-out]] #1 INVERTER-TIMEOUT");
 }
+
+#[test]
+fn recorder_keys_default_and_are_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.recorder, RecorderConfig { seconds: 300, keep: 20 });
+    let c = parse(&format!("{MINIMAL}[recorder]\nSECONDS = 0\nKEEP = 1\n")).unwrap();
+    assert_eq!(c.recorder, RecorderConfig { seconds: 0, keep: 1 });
+    assert!(c.describe().contains("[recorder] off (SECONDS = 0)"));
+    // MINIMAL has 6 lines: [recorder] is line 7, its first key line 8.
+    let p = only_problem(&format!("{MINIMAL}[recorder]\nSECONDS = 3601\n"));
+    assert_eq!((p.key.as_str(), p.line), ("[recorder] SECONDS", 8));
+    assert_eq!(p.message, "3601 is out of range: must be a whole number from 0 to 3600");
+    let p = only_problem(&format!("{MINIMAL}[recorder]\nKEEP = 0\n"));
+    assert_eq!(p.key, "[recorder] KEEP");
+    assert!(p.message.contains("from 1 to 1000"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[recorder]\nKEEP = 2.5\n"));
+    assert_eq!(p.message, "must be a whole number from 1 to 1000");
+    let p = only_problem(&format!("{MINIMAL}[recorder]\nSECOND = 10\n"));
+    assert!(p.message.contains("did you mean SECONDS?"), "{}", p.message);
+    assert_eq!(parse(TEMPLATE).unwrap().recorder, RecorderConfig::default());
+}

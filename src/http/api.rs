@@ -27,6 +27,8 @@ pub enum Route {
     State,
     Events,
     Metrics,
+    /// POST /api/record: write a flight recording now (docs/recorder.md).
+    Record,
 }
 
 /// A request refused, with its status code and reason.
@@ -39,17 +41,29 @@ pub struct Refusal {
 /// The route of `method path` and whether only the headers are wanted
 /// (HEAD). The query string is ignored.
 pub fn route(method: &str, target: &str) -> Result<(Route, bool), Refusal> {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    match (method, path) {
+        ("POST", "/api/record") => return Ok((Route::Record, false)),
+        (_, "/api/record") => {
+            return Err(Refusal {
+                status: 405,
+                reason: format!("method {method} not allowed: /api/record takes POST (bms-gateway record)"),
+            });
+        }
+        _ => {}
+    }
     let head = match method {
         "GET" => false,
         "HEAD" => true,
         _ => {
             return Err(Refusal {
                 status: 405,
-                reason: format!("method {method} not allowed: this server is read-only (GET and HEAD only)"),
+                reason: format!(
+                    "method {method} not allowed: this server is read-only (GET and HEAD only; POST /api/record asks for a flight recording)"
+                ),
             });
         }
     };
-    let path = target.split(['?', '#']).next().unwrap_or("");
     let route = match path {
         "/" | "/index.html" => Route::Page,
         "/api/state" => Route::State,
@@ -152,6 +166,10 @@ mod tests {
         assert_eq!(route("GET", "/api/state/").unwrap_err().status, 404);
         for m in ["POST", "PUT", "DELETE", "OPTIONS", "get"] {
             assert_eq!(route(m, "/").unwrap_err().status, 405, "{m}");
+        }
+        assert_eq!(route("POST", "/api/record?x"), Ok((Route::Record, false)));
+        for m in ["GET", "HEAD", "PUT"] {
+            assert_eq!(route(m, "/api/record").unwrap_err().status, 405, "{m}");
         }
     }
 

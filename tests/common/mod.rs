@@ -12,6 +12,7 @@ use bms_gateway::codec::{self, Message};
 use bms_gateway::config::{self, Config};
 use bms_gateway::frame::{CanId, Frame};
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
+use bms_gateway::recorder::Recorder;
 use bms_gateway::reload::Mapping;
 use bms_gateway::setpoint::{Dropped, SetpointCommand};
 use bms_gateway::shutdown;
@@ -104,7 +105,9 @@ impl Rig {
                 bus.create(name);
             }
         }
-        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()));
+        // The flight recorder is on when the configuration has a STATE-DIR.
+        let recorder = Recorder::new(&config, config.state_dir.as_deref());
+        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder));
         let (stop_tx, stop_rx) = shutdown::channel();
         let (commands, commands_rx) = bounded(COMMAND_QUEUE);
         let (reloads, reloads_rx) = bounded(1);
@@ -133,10 +136,15 @@ impl Rig {
             rig.add_inverter(&o.can_if);
         }
         let started = threads_started;
+        let (recorder_board, recorder_stop) = (board.clone(), stop_rx.clone());
         rig.threads.push(std::thread::spawn(move || {
+            recorder_board.recorder.run(&recorder_board.events, &recorder_stop)
+        }));
+        rig.threads.push(std::thread::spawn(move || {
+            let opener = board.recorder.opener(&bus);
             let gateway = Gateway {
                 config: &config,
-                opener: &bus,
+                opener: &opener,
                 board: &board,
                 opened: &|| {
                     started.fetch_add(1, Ordering::SeqCst);

@@ -1564,3 +1564,4 @@ def bench_idle(ctx):
 # Scenarios kept in their own files register themselves on import.
 import scenarios_profiles  # noqa: E402,F401
 import scenarios_scan  # noqa: E402,F401
+import scenarios_recorder  # noqa: E402,F401
