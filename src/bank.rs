@@ -263,6 +263,9 @@ pub struct Bank {
     /// What the inverters together were last sent, per direction.
     sent: Option<PerKind<f64>>,
     overshoot: PerKind<Overshoot>,
+    /// A reload changed the set of packs: the next round scales the
+    /// remembered shares to sum 1 even if no pack's freshness changed.
+    regrouped: bool,
 }
 
 impl Bank {
@@ -278,7 +281,41 @@ impl Bank {
             last_round: None,
             sent: None,
             overshoot: PerKind::default(),
+            regrouped: false,
         }
+    }
+
+    /// After a reload: the packs of the new configuration, `from[i]` being
+    /// new pack `i`'s position in the running one (by CAN-IF). A kept pack
+    /// keeps its measured shares and state; an added one starts like a pack
+    /// that has just come back (its capacity share), and the next round
+    /// scales the others to make room, as it does for a removed one
+    /// (docs/reload.md). The closed loop goes on from where it was, unless
+    /// LIMIT-MODE changed.
+    pub fn reconfigure(
+        &mut self,
+        settings: BankSettings,
+        caps: PerKind<f64>,
+        capacities: &[f64],
+        from: &[Option<usize>],
+    ) {
+        let old = std::mem::take(&mut self.packs);
+        self.packs = (from.iter())
+            .map(|f| f.and_then(|o| old.get(o).copied()).unwrap_or_default())
+            .collect();
+        let moved = |battery: Option<usize>| battery.and_then(|o| from.iter().position(|&f| f == Some(o)));
+        for kind in KINDS {
+            let battery = self.loop_battery.get_mut(kind);
+            *battery = moved(*battery);
+        }
+        if settings.mode != self.settings.mode {
+            self.output = PerKind::default();
+            self.loop_battery = PerKind::default();
+        }
+        self.regrouped |= from.len() != old.len() || from.iter().enumerate().any(|(i, &f)| f != Some(i));
+        self.settings = settings;
+        self.caps = caps;
+        self.capacities = capacities.to_vec();
     }
 
     pub fn settings(&self) -> &BankSettings {
@@ -358,6 +395,7 @@ impl Bank {
                 pack.forbidden_taking = PerKind::default();
             }
         }
+        changed |= std::mem::take(&mut self.regrouped);
         if !changed || capacity <= 0.0 {
             return;
         }

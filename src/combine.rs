@@ -10,7 +10,7 @@ use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, Pe
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
-use crate::setpoint::{LimitKind, LimitSetpoints, Scope, SetpointCommand};
+use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
 
@@ -319,6 +319,26 @@ struct InputState {
     latest: Option<(Telegram, Instant)>,
     /// Delivered a telegram since the last round.
     delivered: bool,
+    /// When the wait for this input's first telegram began: the start, or
+    /// the reload that added it.
+    joined: Instant,
+}
+
+impl InputState {
+    fn new(capacity_ah: f64, now: Instant) -> InputState {
+        InputState {
+            capacity_ah,
+            latest: None,
+            delivered: false,
+            joined: now,
+        }
+    }
+
+    /// Not reported yet, and still within STALE-TIMEOUT of joining: neither
+    /// fresh nor lost.
+    fn waiting(&self, timeout: Duration, now: Instant) -> bool {
+        self.latest.is_none() && now.saturating_duration_since(self.joined) < timeout
+    }
 }
 
 impl InputState {
@@ -333,10 +353,8 @@ impl InputState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Waiting up to STALE-TIMEOUT for every input's first telegram.
-    Starting {
-        since: Instant,
-    },
+    /// Nothing made yet: waiting until no input is waiting any more.
+    Starting,
     Running,
 }
 
@@ -372,15 +390,8 @@ impl Combiner {
     pub fn new(settings: BatterySettings, capacities: &[f64], now: Instant) -> Combiner {
         Combiner {
             settings,
-            inputs: capacities
-                .iter()
-                .map(|&capacity_ah| InputState {
-                    capacity_ah,
-                    latest: None,
-                    delivered: false,
-                })
-                .collect(),
-            phase: Phase::Starting { since: now },
+            inputs: capacities.iter().map(|&c| InputState::new(c, now)).collect(),
+            phase: Phase::Starting,
             setpoints: LimitSetpoints::default(),
             inverters: Vec::new(),
             last_fresh: None,
@@ -447,10 +458,14 @@ impl Combiner {
     /// `None`: nothing happens until a telegram or a command arrives.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let timeout = self.settings.stale_timeout;
-        let start_up = match self.phase {
-            Phase::Starting { since } => Some(since + timeout),
-            Phase::Running => None,
-        };
+        // The end of each first-telegram wait (the start-up's, or that of an
+        // input a reload added): it ends the start-up or counts as lost.
+        let starting = self.phase == Phase::Starting;
+        let start_up = (self.inputs.iter())
+            .filter(|i| i.latest.is_none())
+            .map(|i| i.joined + timeout)
+            .filter(|&at| starting || at > now)
+            .min();
         // Fresh means age <= STALE-TIMEOUT: stale from the next nanosecond.
         let turns_stale = self
             .inputs
@@ -488,14 +503,17 @@ impl Combiner {
             let dropped = |kind| self.expired.push((Scope::Inverter(j), kind));
             inverter_expired |= inverter.setpoints.expire_each(now, dropped);
         }
+        // System setpoints expire whether or not a state was made yet: one
+        // left in place would stay in next_deadline, always due, and the
+        // combiner thread would wake for it without end.
+        let expired = self
+            .setpoints
+            .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
         let last = self.last?;
         let nothing_fresh = (0..self.inputs.len()).all(|i| !self.is_fresh(i, now));
-        let expired = self
-            .setpoints
-            .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
         let all_lost = nothing_fresh && last.state != SystemState::Safe;
         let quiet = now.saturating_duration_since(last.made_at) >= KEEPALIVE;
         if expired || all_lost || quiet {
@@ -536,10 +554,66 @@ impl Combiner {
         }
     }
 
+    /// Takes a new configuration at `now`, keeping what it still has:
+    /// `from[i]` is the running input that new input `i` is (by CAN-IF), and
+    /// its latest telegram and freshness carry over; a new input gets a wait
+    /// of STALE-TIMEOUT for its first telegram, during which it counts
+    /// neither as fresh nor as lost. The phase, the setpoints and the last
+    /// values are kept, so the start-up wait is not restarted and the safe
+    /// state stays the safe state. Once running, the new state is made at
+    /// once (new shares and caps apply, new inverters get it).
+    pub fn reconfigure(
+        &mut self,
+        settings: BatterySettings,
+        capacities: &[f64],
+        from: &[Option<usize>],
+        now: Instant,
+    ) -> Option<Combined> {
+        let old = std::mem::take(&mut self.inputs);
+        self.inputs = capacities
+            .iter()
+            .zip(from)
+            .map(|(&capacity_ah, from)| match from.and_then(|o| old.get(o)) {
+                Some(kept) => InputState { capacity_ah, ..*kept },
+                None => InputState::new(capacity_ah, now),
+            })
+            .collect();
+        self.settings = settings;
+        // Kept packs keep their measured shares (by CAN-IF); added ones start
+        // from their capacity share.
+        let caps = PerKind {
+            charge: settings.i_lim_charge,
+            discharge: settings.i_lim_discharge,
+        };
+        self.bank.reconfigure(settings.bank, caps, capacities, from);
+        match self.phase {
+            Phase::Running if self.last.is_some() => self.make(now, Round::New),
+            _ => self.advance(now),
+        }
+    }
+
+    /// After a reload: the inverters of the new file, with these shares;
+    /// `from[j]` is the position of new inverter `j` in the running file (by
+    /// CAN-IF), whose setpoints (with their expiry) it keeps. Returns the
+    /// setpoints still in effect of the inverters no longer configured.
+    pub fn reconfigure_inverters(
+        &mut self,
+        shares: &[InverterShare],
+        from: &[Option<usize>],
+        now: Instant,
+    ) -> Vec<Dropped> {
+        let old: Vec<LimitSetpoints> = self.inverters.iter().map(|i| i.setpoints).collect();
+        let (kept, dropped) = setpoint::carry(&old, from, now);
+        self.inverters = (shares.iter().zip(kept))
+            .map(|(&share, setpoints)| Inverter { share, setpoints })
+            .collect();
+        dropped
+    }
+
     fn advance(&mut self, now: Instant) -> Option<Combined> {
-        if let Phase::Starting { since } = self.phase {
-            let all_reported = self.inputs.iter().all(|i| i.latest.is_some());
-            if !all_reported && now.saturating_duration_since(since) < self.settings.stale_timeout {
+        if self.phase == Phase::Starting {
+            let timeout = self.settings.stale_timeout;
+            if self.inputs.iter().any(|i| i.waiting(timeout, now)) {
                 return None;
             }
             self.phase = Phase::Running;
@@ -582,7 +656,10 @@ impl Combiner {
         for input in &mut self.inputs {
             input.delivered = false;
         }
-        let state = match (online, self.inputs.len() - online, self.settings.on_input_lost) {
+        let timeout = self.settings.stale_timeout;
+        let waiting = self.inputs.iter().filter(|i| i.waiting(timeout, now)).count();
+        let lost = self.inputs.len() - online - waiting;
+        let state = match (online, lost, self.settings.on_input_lost) {
             (0, _, _) => SystemState::Safe,
             (_, 0, _) => SystemState::Ok,
             (_, _, OnInputLost::Degrade) => SystemState::Degraded,
@@ -723,3 +800,6 @@ pub fn shape(combined: &Combined, share: &InverterShare, own: &LimitSetpoints, n
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reload_tests;

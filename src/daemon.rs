@@ -1,41 +1,56 @@
 //! `bms-gateway [-c FILE]`: the gateway as a long-running daemon on SocketCAN,
 //! with MQTT, signals, reload and systemd integration.
+//!
+//! A reload (SIGHUP) never stops the gateway (docs/reload.md): the new
+//! configuration goes to the running gateway, which keeps what it still has,
+//! and MQTT restarts in a lane of its own, so that a slow broker delays only
+//! MQTT. The status server and the state saver keep running and follow the
+//! new configuration ([`Latest`]).
 
 use crate::can::socket::SocketCan;
 use crate::config::{self, Config};
 use crate::energy;
-use crate::events::{Events, Kind, Subject};
-use crate::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use crate::events::{Kind, Subject};
+use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
+use crate::mqtt::command;
 use crate::recorder::{Reason, Recorder};
-use crate::setpoint::SetpointCommand;
+use crate::reload::Mapping;
+use crate::setpoint::{Dropped, SetpointCommand};
 use crate::signals::{self, Signal};
 use crate::state_store::{self, Store};
-use crate::status::StatusBoard;
+use crate::status::{Latest, StatusBoard};
 use crate::supervise::Supervision;
 use crate::{shutdown, systemd};
-use crossbeam_channel::{bounded, select};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The main thread's wait when no watchdog check is due: only a signal or
 /// READY wakes it.
 const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
 
-/// How one gateway run ended.
-enum Ended {
-    Stop,
-    Reload(Box<Config>),
+/// How long a reload waits for the gateway to take the new configuration
+/// (it takes it within a few hundred milliseconds unless a thread hangs).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// The configuration in effect, and its status board.
+struct Running {
+    config: Arc<Config>,
+    board: Arc<StatusBoard>,
 }
 
-/// What one run hands to the next (after a reload) and to the final save.
-struct Carry {
-    store: Option<Store>,
-    energy: energy::Saved,
-    events: Events,
+/// One run of the MQTT side: with a configuration, a board, where its
+/// commands go, and the results to publish once connected.
+struct MqttRun {
+    config: Arc<Config>,
+    board: Arc<StatusBoard>,
+    commands: Sender<SetpointCommand>,
+    results: Vec<String>,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors are for the log and the exit code.
-pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
+pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let (signals, handle) = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let fault = Fault::parse(std::env::var("BMS_GATEWAY_FAULT").ok().as_deref());
     log::info!(
@@ -45,25 +60,233 @@ pub fn run(path: &Path, mut config: Config) -> Result<(), String> {
         config.outputs.len(),
         path.display()
     );
-    let mut carry = open_state(&config);
-    loop {
-        match run_once(path, &config, &signals, fault, &mut carry) {
-            Ended::Stop => break,
-            Ended::Reload(new) => {
-                let message = format!("configuration reloaded from {}: restarting the workers", path.display());
-                log::info!("{message}");
-                carry.events.emit(Kind::ConfigReloaded, Subject::System, message);
-                config = *new;
+    let (mut store, saved) = open_state(&config);
+    let state_dir = state_store::resolve(config.state_dir.as_deref());
+    let recorder = Recorder::new(&config, state_dir.as_deref());
+    let mut running = Running {
+        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder)),
+        config: Arc::new(config),
+    };
+    state_store::seed(&running.board, &running.config, &saved);
+    let latest = Latest::new(running.config.clone(), running.board.clone());
+    let supervision = Supervision::new(&running.config, &running.board);
+    let (stop_tx, stop) = shutdown::channel();
+    let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
+    let (reload_tx, reloads) = bounded::<Reload>(1);
+    let (mqtt_tx, mqtt_runs) = bounded::<MqttRun>(4);
+    let first = running.config.clone();
+    let board = running.board.clone();
+    // Every CAN port goes through the flight recorder, which a reload keeps.
+    let opener = board.recorder.opener(&SocketCan);
+    let gateway = Gateway {
+        config: &first,
+        opener: &opener,
+        board: &board,
+        opened: &|| supervision.opened(),
+        heartbeat: &|w| supervision.heartbeat(w),
+        heartbeat_every: supervision.heartbeat_every(),
+        fault,
+    };
+    let running = std::thread::scope(|s| {
+        s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
+        s.spawn(move || mqtt_lane(&mqtt_runs));
+        s.spawn(|| board.recorder.run(&board.events, &stop));
+        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new());
+        if first.http.activated {
+            let (first, latest, stop) = (&first, &latest, &stop);
+            s.spawn(move || crate::http::run_latest(first, latest, stop));
+        }
+        if let Some(store) = store.as_mut() {
+            let (latest, stop) = (&latest, &stop);
+            s.spawn(move || state_store::keep_saving(store, latest, stop));
+        }
+        // Wakes for a signal, once every interface has been tried (READY),
+        // and at each watchdog check; never otherwise.
+        let mut next_check = supervision.poll(Instant::now(), &running.board);
+        loop {
+            let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
+            select! {
+                recv(signals) -> sig => match sig {
+                    Ok(Signal::Record) => running.board.recorder.trigger(Reason::Signal),
+                    Ok(Signal::Reload) => {
+                        systemd::notify_reloading();
+                        if let Some(new) = load(path, &running.board) {
+                            running = reload(path, running, new, &reload_tx, &mqtt_tx, &supervision);
+                            latest.set(running.config.clone(), running.board.clone());
+                        }
+                        systemd::notify_ready();
+                    }
+                    _ => {
+                        log::info!("stop requested");
+                        break;
+                    }
+                },
+                recv(supervision.all_opened()) -> _ => next_check = supervision.poll(Instant::now(), &running.board),
+                default(wait) => next_check = supervision.poll(Instant::now(), &running.board),
             }
         }
+        systemd::notify_stopping();
+        drop(stop_tx);
+        drop(mqtt_tx);
+        running
+    });
+    // Every worker has ended: these are the final counters.
+    if let Some(store) = store.as_mut() {
+        let _ = store.save(&state_store::capture(&running.board, &running.config));
     }
     handle.close();
     log::info!("bms-gateway stopped");
     Ok(())
 }
 
-fn open_state(config: &Config) -> Carry {
-    let (store, energy) = match state_store::resolve(config.state_dir.as_deref()) {
+/// Hands `new` to the running gateway and restarts MQTT beside it; returns
+/// what is running afterwards.
+fn reload(
+    path: &Path,
+    running: Running,
+    new: Config,
+    gateway: &Sender<Reload>,
+    mqtt: &Sender<MqttRun>,
+    supervision: &Supervision,
+) -> Running {
+    let new = Arc::new(new);
+    warn_unmoved(&running.config, &new);
+    let mapping = Mapping::between(&running.config, &new);
+    let board = Arc::new(running.board.reconfigure(&mapping));
+    let (commands_tx, commands) = bounded(COMMAND_QUEUE);
+    let (done_tx, done) = bounded(1);
+    supervision.reconfigure(&new, &board);
+    let reload = Reload {
+        config: new.clone(),
+        mapping,
+        board: board.clone(),
+        commands,
+        done: done_tx,
+    };
+    if gateway.try_send(reload).is_err() {
+        log::error!("reload refused: the gateway has not taken the previous configuration yet; send SIGHUP again");
+        return running;
+    }
+    let dropped = match done.recv_timeout(APPLY_WAIT) {
+        Ok(dropped) => dropped,
+        Err(_) => {
+            log::error!("the gateway did not take the new configuration within {APPLY_WAIT:?}");
+            Vec::new()
+        }
+    };
+    let results = report_dropped(&running.config, &new, &dropped);
+    let now = Running { config: new, board };
+    start_mqtt(mqtt, &now, commands_tx, results);
+    let message = format!(
+        "configuration reloaded from {}: {} batteries, {} inverters",
+        path.display(),
+        now.config.inputs.len(),
+        now.config.outputs.len()
+    );
+    log::info!("{message}");
+    now.board.events.emit(Kind::ConfigReloaded, Subject::System, message);
+    now
+}
+
+/// The status server, the flight recorder and the state directory stay as
+/// they started
+/// (docs/reload.md): a reload that changes them says so.
+fn warn_unmoved(old: &Config, new: &Config) {
+    if old.http != new.http {
+        log::warn!("reload: [http] changes take effect at the next start; the status server keeps running as it is");
+    }
+    if old.recorder != new.recorder {
+        log::warn!(
+            "reload: [recorder] changes take effect at the next start; the flight recorder keeps running as it is"
+        );
+    }
+    if old.state_dir != new.state_dir {
+        log::warn!(
+            "reload: a new STATE-DIR takes effect at the next start; the counters are still saved where they were"
+        );
+    }
+}
+
+/// Logs each setpoint a reload dropped; returns their BASE/set/result payloads.
+fn report_dropped(old: &Config, new: &Config, dropped: &[Dropped]) -> Vec<String> {
+    dropped
+        .iter()
+        .map(|d| {
+            let can_if = &old.outputs[d.inverter].can_if;
+            log::warn!(
+                "reload: inverter {} ({can_if}) is no longer configured: its {} setpoint of {} A is dropped",
+                d.inverter + 1,
+                d.kind.field(),
+                d.setpoint.value
+            );
+            command::dropped_json(&new.mqtt.base_topic, d, can_if)
+        })
+        .collect()
+}
+
+fn start_mqtt(lane: &Sender<MqttRun>, running: &Running, commands: Sender<SetpointCommand>, results: Vec<String>) {
+    let run = MqttRun {
+        config: running.config.clone(),
+        board: running.board.clone(),
+        commands,
+        results,
+    };
+    if lane.try_send(run).is_err() {
+        log::error!("MQTT is still restarting from earlier reloads; it keeps the configuration it has");
+    }
+}
+
+/// The MQTT lane: one MQTT run at a time, each stopped (with its "offline")
+/// before the next starts, so that the broker sees them in order. Ends when
+/// `runs` is disconnected.
+fn mqtt_lane(runs: &Receiver<MqttRun>) {
+    let Ok(mut next) = runs.recv() else { return };
+    loop {
+        // Only the newest configuration matters.
+        while let Ok(newer) = runs.try_recv() {
+            next = newer;
+        }
+        let run = next;
+        let following = if run.config.mqtt.activated {
+            std::thread::scope(|s| {
+                let (stop_tx, stop) = shutdown::channel();
+                s.spawn(move || {
+                    crate::mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results)
+                });
+                let following = runs.recv();
+                drop(stop_tx);
+                following
+            })
+        } else {
+            runs.recv()
+        };
+        match following {
+            Ok(run) => next = run,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Loads the configuration for a reload; `None` (with the reason logged and
+/// raised as an event on `board`) keeps the running one.
+fn load(path: &Path, board: &StatusBoard) -> Option<Config> {
+    let refused = match config::load(path) {
+        Ok(c) if c.gateway_activated => return Some(c),
+        Ok(_) => format!(
+            "reload refused: GATEWAY-ACTIVATED is false in {}; keeping the running configuration",
+            path.display()
+        ),
+        Err(e) => format!("reload refused, keeping the running configuration: {e}"),
+    };
+    log::error!("{refused}");
+    board.events.emit(Kind::ConfigRejected, Subject::System, refused);
+    None
+}
+
+/// Opens the state directory: the store (if there is a directory) and the
+/// energy counters saved there.
+fn open_state(config: &Config) -> (Option<Store>, energy::Saved) {
+    match state_store::resolve(config.state_dir.as_deref()) {
         Some(dir) => {
             let (store, state, _) = Store::open(&dir);
             (Some(store), state.energy)
@@ -75,107 +298,5 @@ fn open_state(config: &Config) -> Carry {
             );
             (None, energy::Saved::default())
         }
-    };
-    Carry {
-        store,
-        energy,
-        events: Events::default(),
     }
-}
-
-fn run_once(
-    path: &Path,
-    config: &Config,
-    signals: &crossbeam_channel::Receiver<Signal>,
-    fault: Fault,
-    carry: &mut Carry,
-) -> Ended {
-    let state_dir = state_store::resolve(config.state_dir.as_deref());
-    let recorder = Recorder::new(config, state_dir.as_deref());
-    let board = StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder);
-    let opener = board.recorder.opener(&SocketCan);
-    state_store::seed(&board, config, &carry.energy);
-    board.events.take_from(&carry.events);
-    let supervision = Supervision::new(config);
-    let (stop_tx, stop) = shutdown::channel();
-    let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
-    let gateway = Gateway {
-        config,
-        opener: &opener,
-        board: &board,
-        opened: &|| supervision.opened(),
-        heartbeat: &|w| supervision.heartbeat(w),
-        heartbeat_every: supervision.heartbeat_every(),
-        fault,
-    };
-    let ended = std::thread::scope(|s| {
-        let stop = &stop;
-        s.spawn(|| gateway.run(stop, &commands));
-        s.spawn(|| board.recorder.run(&board.events, stop));
-        if config.mqtt.activated {
-            let (board, commands_tx) = (&board, &commands_tx);
-            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
-        }
-        if config.http.activated {
-            let board = &board;
-            s.spawn(move || crate::http::run(config, board, stop));
-        }
-        if let Some(store) = carry.store.as_mut() {
-            let board = &board;
-            s.spawn(move || state_store::keep_saving(store, board, config, stop));
-        }
-        // Wakes for a signal, once every interface has been tried (READY),
-        // and at each watchdog check; never otherwise.
-        let mut next_check = supervision.poll(Instant::now(), &board);
-        let ended = loop {
-            let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
-            select! {
-                recv(signals) -> sig => match sig {
-                    Ok(Signal::Record) => board.recorder.trigger(Reason::Signal),
-                    Ok(Signal::Reload) => {
-                        systemd::notify_reloading();
-                        if let Some(new) = reload(path, &board.events) {
-                            break Ended::Reload(Box::new(new));
-                        }
-                        systemd::notify_ready();
-                    }
-                    _ => {
-                        log::info!("stop requested");
-                        break Ended::Stop;
-                    }
-                },
-                recv(supervision.all_opened()) -> _ => next_check = supervision.poll(Instant::now(), &board),
-                default(wait) => next_check = supervision.poll(Instant::now(), &board),
-            }
-        };
-        if matches!(ended, Ended::Stop) {
-            systemd::notify_stopping();
-        }
-        drop(stop_tx);
-        ended
-    });
-    // Every worker has ended: these are the final counters.
-    let state = state_store::capture(&board, config);
-    if let Some(store) = carry.store.as_mut() {
-        let _ = store.save(&state);
-    }
-    carry.energy = state.energy;
-    carry.events.take_from(&board.events);
-    ended
-}
-
-/// Loads the configuration for a reload; `None` (with the reason logged) keeps
-/// the running one.
-fn reload(path: &Path, events: &Events) -> Option<Config> {
-    let refused = match config::load(path) {
-        Ok(c) if c.gateway_activated => return Some(c),
-        Ok(_) => format!(
-            "reload refused: GATEWAY-ACTIVATED is false in {}; keeping the running configuration",
-            path.display()
-        ),
-        Err(e) => format!("reload refused, keeping the running configuration: {e}"),
-    };
-    log::error!("{refused}");
-    events.emit(Kind::ConfigRejected, Subject::System, refused);
-    None
 }

@@ -325,7 +325,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let started = Instant::now();
     // The demo is supervised like the daemon (READY, watchdog, injected
     // faults), so that the systemd integration can be tested without CAN.
-    let supervision = Supervision::new(&config);
+    let supervision = Supervision::new(&config, &board);
     let gateway = Gateway {
         config: &config,
         opener: &bus,

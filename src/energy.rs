@@ -156,6 +156,18 @@ pub fn system_total<'a>(base: Counter, meters: impl IntoIterator<Item = &'a Mete
     total
 }
 
+/// The base that makes the system's counters `system` with these meters:
+/// what batteries no longer configured had counted (never negative). Used
+/// at start (from the saved state) and at a reload (from the running total).
+pub fn base_for<'a>(system: Counter, meters: impl IntoIterator<Item = &'a Meter>) -> Counter {
+    let batteries = system_total(Counter::default(), meters);
+    let system = system.sane();
+    Counter {
+        charged_kwh: (system.charged_kwh - batteries.charged_kwh).max(0.0),
+        discharged_kwh: (system.discharged_kwh - batteries.discharged_kwh).max(0.0),
+    }
+}
+
 /// One battery's counters as saved on disk, by its CAN interface.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SavedBattery {
@@ -187,12 +199,7 @@ impl Saved {
                     .map_or_else(Meter::default, |b| Meter::restored(b.total, b.bms))
             })
             .collect();
-        let batteries = system_total(Counter::default(), &meters);
-        let system = self.system.sane();
-        let base = Counter {
-            charged_kwh: (system.charged_kwh - batteries.charged_kwh).max(0.0),
-            discharged_kwh: (system.discharged_kwh - batteries.discharged_kwh).max(0.0),
-        };
+        let base = base_for(self.system, &meters);
         (meters, base)
     }
 

@@ -21,7 +21,7 @@ use crate::gateway::spawn;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::mqtt::telemetry::Clock;
 use crate::shutdown::Stop;
-use crate::status::StatusBoard;
+use crate::status::{Latest, StatusBoard};
 use api::{Refusal, Route, View};
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use std::io::{self, Read, Write};
@@ -72,8 +72,24 @@ impl Server {
         self.addr
     }
 
-    /// Serves until `stop` receives or is disconnected.
+    /// Serves `config` and `board` until `stop` receives or is disconnected.
     pub fn run(&self, config: &Config, board: &StatusBoard, stop: &Stop) {
+        self.serve(&|f: Show| f(config, board), stop);
+    }
+
+    /// Serves the latest configuration and board (the daemon's, which a
+    /// reload replaces) until `stop`.
+    pub fn run_latest(&self, latest: &Latest, stop: &Stop) {
+        self.serve(
+            &|f: Show| {
+                let (config, board) = latest.get();
+                f(&config, &board)
+            },
+            stop,
+        );
+    }
+
+    fn serve(&self, source: &Source, stop: &Stop) {
         let stopping = AtomicBool::new(false);
         let (queue_tx, queue_rx) = bounded::<TcpStream>(BACKLOG);
         std::thread::scope(|s| {
@@ -81,7 +97,7 @@ impl Server {
                 let queue = queue_rx.clone();
                 let worker = move || {
                     for stream in queue {
-                        serve(stream, config, board);
+                        serve(stream, source);
                     }
                 };
                 spawn(s, format!("http-{n}"), worker);
@@ -124,6 +140,12 @@ impl Server {
         }
     }
 }
+
+/// One answer from a configuration and its board.
+type Show<'s> = &'s mut dyn FnMut(&Config, &StatusBoard);
+/// What the server shows: calls the answer with the configuration and board
+/// in effect.
+type Source<'s> = dyn Fn(Show) + Sync + 's;
 
 /// Every worker is busy and the queue is full: 503 without waiting.
 fn busy(stream: TcpStream) {
@@ -186,12 +208,21 @@ const PAGE_POLICY: &str = "Content-Security-Policy: default-src 'none'; script-s
                            style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n";
 
 /// Reads one request, answers it and closes the connection.
-fn serve(mut stream: TcpStream, config: &Config, board: &StatusBoard) {
+fn serve(mut stream: TcpStream, source: &Source) {
     let _ = stream.set_write_timeout(Some(WRITE_TIME));
     let _ = stream.set_nodelay(true);
     let (answer, head) = match read_request(&mut stream) {
-        Ok((Route::Record, _, marked)) => (record(&stream, marked, board), false),
-        Ok((route, head, _)) => (answer(route, config, board), head),
+        Ok((route, head, marked)) => {
+            let mut answered = None;
+            source(&mut |config, board| {
+                answered = Some(match route {
+                    Route::Record => record(&stream, marked, board),
+                    route => answer(route, config, board),
+                })
+            });
+            let head = head && route != Route::Record;
+            (answered.expect("the source shows once"), head)
+        }
         Err(r) => (Answer::refused(r), false),
     };
     let _ = stream.write_all(&answer.bytes(head));
@@ -337,10 +368,21 @@ fn timeout() -> Refusal {
 /// and serves until `stop`. A failure to bind is logged and leaves the
 /// gateway running without the page.
 pub fn run(config: &Config, board: &StatusBoard, stop: &Stop) {
+    run_with(config, stop, |server| server.run(config, board, stop));
+}
+
+/// [`run`] for the daemon: serves the latest configuration and board. The
+/// address is the one `config` (the first configuration) gives: a reload
+/// does not move the server (docs/reload.md).
+pub fn run_latest(config: &Config, latest: &Latest, stop: &Stop) {
+    run_with(config, stop, |server| server.run_latest(latest, stop));
+}
+
+fn run_with(config: &Config, stop: &Stop, serve: impl FnOnce(&Server)) {
     match bind(config.http.listen) {
         Ok(server) => {
             log::info!("status page on {}", url(server.local_addr()));
-            server.run(config, board, stop);
+            serve(&server);
         }
         Err(e) => {
             log::error!(

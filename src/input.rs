@@ -7,11 +7,11 @@
 use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, report_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
-use crate::events::Subject;
+use crate::events::{Events, Subject};
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown::Stop;
-use crate::status::{LinkState, StatusBoard};
+use crate::status::{InputStatus, LinkState, Slot};
 use crate::telegram::{Assembler, Telegram};
 use crossbeam_channel::{Sender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +23,7 @@ const DOWN_RETRY: Duration = Duration::from_millis(200);
 /// A telegram on its way to the combiner.
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery {
+    /// The input's slot id (stable across reloads, unlike its position).
     pub input: usize,
     pub telegram: Telegram,
     pub at: Instant,
@@ -30,11 +31,13 @@ pub struct Delivery {
 
 /// Everything one input thread needs.
 pub struct Input<'a> {
-    pub index: usize,
     pub config: &'a InputConfig,
     pub opener: &'a dyn CanOpener,
     pub telegrams: &'a Sender<Delivery>,
-    pub board: &'a StatusBoard,
+    /// This input's cell on the status board, and its id.
+    pub slot: &'a Slot<InputStatus>,
+    /// Where link changes are raised as events.
+    pub events: &'a Events,
     pub stop: &'a Stop,
     /// Called once the interface has been tried the first time.
     pub opened: &'a (dyn Fn() + Sync),
@@ -58,7 +61,7 @@ impl Input<'_> {
     }
 
     fn label(&self) -> String {
-        format!("battery {} ({})", self.index + 1, self.name())
+        format!("battery {} ({})", self.slot.position() + 1, self.name())
     }
 
     /// Runs until stopped.
@@ -99,7 +102,7 @@ impl Input<'_> {
             Ok(m) => m,
             Err(e) => {
                 counters.invalid += 1;
-                let line = format_args!("battery {} ({}): frame not used: {e}", self.index + 1, self.name());
+                let line = format_args!("{}: frame not used: {e}", self.label());
                 if let Some(line) = bad.check(line, now) {
                     log::warn!("{line}");
                 }
@@ -122,7 +125,7 @@ impl Input<'_> {
 
     fn deliver(&self, telegram: Telegram, now: Instant, counters: &mut Counters) {
         let delivery = Delivery {
-            input: self.index,
+            input: self.slot.id,
             telegram,
             at: now,
         };
@@ -133,7 +136,7 @@ impl Input<'_> {
     }
 
     fn flush(&self, counters: &mut Counters, telegram: Option<(Telegram, Instant)>) {
-        self.board.input(self.index, |s| {
+        self.slot.update(|s| {
             s.frames += counters.frames;
             s.invalid += counters.invalid;
             s.dropped += counters.dropped;
@@ -158,12 +161,10 @@ struct InputService<'i, 'a> {
 impl Service for InputService<'_, '_> {
     fn link(&self, link: LinkState) {
         let input = self.input;
-        let old = input
-            .board
-            .input(input.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        let old = input.slot.update(|s| std::mem::replace(&mut s.link, link.clone()));
         report_link(
-            &input.board.events,
-            Subject::Battery(input.index),
+            input.events,
+            Subject::Battery(input.slot.position()),
             || input.label(),
             &old,
             &link,

@@ -28,6 +28,7 @@ pub mod mqtt;
 pub mod output;
 pub mod profile;
 pub mod recorder;
+pub mod reload;
 pub mod replay;
 pub mod scan;
 pub mod setpoint;

@@ -57,6 +57,13 @@ impl Liveness {
         Heartbeat { counter }
     }
 
+    /// Removes `heartbeat` (its thread has been stopped on purpose, e.g. a
+    /// CAN thread whose interface a reload removed or changed).
+    pub fn forget(&self, heartbeat: &Heartbeat) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| !Arc::ptr_eq(&e.counter, &heartbeat.counter));
+    }
+
     /// `Ok` when every registered heartbeat has beaten since the previous
     /// call (or since it was registered), else the names of those that did
     /// not, in registration order. With no heartbeats registered it is `Ok`.
@@ -98,6 +105,20 @@ mod tests {
         can0.beat();
         combiner.beat();
         assert_eq!(live.all_alive_since_last_check(), Ok(()));
+    }
+
+    #[test]
+    fn a_forgotten_heartbeat_no_longer_counts() {
+        let mut live = Liveness::new();
+        let a = live.register("a");
+        let b = live.register("b");
+        a.beat();
+        b.beat();
+        assert_eq!(live.all_alive_since_last_check(), Ok(()));
+        live.forget(&b);
+        a.beat();
+        assert_eq!(live.all_alive_since_last_check(), Ok(()));
+        assert_eq!(live.all_alive_since_last_check(), Err(vec!["a".to_string()]));
     }
 
     #[test]

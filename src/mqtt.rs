@@ -51,6 +51,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// disconnected; then publishes BASE/status "offline" (retained),
 /// disconnects and returns, within 2 s.
 pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointCommand>, shutdown: &Receiver<()>) {
+    run_after_reload(config, board, commands, shutdown, Vec::new());
+}
+
+/// [`run`] after a reload: `results` (BASE/set/result payloads about what
+/// the reload changed, e.g. setpoints dropped with their inverter) are
+/// published at the first connection.
+pub fn run_after_reload(
+    config: &Config,
+    board: &StatusBoard,
+    commands: &Sender<SetpointCommand>,
+    shutdown: &Receiver<()>,
+    results: Vec<String>,
+) {
     let (event_tx, event_rx) = crossbeam_channel::bounded(256);
     // Dropped when this function returns: that stops the connection thread.
     let (_stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
@@ -72,6 +85,7 @@ pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointComma
         if config.mqtt.control_activated { "on" } else { "off" },
     );
     let mut session = Session::new(config, board, commands, client);
+    session.pending_results = results;
     let telemetry_tick = tick(config.mqtt.interval);
     let mut events = event_rx.clone();
     loop {
@@ -134,6 +148,8 @@ struct Session<'a> {
     refused_log: LogLimit,
     /// Removed discovery entities: one line for the whole batch.
     removal_log: LogLimit,
+    /// BASE/set/result payloads for the first connection.
+    pending_results: Vec<String>,
 }
 
 impl<'a> Session<'a> {
@@ -156,7 +172,8 @@ impl<'a> Session<'a> {
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
                 event: format!("{base}/event"),
             },
-            published_event: 0,
+            // A run after a reload goes on after what the one before sent.
+            published_event: board.events.published(),
             discovery: discovery::entities(config),
             learned: discovery::Learned::default(),
             connected: false,
@@ -166,6 +183,7 @@ impl<'a> Session<'a> {
             accepted_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
             refused_log: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
             removal_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
+            pending_results: Vec::new(),
         }
     }
 
@@ -218,6 +236,10 @@ impl<'a> Session<'a> {
         self.publish_discovery();
         self.poll_setpoints(true);
         self.publish_telemetry();
+        let result_topic = self.rules.result_topic();
+        for payload in std::mem::take(&mut self.pending_results) {
+            self.publish(&result_topic, QoS::AtLeastOnce, false, payload);
+        }
     }
 
     /// Events older than EVENT_NEWS are not sent late on (re)connecting: a
@@ -230,6 +252,7 @@ impl<'a> Session<'a> {
                 self.published_event = e.seq;
             }
         }
+        self.board.events.mark_published(self.published_event);
     }
 
     fn publish_discovery(&mut self) {
@@ -337,6 +360,7 @@ impl<'a> Session<'a> {
         let events = self.board.events.after(self.published_event);
         let Some(last) = events.last() else { return };
         self.published_event = last.seq;
+        self.board.events.mark_published(last.seq);
         let topic = self.topics.event.clone();
         for e in &events {
             self.publish(&topic, QoS::AtLeastOnce, false, json(e));

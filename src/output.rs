@@ -13,12 +13,12 @@ use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, repo
 use crate::codec::{self, Message};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
-use crate::events::{Kind, Subject};
+use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
 use crate::shutdown::Stop;
-use crate::status::{LinkState, StatusBoard};
+use crate::status::{LinkState, OutputStatus, Slot};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -143,13 +143,24 @@ impl PushTimer {
     }
 }
 
+/// What an output thread hands to the one that replaces it when a reload
+/// changes its section: what it was showing and when it last sent, so that
+/// the inverter sees no gap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Carried {
+    pub latest: Option<Shaped>,
+    pub last_sent: Option<Instant>,
+}
+
 /// Everything one output thread needs.
 pub struct Output<'a> {
-    pub index: usize,
     pub config: &'a OutputConfig,
     pub opener: &'a dyn CanOpener,
     pub mailbox: &'a Mailbox,
-    pub board: &'a StatusBoard,
+    /// This output's cell on the status board, and its id.
+    pub slot: &'a Slot<OutputStatus>,
+    /// Where link changes are raised as events.
+    pub events: &'a Events,
     pub stop: &'a Stop,
     pub opened: &'a (dyn Fn() + Sync),
     /// Called once per wake-up, and at least every `heartbeat_every`.
@@ -171,30 +182,29 @@ impl Output<'_> {
     }
 
     fn label(&self) -> String {
-        format!("inverter {} ({})", self.index + 1, self.name())
+        format!("inverter {} ({})", self.slot.position() + 1, self.name())
     }
 
     fn set_link(&self, link: LinkState) {
-        let old = self
-            .board
-            .output(self.index, |s| std::mem::replace(&mut s.link, link.clone()));
+        let old = self.slot.update(|s| std::mem::replace(&mut s.link, link.clone()));
         report_link(
-            &self.board.events,
-            Subject::Inverter(self.index),
+            self.events,
+            Subject::Inverter(self.slot.position()),
             || self.label(),
             &old,
             &link,
         );
     }
 
-    /// Runs until stopped.
-    pub fn run(&self) {
-        self.board.output(self.index, |s| {
+    /// Runs until stopped, going on from `carried`; returns what the next
+    /// thread for this inverter goes on from.
+    pub fn run(&self, carried: Carried) -> Carried {
+        self.slot.update(|s| {
             s.talk = self.config.inverter_timeout.map(|_| Talk::NotYet);
         });
         let mut service = OutputService {
             output: self,
-            latest: None,
+            carried,
             peer: Peer {
                 view: view_of(self.config),
                 watch: InverterWatch::new(self.config.inverter_timeout, Instant::now()),
@@ -202,6 +212,7 @@ impl Output<'_> {
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
+        service.carried
     }
 
     /// Waits `d` while keeping `latest` current; true when stopped.
@@ -232,10 +243,11 @@ impl Output<'_> {
     /// The inverter's frames wait in the socket and are read at each wake-up
     /// (at least once a second with a state to repeat, and when the
     /// inverter would turn silent by INVERTER-TIMEOUT).
-    fn push(&self, port: &mut dyn CanPort, latest: &mut Option<Shaped>, peer: &mut Peer) -> Result<(), CanError> {
+    fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, peer: &mut Peer) -> Result<(), CanError> {
+        let Carried { latest, last_sent } = carried;
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
-            last_sent: None,
+            last_sent: *last_sent,
             pending: latest.is_some(),
         };
         let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
@@ -257,6 +269,7 @@ impl Output<'_> {
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
                     timer.last_sent = Some(now);
+                    *last_sent = Some(now);
                     self.transmit(port, state, &mut peer.view, now, &mut errors)?;
                 }
                 deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
@@ -306,7 +319,7 @@ impl Output<'_> {
                     if !is_keepalive(&f) {
                         continue;
                     }
-                    self.board.output(self.index, |s| {
+                    self.slot.update(|s| {
                         s.last_request = Some(now);
                         s.last_request_wall = Some(SystemTime::now());
                     });
@@ -359,11 +372,9 @@ impl Output<'_> {
         if peer.watch.heard(now) == Some(TalkChange::Back) {
             let message = format!("{}: talking again", self.label());
             log::info!("{message}");
-            self.board
-                .events
-                .emit(Kind::InverterBack, Subject::Inverter(self.index), message);
+            (self.events).emit(Kind::InverterBack, Subject::Inverter(self.slot.position()), message);
         }
-        self.board.output(self.index, |s| {
+        self.slot.update(|s| {
             s.talk = s.talk.map(|_| Talk::Talking);
             match said {
                 InverterFrame::SmaReadings(r) => s.inverter_readings = Some(r),
@@ -379,8 +390,8 @@ impl Output<'_> {
             );
             if let Some(line) = peer.shutdown_log.check(line, now) {
                 log::warn!("{line}");
-                let subject = Subject::Inverter(self.index);
-                self.board.events.emit(Kind::InverterShutdownRequest, subject, line);
+                let subject = Subject::Inverter(self.slot.position());
+                self.events.emit(Kind::InverterShutdownRequest, subject, line);
             }
         }
     }
@@ -395,10 +406,8 @@ impl Output<'_> {
                 timeout.as_secs_f64()
             );
             log::warn!("{message}");
-            self.board
-                .events
-                .emit(Kind::InverterSilent, Subject::Inverter(self.index), message);
-            self.board.output(self.index, |s| s.talk = Some(Talk::Silent));
+            (self.events).emit(Kind::InverterSilent, Subject::Inverter(self.slot.position()), message);
+            self.slot.update(|s| s.talk = Some(Talk::Silent));
         }
     }
 
@@ -415,9 +424,8 @@ impl Output<'_> {
         let (system_state, battery, set) = transmission(self.config, view, state, now);
         if system_state != state.state {
             let line = format_args!(
-                "inverter {} ({}): no new combined state for {:.1} s: sending the safe state",
-                self.index + 1,
-                self.name(),
+                "{}: no new combined state for {:.1} s: sending the safe state",
+                self.label(),
                 now.saturating_duration_since(state.made_at).as_secs_f64()
             );
             if let Some(line) = errors.check(line, now) {
@@ -437,7 +445,7 @@ impl Output<'_> {
                 }
             }
         }
-        self.board.output(self.index, |s| {
+        self.slot.update(|s| {
             s.frames_sent += sent;
             s.send_errors += failed;
             if failed == 0 {
@@ -466,7 +474,7 @@ impl Output<'_> {
                 if let CanError::Down(why) = &e {
                     self.set_link(LinkState::Down(format!("interface down ({why})")));
                 } else {
-                    let line = format_args!("inverter {} ({}): frame not sent: {e}", self.index + 1, self.name());
+                    let line = format_args!("{}: frame not sent: {e}", self.label());
                     if let Some(line) = errors.check(line, Instant::now()) {
                         log::warn!("{line}");
                     }
@@ -490,7 +498,7 @@ struct Peer {
 /// state survives, so it is ready when the port is back.
 struct OutputService<'o, 'a> {
     output: &'o Output<'a>,
-    latest: Option<Shaped>,
+    carried: Carried,
     peer: Peer,
 }
 
@@ -500,13 +508,15 @@ impl Service for OutputService<'_, '_> {
     }
 
     fn wait(&mut self, d: Duration) -> bool {
-        self.output.idle(d, &mut self.latest)
+        self.output.idle(d, &mut self.carried.latest)
     }
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
-            OutputMode::Push => self.output.push(port, &mut self.latest, &mut self.peer),
-            OutputMode::Sync { interval } => self.output.sync(port, &mut self.latest, &mut self.peer, interval),
+            OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.peer),
+            OutputMode::Sync { interval } => self
+                .output
+                .sync(port, &mut self.carried.latest, &mut self.peer, interval),
         }
     }
 }

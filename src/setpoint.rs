@@ -116,6 +116,43 @@ pub struct SetpointCommand {
     pub setpoint: Option<Setpoint>,
 }
 
+/// A per-inverter setpoint that a reload dropped because its inverter is no
+/// longer in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropped {
+    /// The inverter's position in the running configuration (0-based).
+    pub inverter: usize,
+    pub kind: LimitKind,
+    pub setpoint: Setpoint,
+}
+
+/// The per-inverter setpoints for a new configuration: new inverter `j`
+/// keeps those (with their expiry) of running inverter `from[j]`; those of
+/// running inverters that are gone are returned as dropped, unless already
+/// expired at `now`.
+pub fn carry(old: &[LimitSetpoints], from: &[Option<usize>], now: Instant) -> (Vec<LimitSetpoints>, Vec<Dropped>) {
+    let kept = from
+        .iter()
+        .map(|f| f.and_then(|o| old.get(o)).copied().unwrap_or_default())
+        .collect();
+    let mut dropped = Vec::new();
+    for (inverter, setpoints) in old.iter().enumerate() {
+        if from.contains(&Some(inverter)) {
+            continue;
+        }
+        for kind in [LimitKind::Charge, LimitKind::Discharge] {
+            if let Some(setpoint) = setpoints.get(kind).filter(|s| s.active_at(now)) {
+                dropped.push(Dropped {
+                    inverter,
+                    kind,
+                    setpoint,
+                });
+            }
+        }
+    }
+    (kept, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +177,45 @@ mod tests {
         assert!(s.expire(later));
         assert_eq!(s.charge, None);
         assert!(!s.expire(later));
+    }
+
+    #[test]
+    fn a_reload_keeps_setpoints_by_inverter_and_reports_those_of_removed_ones() {
+        let t0 = Instant::now();
+        let sp = |value, expires| Setpoint { value, expires };
+        let old = [
+            LimitSetpoints {
+                charge: Some(sp(10.0, None)),
+                discharge: None,
+            },
+            LimitSetpoints {
+                charge: Some(sp(20.0, Some(t0 + Duration::from_secs(5)))),
+                discharge: Some(sp(30.0, Some(t0 + Duration::from_secs(1)))),
+            },
+            LimitSetpoints {
+                charge: Some(sp(40.0, Some(t0 + Duration::from_secs(9)))),
+                discharge: None,
+            },
+        ];
+        // New file: the old third inverter first, then a new one; the first two are gone.
+        let (kept, dropped) = carry(&old, &[Some(2), None], t0 + Duration::from_secs(2));
+        assert_eq!(kept, [old[2], LimitSetpoints::default()]);
+        // The second one's discharge setpoint had expired at 1 s: nothing to report.
+        assert_eq!(
+            dropped,
+            [
+                Dropped {
+                    inverter: 0,
+                    kind: LimitKind::Charge,
+                    setpoint: sp(10.0, None)
+                },
+                Dropped {
+                    inverter: 1,
+                    kind: LimitKind::Charge,
+                    setpoint: sp(20.0, Some(t0 + Duration::from_secs(5)))
+                },
+            ]
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::energy;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown::Stop;
-use crate::status::StatusBoard;
+use crate::status::{Latest, StatusBoard};
 use crossbeam_channel::{select, tick};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -187,14 +187,16 @@ pub fn capture(board: &StatusBoard, config: &Config) -> State {
 
 /// The saver thread: saves every SAVE_INTERVAL until `stop`. (The final
 /// save at stop is the daemon's, once every worker has ended.)
-pub fn keep_saving(store: &mut Store, board: &StatusBoard, config: &Config, stop: &Stop) {
+/// It follows reloads: each save is of the latest configuration and board.
+pub fn keep_saving(store: &mut Store, latest: &Latest, stop: &Stop) {
     let ticker = tick(SAVE_INTERVAL);
     loop {
         select! {
             recv(stop.receiver()) -> _ => return,
             recv(ticker) -> _ => {
                 // A failure is logged by save(); the next tick tries again.
-                let _ = store.save(&capture(board, config));
+                let (config, board) = latest.get();
+                let _ = store.save(&capture(&board, &config));
             }
         }
     }

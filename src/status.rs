@@ -4,17 +4,24 @@
 //! Every thread owns its own cell and updates it under a short lock, at most
 //! once per telegram or transmission; readers take a [`Snapshot`] copy. No
 //! thread ever waits on a reader for longer than one copy.
+//!
+//! A reload makes a new board for the new configuration that shares the
+//! cells of the interfaces it keeps ([`StatusBoard::reconfigure`]): a kept
+//! interface's thread goes on writing the same cell, and its counters go on.
 
 use crate::bank::PackView;
 use crate::combine::{Battery, Combined, SystemState};
+use crate::config::Config;
 use crate::energy::{Counter, Meter};
 use crate::events::Events;
 use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::recorder::Recorder;
+use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
 use crate::telegram::Telegram;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 /// Whether a CAN interface is usable right now.
@@ -108,17 +115,101 @@ impl Snapshot {
     }
 }
 
+/// One CAN thread's cell: its status, and who it is. The same slot stays
+/// with its CAN-IF across reloads.
+#[derive(Debug, Default)]
+pub struct Slot<S> {
+    /// Stable while the CAN-IF stays configured: telegrams and heartbeats
+    /// are tagged with it, never with a position that a reload may change.
+    pub id: usize,
+    /// Position in the running configuration (0-based), for log labels.
+    position: AtomicUsize,
+    status: Mutex<S>,
+}
+
+impl<S> Slot<S> {
+    fn new(id: usize, position: usize) -> Slot<S>
+    where
+        S: Default,
+    {
+        Slot {
+            id,
+            position: AtomicUsize::new(position),
+            status: Mutex::default(),
+        }
+    }
+
+    /// Runs `f` on the status. A poisoned lock (a panicked writer) is taken
+    /// over: status is informational and must never stop the gateway.
+    pub fn update<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The 0-based position in the running configuration.
+    pub fn position(&self) -> usize {
+        self.position.load(Ordering::Relaxed)
+    }
+}
+
 /// Shared by all threads.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
-    pub system: Mutex<SystemStatus>,
-    pub inputs: Vec<Mutex<InputStatus>>,
-    pub outputs: Vec<Mutex<OutputStatus>>,
-    /// The last events, for MQTT and the status page.
-    pub events: Events,
-    /// The flight recorder (off unless [`StatusBoard::with_recorder`]).
-    pub recorder: Recorder,
-    setpoints: Wake,
+    system: Arc<Mutex<SystemStatus>>,
+    inputs: Vec<Arc<Slot<InputStatus>>>,
+    outputs: Vec<Arc<Slot<OutputStatus>>>,
+    /// The id the next new slot gets.
+    next_id: usize,
+    /// Shared with the boards a reload makes: the MQTT thread's wake-up.
+    setpoints: Arc<Wake>,
+    /// The last events, for MQTT and the status page (shared with the
+    /// boards a reload makes).
+    pub events: Arc<Events>,
+    /// The flight recorder (off unless [`StatusBoard::with_recorder`]),
+    /// shared with the boards a reload makes.
+    pub recorder: Arc<Recorder>,
+}
+
+/// The running configuration and its board, for the readers that go on
+/// across a reload (the status server and the state saver): a reload puts
+/// the new pair in place, and each reader takes the latest at each use.
+pub struct Latest {
+    running: Mutex<(Arc<Config>, Arc<StatusBoard>)>,
+}
+
+impl Latest {
+    pub fn new(config: Arc<Config>, board: Arc<StatusBoard>) -> Latest {
+        Latest {
+            running: Mutex::new((config, board)),
+        }
+    }
+
+    /// The configuration and board in effect now.
+    pub fn get(&self) -> (Arc<Config>, Arc<StatusBoard>) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reload is in effect: readers take these from now on.
+    pub fn set(&self, config: Arc<Config>, board: Arc<StatusBoard>) {
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = (config, board);
+    }
+}
+
+/// The system's energy counters: `base` plus the total of every input in
+/// `inputs`, read cell by cell (no copy of the board: the combiner asks with
+/// every state it distributes).
+pub fn energy_of(base: Counter, inputs: &[Arc<Slot<InputStatus>>]) -> Counter {
+    (inputs.iter()).fold(base.sane(), |total, slot| total.plus(slot.update(|s| s.energy.total)))
+}
+
+/// A kept slot, or a new one with the next id.
+fn take_slot<S: Default>(next_id: &mut usize, kept: Option<&Arc<Slot<S>>>, position: usize) -> Arc<Slot<S>> {
+    match kept {
+        Some(kept) => kept.clone(),
+        None => {
+            *next_id += 1;
+            Arc::new(Slot::new(*next_id - 1, position))
+        }
+    }
 }
 
 /// A wake-up for one waiting reader: bounded(1), so any number of
@@ -146,24 +237,70 @@ pub struct Snapshot {
 }
 
 impl StatusBoard {
+    /// Slots 0..inputs for the inputs, then the outputs' (ids = positions
+    /// for inputs; outputs follow).
     pub fn new(inputs: usize, outputs: usize) -> StatusBoard {
         StatusBoard {
-            system: Mutex::new(SystemStatus {
+            system: Arc::new(Mutex::new(SystemStatus {
                 inverter_setpoints: vec![LimitSetpoints::default(); outputs],
                 inputs_fresh: vec![false; inputs],
                 ..SystemStatus::default()
-            }),
-            inputs: (0..inputs).map(|_| Mutex::default()).collect(),
-            outputs: (0..outputs).map(|_| Mutex::default()).collect(),
-            events: Events::default(),
-            recorder: Recorder::default(),
-            setpoints: Wake::default(),
+            })),
+            inputs: (0..inputs).map(|i| Arc::new(Slot::new(i, i))).collect(),
+            outputs: (0..outputs).map(|j| Arc::new(Slot::new(inputs + j, j))).collect(),
+            next_id: inputs + outputs,
+            events: Arc::default(),
+            recorder: Arc::default(),
+            setpoints: Arc::default(),
         }
     }
 
     /// The board with `recorder` as the flight recorder.
     pub fn with_recorder(self, recorder: Recorder) -> StatusBoard {
-        StatusBoard { recorder, ..self }
+        StatusBoard {
+            recorder: Arc::new(recorder),
+            ..self
+        }
+    }
+
+    /// The board for a reloaded configuration: `mapping` says which slots
+    /// (cells and counters) it keeps, in their new positions; new
+    /// interfaces get new slots. The system cell is shared.
+    pub fn reconfigure(&self, mapping: &Mapping) -> StatusBoard {
+        let mut next_id = self.next_id;
+        let inputs = (mapping.inputs.iter().enumerate())
+            .map(|(i, from)| take_slot(&mut next_id, from.and_then(|o| self.inputs.get(o)), i))
+            .collect();
+        let outputs = (mapping.outputs.iter().enumerate())
+            .map(|(j, from)| take_slot(&mut next_id, from.and_then(|o| self.outputs.get(o)), j))
+            .collect();
+        StatusBoard {
+            system: self.system.clone(),
+            inputs,
+            outputs,
+            next_id,
+            setpoints: self.setpoints.clone(),
+            events: self.events.clone(),
+            recorder: self.recorder.clone(),
+        }
+    }
+
+    /// Input `i`'s slot, for its thread.
+    pub fn input_slot(&self, i: usize) -> Arc<Slot<InputStatus>> {
+        self.inputs[i].clone()
+    }
+
+    /// Output `j`'s slot, for its thread.
+    pub fn output_slot(&self, j: usize) -> Arc<Slot<OutputStatus>> {
+        self.outputs[j].clone()
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.outputs.len()
     }
 
     /// Called by the combiner when the system's setpoints on the board changed.
@@ -181,22 +318,32 @@ impl StatusBoard {
     /// Runs `f` on input `i`'s cell. A poisoned lock (a panicked writer) is
     /// taken over: status is informational and must never stop the gateway.
     pub fn input<R>(&self, i: usize, f: impl FnOnce(&mut InputStatus) -> R) -> R {
-        f(&mut self.inputs[i].lock().unwrap_or_else(|p| p.into_inner()))
+        self.inputs[i].update(f)
     }
 
     pub fn output<R>(&self, i: usize, f: impl FnOnce(&mut OutputStatus) -> R) -> R {
-        f(&mut self.outputs[i].lock().unwrap_or_else(|p| p.into_inner()))
+        self.outputs[i].update(f)
     }
 
     pub fn system<R>(&self, f: impl FnOnce(&mut SystemStatus) -> R) -> R {
         f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Sets each slot's position to the one it has on this board (after a
+    /// reload, when this board becomes the running one).
+    pub fn settle_positions(&self) {
+        for (i, slot) in self.inputs.iter().enumerate() {
+            slot.position.store(i, Ordering::Relaxed);
+        }
+        for (j, slot) in self.outputs.iter().enumerate() {
+            slot.position.store(j, Ordering::Relaxed);
+        }
+    }
+
     /// The system's energy counters, read cell by cell (no whole snapshot:
     /// the combiner asks for them with every state it distributes).
     pub fn energy(&self) -> Counter {
-        let base = self.system(|s| s.energy_base.sane());
-        (0..self.inputs.len()).fold(base, |total, i| total.plus(self.input(i, |s| s.energy.total)))
+        energy_of(self.system(|s| s.energy_base), &self.inputs)
     }
 
     /// The line for systemd's STATUS=.
@@ -207,8 +354,8 @@ impl StatusBoard {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             system: self.system(|s| s.clone()),
-            inputs: (0..self.inputs.len()).map(|i| self.input(i, |s| s.clone())).collect(),
-            outputs: (0..self.outputs.len()).map(|i| self.output(i, |s| s.clone())).collect(),
+            inputs: self.inputs.iter().map(|s| s.update(|s| s.clone())).collect(),
+            outputs: self.outputs.iter().map(|s| s.update(|s| s.clone())).collect(),
         }
     }
 }
@@ -255,6 +402,33 @@ mod tests {
             },
             overshoot: PerKind::default(),
         }
+    }
+
+    #[test]
+    fn a_reconfigured_board_keeps_the_cells_of_kept_interfaces() {
+        let board = StatusBoard::new(2, 1);
+        board.input(1, |s| s.frames = 7);
+        board.output(0, |s| s.frames_sent = 3);
+        let mapping = Mapping {
+            inputs: vec![None, Some(1)],
+            outputs: vec![Some(0), None],
+        };
+        let new = board.reconfigure(&mapping);
+        new.settle_positions();
+        assert_eq!(new.input(0, |s| s.frames), 0);
+        assert_eq!(new.input(1, |s| s.frames), 7);
+        assert_eq!(new.output(0, |s| s.frames_sent), 3);
+        // The same cell: a kept thread's writes show on the new board.
+        board.input(1, |s| s.frames += 1);
+        assert_eq!(new.input(1, |s| s.frames), 8);
+        // Ids: kept ones keep theirs (1 and 2), new ones get unused ones.
+        let ids = |b: &StatusBoard| -> Vec<usize> {
+            let ins = b.inputs.iter().map(|s| s.id);
+            ins.chain(b.outputs.iter().map(|s| s.id)).collect()
+        };
+        assert_eq!(ids(&board), [0, 1, 2]);
+        assert_eq!(ids(&new), [3, 1, 2, 4]);
+        assert_eq!((new.input_slot(1).position(), new.output_slot(1).position()), (1, 1));
     }
 
     #[test]

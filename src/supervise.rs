@@ -1,7 +1,8 @@
 //! What the main thread does while the workers run: readiness once every CAN
 //! interface has been tried, and watchdog pings only while every worker
 //! thread shows a heartbeat (a hung thread means no ping, and systemd
-//! restarts the gateway).
+//! restarts the gateway). A reload changes who must beat
+//! ([`Supervision::reconfigure`]).
 
 use crate::config::Config;
 use crate::gateway::{HEARTBEAT, Worker};
@@ -9,18 +10,18 @@ use crate::liveness::{Heartbeat, Liveness};
 use crate::status::StatusBoard;
 use crate::systemd;
 use crossbeam_channel::{Receiver, Sender, bounded};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Heartbeats of one gateway run, and when to check them.
+/// Heartbeats of the running gateway's workers, and when to check them.
 pub struct Supervision {
     /// The STATUS= line last sent.
     status_sent: Mutex<String>,
     liveness: Mutex<Liveness>,
-    inputs: Vec<Heartbeat>,
-    outputs: Vec<Heartbeat>,
-    combiner: Heartbeat,
+    /// Every worker that must beat, by [`Worker`] (CAN threads by slot id).
+    beats: Mutex<HashMap<Worker, Heartbeat>>,
     opened: AtomicUsize,
     interfaces: usize,
     ready_sent: Mutex<bool>,
@@ -32,29 +33,16 @@ pub struct Supervision {
 }
 
 impl Supervision {
-    pub fn new(config: &Config) -> Supervision {
+    /// For `config` running on `board`.
+    pub fn new(config: &Config, board: &StatusBoard) -> Supervision {
         let liveness = Liveness::new();
-        let inputs = config
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| liveness.register(&format!("battery {} ({})", i + 1, c.can_if)))
-            .collect();
-        let outputs = config
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(j, c)| liveness.register(&format!("inverter {} ({})", j + 1, c.can_if)))
-            .collect();
         let combiner = liveness.register("combiner");
         let watchdog = systemd::watchdog_interval();
         let (all_opened_tx, all_opened_rx) = bounded(1);
-        Supervision {
+        let supervision = Supervision {
             status_sent: Mutex::new(String::new()),
             liveness: Mutex::new(liveness),
-            inputs,
-            outputs,
-            combiner,
+            beats: Mutex::new(HashMap::from([(Worker::Combiner, combiner)])),
             opened: AtomicUsize::new(0),
             interfaces: config.inputs.len() + config.outputs.len(),
             ready_sent: Mutex::new(false),
@@ -62,15 +50,41 @@ impl Supervision {
             all_opened_rx,
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
+        };
+        supervision.reconfigure(config, board);
+        supervision
+    }
+
+    /// After a reload: the CAN threads of `board` must beat from now on,
+    /// those of interfaces no longer configured no longer.
+    pub fn reconfigure(&self, config: &Config, board: &StatusBoard) {
+        let mut wanted: Vec<(Worker, String)> = Vec::new();
+        for (i, c) in config.inputs.iter().enumerate() {
+            let label = format!("battery {} ({})", i + 1, c.can_if);
+            wanted.push((Worker::Input(board.input_slot(i).id), label));
+        }
+        for (j, c) in config.outputs.iter().enumerate() {
+            let label = format!("inverter {} ({})", j + 1, c.can_if);
+            wanted.push((Worker::Output(board.output_slot(j).id), label));
+        }
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats.retain(|w, beat| {
+            let keep = *w == Worker::Combiner || wanted.iter().any(|(x, _)| x == w);
+            if !keep {
+                liveness.forget(beat);
+            }
+            keep
+        });
+        for (worker, label) in wanted {
+            beats.entry(worker).or_insert_with(|| liveness.register(&label));
         }
     }
 
     /// Called by the workers.
     pub fn heartbeat(&self, worker: Worker) {
-        match worker {
-            Worker::Input(i) => self.inputs[i].beat(),
-            Worker::Output(j) => self.outputs[j].beat(),
-            Worker::Combiner => self.combiner.beat(),
+        if let Some(beat) = self.beats.lock().unwrap_or_else(|p| p.into_inner()).get(&worker) {
+            beat.beat();
         }
     }
 

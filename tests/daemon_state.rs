@@ -100,3 +100,64 @@ fn a_corrupt_state_file_is_moved_aside_and_the_daemon_runs() {
     // Replaced by a fresh, loadable state at stop.
     assert_eq!(saved(dir.path())["energy"]["system"]["charged_kwh"], 0.0);
 }
+
+/// Waits until the log holds `n` lines with `needle`.
+fn wait_count(d: &Daemon, needle: &str, n: usize) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if d.log().matches(needle).count() >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_reload_keeps_the_status_server_and_the_counters_by_can_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/state.json"), SAVED).unwrap();
+    let mut d = Daemon::start(&cfg);
+    let url = url(&d);
+    // A battery added in front: nocan0 becomes battery 2 with its counters.
+    let added = CONFIG.replacen(
+        "[[bmses-in]]",
+        "[[bmses-in]]\nCAN-IF = \"nocan2\"\nCAPACITY-AH = 100\n[[bmses-in]]",
+        1,
+    );
+    std::fs::write(&cfg, &added).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_count(&d, "configuration reloaded", 1), "{}", d.log());
+    // The same server (same address) shows the new configuration.
+    let (code, table, err) = status(&url);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(table.contains("2        nocan0"), "{table}");
+    assert!(table.contains("1        nocan2"), "{table}");
+    assert!(
+        table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"),
+        "{table}"
+    );
+    // nocan0 removed: its counters leave the file, the system's totals stay.
+    let removed = added.replacen("CAN-IF = \"nocan0\"\nCAPACITY-AH = 100\n", "", 1);
+    let removed = removed.replacen("[[bmses-in]]\n[[bmses-out]]", "[[bmses-out]]", 1);
+    std::fs::write(&cfg, &removed).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_count(&d, "configuration reloaded", 2), "{}", d.log());
+    let (_, table, _) = status(&url);
+    assert!(
+        table.contains("energy: 123.456 kWh charged, 100.500 kWh discharged"),
+        "{table}"
+    );
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().0, Some(0), "{}", d.log());
+    let s = saved(dir.path());
+    assert_eq!(s["energy"]["system"]["charged_kwh"], 123.456, "{s}");
+    assert_eq!(s["energy"]["system"]["discharged_kwh"], 100.5, "{s}");
+    let batteries = s["energy"]["batteries"].as_array().unwrap();
+    assert_eq!(batteries.len(), 1, "{s}");
+    assert_eq!(batteries[0]["can_if"], "nocan2");
+    assert_eq!(batteries[0]["charged_kwh"], 0.0);
+}

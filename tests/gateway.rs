@@ -500,12 +500,13 @@ fn an_idle_gateway_wakes_each_thread_about_once_a_second() {
     });
     let stop_took = stopped_after.elapsed();
     let wakes = wakes.into_inner().unwrap();
+    // CAN threads beat under their slot ids on the board (stable across reloads).
     let workers = [
-        Worker::Input(0),
-        Worker::Input(1),
-        Worker::Input(2),
-        Worker::Output(0),
-        Worker::Output(1),
+        Worker::Input(board.input_slot(0).id),
+        Worker::Input(board.input_slot(1).id),
+        Worker::Input(board.input_slot(2).id),
+        Worker::Output(board.output_slot(0).id),
+        Worker::Output(board.output_slot(1).id),
         Worker::Combiner,
     ];
     for w in workers {

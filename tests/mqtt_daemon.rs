@@ -2,7 +2,8 @@
 //! status "online" and telemetry while it runs (its CAN interfaces cannot be
 //! opened here, so it keeps retrying and reports "starting"), "offline" on
 //! SIGTERM within 2 s, the last will when it is killed, and a SIGHUP reload
-//! that removes the entities of a battery taken out of the config.
+//! that removes the entities of a battery taken out of the config; events
+//! are published once, not again by the MQTT connection a reload restarts.
 
 mod config_text;
 mod daemon;
@@ -81,4 +82,35 @@ fn a_reload_without_a_battery_removes_its_home_assistant_entities() {
         m.at > reloaded && m.json()["inputs_total"] == 1
     });
     assert_eq!(state.json()["state"], "starting", "{}", d.log());
+}
+
+#[test]
+fn each_event_is_published_once_across_reloads() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d4", &["nocanin0"])).unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let d = Daemon::start(&cfg);
+    watch.wait_for("d4/status", "online", |m| m.text() == "online");
+    let reloaded = |m: &mosquitto::Msg| m.json()["kind"] == "config_reloaded";
+    for n in 1..=2 {
+        let online_before = watch.all("d4/status").iter().filter(|m| m.text() == "online").count();
+        d.signal(libc::SIGHUP);
+        watch.wait_for("d4/status", "online after the reload", |_| {
+            watch.all("d4/status").iter().filter(|m| m.text() == "online").count() > online_before
+        });
+        watch.wait_nth("d4/event", n);
+        // The new connection's first telemetry: anything it sent again
+        // would be out by now.
+        let after = Instant::now();
+        watch.wait_for("tele/d4/state", "telemetry after the reload", |m| m.at > after);
+        let events = watch.all("d4/event");
+        assert_eq!(
+            events.iter().filter(|m| reloaded(m)).count(),
+            n,
+            "reload {n}: {:?}",
+            events.iter().map(mosquitto::Msg::text).collect::<Vec<_>>()
+        );
+    }
 }

@@ -109,7 +109,12 @@ fuzz_target!(|data: &[u8]| {
             }
             1 | 2 => {
                 now += Duration::from_millis(u64::from(op[1]) * 25);
-                combiner.on_tick(now)
+                let made = combiner.on_tick(now);
+                // A tick at `now` handles everything due by then: a deadline
+                // still due would wake the combiner thread without end.
+                let next = combiner.next_deadline(now);
+                assert!(next.is_none_or(|at| at > now), "still due after a tick: {next:?} at {now:?}");
+                made
             }
             3 => {
                 let Some(arg) = take(&mut data, 2) else { break };

@@ -308,3 +308,61 @@ proptest! {
         }
     }
 }
+
+/// The charge shares of every pack.
+fn charge_shares(b: &Bank) -> Vec<f64> {
+    b.packs().map(|p| p.share.charge).collect()
+}
+
+#[test]
+fn a_reload_that_adds_a_pack_keeps_the_measured_shares_of_the_others() {
+    let t0 = Instant::now();
+    let mut b = bank(LimitMode::Share, &[100.0, 100.0]);
+    rounds(
+        &mut b,
+        &[pack(70.0, 100.0, 100.0), pack(30.0, 100.0, 100.0)],
+        t0,
+        0.0,
+        30,
+    );
+    let before = charge_shares(&b);
+    assert_near(before[0], 0.7, 1e-4);
+    // A third pack of 100 Ah is added (the first two keep their places).
+    b.reconfigure(*b.settings(), CAPS, &[100.0, 100.0, 100.0], &[Some(0), Some(1), None]);
+    // An idle round (|3 A| < 10 A, nothing measured): the new pack gets its
+    // capacity share 100 / 300; the others share the remaining 2/3 in their
+    // measured 70:30 ratio, not the capacity shares a new bank would have.
+    let idle = [
+        pack(1.0, 100.0, 100.0),
+        pack(1.0, 100.0, 100.0),
+        pack(1.0, 100.0, 100.0),
+    ];
+    rounds(&mut b, &idle, t0, 30.0, 1);
+    let after = charge_shares(&b);
+    let rest = before[0] + before[1];
+    assert_near(after[0], before[0] * (2.0 / 3.0) / rest, 1e-12);
+    assert_near(after[1], before[1] * (2.0 / 3.0) / rest, 1e-12);
+    assert_near(after[2], 1.0 / 3.0, 1e-12);
+}
+
+#[test]
+fn a_reload_that_removes_a_pack_scales_the_others_shares_to_sum_1() {
+    let t0 = Instant::now();
+    let mut b = bank(LimitMode::Share, &[100.0, 100.0, 100.0]);
+    let readings = [
+        pack(50.0, 100.0, 100.0),
+        pack(30.0, 100.0, 100.0),
+        pack(20.0, 100.0, 100.0),
+    ];
+    rounds(&mut b, &readings, t0, 0.0, 30);
+    let before = charge_shares(&b);
+    // The middle pack is removed; the last moves to position 1.
+    b.reconfigure(*b.settings(), CAPS, &[100.0, 100.0], &[Some(0), Some(2)]);
+    rounds(&mut b, &[pack(1.0, 100.0, 100.0), pack(1.0, 100.0, 100.0)], t0, 30.0, 1);
+    let after = charge_shares(&b);
+    // 50:20 of what remains: 0.714 and 0.286 (settled values +- smoothing).
+    let rest = before[0] + before[2];
+    assert_near(after[0], before[0] / rest, 1e-12);
+    assert_near(after[1], before[2] / rest, 1e-12);
+    assert_near(after[0], 5.0 / 7.0, 1e-4);
+}

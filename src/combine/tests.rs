@@ -688,6 +688,28 @@ fn the_next_deadline_is_the_next_moment_something_changes() {
     assert_eq!(c.next_deadline(secs(t0, 6.1)), Some(secs(t0, 8.1)));
 }
 
+/// Regression (found by the replay fuzz target): a system setpoint with a
+/// TTL set before any battery ever reported stayed after its expiry, its
+/// expiry stayed the next deadline, always due, and the combiner thread
+/// (and replay) woke for it without end.
+#[test]
+fn a_setpoint_expires_even_before_the_first_state() {
+    let t0 = Instant::now();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0);
+    let sp = Setpoint {
+        value: 20.0,
+        expires: Some(secs(t0, 4.5)),
+    };
+    assert!(c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 1.5)).is_none());
+    assert_eq!(c.next_deadline(secs(t0, 1.5)), Some(secs(t0, 4.5)));
+    assert!(c.on_tick(secs(t0, 4.5)).is_none(), "nothing reported: nothing to send");
+    assert_eq!(c.expired(), &[(Scope::System, LimitKind::Charge)]);
+    // Next: the end of the start-up wait (5 s), then nothing at all.
+    assert_eq!(c.next_deadline(secs(t0, 4.5)), Some(secs(t0, 5.0)));
+    assert!(c.on_tick(secs(t0, 5.0)).is_none());
+    assert_eq!(c.next_deadline(secs(t0, 5.0)), None);
+}
+
 #[test]
 fn nothing_is_shaped_before_the_first_state() {
     let t0 = Instant::now();

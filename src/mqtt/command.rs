@@ -13,7 +13,7 @@
 //! accepted unless CONTROL-ACTIVATED.
 
 use crate::config::Config;
-use crate::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
+use crate::setpoint::{Dropped, LimitKind, Scope, Setpoint, SetpointCommand};
 use std::time::{Duration, Instant};
 
 /// Longest payload looked at; longer ones are refused unread.
@@ -315,6 +315,19 @@ pub fn result_json(topic: &str, outcome: &Result<Accepted, String>) -> String {
         Err(e) => serde_json::json!({"topic": topic, "ok": false, "error": e}),
     };
     json.to_string()
+}
+
+/// The BASE/set/result payload saying that a reload dropped a per-inverter
+/// setpoint because its inverter (`can_if`) is no longer configured. The
+/// topic is the one the setpoint was set on.
+pub fn dropped_json(base: &str, dropped: &Dropped, can_if: &str) -> String {
+    let n = dropped.inverter + 1;
+    let topic = format!("{base}/inverter/{n}/set/{}", dropped.kind.field());
+    let error = format!(
+        "setpoint of {} A dropped on reload: inverter {n} ({can_if}) is no longer in the configuration",
+        dropped.setpoint.value
+    );
+    serde_json::json!({"topic": topic, "ok": false, "error": error}).to_string()
 }
 
 #[cfg(test)]

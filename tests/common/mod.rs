@@ -11,14 +11,15 @@ use bms_gateway::can::{CanOpener, CanPort};
 use bms_gateway::codec::{self, Message};
 use bms_gateway::config::{self, Config};
 use bms_gateway::frame::{CanId, Frame};
-use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
 use bms_gateway::recorder::Recorder;
-use bms_gateway::setpoint::SetpointCommand;
+use bms_gateway::reload::Mapping;
+use bms_gateway::setpoint::{Dropped, SetpointCommand};
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, InverterView, SimAlarms};
 use bms_gateway::status::StatusBoard;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,12 +44,23 @@ pub struct Rig {
     pub config: Config,
     pub bus: VirtualBus,
     pub board: Arc<StatusBoard>,
+    /// In start order (a reload adds at the end; see `battery_named`).
     pub batteries: Vec<Battery>,
+    /// Per inverter interface, in start order (a reload adds at the end;
+    /// see `inverter_named`).
     pub received: Vec<Arc<Mutex<Received>>>,
+    /// The interface of each entry of `batteries` and of `received`.
+    battery_names: Vec<String>,
+    inverter_names: Vec<String>,
+    /// How many CAN threads the gateway has started (each calls `opened` once).
+    pub threads_started: Arc<AtomicUsize>,
+    reloads: Sender<Reload>,
     pub commands: Sender<SetpointCommand>,
     /// Ports the test writes to inverters' buses (e.g. 0x305 in sync mode).
     pub inverter_tx: Vec<Mutex<Box<dyn CanPort>>>,
+    timing: Timing,
     stop: Option<shutdown::StopSender>,
+    stop_rx: shutdown::Stop,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -98,70 +110,164 @@ impl Rig {
         let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder));
         let (stop_tx, stop_rx) = shutdown::channel();
         let (commands, commands_rx) = bounded(COMMAND_QUEUE);
-        let mut threads = Vec::new();
-        let mut batteries = Vec::new();
+        let (reloads, reloads_rx) = bounded(1);
+        let threads_started = Arc::new(AtomicUsize::new(0));
+        let mut rig = Rig {
+            config: config.clone(),
+            bus: bus.clone(),
+            board: board.clone(),
+            batteries: Vec::new(),
+            received: Vec::new(),
+            battery_names: Vec::new(),
+            inverter_names: Vec::new(),
+            threads_started: threads_started.clone(),
+            reloads,
+            commands,
+            inverter_tx: Vec::new(),
+            timing,
+            stop: Some(stop_tx),
+            stop_rx: stop_rx.clone(),
+            threads: Vec::new(),
+        };
         for (i, p) in params.into_iter().enumerate() {
-            let battery = Battery {
-                params: Arc::new(Mutex::new(p)),
-                alarms: Arc::default(),
-                silent: Arc::default(),
-                bursts: Arc::default(),
-            };
-            let sim = Sim {
-                params: battery.params.clone(),
-                alarms: battery.alarms.clone(),
-                silent: battery.silent.clone(),
-                bursts: battery.bursts.clone(),
-                timing,
-                phase: Duration::from_nanos((PHASE_STEP.as_nanos() * (i as u128 + 1) % PERIOD.as_nanos()) as u64),
-            };
-            let name = config.inputs[i].can_if.clone();
-            let (bus, stop) = (bus.clone(), stop_rx.clone());
-            threads.push(std::thread::spawn(move || sim.feed(&bus, &name, &stop)));
-            batteries.push(battery);
+            rig.add_battery(&config.inputs[i].can_if, p);
         }
-        let mut received = Vec::new();
-        let mut inverter_tx = Vec::new();
         for o in &config.outputs {
-            let r: Arc<Mutex<Received>> = Arc::default();
-            let (bus2, stop, name, r2) = (bus.clone(), stop_rx.clone(), o.can_if.clone(), r.clone());
-            threads.push(std::thread::spawn(move || listen(&bus2, &name, &r2, &stop)));
-            received.push(r);
-            if let Ok(p) = bus.open(&o.can_if) {
-                inverter_tx.push(Mutex::new(p));
+            rig.add_inverter(&o.can_if);
+        }
+        let started = threads_started;
+        let (recorder_board, recorder_stop) = (board.clone(), stop_rx.clone());
+        rig.threads.push(std::thread::spawn(move || {
+            recorder_board.recorder.run(&recorder_board.events, &recorder_stop)
+        }));
+        rig.threads.push(std::thread::spawn(move || {
+            let opener = board.recorder.opener(&bus);
+            let gateway = Gateway {
+                config: &config,
+                opener: &opener,
+                board: &board,
+                opened: &|| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                },
+                heartbeat: &|_| {},
+                heartbeat_every: bms_gateway::gateway::HEARTBEAT,
+                fault: Fault::None,
+            };
+            gateway.run_reloading(&stop_rx, commands_rx, &reloads_rx);
+        }));
+        rig
+    }
+
+    /// A battery thread for interface `name`, the next one in phase.
+    fn add_battery(&mut self, name: &str, p: BatteryParams) {
+        let i = self.batteries.len();
+        let battery = Battery {
+            params: Arc::new(Mutex::new(p)),
+            alarms: Arc::default(),
+            silent: Arc::default(),
+            bursts: Arc::default(),
+        };
+        let sim = Sim {
+            params: battery.params.clone(),
+            alarms: battery.alarms.clone(),
+            silent: battery.silent.clone(),
+            bursts: battery.bursts.clone(),
+            timing: self.timing,
+            phase: Duration::from_nanos((PHASE_STEP.as_nanos() * (i as u128 + 1) % PERIOD.as_nanos()) as u64),
+        };
+        let (bus, stop, name2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string());
+        self.threads
+            .push(std::thread::spawn(move || sim.feed(&bus, &name2, &stop)));
+        self.batteries.push(battery);
+        self.battery_names.push(name.into());
+    }
+
+    fn add_inverter(&mut self, name: &str) {
+        let r: Arc<Mutex<Received>> = Arc::default();
+        let (bus, stop, name2, r2) = (self.bus.clone(), self.stop_rx.clone(), name.to_string(), r.clone());
+        self.threads
+            .push(std::thread::spawn(move || listen(&bus, &name2, &r2, &stop)));
+        self.received.push(r);
+        if let Ok(p) = self.bus.open(name) {
+            self.inverter_tx.push(Mutex::new(p));
+        }
+        self.inverter_names.push(name.into());
+    }
+
+    /// Reloads the running gateway with `toml`, as SIGHUP does: interfaces
+    /// it adds are created on the bus, with a battery thread fed with
+    /// `params[name]` for each added battery. Returns the setpoints dropped.
+    pub fn reload(&mut self, toml: &str, params: Vec<(&str, BatteryParams)>) -> Vec<Dropped> {
+        let new = config::parse(toml).unwrap_or_else(|p| panic!("test config: {p:#?}"));
+        for name in new.interfaces() {
+            self.bus.create(name);
+        }
+        for (name, p) in params {
+            self.add_battery(name, p);
+        }
+        for o in &new.outputs {
+            if !self.inverter_names.contains(&o.can_if) {
+                self.add_inverter(&o.can_if);
             }
         }
-        {
-            let (config, bus, board, stop) = (config.clone(), bus.clone(), board.clone(), stop_rx.clone());
-            let (recorder_board, recorder_stop) = (board.clone(), stop_rx.clone());
-            threads.push(std::thread::spawn(move || {
-                recorder_board.recorder.run(&recorder_board.events, &recorder_stop)
-            }));
-            threads.push(std::thread::spawn(move || {
-                let opener = board.recorder.opener(&bus);
-                let gateway = Gateway {
-                    config: &config,
-                    opener: &opener,
-                    board: &board,
-                    opened: &|| {},
-                    heartbeat: &|_| {},
-                    heartbeat_every: bms_gateway::gateway::HEARTBEAT,
-                    fault: Fault::None,
-                };
-                gateway.run(&stop, &commands_rx);
-            }));
-        }
-        Rig {
-            config,
-            bus,
-            board,
-            batteries,
-            received,
-            commands,
-            inverter_tx,
-            stop: Some(stop_tx),
-            threads,
-        }
+        let mapping = Mapping::between(&self.config, &new);
+        let board = Arc::new(self.board.reconfigure(&mapping));
+        let (commands, commands_rx) = bounded(COMMAND_QUEUE);
+        let (done, dropped) = bounded(1);
+        let reload = Reload {
+            config: Arc::new(new.clone()),
+            mapping,
+            board: board.clone(),
+            commands: commands_rx,
+            done,
+        };
+        self.reloads.send(reload).expect("gateway running");
+        let dropped = dropped.recv_timeout(Duration::from_secs(5)).expect("reload applied");
+        self.config = new;
+        self.board = board;
+        self.commands = commands;
+        dropped
+    }
+
+    /// The index in `batteries` of the battery on interface `name`.
+    pub fn battery_named(&self, name: &str) -> usize {
+        self.battery_names
+            .iter()
+            .position(|n| n == name)
+            .expect("battery started")
+    }
+
+    /// The index in `received` of the inverter on interface `name`.
+    pub fn inverter_named(&self, name: &str) -> usize {
+        self.inverter_names
+            .iter()
+            .position(|n| n == name)
+            .expect("inverter started")
+    }
+
+    /// When inverter `j` received each frame set (its 0x359), as its own
+    /// listening thread saw them.
+    pub fn frame_sets(&self, j: usize) -> Vec<Instant> {
+        let r = self.received[j].lock().unwrap();
+        r.frames
+            .iter()
+            .filter(|(_, f)| is_id(f, 0x359))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// The longest time inverter `j` went without a frame set between
+    /// `from` and `to` (including the edges).
+    pub fn longest_gap(&self, j: usize, from: Instant, to: Instant) -> Duration {
+        let sets: Vec<Instant> = self
+            .frame_sets(j)
+            .into_iter()
+            .filter(|t| *t >= from && *t <= to)
+            .collect();
+        let mut edges = vec![from];
+        edges.extend(sets);
+        edges.push(to);
+        edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
     }
 
     /// Waits up to `timeout` for `cond` on inverter `j`'s view; returns

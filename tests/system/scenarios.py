@@ -701,9 +701,15 @@ class Mqtt:
         self.start_broker()
 
     def start_broker(self):
-        self.broker = self.ctx.spawn(["mosquitto", "-c", self.conf])
-        ok = wait_for(self._port_open, 10)
-        check(ok, "mosquitto did not start listening")
+        log = os.path.join(harness.TMP, f"mosquitto-{self.port}.log")
+        with open(log, "a") as out:
+            self.broker = self.ctx.spawn(["mosquitto", "-c", self.conf], stdout=out,
+                                         stderr=subprocess.STDOUT)
+        ok = wait_for(self._port_open, 30)  # a busy VM can take long to start it
+        if not ok:
+            with open(log, errors="replace") as f:
+                tail = f.read()[-400:]
+            raise Failure(f"mosquitto did not start listening on {self.port}: {tail!r}")
         self.sub = self.ctx.spawn(["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p",
                                    str(self.port), "-v", "-t", "#"],
                                   stdout=subprocess.PIPE, text=True)
@@ -964,6 +970,187 @@ def signals(ctx):
     time.sleep(3)
     gateway_alive(gw)
     harness.check_window(cap, e_new, t0, time.monotonic(), "after SIGHUP with an invalid config")
+
+
+# --- section 7: reload without a gap ---------------------------------------------------
+
+RELOAD_GAP = 1.2  # the once-a-second rule, with room for the VM's scheduling
+
+
+def sighup(ctx, gw, caps, config, what, settle=3.0, before=2.0):
+    """Writes config, sends SIGHUP, and checks that the reload happened and that
+    no inverter bus in caps went longer than RELOAD_GAP without a frame set
+    (0x359, kernel receive times) from `before` s before it to `settle` s after.
+    A gap that a VM stall explains is inconclusive: the reload is made once more."""
+    for attempt in (1, 2):
+        reloads = gw.log_text().count("configuration reloaded")
+        with open(gw.cfg, "w") as f:
+            f.write(config)
+        t_hup = time.monotonic()
+        gw.proc.send_signal(signal.SIGHUP)
+        time.sleep(settle)
+        t1 = time.monotonic()
+        check(gw.log_text().count("configuration reloaded") == reloads + 1,
+              f"{what}: the reload was not applied: {gw.log_text()[-400:]!r}")
+        gaps = {iface: harness.max_gap(cap, t_hup - before, t1, 0x359) for iface, cap in caps.items()}
+        for iface, gap in gaps.items():
+            ctx.log(f"{what}: {iface}: longest gap between frame sets {gap:.2f}s")
+        stall = harness.STALLS.worst(t_hup - before, t1)
+        if attempt == 1 and max(gaps.values()) > RELOAD_GAP and stall > 0.5:
+            ctx.log(f"{what}: the VM stalled for {stall:.1f}s: inconclusive, reloading again")
+            continue
+        for iface, gap in gaps.items():
+            check(gap <= RELOAD_GAP, f"{what}: {iface}: {gap:.2f}s without a frame set around the "
+                                     "reload (spec: a reload never interrupts the inverters' frames)")
+        break
+    gateway_alive(gw)
+    return t_hup
+
+
+def never_degraded_or_safe(cap, t0, what):
+    """No frame set since t0 flags a lost battery (degraded) or allows no charge."""
+    bad = [f for f in cap.since(t0) if (f.id == 0x359 and f.data[3] & pylon.ALARM2_INTERNAL_COMM_FAIL)
+           or (f.id == 0x351 and pylon.frame_fields(f.id, f.data)[(0x351, "ccl_0.1A")] == 0)]
+    check(not bad, f"{cap.iface}: {what}: {harness.describe(bad)}")
+
+
+@scenario("reload", budget=240)
+def reload(ctx):
+    """SIGHUP in the ok, degraded, safe and start-up states, adding and removing a battery
+    and an inverter, with a broker that stopped answering: the inverters' frames never
+    stop (<= 1.2 s between frame sets), setpoints are kept or reported dropped."""
+    # A port of its own each try: a retried scenario must not meet its first broker.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = "sysreload"
+    ctx.vcan("sbat1", "sbat2", "sbat3", "sinv1", "sinv2")
+    # Same CVL on all, so that the safe state's "last known value" is unambiguous;
+    # currents chosen so that no share is a rounding tie.
+    a = ctx.battery("sbat1", bat_a(cvl=53.6))
+    b = ctx.battery("sbat2", bat_b(cvl=53.6, i=10.6))
+    c = ctx.battery("sbat3", bat_c(cvl=53.6, i=-5.2))
+    caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
+    m = Mqtt(ctx, port)
+    mcfg = {"ACTIVATED": True, "BROKER": "127.0.0.1", "PORT": port, "INTERVAL": 1.0,
+            "BASE-TOPIC": base, "CLIENT-ID": "systest-reload", "CONTROL-ACTIVATED": True}
+    om = dict(i_scaling=0.5)
+
+    # STALE-TIMEOUT 4 s: longer than the VM's stalls, so that none makes a battery stale.
+    def cfg(inputs, outputs=("sinv1", "sinv2"), note="", stale=4.0, mqtt=mcfg):
+        # A new DESCRIPTION each time: inverter 1's section changes, its thread restarts.
+        outs = [{"CAN-IF": o, "I-SCALING": 0.5} for o in outputs]
+        outs[0]["DESCRIPTION"] = f"inverter one {note}"
+        return harness.config(inputs_cfg(*inputs), outs, {"STALE-TIMEOUT": stale}, mqtt=mqtt)
+
+    def views(bats, state="ok"):
+        """Both inverters with the 20 A system charge setpoint; inverter 2 with its own 30 A
+        discharge setpoint."""
+        comb = pylon.combine([(v, CAPS[i]) for v, i in bats])
+        comb = dict(comb, ccl=min(comb["ccl"], 20))
+        v = {"sinv1": pylon.inverter_view(comb, om),
+             "sinv2": pylon.inverter_view(comb, om, setpoint_discharge=30)}
+        if state == "degraded":
+            v = {k: pylon.degraded(x) for k, x in v.items()}
+        return {k: pylon.expected_fields(x) for k, x in v.items()}
+
+    def setp(topic, payload):
+        t0 = time.monotonic()
+        m.pub(f"{base}/{topic}", payload)
+        r = m.wait_json(t0, f"{base}/set/result", lambda j: j.get("topic") == f"{base}/{topic}", 10)
+        check(r is not None and r.get("ok") is True, f"{topic} = {payload!r}: result {r}")
+
+    def kept(e, t0, what):
+        for j, cap in caps.items():
+            harness.check_window(cap, e[j], t0, time.monotonic(), what)
+
+    gw = ctx.gateway(cfg(["sbat1", "sbat2"]))
+    ab = [(a.values, "sbat1"), (b.values, "sbat2")]
+    harness.wait_state(caps["sinv1"], expect(ab, om), 20, "ok state")
+    check(m.wait(0, f"{base}/status", lambda p: p == "online", 15), f"no 'online' on {base}/status")
+    # The setpoints, without TTL: 20 A for the system, 30 A discharge for inverter 2.
+    setp("set/i_lim_charge", "20")
+    setp("inverter/2/set/i_lim_discharge", "30")
+    e = views(ab)
+    for j, cap in caps.items():
+        harness.wait_state(cap, e[j], 8, "setpoints applied")
+    t = sighup(ctx, gw, caps, cfg(["sbat1", "sbat2"], note="ok"), "ok state")
+    kept(e, t, "ok state after the reload, both setpoints kept")
+    # Degraded: battery 2 silent.
+    b.paused = True
+    e = views([(a.values, "sbat1")], "degraded")
+    for j, cap in caps.items():
+        harness.wait_state(cap, e[j], 10, "degraded state")
+    t = sighup(ctx, gw, caps, cfg(["sbat1", "sbat2"], note="degraded"), "degraded state")
+    kept(e, t, "degraded state after the reload")
+    # Safe: both silent; the safe state goes on being sent.
+    a.paused = True
+    t0 = time.monotonic()
+    for cap in caps.values():
+        check(wait_for(lambda cap=cap: safe_reached(cap, t0, 536), 8, 0.2), f"{cap.iface}: no safe state")
+    t = sighup(ctx, gw, caps, cfg(["sbat1", "sbat2"], note="safe"), "safe state")
+    for cap in caps.values():
+        check_safe(cap, t, time.monotonic(), 536, "safe state after the reload")
+    # A battery added: it is waited for, never counted as lost.
+    a.paused = b.paused = False
+    e = views(ab)
+    for j, cap in caps.items():
+        harness.wait_state(cap, e[j], 10, "ok state again")
+    t = sighup(ctx, gw, caps, cfg(["sbat1", "sbat2", "sbat3"], note="added"), "battery 3 added")
+    for cap in caps.values():
+        never_degraded_or_safe(cap, t, "after adding battery 3")
+    abc = ab + [(c.values, "sbat3")]
+    e = views(abc)
+    for j, cap in caps.items():
+        harness.wait_state(cap, e[j], 10, "ok state with battery 3")
+    # Battery 2 and inverter 2 removed: inverter 2's setpoint is dropped and said so.
+    t = sighup(ctx, gw, {"sinv1": caps["sinv1"]}, cfg(["sbat1", "sbat3"], ["sinv1"], note="removed"),
+               "battery 2 and inverter 2 removed")
+    never_degraded_or_safe(caps["sinv1"], t, "after removing battery 2")
+    late = caps["sinv2"].since(t + 1.0)
+    check(not late, f"sinv2 still gets frames after its removal: {harness.describe(late)}")
+    r = m.wait_json(t, f"{base}/set/result",
+                    lambda j: j["topic"] == f"{base}/inverter/2/set/i_lim_discharge" and j["ok"] is False)
+    check(r is not None and "dropped" in r.get("error", ""),
+          f"no result saying inverter 2's setpoint was dropped: {m.since(t, f'{base}/set/result')}")
+    e = views([(a.values, "sbat1"), (c.values, "sbat3")])
+    harness.wait_state(caps["sinv1"], e["sinv1"], 10, "ok state with batteries 1 and 3")
+    # A broker that holds the connection but answers nothing delays no frame.
+    os.kill(m.broker.pid, signal.SIGSTOP)
+    try:
+        t = sighup(ctx, gw, {"sinv1": caps["sinv1"]}, cfg(["sbat1", "sbat3"], ["sinv1"], note="mute"),
+                   "broker not answering")
+        harness.check_window(caps["sinv1"], e["sinv1"], t, time.monotonic(),
+                             "with the broker not answering")
+    finally:
+        os.kill(m.broker.pid, signal.SIGCONT)
+    dt, rc = gw.signal_stop(signal.SIGTERM, 10)
+    check(rc == 0, f"exit code {rc} after SIGTERM")
+    # Start-up: battery 2 silent, so the wait runs its whole STALE-TIMEOUT (4 s);
+    # a reload 2 s in must not start it again.
+    b.paused = True
+    no_mqtt = {"ACTIVATED": False}
+    gw = ctx.gateway(cfg(["sbat1", "sbat2"], ["sinv1"], note="start", stale=4.0, mqtt=no_mqtt))
+    # The signal handlers are in place once "starting" is logged (a SIGHUP before
+    # that ends the process); the start-up wait begins just after.
+    check(wait_for(lambda: "starting" in gw.log_text(), 10, 0.05), "the gateway did not start")
+    started = time.monotonic()
+    time.sleep(2.0)
+    with open(gw.cfg, "w") as f:
+        f.write(cfg(["sbat1", "sbat2"], ["sinv1"], note="start 2", stale=4.0, mqtt=no_mqtt))
+    gw.proc.send_signal(signal.SIGHUP)
+    check(wait_for(lambda: caps["sinv1"].since(gw.started), 10),
+          f"nothing sent after the start-up wait: {gw.log_text()[-400:]!r}")
+    first = caps["sinv1"].since(gw.started)[0].t - started
+    ctx.log(f"start-up: first frame {first:.2f}s after the start (reload at 2 s, STALE-TIMEOUT 4 s)")
+    check(3.8 <= first <= 5.6, f"first frame {first:.2f}s after the start: the start-up wait "
+                               "should end 4 s after the start, not 4 s after the reload")
+    check("configuration reloaded" in gw.log_text(), "the reload during start-up was not applied")
+    t0 = started + first
+    time.sleep(3)
+    gap = harness.max_gap(caps["sinv1"], t0, time.monotonic(), 0x359)
+    ctx.log(f"start-up: longest gap between frame sets after the wait {gap:.2f}s")
+    check(gap <= RELOAD_GAP, f"{gap:.2f}s without a frame set after the start-up wait")
 
 
 # --- make run-vcan ----------------------------------------------------------------------
