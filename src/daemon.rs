@@ -47,6 +47,9 @@ struct MqttRun {
     board: Arc<StatusBoard>,
     commands: Sender<SetpointCommand>,
     results: Vec<String>,
+    /// The config_reloaded event of the reload that made this run, raised by
+    /// the lane once the run before has stopped (see [`mqtt_lane`]).
+    reloaded: Option<String>,
 }
 
 /// Runs until SIGTERM or SIGINT. Errors are for the log and the exit code.
@@ -91,7 +94,7 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
         s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
         s.spawn(move || mqtt_lane(&mqtt_runs));
         s.spawn(|| board.recorder.run(&board.events, &stop));
-        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new());
+        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new(), None);
         if first.http.activated {
             let (first, latest, stop) = (&first, &latest, &stop);
             s.spawn(move || crate::http::run_latest(first, latest, stop));
@@ -176,7 +179,6 @@ fn reload(
     };
     let results = report_dropped(&running.config, &new, &dropped);
     let now = Running { config: new, board };
-    start_mqtt(mqtt, &now, commands_tx, results);
     let message = format!(
         "configuration reloaded from {}: {} batteries, {} inverters",
         path.display(),
@@ -184,7 +186,7 @@ fn reload(
         now.config.outputs.len()
     );
     log::info!("{message}");
-    now.board.events.emit(Kind::ConfigReloaded, Subject::System, message);
+    start_mqtt(mqtt, &now, commands_tx, results, Some(message));
     now
 }
 
@@ -224,27 +226,49 @@ fn report_dropped(old: &Config, new: &Config, dropped: &[Dropped]) -> Vec<String
         .collect()
 }
 
-fn start_mqtt(lane: &Sender<MqttRun>, running: &Running, commands: Sender<SetpointCommand>, results: Vec<String>) {
+fn start_mqtt(
+    lane: &Sender<MqttRun>,
+    running: &Running,
+    commands: Sender<SetpointCommand>,
+    results: Vec<String>,
+    reloaded: Option<String>,
+) {
     let run = MqttRun {
         config: running.config.clone(),
         board: running.board.clone(),
         commands,
         results,
+        reloaded,
     };
-    if lane.try_send(run).is_err() {
+    if let Err(refused) = lane.try_send(run) {
         log::error!("MQTT is still restarting from earlier reloads; it keeps the configuration it has");
+        announce(refused.into_inner());
     }
+}
+
+/// Raises a run's config_reloaded event, once.
+fn announce(mut run: MqttRun) -> MqttRun {
+    if let Some(message) = run.reloaded.take() {
+        run.board.events.emit(Kind::ConfigReloaded, Subject::System, message);
+    }
+    run
 }
 
 /// The MQTT lane: one MQTT run at a time, each stopped (with its "offline")
 /// before the next starts, so that the broker sees them in order. Ends when
 /// `runs` is disconnected.
+///
+/// A reload's config_reloaded event is raised here, after the run before
+/// has stopped: raised earlier, that run could still take it and queue it
+/// behind its in-flight messages, then disconnect with it unsent, while the
+/// shared "published" mark says it went out. The new run publishes it.
 fn mqtt_lane(runs: &Receiver<MqttRun>) {
     let Ok(mut next) = runs.recv() else { return };
     loop {
-        // Only the newest configuration matters.
+        // Only the newest configuration matters (each reload still says so).
+        next = announce(next);
         while let Ok(newer) = runs.try_recv() {
-            next = newer;
+            next = announce(newer);
         }
         let run = next;
         let following = if run.config.mqtt.activated {
