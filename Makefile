@@ -4,10 +4,10 @@
 # on Debian bookworm in CI); nothing else is installed by hand.
 
 CARGO ?= cargo
-SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl python3 python3-jinja2 can-utils qemu-system-x86 linux-image-amd64 busybox-static lintian dpkg-dev systemd udev chromium prometheus
+SYSTEM_PACKAGES := mosquitto mosquitto-clients openssl python3 python3-jinja2 can-utils qemu-system-x86 linux-image-amd64 busybox-static lintian dpkg-dev systemd udev chromium prometheus valgrind
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release test test-unit test-system test-deb demo bench bench-system lint fmt fuzz run-vcan deb deps clean
+.PHONY: all build release test test-unit test-system test-deb demo bench bench-cost bench-system lint fmt fuzz run-vcan deb deps clean
 
 all: build
 
@@ -54,6 +54,11 @@ deb:
 
 bench: build
 	bash benches/run.sh
+
+## Instructions per input frame and per idle second (valgrind's callgrind:
+## counts that do not depend on the machine's load).
+bench-cost: deps
+	bash benches/frame_cost.sh
 
 bench-system: deps build
 	$(CARGO) build --release --example gateway_bench

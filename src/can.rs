@@ -64,6 +64,12 @@ pub trait CanPort: Send {
     /// the interface goes down (as the kernel does); the next call waits
     /// for frames again, which come once it is up.
     fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError>;
+    /// [`CanPort::read_until`] for a caller that has just read the clock
+    /// (`now`), which saves the port a clock read per wait.
+    fn read_until_from(&mut self, now: Instant, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        let _ = now;
+        self.read_until(deadline, stop)
+    }
     /// Sends one frame.
     fn write(&mut self, frame: &Frame) -> Result<(), CanError>;
     /// The link state right after opening: `Down` with what to do when the

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often every worker shows a heartbeat while idle (at most: the
-/// supervisor may ask for more often, see `Supervision::heartbeat_every`).
-/// Otherwise each thread sleeps until an event or its next real deadline
-/// (docs/waking.md).
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often every worker shows a heartbeat while idle when no watchdog
+/// checks the heartbeats (with one, `Supervision::heartbeat_every` sets it
+/// from the watchdog's period). Otherwise each thread sleeps until an event
+/// or its next real deadline (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -196,6 +196,8 @@ impl Service for InputService<'_, '_> {
                     next_poll = now + period;
                     // A failed poll shows up again on the next read; nothing to add here.
                     let _ = port.write(&codec::encode(&Message::KeepAlive));
+                    // A write may wait (a full transmit queue).
+                    now = Instant::now();
                 }
                 deadline = deadline.min(next_poll);
             }
@@ -203,7 +205,7 @@ impl Service for InputService<'_, '_> {
             if let Some(at) = assembler.next_deadline() {
                 deadline = deadline.min(at);
             }
-            let woke = port.read_until(deadline, input.stop);
+            let woke = port.read_until_from(now, deadline, input.stop);
             now = Instant::now();
             match woke {
                 Ok(Wake::Frame(frame)) => {

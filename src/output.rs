@@ -241,8 +241,8 @@ impl Output<'_> {
     /// latest state or the next heartbeat is due.
     ///
     /// The inverter's frames wait in the socket and are read at each wake-up
-    /// (at least once a second with a state to repeat): the silent watch
-    /// needs no wake-ups of its own.
+    /// (at least once a second with a state to repeat, and when the
+    /// inverter would turn silent by INVERTER-TIMEOUT).
     fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, peer: &mut Peer) -> Result<(), CanError> {
         let Carried { latest, last_sent } = carried;
         let mut timer = PushTimer {
@@ -257,6 +257,11 @@ impl Output<'_> {
             self.drain(port, peer, now)?;
             self.check_talk(peer, now);
             let mut deadline = now + self.heartbeat_every;
+            // The inverter's frames are read at wake-ups: wake when it would
+            // turn silent, to read them first.
+            if let Some(at) = peer.watch.deadline() {
+                deadline = deadline.min(at);
+            }
             if let Some(state) = latest.as_ref() {
                 if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
                     deadline = deadline.min(at);
@@ -350,7 +355,7 @@ impl Output<'_> {
     /// left to the transmissions to report.
     fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
         for _ in 0..DRAIN_MAX {
-            match port.read_until(now, self.stop) {
+            match port.read_until_from(now, now, self.stop) {
                 Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
                 Ok(_) | Err(CanError::Down(_)) => return Ok(()),
                 Err(e) => return Err(e),

@@ -369,6 +369,14 @@ impl CanPort for RecordingPort {
         woke
     }
 
+    fn read_until_from(&mut self, now: Instant, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        let woke = self.port.read_until_from(now, deadline, stop);
+        if let Ok(Wake::Frame(frame)) = &woke {
+            self.recorder.record(self.index, frame);
+        }
+        woke
+    }
+
     fn write(&mut self, frame: &Frame) -> Result<(), CanError> {
         let written = self.port.write(frame);
         if written.is_ok() {

@@ -88,11 +88,12 @@ impl Supervision {
         }
     }
 
-    /// How often each worker must beat while idle: [`HEARTBEAT`], or more
-    /// often when the watchdog is checked more often than twice that (a
-    /// short `WatchdogSec=`), so that every check window holds a beat.
+    /// How often each worker must beat while idle: twice per watchdog
+    /// check, so that every check window holds a beat (a quarter of
+    /// `WatchdogSec=`), and [`HEARTBEAT`] when no watchdog checks them. A
+    /// beat is a wake-up: idle, the beats are most of the gateway's cost.
     pub fn heartbeat_every(&self) -> Duration {
-        self.watchdog.map_or(HEARTBEAT, |check| HEARTBEAT.min(check / 2))
+        self.watchdog.map_or(HEARTBEAT, |check| (check / 2).min(HEARTBEAT))
     }
 
     /// Called by each CAN thread once its interface has been tried.

@@ -128,16 +128,15 @@ enum Ready {
     /// The socket has a frame or an error to read, or the wait was cut short:
     /// try a read and look at the clock again.
     Socket,
+    /// The whole timeout passed with nothing to read.
+    TimedOut,
     Stop,
 }
 
 /// Sleeps in poll(2) until `fd` or `stop` is readable, or `timeout` passes.
 fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> io::Result<Ready> {
-    let timeout = if stop.is_some() {
-        timeout
-    } else {
-        timeout.min(FALLBACK_SLICE)
-    };
+    let whole = stop.is_some() || timeout <= FALLBACK_SLICE;
+    let timeout = if whole { timeout } else { FALLBACK_SLICE };
     // Rounded up: waking a little after the deadline is right, before it a wasted wake.
     let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
     let mut fds = [
@@ -164,34 +163,66 @@ fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> 
     }
     Ok(if fds[1].revents != 0 {
         Ready::Stop
+    } else if n == 0 && whole {
+        Ready::TimedOut
     } else {
         Ready::Socket
     })
 }
 
-impl CanPort for SocketPort {
-    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
-        let fd = self.socket.as_raw_fd();
-        loop {
-            match receive_now(fd) {
-                Ok(Some(frame)) => match to_core(&frame) {
-                    Some(frame) => return Ok(Wake::Frame(frame)),
-                    None => continue,
-                },
-                Ok(None) => {}
-                Err(e) => return Err(classify(&e)),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(Wake::Deadline);
-            }
-            if stop.fd().is_none() && stop.requested() {
-                return Ok(Wake::Stopped);
-            }
-            if wait_readable(fd, stop.fd(), deadline - now).map_err(|e| classify(&e))? == Ready::Stop {
-                return Ok(Wake::Stopped);
+/// One frame if the socket holds one (error frames skipped), without waiting.
+fn take_frame(fd: RawFd) -> Result<Option<Frame>, CanError> {
+    loop {
+        match receive_now(fd) {
+            Ok(Some(frame)) => match to_core(&frame) {
+                Some(frame) => return Ok(Some(frame)),
+                None => continue,
+            },
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(classify(&e)),
+        }
+    }
+}
+
+/// `read_until`, with the clock read `now` when the caller has one. Each
+/// system call counts where the clock source has no vDSO (an emulated
+/// machine, where every clock read is one), so a wait costs poll(2) and one
+/// read per frame: it starts in poll(2), which returns at once when a frame
+/// is waiting, and a wait that ends at its deadline returns without a read or
+/// a clock read. A deadline that is due already takes what is waiting
+/// without a wait (a drain: one read per frame).
+fn wait_frame(fd: RawFd, now: Option<Instant>, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+    let mut at = now.unwrap_or_else(Instant::now);
+    if at >= deadline {
+        return Ok(take_frame(fd)?.map_or(Wake::Deadline, Wake::Frame));
+    }
+    loop {
+        if stop.fd().is_none() && stop.requested() {
+            return Ok(Wake::Stopped);
+        }
+        match wait_readable(fd, stop.fd(), deadline - at).map_err(|e| classify(&e))? {
+            Ready::Stop => return Ok(Wake::Stopped),
+            Ready::TimedOut => return Ok(Wake::Deadline),
+            Ready::Socket => {
+                if let Some(frame) = take_frame(fd)? {
+                    return Ok(Wake::Frame(frame));
+                }
             }
         }
+        at = Instant::now();
+        if at >= deadline {
+            return Ok(Wake::Deadline);
+        }
+    }
+}
+
+impl CanPort for SocketPort {
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        wait_frame(self.socket.as_raw_fd(), None, deadline, stop)
+    }
+
+    fn read_until_from(&mut self, now: Instant, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
+        wait_frame(self.socket.as_raw_fd(), Some(now), deadline, stop)
     }
 
     fn link(&self) -> LinkState {
@@ -266,14 +297,66 @@ mod tests {
         let (tx, stop) = crate::shutdown::channel();
         let t0 = Instant::now();
         let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_millis(30)).unwrap();
-        assert_eq!(r, Ready::Socket);
+        assert_eq!(r, Ready::TimedOut);
         assert!(t0.elapsed() >= Duration::from_millis(30), "slept the whole timeout");
+        // Without a stop descriptor a long wait is cut into slices: not timed out.
+        let r = wait_readable(b.as_raw_fd(), None, Duration::from_secs(60)).unwrap();
+        assert_eq!(r, Ready::Socket);
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "one slice, not the whole minute"
+        );
         a.send(b"x").unwrap();
         let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_secs(60)).unwrap();
         assert_eq!(r, Ready::Socket);
         tx.stop();
         let r = wait_readable(b.as_raw_fd(), stop.fd(), Duration::from_secs(60)).unwrap();
         assert_eq!(r, Ready::Stop);
+    }
+
+    /// A datagram socket pair stands in for the CAN socket: the same
+    /// fixed-size reads and poll(2) readiness.
+    #[test]
+    fn a_wait_returns_each_frame_then_the_deadline_and_drains_when_due() {
+        use std::os::unix::net::UnixDatagram;
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let (_tx, stop) = crate::shutdown::channel();
+        let send = move |id: u32| {
+            // SAFETY: can_frame is plain old data; all zeroes is a valid value.
+            let mut raw: libc::can_frame = unsafe { std::mem::zeroed() };
+            raw.can_id = id;
+            raw.can_dlc = 1;
+            raw.data[0] = 7;
+            // SAFETY: reads the bytes of a live can_frame.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&raw const raw).cast::<u8>(), std::mem::size_of::<libc::can_frame>())
+            };
+            a.send(bytes).unwrap();
+        };
+        let fd = b.as_raw_fd();
+        let frame = |id| Wake::Frame(Frame::standard(id, &[7]));
+        let t0 = Instant::now();
+        assert_eq!(
+            wait_frame(fd, Some(t0), t0 + Duration::from_millis(30), &stop),
+            Ok(Wake::Deadline)
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(30), "slept until the deadline");
+        send(0x351);
+        send(0x355);
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(wait_frame(fd, None, later, &stop), Ok(frame(0x351)));
+        // A deadline that is due already still takes what is waiting.
+        let now = Instant::now();
+        assert_eq!(wait_frame(fd, Some(now), now, &stop), Ok(frame(0x355)));
+        assert_eq!(wait_frame(fd, Some(now), now, &stop), Ok(Wake::Deadline));
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            send(0x356);
+        });
+        assert_eq!(wait_frame(fd, Some(Instant::now()), later, &stop), Ok(frame(0x356)));
+        sender.join().unwrap();
+        drop(_tx);
+        assert_eq!(wait_frame(fd, None, later, &stop), Ok(Wake::Stopped));
     }
 
     #[test]

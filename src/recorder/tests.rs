@@ -46,6 +46,15 @@ fn ports_record_what_they_read_and_write_and_a_request_writes_it() {
     battery_side.write(&sent).unwrap();
     let got = input.read(Duration::from_secs(1)).unwrap();
     assert_eq!(got, Some(sent));
+    // The gateway's input threads wait with the clock they have read.
+    let second = Frame::standard(0x355, &[0x50, 0x00]);
+    battery_side.write(&second).unwrap();
+    let (_keep, no_stop) = crate::shutdown::channel();
+    let now = Instant::now();
+    let woke = input
+        .read_until_from(now, now + Duration::from_secs(1), &no_stop)
+        .unwrap();
+    assert_eq!(woke, Wake::Frame(second));
     let extended = Frame::new(CanId::Extended(0x305), FrameKind::Data, &[]);
     output.write(&extended).unwrap();
     other.write(&sent).unwrap();
@@ -58,14 +67,15 @@ fn ports_record_what_they_read_and_write_and_a_request_writes_it() {
         written
     })
     .unwrap();
-    assert_eq!(written.frames, 2);
+    assert_eq!(written.frames, 3);
     let name = written.path.file_name().unwrap().to_str().unwrap().to_owned();
     assert!(dump::is_recording(&name) && name.ends_with("-request.log"), "{name}");
     let text = std::fs::read_to_string(&written.path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].ends_with(") bat1 351#1402C012"), "{text}");
-    assert!(lines[1].ends_with(") inv1 00000305#"), "{text}");
+    assert!(lines[1].ends_with(") bat1 355#5000"), "{text}");
+    assert!(lines[2].ends_with(") inv1 00000305#"), "{text}");
     let event = &events.after(0)[0];
     assert_eq!(event.kind, Kind::RecordingWritten);
     assert!(event.message.contains(&name), "{}", event.message);

@@ -1466,6 +1466,27 @@ def process_cpu_ns(pid):
     return total
 
 
+def thread_cpu_ns(pid):
+    """CPU time (schedstat) per thread name, in ns."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except OSError:
+            continue
+        out[name] = out.get(name, 0) + ns
+    return out
+
+
+def cpu_by_thread(before, after, secs):
+    """The threads that used CPU between two thread_cpu_ns samples, in ms/s."""
+    used = {k: (after.get(k, 0) - before.get(k, 0)) / 1e6 / secs for k in sorted(after)}
+    return ", ".join(f"{k} {v:.2f}" for k, v in used.items() if v >= 0.005)
+
+
 def wakeups(pid):
     """Voluntary context switches per thread name, summed over /proc/PID/task/*."""
     out = {}
@@ -1534,30 +1555,32 @@ def bench_idle(ctx):
     time.sleep(3)
     pid = gw.proc.pid
     n_threads = gw.threads()
-    cpu0, w0, t0 = process_cpu_ns(pid), wakeups(pid), time.monotonic()
+    cpu0, w0, th0, t0 = process_cpu_ns(pid), wakeups(pid), thread_cpu_ns(pid), time.monotonic()
     time.sleep(window)
-    cpu1, w1, t1 = process_cpu_ns(pid), wakeups(pid), time.monotonic()
+    cpu1, w1, th1, t1 = process_cpu_ns(pid), wakeups(pid), thread_cpu_ns(pid), time.monotonic()
     idle_s = t1 - t0
     per_thread = {k: (w1.get(k, 0) - w0.get(k, 0)) / idle_s for k in sorted(w1)}
     total = sum(per_thread.values())
     ctx.note(f"idle (no CAN traffic, MQTT connected), {idle_s:.0f} s: process CPU "
              f"{(cpu1 - cpu0) / 1e6 / idle_s:.3f} ms/s; voluntary context switches "
              f"{total:.2f}/s over {n_threads} threads (target <= N+M+3 = 6): "
-             + ", ".join(f"{k} {v:.2f}" for k, v in per_thread.items()))
+             + ", ".join(f"{k} {v:.2f}" for k, v in per_thread.items())
+             + "; CPU ms/s by thread: " + cpu_by_thread(th0, th1, idle_s))
     gateway_alive(gw)
     a = ctx.battery("sbat1", bat_a(), period=1.0)
     b = ctx.battery("sbat2", bat_b(), period=1.0)
     cap = ctx.capture("sinv1")
     e = expect([(a.values, "sbat1"), (b.values, "sbat2")], INV1_MODEL)
     harness.wait_state(cap, e, 20, "ok state")
-    cpu0, t0 = process_cpu_ns(pid), time.monotonic()
+    cpu0, th0, t0 = process_cpu_ns(pid), thread_cpu_ns(pid), time.monotonic()
     time.sleep(window)
-    cpu1, t1 = process_cpu_ns(pid), time.monotonic()
+    cpu1, th1, t1 = process_cpu_ns(pid), thread_cpu_ns(pid), time.monotonic()
     frames = sum(len(c.since(t0, t1)) for c in in_caps.values())
     check(frames > 0, "no input frames in the traffic window")
     ctx.note(f"1 telegram/s per battery, {t1 - t0:.0f} s: {frames} input frames, process CPU "
              f"{(cpu1 - cpu0) / 1e6 / (t1 - t0):.3f} ms/s = "
-             f"{(cpu1 - cpu0) / 1e3 / frames:.0f} us per input frame (target <= 130)")
+             f"{(cpu1 - cpu0) / 1e3 / frames:.0f} us per input frame (target <= 130); "
+             "CPU ms/s by thread: " + cpu_by_thread(th0, th1, t1 - t0))
     gateway_alive(gw)
 
 
