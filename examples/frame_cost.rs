@@ -29,31 +29,14 @@ use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::StatusBoard;
 use crossbeam_channel::bounded;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// The configuration of the system test `bench_idle`, MQTT off.
 const CONFIG: &str = r#"
@@ -144,7 +127,7 @@ fn main() -> ExitCode {
             .map(|n| bus.open(n).expect("the battery interfaces exist"))
             .collect();
         std::thread::sleep(Duration::from_secs_f64(o.idle));
-        let allocs0 = ALLOCS.load(Ordering::Relaxed);
+        let allocs0 = counting::allocations();
         let start = Instant::now();
         let mut next = start;
         while next < start + Duration::from_secs_f64(o.traffic) {
@@ -156,7 +139,7 @@ fn main() -> ExitCode {
             next += o.period;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
-        let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
+        let allocs = counting::allocations() - allocs0;
         drop(stop_tx);
         (board.input(0, |s| s.frames) + board.input(1, |s| s.frames), allocs)
     });

@@ -47,7 +47,6 @@ use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use bms_gateway::status::{LinkState, StatusBoard};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,31 +54,11 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- allocations
 
-/// Counts every heap allocation in the process (all threads).
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 // ------------------------------------------------------------ CPU and memory
 
@@ -876,9 +855,9 @@ fn bench(o: &Options) -> ExitCode {
         gateway_threads_cpu(),
         Instant::now(),
     );
-    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let a0 = counting::allocations();
     std::thread::sleep(Duration::from_secs_f64(o.secs));
-    let a1 = ALLOCS.load(Ordering::Relaxed);
+    let a1 = counting::allocations();
     let (f1, t1, d1, c1, g1, w1) = (
         rig.frames(),
         rig.telegrams(),
