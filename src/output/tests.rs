@@ -208,3 +208,111 @@ fn the_profile_paces_pushes() {
     c.push_min_delay = Duration::ZERO;
     assert_eq!(min_delay(&c), Duration::ZERO);
 }
+
+/// Delays the last frame (0x35F) of every other SMA transmission by 60 ms
+/// before writing it, and records when each frame was written.
+struct SlowEveryOther {
+    bus: crate::can::virtual_bus::VirtualBus,
+    written: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u32)>>>,
+}
+
+struct SlowPort {
+    inner: Box<dyn CanPort>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<(Instant, u32)>>>,
+    last_frames: usize,
+}
+
+impl crate::can::CanOpener for SlowEveryOther {
+    fn open(&self, interface: &str) -> Result<Box<dyn CanPort>, CanError> {
+        Ok(Box::new(SlowPort {
+            inner: self.bus.open(interface)?,
+            written: self.written.clone(),
+            last_frames: 0,
+        }))
+    }
+}
+
+impl CanPort for SlowPort {
+    fn read(&mut self, timeout: Duration) -> Result<Option<Frame>, CanError> {
+        self.inner.read(timeout)
+    }
+    fn read_until(&mut self, deadline: Instant, stop: &Stop) -> Result<crate::can::Wake, CanError> {
+        self.inner.read_until(deadline, stop)
+    }
+    fn write(&mut self, frame: &Frame) -> Result<(), CanError> {
+        let id = frame.id.raw();
+        if id == 0x35F {
+            self.last_frames += 1;
+            if self.last_frames % 2 == 1 {
+                std::thread::sleep(Duration::from_millis(60));
+            }
+        }
+        self.inner.write(frame)?;
+        self.written.lock().unwrap().push((Instant::now(), id));
+        Ok(())
+    }
+}
+
+/// Regression (a VM run saw 193 ms): SMA's 200 ms per ID holds from the
+/// write of the frame, even when the previous transmission was slow to go
+/// out. New states arrive every 20 ms, so every push waits for the pacing.
+#[test]
+fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
+    let config = crate::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n\
+         [[bmses-out]]\nCAN-IF = \"inv\"\nPROFILE = \"sma\"\n",
+    )
+    .unwrap()
+    .outputs
+    .remove(0);
+    let bus = crate::can::virtual_bus::VirtualBus::new();
+    bus.create("inv");
+    let opener = SlowEveryOther {
+        bus,
+        written: Default::default(),
+    };
+    let board = crate::status::StatusBoard::new(0, 1);
+    let slot = board.output_slot(0);
+    let mailbox = Mailbox::default();
+    let (stop_tx, stop) = crate::shutdown::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            Output {
+                config: &config,
+                opener: &opener,
+                mailbox: &mailbox,
+                slot: &slot,
+                events: &board.events,
+                stop: &stop,
+                opened: &|| {},
+                heartbeat: &|| {},
+                heartbeat_every: Duration::from_secs(5),
+            }
+            .run(Carried::default())
+        });
+        let start = Instant::now();
+        let mut soc = 10.0;
+        while start.elapsed() < Duration::from_millis(1600) {
+            let mut b = battery();
+            soc += 1.0;
+            b.soc = soc;
+            mailbox.put(shaped(b, Instant::now(), Duration::from_secs(8)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stop_tx);
+    });
+    let written = opener.written.lock().unwrap();
+    let mut last: std::collections::HashMap<u32, Instant> = Default::default();
+    let mut shortest = Duration::MAX;
+    for &(at, id) in written.iter() {
+        if let Some(before) = last.insert(id, at) {
+            shortest = shortest.min(at - before);
+        }
+    }
+    let sets = written.iter().filter(|(_, id)| *id == 0x35F).count();
+    assert!(sets >= 4, "only {sets} transmissions in 1.6 s");
+    assert!(
+        shortest >= Duration::from_millis(200),
+        "an ID went out again after {shortest:?}"
+    );
+}
