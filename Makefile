@@ -29,8 +29,14 @@ deps:
 ## Every test: unit, property and integration tests (in-process bus, real
 ## Mosquitto), then the system tests on real SocketCAN in a VM, then the
 ## Debian package tests.
+## The release build for the system tests runs beside `cargo test`, whose
+## tests mostly wait (real threads, real time) and leave a core idle; its
+## output is shown only when it fails.
 test: deps
-	$(CARGO) test --all-targets
+	@mkdir -p target; $(CARGO) build --release >target/release-build.log 2>&1 & build=$$!; \
+	$(CARGO) test --all-targets; tests=$$?; \
+	if ! wait $$build; then cat target/release-build.log; echo "make test: the release build failed"; exit 1; fi; \
+	exit $$tests
 	$(MAKE) test-system
 	$(MAKE) test-deb
 

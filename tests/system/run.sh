@@ -18,7 +18,8 @@
 #   vcan, NAME@sja1000 on the emulated controllers. `bench` runs the timing
 #   measurements instead (make bench-system).
 # Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 1500),
-#   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2).
+#   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2),
+#   SYSTEM_TEST_KERNEL_ARGS (added to the VM kernel command line).
 #
 # It never skips: a missing prerequisite that cannot be installed is an error.
 set -euo pipefail
@@ -30,6 +31,9 @@ binary="$repo/target/release/bms-gateway"
 timeout_s="${SYSTEM_TEST_TIMEOUT:-1500}"
 mem_mb="${SYSTEM_TEST_MEM:-1536}"
 smp="${SYSTEM_TEST_SMP:-2}"
+# Extra kernel arguments for the VM, e.g. "clocksource=tsc tsc=reliable" to
+# measure with a vDSO clock, as a Raspberry Pi's arch timer has.
+kernel_args="${SYSTEM_TEST_KERNEL_ARGS:-}"
 
 die() {
     echo "system tests: ERROR: $*" >&2
@@ -119,7 +123,7 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
     -nic none \
     "${VM_CAN_ARGS[@]}" \
     -kernel "/boot/vmlinuz-$kver" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init" \
+    -append "console=ttyS0 panic=-1 loglevel=3 rdinit=/init $kernel_args" \
     -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
     -virtfs "local,path=$work/results,mount_tag=results,security_model=none,multidevs=remap" \
     </dev/null 2>&1 |
