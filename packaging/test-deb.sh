@@ -77,7 +77,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== prerequisites"
+# A section's header, with the seconds since the start (where the time goes).
+section() {
+    echo "== $* (at ${SECONDS}s)"
+}
+
+section "prerequisites"
 [ "$(id -u)" = 0 ] || fatal "test-deb must run as root (it installs the package with dpkg)"
 for tool in cargo dpkg dpkg-deb lintian systemd-analyze python3 adduser getent; do
     command -v "$tool" >/dev/null || fatal "missing tool: $tool (run \`make deps\`)"
@@ -92,7 +97,7 @@ if dpkg-query -W -f='${Status}' "$PKG" 2>/dev/null | grep -q "install ok"; then
     fi
 fi
 
-echo "== build"
+section "build"
 if ! bash packaging/build-deb.sh >"$WORK/build.out" 2>"$WORK/build.err"; then
     tail -n 30 "$WORK/build.err" | sed 's/^/    | /'
     fatal "make deb (packaging/build-deb.sh) builds the package"
@@ -104,7 +109,7 @@ DEB="$WORK/$(basename "$BUILT")"
 cp "$BUILT" "$DEB"
 VERSION=$(dpkg-deb -f "$DEB" Version)
 
-echo "== contents"
+section "contents"
 dpkg-deb -c "$DEB" >"$WORK/contents"
 has_entry() { # MODE PATH: one line of `dpkg-deb -c` with this mode and path
     awk -v m="$1" -v p="./$2" '$1 == m && $6 == p { found = 1 } END { exit !found }' "$WORK/contents"
@@ -125,7 +130,7 @@ done
 check "every file is owned by root:root" \
     awk '$2 != "0/0" { print; bad = 1 } END { exit bad }' "$WORK/contents"
 
-echo "== control data"
+section "control data"
 mkdir "$WORK/control"
 dpkg-deb -e "$DEB" "$WORK/control"
 check "conffiles is exactly $CONF" \
@@ -151,7 +156,7 @@ check "packaged config never says GATEWAY-ACTIVATED = true" \
 check "packaged unit is packaging/bms-gateway.service" \
     cmp "$WORK/root$UNIT" packaging/bms-gateway.service
 
-echo "== lintian"
+section "lintian"
 set +e
 lintian --tag-display-limit 0 "$DEB" >"$WORK/lintian" 2>&1
 rc=$?
@@ -165,7 +170,7 @@ else
     fail "lintian ran (exit status $rc)"
 fi
 
-echo "== systemd unit"
+section "systemd unit"
 systemd-analyze security --offline=yes --no-pager packaging/bms-gateway.service >"$WORK/security" 2>&1 || true
 score=$(sed -n 's/.*Overall exposure level for bms-gateway.service: \([0-9.]*\).*/\1/p' "$WORK/security")
 if [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s < 3.0) }'; then
@@ -185,7 +190,7 @@ done
 check "unit never uses PrivateNetwork (it would hide the CAN interfaces)" \
     bash -c "! grep -q '^PrivateNetwork' packaging/bms-gateway.service"
 
-echo "== example files against systemd $(systemd-analyze --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')'s own key tables"
+section "example files against systemd $(systemd-analyze --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')'s own key tables"
 # No offline verifier exists for .network/.link files in systemd 252, so
 # every Section.Key used must appear in the parser's table compiled into
 # systemd-networkd (for .network) or systemd-udevd (for .link).
@@ -220,7 +225,7 @@ fi
 check "udev example names interfaces of at most 15 characters starting with can" \
     bash -c "grep -o 'NAME=\"[^\"]*\"' etc/udev/70-bms-gateway-can.rules | sed 's/NAME=\"\(.*\)\"/\1/' | awk 'length(\$0) > 15 || !/^can/ { bad = 1 } END { exit bad || NR == 0 }'"
 
-echo "== binary contract (needs the gateway's CLI)"
+section "binary contract (needs the gateway's CLI)"
 check "packaged binary answers --help" "$BIN" --help
 set +e
 timeout 20 "$BIN" -c "$WORK/root$CONF" >"$WORK/unedited.out" 2>"$WORK/unedited.err"
@@ -248,7 +253,7 @@ else
     fail "under journald the refusal is logged as <N>message lines without timestamps (stderr above)"
 fi
 
-echo "== notify socket and watchdog (packaging/notify-harness.py)"
+section "notify socket and watchdog (packaging/notify-harness.py)"
 harness() { # NAME EXPECT [ENV=VALUE...]: bms-gateway demo under the fake service manager
     local name=$1 expect=$2
     shift 2
@@ -276,7 +281,7 @@ harness() { # NAME EXPECT [ENV=VALUE...]: bms-gateway demo under the fake servic
 harness "demo under systemd" healthy
 harness "demo with a hung combiner" hang BMS_GATEWAY_FAULT=hang-combiner
 
-echo "== under a real systemd in a VM (packaging/test-systemd-vm.sh, a few minutes)"
+section "under a real systemd in a VM (packaging/test-systemd-vm.sh, a few minutes)"
 # Before the host install below: the VM sees the host's root, and must find
 # the package not installed.
 set +e
@@ -294,7 +299,7 @@ if [ "$rc" = 100 ] || ! grep -q '^CHECK ' "$WORK/vm.out"; then
     fail "VM: the systemd test VM ran (exit status $rc)"
 fi
 
-echo "== install"
+section "install"
 if dpkg -i "$DEB" >"$WORK/install.log" 2>&1; then
     installed_by_us=1
     pass "dpkg -i installs $VERSION"
@@ -322,7 +327,7 @@ else
         systemd-analyze verify --man=no "$UNIT"
 fi
 
-echo "== remove and purge"
+section "remove and purge"
 echo "# owner's edit" >>"$CONF"
 check "dpkg -r removes the package" dpkg -r "$PKG"
 check "remove deletes the binary" test ! -e /usr/bin/bms-gateway
@@ -334,7 +339,7 @@ check "purge deletes /etc/bms-gateway" test ! -e /etc/bms-gateway
 check "package is gone from dpkg's database" \
     bash -c "! dpkg-query -W -f='\${Status}' $PKG 2>/dev/null | grep -q 'install'"
 
-echo "== upgrade keeps the owner's config"
+section "upgrade keeps the owner's config"
 # A second package, Debian revision +1, whose config template changed too:
 # the hard case, where dpkg must choose between the owner's file and ours.
 REV=${VERSION##*-}
