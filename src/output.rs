@@ -268,15 +268,13 @@ impl Output<'_> {
                 }
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
-                    timer.last_sent = Some(now);
-                    *last_sent = Some(now);
-                    self.transmit(port, state, &mut peer.view, now, &mut errors)?;
+                    let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
                     // Paced from the end of this transmission: a frame
                     // written late in it (a slow or full queue) still gets
                     // the whole gap before its ID goes out again.
-                    let end = Instant::now();
-                    timer.last_sent = Some(end);
-                    *last_sent = Some(end);
+                    timer.last_sent = Some(Instant::now());
+                    *last_sent = timer.last_sent;
+                    sent?;
                 }
                 deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
             }
@@ -336,9 +334,10 @@ impl Output<'_> {
                     // next request gets one.
                     let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
                     if let (Some(state), true) = (latest.as_ref(), paced) {
-                        self.transmit(port, state, &mut peer.view, now, &mut errors)?;
+                        let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
                         // From the end, as in push mode.
                         last_sent = Some(Instant::now());
+                        sent?;
                     }
                 }
                 Ok(Wake::Stopped) => return Ok(()),
