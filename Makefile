@@ -67,7 +67,7 @@ bench-cost: deps
 	bash benches/frame_cost.sh
 
 bench-system: deps build
-	$(CARGO) build --release --example gateway_bench
+	$(CARGO) build --release --example gateway_bench --example receive_floor
 	BENCH=1 bash tests/system/run.sh bench
 
 fuzz:
