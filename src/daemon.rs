@@ -11,7 +11,7 @@ use crate::can::socket::SocketCan;
 use crate::config::{self, Config};
 use crate::energy;
 use crate::events::{Kind, Subject};
-use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
+use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload, spawn};
 use crate::mqtt::command;
 use crate::recorder::{Reason, Recorder};
 use crate::reload::Mapping;
@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 /// The main thread's wait when no watchdog check is due: only a signal or
 /// READY wakes it.
 const IDLE_FOREVER: Duration = Duration::from_secs(24 * 3600);
+
+/// How long the start of MQTT, HTTP and the state saver waits for every
+/// CAN interface to be tried (at once, unless a CAN thread cannot start).
+const CAN_FIRST: Duration = Duration::from_secs(1);
 
 /// How long a reload waits for the gateway to take the new configuration
 /// (it takes it within a few hundred milliseconds unless a thread hangs).
@@ -91,17 +95,23 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
         fault,
     };
     let running = std::thread::scope(|s| {
-        s.spawn(|| gateway.run_reloading(&stop, commands, &reloads));
-        s.spawn(move || mqtt_lane(&mqtt_runs));
-        s.spawn(|| board.recorder.run(&board.events, &stop));
+        // Named, so that `top -H` and the benchmarks tell them apart.
+        spawn(s, "gateway".into(), || gateway.run_reloading(&stop, commands, &reloads));
+        spawn(s, "mqtt-lane".into(), move || mqtt_lane(&mqtt_runs));
+        spawn(s, "recorder".into(), || board.recorder.run(&board.events, &stop));
+        // CAN first: the interfaces are tried before MQTT, HTTP and the state
+        // saver start, so that those never compete with the first frames.
+        let _ = supervision.all_opened().recv_timeout(CAN_FIRST);
         start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new(), None);
         if first.http.activated {
             let (first, latest, stop) = (&first, &latest, &stop);
-            s.spawn(move || crate::http::run_latest(first, latest, stop));
+            spawn(s, "http".into(), move || crate::http::run_latest(first, latest, stop));
         }
         if let Some(store) = store.as_mut() {
             let (latest, stop) = (&latest, &stop);
-            s.spawn(move || state_store::keep_saving(store, latest, stop));
+            spawn(s, "state-saver".into(), move || {
+                state_store::keep_saving(store, latest, stop)
+            });
         }
         // Wakes for a signal, once every interface has been tried (READY),
         // and at each watchdog check; never otherwise.
@@ -274,7 +284,7 @@ fn mqtt_lane(runs: &Receiver<MqttRun>) {
         let following = if run.config.mqtt.activated {
             std::thread::scope(|s| {
                 let (stop_tx, stop) = shutdown::channel();
-                s.spawn(move || {
+                spawn(s, "mqtt".into(), move || {
                     crate::mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results)
                 });
                 let following = runs.recv();

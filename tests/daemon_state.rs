@@ -161,3 +161,44 @@ fn a_reload_keeps_the_status_server_and_the_counters_by_can_interface() {
     assert_eq!(batteries[0]["can_if"], "nocan2");
     assert_eq!(batteries[0]["charged_kwh"], 0.0);
 }
+
+/// The names of a process's threads, from /proc (what `top -H` shows).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_thread_of_the_daemon_is_named_for_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let mut d = Daemon::start(&cfg);
+    // The status server starts after the CAN interfaces were tried: by then
+    // every thread of this configuration runs.
+    let _ = url(&d);
+    let names = thread_names(d.child.id());
+    for expected in [
+        "combiner",
+        "gateway",
+        "http",
+        "http-stop",
+        "in-nocan0",
+        "mqtt-lane",
+        "out-nocan1",
+        "recorder",
+        "signals",
+        "state-saver",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "no thread {expected}: {names:?}");
+    }
+    // Only the main thread keeps the program's name.
+    assert_eq!(names.iter().filter(|n| *n == "bms-gateway").count(), 1, "{names:?}");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().0, Some(0), "{}", d.log());
+}
