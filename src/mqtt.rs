@@ -9,9 +9,11 @@
 //! overflow is counted and dropped.
 //!
 //! Nothing is published while disconnected, and whatever was queued when the
-//! connection dropped is discarded before reconnecting: after an outage the
-//! broker gets the current state (status, discovery, setpoints, telemetry)
-//! at once, never a backlog of old telemetry. Every payload carries a
+//! connection dropped is discarded before reconnecting, but for events the
+//! broker had not acknowledged, which go out again while they are news
+//! ([`connection`]): after an outage the broker gets the current state
+//! (status, discovery, setpoints, telemetry) at once, never a backlog of old
+//! telemetry, and no event is lost in flight. Every payload carries a
 //! `timestamp` (Unix seconds) all the same.
 //!
 //! The pure parts: [`command`] (what a command means and whether it is
@@ -43,6 +45,18 @@ const QUIET: Duration = Duration::from_secs(3600);
 
 /// How old an event may be and still be published after a (re)connect.
 const EVENT_NEWS: Duration = Duration::from_secs(60);
+
+/// BASE/event, where each event is published once.
+pub(crate) fn event_topic(config: &Config) -> String {
+    format!("{}/event", config.mqtt.base_topic)
+}
+
+/// Whether an event made at `timestamp` (Unix seconds) is still worth
+/// sending at `now` after a (re)connect: a notification about an old
+/// dropout would mislead (the status page keeps them all).
+pub(crate) fn is_news(timestamp: f64, now: f64) -> bool {
+    now - timestamp <= EVENT_NEWS.as_secs_f64()
+}
 
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
@@ -170,7 +184,7 @@ impl<'a> Session<'a> {
                 status: format!("{base}/status"),
                 setpoints: format!("{base}/setpoints"),
                 ha_status: format!("{}/status", config.mqtt.ha_discovery_prefix),
-                event: format!("{base}/event"),
+                event: event_topic(config),
             },
             // A run after a reload goes on after what the one before sent.
             published_event: board.events.published(),
@@ -248,7 +262,7 @@ impl<'a> Session<'a> {
     fn skip_old_events(&mut self) {
         let now = telemetry::unix(std::time::SystemTime::now());
         for e in self.board.events.after(self.published_event) {
-            if now - e.timestamp > EVENT_NEWS.as_secs_f64() {
+            if !is_news(e.timestamp, now) {
                 self.published_event = e.seq;
             }
         }

@@ -695,6 +695,43 @@ fn a_broker_restart_loses_telemetry_but_never_blocks_and_telemetry_resumes_fresh
     assert!(longest_ms < 1000, "the busy thread paused {longest_ms} ms");
 }
 
+/// An event whose PUBLISH went out but was never acknowledged (the broker
+/// froze, then died with it unread) is published again once the gateway is
+/// back, and only once: a broker's crash loses no event.
+#[test]
+fn an_event_in_flight_when_the_broker_dies_is_published_after_the_reconnect() {
+    let mut broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "ev1/#");
+    let board = filled_board();
+    let mut gw = start(config(&broker, "ev1", ""), board.clone());
+    watch.wait_for("ev1/status", "online", |m| m.text() == "online");
+    broker.freeze();
+    board
+        .events
+        .emit(Kind::BatteryLost, Subject::Battery(0), "battery 1 (can1): in flight");
+    // Written to the frozen broker's socket, never acknowledged.
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+    // Subscribed before the gateway's first retry (after 1 s).
+    let after = Watcher::connect(&broker, "#");
+    let event = after.wait_for("ev1/event", "the event in flight at the crash", |m| {
+        m.text().contains("in flight")
+    });
+    assert_eq!(event.json()["kind"], "battery_lost", "{}", event.text());
+    // Not published twice: the connection's own publishing of recent events
+    // (at the connect) and telemetry have gone out by now.
+    after.wait_for("ev1/status", "online after the restart", |m| m.text() == "online");
+    after.wait_for("tele/ev1/state", "telemetry after the restart", |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let copies = after
+        .all("ev1/event")
+        .into_iter()
+        .filter(|m| m.text().contains("in flight"))
+        .count();
+    assert_eq!(copies, 1);
+    assert!(gw.stop() < Duration::from_secs(2));
+}
+
 #[test]
 fn a_wrong_password_gives_a_clear_log_line_and_nothing_else_stops() {
     let logs = logs();

@@ -13,12 +13,14 @@
 //! needs.
 
 use super::options::{QUEUE_CAPACITY, base_options, options, refresh};
+use super::{is_news, telemetry};
 use crate::config::Config;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown;
 use crossbeam_channel::{Receiver, Sender};
-use rumqttc::{Client, ConnectReturnCode, Connection, ConnectionError, Event, Outgoing, Packet};
-use std::time::{Duration, Instant};
+use rumqttc::{Client, ConnectReturnCode, Connection, ConnectionError, Event, Outgoing, Packet, Publish, Request};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
 
 /// A connection that lasted this long was healthy: the next failure starts
 /// the back-off again at 1 s.
@@ -180,6 +182,8 @@ fn drive(
     mut needs_refresh: bool,
 ) {
     let mut retry = Retry::new(config);
+    let event_topic = super::event_topic(config);
+    let mut unacknowledged = Unacknowledged::default();
     loop {
         if shutdown::requested(stop) {
             return;
@@ -196,7 +200,12 @@ fn drive(
         let forward = match connection.recv() {
             // Every client handle is gone: nothing more to send.
             Err(_) => return,
-            Ok(Ok(event)) => retry.on_event(event),
+            Ok(Ok(event)) => {
+                if let Event::Incoming(Packet::ConnAck(_)) = event {
+                    unacknowledged.resend(&mut connection.eventloop.pending);
+                }
+                retry.on_event(event)
+            }
             Ok(Err(e)) => {
                 if events.send(LinkEvent::Disconnected).is_err() || shutdown::requested(stop) {
                     return;
@@ -209,7 +218,7 @@ fn drive(
                 // sent late as if it were current (the MQTT thread
                 // republishes current state on the next connect).
                 connection.eventloop.clean();
-                connection.eventloop.pending.clear();
+                unacknowledged.take_from(&mut connection.eventloop.pending, &event_topic);
                 needs_refresh = true;
                 None
             }
@@ -224,6 +233,54 @@ fn drive(
 
 /// The connection thread's memory between attempts: back-off and log
 /// rate limits.
+/// The events whose PUBLISH the broker had not acknowledged when the
+/// connection dropped. Whatever else rumqttc still held then (its publishes
+/// in flight, the requests not yet sent) is dropped, so that a reconnect
+/// sends the current state rather than a backlog; but an event is published
+/// once, so these go out again, first, once the next connection is up, if
+/// they are still news (`mqtt::is_news`). (rumqttc itself drops them at a
+/// connect without a session.)
+#[derive(Debug, Default)]
+struct Unacknowledged {
+    events: Vec<Publish>,
+}
+
+impl Unacknowledged {
+    /// Empties `pending` (filled by `EventLoop::clean`), keeping the events.
+    fn take_from(&mut self, pending: &mut VecDeque<Request>, event_topic: &str) {
+        for request in pending.drain(..) {
+            if let Request::Publish(mut p) = request
+                && p.topic == event_topic
+            {
+                // A new packet id in the new session.
+                p.pkid = 0;
+                p.dup = false;
+                self.events.push(p);
+            }
+        }
+    }
+
+    /// Queues the events that are still news ahead of everything else.
+    fn resend(&mut self, pending: &mut VecDeque<Request>) {
+        let now = telemetry::unix(SystemTime::now());
+        let news = self
+            .events
+            .drain(..)
+            .filter(|p| event_time(&p.payload).is_some_and(|t| is_news(t, now)));
+        for (n, p) in news.enumerate() {
+            pending.insert(n, Request::Publish(p));
+        }
+    }
+}
+
+/// The `timestamp` of an event's JSON payload.
+fn event_time(payload: &[u8]) -> Option<f64> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get("timestamp")?
+        .as_f64()
+}
+
 struct Retry {
     broker: String,
     backoff: Backoff,

@@ -202,6 +202,15 @@ impl Broker {
         }
     }
 
+    /// Stops the broker without closing anything (SIGSTOP): its sockets take
+    /// what clients send, and nothing is read or acknowledged until it dies.
+    pub fn freeze(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+        }
+    }
+
     /// Starts it again on the same ports (retained messages are gone: no
     /// persistence).
     pub fn restart(&mut self) {
