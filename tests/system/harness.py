@@ -120,7 +120,7 @@ def wait_for(pred, timeout, interval=0.1):
 class Gateway:
     """One bms-gateway process with its own config file and log."""
 
-    def __init__(self, ctx, config, args=(), env=None):
+    def __init__(self, ctx, config, args=(), env=None, binary=None):
         self.ctx = ctx
         n = len(ctx.gateways) + 1
         self.cfg = os.path.join(TMP, f"{ctx.name}-{n}.toml")
@@ -132,7 +132,7 @@ class Gateway:
         e.update(env or {})
         self.log = open(self.logpath, "w")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([BINARY, "-c", self.cfg, *args], stdout=self.log,
+        self.proc = subprocess.Popen([binary or BINARY, "-c", self.cfg, *args], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
 
     def alive(self):
@@ -250,10 +250,11 @@ class Ctx:
         self.procs.append(p)
         return p
 
-    def gateway(self, config, args=(), env=None, require_binary=True):
+    def gateway(self, config, args=(), env=None, require_binary=True, binary=None):
+        """A gateway process; `binary` instead of the build tree's release binary."""
         if require_binary:
             check(os.access(BINARY, os.X_OK), f"{BINARY} missing")
-        g = Gateway(self, config, args, env)
+        g = Gateway(self, config, args, env, binary)
         self.gateways.append(g)
         return g
 
