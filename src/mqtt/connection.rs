@@ -216,7 +216,8 @@ fn drive(
                 }
                 // Whatever was queued while disconnected is dropped, not
                 // sent late as if it were current (the MQTT thread
-                // republishes current state on the next connect).
+                // republishes current state on the next connect), but for
+                // the events the broker had not acknowledged.
                 connection.eventloop.clean();
                 unacknowledged.take_from(&mut connection.eventloop.pending, &event_topic);
                 needs_refresh = true;
@@ -231,8 +232,6 @@ fn drive(
     }
 }
 
-/// The connection thread's memory between attempts: back-off and log
-/// rate limits.
 /// The events whose PUBLISH the broker had not acknowledged when the
 /// connection dropped. Whatever else rumqttc still held then (its publishes
 /// in flight, the requests not yet sent) is dropped, so that a reconnect
@@ -281,6 +280,8 @@ fn event_time(payload: &[u8]) -> Option<f64> {
         .as_f64()
 }
 
+/// The connection thread's memory between attempts: back-off and log
+/// rate limits.
 struct Retry {
     broker: String,
     backoff: Backoff,
