@@ -12,7 +12,7 @@ use crate::config::{self, Config};
 use crate::energy;
 use crate::events::{Kind, Subject};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload, spawn};
-use crate::mqtt::command;
+use crate::mqtt::{self, command};
 use crate::recorder::{Reason, Recorder};
 use crate::reload::Mapping;
 use crate::setpoint::{Dropped, SetpointCommand};
@@ -21,7 +21,7 @@ use crate::state_store::{self, Store};
 use crate::status::{Latest, StatusBoard};
 use crate::supervise::Supervision;
 use crate::{shutdown, systemd};
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Receiver, RecvError, Sender, bounded, never, select};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,41 +264,72 @@ fn announce(mut run: MqttRun) -> MqttRun {
     run
 }
 
-/// The MQTT lane: one MQTT run at a time, each stopped (with its "offline")
-/// before the next starts, so that the broker sees them in order. Ends when
-/// `runs` is disconnected.
+/// The MQTT lane: one MQTT run at a time, each stopped before the next
+/// starts, so that the broker sees them in order. Ends when `runs` is
+/// disconnected.
 ///
 /// A reload's config_reloaded event is raised here, after the run before
 /// has stopped: raised earlier, that run could still take it and queue it
 /// behind its in-flight messages, then disconnect with it unsent, while the
 /// shared "published" mark says it went out. The new run publishes it.
+///
+/// A run says "offline" when it stops unless the newest run queued then
+/// connects the same way ([`mqtt::Link`]): that one says "online" again at
+/// once, so Home Assistant sees no flicker. A run handed over to is started
+/// even when newer ones came meanwhile (they stop it in turn, and it decides
+/// for itself), so that an "online" is never left behind on a broker or
+/// topic that no run uses any more; otherwise only the newest matters.
 fn mqtt_lane(runs: &Receiver<MqttRun>) {
-    let Ok(mut next) = runs.recv() else { return };
+    let Ok(first) = runs.recv() else { return };
+    let mut next = newest(vec![first], runs);
     loop {
-        // Only the newest configuration matters (each reload still says so).
-        next = announce(next);
-        while let Ok(newer) = runs.try_recv() {
-            next = announce(newer);
-        }
-        let run = next;
-        let following = if run.config.mqtt.activated {
-            std::thread::scope(|s| {
-                let (stop_tx, stop) = shutdown::channel();
-                spawn(s, "mqtt".into(), move || {
-                    crate::mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results)
-                });
-                let following = runs.recv();
-                drop(stop_tx);
-                following
-            })
+        let (queued, handed_over) = run_until_next(next, runs);
+        let Ok(queued) = queued else { return };
+        next = if handed_over {
+            newest(queued, &never())
         } else {
-            runs.recv()
+            newest(queued, runs)
         };
-        match following {
-            Ok(run) => next = run,
-            Err(_) => return,
-        }
     }
+}
+
+/// Announces `queued` and any run waiting in `runs`, in order; the last.
+fn newest(queued: Vec<MqttRun>, runs: &Receiver<MqttRun>) -> MqttRun {
+    let mut last = None;
+    for run in queued.into_iter().chain(runs.try_iter()) {
+        last = Some(announce(run));
+    }
+    last.expect("at least one run")
+}
+
+/// Runs `run` until the next runs come (all of them, oldest first), and
+/// whether it handed over to the newest of them.
+fn run_until_next(run: MqttRun, runs: &Receiver<MqttRun>) -> (Result<Vec<MqttRun>, RecvError>, bool) {
+    if !run.config.mqtt.activated {
+        return (runs.recv().map(|f| vec![f]), false);
+    }
+    let link = mqtt::Link::of(&run.config);
+    let ending = mqtt::Ending::default();
+    std::thread::scope(|s| {
+        let (stop_tx, stop) = shutdown::channel();
+        let ending = &ending;
+        spawn(s, "mqtt".into(), move || {
+            mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results, ending)
+        });
+        let queued = runs
+            .recv()
+            .map(|f| std::iter::once(f).chain(runs.try_iter()).collect::<Vec<_>>());
+        let same = queued
+            .as_ref()
+            .ok()
+            .and_then(|q| q.last())
+            .is_some_and(|newest| newest.config.mqtt.activated && mqtt::Link::of(&newest.config) == link);
+        if same {
+            ending.hand_over();
+        }
+        drop(stop_tx);
+        (queued, same)
+    })
 }
 
 /// Loads the configuration for a reload; `None` (with the reason logged and

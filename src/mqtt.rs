@@ -36,6 +36,7 @@ use command::{Accepted, Rules};
 use connection::LinkEvent;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select, tick};
 use rumqttc::{Client, QoS};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use telemetry::Clock;
 
@@ -65,18 +66,61 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// disconnected; then publishes BASE/status "offline" (retained),
 /// disconnects and returns, within 2 s.
 pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointCommand>, shutdown: &Receiver<()>) {
-    run_after_reload(config, board, commands, shutdown, Vec::new());
+    run_after_reload(config, board, commands, shutdown, Vec::new(), &Ending::default());
+}
+
+/// What a broker connection is made of: the `[mqtt]` section and the
+/// contents of the files it names (a password or certificate replaced on
+/// disk makes another connection, even under the same file name).
+#[derive(Debug, PartialEq)]
+pub struct Link {
+    mqtt: crate::config::MqttConfig,
+    files: Vec<Option<Vec<u8>>>,
+}
+
+impl Link {
+    pub fn of(config: &Config) -> Link {
+        let m = &config.mqtt;
+        let tls = m.tls.iter().flat_map(|t| [&t.ca_file, &t.cert_file, &t.key_file]);
+        let files = std::iter::once(&m.password_file)
+            .chain(tls)
+            .map(|path| path.as_ref().and_then(|p| std::fs::read(p).ok()))
+            .collect();
+        Link { mqtt: m.clone(), files }
+    }
+}
+
+/// How an MQTT run ends, told by whoever stops it before the stop.
+#[derive(Debug, Default)]
+pub struct Ending {
+    handed_over: AtomicBool,
+}
+
+impl Ending {
+    /// The next run connects with the same [`Link`] and says "online" at
+    /// once: this one leaves its "online" standing instead of saying
+    /// "offline" first (which shows every Home Assistant entity unavailable
+    /// for a moment, and wakes automations on the gateway's availability).
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+    }
+
+    fn says_offline(&self) -> bool {
+        !self.handed_over.load(Ordering::Acquire)
+    }
 }
 
 /// [`run`] after a reload: `results` (BASE/set/result payloads about what
 /// the reload changed, e.g. setpoints dropped with their inverter) are
-/// published at the first connection.
+/// published at the first connection; `ending` says, once `shutdown` came,
+/// whether the run says "offline".
 pub fn run_after_reload(
     config: &Config,
     board: &StatusBoard,
     commands: &Sender<SetpointCommand>,
     shutdown: &Receiver<()>,
     results: Vec<String>,
+    ending: &Ending,
 ) {
     let (event_tx, event_rx) = crossbeam_channel::bounded(256);
     // Dropped when this function returns: that stops the connection thread.
@@ -124,7 +168,7 @@ pub fn run_after_reload(
             default(wait) => session.poll_setpoints(false),
         }
     }
-    session.shutdown(&event_rx);
+    session.shutdown(&event_rx, ending.says_offline());
 }
 
 /// The topics other than TOPIC.
@@ -434,15 +478,25 @@ impl<'a> Session<'a> {
 
     /// "offline" and a clean DISCONNECT, waiting at most SHUTDOWN_GRACE for
     /// them to go out.
-    fn shutdown(mut self, events: &Receiver<LinkEvent>) {
+    /// Says "offline" (unless the next run takes over, see [`Ending`]) and
+    /// disconnects cleanly, so that the broker drops the last will.
+    fn shutdown(mut self, events: &Receiver<LinkEvent>, say_offline: bool) {
         if self.connected {
-            let status = self.topics.status.clone();
-            self.publish(&status, QoS::AtLeastOnce, true, "offline");
+            if say_offline {
+                let status = self.topics.status.clone();
+                self.publish(&status, QoS::AtLeastOnce, true, "offline");
+            }
             if self.client.try_disconnect().is_ok() {
+                // Handing over, wait until the broker has closed this
+                // connection: a next run connecting with the same client id
+                // before the broker took the DISCONNECT would take this
+                // session over, and the broker would publish the last will.
                 let deadline = Instant::now() + SHUTDOWN_GRACE;
                 while let Ok(event) = events.recv_deadline(deadline) {
-                    if matches!(event, LinkEvent::DisconnectSent | LinkEvent::Disconnected) {
-                        break;
+                    match event {
+                        LinkEvent::Disconnected => break,
+                        LinkEvent::DisconnectSent if say_offline => break,
+                        _ => {}
                     }
                 }
             }

@@ -3,7 +3,9 @@
 //! opened here, so it keeps retrying and reports "starting"), "offline" on
 //! SIGTERM within 2 s, the last will when it is killed, and a SIGHUP reload
 //! that removes the entities of a battery taken out of the config; events
-//! are published once, not again by the MQTT connection a reload restarts.
+//! are published once, not again by the MQTT connection a reload restarts;
+//! a reload that keeps the broker connection never says "offline", one that
+//! moves the base topic leaves "offline" on the old one.
 
 mod config_text;
 mod daemon;
@@ -117,4 +119,56 @@ fn each_event_is_published_once_across_reloads() {
             events.iter().map(mosquitto::Msg::text).collect::<Vec<_>>()
         );
     }
+}
+
+/// Waits for the `n`th "online" on `topic`, counted from the start.
+fn wait_online(watch: &Watcher, topic: &str, n: usize) {
+    watch.wait_for(topic, &format!("\"online\" number {n}"), |_| {
+        watch.all(topic).iter().filter(|m| m.text() == "online").count() >= n
+    });
+}
+
+#[test]
+fn a_reload_that_connects_the_same_way_never_says_offline() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d5", &["nocanin0"])).unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let mut d = Daemon::start(&cfg);
+    wait_online(&watch, "d5/status", 1);
+    // A battery added, the [mqtt] section as it was.
+    std::fs::write(&cfg, config_text(broker.port, "d5", &["nocanin0", "nocanin1"])).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_online(&watch, "d5/status", 2);
+    watch.wait_for("tele/d5/state", "telemetry of the new configuration", |m| {
+        m.json()["inputs_total"] == 2
+    });
+    let said: Vec<String> = watch.all("d5/status").iter().map(|m| m.text()).collect();
+    assert_eq!(said, ["online", "online"], "{}", d.log());
+    // The old connection's end is no broker trouble.
+    assert!(!d.log().contains("WARN  bms_gateway::mqtt"), "{}", d.log());
+    // A stop still says so.
+    d.signal(libc::SIGTERM);
+    watch.wait_for("d5/status", "offline at the stop", |m| m.text() == "offline");
+    assert_eq!(d.wait_exit().0, Some(0));
+}
+
+#[test]
+fn a_reload_to_another_base_topic_says_offline_on_the_old_one() {
+    let broker = Broker::anonymous();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bms.toml");
+    std::fs::write(&cfg, config_text(broker.port, "d6", &["nocanin0"])).unwrap();
+    let watch = Watcher::connect(&broker, "#");
+    let d = Daemon::start(&cfg);
+    wait_online(&watch, "d6/status", 1);
+    std::fs::write(&cfg, config_text(broker.port, "d6b", &["nocanin0"])).unwrap();
+    d.signal(libc::SIGHUP);
+    watch.wait_for("d6/status", "offline on the old topic", |m| m.text() == "offline");
+    wait_online(&watch, "d6b/status", 1);
+    // What the old topic keeps for Home Assistant.
+    let late = Watcher::connect(&broker, "d6/status");
+    let m = late.wait_for("d6/status", "the retained status", |_| true);
+    assert_eq!((m.text().as_str(), m.retain), ("offline", true));
 }

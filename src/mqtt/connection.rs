@@ -184,6 +184,7 @@ fn drive(
     let mut retry = Retry::new(config);
     let event_topic = super::event_topic(config);
     let mut unacknowledged = Unacknowledged::default();
+    let mut disconnect_sent = false;
     loop {
         if shutdown::requested(stop) {
             return;
@@ -207,7 +208,10 @@ fn drive(
                 retry.on_event(event)
             }
             Ok(Err(e)) => {
-                if events.send(LinkEvent::Disconnected).is_err() || shutdown::requested(stop) {
+                // After our DISCONNECT the broker closes the connection: the
+                // end of this run, not a fault to log and retry.
+                let asked = disconnect_sent;
+                if events.send(LinkEvent::Disconnected).is_err() || shutdown::requested(stop) || asked {
                     return;
                 }
                 retry.lost();
@@ -224,6 +228,7 @@ fn drive(
                 None
             }
         };
+        disconnect_sent |= matches!(forward, Some(LinkEvent::DisconnectSent));
         if let Some(ev) = forward
             && events.send(ev).is_err()
         {
