@@ -16,8 +16,10 @@ DEB=$(ls "$R"/*.deb | head -n 1)
 UNIT=bms-gateway.service
 : >"$R/results"
 echo started >"$R/started"
-ok() { echo "CHECK ok: $*" | tee -a "$R/results"; }
-bad() { echo "CHECK fail: $*" | tee -a "$R/results"; }
+# Seconds since the VM booted, on every line: where a slow run's time went.
+up() { cut -d' ' -f1 /proc/uptime; }
+ok() { echo "CHECK ok: $* (at $(up) s)" | tee -a "$R/results"; }
+bad() { echo "CHECK fail: $* (at $(up) s)" | tee -a "$R/results"; }
 check() { # NAME COMMAND...
     local name=$1
     shift
