@@ -120,16 +120,20 @@ impl Meter {
 
 /// The energy of a power going linearly from `p0` to `p1` (W) over `dt` s,
 /// split into its charging (p > 0) and discharging (p < 0) parts, kWh.
+/// Each part is classified by the sign of the power itself, so an end at
+/// exactly 0 W (an idle pack) belongs to neither side and no part is ever
+/// booked negative into the other counter.
 pub fn trapezoid(p0: f64, p1: f64, dt: f64) -> Counter {
-    let (charged_ws, discharged_ws) = if (p0 >= 0.0) == (p1 >= 0.0) {
-        let area = (p0 + p1) / 2.0 * dt;
-        if area >= 0.0 { (area, 0.0) } else { (0.0, -area) }
-    } else {
+    let (charged_ws, discharged_ws) = if p0 * p1 < 0.0 {
         // The zero crossing splits the interval into two triangles.
         let t0 = dt * p0 / (p0 - p1);
         let first = p0 * t0 / 2.0;
         let second = p1 * (dt - t0) / 2.0;
         if p0 > 0.0 { (first, -second) } else { (second, -first) }
+    } else {
+        // Both ends on one side (or at 0 W): one area, its sign says which.
+        let area = (p0 + p1) / 2.0 * dt;
+        (area.max(0.0), (-area).max(0.0))
     };
     Counter {
         charged_kwh: charged_ws / WS_PER_KWH,

@@ -194,3 +194,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn idle_to_discharging_books_discharge_only() {
+    // Issue 22 defect 9: 0 W (a pack at exactly 0 A) to -1000 W over 1 s is
+    // a triangle of 1000 x 1 / 2 = 500 Ws discharged and nothing charged;
+    // and the same from the other side, 0 W to +1000 W: 500 Ws charged.
+    let c = trapezoid(0.0, -1000.0, 1.0);
+    assert_eq!(c.charged_kwh, 0.0, "{c:?}");
+    assert!(close(c.discharged_kwh, 500.0 / 3.6e6), "{c:?}");
+    let c = trapezoid(-1000.0, 0.0, 1.0);
+    assert_eq!(c.charged_kwh, 0.0, "{c:?}");
+    assert!(close(c.discharged_kwh, 500.0 / 3.6e6), "{c:?}");
+    let c = trapezoid(0.0, 1000.0, 1.0);
+    assert!(close(c.charged_kwh, 500.0 / 3.6e6), "{c:?}");
+    assert_eq!(c.discharged_kwh, 0.0, "{c:?}");
+}
+
+#[test]
+fn a_meter_from_idle_to_discharging_never_lowers_charged() {
+    // 48 V x 0 A, then 48 V x -20 A one second later: 960 x 1 / 2 = 480 Ws
+    // discharged; the charged counter stays 0 (it never goes backwards).
+    let t0 = Instant::now();
+    let mut m = Meter::default();
+    m.on_telegram(&tg(48.0, 0.0, None), t0, GAP);
+    m.on_telegram(&tg(48.0, -20.0, None), at(t0, 1.0), GAP);
+    assert_eq!(m.total.charged_kwh, 0.0, "{:?}", m.total);
+    assert!(close(m.total.discharged_kwh, 480.0 / 3.6e6), "{:?}", m.total);
+}
