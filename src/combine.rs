@@ -718,8 +718,8 @@ impl Combiner {
 }
 
 impl Combiner {
-    /// Lowers the bank's limit by the system setpoint, and names the
-    /// reasons that override the value: the safe state, a forbidden direction.
+    /// Lowers the bank's limit by the system setpoint, and overrides it
+    /// with 0 A for the safe state and a forbidden direction.
     fn explain(&self, kind: LimitKind, limit: &mut Limit, combined: &Battery, state: SystemState, now: Instant) {
         if let Some(v) = self.setpoints.value_at(kind, now) {
             limit.lower(v, LimitReason::Setpoint, None);
@@ -731,6 +731,9 @@ impl Combiner {
                 battery: None,
             };
         } else if !allows(&combined.requests, kind) {
+            // A forbidden direction is 0 A on the wire (spec 4): a profile
+            // without an enable bit has no other way to say it.
+            limit.value = 0.0;
             limit.reason = LimitReason::Disabled;
             let forbids = |t: &Telegram| !allows(&allowed(t), kind);
             limit.battery = (0..self.inputs.len())

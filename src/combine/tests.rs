@@ -1120,3 +1120,100 @@ fn the_overshoot_watch_compares_with_what_the_inverters_are_sent_after_their_own
         assert!(!alone.on_telegram(0, pack, secs(t0, k as f64)).unwrap().overshoot.charge);
     }
 }
+
+/// What goes on the wire, read back with this test's own byte offsets (the
+/// layouts of docs/profiles.md), not with the encoder's helpers.
+mod wire {
+    use super::*;
+    use crate::codec::Manufacturer;
+    use crate::profile::{self, CvlRamp, OutputView, Profile, Shown, SocWindow};
+
+    /// Every profile's frames for inverter `j` of `c` at `now`: (profile, [(id, data)]).
+    pub fn sets(c: &Combiner, j: usize, now: Instant) -> Vec<(Profile, Vec<(u32, Vec<u8>)>)> {
+        let shaped = c.shaped(now).nth(j).expect("a shaped state");
+        Profile::ALL
+            .into_iter()
+            .map(|p| {
+                let mut view = OutputView {
+                    profile: p,
+                    window: SocWindow::default(),
+                    ramp: CvlRamp::new(0.0),
+                };
+                let battery = view.apply(shaped.battery, shaped.state, now);
+                let shown = Shown {
+                    battery,
+                    bank: shaped.bank,
+                    energy: None,
+                };
+                let name = Manufacturer::new(p.default_manufacturer()).unwrap();
+                let frames = profile::frames(p, &shown, name, p.default_voltage_unit());
+                let list = frames
+                    .frames()
+                    .iter()
+                    .map(|f| (f.id.raw(), f.data().to_vec()))
+                    .collect();
+                (p, list)
+            })
+            .collect()
+    }
+
+    pub fn frame(set: &[(u32, Vec<u8>)], id: u32) -> Option<&[u8]> {
+        set.iter().find(|(i, _)| *i == id).map(|(_, d)| d.as_slice())
+    }
+
+    pub fn u16_at(d: &[u8], i: usize) -> u16 {
+        u16::from_le_bytes([d[i], d[i + 1]])
+    }
+
+    pub fn i16_at(d: &[u8], i: usize) -> i16 {
+        i16::from_le_bytes([d[i], d[i + 1]])
+    }
+}
+
+/// Issue 22 defect 5 (spec 4): a forbidden direction is 0 A on the wire in
+/// every profile. Pack A (CCL 100 A) clears its charge enable, pack B allows
+/// 200 A: before the fix the bank's limit was B's 200 A x 0.5 = 100 A, so
+/// sma and victron (no enable bit) were told to charge at 100 A and pylon
+/// got the bit clear with 100 A. Now 0x351 bytes 2-3 (CCL, 0.1 A) are 0 for
+/// every profile, in both limit modes; discharge is untouched: sum mode
+/// (120 + 250) x 0.5 = 185 A = 1850 raw; share mode (capacity shares 0.5
+/// each) min(120 / 0.5, 250 / 0.5) x 0.5 = 120 A = 1200 raw; 0x35C byte 0 bit 7 (charge enable) is clear
+/// where the profile has 0x35C.
+#[test]
+fn a_forbidden_direction_is_0_a_on_the_wire_in_every_profile() {
+    for (mode, dcl_raw) in [(LimitMode::Sum, 1850), (LimitMode::Share, 1200)] {
+        let t0 = Instant::now();
+        let (mut a, mut b) = two_inputs();
+        a.requests = Some(Requests {
+            charge_enable: false,
+            ..Requests::NORMAL
+        });
+        a.measurements.i_total = 0.0;
+        b.measurements.i_total = 0.0;
+        let settings = BatterySettings {
+            bank: BankSettings {
+                mode,
+                ..BankSettings::default()
+            },
+            ..stale5()
+        };
+        let share = InverterShare {
+            i_lim_charge: 1000.0,
+            i_lim_discharge: 1000.0,
+            i_scaling: 0.5,
+            i_offset: 0.0,
+        };
+        let mut c = Combiner::new(settings, &[100.0, 100.0], t0).with_inverters(&[share]);
+        c.on_telegram(0, a, t0);
+        let made = c.on_telegram(1, b, t0).expect("a round");
+        assert_eq!(made.limits.charge.reason, LimitReason::Disabled);
+        for (p, set) in wire::sets(&c, 0, t0) {
+            let f351 = wire::frame(&set, 0x351).unwrap();
+            assert_eq!(wire::i16_at(f351, 2), 0, "{mode:?} {p:?}: CCL raw");
+            assert_eq!(wire::i16_at(f351, 4), dcl_raw, "{mode:?} {p:?}: DCL raw");
+            if let Some(f35c) = wire::frame(&set, 0x35C) {
+                assert_eq!(f35c[0] & 0x80, 0, "{mode:?} {p:?}: charge enable");
+            }
+        }
+    }
+}
