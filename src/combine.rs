@@ -669,6 +669,11 @@ impl Combiner {
         // voltage) there is nothing safe to send: send nothing.
         let mut battery = self.last_fresh?;
         let last_cvl = self.last_cvl?;
+        if online == 0 {
+            // The state describes the fresh batteries only: with none, no
+            // capacity is installed (0x379, 0x35F), whatever the stale ones had.
+            battery.capacity_ah = 0.0;
+        }
         if battery.v_charge_cmd <= 0.0 {
             battery.v_charge_cmd = last_cvl;
         }

@@ -5,6 +5,7 @@
 use super::*;
 use crate::bank::{BankSettings, Limit, LimitMode, LimitReason};
 use crate::codec::{Limits, Measurements, StateOfCharge};
+use crate::profile::Profile;
 use crate::setpoint::Setpoint;
 use proptest::prelude::*;
 
@@ -1126,7 +1127,7 @@ fn the_overshoot_watch_compares_with_what_the_inverters_are_sent_after_their_own
 mod wire {
     use super::*;
     use crate::codec::Manufacturer;
-    use crate::profile::{self, CvlRamp, OutputView, Profile, Shown, SocWindow};
+    use crate::profile::{self, CvlRamp, OutputView, Shown, SocWindow};
 
     /// Every profile's frames for inverter `j` of `c` at `now`: (profile, [(id, data)]).
     pub fn sets(c: &Combiner, j: usize, now: Instant) -> Vec<(Profile, Vec<(u32, Vec<u8>)>)> {
@@ -1214,6 +1215,41 @@ fn a_forbidden_direction_is_0_a_on_the_wire_in_every_profile() {
             if let Some(f35c) = wire::frame(&set, 0x35C) {
                 assert_eq!(f35c[0] & 0x80, 0, "{mode:?} {p:?}: charge enable");
             }
+        }
+    }
+}
+
+/// Issue 22 defect 8 (spec 4): with no fresh battery, the safe state
+/// describes the fresh batteries, none: installed capacity 0 Ah in 0x379
+/// (bytes 0-1) and 0x35F (bytes 4-5), and 0x372 counts both batteries
+/// offline (bytes 6-7 = 2, online bytes 0-1 = 0). Before the fix 0x379 and
+/// 0x35F carried the stale batteries' 100 + 300 = 400 Ah.
+#[test]
+fn the_safe_state_with_no_fresh_battery_shows_no_capacity() {
+    let t0 = Instant::now();
+    let (a, b) = two_inputs();
+    let mut c = Combiner::new(stale5(), &[100.0, 300.0], t0).with_inverters(&[InverterShare::default()]);
+    c.on_telegram(0, a, t0);
+    c.on_telegram(1, b, t0);
+    let now = secs(t0, 5.1);
+    assert_eq!(c.on_tick(now).expect("safe state").state, SystemState::Safe);
+    for (p, set) in wire::sets(&c, 0, now) {
+        if let Some(f) = wire::frame(&set, 0x379) {
+            assert_eq!(wire::u16_at(f, 0), 0, "{p:?}: 0x379 Ah");
+        }
+        if let Some(f) = wire::frame(&set, 0x35F) {
+            assert_eq!(wire::u16_at(f, 4), 0, "{p:?}: 0x35F Ah");
+        }
+        if let Some(f) = wire::frame(&set, 0x372) {
+            assert_eq!(
+                (wire::u16_at(f, 0), wire::u16_at(f, 6)),
+                (0, 2),
+                "{p:?}: 0x372 online, offline"
+            );
+        }
+        if p == Profile::Luxpower {
+            let f = wire::frame(&set, 0x359).unwrap();
+            assert_eq!(wire::u16_at(f, 5), 0, "{p:?}: 0x359 Ah");
         }
     }
 }
