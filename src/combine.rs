@@ -44,6 +44,9 @@ pub struct BatterySettings {
     pub i_tot_scaling: f64,
     pub i_tot_offset: f64,
     pub stale_timeout: Duration,
+    /// `V-DISCHARGE-MIN` (V): the discharge voltage sent when no fresh
+    /// battery reports one (never 0 on the wire).
+    pub v_discharge_min: f64,
     pub on_input_lost: OnInputLost,
     /// `LIMIT-MODE` and the bank-aware limits' settings.
     pub bank: BankSettings,
@@ -67,6 +70,7 @@ impl Default for BatterySettings {
             i_tot_scaling: 1.0,
             i_tot_offset: 0.0,
             stale_timeout: Duration::from_secs(5),
+            v_discharge_min: 46.0,
             on_input_lost: OnInputLost::Degrade,
             bank: BankSettings::default(),
         }
@@ -208,7 +212,8 @@ pub fn combine_fresh<'a>(
         if t.limits.v_charge_cmd > 0.0 {
             b.v_charge_cmd = b.v_charge_cmd.min(t.limits.v_charge_cmd);
         }
-        b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min);
+        // A discharge voltage of 0 V is no discharge voltage.
+        b.v_discharge_min = max_opt(b.v_discharge_min, t.limits.v_discharge_min.filter(|&v| v > 0.0));
         // An input that forbids a direction adds no current to it.
         let own = own_limits(t);
         b.i_lim_charge += own.charge;
@@ -233,6 +238,9 @@ pub fn combine_fresh<'a>(
         // No battery gave a charge voltage: the combiner keeps the last known one.
         b.v_charge_cmd = 0.0;
     }
+    // Never 0 V on the wire: an inverter takes the discharge voltage as its
+    // floor (spec 4).
+    b.v_discharge_min = b.v_discharge_min.or(Some(settings.v_discharge_min));
     b.i_lim_charge = b.i_lim_charge.min(settings.i_lim_charge);
     b.i_lim_discharge = b.i_lim_discharge.min(settings.i_lim_discharge);
     b.i_total = b.i_total * settings.i_tot_scaling + settings.i_tot_offset;

@@ -316,6 +316,7 @@ const BATTERY_KEYS: &[&str] = &[
     "I-TOT-SCALING",
     "I-TOT-OFFSET",
     "STALE-TIMEOUT",
+    "V-DISCHARGE-MIN",
     "ON-INPUT-LOST",
     "LIMIT-MODE",
     "SHARE-MIN-CURRENT",
@@ -622,6 +623,8 @@ impl<'t> Reader<'t> {
             i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
             i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
             stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
+            // Never 0: it is what inverters are sent as their discharge floor.
+            v_discharge_min: self.number_or(s, "V-DISCHARGE-MIN", d.v_discharge_min, (1.0, 100.0)),
             on_input_lost: match self.choice(
                 s,
                 "ON-INPUT-LOST",
@@ -1060,6 +1063,11 @@ impl Config {
             "[battery] STALE-TIMEOUT = {} s, ON-INPUT-LOST = \"{}\"",
             secs(b.stale_timeout),
             b.on_input_lost.name()
+        );
+        let _ = writeln!(
+            s,
+            "[battery] V-DISCHARGE-MIN = {} V (sent when no fresh battery reports a discharge voltage)",
+            b.v_discharge_min
         );
         let _ = writeln!(
             s,

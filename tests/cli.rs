@@ -97,6 +97,7 @@ fn check_accepts_a_valid_file_and_prints_the_settings() {
     assert!(out.contains("valid"));
     assert!(out.contains("battery 1: CAN-IF = nocan0, CAPACITY-AH = 100"), "{out}");
     assert!(out.contains("STALE-TIMEOUT = 5 s"), "{out}");
+    assert!(out.contains("V-DISCHARGE-MIN = 46 V"), "{out}");
     // As the file spells it, not the Rust name.
     assert!(out.contains(r#"ON-INPUT-LOST = "degrade""#), "{out}");
 }

@@ -1253,3 +1253,32 @@ fn the_safe_state_with_no_fresh_battery_shows_no_capacity() {
         }
     }
 }
+
+/// Issue 22 defect 6 (spec 4): a battery that sends a 6-byte 0x351 gives
+/// no discharge voltage. Before the fix pylon, pylon-v2, victron, solark and
+/// luxpower sent 0x351 bytes 6-7 = 0 (0 V) and sma 0xFFFF; now every
+/// profile sends `[battery] V-DISCHARGE-MIN`: the default 46.0 V = 460
+/// (0x01CC) raw, and 47.5 V = 475 when configured so.
+#[test]
+fn a_missing_discharge_voltage_is_v_discharge_min_on_the_wire() {
+    for (settings, raw) in [
+        (stale5(), 460),
+        (
+            BatterySettings {
+                v_discharge_min: 47.5,
+                ..stale5()
+            },
+            475,
+        ),
+    ] {
+        let t0 = Instant::now();
+        let (mut a, _) = two_inputs();
+        a.limits.v_discharge_min = None;
+        let mut c = Combiner::new(settings, &[100.0], t0).with_inverters(&[InverterShare::default()]);
+        c.on_telegram(0, a, t0).expect("a round");
+        for (p, set) in wire::sets(&c, 0, t0) {
+            let f351 = wire::frame(&set, 0x351).unwrap();
+            assert_eq!(wire::u16_at(f351, 6), raw, "{p:?}: DVL raw");
+        }
+    }
+}

@@ -464,3 +464,16 @@ fn recorder_keys_default_and_are_checked() {
     assert!(p.message.contains("did you mean SECONDS?"), "{}", p.message);
     assert_eq!(parse(TEMPLATE).unwrap().recorder, RecorderConfig::default());
 }
+
+/// `[battery] V-DISCHARGE-MIN` (issue 22 defect 6): 46.0 V by default, in
+/// the template with its explanation, never 0 (it goes on the wire).
+#[test]
+fn v_discharge_min_defaults_to_46_v_and_is_never_0() {
+    assert_eq!(parse(MINIMAL).unwrap().battery.v_discharge_min, 46.0);
+    let c = parse(&format!("{MINIMAL}[battery]\nV-DISCHARGE-MIN = 47.5\n")).unwrap();
+    assert_eq!(c.battery.v_discharge_min, 47.5);
+    let p = only_problem(&format!("{MINIMAL}[battery]\nV-DISCHARGE-MIN = 0\n"));
+    assert_eq!(p.key, "[battery] V-DISCHARGE-MIN");
+    assert_eq!(p.message, "0 is out of range: must be a number from 1 to 100");
+    assert!(TEMPLATE.contains("\nV-DISCHARGE-MIN = 46.0\n"));
+}
