@@ -592,8 +592,9 @@ const LIMIT_NOISE: f64 = 1e-6;
 
 /// A current limit in 0.1 A, rounded down (toward 0, limits are never
 /// negative): the inverters' limits together then never exceed the combined
-/// limit, a setpoint or a cap.
-fn limit_raw(amperes: f64) -> i16 {
+/// limit, a setpoint or a cap. Rules that depend on what an inverter is
+/// told (e.g. victron's "charging forbidden") judge this value.
+pub fn limit_raw(amperes: f64) -> i16 {
     saturate((amperes * 10.0 + LIMIT_NOISE).floor(), 0, i64::from(i16::MAX)) as i16
 }
 

@@ -442,12 +442,22 @@ impl CvlRamp {
 }
 
 /// Victron's GX does not stop charging on CCL 0 alone: while charging is
-/// forbidden (CCL 0 or charge enable clear), CVL is also lowered to the bank
-/// voltage, rounded down to 0.1 V, never 0 and never above `cvl`.
+/// forbidden (the CCL on the wire is 0.0 A, or charge enable clear), CVL is
+/// also lowered to the bank voltage, rounded down to 0.1 V, never 0 and
+/// never above `cvl`.
 pub fn victron_cvl(b: &Battery, cvl: f64) -> f64 {
-    let forbidden = b.i_lim_charge <= 0.0 || !b.requests.charge_enable;
     let bank = (b.v_avg * 10.0).floor() / 10.0;
-    if forbidden && bank > 0.0 { bank.min(cvl) } else { cvl }
+    if charge_forbidden(b) && bank > 0.0 {
+        bank.min(cvl)
+    } else {
+        cvl
+    }
+}
+
+/// Whether the inverter is told not to charge: judged on the CCL as it goes
+/// on the wire (a limit below 0.1 A is sent as 0.0 A).
+fn charge_forbidden(b: &Battery) -> bool {
+    codec::limit_raw(b.i_lim_charge) == 0 || !b.requests.charge_enable
 }
 
 /// Everything one output adds to the shaped battery before encoding.

@@ -425,3 +425,39 @@ fn sma_inverter_frames_round_trip() {
         Some(InverterFrame::SmaState(s))
     );
 }
+
+/// 0x351 of what `view` sends for `b` at `now`, read with this test's own
+/// offsets: (CVL raw 0.1 V, CCL raw 0.1 A).
+fn victron_351(view: &mut OutputView, b: Battery, now: Instant) -> (u16, i16) {
+    let b = view.apply(b, SystemState::Ok, now);
+    let f = frames(
+        Profile::Victron,
+        &shown(b),
+        name(Profile::Victron),
+        VoltageUnit::Centivolt,
+    );
+    let d = f.frames().iter().find(|f| f.id.raw() == 0x351).unwrap().data().to_vec();
+    (u16::from_le_bytes([d[0], d[1]]), i16::from_le_bytes([d[2], d[3]]))
+}
+
+fn victron_view(rate: f64) -> OutputView {
+    OutputView {
+        profile: Profile::Victron,
+        window: SocWindow::default(),
+        ramp: CvlRamp::new(rate),
+    }
+}
+
+/// Issue 22 defect 2 (spec 9): "charging forbidden" is judged on the CCL
+/// on the wire. A pack tapering to 0.1 A shared at 0.5 gives 0.05 A, sent
+/// as 0.0 A (limits round down to 0.1 A); the GX keeps charging on CCL 0
+/// alone, so CVL must be lowered too: bank 51.23 V rounded down = 51.2 V =
+/// 512 raw. Before the fix the float 0.05 A counted as allowed: CVL 53.2 V
+/// (532) with CCL 0.
+#[test]
+fn victron_lowers_cvl_when_the_ccl_on_the_wire_is_0() {
+    let mut b = battery();
+    b.i_lim_charge = 0.05;
+    let (cvl, ccl) = victron_351(&mut victron_view(0.0), b, Instant::now());
+    assert_eq!((cvl, ccl), (512, 0));
+}
