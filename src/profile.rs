@@ -439,6 +439,12 @@ impl CvlRamp {
         self.last = Some((sent, now));
         sent
     }
+
+    /// `sent` was sent at `now` instead of what [`CvlRamp::next`] gave (a
+    /// safety case): the ramp goes on from there.
+    pub fn restart_from(&mut self, sent: f64, now: Instant) {
+        self.last = Some((sent, now));
+    }
 }
 
 /// Victron's GX does not stop charging on CCL 0 alone: while charging is
@@ -472,9 +478,14 @@ impl OutputView {
     /// The battery this output shows at `now`.
     pub fn apply(&mut self, mut b: Battery, state: SystemState, now: Instant) -> Battery {
         b.soc = self.window.show(b.soc);
-        b.v_charge_cmd = self.ramp.next(b.v_charge_cmd, state, now);
-        if self.profile == Profile::Victron {
-            b.v_charge_cmd = victron_cvl(&b, b.v_charge_cmd);
+        let combined_cvl = b.v_charge_cmd;
+        b.v_charge_cmd = self.ramp.next(combined_cvl, state, now);
+        if self.profile == Profile::Victron && charge_forbidden(&b) {
+            // A safety case: at once, never above the combined CVL nor the
+            // ramp's value; the ramp goes on from what was sent, so the rise
+            // after it is gradual.
+            b.v_charge_cmd = victron_cvl(&b, b.v_charge_cmd.min(combined_cvl));
+            self.ramp.restart_from(b.v_charge_cmd, now);
         }
         b
     }

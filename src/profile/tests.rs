@@ -461,3 +461,28 @@ fn victron_lowers_cvl_when_the_ccl_on_the_wire_is_0() {
     let (cvl, ccl) = victron_351(&mut victron_view(0.0), b, Instant::now());
     assert_eq!((cvl, ccl), (512, 0));
 }
+
+/// Issue 22 defect 3 (spec 9): with CVL-RAMP 1 V/s, the charge-forbidden
+/// lowering is a safety case: at once and never above the combined CVL; the
+/// rise after it follows the ramp from the lowered value.
+/// t0: combined 56.0 V, allowed: 560 (first value at once).
+/// t0+1 s: combined 52.0 V, charge enable clear, bank 54.37 V: the ramp
+/// alone would give 55.0 V and the bank 54.3 V, but the combined CVL is
+/// 52.0 V: 520 (before the fix: min(55.0, 54.3) = 54.3 V, 543).
+/// t0+2 s: combined 56.0 V, allowed again: 52.0 + 1 V/s x 1 s = 53.0 V: 530
+/// (before the fix the ramp went on from its own 55.0 V: 56.0 V, 560).
+#[test]
+fn victron_charge_forbidden_lowering_is_at_once_and_the_rise_after_it_ramps() {
+    let t0 = Instant::now();
+    let mut view = victron_view(1.0);
+    let mut b = battery();
+    b.v_charge_cmd = 56.0;
+    assert_eq!(victron_351(&mut view, b, t0).0, 560);
+    let mut forbidden = b;
+    forbidden.v_charge_cmd = 52.0;
+    forbidden.v_avg = 54.37;
+    forbidden.requests.charge_enable = false;
+    forbidden.i_lim_charge = 0.0;
+    assert_eq!(victron_351(&mut view, forbidden, t0 + Duration::from_secs(1)).0, 520);
+    assert_eq!(victron_351(&mut view, b, t0 + Duration::from_secs(2)).0, 530);
+}
