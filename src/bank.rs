@@ -248,6 +248,20 @@ pub enum Round {
     Repeat,
 }
 
+/// What the closed loop does in one round, per direction (spec 8).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum LoopStep {
+    /// A pack is over current and this round measured it: fall by `factor`
+    /// (L_i / |I_i| of the worst pack, `battery`).
+    Fall { factor: f64, battery: usize },
+    /// A pack is over current but the round repeats the last readings (a
+    /// setpoint, a keep-alive, an expiry): never rise, and fall only with a
+    /// new measurement.
+    Hold,
+    /// No pack is over current: rise toward the formula by elapsed time.
+    Rise,
+}
+
 /// The bank's limits, its packs' shares and the overshoot watch.
 #[derive(Debug, Clone)]
 pub struct Bank {
@@ -366,8 +380,12 @@ impl Bank {
         };
         if self.settings.mode == LimitMode::Share {
             for kind in KINDS {
-                let over = (round == Round::New).then(|| self.fall_factor(kind, total)).flatten();
-                self.close_loop(kind, limits.get_mut(kind), over, dt);
+                let step = match (self.fall_factor(kind, total), round) {
+                    (Some((factor, battery)), Round::New) => LoopStep::Fall { factor, battery },
+                    (Some(_), Round::Repeat) => LoopStep::Hold,
+                    (None, _) => LoopStep::Rise,
+                };
+                self.close_loop(kind, limits.get_mut(kind), step, dt);
             }
         }
         limits
@@ -502,21 +520,20 @@ impl Bank {
     }
 
     /// Falls at once (by the over-current factor, or to a lower target);
-    /// rises by at most RISE_PER_SECOND of the target per second.
-    fn close_loop(&mut self, kind: LimitKind, limit: &mut Limit, over: Option<(f64, usize)>, dt: f64) {
+    /// holds while a pack is over current without a new measurement; rises
+    /// by at most RISE_PER_SECOND of the target per second of `dt`.
+    fn close_loop(&mut self, kind: LimitKind, limit: &mut Limit, step: LoopStep, dt: f64) {
         let target = limit.value;
         let previous = *self.output.get(kind);
-        let value = match (previous, over) {
-            (None, None) => target,
-            (None, Some((factor, i))) => {
-                *self.loop_battery.get_mut(kind) = Some(i);
-                target * factor
-            }
-            (Some(prev), Some((factor, i))) => {
-                *self.loop_battery.get_mut(kind) = Some(i);
-                prev.min(target) * factor
-            }
-            (Some(prev), None) => prev + RISE_PER_SECOND * target * dt,
+        if let LoopStep::Fall { battery, .. } = step {
+            *self.loop_battery.get_mut(kind) = Some(battery);
+        }
+        let value = match (previous, step) {
+            (None, LoopStep::Fall { factor, .. }) => target * factor,
+            (None, LoopStep::Hold | LoopStep::Rise) => target,
+            (Some(prev), LoopStep::Fall { factor, .. }) => prev.min(target) * factor,
+            (Some(prev), LoopStep::Hold) => prev.min(target),
+            (Some(prev), LoopStep::Rise) => prev + RISE_PER_SECOND * target * dt,
         }
         .clamp(0.0, target.max(0.0));
         *self.output.get_mut(kind) = Some(value);

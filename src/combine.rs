@@ -569,7 +569,8 @@ impl Combiner {
     /// neither as fresh nor as lost. The phase, the setpoints and the last
     /// values are kept, so the start-up wait is not restarted and the safe
     /// state stays the safe state. Once running, the new state is made at
-    /// once (new shares and caps apply, new inverters get it).
+    /// once (new shares and caps apply, new inverters get it), as a round
+    /// that repeats the last readings: a reload is no new measurement.
     pub fn reconfigure(
         &mut self,
         settings: BatterySettings,
@@ -595,7 +596,7 @@ impl Combiner {
         };
         self.bank.reconfigure(settings.bank, caps, capacities, from);
         match self.phase {
-            Phase::Running if self.last.is_some() => self.make(now, Round::New),
+            Phase::Running if self.last.is_some() => self.make(now, Round::Repeat),
             _ => self.advance(now),
         }
     }

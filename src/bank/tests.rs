@@ -366,3 +366,66 @@ fn a_reload_that_removes_a_pack_scales_the_others_shares_to_sum_1() {
     assert_near(after[1], before[2] / rest, 1e-12);
     assert_near(after[0], 5.0 / 7.0, 1e-4);
 }
+
+/// Issue 22 defect 1 (spec 8): no rise in any round while a pack is over
+/// current in the direction the bank flows. Packs at 120 A and 30 A, own
+/// limits 100 A each, capacity shares 0.5 / 0.5.
+/// New round at 0 s: shares 0.5 + (0.8 - 0.5) / 3 = 0.6 and 0.4; formula
+/// min(200, 100 / 0.6, 100 / 0.4) = 166.67; pack 1 over current (120 >
+/// 105): 166.67 x 100 / 120 = 138.89.
+/// Repeat rounds (a setpoint re-sent) at 0.5 s and 1 s, same readings: the
+/// limit holds at 138.89 (before the fix: 138.89 + 0.1 x 166.67 x 1 s =
+/// 155.56 at 1 s, with `over_current` true in the same state).
+/// New round at 2 s: shares 0.6 + (0.8 - 0.6) / 3 = 0.6667, formula
+/// 100 / 0.6667 = 150; falls from min(138.89, 150) by 100 / 120: 115.74.
+#[test]
+fn no_rise_in_a_repeat_round_while_a_pack_is_over_current() {
+    let t0 = Instant::now();
+    let mut b = bank(LimitMode::Share, &[100.0, 100.0]);
+    let over = [pack(120.0, 100.0, 100.0), pack(30.0, 100.0, 100.0)];
+    let first = rounds(&mut b, &over, t0, 0.0, 1);
+    assert_near(first.charge.value, 500.0 / 3.0 * 100.0 / 120.0, 1e-9);
+    for s in [0.5, 1.0] {
+        let again = b.round(over.iter().copied(), Round::Repeat, at(t0, s));
+        assert_near(again.charge.value, 138.888_888_888_888_9, 1e-9);
+        assert_eq!(again.charge.reason, LimitReason::Overcurrent);
+        assert!(b.packs().next().unwrap().over_current);
+    }
+    let fell = rounds(&mut b, &over, t0, 2.0, 1);
+    assert_near(fell.charge.value, 500.0 / 3.0 * 100.0 / 120.0 * 100.0 / 120.0, 1e-9);
+}
+
+/// Rises depend on elapsed time, not on how many rounds were made: after
+/// the pack is back within its limit, ten repeat rounds 0.1 s apart rise as
+/// far as one round 1 s later, at most 10 % of the target per second.
+/// From 115.74 (the test above's state), back at 50 / 50 A (bank 100 A):
+/// shares move a third of the way toward 0.5 each: 0.6667 -> 0.6111, formula
+/// min(200, 100 / 0.6111) = 163.64; after 1 s: 115.74 + 16.364 = 132.11.
+#[test]
+fn the_rise_after_over_current_depends_on_elapsed_time_only() {
+    let t0 = Instant::now();
+    let over = [pack(120.0, 100.0, 100.0), pack(30.0, 100.0, 100.0)];
+    let back = [pack(50.0, 100.0, 100.0), pack(50.0, 100.0, 100.0)];
+    let mut one = bank(LimitMode::Share, &[100.0, 100.0]);
+    let mut many = bank(LimitMode::Share, &[100.0, 100.0]);
+    for b in [&mut one, &mut many] {
+        rounds(b, &over, t0, 0.0, 1);
+        rounds(b, &over, t0, 2.0, 1);
+        rounds(b, &back, t0, 3.0, 1);
+    }
+    let start = many
+        .round(back.iter().copied(), Round::Repeat, at(t0, 3.0))
+        .charge
+        .value;
+    let mut last = start;
+    for k in 1..=10 {
+        last = many
+            .round(back.iter().copied(), Round::Repeat, at(t0, 3.0 + 0.1 * k as f64))
+            .charge
+            .value;
+    }
+    let single = one.round(back.iter().copied(), Round::Repeat, at(t0, 4.0)).charge.value;
+    let target = 100.0 / (2.0 / 3.0 + (0.5 - 2.0 / 3.0) / 3.0);
+    assert_near(single, start + 0.1 * target, 1e-6);
+    assert_near(last, single, 1e-6);
+}

@@ -1282,3 +1282,29 @@ fn a_missing_discharge_voltage_is_v_discharge_min_on_the_wire() {
         }
     }
 }
+
+/// Issue 22 defect 1 (spec 8), a reload's round: it brings no new
+/// measurement, so with a pack over current it neither rises nor falls.
+/// Packs at 120 A and 30 A, own limits 100 A, capacities 100 Ah each, share
+/// mode: first round 166.67 x 100 / 120 = 138.89 A (see src/bank/tests.rs);
+/// two reloads of the same configuration 0.5 s and 1 s later keep 138.89 A.
+#[test]
+fn a_reload_round_neither_rises_nor_falls_while_a_pack_is_over_current() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_inputs();
+    (a.limits.i_lim_charge, a.measurements.i_total) = (100.0, 120.0);
+    (b.limits.i_lim_charge, b.measurements.i_total) = (100.0, 30.0);
+    let settings = BatterySettings {
+        bank: BankSettings::default(),
+        ..stale5()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0);
+    c.on_telegram(0, a, t0);
+    let first = c.on_telegram(1, b, t0).expect("a round").battery.i_lim_charge;
+    assert!((first - 138.888_888_888_888_9).abs() < 1e-9, "{first}");
+    for s in [0.5, 1.0] {
+        let made = c.reconfigure(settings, &[100.0, 100.0], &[Some(0), Some(1)], secs(t0, s));
+        let now = made.expect("a reload makes a state").battery.i_lim_charge;
+        assert!((now - first).abs() < 1e-9, "{s} s: {now}");
+    }
+}
