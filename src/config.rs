@@ -8,7 +8,7 @@
 use crate::bank::{BankSettings, LimitMode};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
-use crate::profile::{Profile, SocWindow, VoltageUnit};
+use crate::profile::{Profile, SMA_CVL_RANGE, SMA_DVL_RANGE, SocWindow, VoltageUnit};
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -696,6 +696,11 @@ impl<'t> Reader<'t> {
             .choice(s, "PROFILE", &PROFILES)
             .and_then(Profile::parse)
             .unwrap_or_default();
+        if profile == Profile::Sma && sync == Some(true) {
+            let span = s.get("SEND-SYNC-ACTIVATED").map_or(s.span.clone(), |v| v.span());
+            let message = "not with PROFILE = \"sma\": sync mode sends the gateway's own 0x305, which is the Sunny Island's own frame, on a bus where SMA allows no other IDs; the Sunny Island is served in push mode".into();
+            self.problem(span, &s.name("SEND-SYNC-ACTIVATED"), message);
+        }
         let manufacturer_name = self.string_or(s, "MANUFACTURER", profile.default_manufacturer());
         let manufacturer = Manufacturer::new(&manufacturer_name);
         if manufacturer.is_none() {
@@ -1029,6 +1034,26 @@ impl Config {
                     "inverter {}: MANUFACTURER {:?} with PROFILE = \"victron\": a Victron GX that sees a name starting with PYLON applies its Pylontech rewrites (replaces CVL, floors CCL at capacity/4); leave MANUFACTURER unset for the profile's \"BMS-GW\"",
                     n + 1,
                     o.manufacturer.name()
+                ));
+            }
+        }
+        for (n, o) in self
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.profile == Profile::Sma)
+        {
+            let ((cvl_lo, cvl_hi), (dvl_lo, dvl_hi)) = (SMA_CVL_RANGE, SMA_DVL_RANGE);
+            out.push(format!(
+                "inverter {}: PROFILE = \"sma\": CVL is sent within {cvl_lo}-{cvl_hi} V and DVL within {dvl_lo}-{dvl_hi} V, what the Sunny Island accepts (it ignores a value outside and keeps its defaults): a battery value outside is clamped",
+                n + 1
+            ));
+            let v = self.battery.v_discharge_min;
+            if !(dvl_lo..=dvl_hi).contains(&v) {
+                out.push(format!(
+                    "inverter {}: [battery] V-DISCHARGE-MIN = {v} V is outside {dvl_lo}-{dvl_hi} V: the Sunny Island is sent {} V when no battery reports a discharge voltage",
+                    n + 1,
+                    v.clamp(dvl_lo, dvl_hi)
                 ));
             }
         }

@@ -168,6 +168,11 @@ pub const SMA_INVALID_U16: u16 = 0xFFFF;
 pub const SMA_INVALID_S16: u16 = 0x8000;
 /// The Sunny Island accepts CCL and DCL up to 1200 A.
 const SMA_MAX_CURRENT: f64 = 1200.0;
+/// The CVL and DVL (V) the Sunny Island accepts; it silently rejects a value
+/// outside and keeps its defaults (SMA's document, 0x351), so they are
+/// clamped (`check` warns).
+pub const SMA_CVL_RANGE: (f64, f64) = (41.0, 63.0);
+pub const SMA_DVL_RANGE: (f64, f64) = (41.0, 48.0);
 
 /// Builds one transmission's frames for `profile`.
 pub fn frames(profile: Profile, shown: &Shown, manufacturer: Manufacturer, unit: VoltageUnit) -> Frames {
@@ -302,12 +307,15 @@ fn battery_info(b: &Battery, first: [u8; 2], version: [u8; 2]) -> Frame {
     }))
 }
 
-/// 0x351 for the Sunny Island: currents within its 0-1200 A, a DVL the
-/// batteries did not give marked invalid instead of 0.
+/// 0x351 for the Sunny Island: currents within its 0-1200 A, CVL and DVL
+/// within what it accepts, a DVL the batteries did not give marked invalid
+/// instead of 0 (the combiner always gives one: `[battery] V-DISCHARGE-MIN`).
 fn sma_limits(b: &Battery) -> Frame {
     let mut l = limits(b);
     l.i_lim_charge = l.i_lim_charge.min(SMA_MAX_CURRENT);
     l.i_lim_discharge = l.i_lim_discharge.min(SMA_MAX_CURRENT);
+    l.v_charge_cmd = l.v_charge_cmd.clamp(SMA_CVL_RANGE.0, SMA_CVL_RANGE.1);
+    l.v_discharge_min = l.v_discharge_min.map(|v| v.clamp(SMA_DVL_RANGE.0, SMA_DVL_RANGE.1));
     let f = codec::encode(&Message::Limits(l));
     if b.v_discharge_min.is_some() {
         return f;

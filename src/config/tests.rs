@@ -477,3 +477,34 @@ fn v_discharge_min_defaults_to_46_v_and_is_never_0() {
     assert_eq!(p.message, "0 is out of range: must be a number from 1 to 100");
     assert!(TEMPLATE.contains("\nV-DISCHARGE-MIN = 46.0\n"));
 }
+
+/// Issue 22 defect 7 (spec 9): 0x305 is the Sunny Island's own frame and
+/// its bus allows no ID the SMA document does not define, so `check`
+/// refuses sync mode (the gateway's own 0x305) with PROFILE = "sma".
+#[test]
+fn sma_with_sync_mode_is_refused() {
+    let p = only_problem(&format!("{MINIMAL}PROFILE = \"sma\"\nSEND-SYNC-ACTIVATED = true\n"));
+    assert_eq!(p.key, "[[bmses-out]] #1 SEND-SYNC-ACTIVATED");
+    assert!(p.message.contains("0x305"), "{}", p.message);
+    assert!(parse(&format!("{MINIMAL}PROFILE = \"sma\"\nSEND-SYNC-ACTIVATED = false\n")).is_ok());
+    assert!(parse(&format!("{MINIMAL}PROFILE = \"victron\"\nSEND-SYNC-ACTIVATED = true\n")).is_ok());
+}
+
+/// Issue 22 defect 7: an sma output gets a `check` warning saying CVL and
+/// DVL are clamped to what the Sunny Island accepts (41-63 V, 41-48 V), and
+/// names V-DISCHARGE-MIN when it is outside 41-48 V (50 V is sent as 48 V).
+#[test]
+fn sma_outputs_warn_about_the_voltage_clamp() {
+    let sma = format!("{MINIMAL}PROFILE = \"sma\"\n");
+    let w = parse(&sma).unwrap().warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("41-63 V") && w[0].contains("41-48 V"), "{w:?}");
+    let w = parse(&format!("{sma}[battery]\nV-DISCHARGE-MIN = 50\n"))
+        .unwrap()
+        .warnings();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[1].contains("V-DISCHARGE-MIN = 50 V") && w[1].contains("48 V"),
+        "{w:?}"
+    );
+}

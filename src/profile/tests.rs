@@ -486,3 +486,26 @@ fn victron_charge_forbidden_lowering_is_at_once_and_the_rise_after_it_ramps() {
     assert_eq!(victron_351(&mut view, forbidden, t0 + Duration::from_secs(1)).0, 520);
     assert_eq!(victron_351(&mut view, b, t0 + Duration::from_secs(2)).0, 530);
 }
+
+/// Issue 22 defect 7 (spec 9): the Sunny Island silently rejects a CVL
+/// outside 41-63 V and a DVL outside 41-48 V (and keeps its defaults), so
+/// sma clamps them. 0x351 read with this test's offsets: CVL bytes 0-1, DVL
+/// bytes 6-7, 0.1 V. CVL 64.0 V -> 63.0 V (630), 40.0 V -> 41.0 V (410); DVL
+/// 50.0 V -> 48.0 V (480), 40.0 V -> 41.0 V (410); 45.0 V stays (450).
+/// Before the fix: 640, 400, 500, 400 went out unchanged.
+#[test]
+fn sma_clamps_cvl_and_dvl_to_what_the_sunny_island_accepts() {
+    for (cvl, dvl, want) in [
+        (64.0, 50.0, (630, 480)),
+        (40.0, 40.0, (410, 410)),
+        (53.2, 45.0, (532, 450)),
+    ] {
+        let mut b = battery();
+        b.v_charge_cmd = cvl;
+        b.v_discharge_min = Some(dvl);
+        let f = frames(Profile::Sma, &shown(b), name(Profile::Sma), VoltageUnit::Centivolt);
+        let d = f.frames().iter().find(|f| f.id.raw() == 0x351).unwrap().data().to_vec();
+        let got = (u16::from_le_bytes([d[0], d[1]]), u16::from_le_bytes([d[6], d[7]]));
+        assert_eq!(got, want, "CVL {cvl} V, DVL {dvl} V");
+    }
+}
