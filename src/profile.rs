@@ -180,7 +180,7 @@ pub fn frames(profile: Profile, shown: &Shown, manufacturer: Manufacturer, unit:
     let mut out = Frames::new();
     match profile {
         Profile::Pylon | Profile::PylonV2 | Profile::SolArk => {
-            out.push(codec::encode(&Message::Flags(b.flags)));
+            out.push(codec::encode(&Message::Flags(flags(profile, b))));
             out.push(codec::encode(&Message::Limits(limits(b))));
             out.push(codec::encode(&Message::StateOfCharge(soc(b, false))));
             out.push(measurements(b, unit));
@@ -203,7 +203,9 @@ pub fn frames(profile: Profile, shown: &Shown, manufacturer: Manufacturer, unit:
             out.push(measurements(b, unit));
             out.push(codec::encode(&Message::SmaAlarms(SmaAlarms::from_flags(&b.flags))));
             out.push(codec::encode(&Message::Manufacturer(manufacturer)));
-            out.push(battery_info(b, [0, 0], [0, 0]));
+            // Installed Ah, as 0x379 (spec 4 names both installed capacity;
+            // docs/profiles.md weighs the sources).
+            out.push(battery_info(b.capacity_ah, [0, 0], [0, 0]));
             out.push(codec::encode(&Message::BankStatus(shown.bank)));
             if let Some(cells) = b.cells {
                 out.push(codec::encode(&Message::Cells(cells)));
@@ -220,7 +222,7 @@ pub fn frames(profile: Profile, shown: &Shown, manufacturer: Manufacturer, unit:
             out.push(codec::encode(&Message::SmaAlarms(SmaAlarms::from_flags(&b.flags))));
             out.push(codec::encode(&Message::Manufacturer(manufacturer)));
             let invalid = SMA_INVALID_U16.to_le_bytes();
-            out.push(battery_info(b, invalid, invalid));
+            out.push(battery_info(b.capacity_ah, invalid, invalid));
         }
         Profile::Luxpower => luxpower(&mut out, b, manufacturer),
     }
@@ -230,6 +232,17 @@ pub fn frames(profile: Profile, shown: &Shown, manufacturer: Manufacturer, unit:
         }
     }
     out
+}
+
+/// 0x359's four flag bytes. Sol-Ark's document defines byte 3 bit 3 as
+/// "Critical System Error", not Pylontech's "internal communication fail"
+/// (the degraded state's bit): a Sol-Ark is never sent it.
+fn flags(profile: Profile, b: &Battery) -> codec::Flags {
+    let mut f = b.flags;
+    if profile == Profile::SolArk {
+        f.warning_flags_2 &= !codec::WARNING2_INTERNAL_COMM_FAIL;
+    }
+    f
 }
 
 fn limits(b: &Battery) -> Limits {
@@ -266,10 +279,11 @@ fn measurements(b: &Battery, unit: VoltageUnit) -> Frame {
     f
 }
 
-/// 0x35C; Sol-Ark's document swaps the two force-charge bits' names
-/// (bit 4 = force charge 1, bit 5 = force charge 2).
+/// 0x35C; the Sol-Ark and Luxpower documents both name bit 4 "forced
+/// charge request 1" and bit 5 "request 2", where Pylontech's bit 5 is force
+/// charge I and bit 4 II: those two map by name.
 fn requests(profile: Profile, r: Requests) -> Frame {
-    let r = if profile == Profile::SolArk {
+    let r = if matches!(profile, Profile::SolArk | Profile::Luxpower) {
         Requests {
             force_charge_request: r.force_charge_request_2,
             force_charge_request_2: r.force_charge_request,
@@ -288,10 +302,10 @@ fn capacity(b: &Battery) -> Frame {
 }
 
 /// 0x35F: bytes 0-1 and 2-3 as given (type / hardware version, BMS
-/// version), 4-5 the capacity in Ah, 6-7 zero (Victron) or the SMA invalid
+/// version), 4-5 `capacity_ah` (installed), 6-7 zero (Victron) or the SMA invalid
 /// marker (manufacturer id, which this gateway has none of).
-fn battery_info(b: &Battery, first: [u8; 2], version: [u8; 2]) -> Frame {
-    let cap = u16_raw(b.capacity_ah, 1.0).to_le_bytes();
+fn battery_info(capacity_ah: f64, first: [u8; 2], version: [u8; 2]) -> Frame {
+    let cap = u16_raw(capacity_ah, 1.0).to_le_bytes();
     let last = if first == SMA_INVALID_U16.to_le_bytes() {
         first
     } else {
@@ -303,7 +317,7 @@ fn battery_info(b: &Battery, first: [u8; 2], version: [u8; 2]) -> Frame {
     codec::encode(&Message::BatteryInfo(BatteryInfo {
         raw,
         len: 8,
-        capacity_ah: b.capacity_ah,
+        capacity_ah,
     }))
 }
 
@@ -331,11 +345,17 @@ fn sma_limits(b: &Battery) -> Frame {
 /// mV; 0x356 V, I, max and min cell temperature (0.1 degC); 0x359 the four
 /// flag bytes, module count, capacity Ah in bytes 5-6; 0x35C the request
 /// byte and a cycle count (unknown here: 0). Without cell data the cell
-/// voltages are 0 (unknown) and both cell temperatures the average.
+/// voltages are the bank voltage over [`LUXPOWER_CELLS`] (never 0 mV, which
+/// reads as a cell under-voltage) and the cell temperatures the average;
+/// the max temperature is always sent at least 0.1 degC above the min
+/// (public Luxpower implementations never send them equal).
 fn luxpower(out: &mut Frames, b: &Battery, manufacturer: Manufacturer) {
     let (v_max, v_min, t_max, t_min) = match b.cells {
         Some(c) => (c.v_cell_max, c.v_cell_min, c.t_cell_max, c.t_cell_min),
-        None => (0.0, 0.0, b.t_avg, b.t_avg),
+        None => {
+            let cell = b.v_avg / LUXPOWER_CELLS;
+            (cell, cell, b.t_avg, b.t_avg)
+        }
     };
     out.push(codec::encode(&Message::Limits(limits(b))));
     let w = |v: u16| v.to_le_bytes();
@@ -349,7 +369,9 @@ fn luxpower(out: &mut Frames, b: &Battery, manufacturer: Manufacturer) {
     ));
     let m = measurements(b, VoltageUnit::Centivolt);
     let d = m.data();
-    let (th, tl) = (i16_raw(t_max, 10.0).to_le_bytes(), i16_raw(t_min, 10.0).to_le_bytes());
+    let tl = i16_raw(t_min, 10.0);
+    let th = i16_raw(t_max, 10.0).max(tl.saturating_add(1));
+    let (th, tl) = (th.to_le_bytes(), tl.to_le_bytes());
     out.push(Frame::standard(
         codec::ID_MEASUREMENTS,
         &[d[0], d[1], d[2], d[3], th[0], th[1], tl[0], tl[1]],
@@ -369,10 +391,14 @@ fn luxpower(out: &mut Frames, b: &Battery, manufacturer: Manufacturer) {
             0,
         ],
     ));
-    let r = codec::encode(&Message::Requests(b.requests));
+    let r = requests(Profile::Luxpower, b.requests);
     out.push(Frame::standard(codec::ID_REQUESTS, &[r.data()[0], 0, 0, 0, 0, 0, 0, 0]));
     out.push(codec::encode(&Message::Manufacturer(manufacturer)));
 }
+
+/// Cells in series assumed for a Luxpower LV bank without cell data (16 LFP
+/// cells, a 51.2 V nominal pack): only for its 0x355 cell voltage fields.
+const LUXPOWER_CELLS: f64 = 16.0;
 
 /// `frame` with its data padded with zeros to 8 bytes.
 fn padded(frame: &Frame) -> Frame {

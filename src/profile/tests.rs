@@ -201,18 +201,6 @@ fn luxpower_layout() {
 }
 
 #[test]
-fn luxpower_without_cells_uses_the_average_temperature() {
-    let b = Battery {
-        cells: None,
-        ..battery()
-    };
-    let got = encoded(Profile::Luxpower, b);
-    // 21.4 degC = 214 = 0xD6 for both; cell voltages unknown: 0.
-    assert_eq!(got[1].1, [0x4C, 0x00, 0x62, 0x00, 0, 0, 0, 0]);
-    assert_eq!(got[2].1, [0x03, 0x14, 0x83, 0xFF, 0xD6, 0x00, 0xD6, 0x00]);
-}
-
-#[test]
 fn default_names() {
     assert_eq!(Profile::Victron.default_manufacturer(), "BMS-GW");
     assert!(!Profile::Victron.default_manufacturer().starts_with("PYLON"));
@@ -508,4 +496,83 @@ fn sma_clamps_cvl_and_dvl_to_what_the_sunny_island_accepts() {
         let got = (u16::from_le_bytes([d[0], d[1]]), u16::from_le_bytes([d[6], d[7]]));
         assert_eq!(got, want, "CVL {cvl} V, DVL {dvl} V");
     }
+}
+
+/// (id, data) of frame `id` in `profile`'s set for `b`.
+fn data_of(profile: Profile, b: Battery, id: u16) -> Vec<u8> {
+    encoded(profile, b)
+        .into_iter()
+        .find(|(i, _)| *i == id)
+        .expect("frame sent")
+        .1
+}
+
+/// Issue 22 defect 10a: Sol-Ark's document (V1.3, Table 4) defines 0x359
+/// byte 3 bit 3 as "Critical System Error", not Pylontech's "internal
+/// communication fail": the degraded state's bit is not sent to a Sol-Ark.
+/// Degraded (byte 3 = 0x08): pylon 0x359 byte 3 = 0x08, solark 0x00.
+#[test]
+fn solark_never_gets_the_degraded_bit_which_it_reads_as_critical_error() {
+    let mut b = battery();
+    b.flags.warning_flags_2 = 0x08 | 0x01;
+    assert_eq!(data_of(Profile::Pylon, b, 0x359)[3], 0x09);
+    assert_eq!(data_of(Profile::SolArk, b, 0x359)[3], 0x01);
+}
+
+/// Issue 22 defect 10b: luxpower without cell data. Max cell temperature is
+/// never equal to min (both public Luxpower implementations avoid it): min =
+/// the average 21.4 degC (214 = 0xD6), max 0.1 degC above (215 = 0xD7).
+/// Cell voltages are estimated from the bank voltage over 16 cells (the
+/// Luxpower LV class): 51.23 / 16 = 3.2019 V = 3202 mV = 0x0C82, never 0 mV.
+/// With cell data whose extremes coincide (20.0 / 20.0 degC): 201 / 200.
+#[test]
+fn luxpower_never_sends_equal_cell_temperatures_nor_0_mv_cells() {
+    let b = Battery {
+        cells: None,
+        ..battery()
+    };
+    assert_eq!(
+        data_of(Profile::Luxpower, b, 0x355),
+        [0x4C, 0x00, 0x62, 0x00, 0x82, 0x0C, 0x82, 0x0C]
+    );
+    assert_eq!(
+        data_of(Profile::Luxpower, b, 0x356),
+        [0x03, 0x14, 0x83, 0xFF, 0xD7, 0x00, 0xD6, 0x00]
+    );
+    let mut b = battery();
+    if let Some(c) = b.cells.as_mut() {
+        (c.t_cell_min, c.t_cell_max) = (20.0, 20.0);
+    }
+    let d = data_of(Profile::Luxpower, b, 0x356);
+    assert_eq!((&d[4..6], &d[6..8]), (&[201u8, 0][..], &[200u8, 0][..]));
+}
+
+/// Issue 22 defect 10c: Sol-Ark V1.3 and Luxpower V04.2 both name 0x35C bit
+/// 4 "forced charge request 1" and bit 5 "request 2" (Pylontech: bit 5 =
+/// force charge I, bit 4 = II): both profiles map by name, alike. Force
+/// charge I alone: 0xC0 | 0x10 = 0xD0 for both (luxpower sent 0xE0 before).
+#[test]
+fn solark_and_luxpower_map_the_force_charge_bits_alike() {
+    let mut b = battery();
+    b.requests.force_charge_request = true;
+    assert_eq!(data_of(Profile::Pylon, b, 0x35C)[0], 0xE0);
+    assert_eq!(data_of(Profile::SolArk, b, 0x35C)[0], 0xD0);
+    assert_eq!(data_of(Profile::Luxpower, b, 0x35C)[0], 0xD0);
+    let mut b = battery();
+    b.requests.force_charge_request_2 = true;
+    assert_eq!(data_of(Profile::SolArk, b, 0x35C)[0], 0xE0);
+    assert_eq!(data_of(Profile::Luxpower, b, 0x35C)[0], 0xE0);
+}
+
+/// Issue 22 defect 10d, settled (docs/profiles.md): victron 0x35F bytes 4-5
+/// carry the installed capacity, the same as 0x379 (spec 4 calls both
+/// "installed capacity"; the GX reads installed capacity from 0x379 and
+/// uses 0x35F only when 0x379 is missing, so the two must agree): 300 Ah =
+/// 0x012C in both, whatever the SOC (76 % here); sma the same (its
+/// document's "Bat-Capacity").
+#[test]
+fn victron_35f_carries_the_installed_capacity_like_0x379() {
+    assert_eq!(&data_of(Profile::Victron, battery(), 0x35F)[4..6], &[0x2C, 0x01]);
+    assert_eq!(&data_of(Profile::Victron, battery(), 0x379)[0..2], &[0x2C, 0x01]);
+    assert_eq!(&data_of(Profile::Sma, battery(), 0x35F)[4..6], &[0x2C, 0x01]);
 }
