@@ -158,6 +158,9 @@ def combine(inputs, battery_cfg=None):
         flags = [x | y for x, y in zip(flags, b["flags"])]
     ccl = sum(max(F(b["ccl"]), 0) for b, _ in inputs if b["req"] & CHARGE_ENABLE)
     dcl = sum(max(F(b["dcl"]), 0) for b, _ in inputs if b["req"] & DISCHARGE_ENABLE)
+    # A forbidden direction (combined enable clear) is 0 A on the wire (spec 4).
+    ccl = ccl if req_and & CHARGE_ENABLE else Fraction(0)
+    dcl = dcl if req_and & DISCHARGE_ENABLE else Fraction(0)
     v = dict(
         cvl=min(F(b["cvl"]) for b, _ in inputs),
         dvl=max(F(b["dvl"]) for b, _ in inputs),

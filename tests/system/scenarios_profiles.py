@@ -38,7 +38,8 @@ def packs(req_a=0xC0):
     # Combined, by hand: CVL min(53.2, 54.0) = 53.2; CCL 100 + 150 = 250, DCL
     # 120 + 150 = 270, each inverter 0.5 of it: 125.0 / 135.0 A; SOC (80 x 100
     # + 50 x 200) / 300 = 60 %; V (52.00 x 100 + 52.66 x 200) / 300 = 52.44 V;
-    # cells only from A. With A forbidding charge: CCL 150 x 0.5 = 75.0 A.
+    # cells only from A. With A forbidding charge: CCL 0 A in every profile (a
+    # forbidden direction is 0 A on the wire, spec 4).
     a = pylon.battery(cvl=53.2, ccl=100.0, dcl=120.0, soc=80, soh=95, v=52.00, t=25.0,
                       req=req_a, cells=(3288, 3313, 17, 25))
     b = pylon.battery(cvl=54.0, ccl=150.0, dcl=150.0, soc=50, soh=95, v=52.66, t=25.0)
@@ -116,7 +117,7 @@ def profiles(ctx):
     inputs = [{"CAN-IF": "spb1", "CAPACITY-AH": 100}, {"CAN-IF": "spb2", "CAPACITY-AH": 200}]
     outputs = [{"CAN-IF": i, "I-SCALING": 0.5, "PROFILE": p} for i, p in zip(invs, PROFILES)]
     gw = ctx.gateway(harness.config(inputs, outputs))
-    for blocking, ccl in ((0, 1250), (1, 750)):
+    for blocking, ccl in ((0, 1250), (1, 0)):
         if blocking:
             bat_a.values = packs(req_a=0x40)[0]
         t0 = time.monotonic() + (3 if blocking else 0)
