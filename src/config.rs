@@ -1037,7 +1037,7 @@ impl Config {
                 ));
             }
         }
-        for (n, o) in self
+        for (n, _) in self
             .outputs
             .iter()
             .enumerate()

@@ -144,12 +144,47 @@ impl PushTimer {
 }
 
 /// What an output thread hands to the one that replaces it when a reload
-/// changes its section: what it was showing and when it last sent, so that
-/// the inverter sees no gap.
+/// changes its section: what it was showing, when it last sent (pacing, in
+/// push and sync mode) and what it knows of its inverter (CVL ramp, silent
+/// watch), so that the inverter sees no gap and nothing it is sent changes
+/// beyond what the changed keys ask for (spec 7).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Carried {
     pub latest: Option<Shaped>,
     pub last_sent: Option<Instant>,
+    pub peer: Option<PeerState>,
+}
+
+/// An output's knowledge of its inverter that outlives its thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerState {
+    pub view: OutputView,
+    pub watch: InverterWatch,
+}
+
+impl PeerState {
+    /// What a thread for `config` starts from at `now`: the carried view and
+    /// watch with the new section's settings (SOC window, profile, ramp
+    /// rate, timeout), or fresh ones for an output that had none.
+    pub fn resumed(carried: Option<PeerState>, config: &OutputConfig, now: Instant) -> PeerState {
+        match carried {
+            Some(old) => {
+                let mut ramp = old.view.ramp;
+                ramp.rate = config.cvl_ramp;
+                PeerState {
+                    view: OutputView {
+                        ramp,
+                        ..view_of(config)
+                    },
+                    watch: old.watch.with_timeout(config.inverter_timeout),
+                }
+            }
+            None => PeerState {
+                view: view_of(config),
+                watch: InverterWatch::new(config.inverter_timeout, now),
+            },
+        }
+    }
 }
 
 /// Everything one output thread needs.
@@ -199,20 +234,25 @@ impl Output<'_> {
     /// Runs until stopped, going on from `carried`; returns what the next
     /// thread for this inverter goes on from.
     pub fn run(&self, carried: Carried) -> Carried {
+        let PeerState { view, watch } = PeerState::resumed(carried.peer, self.config, Instant::now());
         self.slot.update(|s| {
-            s.talk = self.config.inverter_timeout.map(|_| Talk::NotYet);
+            s.talk = self.config.inverter_timeout.map(|_| watch.talk());
         });
         let mut service = OutputService {
             output: self,
             carried,
             peer: Peer {
-                view: view_of(self.config),
-                watch: InverterWatch::new(self.config.inverter_timeout, Instant::now()),
+                view,
+                watch,
                 shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
-        service.carried
+        let Peer { view, watch, .. } = service.peer;
+        Carried {
+            peer: Some(PeerState { view, watch }),
+            ..service.carried
+        }
     }
 
     /// Waits `d` while keeping `latest` current; true when stopped.
@@ -244,7 +284,7 @@ impl Output<'_> {
     /// (at least once a second with a state to repeat, and when the
     /// inverter would turn silent by INVERTER-TIMEOUT).
     fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, peer: &mut Peer) -> Result<(), CanError> {
-        let Carried { latest, last_sent } = carried;
+        let Carried { latest, last_sent, .. } = carried;
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
             last_sent: *last_sent,
@@ -297,12 +337,12 @@ impl Output<'_> {
     fn sync(
         &self,
         port: &mut dyn CanPort,
-        latest: &mut Option<Shaped>,
+        carried: &mut Carried,
         peer: &mut Peer,
         interval: Duration,
     ) -> Result<(), CanError> {
+        let Carried { latest, last_sent, .. } = carried;
         let mut next_own = Instant::now();
-        let mut last_sent: Option<Instant> = None;
         let min_gap = self.config.profile.min_gap();
         let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         let mut down = false;
@@ -336,7 +376,7 @@ impl Output<'_> {
                     if let (Some(state), true) = (latest.as_ref(), paced) {
                         let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
                         // From the end, as in push mode.
-                        last_sent = Some(Instant::now());
+                        *last_sent = Some(Instant::now());
                         sent?;
                     }
                 }
@@ -520,9 +560,7 @@ impl Service for OutputService<'_, '_> {
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
         match self.output.config.mode {
             OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.peer),
-            OutputMode::Sync { interval } => self
-                .output
-                .sync(port, &mut self.carried.latest, &mut self.peer, interval),
+            OutputMode::Sync { interval } => self.output.sync(port, &mut self.carried, &mut self.peer, interval),
         }
     }
 }

@@ -674,6 +674,13 @@ impl InverterWatch {
         self.talk
     }
 
+    /// The same watch under another INVERTER-TIMEOUT (a reload): what was
+    /// heard, and whether the inverter was already reported silent, stay.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> InverterWatch {
+        self.timeout = timeout;
+        self
+    }
+
     pub fn last_heard(&self) -> Option<Instant> {
         self.last_heard
     }

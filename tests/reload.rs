@@ -344,3 +344,45 @@ fn a_profile_change_restarts_only_that_inverter_with_the_new_frames() {
     assert!(ok_on(&rig, 1, 125.0));
     rig.stop();
 }
+
+/// Issue 22 defect 4 (spec 7): a reload that changes only an inverter's
+/// DESCRIPTION changes nothing it is sent: its CVL ramp goes on from where
+/// it was, and its silent watch does not report it silent a second time.
+/// Inverter 2 has CVL-RAMP 0.1 V/s and INVERTER-TIMEOUT 1 s (the test's
+/// inverters never talk: silent 1 s after start, one event). The combined
+/// CVL is min(53.2, 54.0) = 53.2 V, sent at once; then both batteries ask for
+/// 52.0 V and the ramp falls 0.1 V/s. Once 53.1 V is on the wire the reload
+/// comes; in the 2.5 s after it the ramp can fall at most about 0.1 x (2.5 +
+/// 1) = 0.35 V: never below 52.5 V. Before the fix the restarted thread had
+/// a fresh ramp and sent 52.0 V at once, and reported the inverter silent a
+/// second time 1 s later.
+#[test]
+fn a_description_change_keeps_the_cvl_ramp_and_the_silent_watch() {
+    use bms_gateway::profile::Talk;
+    let extra = "CVL-RAMP = 0.1\nINVERTER-TIMEOUT = 1.0";
+    let mut rig = Rig::start(&two_by_two(STALE, (0.5, extra)), vec![bat(1), bat(2)], &[]);
+    let cvl_on =
+        |rig: &Rig, want: f64| rig.wait_for(1, WAIT, |v| v.limits().is_some_and(|l| close(l.v_charge_cmd, want)));
+    assert!(cvl_on(&rig, 53.2));
+    let silent = |rig: &Rig| rig.board.snapshot().outputs[1].talk == Some(Talk::Silent);
+    let until = Instant::now() + WAIT;
+    while !silent(&rig) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(silent(&rig), "inverter 2 never reported silent");
+    for b in &rig.batteries {
+        b.params.lock().unwrap().cvl = 52.0;
+    }
+    assert!(cvl_on(&rig, 53.1), "the ramp never started falling");
+    let renamed = format!("{extra}\nDESCRIPTION = \"renamed\"");
+    let at = reload_without_gap(&mut rig, &two_by_two(STALE, (0.5, &renamed)), vec![], &["inv1", "inv2"]);
+    let cvls: Vec<f64> = limits_since(&rig, 1, at).iter().map(|l| l.v_charge_cmd).collect();
+    assert!(!cvls.is_empty());
+    assert!(cvls.iter().all(|&v| v >= 52.5), "the ramp restarted: {cvls:?}");
+    let silent_events = (rig.board.events.after(0).into_iter())
+        .filter(|e| e.kind.as_str() == "inverter_silent")
+        .count();
+    assert_eq!(silent_events, 1, "inverter 2 reported silent again");
+    assert!(silent(&rig));
+    rig.stop();
+}
