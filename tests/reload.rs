@@ -352,8 +352,8 @@ fn a_profile_change_restarts_only_that_inverter_with_the_new_frames() {
 /// inverters never talk: silent 1 s after start, one event). The combined
 /// CVL is min(53.2, 54.0) = 53.2 V, sent at once; then both batteries ask for
 /// 52.0 V and the ramp falls 0.1 V/s. Once 53.1 V is on the wire the reload
-/// comes; in the 2.5 s after it the ramp can fall at most about 0.1 x (2.5 +
-/// 1) = 0.35 V: never below 52.5 V. Before the fix the restarted thread had
+/// comes; in the 2.5 s after it the ramp can fall at most about
+/// 0.1 V/s x 3.5 s = 0.35 V: never below 52.5 V. Before the fix the restarted thread had
 /// a fresh ramp and sent 52.0 V at once, and reported the inverter silent a
 /// second time 1 s later.
 #[test]

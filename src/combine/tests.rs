@@ -1129,8 +1129,11 @@ mod wire {
     use crate::codec::Manufacturer;
     use crate::profile::{self, CvlRamp, OutputView, Shown, SocWindow};
 
-    /// Every profile's frames for inverter `j` of `c` at `now`: (profile, [(id, data)]).
-    pub fn sets(c: &Combiner, j: usize, now: Instant) -> Vec<(Profile, Vec<(u32, Vec<u8>)>)> {
+    /// One transmission: (id, data) of each frame, in order.
+    pub type Set = Vec<(u32, Vec<u8>)>;
+
+    /// Every profile's frames for inverter `j` of `c` at `now`.
+    pub fn sets(c: &Combiner, j: usize, now: Instant) -> Vec<(Profile, Set)> {
         let shaped = c.shaped(now).nth(j).expect("a shaped state");
         Profile::ALL
             .into_iter()
