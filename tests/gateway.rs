@@ -382,8 +382,9 @@ fn a_battery_that_forbids_charging_never_shows_enabled() {
     let mut params = three_batteries();
     params[1].requests.charge_enable = false;
     let rig = Rig::start(&three_by_two("", ""), params, &[]);
-    // Battery 2 adds no charge current: (100 + 100) x 0.6 = 120.
-    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 120.0))));
+    // The combined charge enable is clear: a forbidden direction is 0 A on
+    // the wire (spec 4; before issue 22 the others' (100 + 100) x 0.6 = 120 A).
+    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 0.0))));
     std::thread::sleep(Duration::from_millis(500));
     let frames = rig.frames(0);
     let enabled = frames
@@ -396,7 +397,7 @@ fn a_battery_that_forbids_charging_never_shows_enabled() {
         frames
             .iter()
             .filter(|(_, f)| is_id(f, 0x351))
-            .all(|(_, f)| u16::from_le_bytes([f.data()[2], f.data()[3]]) == 1200)
+            .all(|(_, f)| u16::from_le_bytes([f.data()[2], f.data()[3]]) == 0)
     );
     rig.stop();
 }
