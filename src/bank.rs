@@ -280,6 +280,9 @@ pub struct Bank {
     /// A reload changed the set of packs: the next round scales the
     /// remembered shares to sum 1 even if no pack's freshness changed.
     regrouped: bool,
+    /// The system setpoints in effect: the closed loop falls from, and rises
+    /// back to, the limit with them.
+    ceiling: PerKind<Option<f64>>,
 }
 
 impl Bank {
@@ -296,6 +299,7 @@ impl Bank {
             sent: None,
             overshoot: PerKind::default(),
             regrouped: false,
+            ceiling: PerKind::default(),
         }
     }
 
@@ -350,6 +354,13 @@ impl Bank {
     /// watch compares the bank's current with it from the next round on.
     pub fn note_sent(&mut self, sent: PerKind<f64>) {
         self.sent = Some(sent);
+    }
+
+    /// The system setpoints in effect from the next round on (`None`: none).
+    /// The closed loop falls from, and rises at 10 % per second of, the limit
+    /// as sent (the formula lowered by them), not the formula alone.
+    pub fn set_ceiling(&mut self, ceiling: PerKind<Option<f64>>) {
+        self.ceiling = ceiling;
     }
 
     /// One round: the readings of every input in order (`None` for a stale
@@ -524,16 +535,19 @@ impl Bank {
     /// by at most RISE_PER_SECOND of the target per second of `dt`.
     fn close_loop(&mut self, kind: LimitKind, limit: &mut Limit, step: LoopStep, dt: f64) {
         let target = limit.value;
+        // What the inverters are allowed with the system setpoint: the loop
+        // falls from it and rises by 10 % of it per second.
+        let sent = self.ceiling.get(kind).map_or(target, |c| target.min(c));
         let previous = *self.output.get(kind);
         if let LoopStep::Fall { battery, .. } = step {
             *self.loop_battery.get_mut(kind) = Some(battery);
         }
         let value = match (previous, step) {
-            (None, LoopStep::Fall { factor, .. }) => target * factor,
+            (None, LoopStep::Fall { factor, .. }) => sent * factor,
             (None, LoopStep::Hold | LoopStep::Rise) => target,
-            (Some(prev), LoopStep::Fall { factor, .. }) => prev.min(target) * factor,
+            (Some(prev), LoopStep::Fall { factor, .. }) => prev.min(sent) * factor,
             (Some(prev), LoopStep::Hold) => prev.min(target),
-            (Some(prev), LoopStep::Rise) => prev + RISE_PER_SECOND * target * dt,
+            (Some(prev), LoopStep::Rise) => prev + RISE_PER_SECOND * sent * dt,
         }
         .clamp(0.0, target.max(0.0));
         *self.output.get_mut(kind) = Some(value);

@@ -653,6 +653,10 @@ impl Combiner {
                 limits: own_limits(t),
             })
         });
+        self.bank.set_ceiling(PerKind {
+            charge: self.setpoints.value_at(LimitKind::Charge, now),
+            discharge: self.setpoints.value_at(LimitKind::Discharge, now),
+        });
         let mut limits = self.bank.round(readings, round, now);
         let online = fresh.clone().count();
         let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());

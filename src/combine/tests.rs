@@ -1311,3 +1311,44 @@ fn a_reload_round_neither_rises_nor_falls_while_a_pack_is_over_current() {
         assert!((now - first).abs() < 1e-9, "{s} s: {now}");
     }
 }
+
+/// Issue 22 defect 1 (spec 8), the rise's rate: the loop rises back to the
+/// limit it is under, the system setpoint included, by at most 10 % of that
+/// limit per second. Packs A and B, own limits 100 A, capacities 100 Ah
+/// each, a system charge setpoint of 50 A.
+/// t0: A 120 A, B 30 A: shares 0.6 / 0.4, formula 166.67 A, with the
+/// setpoint 50 A; A is over current: 50 x 100 / 120 = 41.67 A.
+/// t0 + 1 s: A and B at 25 A each (within): shares 0.5667 / 0.4333, formula
+/// min(200, 100 / 0.5667) = 176.47 A, with the setpoint 50 A: the limit
+/// rises by 10 % of 50 A per second: 41.67 + 5 = 46.67 A. (Before the fix
+/// it rose by 10 % of the formula before the setpoint, 17.6 A, and the
+/// setpoint's 50 A was back at once.)
+#[test]
+fn the_loop_rises_by_10_percent_per_second_of_the_limit_with_its_setpoint() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_inputs();
+    (a.limits.i_lim_charge, a.measurements.i_total) = (100.0, 120.0);
+    (b.limits.i_lim_charge, b.measurements.i_total) = (100.0, 30.0);
+    let settings = BatterySettings {
+        bank: BankSettings::default(),
+        ..stale5()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0);
+    let sp = Setpoint {
+        value: 50.0,
+        expires: None,
+    };
+    c.apply(system(LimitKind::Charge, Some(sp)), t0);
+    c.on_telegram(0, a, t0);
+    let first = c.on_telegram(1, b, t0).expect("a round").battery.i_lim_charge;
+    assert_close!(first, 50.0 * 100.0 / 120.0);
+    a.measurements.i_total = 25.0;
+    b.measurements.i_total = 25.0;
+    c.on_telegram(0, a, secs(t0, 1.0));
+    let rose = c
+        .on_telegram(1, b, secs(t0, 1.0))
+        .expect("a round")
+        .battery
+        .i_lim_charge;
+    assert_close!(rose, 50.0 * 100.0 / 120.0 + 5.0);
+}
