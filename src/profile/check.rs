@@ -58,7 +58,8 @@ pub fn decode(profile: Profile, unit: VoltageUnit, f: &Frame) -> Result<Reading,
                 ..m
             }))
         }
-        (Profile::SolArk, Message::Requests(r)) => Reading::Message(Message::Requests(Requests {
+        // Sol-Ark and Luxpower name bit 4 force charge 1 (docs/profiles.md).
+        (Profile::SolArk | Profile::Luxpower, Message::Requests(r)) => Reading::Message(Message::Requests(Requests {
             force_charge_request: r.force_charge_request_2,
             force_charge_request_2: r.force_charge_request,
             ..r

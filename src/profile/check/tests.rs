@@ -111,4 +111,13 @@ fn decode_reads_each_layout_back() {
     assert!(read.iter().any(
         |r| matches!(r, Reading::Message(Message::Requests(q)) if q.force_charge_request && !q.force_charge_request_2)
     ));
+    // Luxpower maps the force-charge bits like Sol-Ark (issue 22 defect 10):
+    // force charge I is sent as bit 4 (0xD0) and read back as force charge I.
+    let lux = frames(Profile::Luxpower, &shown(forced), name, VoltageUnit::Centivolt);
+    let f35c = lux.frames().iter().find(|f| f.id.raw() == 0x35C).unwrap();
+    assert_eq!(f35c.data()[0], 0xD0);
+    assert!(matches!(
+        decode(Profile::Luxpower, VoltageUnit::Centivolt, f35c).unwrap(),
+        Reading::Message(Message::Requests(q)) if q.force_charge_request && !q.force_charge_request_2
+    ));
 }
