@@ -317,7 +317,10 @@ impl History {
             values.iter().any(Option::is_some).then_some(values)
         };
         let columns = |base: usize, cols: &[Column]| -> Vec<(&'static str, Option<Vec<Option<f64>>>)> {
-            cols.iter().enumerate().map(|(n, c)| (c.name, series(base + n, c))).collect()
+            cols.iter()
+                .enumerate()
+                .map(|(n, c)| (c.name, series(base + n, c)))
+                .collect()
         };
         let why = |offset: usize| -> Vec<Change> {
             let mut changes: Vec<Change> = Vec::new();
@@ -469,9 +472,7 @@ pub fn encode(h: &History) -> Vec<u8> {
 
 /// The ring from [`encode`]'s bytes, or why they cannot be used.
 pub fn decode(bytes: &[u8]) -> Result<History, String> {
-    let (body, sum) = bytes
-        .split_last_chunk::<8>()
-        .ok_or("too short for a history file")?;
+    let (body, sum) = bytes.split_last_chunk::<8>().ok_or("too short for a history file")?;
     if fnv1a(body) != u64::from_le_bytes(*sum) {
         return Err("checksum mismatch (truncated or damaged)".into());
     }
@@ -501,7 +502,10 @@ pub fn decode(bytes: &[u8]) -> Result<History, String> {
     if values.len() != SLOTS * width(batteries, inverters) * 2 {
         return Err("the values' length does not match the header".into());
     }
-    let cells = values.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let cells = values
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     Ok(History {
         batteries,
         inverters,

@@ -48,7 +48,10 @@ fn the_ring_is_allocated_once_and_its_bound_is_as_stated() {
     let (at, capacity) = (h.cells.as_ptr(), h.cells.capacity());
     // Three days of samples: the same buffer, never grown.
     for n in 0..3 * SLOTS as i64 {
-        assert_eq!(h.push(T0 + n * SLOT_S, &sample((n % 1000) as f64 / 10.0, 4, 2)), Pushed::Stored);
+        assert_eq!(
+            h.push(T0 + n * SLOT_S, &sample((n % 1000) as f64 / 10.0, 4, 2)),
+            Pushed::Stored
+        );
     }
     assert_eq!((h.cells.as_ptr(), h.cells.capacity()), (at, capacity));
     assert_eq!(h.bytes(), 656_640);
@@ -132,7 +135,13 @@ fn rows_of_a_step_are_the_mean_of_their_known_samples() {
 #[test]
 fn the_reasons_are_listed_where_they_change() {
     let mut h = History::new(0, 0);
-    let reasons = [("sum", None), ("sum", None), ("share", Some(2)), ("share", Some(3)), ("sum", None)];
+    let reasons = [
+        ("sum", None),
+        ("sum", None),
+        ("share", Some(2)),
+        ("share", Some(3)),
+        ("sum", None),
+    ];
     for (n, (reason, battery)) in reasons.into_iter().enumerate() {
         let mut s = sample(1.0, 0, 0);
         s.why_charge = Some(Why { reason, battery });
@@ -178,7 +187,14 @@ fn a_full_day_at_4_batteries_is_under_300_kib_of_json() {
         let x = (n % 997) as f64 / 10.0;
         let mut s = sample(x, 4, 2);
         for b in &mut s.batteries {
-            *b = [Some(x), Some(-123.4 + x), Some(0.333), Some(-12.3), Some(3.123), Some(3.456)];
+            *b = [
+                Some(x),
+                Some(-123.4 + x),
+                Some(0.333),
+                Some(-12.3),
+                Some(3.123),
+                Some(3.456),
+            ];
         }
         s.bank[1] = Some(51.234 + x / 100.0);
         h.push(T0 + n * SLOT_S, &s);
@@ -233,7 +249,10 @@ fn encoded_and_decoded_it_is_the_same_and_damage_is_refused() {
 #[test]
 fn hostile_queries_are_refused() {
     assert_eq!(parse_query(""), Ok((None, None)));
-    assert_eq!(parse_query("since=1764000000&step=60"), Ok((Some(1_764_000_000), Some(60))));
+    assert_eq!(
+        parse_query("since=1764000000&step=60"),
+        Ok((Some(1_764_000_000), Some(60)))
+    );
     assert_eq!(parse_query("since=0"), Ok((Some(0), None)));
     for bad in [
         "since=abc",
