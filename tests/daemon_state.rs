@@ -187,7 +187,7 @@ fn every_thread_of_the_daemon_is_named_for_its_work() {
         "combiner",
         "gateway",
         "http",
-        "http-stop",
+        "http-history",
         "in-nocan0",
         "mqtt-lane",
         "out-nocan1",
