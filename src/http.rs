@@ -1,6 +1,8 @@
 //! The local status server (`[http]`): the status page, `/api/state`,
-//! `/api/events` and `/metrics`, read-only; and POST `/api/record`, which
-//! asks the flight recorder for a recording (from this machine only).
+//! `/api/events`, `/api/history` and `/metrics`, read-only; and POST
+//! `/api/record`, which asks the flight recorder for a recording (from this
+//! machine only). Its history thread samples the board into the page's
+//! 24 h history every 10 s (docs/history.md).
 //!
 //! Bounded by construction: one acceptor thread hands each connection to one
 //! of [`WORKERS`] threads through a queue of [`BACKLOG`]; a connection that

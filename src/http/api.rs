@@ -205,6 +205,7 @@ mod tests {
             assert!(!PAGE.contains(needle), "{needle}");
         }
         assert!(PAGE.contains("/api/state"));
+        assert!(PAGE.contains("/api/history"), "the charts' data");
         assert!(PAGE.contains("name=\"viewport\""), "readable on a phone");
     }
 }
