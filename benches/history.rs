@@ -77,8 +77,25 @@ fn history_benches(c: &mut Criterion) {
         );
     }
     let sample = Sample {
-        bank: [Some(61.2), Some(52.31), Some(-45.3), Some(23.1), Some(100.0), Some(90.0)],
-        batteries: vec![[Some(60.0), Some(-11.3), Some(0.25), Some(22.0), Some(3.301), Some(3.342)]; 4],
+        bank: [
+            Some(61.2),
+            Some(52.31),
+            Some(-45.3),
+            Some(23.1),
+            Some(100.0),
+            Some(90.0),
+        ],
+        batteries: vec![
+            [
+                Some(60.0),
+                Some(-11.3),
+                Some(0.25),
+                Some(22.0),
+                Some(3.301),
+                Some(3.342)
+            ];
+            4
+        ],
         inverters: vec![[Some(50.0), Some(45.0)]; 2],
         ..Sample::default()
     };

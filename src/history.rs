@@ -329,8 +329,7 @@ impl History {
                 // The row's last known reason.
                 let code = rows_of(b)
                     .map(|r| (self.row(r)[offset], self.row(r)[offset + 1]))
-                    .filter(|c| c.0 != NONE)
-                    .last();
+                    .rfind(|c| c.0 != NONE);
                 if code != previous {
                     previous = code;
                     let reason = code.and_then(|c| self.reasons.get(c.0 as usize)).cloned();
