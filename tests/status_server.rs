@@ -583,4 +583,24 @@ fn the_history_charts_in_chromium_have_one_path_per_series_and_no_nan() {
     // The charge limit's reason is marked where it changes (row 20).
     assert!(dom.contains(">+share 1<"), "{dom}");
     assert!(dom.contains(">+sum<"), "{dom}");
+    let marks = dom.matches("class=\"mark\"").count();
+    // Two 10 s refreshes later (virtual time): the rows since the last one
+    // were merged in (and redrawn), and the charts are the same.
+    let (later, _) = chromium(
+        &format!("http://{addr}/"),
+        &["--virtual-time-budget=25000", "--dump-dom"],
+    );
+    assert!(later.contains("data-merges=\"1\""), "{later}");
+    let path_of = |dom: &str, series: &str| {
+        let tag = dom
+            .split(&format!("data-series=\"{series}\""))
+            .nth(1)
+            .unwrap()
+            .to_string();
+        tag[..tag.find('>').unwrap()].to_string()
+    };
+    for series in ["soc-bank", "soc-2", "limit-discharge", "temp-2"] {
+        assert_eq!(path_of(&later, series), path_of(&dom, series), "{series}");
+    }
+    assert_eq!(later.matches("class=\"mark\"").count(), marks);
 }
