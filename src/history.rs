@@ -490,6 +490,12 @@ pub fn decode(bytes: &[u8]) -> Result<History, String> {
     let inverters = usize::from(r.u16()?);
     let newest = Some(r.i64()?).filter(|&n| n != i64::MIN);
     let first = r.i64()?;
+    // Rows of real times only: a row number far out would overflow the
+    // arithmetic of times and rows.
+    let real = |row: i64| (0..=LATEST_SINCE / SLOT_S).contains(&row);
+    if newest.is_some_and(|n| !real(n) || first > n) || !real(first) {
+        return Err(format!("rows {first} to {newest:?} are no real times"));
+    }
     let reasons = (0..r.take(1)?[0])
         .map(|_| {
             let len = r.take(1)?[0];

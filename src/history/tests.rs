@@ -244,6 +244,18 @@ fn encoded_and_decoded_it_is_the_same_and_damage_is_refused() {
     assert!(decode(&bytes[..bytes.len() / 2]).is_err());
     assert!(decode(b"").is_err());
     assert!(decode(&encode(&History::new(0, 0))).is_ok());
+    // A whole file (its checksum right) whose rows are no real times.
+    for (newest, first) in [(Some(i64::MAX), 0), (Some(-5), -5), (Some(10), 20), (None, -1)] {
+        let odd = History {
+            newest,
+            first,
+            ..h.clone()
+        };
+        assert!(
+            decode(&encode(&odd)).unwrap_err().contains("no real times"),
+            "{newest:?} {first}"
+        );
+    }
 }
 
 #[test]
