@@ -75,6 +75,9 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
         config: Arc::new(config),
     };
     state_store::seed(&running.board, &running.config, &saved);
+    if let Some((Some(history), _)) = store.as_ref().map(Store::load_history) {
+        state_store::seed_history(&running.board, &history);
+    }
     let latest = Latest::new(running.config.clone(), running.board.clone());
     let supervision = Supervision::new(&running.config, &running.board);
     let (stop_tx, stop) = shutdown::channel();
@@ -146,6 +149,7 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     // Every worker has ended: these are the final counters.
     if let Some(store) = store.as_mut() {
         let _ = store.save(&state_store::capture(&running.board, &running.config));
+        let _ = store.save_history(&running.board);
     }
     handle.close();
     log::info!("bms-gateway stopped");

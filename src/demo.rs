@@ -25,6 +25,7 @@ use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
+use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
@@ -281,12 +282,30 @@ fn run_bank(ports: &mut [Box<dyn CanPort>], views: &[Mutex<InverterView>], stop:
     }
 }
 
-fn run_inverter(port: &mut dyn CanPort, sync: bool, view: &Mutex<InverterView>, stop: &Receiver<()>) {
-    let mut next_poll = Instant::now();
+/// What a real inverter of `profile`'s kind sends on its own every second,
+/// whatever the gateway's mode (reference/inverters.md, "Common ground"): a
+/// Pylontech-protocol inverter its all-zero 0x305 keep-alive; a Victron GX
+/// the 0x305 with its 0x307 ("VIC"). So the demo's inverters talk, as
+/// real ones do, and the INVERTER-TIMEOUT watch sees them.
+fn inverter_frames(profile: Profile) -> Vec<Frame> {
+    let keepalive = codec::encode(&Message::KeepAlive);
+    match profile {
+        Profile::Victron => vec![
+            keepalive,
+            Frame::standard(0x307, &[0x12, 0x34, 0x56, 0x78, b'V', b'I', b'C', 0]),
+        ],
+        _ => vec![keepalive],
+    }
+}
+
+fn run_inverter(port: &mut dyn CanPort, talk: &[Frame], view: &Mutex<InverterView>, stop: &Receiver<()>) {
+    let mut next_talk = Instant::now();
     while !shutdown::requested(stop) {
-        if sync && Instant::now() >= next_poll {
-            next_poll += Duration::from_secs(1);
-            let _ = port.write(&codec::encode(&Message::KeepAlive));
+        if Instant::now() >= next_talk {
+            next_talk += Duration::from_secs(1);
+            for frame in talk {
+                let _ = port.write(frame);
+            }
         }
         if let Ok(Some(frame)) = port.read(Duration::from_millis(100)) {
             view.lock().unwrap_or_else(|p| p.into_inner()).take(&frame);
@@ -351,8 +370,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         let bank_views = &views;
         s.spawn(move || run_bank(&mut battery_ports, bank_views, stop, started));
         for ((port, view), output) in inverter_ports.iter_mut().zip(&views).zip(&config.outputs) {
-            let sync = matches!(output.mode, OutputMode::Sync { .. });
-            s.spawn(move || run_inverter(port.as_mut(), sync, view, stop));
+            let talk = inverter_frames(output.profile);
+            s.spawn(move || run_inverter(port.as_mut(), &talk, view, stop));
         }
         let screen = tick(Duration::from_secs(1));
         let watch = tick(Duration::from_millis(200));

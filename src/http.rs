@@ -1,6 +1,8 @@
 //! The local status server (`[http]`): the status page, `/api/state`,
-//! `/api/events` and `/metrics`, read-only; and POST `/api/record`, which
-//! asks the flight recorder for a recording (from this machine only).
+//! `/api/events`, `/api/history` and `/metrics`, read-only; and POST
+//! `/api/record`, which asks the flight recorder for a recording (from this
+//! machine only). Its history thread samples the board into the page's
+//! 24 h history every 10 s (docs/history.md).
 //!
 //! Bounded by construction: one acceptor thread hands each connection to one
 //! of [`WORKERS`] threads through a queue of [`BACKLOG`]; a connection that
@@ -18,6 +20,7 @@ pub mod api;
 use crate::config::Config;
 use crate::events::Event;
 use crate::gateway::spawn;
+use crate::history;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::mqtt::telemetry::Clock;
 use crate::shutdown::Stop;
@@ -27,7 +30,7 @@ use crossbeam_channel::{Sender, TrySendError, bounded};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Connections served at the same time.
 pub const WORKERS: usize = 4;
@@ -105,8 +108,9 @@ impl Server {
             drop(queue_rx);
             let stopping = &stopping;
             let wake = reachable(self.addr);
-            spawn(s, "http-stop".into(), move || {
-                let _ = stop.recv();
+            // Samples the history at each row until the stop.
+            spawn(s, "http-history".into(), move || {
+                keep_sampling(source, stop);
                 stopping.store(true, Ordering::SeqCst);
                 // Wakes the acceptor out of accept().
                 let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
@@ -139,6 +143,42 @@ impl Server {
             }
         }
     }
+}
+
+/// Puts the board's values into its history now and at the start of every
+/// following row (a little after, so that a late wake-up still lands in
+/// its own row), until `stop`. This thread only reads the board, like
+/// the page: never a CAN thread's time.
+fn keep_sampling(source: &Source, stop: &Stop) {
+    loop {
+        let now = SystemTime::now();
+        source(&mut |config, board| sample_history(config, board, now));
+        let into_row = now.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+            Duration::from_millis((d.as_millis() % (history::SLOT_S as u128 * 1000)) as u64)
+        });
+        let next = Duration::from_secs(history::SLOT_S as u64) - into_row + SAMPLE_LATE;
+        if stop.sleep(next) {
+            return;
+        }
+    }
+}
+
+/// How far into its row a sample is taken.
+const SAMPLE_LATE: Duration = Duration::from_millis(500);
+
+/// One sample of `board` at `now` into its history: the values `/api/state`
+/// shows.
+pub fn sample_history(config: &Config, board: &StatusBoard, now: SystemTime) {
+    let snapshot = board.snapshot();
+    let view = View {
+        config,
+        snapshot: &snapshot,
+        events: &[],
+        clock: Clock::now(),
+    };
+    let sample = history::Sample::of(&view.system(), &view.batteries(), &view.inverters());
+    let unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    board.history(|h| h.push(unix, &sample));
 }
 
 /// One answer from a configuration and its board.
@@ -292,6 +332,12 @@ fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: crate::metrics::render(&view),
+            extra: "",
+        },
+        Route::History { since, step } => Answer {
+            status: 200,
+            content_type: json,
+            body: board.history(|h| h.table(since, step)).json(),
             extra: "",
         },
         Route::Record => unreachable!("served by record()"),

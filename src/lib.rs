@@ -18,6 +18,7 @@ pub mod energy;
 pub mod events;
 pub mod frame;
 pub mod gateway;
+pub mod history;
 pub mod http;
 pub mod input;
 pub mod liveness;

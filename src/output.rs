@@ -363,10 +363,6 @@ impl Output<'_> {
                     if !is_keepalive(&f) {
                         continue;
                     }
-                    self.slot.update(|s| {
-                        s.last_request = Some(now);
-                        s.last_request_wall = Some(SystemTime::now());
-                    });
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                     }
@@ -420,8 +416,15 @@ impl Output<'_> {
             log::info!("{message}");
             (self.events).emit(Kind::InverterBack, Subject::Inverter(self.slot.position()), message);
         }
+        // Every mode records the inverter's 0x305 ("Last 0x305", Home
+        // Assistant's "Time since last request"), not only sync mode.
+        let request = is_keepalive(frame).then(SystemTime::now);
         self.slot.update(|s| {
             s.talk = s.talk.map(|_| Talk::Talking);
+            if let Some(wall) = request {
+                s.last_request = Some(now);
+                s.last_request_wall = Some(wall);
+            }
             match said {
                 InverterFrame::SmaReadings(r) => s.inverter_readings = Some(r),
                 InverterFrame::SmaState(st) => s.inverter_state = Some(st),

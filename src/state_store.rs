@@ -1,5 +1,6 @@
-//! The state the gateway keeps on disk across restarts (today the energy
-//! counters), in `STATE-DIR/state.json`.
+//! The state the gateway keeps on disk across restarts: the energy
+//! counters in `STATE-DIR/state.json`, the status page's history in
+//! `STATE-DIR/history.bin`.
 //!
 //! Rules (docs/energy-and-events.md):
 //! - a save is atomic: the new state goes to `state.json.tmp`, is flushed to
@@ -8,13 +9,14 @@
 //!   the old state or the new one, never a mix;
 //! - a missing file is a first start; a file that cannot be read or parsed
 //!   (corrupt, truncated, from a future version) is logged, moved aside as
-//!   `state.json.corrupt-UNIXTIME` and replaced with a fresh state: never a
+//!   `state.json.corrupt-UNIXTIME` (`history.bin.corrupt-UNIXTIME`) and replaced with a fresh state: never a
 //!   reason not to start;
 //! - a save that fails (read-only or full disk) is logged, at most once a
 //!   minute, and never stops anything else; the next save tries again.
 
 use crate::config::Config;
 use crate::energy;
+use crate::history::{self, History};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown::Stop;
 use crate::status::{Latest, StatusBoard};
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const FILE: &str = "state.json";
 /// How often the daemon saves (and once more at stop).
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// The history's file inside STATE-DIR (binary, [`crate::history::encode`]).
+pub const HISTORY_FILE: &str = "history.bin";
 /// The format written today.
 pub const VERSION: u32 = 1;
 
@@ -139,7 +143,8 @@ impl Store {
         let stamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let aside = self.dir.join(format!("{FILE}.corrupt-{stamp}"));
+        let name = path.file_name().map_or(FILE.into(), |n| n.to_string_lossy());
+        let aside = self.dir.join(format!("{name}.corrupt-{stamp}"));
         let moved_to = fs::rename(path, &aside).ok().map(|()| aside);
         Loaded::Corrupt { why, moved_to }
     }
@@ -161,6 +166,58 @@ impl Store {
         }
         result
     }
+}
+
+impl Store {
+    /// `STATE-DIR/history.bin`.
+    pub fn history_path(&self) -> PathBuf {
+        self.dir.join(HISTORY_FILE)
+    }
+
+    /// The saved history, by the same rules as the state: missing is a
+    /// first start, unusable is logged and moved aside.
+    pub fn load_history(&self) -> (Option<History>, Loaded) {
+        let path = self.history_path();
+        let loaded = match fs::read(&path) {
+            Ok(bytes) => match history::decode(&bytes) {
+                Ok(h) => return (Some(h), Loaded::Found),
+                Err(why) => self.set_aside(&path, why),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Loaded::Missing,
+            Err(e) => self.set_aside(&path, e.to_string()),
+        };
+        if let Loaded::Corrupt { why, moved_to } = &loaded {
+            log::error!(
+                "history file {} is unusable ({why}); moved aside to {}; the charts start empty",
+                path.display(),
+                moved_to
+                    .as_ref()
+                    .map_or("nowhere (it could not be moved)".into(), |p| p.display().to_string())
+            );
+        }
+        (None, loaded)
+    }
+
+    /// Saves the board's history atomically (encoded under its lock, written
+    /// after); a failure is logged like the state's.
+    pub fn save_history(&mut self, board: &StatusBoard) -> io::Result<()> {
+        let bytes = board.history(|h| history::encode(h));
+        let result = write_atomically(&self.dir, HISTORY_FILE, &bytes);
+        if let Err(e) = &result
+            && let Some(line) = self.failures.check(
+                format!("cannot save the history to {}: {e}", self.history_path().display()),
+                Instant::now(),
+            )
+        {
+            log::error!("{line}");
+        }
+        result
+    }
+}
+
+/// Puts a saved history on a new board, shaped for its configuration.
+pub fn seed_history(board: &StatusBoard, saved: &History) {
+    board.history(|h| *h = saved.reshaped(h.batteries(), h.inverters()));
 }
 
 /// Puts saved counters on a new board (at start and after a reload).
@@ -197,6 +254,7 @@ pub fn keep_saving(store: &mut Store, latest: &Latest, stop: &Stop) {
                 // A failure is logged by save(); the next tick tries again.
                 let (config, board) = latest.get();
                 let _ = store.save(&capture(&board, &config));
+                let _ = store.save_history(&board);
             }
         }
     }
@@ -339,6 +397,51 @@ mod tests {
         assert_eq!(again.input(0, |s| s.energy.bms_reading()), Some(c(40.0)));
         assert_eq!(again.input(1, |s| s.energy.total), c(2.0));
         assert_eq!(again.snapshot().energy(), c(6.0));
+    }
+
+    #[test]
+    fn the_history_is_saved_read_back_and_a_damaged_one_moved_aside() {
+        use crate::history::{Sample, Table};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _, _) = Store::open(dir.path());
+        assert_eq!(store.load_history(), (None, Loaded::Missing));
+        let board = StatusBoard::new(1, 0);
+        let sample = Sample {
+            bank: [Some(55.5), None, None, None, None, None],
+            batteries: vec![[Some(44.4), None, None, None, None, None]],
+            ..Sample::default()
+        };
+        board.history(|h| h.push(1_764_000_000, &sample));
+        store.save_history(&board).unwrap();
+        let (back, loaded) = store.load_history();
+        assert_eq!(loaded, Loaded::Found);
+        let again = StatusBoard::new(1, 0);
+        seed_history(&again, &back.unwrap());
+        let table: Table = again.history(|h| h.table(None, None));
+        assert_eq!(table.bank["soc"], Some(vec![Some(55.5)]));
+        assert_eq!(table.batteries[0]["soc"], Some(vec![Some(44.4)]));
+        assert!(!dir.path().join("history.bin.tmp").exists());
+        // One byte changed: moved aside, the charts start empty.
+        let mut bytes = fs::read(store.history_path()).unwrap();
+        bytes[40] ^= 0xff;
+        fs::write(store.history_path(), &bytes).unwrap();
+        let (none, loaded) = store.load_history();
+        assert!(none.is_none());
+        let Loaded::Corrupt {
+            moved_to: Some(aside), ..
+        } = loaded
+        else {
+            panic!("{loaded:?}")
+        };
+        assert!(
+            aside
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("history.bin.corrupt-")
+        );
+        assert_eq!(fs::read(aside).unwrap(), bytes);
+        assert!(!store.history_path().exists());
     }
 
     #[test]

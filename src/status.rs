@@ -14,6 +14,7 @@ use crate::combine::{Battery, Combined, SystemState};
 use crate::config::Config;
 use crate::energy::{Counter, Meter};
 use crate::events::Events;
+use crate::history::History;
 use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::recorder::Recorder;
 use crate::reload::Mapping;
@@ -167,6 +168,10 @@ pub struct StatusBoard {
     /// The flight recorder (off unless [`StatusBoard::with_recorder`]),
     /// shared with the boards a reload makes.
     pub recorder: Arc<Recorder>,
+    /// The last 24 h for the status page (filled by the status server's
+    /// thread, saved by the state saver), shared with the boards a reload
+    /// makes.
+    history: Arc<Mutex<History>>,
 }
 
 /// The running configuration and its board, for the readers that go on
@@ -252,6 +257,7 @@ impl StatusBoard {
             events: Arc::default(),
             recorder: Arc::default(),
             setpoints: Arc::default(),
+            history: Arc::new(Mutex::new(History::new(inputs, outputs))),
         }
     }
 
@@ -282,6 +288,7 @@ impl StatusBoard {
             setpoints: self.setpoints.clone(),
             events: self.events.clone(),
             recorder: self.recorder.clone(),
+            history: self.history.clone(),
         }
     }
 
@@ -327,6 +334,11 @@ impl StatusBoard {
 
     pub fn system<R>(&self, f: impl FnOnce(&mut SystemStatus) -> R) -> R {
         f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` on the history (a poisoned lock is taken over, as above).
+    pub fn history<R>(&self, f: impl FnOnce(&mut History) -> R) -> R {
+        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Sets each slot's position to the one it has on this board (after a

@@ -204,6 +204,21 @@ fn the_demo_runs_for_its_duration_and_shows_the_table() {
     assert!(out.contains("inv1"), "{out}");
 }
 
+/// Every event the demo shows is part of its script: its simulated
+/// inverters talk as real ones do (0x305 every second), so none is reported
+/// silent after INVERTER-TIMEOUT (10 s), in push mode (inverter 1) or in
+/// sync mode (inverter 2). The script's own first event comes at 20 s.
+#[test]
+fn the_demos_inverters_talk_like_real_ones_and_none_turns_silent() {
+    let (code, out, _) = run(&["demo", "--duration", "13"]);
+    assert_eq!(code, 0);
+    let last_table = out.rsplit("bms-gateway demo:").next().unwrap();
+    assert!(last_table.contains("t = 1"), "{last_table}");
+    assert!(!out.contains("no frame from the inverter"), "{last_table}");
+    let events = last_table.split("Events:").nth(1).unwrap();
+    assert!(!events.contains("inverter"), "{events}");
+}
+
 /// On this machine the interfaces cannot be opened (no CAN in the kernel, or
 /// no such interface): the daemon keeps retrying and serves signals anyway.
 #[test]

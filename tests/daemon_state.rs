@@ -187,7 +187,7 @@ fn every_thread_of_the_daemon_is_named_for_its_work() {
         "combiner",
         "gateway",
         "http",
-        "http-stop",
+        "http-history",
         "in-nocan0",
         "mqtt-lane",
         "out-nocan1",
@@ -201,4 +201,103 @@ fn every_thread_of_the_daemon_is_named_for_its_work() {
     assert_eq!(names.iter().filter(|n| *n == "bms-gateway").count(), 1, "{names:?}");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit().0, Some(0), "{}", d.log());
+}
+
+/// GET `path` from the daemon's status page at `url` (`http://ADDR/`).
+fn http_get(url: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out[9..12].parse().unwrap();
+    (status, out.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The status page's history survives restarts: the daemon serves what
+/// STATE-DIR/history.bin held, adds its own rows, and writes both back at
+/// stop (and every minute, through the state saver).
+#[test]
+fn the_history_survives_restarts() {
+    use bms_gateway::history::{self, History, Sample};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // 30 rows of a previous run, ten minutes ago.
+    let now = unix_now();
+    let base = now - now % 10 - 600;
+    let mut h = History::new(1, 1);
+    for n in 0..30 {
+        let sample = Sample {
+            bank: [
+                Some(60.0 + n as f64 / 10.0),
+                Some(52.1),
+                Some(-3.5),
+                Some(21.0),
+                Some(50.0),
+                Some(40.0),
+            ],
+            batteries: vec![[Some(55.5), Some(-3.5), Some(1.0), Some(22.5), None, None]],
+            inverters: vec![[Some(12.3), Some(4.5)]],
+            ..Sample::default()
+        };
+        h.push(base + n * 10, &sample);
+    }
+    std::fs::write(state.join("history.bin"), history::encode(&h)).unwrap();
+    for run in 0..2 {
+        let started = unix_now();
+        let mut d = Daemon::start(&cfg);
+        let url = url(&d);
+        let (code, body) = http_get(&url, &format!("/api/history?since={base}&step=10"));
+        assert_eq!(code, 200, "run {run}: {body}");
+        let t: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(t["start"], base, "run {run}: {body}");
+        assert_eq!(t["bank"]["soc"][0], 60.0, "run {run}");
+        assert_eq!(t["bank"]["soc"][29], 62.9, "run {run}");
+        assert_eq!(t["batteries"][0]["soc"][0], 55.5, "run {run}");
+        assert_eq!(t["inverters"][0]["i_lim_charge"][29], 12.3, "run {run}");
+        d.signal(libc::SIGTERM);
+        assert_eq!(d.wait_exit().0, Some(0), "{}", d.log());
+        let saved = history::decode(&std::fs::read(state.join("history.bin")).unwrap()).unwrap();
+        // The daemon's own rows (at least the one of its start) were saved too.
+        assert!(saved.newest().unwrap() >= started - started % 10, "run {run}");
+        let table = saved.table(Some(base), Some(10));
+        assert_eq!(table.bank["soc"].as_ref().unwrap()[29], Some(62.9), "run {run}");
+    }
+}
+
+#[test]
+fn a_damaged_history_file_is_moved_aside_and_the_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("history.bin"), b"BMSGHIST and then garbage").unwrap();
+    let mut d = Daemon::start(&cfg);
+    assert!(d.wait_log("history file", Duration::from_secs(10)), "{}", d.log());
+    let (code, _) = http_get(&url(&d), "/api/history");
+    assert_eq!(code, 200);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit().0, Some(0));
+    let names: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("history.bin.corrupt-")), "{names:?}");
+    // Replaced by a loadable history at stop.
+    let bytes = std::fs::read(state.join("history.bin")).unwrap();
+    assert!(bms_gateway::history::decode(&bytes).is_ok());
 }

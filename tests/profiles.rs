@@ -248,3 +248,41 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     assert_eq!(of(2), ["inverter_silent", "inverter_back", "inverter_silent"]);
     rig.stop();
 }
+
+/// What the gateway heard from an inverter is reported whatever the
+/// output's mode: a push-mode inverter that sends 0x305 (a Pylontech-
+/// protocol inverter's keep-alive; 29-bit as Schneider's) has its last
+/// request on the board, as a sync-mode one has ("Last 0x305" on the page,
+/// "Time since last request" in Home Assistant).
+#[test]
+fn a_push_mode_inverters_0x305_is_recorded_as_its_last_request() {
+    use bms_gateway::frame::{CanId, FrameKind};
+    use bms_gateway::mqtt::telemetry::{Clock, inverter_state};
+    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
+         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n[[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n\
+         [[bmses-out]]\nCAN-IF = \"plain\"\n[[bmses-out]]\nCAN-IF = \"schneider\"\n\
+         [mqtt]\nACTIVATED = false\n";
+    let rig = Rig::start(toml, packs(), &[]);
+    let last = |j: usize| rig.board.snapshot().outputs[j].last_request_wall;
+    assert_eq!((last(0), last(1)), (None, None));
+    let before = std::time::SystemTime::now();
+    let extended = Frame::new(CanId::Extended(0x305), FrameKind::Data, &[0; 8]);
+    // Once a second, as the inverters do (the first may come before the
+    // gateway opened its port).
+    let until = Instant::now() + Duration::from_secs(10);
+    while (last(0).is_none() || last(1).is_none()) && Instant::now() < until {
+        rig.inverter_tx[0]
+            .lock()
+            .unwrap()
+            .write(&Frame::standard(0x305, &[0; 8]))
+            .unwrap();
+        rig.inverter_tx[1].lock().unwrap().write(&extended).unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    for j in 0..2 {
+        assert!(last(j).is_some_and(|t| t >= before), "inverter {j}: {:?}", last(j));
+        let payload = inverter_state(&rig.config, j, &rig.board.snapshot().outputs[j], &Clock::now());
+        assert!(payload.sync_age_s.is_some_and(|a| a < 10.0), "{payload:?}");
+    }
+    rig.stop();
+}

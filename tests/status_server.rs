@@ -267,6 +267,21 @@ fn bad_requests_get_4xx_and_nothing_but_get_and_head_is_served() {
     let (code, events) = get(s.addr, "/api/events");
     assert_eq!(code, 200);
     assert!(events.starts_with('['), "{events}");
+    // /api/history: since and step are checked, anything hostile is 400.
+    for bad in [
+        "since=abc",
+        "since=-1",
+        "since=99999999999999999999999",
+        "since=1e10",
+        "since=%00",
+        "step=7",
+        "step=-10",
+        "x=1",
+    ] {
+        let (code, body) = get(s.addr, &format!("/api/history?{bad}"));
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    assert_eq!(get(s.addr, "/api/history?since=0&step=60").0, 200);
 }
 
 #[test]
@@ -404,4 +419,188 @@ fn post_api_record_writes_a_recording_only_when_asked_by_bms_gateway_record() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(text.lines().count() as u64, frames);
     assert!(text.contains(" bat1 351#") && text.contains(" inv1 351#"), "{text}");
+}
+
+/// The rig's gateway, once its batteries are fresh and its inverter was
+/// sent a state, with a status server started only then (whose first
+/// history sample is taken at its start).
+fn serve_when_running(toml: &str, params: Vec<BatteryParams>) -> Served {
+    let rig = Rig::start(toml, params, &[]);
+    assert!(rig.wait_for_fresh(Duration::from_secs(10), &[true, true]));
+    assert!(rig.wait_for(0, Duration::from_secs(10), |v| v.limits().is_some()));
+    let until = Instant::now() + Duration::from_secs(10);
+    while rig.board.snapshot().outputs[0].last_sent.is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop) = shutdown::channel();
+    let (config, board) = (rig.config.clone(), rig.board.clone());
+    std::thread::spawn(move || server.run(&config, &board, &stop));
+    Served {
+        rig,
+        addr,
+        _stop: stop_tx,
+    }
+}
+
+/// The last row's value of a column of /api/history.
+fn last(columns: &serde_json::Value, name: &str) -> serde_json::Value {
+    columns[name]
+        .as_array()
+        .and_then(|a| a.last().cloned())
+        .unwrap_or_default()
+}
+
+/// `/api/history` from the real server holds what the status board shows
+/// (the same values as /api/state), in 10 s rows.
+#[test]
+fn api_history_holds_the_status_boards_values() {
+    let s = serve_when_running(TWO_BY_ONE, two_batteries());
+    let until = Instant::now() + Duration::from_secs(30);
+    let history = loop {
+        let (code, body) = get(s.addr, "/api/history");
+        assert_eq!(code, 200, "{body}");
+        let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if !last(&h["bank"], "soc").is_null() || Instant::now() > until {
+            break h;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let st = state(s.addr);
+    assert_eq!(history["step"], 10, "{history}");
+    assert!(history["rows"].as_u64().unwrap() >= 1, "{history}");
+    assert_eq!(history["start"].as_i64().unwrap() % 10, 0);
+    let (bank, sys) = (&history["bank"], &st["system"]);
+    // By hand: two 100 Ah packs at 42 % and 77 %, 10 A and -4 A.
+    assert_eq!(last(bank, "soc"), 59.5, "{history}");
+    assert_eq!(last(bank, "i_total"), 6.0, "{history}");
+    for name in ["soc", "i_total", "t_avg", "i_lim_charge", "i_lim_discharge"] {
+        assert_eq!(last(bank, name), sys[name], "{name}: {history}");
+    }
+    assert_eq!(history["why"]["charge"][0][1], sys["limit_reason_charge"], "{history}");
+    assert_eq!(history["why"]["discharge"][0][1], sys["limit_reason_discharge"]);
+    let expected = [(42.0, 10.0, 20.0), (77.0, -4.0, 24.0)];
+    for (k, (soc, current, temp)) in expected.into_iter().enumerate() {
+        let b = &history["batteries"][k];
+        assert_eq!(
+            (last(b, "soc"), last(b, "i_total"), last(b, "t_avg")),
+            (soc.into(), current.into(), temp.into())
+        );
+        assert_eq!(last(b, "share"), st["batteries"][k]["share"], "{history}");
+    }
+    let inv = &history["inverters"][0];
+    assert_eq!(
+        last(inv, "i_lim_charge"),
+        st["inverters"][0]["i_lim_charge"],
+        "{history}"
+    );
+    assert_eq!(last(inv, "i_lim_discharge"), st["inverters"][0]["i_lim_discharge"]);
+}
+
+/// The charts in headless Chromium: one path per series, one point per
+/// known row (a stale battery's rows leave a gap: a new "M"), no NaN.
+#[test]
+fn the_history_charts_in_chromium_have_one_path_per_series_and_no_nan() {
+    use bms_gateway::history::{Sample, Why};
+    let rig = Rig::start(TWO_BY_ONE, two_batteries(), &[]);
+    // 30 rows of 10 s; battery 2 stale in rows 10-14. They end in the
+    // future, so that the server's own samples (at "now") are older and
+    // skipped: the rows are exactly these.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let base = now - now % 10 - 100;
+    rig.board.history(|h| {
+        for n in 0..30 {
+            let x = n as f64;
+            let pack = |soc: f64| [Some(soc), Some(x - 10.0), Some(0.5), Some(20.0 + x / 10.0), None, None];
+            let stale = (10..15).contains(&n);
+            let sample = Sample {
+                bank: [
+                    Some(50.0 + x),
+                    Some(52.0),
+                    Some(x - 10.0),
+                    Some(21.0),
+                    Some(100.0),
+                    Some(80.0),
+                ],
+                why_charge: Some(Why {
+                    reason: if n < 20 { "sum" } else { "share" },
+                    battery: (n >= 20).then_some(1),
+                }),
+                why_discharge: Some(Why {
+                    reason: "sum",
+                    battery: None,
+                }),
+                batteries: vec![pack(40.0 + x), if stale { [None; 6] } else { pack(70.0 - x) }],
+                inverters: vec![[Some(100.0), Some(80.0)]],
+            };
+            h.push(base + n * 10, &sample);
+        }
+    });
+    let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let (_stop_tx, stop) = shutdown::channel();
+    let (config, board) = (rig.config.clone(), rig.board.clone());
+    std::thread::spawn(move || server.run(&config, &board, &stop));
+    let (dom, stderr) = chromium(&format!("http://{addr}/"), &["--dump-dom"]);
+    assert!(
+        console_lines(&stderr).is_empty(),
+        "console: {:?}",
+        console_lines(&stderr)
+    );
+    // Each series' path: (its pen-downs "M", its points "M" + "L").
+    let path = |series: &str| -> (usize, usize) {
+        let marker = format!("data-series=\"{series}\"");
+        let mut found = dom.split(&marker).skip(1);
+        let tag = found.next().unwrap_or_else(|| panic!("no path {series}: {dom}"));
+        assert!(found.next().is_none(), "two paths for {series}");
+        let tag = &tag[..tag.find('>').unwrap()];
+        let d = tag.split(" d=\"").nth(1).unwrap_or_else(|| panic!("{series}: {tag}"));
+        let d = &d[..d.find('"').unwrap()];
+        assert!(!d.contains("NaN") && !d.contains("Infinity"), "{series}: {d}");
+        (d.matches('M').count(), d.matches('M').count() + d.matches('L').count())
+    };
+    for series in [
+        "soc-bank",
+        "soc-1",
+        "current-bank",
+        "limit-charge",
+        "limit-discharge",
+        "share-1",
+        "temp-bank",
+        "temp-1",
+    ] {
+        assert_eq!(path(series), (1, 30), "{series}");
+    }
+    for series in ["soc-2", "share-2", "temp-2"] {
+        assert_eq!(path(series), (2, 25), "{series}");
+    }
+    assert_eq!(dom.matches("class=\"series\"").count(), 11, "no other series");
+    assert!(!dom.contains("NaN"));
+    // The charge limit's reason is marked where it changes (row 20).
+    assert!(dom.contains(">+share 1<"), "{dom}");
+    assert!(dom.contains(">+sum<"), "{dom}");
+    let marks = dom.matches("class=\"mark\"").count();
+    // Two 10 s refreshes later (virtual time): the rows since the last one
+    // were merged in (and redrawn), and the charts are the same.
+    let (later, _) = chromium(
+        &format!("http://{addr}/"),
+        &["--virtual-time-budget=25000", "--dump-dom"],
+    );
+    assert!(later.contains("data-merges=\"1\""), "{later}");
+    let path_of = |dom: &str, series: &str| {
+        let tag = dom
+            .split(&format!("data-series=\"{series}\""))
+            .nth(1)
+            .unwrap()
+            .to_string();
+        tag[..tag.find('>').unwrap()].to_string()
+    };
+    for series in ["soc-bank", "soc-2", "limit-discharge", "temp-2"] {
+        assert_eq!(path_of(&later, series), path_of(&dom, series), "{series}");
+    }
+    assert_eq!(later.matches("class=\"mark\"").count(), marks);
 }

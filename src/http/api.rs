@@ -27,6 +27,11 @@ pub enum Route {
     State,
     Events,
     Metrics,
+    /// `/api/history[?since=UNIX][&step=S]` (docs/history.md).
+    History {
+        since: Option<i64>,
+        step: Option<i64>,
+    },
     /// POST /api/record: write a flight recording now (docs/recorder.md).
     Record,
 }
@@ -39,9 +44,11 @@ pub struct Refusal {
 }
 
 /// The route of `method path` and whether only the headers are wanted
-/// (HEAD). The query string is ignored.
+/// (HEAD). The query string is ignored but for `/api/history`'s, which
+/// must be valid (400 otherwise).
 pub fn route(method: &str, target: &str) -> Result<(Route, bool), Refusal> {
-    let path = target.split(['?', '#']).next().unwrap_or("");
+    let target = target.split('#').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match (method, path) {
         ("POST", "/api/record") => return Ok((Route::Record, false)),
         (_, "/api/record") => {
@@ -69,10 +76,14 @@ pub fn route(method: &str, target: &str) -> Result<(Route, bool), Refusal> {
         "/api/state" => Route::State,
         "/api/events" => Route::Events,
         "/metrics" => Route::Metrics,
+        "/api/history" => {
+            let (since, step) = crate::history::parse_query(query).map_err(|reason| Refusal { status: 400, reason })?;
+            Route::History { since, step }
+        }
         _ => {
             return Err(Refusal {
                 status: 404,
-                reason: "not found: try /, /api/state, /api/events or /metrics".into(),
+                reason: "not found: try /, /api/state, /api/events, /api/history or /metrics".into(),
             });
         }
     };
@@ -162,6 +173,20 @@ mod tests {
         assert_eq!(route("HEAD", "/api/state?x=1"), Ok((Route::State, true)));
         assert_eq!(route("GET", "/api/events"), Ok((Route::Events, false)));
         assert_eq!(route("GET", "/metrics"), Ok((Route::Metrics, false)));
+        let history = |since, step| Ok((Route::History { since, step }, false));
+        assert_eq!(route("GET", "/api/history"), history(None, None));
+        assert_eq!(
+            route("GET", "/api/history?since=1764000000"),
+            history(Some(1_764_000_000), None)
+        );
+        assert_eq!(route("GET", "/api/history?step=60#x"), history(None, Some(60)));
+        for bad in ["since=x", "since=-1", "since=18446744073709551616", "step=7"] {
+            assert_eq!(
+                route("GET", &format!("/api/history?{bad}")).unwrap_err().status,
+                400,
+                "{bad}"
+            );
+        }
         assert_eq!(route("GET", "/etc/passwd").unwrap_err().status, 404);
         assert_eq!(route("GET", "/api/state/").unwrap_err().status, 404);
         for m in ["POST", "PUT", "DELETE", "OPTIONS", "get"] {
@@ -180,6 +205,7 @@ mod tests {
             assert!(!PAGE.contains(needle), "{needle}");
         }
         assert!(PAGE.contains("/api/state"));
+        assert!(PAGE.contains("/api/history"), "the charts' data");
         assert!(PAGE.contains("name=\"viewport\""), "readable on a phone");
     }
 }
