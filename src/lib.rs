@@ -5,18 +5,14 @@
 //! has no threads, clocks or sockets: time is passed in. The shell around it
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
-pub mod bank;
+pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, setpoint, sim, telegram};
+
 pub mod can;
-pub mod candump;
-pub mod codec;
-pub mod combine;
 pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
-pub mod energy;
 pub mod events;
-pub mod frame;
 pub mod gateway;
 pub mod http;
 pub mod input;
@@ -26,21 +22,17 @@ pub mod loglimit;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
-pub mod profile;
 pub mod recorder;
 pub mod reload;
 pub mod replay;
 pub mod scan;
-pub mod setpoint;
 pub mod shutdown;
 pub mod signals;
-pub mod sim;
 pub mod state_store;
 pub mod status;
 pub mod status_client;
 pub mod supervise;
 pub mod systemd;
-pub mod telegram;
 pub mod tools;
 
 /// Configuration text for the unit tests, shared with the integration tests.
