@@ -5,7 +5,7 @@
 //! has no threads, clocks or sockets: time is passed in. The shell around it
 //! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
 
-pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, setpoint, sim, telegram};
+pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, send, setpoint, sim, telegram};
 
 pub mod can;
 pub mod config;

@@ -12,7 +12,8 @@
 //! - Rules: [`bank`] (one bank's limits from its packs), [`setpoint`] (limit
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
-//!   and `check`, the decoder of what it was shown).
+//!   and `check`, the decoder of what it was shown), [`send`] (what an
+//!   output sends when).
 //! - Models: [`sim`] (simulated batteries and inverters for tests, the demo
 //!   and benchmarks).
 
@@ -34,6 +35,7 @@ pub mod combine;
 pub mod energy;
 pub mod frame;
 pub mod profile;
+pub mod send;
 pub mod setpoint;
 pub mod sim;
 pub mod telegram;
