@@ -15,6 +15,7 @@
 pub mod dump;
 pub mod ring;
 
+use crate::can::LinkState;
 use crate::can::{CanError, CanOpener, CanPort, Wake};
 use crate::combine::SystemState;
 use crate::config::Config;
@@ -22,7 +23,6 @@ use crate::events::{Events, Kind, Subject};
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown::Stop;
-use crate::status::LinkState;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ring::{Entry, Ring};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //! interface's thread goes on writing the same cell, and its counters go on.
 
 use crate::bank::PackView;
+pub use crate::can::LinkState;
 use crate::combine::{Battery, Combined, SystemState};
 use crate::config::Config;
 use crate::energy::{Counter, Meter};
@@ -23,17 +24,6 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
-
-/// Whether a CAN interface is usable right now.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum LinkState {
-    /// Not opened yet.
-    #[default]
-    Opening,
-    Up,
-    /// Failing; the reason as the OS gave it. The thread retries with back-off.
-    Down(String),
-}
 
 /// One battery input, as its thread last saw it.
 #[derive(Debug, Clone, Default)]
