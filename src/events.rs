@@ -187,7 +187,7 @@ impl Events {
             ring.last_seq += 1;
             let event = Event {
                 seq: ring.last_seq,
-                timestamp: crate::mqtt::telemetry::unix(when),
+                timestamp: crate::clock::unix(when),
                 kind,
                 battery,
                 inverter,

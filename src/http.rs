@@ -15,11 +15,11 @@
 
 pub mod api;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Event;
 use crate::gateway::spawn;
 use crate::loglimit::{LogLimit, Repeats};
-use crate::mqtt::telemetry::Clock;
 use crate::shutdown::Stop;
 use crate::status::{Latest, StatusBoard};
 use api::{Refusal, Route, View};

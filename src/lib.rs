@@ -8,6 +8,7 @@
 pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, send, setpoint, sim, telegram};
 
 pub mod can;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decode;
@@ -33,6 +34,7 @@ pub mod status;
 pub mod status_client;
 pub mod supervise;
 pub mod systemd;
+pub mod telemetry;
 pub mod tools;
 
 /// Configuration text for the unit tests, shared with the integration tests.
