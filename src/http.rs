@@ -14,6 +14,7 @@
 //! anything but GET and HEAD is refused (405), malformed requests get 400.
 
 pub mod api;
+pub mod metrics;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -291,7 +292,7 @@ fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
         Route::Metrics => Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: crate::metrics::render(&view),
+            body: metrics::render(&view),
             extra: "",
         },
         Route::Record => unreachable!("served by record()"),

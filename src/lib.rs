@@ -20,7 +20,6 @@ pub mod input;
 pub mod liveness;
 pub mod logging;
 pub mod loglimit;
-pub mod metrics;
 pub mod mqtt;
 pub mod output;
 pub mod recorder;
