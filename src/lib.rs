@@ -1,9 +1,32 @@
 //! bms-gateway: one virtual battery made of several Pylontech-protocol BMSes,
 //! shown to one or more inverters, with MQTT telemetry and control.
 //!
-//! The pure core (`frame`, `codec`, `telegram`, `combine`, `config`, `candump`)
-//! has no threads, clocks or sockets: time is passed in. The shell around it
-//! (`can`, `gateway`, `mqtt`, the commands) moves data between threads.
+//! The module map, by layer, lowest first. A module imports only from its
+//! own layer or the ones below it, and modules import each other in no
+//! cycle: the `layers` test reads this list and checks every `crate::` path
+//! in src/ against it.
+//!
+//! 1. **Core** (the `bms-core` crate, re-exported here under the same
+//!    names): the pure rules, functions of their arguments with time passed
+//!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`bank`],
+//!    [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`], [`sim`].
+//! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
+//!    signals, logs, events, heartbeats, systemd): [`clock`], [`shutdown`],
+//!    [`signals`], [`logging`], [`loglimit`], [`events`], [`liveness`],
+//!    [`systemd`].
+//! 3. **Configuration**: the configuration file and what a reload keeps:
+//!    [`config`], [`reload`].
+//! 4. **Hardware edge**: CAN interfaces, real or virtual, behind one small
+//!    interface: [`can`].
+//! 5. **The running gateway**: the threads and what they share (the input and
+//!    output threads, the combiner, the status board, the flight recorder,
+//!    the state on disk, the supervision): [`input`], [`output`], [`gateway`],
+//!    [`status`], [`recorder`], [`state_store`], [`supervise`].
+//! 6. **Front ends**: how people and other programs see and steer it:
+//!    [`telemetry`], [`mqtt`], [`http`].
+//! 7. **Commands**: one module per `bms-gateway` subcommand beyond the
+//!    library: [`daemon`], [`demo`], [`decode`], [`replay`], [`scan`],
+//!    [`status_client`], [`tools`].
 
 pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, send, setpoint, sim, telegram};
 
@@ -40,3 +63,7 @@ pub mod tools;
 #[cfg(test)]
 #[path = "../tests/config_text/mod.rs"]
 mod config_text;
+
+/// The layer rule of the module map above, checked.
+#[cfg(test)]
+mod layers;
