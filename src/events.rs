@@ -14,6 +14,7 @@
 //! "message"}` with `battery` / `inverter` the 1-based number or null
 //! (docs/energy-and-events.md).
 
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -157,7 +158,7 @@ impl Default for Events {
 impl Events {
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
         // A panicked writer leaves a usable ring: events are informational.
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.ring)
     }
 
     /// The seq of the last event published on MQTT (0: none yet).

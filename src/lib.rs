@@ -13,7 +13,7 @@
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
 //!    signals, logs, events, heartbeats, systemd): [`clock`], [`shutdown`],
 //!    [`signals`], [`logging`], [`loglimit`], [`events`], [`liveness`],
-//!    [`systemd`].
+//!    [`systemd`], [`sync`].
 //! 3. **Configuration**: the configuration file and what a reload keeps:
 //!    [`config`], [`reload`].
 //! 4. **Hardware edge**: CAN interfaces, real or virtual, behind one small
@@ -55,6 +55,7 @@ pub mod state_store;
 pub mod status;
 pub mod status_client;
 pub mod supervise;
+pub mod sync;
 pub mod systemd;
 pub mod telemetry;
 pub mod tools;

@@ -5,9 +5,9 @@
 //! ([`Supervision::reconfigure`]).
 
 use crate::config::Config;
-use crate::gateway::{HEARTBEAT, Worker};
-use crate::liveness::{Heartbeat, Liveness};
+use crate::liveness::{HEARTBEAT, Heartbeat, Liveness, Worker};
 use crate::status::StatusBoard;
+use crate::sync::lock;
 use crate::systemd;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::HashMap;
@@ -67,8 +67,8 @@ impl Supervision {
             let label = format!("inverter {} ({})", j + 1, c.can_if);
             wanted.push((Worker::Output(board.output_slot(j).id), label));
         }
-        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        let liveness = lock(&self.liveness);
+        let mut beats = lock(&self.beats);
         beats.retain(|w, beat| {
             let keep = *w == Worker::Combiner || wanted.iter().any(|(x, _)| x == w);
             if !keep {
@@ -83,7 +83,7 @@ impl Supervision {
 
     /// Called by the workers.
     pub fn heartbeat(&self, worker: Worker) {
-        if let Some(beat) = self.beats.lock().unwrap_or_else(|p| p.into_inner()).get(&worker) {
+        if let Some(beat) = lock(&self.beats).get(&worker) {
             beat.beat();
         }
     }
@@ -117,26 +117,21 @@ impl Supervision {
     /// only once every interface is tried, see [`Supervision::all_opened`]).
     pub fn poll(&self, now: Instant, board: &StatusBoard) -> Option<Instant> {
         self.status(board);
-        let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ready = lock(&self.ready_sent);
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
             systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
         let period = self.watchdog?;
-        let mut next = self.next_check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = lock(&self.next_check);
         if let Some(at) = *next
             && now < at
         {
             return Some(at);
         }
         *next = Some(now + period);
-        match self
-            .liveness
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .all_alive_since_last_check()
-        {
+        match lock(&self.liveness).all_alive_since_last_check() {
             Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
         }
@@ -147,7 +142,7 @@ impl Supervision {
     /// watchdog check: the main thread wakes for nothing else).
     fn status(&self, board: &StatusBoard) {
         let line = board.summary();
-        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = lock(&self.status_sent);
         if *sent != line {
             systemd::notify_status(&line);
             *sent = line;
