@@ -14,8 +14,8 @@
 //! "message"}` with `battery` / `inverter` the 1-based number or null
 //! (docs/energy-and-events.md).
 
-use crate::sync::lock;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::sync::{Bell, lock};
+use crossbeam_channel::Receiver;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -139,18 +139,15 @@ pub struct Events {
     /// The last event published on MQTT (its seq): a new MQTT run (after a
     /// reload) goes on from here instead of sending the recent ones again.
     published: AtomicU64,
-    bell_tx: Sender<()>,
-    bell_rx: Receiver<()>,
+    bell: Bell,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        let (bell_tx, bell_rx) = bounded(1);
         Events {
             ring: Mutex::default(),
             published: AtomicU64::new(0),
-            bell_tx,
-            bell_rx,
+            bell: Bell::default(),
         }
     }
 }
@@ -200,7 +197,7 @@ impl Events {
             ring.events.push_back(event);
         }
         // Full means a wake-up is already pending: nothing is lost.
-        let _ = self.bell_tx.try_send(());
+        self.bell.ring();
     }
 
     /// The kept events newer than `seq`, oldest first.
@@ -215,7 +212,7 @@ impl Events {
 
     /// Becomes ready when events were emitted since the last receive.
     pub fn bell(&self) -> &Receiver<()> {
-        &self.bell_rx
+        self.bell.receiver()
     }
 }
 

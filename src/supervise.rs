@@ -7,9 +7,9 @@
 use crate::config::Config;
 use crate::liveness::{HEARTBEAT, Heartbeat, Liveness, Worker};
 use crate::status::StatusBoard;
-use crate::sync::lock;
+use crate::sync::{Bell, lock};
 use crate::systemd;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::Receiver;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +26,7 @@ pub struct Supervision {
     interfaces: usize,
     ready_sent: Mutex<bool>,
     /// Wakes the main thread once every interface has been tried.
-    all_opened_tx: Sender<()>,
-    all_opened_rx: Receiver<()>,
+    all_opened: Bell,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
 }
@@ -38,7 +37,6 @@ impl Supervision {
         let liveness = Liveness::new();
         let combiner = liveness.register("combiner");
         let watchdog = systemd::watchdog_interval();
-        let (all_opened_tx, all_opened_rx) = bounded(1);
         let supervision = Supervision {
             status_sent: Mutex::new(String::new()),
             liveness: Mutex::new(liveness),
@@ -46,8 +44,7 @@ impl Supervision {
             opened: AtomicUsize::new(0),
             interfaces: config.inputs.len() + config.outputs.len(),
             ready_sent: Mutex::new(false),
-            all_opened_tx,
-            all_opened_rx,
+            all_opened: Bell::default(),
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
         };
@@ -101,14 +98,14 @@ impl Supervision {
         let before = self.opened.fetch_add(1, Ordering::Relaxed);
         if before + 1 == self.interfaces {
             // Full: the main thread has a wake-up pending already.
-            let _ = self.all_opened_tx.try_send(());
+            self.all_opened.ring();
         }
     }
 
     /// Receives once every CAN interface has been tried: the main thread
     /// waits on it (and the signals) instead of polling.
     pub fn all_opened(&self) -> &Receiver<()> {
-        &self.all_opened_rx
+        self.all_opened.receiver()
     }
 
     /// Sends READY once every interface has been tried, the STATUS= line
