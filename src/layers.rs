@@ -1,7 +1,9 @@
 //! The module map's rule, checked: every module belongs to one layer of the
-//! map in lib.rs's doc, imports (any `crate::` path) only from its own layer
-//! or the ones below, and no modules import each other in a cycle (in
-//! src/ and in the core crate's core/src/).
+//! map in lib.rs's doc, its code imports (any `crate::` path) only from its
+//! own layer or the ones below, and no modules' code imports each other in a
+//! cycle (in src/ and in the core crate's core/src/). Unit tests are left
+//! out: a test may check a rule through a higher layer (a combine test
+//! reading the frames a profile makes of it) without the code depending on it.
 //!
 //! The layers are read from lib.rs's doc, so the map people read and the
 //! rule the test checks cannot drift apart.
@@ -37,12 +39,14 @@ fn layers_of(lib_rs: &str) -> BTreeMap<String, usize> {
     layers
 }
 
-/// The modules a source file names by `crate::` paths (use lines, brace
-/// groups over several lines, and paths inline in code); comments and
-/// doc comments are left out.
+/// The modules a source file's code names by `crate::` paths (use lines,
+/// brace groups over several lines, and paths inline in code); comments,
+/// doc comments and the unit tests (from the first `#[cfg(test)]` on: the
+/// test module comes last, clippy's `items_after_test_module`) are left out.
 fn imports(source: &str) -> BTreeSet<String> {
     let code: String = source
         .lines()
+        .take_while(|line| line.trim() != "#[cfg(test)]")
         .map(|line| line.split("//").next().unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n");
@@ -121,12 +125,18 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Module (the first component under `src`) to the modules it imports,
-/// itself left out. The crate root files (lib.rs, main.rs) are not modules
-/// of the map; nor is this test.
+/// Whether `file` holds only unit tests (tests.rs, reload_tests.rs).
+fn is_test_file(file: &Path) -> bool {
+    file.file_stem()
+        .is_some_and(|stem| stem == "tests" || stem.to_string_lossy().ends_with("_tests"))
+}
+
+/// Module (the first component under `src`) to the modules its code
+/// imports, itself left out. The crate root files (lib.rs, main.rs) are not
+/// modules of the map; nor is this test.
 fn import_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in rust_files(src) {
+    for file in rust_files(src).into_iter().filter(|f| !is_test_file(f)) {
         let relative = file.strip_prefix(src).expect("under src");
         let first = relative.components().next().expect("a component");
         let module = first.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
@@ -251,19 +261,29 @@ fn no_import_cycles() {
 // The checker itself, on hand-made inputs.
 
 #[test]
-fn imports_finds_use_lines_groups_and_inline_paths_but_not_comments() {
+fn imports_finds_use_lines_groups_and_inline_paths_but_not_comments_or_tests() {
     let source = "use crate::can::{CanPort, Wake};\n\
                   use crate::{shutdown, status::{Slot, LinkState}};\n\
                   use crate::{\n    alpha,\n    beta::Gamma,\n};\n\
                   //! see crate::mqtt\n\
                   let x = crate::clock::unix(t); // crate::http\n\
                   pub(crate) fn f() {}\n\
-                  use bms_crate::nothing;\n";
+                  use bms_crate::nothing;\n\
+                  #[cfg(test)]\n\
+                  mod tests {\n    use crate::only_in_tests;\n}\n";
     let want: BTreeSet<String> = ["alpha", "beta", "can", "clock", "shutdown", "status"]
         .into_iter()
         .map(String::from)
         .collect();
     assert_eq!(imports(source), want);
+}
+
+#[test]
+fn test_files_are_told_from_code() {
+    assert!(is_test_file(Path::new("src/combine/tests.rs")));
+    assert!(is_test_file(Path::new("src/combine/reload_tests.rs")));
+    assert!(!is_test_file(Path::new("src/combine.rs")));
+    assert!(!is_test_file(Path::new("src/tests_helper.rs")));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! bms-gateway: one virtual battery made of several Pylontech-protocol BMSes,
 //! shown to one or more inverters, with MQTT telemetry and control.
 //!
-//! The module map, by layer, lowest first. A module imports only from its
-//! own layer or the ones below it, and modules import each other in no
+//! The module map, by layer, lowest first. A module's code imports only from
+//! its own layer or the ones below it, and modules import each other in no
 //! cycle: the `layers` test reads this list and checks every `crate::` path
-//! in src/ against it.
+//! of the code in src/ (unit tests left out) against it.
 //!
 //! 1. **Core** (the `bms-core` crate, re-exported here under the same
 //!    names): the pure rules, functions of their arguments with time passed
