@@ -12,9 +12,19 @@ pub use reconnect::{Service, backoff, keep_serving, report_link};
 
 use crate::frame::Frame;
 use crate::shutdown::Stop;
-use crate::status::LinkState;
 use std::fmt;
 use std::time::{Duration, Instant};
+
+/// Whether a CAN interface is usable right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Not opened yet.
+    #[default]
+    Opening,
+    Up,
+    /// Failing; the reason as the OS gave it. The thread retries with back-off.
+    Down(String),
+}
 
 /// What went wrong with an interface, by what the thread should do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

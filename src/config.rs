@@ -367,7 +367,7 @@ const MQTT_KEYS: &[&str] = &[
 
 /// The longest SETPOINT-TTL and HA-SETPOINT-TTL: the longest lifetime a
 /// command may ask for.
-const MAX_SETPOINT_TTL_S: f64 = crate::mqtt::command::MAX_TTL.as_secs_f64();
+const MAX_SETPOINT_TTL_S: f64 = crate::setpoint::MAX_TTL.as_secs_f64();
 
 /// The largest current a limit field can carry (s16, 0.1 A).
 const MAX_CURRENT: f64 = 3276.7;

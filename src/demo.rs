@@ -429,7 +429,7 @@ const EVENTS_SHOWN: usize = 6;
 
 /// The last events under the table, in seconds since the demo started.
 fn render_events(events: &[crate::events::Event], started: std::time::SystemTime) -> String {
-    let t0 = crate::mqtt::telemetry::unix(started);
+    let t0 = crate::clock::unix(started);
     let mut s = String::from("\n\nEvents:\n");
     for e in &events[events.len().saturating_sub(EVENTS_SHOWN)..] {
         let _ = writeln!(s, "  {:>4.0} s  {}", e.timestamp - t0, e.message);

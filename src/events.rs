@@ -14,7 +14,8 @@
 //! "message"}` with `battery` / `inverter` the 1-based number or null
 //! (docs/energy-and-events.md).
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crate::sync::{Bell, lock};
+use crossbeam_channel::Receiver;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -138,18 +139,15 @@ pub struct Events {
     /// The last event published on MQTT (its seq): a new MQTT run (after a
     /// reload) goes on from here instead of sending the recent ones again.
     published: AtomicU64,
-    bell_tx: Sender<()>,
-    bell_rx: Receiver<()>,
+    bell: Bell,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        let (bell_tx, bell_rx) = bounded(1);
         Events {
             ring: Mutex::default(),
             published: AtomicU64::new(0),
-            bell_tx,
-            bell_rx,
+            bell: Bell::default(),
         }
     }
 }
@@ -157,7 +155,7 @@ impl Default for Events {
 impl Events {
     fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
         // A panicked writer leaves a usable ring: events are informational.
-        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.ring)
     }
 
     /// The seq of the last event published on MQTT (0: none yet).
@@ -187,7 +185,7 @@ impl Events {
             ring.last_seq += 1;
             let event = Event {
                 seq: ring.last_seq,
-                timestamp: crate::mqtt::telemetry::unix(when),
+                timestamp: crate::clock::unix(when),
                 kind,
                 battery,
                 inverter,
@@ -199,7 +197,7 @@ impl Events {
             ring.events.push_back(event);
         }
         // Full means a wake-up is already pending: nothing is lost.
-        let _ = self.bell_tx.try_send(());
+        self.bell.ring();
     }
 
     /// The kept events newer than `seq`, oldest first.
@@ -214,7 +212,7 @@ impl Events {
 
     /// Becomes ready when events were emitted since the last receive.
     pub fn bell(&self) -> &Receiver<()> {
-        &self.bell_rx
+        self.bell.receiver()
     }
 }
 

@@ -13,12 +13,14 @@ use crate::config::{Config, InputConfig, OutputConfig};
 use crate::energy;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
+pub use crate::liveness::{HEARTBEAT, Worker};
 use crate::output::{Carried, Mailbox, Output};
 use crate::recorder::{Reason, Recorder};
 use crate::reload::Mapping;
 use crate::setpoint::{Dropped, LimitKind, Scope, SetpointCommand};
 use crate::shutdown::{self, Stop, StopSender};
 use crate::status::{self, InputStatus, OutputStatus, Slot, StatusBoard};
+use crate::sync::spawn;
 use crossbeam_channel::{Receiver, Sender, bounded, never, select};
 use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
@@ -29,11 +31,6 @@ use std::time::{Duration, Instant};
 pub const TELEGRAM_QUEUE: usize = 256;
 /// Setpoint commands waiting for the combiner.
 pub const COMMAND_QUEUE: usize = 64;
-/// How often every worker shows a heartbeat while idle when no watchdog
-/// checks the heartbeats (with one, `Supervision::heartbeat_every` sets it
-/// from the watchdog's period). Otherwise each thread sleeps until an event
-/// or its next real deadline (docs/waking.md).
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Faults that can be injected to prove the watchdog (never set in normal use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,15 +49,6 @@ impl Fault {
             _ => Fault::None,
         }
     }
-}
-
-/// Which thread a heartbeat comes from: CAN threads by their slot id on the
-/// status board (stable across reloads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Worker {
-    Input(usize),
-    Output(usize),
-    Combiner,
 }
 
 /// The running gateway. It runs until stopped, and takes new configurations
@@ -523,23 +511,6 @@ impl Core {
             board.setpoints_changed();
         }
     }
-}
-
-/// Starts a named scoped thread; a thread that cannot start is a fatal
-/// error at startup.
-pub(crate) fn spawn<'scope, 'env, F, T>(
-    s: &'scope std::thread::Scope<'scope, 'env>,
-    name: String,
-    f: F,
-) -> ScopedJoinHandle<'scope, T>
-where
-    F: FnOnce() -> T + Send + 'scope,
-    T: Send + 'scope,
-{
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn_scoped(s, f)
-        .unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
 }
 
 fn log_command(command: &SetpointCommand) {

@@ -9,7 +9,7 @@
 //! server's thread fills it from the status board ([`crate::http`]), the
 //! state saver writes it to STATE-DIR ([`encode`], [`decode`]).
 
-use crate::mqtt::telemetry::{BatteryPayload, InverterPayload, SystemPayload, round};
+use crate::clock::round;
 use serde::Serialize;
 
 /// Seconds per row.
@@ -90,31 +90,6 @@ pub struct Sample {
     pub batteries: Vec<[Option<f64>; 6]>,
     /// Per inverter: the charge and discharge limits last sent.
     pub inverters: Vec<[Option<f64>; 2]>,
-}
-
-impl Sample {
-    /// The sample of the status payloads (the values `/api/state` shows). A
-    /// battery that is not online is all unknown: a gap, not its last values.
-    pub fn of(system: &SystemPayload, batteries: &[BatteryPayload], inverters: &[InverterPayload]) -> Sample {
-        let v = &system.values;
-        let l = &system.limits;
-        let why = |reason: Option<&'static str>, battery| reason.map(|reason| Why { reason, battery });
-        Sample {
-            bank: [v.soc, v.v_avg, v.i_total, v.t_avg, v.i_lim_charge, v.i_lim_discharge],
-            why_charge: why(l.limit_reason_charge, l.limit_battery_charge),
-            why_discharge: why(l.limit_reason_discharge, l.limit_battery_discharge),
-            batteries: (batteries.iter())
-                .map(|b| {
-                    let v = &b.values;
-                    let values = [v.soc, v.i_total, b.share, v.t_avg, v.v_cell_min, v.v_cell_max];
-                    if b.online { values } else { [None; 6] }
-                })
-                .collect(),
-            inverters: (inverters.iter())
-                .map(|i| [i.values.i_lim_charge, i.values.i_lim_discharge])
-                .collect(),
-        }
-    }
 }
 
 /// What [`History::push`] did with a sample.

@@ -16,15 +16,17 @@
 //! anything but GET and HEAD is refused (405), malformed requests get 400.
 
 pub mod api;
+pub mod metrics;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Event;
-use crate::gateway::spawn;
 use crate::history;
 use crate::loglimit::{LogLimit, Repeats};
-use crate::mqtt::telemetry::Clock;
 use crate::shutdown::Stop;
 use crate::status::{Latest, StatusBoard};
+use crate::sync::spawn;
+use crate::telemetry::{BatteryPayload, InverterPayload, SystemPayload};
 use api::{Refusal, Route, View};
 use crossbeam_channel::{Sender, TrySendError, bounded};
 use std::io::{self, Read, Write};
@@ -176,7 +178,7 @@ pub fn sample_history(config: &Config, board: &StatusBoard, now: SystemTime) {
         events: &[],
         clock: Clock::now(),
     };
-    let sample = history::Sample::of(&view.system(), &view.batteries(), &view.inverters());
+    let sample = sample_of(&view.system(), &view.batteries(), &view.inverters());
     let unix = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     board.history(|h| h.push(unix, &sample));
 }
@@ -331,7 +333,7 @@ fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
         Route::Metrics => Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: crate::metrics::render(&view),
+            body: metrics::render(&view),
             extra: "",
         },
         Route::History { since, step } => Answer {
@@ -438,5 +440,34 @@ fn run_with(config: &Config, stop: &Stop, serve: impl FnOnce(&Server)) {
             );
             let _ = stop.recv();
         }
+    }
+}
+
+/// The history's sample of the status payloads (the values `/api/state`
+/// shows). A battery that is not online is all unknown: a gap, not its last
+/// values. Made here, by the thread that reads the board, so that the
+/// history itself knows nothing of the front ends' payloads.
+pub fn sample_of(
+    system: &SystemPayload,
+    batteries: &[BatteryPayload],
+    inverters: &[InverterPayload],
+) -> history::Sample {
+    let v = &system.values;
+    let l = &system.limits;
+    let why = |reason: Option<&'static str>, battery| reason.map(|reason| history::Why { reason, battery });
+    history::Sample {
+        bank: [v.soc, v.v_avg, v.i_total, v.t_avg, v.i_lim_charge, v.i_lim_discharge],
+        why_charge: why(l.limit_reason_charge, l.limit_battery_charge),
+        why_discharge: why(l.limit_reason_discharge, l.limit_battery_discharge),
+        batteries: (batteries.iter())
+            .map(|b| {
+                let v = &b.values;
+                let values = [v.soc, v.i_total, b.share, v.t_avg, v.v_cell_min, v.v_cell_max];
+                if b.online { values } else { [None; 6] }
+            })
+            .collect(),
+        inverters: (inverters.iter())
+            .map(|i| [i.values.i_lim_charge, i.values.i_lim_discharge])
+            .collect(),
     }
 }

@@ -1,8 +1,25 @@
 //! Heartbeats of the worker threads: the daemon pings the systemd watchdog
 //! only while every one of them has beaten since the previous check.
 
+use crate::sync::lock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often every worker shows a heartbeat while idle when no watchdog
+/// checks the heartbeats (with one, `Supervision::heartbeat_every` sets it
+/// from the watchdog's period). Otherwise each thread sleeps until an event
+/// or its next real deadline (docs/waking.md).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Which thread a heartbeat comes from: CAN threads by their slot id on the
+/// status board (stable across reloads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Worker {
+    Input(usize),
+    Output(usize),
+    Combiner,
+}
 
 /// A registry of heartbeats, one per worker thread that must not hang.
 ///
@@ -53,14 +70,14 @@ impl Liveness {
         };
         // A poisoned lock only means another thread panicked while
         // registering; the list itself is still sound.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+        lock(&self.entries).push(entry);
         Heartbeat { counter }
     }
 
     /// Removes `heartbeat` (its thread has been stopped on purpose, e.g. a
     /// CAN thread whose interface a reload removed or changed).
     pub fn forget(&self, heartbeat: &Heartbeat) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = lock(&self.entries);
         entries.retain(|e| !Arc::ptr_eq(&e.counter, &heartbeat.counter));
     }
 

@@ -26,7 +26,7 @@ pub mod connection;
 pub mod discovery;
 pub mod options;
 pub mod remove;
-pub mod telemetry;
+pub use crate::telemetry;
 
 use crate::config::Config;
 use crate::loglimit::{LogLimit, Repeats};

@@ -17,14 +17,12 @@ use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
+use crate::send::{PushTimer, fail_safe_at, state_to_send};
 use crate::shutdown::Stop;
 use crate::status::{LinkState, OutputStatus, Slot};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
-
-/// At least this often in push mode, whatever PUSH-MIN-DELAY says.
-pub const REPEAT: Duration = Duration::from_secs(1);
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
 /// output has not taken yet; the output is woken through a bounded(1) channel.
@@ -90,56 +88,6 @@ pub fn view_of(config: &OutputConfig) -> OutputView {
         profile: config.profile,
         window: config.soc_window,
         ramp: CvlRamp::new(config.cvl_ramp),
-    }
-}
-
-/// The state to send at `now`: `shaped` itself, or the core's safe state
-/// once it has expired (a live combiner would have made a newer one by then).
-pub fn state_to_send(shaped: &Shaped, now: Instant) -> (SystemState, Battery) {
-    if now <= shaped.expires || shaped.state == SystemState::Safe {
-        return (shaped.state, shaped.battery);
-    }
-    (SystemState::Safe, shaped.safe())
-}
-
-/// The moment [`state_to_send`] turns `shaped` into the safe state by its
-/// age, if it is not the safe state already.
-pub fn fail_safe_at(shaped: &Shaped) -> Option<Instant> {
-    (shaped.state != SystemState::Safe).then(|| shaped.expires + Duration::from_nanos(1))
-}
-
-/// When the next push-mode transmission is due. Pure: the thread asks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PushTimer {
-    pub min_delay: Duration,
-    pub last_sent: Option<Instant>,
-    /// A state arrived that has not been sent yet.
-    pub pending: bool,
-}
-
-impl PushTimer {
-    /// `None`: nothing to send until a state arrives.
-    pub fn due(&self, have_state: bool, now: Instant) -> Option<Instant> {
-        match (self.last_sent, self.pending, have_state) {
-            (_, _, false) => None,
-            (None, _, true) => Some(now),
-            (Some(last), true, true) => Some(last + self.min_delay.min(REPEAT)),
-            (Some(last), false, true) => Some(last + REPEAT),
-        }
-    }
-
-    /// The state turning safe by age at `at` (see [`fail_safe_at`]) after
-    /// the last transmission is a new state to show: once `now` reaches `at`
-    /// it is pending. Returns `at` while it is still ahead, to wake for it.
-    pub fn watch_fail_safe(&mut self, at: Option<Instant>, now: Instant) -> Option<Instant> {
-        let at = at?;
-        if at > now {
-            return Some(at);
-        }
-        if self.last_sent.is_some_and(|sent| sent < at) {
-            self.pending = true;
-        }
-        None
     }
 }
 

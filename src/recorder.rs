@@ -15,6 +15,7 @@
 pub mod dump;
 pub mod ring;
 
+use crate::can::LinkState;
 use crate::can::{CanError, CanOpener, CanPort, Wake};
 use crate::combine::SystemState;
 use crate::config::Config;
@@ -22,11 +23,11 @@ use crate::events::{Events, Kind, Subject};
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::shutdown::Stop;
-use crate::status::LinkState;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ring::{Entry, Ring};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The frame rate the ring is sized for on a battery interface: a
@@ -129,11 +130,6 @@ impl std::fmt::Debug for Recorder {
 
 fn capacity_of(inner: &Inner) -> usize {
     lock(&inner.ring).capacity()
-}
-
-fn lock(ring: &Mutex<Ring>) -> MutexGuard<'_, Ring> {
-    // A panicked recorder leaves a usable ring: recording is informational.
-    ring.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unix_micros(t: SystemTime) -> u64 {

@@ -237,7 +237,7 @@ pub fn capture(board: &StatusBoard, config: &Config) -> State {
     let base = board.system(|s| s.energy_base);
     State {
         version: VERSION,
-        saved_at: crate::mqtt::telemetry::unix(SystemTime::now()),
+        saved_at: crate::clock::unix(SystemTime::now()),
         energy: energy::Saved::of(base, &names, &meters),
     }
 }

@@ -10,6 +10,7 @@
 //! interface's thread goes on writing the same cell, and its counters go on.
 
 use crate::bank::PackView;
+pub use crate::can::LinkState;
 use crate::combine::{Battery, Combined, SystemState};
 use crate::config::Config;
 use crate::energy::{Counter, Meter};
@@ -19,22 +20,12 @@ use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
+use crate::sync::Bell;
 use crate::telegram::Telegram;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::Receiver;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
-
-/// Whether a CAN interface is usable right now.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum LinkState {
-    /// Not opened yet.
-    #[default]
-    Opening,
-    Up,
-    /// Failing; the reason as the OS gave it. The thread retries with back-off.
-    Down(String),
-}
 
 /// One battery input, as its thread last saw it.
 #[derive(Debug, Clone, Default)]
@@ -161,7 +152,7 @@ pub struct StatusBoard {
     /// The id the next new slot gets.
     next_id: usize,
     /// Shared with the boards a reload makes: the MQTT thread's wake-up.
-    setpoints: Arc<Wake>,
+    setpoints: Arc<Bell>,
     /// The last events, for MQTT and the status page (shared with the
     /// boards a reload makes).
     pub events: Arc<Events>,
@@ -214,21 +205,6 @@ fn take_slot<S: Default>(next_id: &mut usize, kept: Option<&Arc<Slot<S>>>, posit
             *next_id += 1;
             Arc::new(Slot::new(*next_id - 1, position))
         }
-    }
-}
-
-/// A wake-up for one waiting reader: bounded(1), so any number of
-/// notifications before the reader looks make one wake-up.
-#[derive(Debug)]
-struct Wake {
-    tx: Sender<()>,
-    rx: Receiver<()>,
-}
-
-impl Default for Wake {
-    fn default() -> Wake {
-        let (tx, rx) = bounded(1);
-        Wake { tx, rx }
     }
 }
 
@@ -312,14 +288,13 @@ impl StatusBoard {
 
     /// Called by the combiner when the system's setpoints on the board changed.
     pub fn setpoints_changed(&self) {
-        // Full: a wake-up is pending already, and it will read the new values.
-        let _ = self.setpoints.tx.try_send(());
+        self.setpoints.ring();
     }
 
     /// Receives once after one or more [`StatusBoard::setpoints_changed`], so
     /// that the MQTT thread can wait for changes instead of polling.
     pub fn setpoint_changes(&self) -> &Receiver<()> {
-        &self.setpoints.rx
+        self.setpoints.receiver()
     }
 
     /// Runs `f` on input `i`'s cell. A poisoned lock (a panicked writer) is

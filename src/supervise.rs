@@ -5,11 +5,11 @@
 //! ([`Supervision::reconfigure`]).
 
 use crate::config::Config;
-use crate::gateway::{HEARTBEAT, Worker};
-use crate::liveness::{Heartbeat, Liveness};
+use crate::liveness::{HEARTBEAT, Heartbeat, Liveness, Worker};
 use crate::status::StatusBoard;
+use crate::sync::{Bell, lock};
 use crate::systemd;
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::Receiver;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +26,7 @@ pub struct Supervision {
     interfaces: usize,
     ready_sent: Mutex<bool>,
     /// Wakes the main thread once every interface has been tried.
-    all_opened_tx: Sender<()>,
-    all_opened_rx: Receiver<()>,
+    all_opened: Bell,
     watchdog: Option<Duration>,
     next_check: Mutex<Option<Instant>>,
 }
@@ -38,7 +37,6 @@ impl Supervision {
         let liveness = Liveness::new();
         let combiner = liveness.register("combiner");
         let watchdog = systemd::watchdog_interval();
-        let (all_opened_tx, all_opened_rx) = bounded(1);
         let supervision = Supervision {
             status_sent: Mutex::new(String::new()),
             liveness: Mutex::new(liveness),
@@ -46,8 +44,7 @@ impl Supervision {
             opened: AtomicUsize::new(0),
             interfaces: config.inputs.len() + config.outputs.len(),
             ready_sent: Mutex::new(false),
-            all_opened_tx,
-            all_opened_rx,
+            all_opened: Bell::default(),
             watchdog,
             next_check: Mutex::new(watchdog.map(|w| Instant::now() + w)),
         };
@@ -67,8 +64,8 @@ impl Supervision {
             let label = format!("inverter {} ({})", j + 1, c.can_if);
             wanted.push((Worker::Output(board.output_slot(j).id), label));
         }
-        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
-        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        let liveness = lock(&self.liveness);
+        let mut beats = lock(&self.beats);
         beats.retain(|w, beat| {
             let keep = *w == Worker::Combiner || wanted.iter().any(|(x, _)| x == w);
             if !keep {
@@ -83,7 +80,7 @@ impl Supervision {
 
     /// Called by the workers.
     pub fn heartbeat(&self, worker: Worker) {
-        if let Some(beat) = self.beats.lock().unwrap_or_else(|p| p.into_inner()).get(&worker) {
+        if let Some(beat) = lock(&self.beats).get(&worker) {
             beat.beat();
         }
     }
@@ -101,14 +98,14 @@ impl Supervision {
         let before = self.opened.fetch_add(1, Ordering::Relaxed);
         if before + 1 == self.interfaces {
             // Full: the main thread has a wake-up pending already.
-            let _ = self.all_opened_tx.try_send(());
+            self.all_opened.ring();
         }
     }
 
     /// Receives once every CAN interface has been tried: the main thread
     /// waits on it (and the signals) instead of polling.
     pub fn all_opened(&self) -> &Receiver<()> {
-        &self.all_opened_rx
+        self.all_opened.receiver()
     }
 
     /// Sends READY once every interface has been tried, the STATUS= line
@@ -117,26 +114,21 @@ impl Supervision {
     /// only once every interface is tried, see [`Supervision::all_opened`]).
     pub fn poll(&self, now: Instant, board: &StatusBoard) -> Option<Instant> {
         self.status(board);
-        let mut ready = self.ready_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ready = lock(&self.ready_sent);
         if !*ready && self.opened.load(Ordering::Relaxed) >= self.interfaces {
             *ready = true;
             systemd::notify_ready();
             log::debug!("ready: all {} CAN interfaces tried", self.interfaces);
         }
         let period = self.watchdog?;
-        let mut next = self.next_check.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = lock(&self.next_check);
         if let Some(at) = *next
             && now < at
         {
             return Some(at);
         }
         *next = Some(now + period);
-        match self
-            .liveness
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .all_alive_since_last_check()
-        {
+        match lock(&self.liveness).all_alive_since_last_check() {
             Ok(()) => systemd::notify_watchdog(),
             Err(hung) => log::error!("no heartbeat from {}: not pinging the watchdog", hung.join(", ")),
         }
@@ -147,7 +139,7 @@ impl Supervision {
     /// watchdog check: the main thread wakes for nothing else).
     fn status(&self, board: &StatusBoard) {
         let line = board.summary();
-        let mut sent = self.status_sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = lock(&self.status_sent);
         if *sent != line {
             systemd::notify_status(&line);
             *sent = line;

@@ -1,4 +1,4 @@
-//! The share estimator and closed loop (src/bank.rs) on arbitrary rounds of
+//! The share estimator and closed loop (core/src/bank.rs) on arbitrary rounds of
 //! readings: any currents (either sign, so packs circulate), any limits (0 =
 //! a forbidden direction), packs going stale and coming back, new and
 //! repeated rounds, any time steps and settings. On every round: the limits

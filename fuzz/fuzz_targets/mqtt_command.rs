@@ -10,8 +10,8 @@
 
 #![no_main]
 
-use bms_gateway::mqtt::command::{Caps, MAX_PAYLOAD, MAX_TTL, Rules, decide, parse_payload, result_json};
-use bms_gateway::setpoint::{LimitKind, Scope};
+use bms_gateway::mqtt::command::{Caps, MAX_PAYLOAD, Rules, decide, parse_payload, result_json};
+use bms_gateway::setpoint::{LimitKind, MAX_TTL, Scope};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
 

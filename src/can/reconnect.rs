@@ -2,9 +2,9 @@
 //! it fails, and logging each link change once (and raising it as an event).
 
 use super::{CanError, CanOpener, CanPort};
+use crate::can::LinkState;
 use crate::events::{Events, Kind, Subject};
 use crate::shutdown::Stop;
-use crate::status::LinkState;
 use std::time::Duration;
 
 /// Reopen back-off: 0.5 s doubling up to 30 s.

@@ -9,9 +9,9 @@
 //! with what to do, and the port is used as soon as the interface comes up.
 
 use super::{CanError, CanOpener, CanPort, Wake};
+use crate::can::LinkState;
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{FALLBACK_SLICE, Stop};
-use crate::status::LinkState;
 use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, StandardId};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};

@@ -11,6 +11,7 @@
 use super::{CanError, CanOpener, CanPort, Wake};
 use crate::frame::Frame;
 use crate::shutdown::Stop;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,7 @@ impl VirtualBus {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Buses> {
-        self.buses.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.buses)
     }
 
     /// Adds an interface (up). Adding an existing one does nothing.

@@ -7,10 +7,11 @@
 //! "inverters": [BASE/inverter/N/state...], "setpoints": BASE/setpoints,
 //! "events": the last [`STATE_EVENTS`] events, oldest first}`.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::events::Event;
-use crate::mqtt::telemetry::{self, Clock};
 use crate::status::Snapshot;
+use crate::telemetry;
 use serde::Serialize;
 
 /// The status page: HTML, CSS and JavaScript in one file, no external assets.

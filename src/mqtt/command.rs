@@ -13,14 +13,11 @@
 //! accepted unless CONTROL-ACTIVATED.
 
 use crate::config::Config;
-use crate::setpoint::{Dropped, LimitKind, Scope, Setpoint, SetpointCommand};
+use crate::setpoint::{Dropped, LimitKind, MAX_TTL, Scope, Setpoint, SetpointCommand};
 use std::time::{Duration, Instant};
 
 /// Longest payload looked at; longer ones are refused unread.
 pub const MAX_PAYLOAD: usize = 64;
-
-/// Longest lifetime a command may ask for (as SETPOINT-TTL's own limit).
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 86400);
 
 /// The charge and discharge caps (A) of one scope.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,7 +3,11 @@
 //! Pure values with time passed in; the MQTT thread parses commands into
 //! these, the combiner applies them.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest lifetime a setpoint may have: the limit of a command's "ttl" and
+/// of SETPOINT-TTL and HA-SETPOINT-TTL.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 86400);
 
 /// Which limit a setpoint lowers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,7 @@
 //! registry is built for each scrape: there is no state to keep in step.
 
 use crate::http::api::View;
-use crate::mqtt::telemetry::Values;
+use crate::telemetry::Values;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -139,16 +139,15 @@ pub fn render(view: &View) -> String {
     );
 
     let sys = |v: f64| [(Labels::new(), Some(v))];
-    let per_battery =
-        |pick: &dyn Fn(&crate::mqtt::telemetry::BatteryPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
-            batteries
-                .iter()
-                .zip(&battery_labels)
-                .map(|(b, l)| (l.clone(), pick(b)))
-                .collect()
-        };
+    let per_battery = |pick: &dyn Fn(&crate::telemetry::BatteryPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+        batteries
+            .iter()
+            .zip(&battery_labels)
+            .map(|(b, l)| (l.clone(), pick(b)))
+            .collect()
+    };
     let per_inverter =
-        |pick: &dyn Fn(&crate::mqtt::telemetry::InverterPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+        |pick: &dyn Fn(&crate::telemetry::InverterPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
             inverters
                 .iter()
                 .zip(&inverter_labels)

@@ -9,6 +9,7 @@ use crate::config_text::ConfigText;
 use crate::energy::Meter;
 use crate::status::SystemStatus;
 use serde_json::{Value, json};
+use std::time::{Duration, UNIX_EPOCH};
 
 const T0: u64 = 1_700_000_000;
 
