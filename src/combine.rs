@@ -10,6 +10,7 @@ use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, Pe
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
+use crate::interlock::{BankBounds, Bounds};
 use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
@@ -304,6 +305,8 @@ pub struct Shaped {
     /// The system's energy counters for 0x378: the combiner leaves them
     /// `None`; the shell, which keeps the meters, fills them in.
     pub energy: Option<Energy>,
+    /// What the interlock lets through to this inverter (spec 14).
+    pub bounds: Bounds,
 }
 
 impl Shaped {
@@ -383,6 +386,8 @@ pub struct Combiner {
     expired: Vec<(Scope, LimitKind)>,
     /// Shares, the closed loop and the overshoot watch.
     bank: Bank,
+    /// The interlock's bounds from the telegrams `last` was made of.
+    last_bounds: Option<BankBounds>,
 }
 
 impl Combiner {
@@ -406,6 +411,7 @@ impl Combiner {
                 },
                 capacities,
             ),
+            last_bounds: None,
         }
     }
 
@@ -647,6 +653,11 @@ impl Combiner {
         let mut limits = self.bank.round(readings, round, now);
         let online = fresh.clone().count();
         let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
+        let caps = PerKind {
+            charge: self.settings.i_lim_charge,
+            discharge: self.settings.i_lim_discharge,
+        };
+        let bounds = BankBounds::of(fresh.clone().map(|(t, _)| t), caps, &self.setpoints, now);
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -695,6 +706,7 @@ impl Combiner {
             },
         };
         self.last = Some(combined);
+        self.last_bounds = Some(bounds);
         self.note_sent(now);
         Some(combined)
     }
@@ -767,10 +779,14 @@ impl Combiner {
     /// What each inverter is shown now (in `[[bmses-out]]` order), from the
     /// latest combined state; nothing before the first.
     pub fn shaped(&self, now: Instant) -> impl Iterator<Item = Shaped> + '_ {
-        let latest = self.last.zip(self.last_cvl);
+        let latest = self.last.zip(self.last_cvl).zip(self.last_bounds);
         let expires_after = self.max_age();
         self.inverters.iter().filter_map(move |i| {
-            let (c, last_cvl) = latest?;
+            let ((c, last_cvl), bank) = latest?;
+            let caps = PerKind {
+                charge: i.share.i_lim_charge,
+                discharge: i.share.i_lim_discharge,
+            };
             Some(Shaped {
                 state: c.state,
                 battery: shape(&c, &i.share, &i.setpoints, now),
@@ -779,6 +795,7 @@ impl Combiner {
                 expires: c.made_at + expires_after,
                 last_cvl,
                 energy: None,
+                bounds: Bounds::for_inverter(&bank, caps, i.share.i_scaling, &i.setpoints, last_cvl, now),
             })
         })
     }

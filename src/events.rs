@@ -47,6 +47,8 @@ pub enum Kind {
     InverterShutdownRequest,
     RecordingWritten,
     RecordingFailed,
+    /// The interlock refused a frame set and sent the safe state instead.
+    Interlock,
 }
 
 impl Kind {
@@ -71,6 +73,7 @@ impl Kind {
         Kind::InverterShutdownRequest,
         Kind::RecordingWritten,
         Kind::RecordingFailed,
+        Kind::Interlock,
     ];
 
     /// The name in JSON.
@@ -95,6 +98,7 @@ impl Kind {
             Kind::InverterShutdownRequest => "inverter_shutdown_request",
             Kind::RecordingWritten => "recording_written",
             Kind::RecordingFailed => "recording_failed",
+            Kind::Interlock => "interlock",
         }
     }
 }

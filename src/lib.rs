@@ -20,6 +20,7 @@ pub mod frame;
 pub mod gateway;
 pub mod http;
 pub mod input;
+pub mod interlock;
 pub mod liveness;
 pub mod logging;
 pub mod loglimit;

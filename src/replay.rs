@@ -26,7 +26,8 @@ use crate::combine::{Combined, Combiner, InverterShare, Shaped};
 use crate::config::{Config, OutputMode};
 use crate::decode::frame_json;
 use crate::frame::Frame;
-use crate::output::{PushTimer, min_delay, transmission, view_of};
+use crate::interlock::Interlock;
+use crate::output::{PushTimer, checked_transmission, min_delay, view_of};
 use crate::profile::OutputView;
 use crate::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use crate::telegram::Assembler;
@@ -167,6 +168,8 @@ pub struct Summary {
     /// Frames on an input that the codec refused (counted, as the daemon does).
     pub invalid_frames: usize,
     pub transmissions: usize,
+    /// Frame sets the interlock refused (the safe state was printed instead).
+    pub interlock_trips: u64,
     pub problems: Vec<LineProblem>,
 }
 
@@ -174,11 +177,12 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "replay: {} lines, {} frames used ({} refused by the decoder), {} transmissions, {} lines not used",
+            "replay: {} lines, {} frames used ({} refused by the decoder), {} transmissions ({} refused by the interlock), {} lines not used",
             self.lines,
             self.frames_in,
             self.invalid_frames,
             self.transmissions,
+            self.interlock_trips,
             self.problems.len()
         )?;
         let mut kinds: Vec<Problem> = self.problems.iter().map(|p| p.problem).collect();
@@ -351,6 +355,8 @@ struct OutputState {
     last_answer: Option<Instant>,
     /// The output's SOC window and CVL ramp.
     view: OutputView,
+    /// Its interlock (spec 14).
+    interlock: Interlock,
 }
 
 /// Prints transmissions in the chosen format.
@@ -540,13 +546,15 @@ impl Machine<'_, '_> {
         let Some(shaped) = out.latest else {
             return Ok(());
         };
-        let (state, _, set) = transmission(config, &mut out.view, &shaped, now);
+        let checked = checked_transmission(config, &mut out.view, &mut out.interlock, &shaped, now);
+        let (state, set) = (checked.state, checked.frames);
         self.transmissions += 1;
         let about = match self.printer.format {
             Format::Candump => Value::Null,
             Format::Json => json!({
                 "inverter": j + 1,
                 "state": state.as_str(),
+                "interlock": checked.trip.map(|t| t.to_string()),
                 "combined": self.last.map(|c| json!({
                     "state": c.state.as_str(),
                     "inputs_online": c.inputs_online,
@@ -621,6 +629,7 @@ pub fn run_paced(
                 asked: false,
                 last_answer: None,
                 view: view_of(o),
+                interlock: Interlock::default(),
             })
             .collect(),
         printer: Printer {
@@ -691,6 +700,7 @@ pub fn run_paced(
             .min(end.max(now + Duration::from_micros(1)));
     }
     summary.transmissions = m.transmissions;
+    summary.interlock_trips = m.outputs.iter().map(|o| o.interlock.trips).sum();
     Ok(summary)
 }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
 use crate::frame::CanId;
 use crate::profile::{Profile, VoltageUnit};
+use crate::interlock::{Bounds, Direction};
 
 /// The default profile's frames for `b`.
 fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
@@ -82,6 +83,22 @@ fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
         expires: made_at + max_age,
         last_cvl: battery.v_charge_cmd,
         energy: None,
+        bounds: open_bounds(battery.v_charge_cmd),
+    }
+}
+
+/// Interlock bounds that let any current through, with CVL up to `cvl`.
+fn open_bounds(cvl: f64) -> Bounds {
+    let open = Direction {
+        enabled: true,
+        cap: f64::MAX,
+        share: f64::MAX,
+        setpoint: None,
+    };
+    Bounds {
+        charge: open,
+        discharge: open,
+        cvl,
     }
 }
 
@@ -134,6 +151,7 @@ fn a_state_turning_safe_by_age_is_sent_at_once() {
         expires: t0 + max,
         last_cvl: 53.2,
         energy: None,
+        bounds: open_bounds(53.2),
     };
     let at = fail_safe_at(&shaped).unwrap();
     assert_eq!(at, t0 + max + Duration::from_nanos(1));
