@@ -657,7 +657,7 @@ impl Combiner {
             charge: self.settings.i_lim_charge,
             discharge: self.settings.i_lim_discharge,
         };
-        let bounds = BankBounds::of(fresh.clone().map(|(t, _)| t), caps, &self.setpoints, now);
+        let bounds = BankBounds::of(fresh.clone(), caps, &self.setpoints, now);
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {

@@ -50,21 +50,33 @@ pub struct BankBounds {
     pub discharge: BankDirection,
     /// The lowest CVL (> 0) of the fresh batteries; `None` when none sent one.
     pub cvl: Option<f64>,
+    /// The fresh batteries' voltage, weighted by capacity (0 without any).
+    pub volts: f64,
 }
 
 impl BankBounds {
-    /// The bounds over the `fresh` telegrams, with the `[battery]` caps and
-    /// the system setpoints active at `now`.
+    /// The bounds over the `fresh` telegrams (with their inputs'
+    /// capacities), the `[battery]` caps and the system setpoints active at
+    /// `now`.
     pub fn of<'a>(
-        fresh: impl Iterator<Item = &'a Telegram>,
+        fresh: impl Iterator<Item = (&'a Telegram, f64)>,
         caps: PerKind<f64>,
         system: &LimitSetpoints,
         now: Instant,
     ) -> BankBounds {
-        let mut sum = PerKind { charge: 0.0, discharge: 0.0 };
-        let mut enabled = PerKind { charge: true, discharge: true };
+        let mut sum = PerKind {
+            charge: 0.0,
+            discharge: 0.0,
+        };
+        let mut enabled = PerKind {
+            charge: true,
+            discharge: true,
+        };
         let mut cvl: Option<f64> = None;
-        for t in fresh {
+        let (mut volt_ah, mut ah) = (0.0, 0.0);
+        for (t, capacity) in fresh {
+            volt_ah += t.measurements.v_avg * capacity;
+            ah += capacity;
             let r = t.requests_or_normal();
             if r.charge_enable {
                 sum.charge += t.limits.i_lim_charge.max(0.0);
@@ -87,6 +99,7 @@ impl BankBounds {
             charge: direction(LimitKind::Charge),
             discharge: direction(LimitKind::Discharge),
             cvl,
+            volts: if ah > 0.0 { volt_ah / ah } else { 0.0 },
         }
     }
 }
@@ -110,6 +123,8 @@ pub struct Bounds {
     pub discharge: Direction,
     /// The highest CVL: the lowest fresh one (the last known one without any).
     pub cvl: f64,
+    /// The bank's voltage (victron's lowered CVL follows it, spec 9).
+    pub volts: f64,
 }
 
 impl Bounds {
@@ -137,6 +152,7 @@ impl Bounds {
             charge: direction(LimitKind::Charge, &bank.charge),
             discharge: direction(LimitKind::Discharge, &bank.discharge),
             cvl: bank.cvl.unwrap_or(last_cvl),
+            volts: bank.volts,
         }
     }
 
@@ -325,7 +341,7 @@ impl Interlock {
         for kind in [LimitKind::Charge, LimitKind::Discharge] {
             check_direction(&wire, kind, bounds.get(kind))?;
         }
-        self.check_cvl(setting, cvl, bounds.cvl, now)
+        self.check_cvl(setting, &wire, cvl, bounds, now)
     }
 
     /// The set `frames` was sent at `now`.
@@ -342,8 +358,11 @@ impl Interlock {
 
     /// CVL <= the lowest fresh CVL; with a ramp, <= where the ramp can be
     /// from the last CVL sent (one count for the two roundings to 0.1 V).
-    fn check_cvl(&self, setting: Setting, cvl: u16, target: f64, now: Instant) -> Result<(), Trip> {
-        let target = target.max(cvl_floor(setting.profile));
+    /// Victron's CVL lowered to the bank voltage while charging is
+    /// forbidden follows that voltage, up too (spec 9), never above the
+    /// lowest fresh CVL.
+    fn check_cvl(&self, setting: Setting, wire: &Wire, cvl: u16, bounds: &Bounds, now: Instant) -> Result<(), Trip> {
+        let target = bounds.cvl.max(cvl_floor(setting.profile));
         let ramping = self.last_cvl.filter(|_| setting.cvl_ramp > 0.0);
         let (rule, bound, slack) = match ramping {
             None => (Rule::Cvl, target, 0.0),
@@ -358,7 +377,11 @@ impl Interlock {
                 (Rule::CvlRamp, bound, 1.0)
             }
         };
-        if f64::from(cvl) > (bound * 10.0).round() + slack {
+        let mut max_raw = (bound * 10.0).round() + slack;
+        if setting.profile == Profile::Victron && wire.charge <= 0 {
+            max_raw = max_raw.max((target.min(bounds.volts) * 10.0 + COUNT_NOISE).floor());
+        }
+        if f64::from(cvl) > max_raw {
             return Err(trip(rule, f64::from(cvl) / 10.0, bound));
         }
         Ok(())

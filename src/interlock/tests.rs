@@ -60,7 +60,12 @@ const PYLON: Setting = Setting {
 
 fn bounds_of(telegrams: &[Telegram], bank_caps: PerKind<f64>, out_caps: PerKind<f64>, scaling: f64) -> Bounds {
     let now = Instant::now();
-    let bank = BankBounds::of(telegrams.iter(), bank_caps, &LimitSetpoints::default(), now);
+    let bank = BankBounds::of(
+        telegrams.iter().map(|t| (t, 100.0)),
+        bank_caps,
+        &LimitSetpoints::default(),
+        now,
+    );
     Bounds::for_inverter(&bank, out_caps, scaling, &LimitSetpoints::default(), 53.0, now)
 }
 
@@ -71,7 +76,12 @@ fn bank_bounds_sum_the_limits_of_the_batteries_allowing_each_direction() {
         telegram(54.8, 60.0, 90.0, (true, false)),
     ];
     let now = Instant::now();
-    let b = BankBounds::of(t.iter(), caps(150.0, 700.0), &LimitSetpoints::default(), now);
+    let b = BankBounds::of(
+        t.iter().map(|t| (t, 100.0)),
+        caps(150.0, 700.0),
+        &LimitSetpoints::default(),
+        now,
+    );
     // Charge: 100 + 60 = 160, capped at 150. Discharge: only the first allows: 80.
     assert_eq!(b.charge.limit, 150.0);
     assert!(b.charge.enabled);
@@ -119,7 +129,7 @@ fn the_output_cap_and_every_setpoint_bound_the_limit() {
             expires: None,
         }),
     );
-    let bank = BankBounds::of(t.iter(), caps(700.0, 700.0), &system, now);
+    let bank = BankBounds::of(t.iter().map(|t| (t, 100.0)), caps(700.0, 700.0), &system, now);
     let b = Bounds::for_inverter(&bank, caps(100.0, 100.0), 1.0, &own, 55.2, now);
     let il = Interlock::default();
     let check = |c, d| il.check(PYLON, &pylon_set(552, c, d, BOTH, false), SystemState::Ok, &b, now);
@@ -128,7 +138,12 @@ fn the_output_cap_and_every_setpoint_bound_the_limit() {
     assert_eq!(check(500, 201).unwrap_err().rule, Rule::Setpoint(LimitKind::Discharge));
     // Without setpoints the output's own cap of 100 A binds.
     let b = Bounds::for_inverter(
-        &BankBounds::of(t.iter(), caps(700.0, 700.0), &LimitSetpoints::default(), now),
+        &BankBounds::of(
+            t.iter().map(|t| (t, 100.0)),
+            caps(700.0, 700.0),
+            &LimitSetpoints::default(),
+            now,
+        ),
         caps(100.0, 100.0),
         1.0,
         &LimitSetpoints::default(),
@@ -229,7 +244,10 @@ fn the_safe_state_has_no_current_no_enable_and_the_system_error() {
     let check = |c, bits, err| il.check(PYLON, &pylon_set(552, c, 0, bits, err), SystemState::Safe, &b, now);
     assert_eq!(check(0, 0, true), Ok(()));
     assert_eq!(check(1, 0, true).unwrap_err().rule, Rule::SafeLimit(LimitKind::Charge));
-    assert_eq!(check(0, 0x40, true).unwrap_err().rule, Rule::SafeEnable(LimitKind::Discharge));
+    assert_eq!(
+        check(0, 0x40, true).unwrap_err().rule,
+        Rule::SafeEnable(LimitKind::Discharge)
+    );
     assert_eq!(check(0, 0, false).unwrap_err().rule, Rule::SafeSystemError);
 }
 
@@ -266,7 +284,35 @@ fn sma_cvl_bound_is_never_below_what_the_sunny_island_accepts() {
     };
     let set = pylon_set(410, 100, 100, BOTH, false);
     let now = Instant::now();
-    assert_eq!(Interlock::default().check(sma, &set[1..2], SystemState::Ok, &b, now), Ok(()));
-    let trip = Interlock::default().check(PYLON, &set, SystemState::Ok, &b, now).unwrap_err();
+    assert_eq!(
+        Interlock::default().check(sma, &set[1..2], SystemState::Ok, &b, now),
+        Ok(())
+    );
+    let trip = Interlock::default()
+        .check(PYLON, &set, SystemState::Ok, &b, now)
+        .unwrap_err();
     assert_eq!(trip.rule, Rule::Cvl);
+}
+
+#[test]
+fn victron_cvl_lowered_to_the_bank_voltage_follows_it_up_while_charging_is_forbidden() {
+    // One pack at 51.37 V, CVL 52.0 V; the inverter is sent 0.0 A charge
+    // (a setpoint, a share rounded down): charging is forbidden on the wire.
+    let mut t = telegram(52.0, 100.0, 100.0, (true, true));
+    t.measurements.v_avg = 51.37;
+    let b = bounds_of(&[t], caps(700.0, 700.0), caps(300.0, 300.0), 1.0);
+    let victron = Setting {
+        profile: Profile::Victron,
+        cvl_ramp: 0.1,
+    };
+    let t0 = Instant::now();
+    let mut il = Interlock::default();
+    il.sent(Profile::Victron, &pylon_set(480, 0, 1000, 0, false)[1..2], t0);
+    // CCL 0.0 A: CVL may be the bank voltage rounded down, 51.3 V, at once.
+    let check = |c, v| il.check(victron, &pylon_set(v, c, 1000, 0, false)[1..2], SystemState::Ok, &b, t0);
+    assert_eq!(check(0, 513), Ok(()));
+    assert_eq!(check(0, 514).unwrap_err().rule, Rule::CvlRamp);
+    // With 0.1 A allowed the ramp binds: 48.0 V and one count.
+    assert_eq!(check(1, 481), Ok(()));
+    assert_eq!(check(1, 513).unwrap_err().rule, Rule::CvlRamp);
 }

@@ -4,8 +4,8 @@
 use super::*;
 use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
 use crate::frame::CanId;
-use crate::profile::{Profile, VoltageUnit};
 use crate::interlock::{Bounds, Direction};
+use crate::profile::{Profile, VoltageUnit};
 
 /// The default profile's frames for `b`.
 fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
@@ -99,6 +99,7 @@ fn open_bounds(cvl: f64) -> Bounds {
         charge: open,
         discharge: open,
         cvl,
+        volts: 0.0,
     }
 }
 
