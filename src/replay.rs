@@ -177,14 +177,20 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "replay: {} lines, {} frames used ({} refused by the decoder), {} transmissions ({} refused by the interlock), {} lines not used",
+            "replay: {} lines, {} frames used ({} refused by the decoder), {} transmissions, {} lines not used",
             self.lines,
             self.frames_in,
             self.invalid_frames,
             self.transmissions,
-            self.interlock_trips,
             self.problems.len()
         )?;
+        if self.interlock_trips > 0 {
+            write!(
+                f,
+                "; {} frame sets refused by the interlock (the safe state was sent instead)",
+                self.interlock_trips
+            )?;
+        }
         let mut kinds: Vec<Problem> = self.problems.iter().map(|p| p.problem).collect();
         kinds.sort();
         kinds.dedup();

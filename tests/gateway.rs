@@ -382,8 +382,8 @@ fn a_battery_that_forbids_charging_never_shows_enabled() {
     let mut params = three_batteries();
     params[1].requests.charge_enable = false;
     let rig = Rig::start(&three_by_two("", ""), params, &[]);
-    // Battery 2 adds no charge current: (100 + 100) x 0.6 = 120.
-    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 120.0))));
+    // Spec 4: a forbidden direction is 0 A on the wire, with the bit clear.
+    assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| l.i_lim_charge == 0.0)));
     std::thread::sleep(Duration::from_millis(500));
     let frames = rig.frames(0);
     let enabled = frames
@@ -396,7 +396,7 @@ fn a_battery_that_forbids_charging_never_shows_enabled() {
         frames
             .iter()
             .filter(|(_, f)| is_id(f, 0x351))
-            .all(|(_, f)| u16::from_le_bytes([f.data()[2], f.data()[3]]) == 1200)
+            .all(|(_, f)| u16::from_le_bytes([f.data()[2], f.data()[3]]) == 0)
     );
     rig.stop();
 }

@@ -24,24 +24,9 @@ use bms_gateway::telegram::Telegram;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// Invariants that fail on main only because of defects 1-10 of issue 22,
-/// which the `safety-fixes` branch is fixing: a violation of one of these is
-/// counted, not failed. The lead empties this list after merging the fixes.
-pub const AWAITING_SAFETY_FIXES: &[&str] = &[
-    // Defect 5: sma and victron are sent the charge limit while a battery forbids charging.
-    "forbidden_direction_zero",
-    // Defect 1: a repeat round (keep-alive, setpoint) raises the limit while a pack is over current.
-    "no_rise_while_over_current",
-    // Defects 2 and 3: victron's CVL not lowered when the CCL rounds down to
-    // 0.0 A, and with CVL-RAMP lowered from the ramped value and jumping back.
-    "victron_cvl",
-    // Defect 6: a 6-byte 0x351 (no DVL) gives DVL 0 V on the wire.
-    "dvl_never_zero",
-    // Defect 7: sma CVL/DVL are not clamped to 41-63 V / 41-48 V.
-    "sma_voltage_window",
-    // Defect 8: the safe state still carries the stale batteries' capacity.
-    "safe_capacity_fresh_only",
-];
+#[path = "../awaiting_safety_fixes/mod.rs"]
+mod awaiting_safety_fixes;
+pub use awaiting_safety_fixes::AWAITING_SAFETY_FIXES;
 
 /// STALE-TIMEOUT of every scenario (the default).
 pub const STALE: Duration = Duration::from_secs(5);
@@ -637,7 +622,7 @@ impl Harness {
             let checked = checked_transmission(&out.config, &mut out.view, &mut out.interlock, &shaped, now);
             self.report.transmissions += 1;
             if let Some(trip) = checked.trip {
-                let excused = excused(trip.rule, out.victron_seen);
+                let excused = awaiting_safety_fixes::excused_trip(trip.rule.name(), out.victron_seen);
                 let invariant = excused.unwrap_or("interlock_never_trips");
                 self.report
                     .violate(invariant, format!("inverter {j}: {trip} at {:?}", now - self.start));
@@ -645,17 +630,6 @@ impl Harness {
             self.check(j, checked.frames.frames(), now);
         }
     }
-}
-
-/// The interlock trips that one of defects 1-10 causes, under that defect's
-/// invariant's name (so that gating the invariant gates them too).
-fn excused(rule: Rule, victron_seen: bool) -> Option<&'static str> {
-    let name = match rule {
-        Rule::Forbidden(_) | Rule::EnableBit(_) => "forbidden_direction_zero",
-        Rule::CvlRamp if victron_seen => "victron_cvl",
-        _ => return None,
-    };
-    AWAITING_SAFETY_FIXES.contains(&name).then_some(name)
 }
 
 /// The largest count of 0.1 A within `amperes` (the encoder's own noise
