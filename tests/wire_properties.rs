@@ -14,31 +14,22 @@ use bms_gateway::setpoint::LimitKind;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
-use wire::{BatterySection, Event, Harness, OutputSection, Pack, Scenario};
+use wire::{BatterySection, Event, Harness, OutputSection, Pack, Scenario, with_rounds};
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(values: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(values)
 }
 
 fn pack() -> impl Strategy<Value = Pack> {
-    let amps: &[f64] = &[0.0, 0.1, 0.3, 0.5, 10.0, 50.5, 100.0, 175.0, 250.0];
     (
-        pick(&[0.0, 52.0, 53.2, 55.2, 56.0, 56.0, 58.4]),
-        pick(amps),
-        pick(amps),
-        pick(&[None, Some(40.0), Some(44.0), Some(46.0), Some(47.5), Some(50.0)]),
-        pick(&[
-            None,
-            Some((true, true)),
-            Some((true, true)),
-            Some((true, true)),
-            Some((false, true)),
-            Some((true, false)),
-            Some((false, false)),
-        ]),
-        pick(&[-150.0, -60.0, -20.0, -3.0, 0.0, 5.0, 20.0, 60.0, 150.0]),
-        pick(&[48.0, 51.37, 53.6]),
-        pick(&[0.0, 5.0, 50.0, 95.0, 100.0]),
+        pick(wire::CVLS),
+        pick(wire::AMPS),
+        pick(wire::AMPS),
+        pick(wire::DVLS),
+        pick(wire::ENABLES),
+        pick(wire::CURRENTS),
+        pick(wire::VOLTS),
+        pick(wire::SOCS),
     )
         .prop_map(|(cvl, charge, discharge, dvl, enables, current, volts, soc)| Pack {
             cvl,
@@ -53,24 +44,25 @@ fn pack() -> impl Strategy<Value = Pack> {
 }
 
 fn section(outputs: usize) -> impl Strategy<Value = OutputSection> {
-    let n = outputs as f64;
     (
         pick(&Profile::ALL),
-        pick(&[1.0, 0.5, 1.0 / 3.0, 0.29]),
-        pick(&[20.0, 100.0, 300.0]),
-        pick(&[20.0, 100.0, 300.0]),
-        pick(&[0.0, 0.0, 0.1, 1.0]),
-        pick(&[None, None, Some((10.0, 90.0)), Some((5.0, 95.0))]),
+        pick(wire::SCALINGS),
+        pick(wire::OUTPUT_CAPS),
+        pick(wire::OUTPUT_CAPS),
+        pick(wire::RAMPS),
+        pick(wire::WINDOWS),
     )
         .prop_map(
-            move |(profile, scaling, cap_charge, cap_discharge, cvl_ramp, soc_window)| OutputSection {
-                profile,
-                // The I-SCALING of all outputs sums to at most 1.
-                scaling: (scaling / n * 1e4).floor() / 1e4,
-                cap_charge,
-                cap_discharge,
-                cvl_ramp,
-                soc_window,
+            move |(profile, scaling, cap_charge, cap_discharge, cvl_ramp, soc_window)| {
+                let s = OutputSection {
+                    profile,
+                    scaling,
+                    cap_charge,
+                    cap_discharge,
+                    cvl_ramp,
+                    soc_window,
+                };
+                wire::shared(s, outputs)
             },
         )
 }
@@ -79,12 +71,12 @@ fn event(inputs: usize, outputs: usize) -> impl Strategy<Value = Event> {
     let kind = pick(&[LimitKind::Charge, LimitKind::Discharge]);
     prop_oneof![
         6 => (0..inputs, pack()).prop_map(|(input, pack)| Event::Telegram { input, pack }),
-        4 => pick(&[50u32, 300, 1000, 1000, 2500, 6000]).prop_map(|ms| Event::Wait { ms }),
+        4 => pick(wire::WAITS).prop_map(|ms| Event::Wait { ms }),
         1 => (
             proptest::option::of(0..outputs),
             kind,
-            pick(&[None, Some(0.0), Some(0.5), Some(20.0), Some(75.3), Some(150.0)]),
-            pick(&[None, Some(500u32), Some(3000)]),
+            pick(wire::SETPOINTS),
+            pick(wire::TTLS),
         )
             .prop_map(|(inverter, kind, value, ttl_ms)| Event::Setpoint {
                 inverter,
@@ -113,7 +105,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     cap_discharge,
                     stop_on_lost,
                 }),
-            proptest::collection::vec(pick(&[100.0, 200.0]), inputs),
+            proptest::collection::vec(pick(wire::CAPACITIES), inputs),
             proptest::collection::vec(section(outputs), outputs),
             proptest::collection::vec(event(inputs, outputs), 1..60),
         )
@@ -124,36 +116,6 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 events,
             })
     })
-}
-
-/// The events with each input's telegram repeated every second as real
-/// batteries do, so that rounds complete: a `Wait` of more than a second is
-/// cut into one-second steps with a telegram of every input that has one
-/// (the latest it sent) unless the wait is a silence (6 s).
-fn with_rounds(s: &Scenario) -> Vec<Event> {
-    let mut last: Vec<Option<Pack>> = vec![None; s.capacities.len()];
-    let mut out = Vec::new();
-    for e in &s.events {
-        match *e {
-            Event::Telegram { input, pack } => {
-                let n = last.len();
-                last[input % n] = Some(pack);
-                out.push(*e);
-            }
-            Event::Wait { ms } if ms > 1000 && ms < 6000 => {
-                for _ in 0..ms / 1000 {
-                    out.push(Event::Wait { ms: 1000 });
-                    for (input, p) in last.iter().enumerate() {
-                        if let Some(pack) = *p {
-                            out.push(Event::Telegram { input, pack });
-                        }
-                    }
-                }
-            }
-            _ => out.push(*e),
-        }
-    }
-    out
 }
 
 proptest! {
@@ -221,5 +183,26 @@ fn survey() {
     println!("{transmissions} transmissions, {trips} interlock trips");
     for (name, cases, count, first) in all {
         println!("== {name}: {cases} scenarios, {count} transmissions; first: {first}");
+    }
+}
+
+/// The fuzz target's reader (fuzz/fuzz_targets/wire.rs) gives runnable
+/// scenarios from any bytes; run here so that stable `cargo test` keeps it
+/// working without libFuzzer.
+#[test]
+fn scenarios_from_arbitrary_bytes_run_clean() {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..200 {
+        let bytes: Vec<u8> = (0..400)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let s = wire::scenario_from_bytes(&bytes);
+        let report = Harness::new(&s).run(&with_rounds(&s));
+        assert!(report.violations.is_empty(), "{:#?}\n{s:#?}", report.violations);
     }
 }

@@ -16,7 +16,7 @@ use bms_gateway::codec::{Flags, Limits, Measurements, Requests, StateOfCharge};
 use bms_gateway::combine::{Combined, Combiner, InverterShare, Shaped};
 use bms_gateway::config::{self, Config, OutputConfig};
 use bms_gateway::frame::Frame;
-use bms_gateway::interlock::{Interlock, Rule};
+use bms_gateway::interlock::Interlock;
 use bms_gateway::output::{PushTimer, checked_transmission, min_delay, view_of};
 use bms_gateway::profile::{OutputView, Profile};
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
@@ -34,6 +34,148 @@ pub const STALE: Duration = Duration::from_secs(5);
 pub const V_DISCHARGE_MIN: f64 = 46.0;
 /// `[battery] OVERCURRENT-MARGIN` (the default).
 const OVERCURRENT_MARGIN: f64 = 0.05;
+
+/// The edge values the generators pick from (proptest strategies and the
+/// fuzz target's byte reader alike): tapering limits down to 0.1 A and 0,
+/// CVL 0, DVL absent or outside the Sunny Island's window, forbids,
+/// currents of either sign (circulating), SOC at the ends.
+pub const CVLS: &[f64] = &[0.0, 52.0, 53.2, 55.2, 56.0, 56.0, 58.4];
+pub const AMPS: &[f64] = &[0.0, 0.1, 0.3, 0.5, 10.0, 50.5, 100.0, 175.0, 250.0];
+pub const DVLS: &[Option<f64>] = &[None, Some(40.0), Some(44.0), Some(46.0), Some(47.5), Some(50.0)];
+pub const ENABLES: &[Option<(bool, bool)>] = &[
+    None,
+    Some((true, true)),
+    Some((true, true)),
+    Some((true, true)),
+    Some((false, true)),
+    Some((true, false)),
+    Some((false, false)),
+];
+pub const CURRENTS: &[f64] = &[-150.0, -60.0, -20.0, -3.0, 0.0, 5.0, 20.0, 60.0, 150.0];
+pub const VOLTS: &[f64] = &[48.0, 51.37, 53.6];
+pub const SOCS: &[f64] = &[0.0, 5.0, 50.0, 95.0, 100.0];
+pub const SCALINGS: &[f64] = &[1.0, 0.5, 1.0 / 3.0, 0.29];
+pub const OUTPUT_CAPS: &[f64] = &[20.0, 100.0, 300.0];
+pub const RAMPS: &[f64] = &[0.0, 0.0, 0.1, 1.0];
+pub const WINDOWS: &[Option<(f64, f64)>] = &[None, None, Some((10.0, 90.0)), Some((5.0, 95.0))];
+pub const BANK_CAPS: &[f64] = &[50.0, 150.0, 700.0];
+pub const CAPACITIES: &[f64] = &[100.0, 200.0];
+pub const WAITS: &[u32] = &[50, 300, 1000, 1000, 2500, 6000];
+pub const SETPOINTS: &[Option<f64>] = &[None, Some(0.0), Some(0.5), Some(20.0), Some(75.3), Some(150.0)];
+pub const TTLS: &[Option<u32>] = &[None, Some(500), Some(3000)];
+
+/// An output section with `scaling` divided among `outputs` outputs, so
+/// that the I-SCALING of all sums to at most 1.
+pub fn shared(section: OutputSection, outputs: usize) -> OutputSection {
+    OutputSection {
+        scaling: (section.scaling / outputs as f64 * 1e4).floor() / 1e4,
+        ..section
+    }
+}
+
+/// A scenario read from arbitrary bytes (the fuzz target's input): each
+/// byte picks from the tables above, modulo their length.
+pub fn scenario_from_bytes(data: &[u8]) -> Scenario {
+    let mut bytes = data.iter().copied().chain(std::iter::repeat(0));
+    let mut next = move || bytes.next().unwrap_or(0);
+    fn pick<T: Copy>(table: &[T], b: u8) -> T {
+        table[usize::from(b) % table.len()]
+    }
+    let head = next();
+    let inputs = 1 + usize::from(head % 3);
+    let outputs = 1 + usize::from(head / 3 % 3);
+    let battery = BatterySection {
+        share_mode: head & 0x20 != 0,
+        cap_charge: pick(BANK_CAPS, next()),
+        cap_discharge: pick(BANK_CAPS, next()),
+        stop_on_lost: head & 0x40 != 0,
+    };
+    let capacities = (0..inputs).map(|_| pick(CAPACITIES, next())).collect();
+    let section = |next: &mut dyn FnMut() -> u8| {
+        let profile = pick(&Profile::ALL, next());
+        let s = OutputSection {
+            profile,
+            scaling: pick(SCALINGS, next()),
+            cap_charge: pick(OUTPUT_CAPS, next()),
+            cap_discharge: pick(OUTPUT_CAPS, next()),
+            cvl_ramp: pick(RAMPS, next()),
+            soc_window: pick(WINDOWS, next()),
+        };
+        shared(s, outputs)
+    };
+    let sections = (0..outputs).map(|_| section(&mut next)).collect();
+    let count = usize::from(next()) % 80;
+    let kinds = [LimitKind::Charge, LimitKind::Discharge];
+    let events = (0..count)
+        .map(|_| match next() % 12 {
+            0..=5 => Event::Telegram {
+                input: usize::from(next()) % inputs,
+                pack: Pack {
+                    cvl: pick(CVLS, next()),
+                    charge: pick(AMPS, next()),
+                    discharge: pick(AMPS, next()),
+                    dvl: pick(DVLS, next()),
+                    enables: pick(ENABLES, next()),
+                    current: pick(CURRENTS, next()),
+                    volts: pick(VOLTS, next()),
+                    soc: pick(SOCS, next()),
+                },
+            },
+            6..=9 => Event::Wait {
+                ms: pick(WAITS, next()),
+            },
+            10 => {
+                let b = next();
+                Event::Setpoint {
+                    inverter: (b & 0x80 != 0).then_some(usize::from(b & 0x7F) % outputs),
+                    kind: pick(&kinds, next()),
+                    value: pick(SETPOINTS, next()),
+                    ttl_ms: pick(TTLS, next()),
+                }
+            }
+            _ => Event::Reload {
+                output: usize::from(next()) % outputs,
+                section: section(&mut next),
+            },
+        })
+        .collect();
+    Scenario {
+        battery,
+        capacities,
+        outputs: sections,
+        events,
+    }
+}
+
+/// The events with each input's telegram repeated every second as real
+/// batteries do, so that rounds complete: a `Wait` between 1 and 6 s is cut
+/// into one-second steps with a telegram of every input that has sent one
+/// (the latest it sent); 6 s is a silence.
+pub fn with_rounds(s: &Scenario) -> Vec<Event> {
+    let mut last: Vec<Option<Pack>> = vec![None; s.capacities.len()];
+    let mut out = Vec::new();
+    for e in &s.events {
+        match *e {
+            Event::Telegram { input, pack } => {
+                let n = last.len();
+                last[input % n] = Some(pack);
+                out.push(*e);
+            }
+            Event::Wait { ms } if ms > 1000 && ms < 6000 => {
+                for _ in 0..ms / 1000 {
+                    out.push(Event::Wait { ms: 1000 });
+                    for (input, p) in last.iter().enumerate() {
+                        if let Some(pack) = *p {
+                            out.push(Event::Telegram { input, pack });
+                        }
+                    }
+                }
+            }
+            _ => out.push(*e),
+        }
+    }
+    out
+}
 
 /// What one battery says in one telegram.
 #[derive(Debug, Clone, Copy, PartialEq)]
