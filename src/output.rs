@@ -221,6 +221,9 @@ impl PushTimer {
 pub struct Carried {
     pub latest: Option<Shaped>,
     pub last_sent: Option<Instant>,
+    /// The interlock's memory (the last CVL sent, the CVL ramp's bound
+    /// starts from it), which a reload keeps as it keeps the inverter.
+    pub interlock: Interlock,
 }
 
 /// Everything one output thread needs.
@@ -278,13 +281,16 @@ impl Output<'_> {
             carried,
             peer: Peer {
                 view: view_of(self.config),
-                interlock: Interlock::default(),
+                interlock: carried.interlock,
                 watch: InverterWatch::new(self.config.inverter_timeout, Instant::now()),
                 shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
-        service.carried
+        Carried {
+            interlock: service.peer.interlock,
+            ..service.carried
+        }
     }
 
     /// Waits `d` while keeping `latest` current; true when stopped.
@@ -316,7 +322,7 @@ impl Output<'_> {
     /// (at least once a second with a state to repeat, and when the
     /// inverter would turn silent by INVERTER-TIMEOUT).
     fn push(&self, port: &mut dyn CanPort, carried: &mut Carried, peer: &mut Peer) -> Result<(), CanError> {
-        let Carried { latest, last_sent } = carried;
+        let Carried { latest, last_sent, .. } = carried;
         let mut timer = PushTimer {
             min_delay: min_delay(self.config),
             last_sent: *last_sent,

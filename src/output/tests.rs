@@ -335,3 +335,40 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
         "an ID went out again after {shortest:?}"
     );
 }
+
+/// Spec 14: a set the interlock refuses is not sent: the safe state goes out
+/// instead, and the trip is counted. 480 A shaped against a bound of 100 A
+/// (this inverter's cap in the bounds, as a shaping mistake would leave it).
+#[test]
+fn a_refused_set_is_replaced_by_the_safe_state() {
+    let config = crate::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\n",
+    )
+    .unwrap();
+    let out = &config.outputs[0];
+    let t0 = Instant::now();
+    let mut s = shaped(battery(), t0, Duration::from_secs(8));
+    s.bounds.discharge.cap = 100.0;
+    let (mut view, mut interlock) = (view_of(out), Interlock::default());
+    let checked = checked_transmission(out, &mut view, &mut interlock, &s, t0);
+    let trip = checked.trip.expect("refused");
+    assert_eq!(
+        trip.rule,
+        crate::interlock::Rule::Cap(crate::setpoint::LimitKind::Discharge)
+    );
+    assert_eq!((trip.sent, trip.bound), (480.0, 100.0));
+    assert_eq!(checked.state, SystemState::Safe);
+    assert_eq!(interlock.trips, 1);
+    // 0x351 as sent: CVL 53.2 V, CCL and DCL 0 A; 0x35C all clear.
+    let limits = checked.frames.frames().iter().find(|f| f.id.raw() == 0x351).unwrap();
+    assert_eq!(&limits.data()[..6], &[0x14, 0x02, 0, 0, 0, 0]);
+    let requests = checked.frames.frames().iter().find(|f| f.id.raw() == 0x35C).unwrap();
+    assert_eq!(requests.data()[0], 0);
+    // Within its bounds the same state goes out as shaped.
+    s.bounds.discharge.cap = 480.0;
+    let checked = checked_transmission(out, &mut view, &mut interlock, &s, t0 + Duration::from_secs(1));
+    assert_eq!(
+        (checked.trip, checked.state, interlock.trips),
+        (None, SystemState::Ok, 1)
+    );
+}

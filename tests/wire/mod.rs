@@ -756,7 +756,7 @@ impl Harness {
             let now = self.now;
             let out = &mut self.outputs[j];
             let Some(shaped) = out.latest else { continue };
-            if !out.timer.due(true, now).is_some_and(|at| at <= now) {
+            if out.timer.due(true, now).is_none_or(|at| at > now) {
                 continue;
             }
             out.timer.pending = false;
@@ -809,7 +809,7 @@ impl Harness {
             v("dvl_never_zero", format!("{ctx}: DVL 0 V"));
         }
         if snap.safe {
-            self.check_safe(&ctx, &wire, cvl, charge, discharge, &snap, &mut v);
+            self.check_safe(&ctx, &wire, &snap, &mut v);
         } else {
             let out = &self.outputs[j];
             for kind in KINDS {
@@ -853,16 +853,10 @@ impl Harness {
         out.last_cvl = Some(((cvl * 10.0).round() as u16, now));
     }
 
-    fn check_safe(
-        &self,
-        ctx: &str,
-        wire: &Decoded,
-        cvl: f64,
-        charge: f64,
-        discharge: f64,
-        snap: &Snapshot,
-        v: &mut impl FnMut(&'static str, String),
-    ) {
+    fn check_safe(&self, ctx: &str, wire: &Decoded, snap: &Snapshot, v: &mut impl FnMut(&'static str, String)) {
+        let Some((cvl, charge, discharge, _)) = wire.limits else {
+            return;
+        };
         if charge != 0.0 || discharge != 0.0 {
             v(
                 "safe_state_frames",
