@@ -359,9 +359,13 @@ impl Report {
             Some((_, k, _)) => *k += 1,
             None => self.all.push((invariant, 1, detail.clone())),
         }
-        // WIRE_ONLY=name: look at one invariant alone (while investigating).
-        let only = std::env::var("WIRE_ONLY").ok();
-        if AWAITING_SAFETY_FIXES.contains(&invariant) || only.is_some_and(|o| o != invariant) {
+        // WIRE_ONLY=name: look at one invariant alone, gated or not (to find
+        // and shrink its counterexample).
+        let gated = match std::env::var("WIRE_ONLY") {
+            Ok(only) => only != invariant,
+            Err(_) => AWAITING_SAFETY_FIXES.contains(&invariant),
+        };
+        if gated {
             match self.gated.iter_mut().find(|(n, _)| *n == invariant) {
                 Some((_, k)) => *k += 1,
                 None => self.gated.push((invariant, 1)),
@@ -878,7 +882,7 @@ impl Harness {
                 format!("{ctx}: safe CVL {cvl} > last known {}", snap.last_cvl),
             );
         }
-        let installed: f64 = snap.fresh.iter().map(|(_, c)| c).sum();
+        let installed: f64 = snap.fresh.iter().map(|(_, c)| c).sum::<f64>() + 0.0;
         for cap in [wire.capacity_379, wire.capacity_35f].into_iter().flatten() {
             if f64::from(cap) != installed.round() {
                 v(
