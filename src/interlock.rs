@@ -315,7 +315,8 @@ pub struct Setting {
 
 impl Interlock {
     /// Whether `frames`, about to be sent at `now` in `state` to an output
-    /// with `setting`, stay within `bounds`.
+    /// with `setting`, stay within `bounds`; the CVL read from them (0.1 V)
+    /// when they do, for [`Interlock::sent_cvl`].
     pub fn check(
         &self,
         setting: Setting,
@@ -323,7 +324,7 @@ impl Interlock {
         state: SystemState,
         bounds: &Bounds,
         now: Instant,
-    ) -> Result<(), Trip> {
+    ) -> Result<u16, Trip> {
         let wire = Wire::read(setting.profile, frames);
         let Some(cvl) = wire.cvl else {
             return Err(Trip {
@@ -336,19 +337,26 @@ impl Interlock {
             return Err(trip(Rule::CvlZero, 0.0, 0.0));
         }
         if state == SystemState::Safe {
-            return check_safe(&wire, cvl, bounds.cvl.max(cvl_floor(setting.profile)));
+            check_safe(&wire, cvl, bounds.cvl.max(cvl_floor(setting.profile)))?;
+            return Ok(cvl);
         }
         for kind in [LimitKind::Charge, LimitKind::Discharge] {
             check_direction(&wire, kind, bounds.get(kind))?;
         }
-        self.check_cvl(setting, &wire, cvl, bounds, now)
+        self.check_cvl(setting, &wire, cvl, bounds, now)?;
+        Ok(cvl)
     }
 
     /// The set `frames` was sent at `now`.
     pub fn sent(&mut self, profile: Profile, frames: &[Frame], now: Instant) {
         if let Some(cvl) = Wire::read(profile, frames).cvl {
-            self.last_cvl = Some((cvl, now));
+            self.sent_cvl(cvl, now);
         }
+    }
+
+    /// A set with this CVL (0.1 V, as [`Interlock::check`] read it) was sent at `now`.
+    pub fn sent_cvl(&mut self, cvl: u16, now: Instant) {
+        self.last_cvl = Some((cvl, now));
     }
 
     /// The last CVL sent, in V.

@@ -104,16 +104,20 @@ pub fn checked_transmission(
         profile: config.profile,
         cvl_ramp: config.cvl_ramp,
     };
-    let checked = match interlock.check(setting, frames.frames(), state, &shaped.bounds, now) {
-        Ok(()) => Checked {
-            state,
-            battery,
-            frames,
-            trip: None,
-        },
+    match interlock.check(setting, frames.frames(), state, &shaped.bounds, now) {
+        Ok(cvl) => {
+            interlock.sent_cvl(cvl, now);
+            Checked {
+                state,
+                battery,
+                frames,
+                trip: None,
+            }
+        }
         Err(trip) => {
             interlock.trips += 1;
             let (battery, frames) = safe_instead(config, view, interlock, shaped, now);
+            interlock.sent(config.profile, frames.frames(), now);
             Checked {
                 state: SystemState::Safe,
                 battery,
@@ -121,9 +125,7 @@ pub fn checked_transmission(
                 trip: Some(trip),
             }
         }
-    };
-    interlock.sent(config.profile, checked.frames.frames(), now);
-    checked
+    }
 }
 
 /// The safe state sent in place of a refused set: its CVL never above the
