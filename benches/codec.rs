@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks of the pure hot path: the frame decoder, the
-//! telegram assembler, the combiner with per-inverter shaping, and the
-//! encoder that builds one inverter's frame set.
+//! telegram assembler, the combiner with per-inverter shaping, the
+//! encoder that builds one inverter's frame set, and the interlock's check
+//! of it (spec 14: what it adds to each transmission).
 //!
 //! `cargo bench --bench codec`; under `cargo test --all-targets` criterion
 //! runs each benchmark once, as a smoke test.
@@ -102,5 +103,31 @@ fn combiner_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, codec_benches, combiner_benches);
+/// One output's transmission without and with the interlock: shaping (SOC
+/// window, CVL ramp), encoding, and for the second the check of the bytes.
+fn interlock_benches(c: &mut Criterion) {
+    use bms_gateway::interlock::Interlock;
+    use bms_gateway::output::{checked_transmission, transmission, view_of};
+    let config = bms_gateway::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 100\n[[bmses-out]]\nCAN-IF = \"b\"\nCVL-RAMP = 0.1\n",
+    )
+    .expect("valid");
+    let out = &config.outputs[0];
+    let start = Instant::now();
+    let mut comb = Combiner::new(config.battery, &[100.0], start).with_inverters(&[out.share]);
+    comb.on_telegram(0, telegram(), start).expect("combined");
+    let shaped = comb.shaped(start).next().expect("shaped");
+    let mut view = view_of(out);
+    c.bench_function("one transmission (pylon): shape and encode", |b| {
+        b.iter(|| transmission(out, &mut view, black_box(&shaped), start))
+    });
+    let (mut view, mut interlock) = (view_of(out), Interlock::default());
+    c.bench_function(
+        "one transmission (pylon): shape, encode and the interlock's check",
+        |b| b.iter(|| checked_transmission(out, &mut view, &mut interlock, black_box(&shaped), start)),
+    );
+    assert_eq!(interlock.trips, 0);
+}
+
+criterion_group!(benches, codec_benches, combiner_benches, interlock_benches);
 criterion_main!(benches);

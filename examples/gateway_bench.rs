@@ -42,6 +42,7 @@ use bms_gateway::config::{Config, OutputMode};
 use bms_gateway::demo::demo_config;
 use bms_gateway::frame::{CanId, Frame};
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use bms_gateway::profile::Profile;
 use bms_gateway::setpoint::SetpointCommand;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
@@ -459,8 +460,10 @@ fn expected(config: &Config, fresh: &[usize], j: usize, degraded: bool) -> Expec
     }
 }
 
-/// Compares inverter `j`'s last frames with `e`; returns the mismatches.
-fn check(seen: &Seen, e: &Expected) -> Vec<String> {
+/// Compares an inverter's last frames with `e`, as its `profile` lays
+/// them out (victron sends no 0x359 or 0x35C but 0x35A; spec 9); returns
+/// the mismatches.
+fn check(seen: &Seen, e: &Expected, profile: Profile) -> Vec<String> {
     let latest = *seen.latest.lock().unwrap();
     let get = |id: u16| latest[usize::from(id - 0x350)].and_then(|f| codec::decode(&f).ok());
     let mut bad = Vec::new();
@@ -470,11 +473,20 @@ fn check(seen: &Seen, e: &Expected) -> Vec<String> {
             bad.push(format!("{name}: got {got}, expected {want:.4}"));
         }
     }
+    // A current limit is rounded down to 0.1 A (spec 4): exactly that.
+    fn limit(bad: &mut Vec<String>, name: &str, got: f64, want: f64) {
+        let wire = (want * 10.0 + 1e-6).floor() / 10.0;
+        if (got - wire).abs() > 1e-9 {
+            bad.push(format!(
+                "{name}: got {got}, expected {wire:.1} ({want:.4} rounded down)"
+            ));
+        }
+    }
     match get(codec::ID_LIMITS) {
         Some(Message::Limits(l)) => {
             near(&mut bad, "v_charge_cmd", l.v_charge_cmd, e.cvl, 0.1);
-            near(&mut bad, "i_lim_charge", l.i_lim_charge, e.ccl, 0.1);
-            near(&mut bad, "i_lim_discharge", l.i_lim_discharge, e.dcl, 0.1);
+            limit(&mut bad, "i_lim_charge", l.i_lim_charge, e.ccl);
+            limit(&mut bad, "i_lim_discharge", l.i_lim_discharge, e.dcl);
             near(
                 &mut bad,
                 "v_discharge_min",
@@ -500,6 +512,18 @@ fn check(seen: &Seen, e: &Expected) -> Vec<String> {
         }
         other => bad.push(format!("0x356: {other:?}")),
     }
+    if profile == Profile::Victron {
+        match get(codec::ID_SMA_ALARMS) {
+            Some(Message::SmaAlarms(_)) => {}
+            other => bad.push(format!("0x35A: {other:?}")),
+        }
+        for id in [codec::ID_FLAGS, codec::ID_REQUESTS] {
+            if latest[usize::from(id - 0x350)].is_some() {
+                bad.push(format!("0x{id:03X} sent, which the victron profile does not define"));
+            }
+        }
+        return check_cells(&latest, e, bad);
+    }
     match get(codec::ID_FLAGS) {
         Some(Message::Flags(f)) => {
             let got = [
@@ -519,10 +543,22 @@ fn check(seen: &Seen, e: &Expected) -> Vec<String> {
         Some(Message::Requests(r)) if r.charge_enable && r.discharge_enable => {}
         other => bad.push(format!("0x35C: {other:?}")),
     }
-    match get(codec::ID_CELLS) {
+    check_cells(&latest, e, bad)
+}
+
+/// 0x373 (every profile here sends it when the batteries do).
+fn check_cells(latest: &[Option<Frame>; 0x30], e: &Expected, mut bad: Vec<String>) -> Vec<String> {
+    let cells = latest[usize::from(codec::ID_CELLS - 0x350)].and_then(|f| codec::decode(&f).ok());
+    match cells {
         Some(Message::Cells(c)) => {
-            near(&mut bad, "v_cell_min", c.v_cell_min, e.v_cell_min, 0.001);
-            near(&mut bad, "v_cell_max", c.v_cell_max, e.v_cell_max, 0.001);
+            for (name, got, want) in [
+                ("v_cell_min", c.v_cell_min, e.v_cell_min),
+                ("v_cell_max", c.v_cell_max, e.v_cell_max),
+            ] {
+                if (got - want).abs() > 0.0005 + 1e-9 {
+                    bad.push(format!("{name}: got {got}, expected {want:.4}"));
+                }
+            }
         }
         other => bad.push(format!("0x373: {other:?}")),
     }
@@ -693,7 +729,16 @@ impl Rig {
     fn verify(&self, fresh: &[usize], degraded: bool, when: &str) -> bool {
         let mut ok = true;
         for (j, seen) in self.seen.iter().enumerate() {
-            let bad = check(seen, &expected(&self.config, fresh, j, degraded));
+            let mut bad = check(
+                seen,
+                &expected(&self.config, fresh, j, degraded),
+                self.config.outputs[j].profile,
+            );
+            // Spec 14: the interlock never trips in normal operation.
+            let trips = self.board.snapshot().outputs[j].interlock_trips;
+            if trips > 0 {
+                bad.push(format!("{trips} frame sets refused by the interlock"));
+            }
             for b in &bad {
                 eprintln!("MISMATCH {when}: inverter {}: {b}", j + 1);
             }

@@ -48,6 +48,8 @@ pub enum Kind {
     InverterShutdownRequest,
     RecordingWritten,
     RecordingFailed,
+    /// The interlock refused a frame set and sent the safe state instead.
+    Interlock,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
         Kind::InverterShutdownRequest,
         Kind::RecordingWritten,
         Kind::RecordingFailed,
+        Kind::Interlock,
     ];
 
     /// The name in JSON.
@@ -96,6 +99,7 @@ impl Kind {
             Kind::InverterShutdownRequest => "inverter_shutdown_request",
             Kind::RecordingWritten => "recording_written",
             Kind::RecordingFailed => "recording_failed",
+            Kind::Interlock => "interlock",
         }
     }
 }

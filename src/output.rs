@@ -15,6 +15,7 @@ use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
 use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
+use crate::interlock::{self, Interlock, Trip};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
 use crate::send::{PushTimer, fail_safe_at, state_to_send};
@@ -76,6 +77,78 @@ pub fn transmission(
     (state, battery, frames)
 }
 
+/// One transmission as the interlock let it through.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    pub state: SystemState,
+    pub battery: Battery,
+    pub frames: Frames,
+    /// The rule the shaped set broke: `frames` is then the safe state.
+    pub trip: Option<Trip>,
+}
+
+/// [`transmission`], checked by the interlock (spec 14) against the bounds
+/// the combiner took from the fresh telegrams: a set that fails is replaced
+/// by the safe state, and the trip is counted in `interlock`.
+pub fn checked_transmission(
+    config: &OutputConfig,
+    view: &mut OutputView,
+    interlock: &mut Interlock,
+    shaped: &Shaped,
+    now: Instant,
+) -> Checked {
+    let (state, battery, frames) = transmission(config, view, shaped, now);
+    let setting = interlock::Setting {
+        profile: config.profile,
+        cvl_ramp: config.cvl_ramp,
+    };
+    match interlock.check(setting, frames.frames(), state, &shaped.bounds, now) {
+        Ok(cvl) => {
+            interlock.sent_cvl(cvl, now);
+            Checked {
+                state,
+                battery,
+                frames,
+                trip: None,
+            }
+        }
+        Err(trip) => {
+            interlock.trips += 1;
+            let (battery, frames) = safe_instead(config, view, interlock, shaped, now);
+            interlock.sent(config.profile, frames.frames(), now);
+            Checked {
+                state: SystemState::Safe,
+                battery,
+                frames,
+                trip: Some(trip),
+            }
+        }
+    }
+}
+
+/// The safe state sent in place of a refused set: its CVL never above the
+/// last one sent (a refused set says nothing trustworthy about the ramp).
+fn safe_instead(
+    config: &OutputConfig,
+    view: &mut OutputView,
+    interlock: &Interlock,
+    shaped: &Shaped,
+    now: Instant,
+) -> (Battery, Frames) {
+    let mut battery = shaped.safe();
+    if let Some(last) = interlock.last_cvl().filter(|&v| v > 0.0) {
+        battery.v_charge_cmd = battery.v_charge_cmd.min(last);
+    }
+    let battery = view.apply(battery, SystemState::Safe, now);
+    let shown = Shown {
+        battery,
+        bank: shaped.bank,
+        energy: shaped.energy,
+    };
+    let frames = profile::frames(config.profile, &shown, config.manufacturer, config.voltage_unit);
+    (battery, frames)
+}
+
 /// The shortest time between two pushes: PUSH-MIN-DELAY, and never less
 /// than the profile's pacing (SMA: 200 ms per ID).
 pub fn min_delay(config: &OutputConfig) -> Duration {
@@ -101,6 +174,9 @@ pub struct Carried {
     pub latest: Option<Shaped>,
     pub last_sent: Option<Instant>,
     pub peer: Option<PeerState>,
+    /// The interlock's memory (the last CVL sent, the CVL ramp's bound
+    /// starts from it), which a reload keeps as it keeps the inverter.
+    pub interlock: Interlock,
 }
 
 /// An output's knowledge of its inverter that outlives its thread.
@@ -192,13 +268,17 @@ impl Output<'_> {
             peer: Peer {
                 view,
                 watch,
+                interlock: carried.interlock,
                 shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
-        let Peer { view, watch, .. } = service.peer;
+        let Peer {
+            view, watch, interlock, ..
+        } = service.peer;
         Carried {
             peer: Some(PeerState { view, watch }),
+            interlock,
             ..service.carried
         }
     }
@@ -256,7 +336,7 @@ impl Output<'_> {
                 }
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
-                    let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
+                    let sent = self.transmit(port, state, peer, now, &mut errors);
                     // Paced from the end of this transmission: a frame
                     // written late in it (a slow or full queue) still gets
                     // the whole gap before its ID goes out again.
@@ -318,7 +398,7 @@ impl Output<'_> {
                     // next request gets one.
                     let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
                     if let (Some(state), true) = (latest.as_ref(), paced) {
-                        let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
+                        let sent = self.transmit(port, state, peer, now, &mut errors);
                         // From the end, as in push mode.
                         *last_sent = Some(Instant::now());
                         sent?;
@@ -414,12 +494,20 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         state: &Shaped,
-        view: &mut OutputView,
+        peer: &mut Peer,
         now: Instant,
         errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery, set) = transmission(self.config, view, state, now);
-        if system_state != state.state {
+        let checked = checked_transmission(self.config, &mut peer.view, &mut peer.interlock, state, now);
+        let Checked {
+            state: system_state,
+            battery,
+            frames: set,
+            trip,
+        } = checked;
+        if let Some(trip) = trip {
+            self.tripped(&trip);
+        } else if system_state != state.state {
             let line = format_args!(
                 "{}: no new combined state for {:.1} s: sending the safe state",
                 self.label(),
@@ -463,6 +551,15 @@ impl Output<'_> {
         }
     }
 
+    /// The interlock refused a set: counted, logged and raised as an event
+    /// naming the rule and the values.
+    fn tripped(&self, trip: &Trip) {
+        self.slot.update(|s| s.interlock_trips += 1);
+        let message = format!("{}: {trip}", self.label());
+        log::error!("{message}");
+        (self.events).emit(Kind::Interlock, Subject::Inverter(self.slot.position()), message);
+    }
+
     fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {
         log::debug!("{}: {frame:?}", self.name());
         match port.write(frame) {
@@ -486,6 +583,8 @@ impl Output<'_> {
 /// its view (SOC window, CVL ramp) and whether it talks.
 struct Peer {
     view: OutputView,
+    /// The interlock's memory of what this inverter was sent (spec 14).
+    interlock: Interlock,
     watch: InverterWatch,
     /// "Shut down battery" requests are logged at most once a minute.
     shutdown_log: LogLimit,

@@ -26,7 +26,8 @@ use crate::combine::{Combined, Combiner, InverterShare, Shaped};
 use crate::config::{Config, OutputMode};
 use crate::decode::frame_json;
 use crate::frame::Frame;
-use crate::output::{min_delay, transmission, view_of};
+use crate::interlock::Interlock;
+use crate::output::{checked_transmission, min_delay, view_of};
 use crate::profile::OutputView;
 use crate::send::PushTimer;
 use crate::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
@@ -168,6 +169,8 @@ pub struct Summary {
     /// Frames on an input that the codec refused (counted, as the daemon does).
     pub invalid_frames: usize,
     pub transmissions: usize,
+    /// Frame sets the interlock refused (the safe state was printed instead).
+    pub interlock_trips: u64,
     pub problems: Vec<LineProblem>,
 }
 
@@ -182,6 +185,13 @@ impl fmt::Display for Summary {
             self.transmissions,
             self.problems.len()
         )?;
+        if self.interlock_trips > 0 {
+            write!(
+                f,
+                "; {} frame sets refused by the interlock (the safe state was sent instead)",
+                self.interlock_trips
+            )?;
+        }
         let mut kinds: Vec<Problem> = self.problems.iter().map(|p| p.problem).collect();
         kinds.sort();
         kinds.dedup();
@@ -352,6 +362,8 @@ struct OutputState {
     last_answer: Option<Instant>,
     /// The output's SOC window and CVL ramp.
     view: OutputView,
+    /// Its interlock (spec 14).
+    interlock: Interlock,
 }
 
 /// Prints transmissions in the chosen format.
@@ -541,13 +553,15 @@ impl Machine<'_, '_> {
         let Some(shaped) = out.latest else {
             return Ok(());
         };
-        let (state, _, set) = transmission(config, &mut out.view, &shaped, now);
+        let checked = checked_transmission(config, &mut out.view, &mut out.interlock, &shaped, now);
+        let (state, set) = (checked.state, checked.frames);
         self.transmissions += 1;
         let about = match self.printer.format {
             Format::Candump => Value::Null,
             Format::Json => json!({
                 "inverter": j + 1,
                 "state": state.as_str(),
+                "interlock": checked.trip.map(|t| t.to_string()),
                 "combined": self.last.map(|c| json!({
                     "state": c.state.as_str(),
                     "inputs_online": c.inputs_online,
@@ -622,6 +636,7 @@ pub fn run_paced(
                 asked: false,
                 last_answer: None,
                 view: view_of(o),
+                interlock: Interlock::default(),
             })
             .collect(),
         printer: Printer {
@@ -692,6 +707,7 @@ pub fn run_paced(
             .min(end.max(now + Duration::from_micros(1)));
     }
     summary.transmissions = m.transmissions;
+    summary.interlock_trips = m.outputs.iter().map(|o| o.interlock.trips).sum();
     Ok(summary)
 }
 

@@ -70,6 +70,8 @@ pub struct OutputStatus {
     pub inverter_state: Option<SmaState>,
     /// "Shut down battery" requests (Luxpower 0x300) received and not obeyed.
     pub shutdown_requests: u64,
+    /// Frame sets the interlock refused (spec 14): 0 in normal operation.
+    pub interlock_trips: u64,
 }
 
 /// The combiner's part.

@@ -355,6 +355,8 @@ pub struct InverterPayload {
     pub inverter_readings: Option<InverterReadings>,
     /// "Shut down battery" requests received (Luxpower 0x300), never obeyed.
     pub shutdown_requests: u64,
+    /// Frame sets the interlock refused (spec 14).
+    pub interlock_trips: u64,
     pub timestamp: f64,
 }
 
@@ -415,6 +417,7 @@ pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, cloc
         silent: output.talk.map(|t| t == Talk::Silent),
         inverter_readings: InverterReadings::of(output),
         shutdown_requests: output.shutdown_requests,
+        interlock_trips: output.interlock_trips,
         timestamp: clock.timestamp(),
     }
 }

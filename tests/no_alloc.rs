@@ -99,3 +99,41 @@ fn recording_a_frame_allocates_nothing() {
     });
     assert_eq!(n, 0);
 }
+
+/// Spec 14: the interlock's check of each transmission allocates nothing:
+/// shaping, encoding and the check of 10 000 transmissions of a live
+/// state, for every profile, with a CVL ramp.
+#[test]
+fn a_checked_transmission_allocates_nothing() {
+    use bms_gateway::combine::Combiner;
+    use bms_gateway::interlock::Interlock;
+    use bms_gateway::output::{checked_transmission, view_of};
+    for profile in bms_gateway::profile::Profile::ALL {
+        let text = config_text::ConfigText::new()
+            .input("can0", 100.0, "")
+            .output("can1", &format!("PROFILE = \"{}\"\nCVL-RAMP = 0.1", profile.name()))
+            .text();
+        let config = bms_gateway::config::parse(&text).unwrap();
+        let now = Instant::now();
+        let mut a = Assembler::default();
+        for f in &BatteryParams::default().burst(0.0, SimAlarms::default()) {
+            a.push(&bms_gateway::codec::decode(f).unwrap(), now);
+        }
+        let telegram = a.poll(now + BURST_GAP).expect("a burst completes a telegram");
+        let mut combiner = Combiner::new(config.battery, &[100.0], now).with_inverters(&[config.outputs[0].share]);
+        combiner.on_telegram(0, telegram, now).expect("a state");
+        let shaped = combiner.shaped(now).next().unwrap();
+        let (mut view, mut interlock) = (view_of(&config.outputs[0]), Interlock::default());
+        let mut sent = 0;
+        let n = allocations(|| {
+            for k in 0..10_000u64 {
+                let at = now + Duration::from_micros(100 * k);
+                let checked = checked_transmission(&config.outputs[0], &mut view, &mut interlock, &shaped, at);
+                sent += checked.frames.frames().len();
+            }
+        });
+        assert_eq!(n, 0, "{}", profile.name());
+        assert_eq!(interlock.trips, 0, "{}", profile.name());
+        assert!(sent >= 60_000, "{}: {sent} frames", profile.name());
+    }
+}

@@ -212,3 +212,37 @@ fn speed_paces_the_same_output() {
     let (out, _) = run(&["--virtual"]);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
 }
+
+/// Spec 14: replaying any case of the corpus trips no interlock.
+#[test]
+fn no_case_trips_the_interlock() {
+    for dir in case_dirs() {
+        let captures: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("capture"))
+            })
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_bms-gateway"))
+            .current_dir(&dir)
+            .args(["-c", "config.toml", "replay", "--output", "json"])
+            .args(&captures)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut transmissions = 0;
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v.get("keepalive").is_some() || v.get("inverter").is_none() {
+                continue;
+            }
+            transmissions += 1;
+            assert!(v.get("interlock").is_none(), "{}: {}", dir.display(), v["interlock"]);
+        }
+        assert!(transmissions > 0, "{}: nothing sent", dir.display());
+    }
+}

@@ -531,7 +531,9 @@ impl Bank {
     }
 
     /// Falls at once (by the over-current factor, or to a lower target);
-    /// holds while a pack is over current without a new measurement; rises
+    /// holds (never above the setpoint-lowered limit, so that a setpoint
+    /// that expires while a pack is over current raises nothing) while a pack
+    /// is over current without a new measurement; rises
     /// by at most RISE_PER_SECOND of the target per second of `dt`.
     fn close_loop(&mut self, kind: LimitKind, limit: &mut Limit, step: LoopStep, dt: f64) {
         let target = limit.value;
@@ -546,7 +548,7 @@ impl Bank {
             (None, LoopStep::Fall { factor, .. }) => sent * factor,
             (None, LoopStep::Hold | LoopStep::Rise) => target,
             (Some(prev), LoopStep::Fall { factor, .. }) => prev.min(sent) * factor,
-            (Some(prev), LoopStep::Hold) => prev.min(target),
+            (Some(prev), LoopStep::Hold) => prev.min(sent),
             (Some(prev), LoopStep::Rise) => prev + RISE_PER_SECOND * sent * dt,
         }
         .clamp(0.0, target.max(0.0));

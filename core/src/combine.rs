@@ -10,6 +10,7 @@ use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, Pe
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
+use crate::interlock::{BankBounds, Bounds};
 use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
@@ -312,6 +313,8 @@ pub struct Shaped {
     /// The system's energy counters for 0x378: the combiner leaves them
     /// `None`; the shell, which keeps the meters, fills them in.
     pub energy: Option<Energy>,
+    /// What the interlock lets through to this inverter (spec 14).
+    pub bounds: Bounds,
 }
 
 impl Shaped {
@@ -391,6 +394,8 @@ pub struct Combiner {
     expired: Vec<(Scope, LimitKind)>,
     /// Shares, the closed loop and the overshoot watch.
     bank: Bank,
+    /// The interlock's bounds from the telegrams `last` was made of.
+    last_bounds: Option<BankBounds>,
 }
 
 impl Combiner {
@@ -414,6 +419,7 @@ impl Combiner {
                 },
                 capacities,
             ),
+            last_bounds: None,
         }
     }
 
@@ -653,13 +659,30 @@ impl Combiner {
                 limits: own_limits(t),
             })
         });
+        // What the loop may not rise above: the system setpoint, and 0 for a
+        // direction some fresh battery forbids (spec 4), so that a setpoint
+        // expiring or a forbid lifting while a pack is over current raises
+        // nothing (spec 8).
+        let ceiling = |kind| {
+            let forbidden = fresh.clone().any(|(t, _)| !allows(&allowed(t), kind));
+            if forbidden {
+                Some(0.0)
+            } else {
+                self.setpoints.value_at(kind, now)
+            }
+        };
         self.bank.set_ceiling(PerKind {
-            charge: self.setpoints.value_at(LimitKind::Charge, now),
-            discharge: self.setpoints.value_at(LimitKind::Discharge, now),
+            charge: ceiling(LimitKind::Charge),
+            discharge: ceiling(LimitKind::Discharge),
         });
         let mut limits = self.bank.round(readings, round, now);
         let online = fresh.clone().count();
         let bank = bank_status(fresh.clone().map(|(t, _)| t), self.inputs.len());
+        let caps = PerKind {
+            charge: self.settings.i_lim_charge,
+            discharge: self.settings.i_lim_discharge,
+        };
+        let bounds = BankBounds::of(fresh.clone(), caps, &self.setpoints, now);
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -713,6 +736,7 @@ impl Combiner {
             },
         };
         self.last = Some(combined);
+        self.last_bounds = Some(bounds);
         self.note_sent(now);
         Some(combined)
     }
@@ -788,10 +812,14 @@ impl Combiner {
     /// What each inverter is shown now (in `[[bmses-out]]` order), from the
     /// latest combined state; nothing before the first.
     pub fn shaped(&self, now: Instant) -> impl Iterator<Item = Shaped> + '_ {
-        let latest = self.last.zip(self.last_cvl);
+        let latest = self.last.zip(self.last_cvl).zip(self.last_bounds);
         let expires_after = self.max_age();
         self.inverters.iter().filter_map(move |i| {
-            let (c, last_cvl) = latest?;
+            let ((c, last_cvl), bank) = latest?;
+            let caps = PerKind {
+                charge: i.share.i_lim_charge,
+                discharge: i.share.i_lim_discharge,
+            };
             Some(Shaped {
                 state: c.state,
                 battery: shape(&c, &i.share, &i.setpoints, now),
@@ -800,6 +828,7 @@ impl Combiner {
                 expires: c.made_at + expires_after,
                 last_cvl,
                 energy: None,
+                bounds: Bounds::for_inverter(&bank, caps, i.share.i_scaling, &i.setpoints, last_cvl, now),
             })
         })
     }

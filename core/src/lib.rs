@@ -13,7 +13,8 @@
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
 //!   and `check`, the decoder of what it was shown), [`send`] (what an
-//!   output sends when).
+//!   output sends when), [`interlock`] (the independent bound check of
+//!   every frame set before it leaves, spec 14).
 //! - Models: [`sim`] (simulated batteries and inverters for tests, the demo
 //!   and benchmarks).
 
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod combine;
 pub mod energy;
 pub mod frame;
+pub mod interlock;
 pub mod profile;
 pub mod send;
 pub mod setpoint;

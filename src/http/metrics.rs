@@ -236,6 +236,11 @@ pub fn render(view: &View) -> String {
         &per_inverter(&|v| Some(v.shutdown_requests as f64)),
     );
     f.counter(
+        "inverter_interlock_trips",
+        "Frame sets the interlock refused for each inverter (the safe state was sent instead); 0 in normal operation",
+        &per_inverter(&|v| Some(v.interlock_trips as f64)),
+    );
+    f.counter(
         "inverter_frames_sent",
         "Frames sent to each inverter",
         &per_inverter(&|v| Some(v.frames_sent as f64)),

@@ -544,6 +544,7 @@ fn inverter(config: &Config, node: &str, system_id: &str, j: usize) -> Vec<Entit
     d.link();
     d.sensor("frames_sent", "Frames sent", diagnostic(COUNTER));
     d.sensor("send_errors", "Send errors", diagnostic(COUNTER));
+    d.sensor("interlock_trips", "Interlock trips", diagnostic(COUNTER));
     // INVERTER-TIMEOUT: a problem when the inverter has gone quiet; unknown
     // (null) for an inverter configured never to talk.
     d.binary("silent", "Inverter silent", Some("problem"), flag_template("silent"));

@@ -4,6 +4,7 @@
 use super::*;
 use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
 use crate::frame::CanId;
+use crate::interlock::{Bounds, Direction};
 use crate::profile::{Profile, VoltageUnit};
 
 /// The default profile's frames for `b`.
@@ -82,6 +83,23 @@ fn shaped(battery: Battery, made_at: Instant, max_age: Duration) -> Shaped {
         expires: made_at + max_age,
         last_cvl: battery.v_charge_cmd,
         energy: None,
+        bounds: open_bounds(battery.v_charge_cmd),
+    }
+}
+
+/// Interlock bounds that let any current through, with CVL up to `cvl`.
+fn open_bounds(cvl: f64) -> Bounds {
+    let open = Direction {
+        enabled: true,
+        cap: f64::MAX,
+        share: f64::MAX,
+        setpoint: None,
+    };
+    Bounds {
+        charge: open,
+        discharge: open,
+        cvl,
+        volts: 0.0,
     }
 }
 
@@ -134,6 +152,7 @@ fn a_state_turning_safe_by_age_is_sent_at_once() {
         expires: t0 + max,
         last_cvl: 53.2,
         energy: None,
+        bounds: open_bounds(53.2),
     };
     let at = fail_safe_at(&shaped).unwrap();
     assert_eq!(at, t0 + max + Duration::from_nanos(1));
@@ -314,5 +333,42 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
     assert!(
         shortest >= Duration::from_millis(200),
         "an ID went out again after {shortest:?}"
+    );
+}
+
+/// Spec 14: a set the interlock refuses is not sent: the safe state goes out
+/// instead, and the trip is counted. 480 A shaped against a bound of 100 A
+/// (this inverter's cap in the bounds, as a shaping mistake would leave it).
+#[test]
+fn a_refused_set_is_replaced_by_the_safe_state() {
+    let config = crate::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n[[bmses-out]]\nCAN-IF = \"b\"\n",
+    )
+    .unwrap();
+    let out = &config.outputs[0];
+    let t0 = Instant::now();
+    let mut s = shaped(battery(), t0, Duration::from_secs(8));
+    s.bounds.discharge.cap = 100.0;
+    let (mut view, mut interlock) = (view_of(out), Interlock::default());
+    let checked = checked_transmission(out, &mut view, &mut interlock, &s, t0);
+    let trip = checked.trip.expect("refused");
+    assert_eq!(
+        trip.rule,
+        crate::interlock::Rule::Cap(crate::setpoint::LimitKind::Discharge)
+    );
+    assert_eq!((trip.sent, trip.bound), (480.0, 100.0));
+    assert_eq!(checked.state, SystemState::Safe);
+    assert_eq!(interlock.trips, 1);
+    // 0x351 as sent: CVL 53.2 V, CCL and DCL 0 A; 0x35C all clear.
+    let limits = checked.frames.frames().iter().find(|f| f.id.raw() == 0x351).unwrap();
+    assert_eq!(&limits.data()[..6], &[0x14, 0x02, 0, 0, 0, 0]);
+    let requests = checked.frames.frames().iter().find(|f| f.id.raw() == 0x35C).unwrap();
+    assert_eq!(requests.data()[0], 0);
+    // Within its bounds the same state goes out as shaped.
+    s.bounds.discharge.cap = 480.0;
+    let checked = checked_transmission(out, &mut view, &mut interlock, &s, t0 + Duration::from_secs(1));
+    assert_eq!(
+        (checked.trip, checked.state, interlock.trips),
+        (None, SystemState::Ok, 1)
     );
 }

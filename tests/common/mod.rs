@@ -320,9 +320,35 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// Frame sets the interlock refused, per inverter: 0 in every test
+    /// (spec 14), checked when the rig is dropped.
+    pub fn interlock_trips(&self) -> Vec<u64> {
+        self.board
+            .snapshot()
+            .outputs
+            .iter()
+            .map(|o| o.interlock_trips)
+            .collect()
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         self.stop.take();
+        if !std::thread::panicking() {
+            let trips = self.interlock_trips();
+            let events = self.board.events.after(0);
+            let refused: Vec<&str> = (events.iter())
+                .filter(|e| e.kind == bms_gateway::events::Kind::Interlock)
+                .map(|e| e.message.as_str())
+                .take(3)
+                .collect();
+            assert!(
+                trips.iter().all(|&n| n == 0) && refused.is_empty(),
+                "interlock trips per inverter: {trips:?}: {refused:?}"
+            );
+        }
     }
 }
 

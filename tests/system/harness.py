@@ -7,6 +7,7 @@ started and deletes the interfaces it created, so scenarios are independent.
 """
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -270,6 +271,7 @@ class Ctx:
     def cleanup(self):
         for g in self.gateways:
             g.kill()
+        self.check_no_interlock_trips()
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
@@ -285,6 +287,19 @@ class Ctx:
         else:
             for n in self.ifaces:
                 canio.vcan_del(n)
+
+
+    def check_no_interlock_trips(self):
+        """Spec 14: no gateway of the scenario refused a frame set. Each trip
+        is logged as "inverter N (IF): interlock: RULE (...)"."""
+        trips = [line for g in self.gateways for line in g.log_text().splitlines()
+                 if "interlock: " in line]
+        if not trips:
+            return
+        msg = f"{len(trips)} interlock trip(s), first: {trips[0].strip()[:200]}"
+        self.soft(False, msg)
+
+
 
 
 # --- configuration -----------------------------------------------------------
