@@ -10,7 +10,7 @@
 //!    names): the pure rules, functions of their arguments with time passed
 //!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`bank`],
 //!    [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`], [`sim`],
-//!    [`interlock`].
+//!    [`bounds`], [`interlock`].
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
 //!    signals, logs, events, heartbeats, systemd, the 24 h history ring):
 //!    [`clock`], [`shutdown`], [`signals`], [`logging`], [`loglimit`],
@@ -29,7 +29,9 @@
 //!    library: [`daemon`], [`demo`], [`decode`], [`replay`], [`scan`],
 //!    [`status_client`], [`tools`].
 
-pub use bms_core::{bank, candump, codec, combine, energy, frame, interlock, profile, send, setpoint, sim, telegram};
+pub use bms_core::{
+    bank, bounds, candump, codec, combine, energy, frame, interlock, profile, send, setpoint, sim, telegram,
+};
 
 pub mod can;
 pub mod clock;

@@ -7,10 +7,10 @@
 //! combined state it returns. Nothing here reads a clock.
 
 use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, PerKind, Round};
+use crate::bounds::{BankBounds, Bounds};
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
-use crate::interlock::{BankBounds, Bounds};
 use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};

@@ -13,8 +13,9 @@
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
 //!   and `check`, the decoder of what it was shown), [`send`] (what an
-//!   output sends when), [`interlock`] (the independent bound check of
-//!   every frame set before it leaves, spec 14).
+//!   output sends when), [`bounds`] (what the fresh telegrams allow each
+//!   inverter) and [`interlock`] (the independent check of every frame set
+//!   against them before it leaves, spec 14).
 //! - Models: [`sim`] (simulated batteries and inverters for tests, the demo
 //!   and benchmarks).
 
@@ -30,6 +31,7 @@
 )]
 
 pub mod bank;
+pub mod bounds;
 pub mod candump;
 pub mod codec;
 pub mod combine;

@@ -1352,3 +1352,33 @@ fn the_loop_rises_by_10_percent_per_second_of_the_limit_with_its_setpoint() {
         .i_lim_charge;
     assert_close!(rose, 50.0 * 100.0 / 120.0 + 5.0);
 }
+
+/// Spec 8: a system setpoint that expires while a pack is over current
+/// raises nothing: the loop held at the setpoint's level. Packs at 120 A and
+/// 30 A, own limits 100 A: the first round falls to 166.67 x 100/120 =
+/// 138.89 A; a 50 A setpoint holds it at 50 A; when it expires (the packs
+/// unchanged, so still over current) the limit stays 50 A, not 138.89 A.
+#[test]
+fn a_setpoint_that_expires_while_a_pack_is_over_current_raises_nothing() {
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_inputs();
+    (a.limits.i_lim_charge, a.measurements.i_total) = (100.0, 120.0);
+    (b.limits.i_lim_charge, b.measurements.i_total) = (100.0, 30.0);
+    let settings = BatterySettings {
+        bank: BankSettings::default(),
+        ..stale5()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0);
+    c.on_telegram(0, a, t0);
+    let first = c.on_telegram(1, b, t0).expect("a round").battery.i_lim_charge;
+    assert_close!(first, (100.0 / 0.6) * 100.0 / 120.0);
+    let sp = Setpoint {
+        value: 50.0,
+        expires: Some(secs(t0, 1.5)),
+    };
+    let held = c.apply(system(LimitKind::Charge, Some(sp)), secs(t0, 0.5));
+    assert_close!(held.expect("a round").battery.i_lim_charge, 50.0);
+    let after = c.on_tick(secs(t0, 1.5)).expect("the expiry makes a round");
+    assert_eq!(c.expired(), &[(Scope::System, LimitKind::Charge)]);
+    assert_close!(after.battery.i_lim_charge, 50.0);
+}

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::codec::{Flags, Limits, Measurements, Requests, StateOfCharge};
-use crate::setpoint::Setpoint;
+use crate::setpoint::{LimitSetpoints, Setpoint};
+use crate::telegram::Telegram;
 use std::time::Duration;
 
 fn telegram(cvl: f64, charge: f64, discharge: f64, enable: (bool, bool)) -> Telegram {
