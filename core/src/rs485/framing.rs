@@ -306,8 +306,7 @@ impl Receiver {
             return Err(self.reject(Rejection::Malformed));
         }
         let word = |at: usize| (at..at + 4).fold(0u16, |w, k| (w << 4) | u16::from(nibble(k)));
-        let sum = chars[..n - 4].iter().fold(0u16, |s, &c| s.wrapping_add(u16::from(c)));
-        if sum.wrapping_add(word(n - 4)) != 0 {
+        if checksum(&chars[..n - 4]) != word(n - 4) {
             return Err(self.reject(Rejection::Checksum));
         }
         let length = word(8);
