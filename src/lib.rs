@@ -8,9 +8,9 @@
 //!
 //! 1. **Core** (the `bms-core` crate, re-exported here under the same
 //!    names): the pure rules, functions of their arguments with time passed
-//!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`bank`],
-//!    [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`], [`sim`],
-//!    [`bounds`], [`interlock`].
+//!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`rs485`],
+//!    [`bank`], [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`],
+//!    [`sim`], [`bounds`], [`interlock`].
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
 //!    signals, logs, events, heartbeats, systemd, the 24 h history ring):
 //!    [`clock`], [`shutdown`], [`signals`], [`logging`], [`loglimit`],
@@ -30,7 +30,7 @@
 //!    [`status_client`], [`tools`].
 
 pub use bms_core::{
-    bank, bounds, candump, codec, combine, energy, frame, interlock, profile, send, setpoint, sim, telegram,
+    bank, bounds, candump, codec, combine, energy, frame, interlock, profile, rs485, send, setpoint, sim, telegram,
 };
 
 pub mod can;

@@ -8,7 +8,8 @@
 //!
 //! - Wire: [`frame`] (a CAN frame), [`codec`] (Pylontech messages to and from
 //!   frames), [`telegram`] (a battery's messages gathered into one reading),
-//!   [`candump`] (the can-utils log format).
+//!   [`candump`] (the can-utils log format), [`rs485`] (the Pylontech RS485
+//!   protocol: frames, requests, answers, a poll cycle made a telegram).
 //! - Rules: [`bank`] (one bank's limits from its packs), [`setpoint`] (limit
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
@@ -39,6 +40,7 @@ pub mod energy;
 pub mod frame;
 pub mod interlock;
 pub mod profile;
+pub mod rs485;
 pub mod send;
 pub mod setpoint;
 pub mod sim;
