@@ -236,11 +236,10 @@ fn every_module_of_the_crate_is_in_the_map() {
         .filter_map(|l| l.strip_prefix("pub mod "))
         .map(|l| l.trim_end_matches(';').to_string())
         .collect();
-    let core = lib
-        .lines()
-        .find_map(|l| l.strip_prefix("pub use bms_core::{"))
-        .expect("the core's re-export");
-    declared.extend(core.trim_end_matches("};").split(',').map(|m| m.trim().to_string()));
+    // The re-export, on one line or as rustfmt wraps a long one.
+    let start = lib.find("pub use bms_core::{").expect("the core's re-export") + "pub use bms_core::{".len();
+    let core = &lib[start..start + lib[start..].find("};").expect("the re-export's end")];
+    declared.extend(core.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()));
     let missing: Vec<&String> = declared.iter().filter(|m| !layers.contains_key(*m)).collect();
     assert!(missing.is_empty(), "not in the module map: {missing:?}");
     let core_layer = layers["frame"];
