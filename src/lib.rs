@@ -26,6 +26,7 @@ pub mod loglimit;
 pub mod metrics;
 pub mod mqtt;
 pub mod output;
+pub mod policy;
 pub mod profile;
 pub mod recorder;
 pub mod reload;
