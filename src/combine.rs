@@ -540,6 +540,7 @@ impl Combiner {
             .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
         if self.charge_stop_set.is_some_and(|s| !s.active_at(now)) {
             self.charge_stop_set = None;
+            self.expired.push((Scope::ChargeStop, LimitKind::Charge));
             expired = true;
         }
         if let Some(made) = self.advance(now) {
@@ -584,6 +585,7 @@ impl Combiner {
                 self.note_sent(now);
                 self.last
             }
+            Scope::ChargeStop => self.set_charge_stop(command.setpoint, now),
         }
     }
 

@@ -671,3 +671,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_commanded_charge_stop_expires_like_a_setpoint() {
+    let t0 = Instant::now();
+    let mut c = combiner(BatterySettings::default(), t0);
+    both(
+        &mut c,
+        telegram(0.0, 84.0, 25.0, true),
+        telegram(0.0, 84.0, 25.0, true),
+        t0,
+    );
+    let expires = t0 + Duration::from_secs(3);
+    let stop = crate::setpoint::Setpoint {
+        value: 80.0,
+        expires: Some(expires),
+    };
+    let s = c.set_charge_stop(Some(stop), t0).unwrap();
+    assert_eq!(
+        (s.battery.i_lim_charge, s.limits.charge.reason),
+        (0.0, LimitReason::SocTarget)
+    );
+    // After the keep-alive at 2 s, the expiry (3 s) is the next deadline
+    // (before the next keep-alive at 4 s and staleness after 5 s).
+    c.on_tick(t0 + Duration::from_secs(2)).expect("a keep-alive");
+    assert_eq!(c.next_deadline(t0 + Duration::from_millis(2500)), Some(expires));
+    // Still 84 %: once the command is gone, no stop SOC remains at all.
+    let s = c.on_tick(expires).expect("a new state at expiry");
+    assert_eq!(c.expired(), &[(crate::setpoint::Scope::ChargeStop, LimitKind::Charge)]);
+    assert_eq!(c.charge_stop_set(), None);
+    assert_eq!(
+        (s.battery.i_lim_charge, s.limits.charge.reason),
+        (200.0, LimitReason::Sum)
+    );
+}
+
+#[test]
+fn the_new_reasons_are_spelt_as_in_the_spec() {
+    let names = [
+        LimitReason::Temperature,
+        LimitReason::SocTarget,
+        LimitReason::SoftLanding,
+        LimitReason::PackForbids,
+    ]
+    .map(|r| (r.as_str(), serde_json::to_value(r).unwrap()));
+    for (name, json) in &names {
+        assert_eq!(json, &serde_json::Value::from(*name));
+    }
+    assert_eq!(
+        names.map(|(n, _)| n),
+        ["temperature", "soc_target", "soft_landing", "pack_forbids"]
+    );
+}
