@@ -154,3 +154,36 @@ fn an_unknown_soc_mode_lists_the_allowed_ones() {
     let p = only_problem(&battery("SOC-MODE = \"average\""));
     assert!(p.message.contains("one of \"weighted\", \"usable\""), "{}", p.message);
 }
+
+#[test]
+fn the_templates_policy_examples_are_valid_once_uncommented() {
+    let keys = [
+        "TEMPERATURE-DERATING-",
+        "CHARGE-STOP-SOC",
+        "CHARGE-RESUME-SOC",
+        "SOFT-LANDING-",
+    ];
+    let mut uncommented = 0;
+    let text: String = TEMPLATE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if keys.iter().any(|k| rest.starts_with(k)) && rest.contains(" = ") => {
+                uncommented += 1;
+                format!("{rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_eq!(uncommented, 6);
+    let c = parse(&text).expect("the examples parse");
+    let p = &c.battery.policy;
+    assert!(p.derating.charge.is_some() && p.derating.discharge.is_some());
+    assert_eq!(
+        p.charge_stop,
+        Some(ChargeStop {
+            stop: 95.0,
+            resume: 90.0
+        })
+    );
+    assert_eq!(p.soft_landing.discharge, Some(Taper { from: 20.0, to: 5.0 }));
+}
