@@ -735,7 +735,7 @@ impl Combiner {
             battery.v_charge_cmd = last_cvl;
         }
         let inputs = self.policy_inputs(online, now);
-        if online > 0 {
+        if online > 0 && (self.continues() || self.settings.policy.soc_mode == policy::SocMode::Usable) {
             self.follow_policy(&mut battery, now);
         }
         for kind in KINDS {
@@ -805,7 +805,11 @@ impl Combiner {
                 reason: LimitReason::Safe,
                 battery: None,
             };
-        } else if let Some(taking) = self.bank.forbidding_pack_taking(kind).filter(|_| self.continues()) {
+        } else if let Some(taking) = self
+            .continues()
+            .then(|| self.bank.forbidding_pack_taking(kind))
+            .flatten()
+        {
             // ON-PACK-FORBIDS = "continue", but the pack that forbids still
             // takes current: the direction stops.
             *limit = Limit {
@@ -841,11 +845,17 @@ impl Combiner {
     /// hysteresis with the SOC of the fresh batteries (not with a stale one's).
     fn policy_inputs(&mut self, online: usize, now: Instant) -> PolicyInputs {
         let settings = &self.settings;
-        let temperatures = policy::bank_temperatures(
-            (self.inputs.iter())
-                .filter_map(|i| i.fresh(now, settings))
-                .map(|t| policy::battery_temperatures(t.cells, t.measurements.t_avg)),
-        );
+        let derates = settings.policy.derating.charge.is_some() || settings.policy.derating.discharge.is_some();
+        // Only read when a curve needs it: the round's cost without policy stays as it was.
+        let temperatures = derates
+            .then(|| {
+                policy::bank_temperatures(
+                    (self.inputs.iter())
+                        .filter_map(|i| i.fresh(now, settings))
+                        .map(|t| policy::battery_temperatures(t.cells, t.measurements.t_avg)),
+                )
+            })
+            .flatten();
         let soc = self.last_fresh.map_or(0.0, |b| b.soc);
         if online > 0 {
             self.gate = policy::charge_gate(self.gate, soc, self.charge_stop(now));
