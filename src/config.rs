@@ -5,10 +5,12 @@
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 
-use crate::bank::{BankSettings, LimitMode};
+use crate::bank::{BankSettings, LimitMode, PerKind};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use crate::policy::{ChargeStop, Curve, OnPackForbids, Policy, SocMode, Taper};
 use crate::profile::{Profile, SMA_CVL_RANGE, SMA_DVL_RANGE, SocWindow, VoltageUnit};
+use crate::setpoint::LimitKind;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -322,6 +324,14 @@ const BATTERY_KEYS: &[&str] = &[
     "SHARE-MIN-CURRENT",
     "OVERCURRENT-MARGIN",
     "OVERSHOOT-TIME",
+    "ON-PACK-FORBIDS",
+    "TEMPERATURE-DERATING-CHARGE",
+    "TEMPERATURE-DERATING-DISCHARGE",
+    "CHARGE-STOP-SOC",
+    "CHARGE-RESUME-SOC",
+    "SOFT-LANDING-CHARGE",
+    "SOFT-LANDING-DISCHARGE",
+    "SOC-MODE",
 ];
 const INPUT_KEYS: &[&str] = &["CAN-IF", "DESCRIPTION", "CAPACITY-AH", "POLL-INTERVAL"];
 const OUTPUT_KEYS: &[&str] = &[
@@ -634,7 +644,133 @@ impl<'t> Reader<'t> {
                 _ => OnInputLost::Degrade,
             },
             bank: self.bank(s),
+            policy: self.policy(s),
         })
+    }
+
+    /// The bank policy keys (spec 15).
+    fn policy(&mut self, s: &Section) -> Policy {
+        Policy {
+            derating: PerKind {
+                charge: self.curve(s, "TEMPERATURE-DERATING-CHARGE"),
+                discharge: self.curve(s, "TEMPERATURE-DERATING-DISCHARGE"),
+            },
+            charge_stop: self.charge_stop(s),
+            soft_landing: PerKind {
+                charge: self.taper(s, "SOFT-LANDING-CHARGE", LimitKind::Charge),
+                discharge: self.taper(s, "SOFT-LANDING-DISCHARGE", LimitKind::Discharge),
+            },
+            soc_mode: match self.choice(s, "SOC-MODE", &[SocMode::Weighted.name(), SocMode::Usable.name()]) {
+                Some("usable") => SocMode::Usable,
+                _ => SocMode::Weighted,
+            },
+        }
+    }
+
+    /// An array of numbers, each checked against `range`; `None` (with a
+    /// problem) when it is not one.
+    fn numbers<const N: usize>(
+        &mut self,
+        s: &Section,
+        key: &str,
+        v: &Spanned<DeValue>,
+        range: (f64, f64),
+        shape: &str,
+    ) -> Option<[f64; N]> {
+        let items = match v.get_ref() {
+            DeValue::Array(items) if items.len() == N => items,
+            other => {
+                let found = match other {
+                    DeValue::Array(items) => format!("{} values", items.len()),
+                    other => kind(other).to_string(),
+                };
+                self.problem(v.span(), &s.name(key), format!("must be {shape}, not {found}"));
+                return None;
+            }
+        };
+        let mut out = [0.0; N];
+        for (slot, item) in out.iter_mut().zip(items.iter()) {
+            *slot = self.number(s, key, item, range)?;
+        }
+        Some(out)
+    }
+
+    /// `[[degC, factor], ...]`: a derating curve.
+    fn curve(&mut self, s: &Section, key: &str) -> Option<Curve> {
+        let v = s.get(key)?;
+        let shape = "an array of [degC, factor] pairs, e.g. [[0, 0.2], [10, 1.0], [45, 1.0], [55, 0.0]]";
+        let DeValue::Array(items) = v.get_ref() else {
+            self.problem(
+                v.span(),
+                &s.name(key),
+                format!("must be {shape}, not {}", kind(v.get_ref())),
+            );
+            return None;
+        };
+        let mut points = [(0.0, 0.0); crate::policy::MAX_POINTS];
+        if items.len() > points.len() {
+            let message = format!("has {} points: at most {}", items.len(), points.len());
+            self.problem(v.span(), &s.name(key), message);
+            return None;
+        }
+        for (slot, item) in points.iter_mut().zip(items.iter()) {
+            let [t, k] = self.numbers::<2>(s, key, item, (-50.0, 150.0), "a [degC, factor] pair")?;
+            *slot = (t, k);
+        }
+        match Curve::new(&points[..items.len()]) {
+            Ok(curve) => Some(curve),
+            Err(e) => {
+                self.problem(v.span(), &s.name(key), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// `[soc_from, soc_to]`: toward full for charging (from < to), toward
+    /// empty for discharging (from > to).
+    fn taper(&mut self, s: &Section, key: &str, kind: LimitKind) -> Option<Taper> {
+        let v = s.get(key)?;
+        let [from, to] = self.numbers::<2>(s, key, v, (0.0, 100.0), "[soc_from, soc_to] in %")?;
+        let (ok, rule) = match kind {
+            LimitKind::Charge => (from < to, "soc_from below soc_to (the taper runs toward full)"),
+            LimitKind::Discharge => (from > to, "soc_from above soc_to (the taper runs toward empty)"),
+        };
+        if !ok {
+            self.problem(v.span(), &s.name(key), format!("[{from}, {to}]: needs {rule}"));
+            return None;
+        }
+        Some(Taper { from, to })
+    }
+
+    /// CHARGE-STOP-SOC and CHARGE-RESUME-SOC (resume below stop; without
+    /// it, stop minus the default gap).
+    fn charge_stop(&mut self, s: &Section) -> Option<ChargeStop> {
+        let stop = s
+            .get("CHARGE-STOP-SOC")
+            .and_then(|v| self.number(s, "CHARGE-STOP-SOC", v, (0.0, 100.0)));
+        let resume_value = s.get("CHARGE-RESUME-SOC");
+        let resume = resume_value.and_then(|v| self.number(s, "CHARGE-RESUME-SOC", v, (0.0, 100.0)));
+        match (stop, resume) {
+            (None, Some(_)) if s.get("CHARGE-STOP-SOC").is_none() => {
+                let span = resume_value.map_or(s.span.clone(), |v| v.span());
+                let message = "has no effect without CHARGE-STOP-SOC: set both".to_string();
+                self.problem(span, &s.name("CHARGE-RESUME-SOC"), message);
+                None
+            }
+            (Some(stop), Some(resume)) if resume >= stop => {
+                let span = resume_value.map_or(s.span.clone(), |v| v.span());
+                let message = format!(
+                    "{resume} must be below CHARGE-STOP-SOC ({stop}): charging resumes once the SOC falls below it"
+                );
+                self.problem(span, &s.name("CHARGE-RESUME-SOC"), message);
+                None
+            }
+            (Some(stop), resume) => Some(ChargeStop {
+                stop,
+                resume: resume.unwrap_or((stop - crate::policy::DEFAULT_RESUME_GAP).max(0.0)),
+            }),
+            (None, _) => None,
+        }
     }
 
     fn bank(&mut self, s: &Section) -> BankSettings {
@@ -648,7 +784,26 @@ impl<'t> Reader<'t> {
             share_min_current: self.number_or(s, "SHARE-MIN-CURRENT", d.share_min_current, (0.1, 1000.0)),
             overcurrent_margin: self.number_or(s, "OVERCURRENT-MARGIN", d.overcurrent_margin, (0.0, 1.0)),
             overshoot_time: self.seconds_or(s, "OVERSHOOT-TIME", d.overshoot_time, (0.0, 3600.0)),
+            on_pack_forbids: self.on_pack_forbids(s),
         }
+    }
+
+    /// ON-PACK-FORBIDS: "continue" needs the measured shares of share mode.
+    fn on_pack_forbids(&mut self, s: &Section) -> OnPackForbids {
+        let names = [OnPackForbids::Stop.name(), OnPackForbids::Continue.name()];
+        if self.choice(s, "ON-PACK-FORBIDS", &names) != Some("continue") {
+            return OnPackForbids::Stop;
+        }
+        let sum = (s.get("LIMIT-MODE").map(|v| v.get_ref()))
+            .is_some_and(|v| matches!(v, DeValue::String(m) if m.eq_ignore_ascii_case("sum")));
+        if sum {
+            let span = s.get("ON-PACK-FORBIDS").map_or(s.span.clone(), |v| v.span());
+            let message = "\"continue\" needs LIMIT-MODE = \"share\": only measured shares keep the other packs \
+                           within their own limits when one drops out"
+                .to_string();
+            self.problem(span, &s.name("ON-PACK-FORBIDS"), message);
+        }
+        OnPackForbids::Continue
     }
 
     fn input(&mut self, s: &Section) -> Option<InputConfig> {
@@ -1102,6 +1257,7 @@ impl Config {
             b.bank.overcurrent_margin,
             secs(b.bank.overshoot_time)
         );
+        let _ = writeln!(s, "{}", describe_policy(b));
         for (n, i) in self.inputs.iter().enumerate() {
             let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));
             let _ = writeln!(
@@ -1198,5 +1354,44 @@ impl Config {
     }
 }
 
+/// The effective bank policy (spec 15), as `check` prints it: one line per
+/// rule, "off" for a rule that is not configured.
+fn describe_policy(b: &BatterySettings) -> String {
+    let p = &b.policy;
+    let forbids = match (b.bank.on_pack_forbids, b.continues_without_forbidding_pack()) {
+        (OnPackForbids::Continue, true) => "\"continue\" (the other packs go on; share 0 for the one that forbids)",
+        _ => "\"stop\" (a pack that forbids a direction stops it for the bank)",
+    };
+    let curve = |c: &Option<Curve>| {
+        c.map_or("off".to_string(), |c| {
+            let points: Vec<String> = c.points().iter().map(|(t, k)| format!("[{t}, {k}]")).collect();
+            format!("[{}]", points.join(", "))
+        })
+    };
+    let stop = p.charge_stop.map_or("off".to_string(), |c| {
+        format!("stop at {} %, resume below {} %", c.stop, c.resume)
+    });
+    let taper = |t: &Option<Taper>| t.map_or("off".to_string(), |t| format!("[{}, {}] %", t.from, t.to));
+    [
+        format!("[battery] ON-PACK-FORBIDS = {forbids}"),
+        format!(
+            "[battery] TEMPERATURE-DERATING-CHARGE = {}, TEMPERATURE-DERATING-DISCHARGE = {}",
+            curve(&p.derating.charge),
+            curve(&p.derating.discharge)
+        ),
+        format!("[battery] CHARGE-STOP-SOC / CHARGE-RESUME-SOC = {stop}"),
+        format!(
+            "[battery] SOFT-LANDING-CHARGE = {}, SOFT-LANDING-DISCHARGE = {}",
+            taper(&p.soft_landing.charge),
+            taper(&p.soft_landing.discharge)
+        ),
+        format!("[battery] SOC-MODE = \"{}\"", p.soc_mode.name()),
+    ]
+    .join("\n")
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod policy_tests;

@@ -4,7 +4,10 @@
 //!
 //! The script repeats every minute: battery 2 goes silent from 20 s to 35 s
 //! (degraded, then back), battery 1 raises a high-temperature warning from
-//! 45 s to 52 s. With one battery, its silence shows the safe state.
+//! 45 s to 52 s. With one battery, its silence shows the safe state. From 5 s
+//! to 15 s battery 1's coldest cell is at 4 degC: the demo's charge derating
+//! curve (bank policy, docs/combining.md) halves the charge limit, reason
+//! `temperature`.
 //!
 //! The batteries' currents come from the plant model (`sim::ParallelBank`):
 //! the inverters charge and discharge at a demanded power that swings every
@@ -20,6 +23,7 @@
 //! never mixes with a real gateway on the same broker; `--remove` deletes
 //! what it left there.
 
+use crate::bank::PerKind;
 use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
@@ -27,6 +31,7 @@ use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
+use crate::policy::{Curve, Policy};
 use crate::profile::{Profile, SocWindow};
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
@@ -135,6 +140,9 @@ const RESISTANCES: [f64; 4] = [0.006, 0.012, 0.012, 0.02];
 const DEMAND_W: f64 = 7000.0;
 const DEMAND_PERIOD: f64 = 120.0;
 const SCRIPT_PERIOD: f64 = 60.0;
+/// The demo's charge derating: 0.2 at 0 degC up to 1 at 10 degC (LFP cells
+/// must not be charged hard when cold).
+const DEMO_DERATING: [(f64, f64); 2] = [(0.0, 0.2), (10.0, 1.0)];
 
 /// The gateway configuration the demo runs.
 pub fn demo_config(batteries: usize, inverters: usize) -> Config {
@@ -142,6 +150,13 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
         gateway_activated: true,
         battery: BatterySettings {
             stale_timeout: Duration::from_secs(3),
+            policy: Policy {
+                derating: PerKind {
+                    charge: Some(Curve::new(&DEMO_DERATING).expect("a valid curve")),
+                    discharge: None,
+                },
+                ..Policy::default()
+            },
             ..BatterySettings::default()
         },
         inputs: (1..=batteries)
@@ -207,7 +222,7 @@ fn battery_params(k: usize) -> BatteryParams {
     let k = k as f64;
     BatteryParams {
         soh: 98.0 - k,
-        temp: 22.0 + k,
+        temp: normal_temperature(k as usize),
         cvl: 53.2 + 0.2 * k,
         ccl: 0.5 * capacity,
         dcl: 0.5 * capacity,
@@ -229,6 +244,18 @@ fn plant(n: usize) -> ParallelBank {
             })
             .collect(),
     }
+}
+
+/// Battery `k`'s (0-based) temperature outside its cold spell.
+fn normal_temperature(k: usize) -> f64 {
+    22.0 + k as f64
+}
+
+/// Battery `k`'s temperature at `t`: battery 1 is at 8 degC (its coldest
+/// cell at 4 degC) from 5 s to 15 s of each script period.
+fn temperature(k: usize, t: f64) -> f64 {
+    let cold = k == 0 && (5.0..15.0).contains(&(t % SCRIPT_PERIOD));
+    if cold { 8.0 } else { normal_temperature(k) }
 }
 
 /// Whether battery `k` (0-based) of `n` talks at `t`, and its alarms.
@@ -269,6 +296,7 @@ fn run_bank(ports: &mut [Box<dyn CanPort>], views: &[Mutex<InverterView>], stop:
             let (talking, alarms) = script(k, n, t);
             let p = &mut params[k];
             (p.current, p.voltage, p.soc) = (currents[k], bus, bank.packs[k].soc);
+            p.temp = temperature(k, t);
             if talking {
                 for frame in p.burst(t, alarms) {
                     let _ = port.write(&frame);
@@ -606,6 +634,23 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn battery_1s_cold_spell_halves_its_charge_limit_in_every_script_period() {
+        // Cells 4 degC below the pack: 8 - 4 = 4 degC, factor 0.2 + 0.8 x 0.4 = 0.52.
+        assert_eq!(
+            (temperature(0, 4.9), temperature(0, 5.0), temperature(0, 65.0)),
+            (22.0, 8.0, 8.0)
+        );
+        assert_eq!((temperature(0, 15.0), temperature(1, 10.0)), (22.0, 23.0));
+        let curve = demo_config(3, 2)
+            .battery
+            .policy
+            .derating
+            .charge
+            .expect("a charge curve");
+        assert!((curve.factor_at(8.0 - 4.0) - 0.52).abs() < 1e-12);
+    }
 
     #[test]
     fn broker_addresses() {

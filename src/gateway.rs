@@ -500,9 +500,11 @@ impl Core {
             s.combined = Some(*c);
             s.packs.clear();
             s.packs.extend(combiner.bank().packs());
-            let changed =
-                s.setpoints != *combiner.setpoints() || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints());
+            let changed = s.setpoints != *combiner.setpoints()
+                || !s.inverter_setpoints.iter().eq(combiner.inverter_setpoints())
+                || s.charge_stop_soc != combiner.charge_stop_set();
             s.setpoints = *combiner.setpoints();
+            s.charge_stop_soc = combiner.charge_stop_set();
             s.inverter_setpoints.clear();
             s.inverter_setpoints.extend(combiner.inverter_setpoints());
             changed
@@ -516,21 +518,18 @@ impl Core {
 fn log_command(command: &SetpointCommand) {
     log::info!(
         "setpoint {} {} {}",
-        match command.scope {
-            Scope::System => "system".to_string(),
-            Scope::Inverter(j) => format!("inverter {}", j + 1),
-        },
-        command.kind.field(),
+        whose(command.scope).1,
+        command.field(),
         command
             .setpoint
-            .map_or("cleared".to_string(), |s| format!("= {} A", s.value))
+            .map_or("cleared".to_string(), |s| format!("= {} {}", s.value, command.unit()))
     );
 }
 
 /// A setpoint's owner, as an event's subject and in words.
 fn whose(scope: Scope) -> (Subject, String) {
     match scope {
-        Scope::System => (Subject::System, "system".to_string()),
+        Scope::System | Scope::ChargeStop => (Subject::System, "system".to_string()),
         Scope::Inverter(j) => (Subject::Inverter(j), format!("inverter {}", j + 1)),
     }
 }
@@ -581,8 +580,11 @@ impl Watch {
     /// A setpoint command was applied.
     fn commanded(&self, c: &SetpointCommand) {
         let (kind, message) = match c.setpoint {
-            Some(s) => (Kind::SetpointSet, format!("{} set to {} A", c.kind.field(), s.value)),
-            None => (Kind::SetpointCleared, format!("{} cleared", c.kind.field())),
+            Some(s) => (
+                Kind::SetpointSet,
+                format!("{} set to {} {}", c.field(), s.value, c.unit()),
+            ),
+            None => (Kind::SetpointCleared, format!("{} cleared", c.field())),
         };
         let (subject, whose) = whose(c.scope);
         self.events.emit(kind, subject, format!("{whose} setpoint {message}"));
@@ -592,7 +594,7 @@ impl Watch {
     fn expired(&self, expired: &[(Scope, LimitKind)]) {
         for &(scope, kind) in expired {
             let (subject, whose) = whose(scope);
-            let message = format!("{whose} setpoint {} expired", kind.field());
+            let message = format!("{whose} setpoint {} expired", crate::setpoint::field(scope, kind));
             self.events.emit(Kind::SetpointExpired, subject, message);
         }
     }

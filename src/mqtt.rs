@@ -466,11 +466,14 @@ impl<'a> Session<'a> {
         let snapshot = self.board.snapshot();
         let clock = Clock::now();
         let system = &snapshot.system;
-        let active = telemetry::active_setpoints(&system.setpoints, &system.inverter_setpoints, clock.now);
+        let mut active = telemetry::active_setpoints(&system.setpoints, &system.inverter_setpoints, clock.now);
+        // The charge-stop SOC last, so that its change and expiry republish too.
+        active.push(telemetry::charge_stop_entry(system.charge_stop_soc, clock.now));
         if !force && self.published_setpoints.as_ref() == Some(&active) {
             return;
         }
-        let payload = telemetry::setpoints(&system.setpoints, &system.inverter_setpoints, &clock).to_string();
+        let payload = telemetry::setpoints(&system.setpoints, &system.inverter_setpoints, &clock);
+        let payload = telemetry::with_charge_stop(payload, system.charge_stop_soc, &clock).to_string();
         let topic = self.topics.setpoints.clone();
         self.publish(&topic, QoS::AtLeastOnce, true, payload);
         self.published_setpoints = Some(active);
@@ -517,9 +520,9 @@ fn json<T: serde::Serialize>(t: &T) -> String {
 }
 
 fn describe_scope(a: &Accepted) -> String {
-    let field = a.command.kind.field();
+    let field = a.command.field();
     match a.command.scope {
-        Scope::System => format!("system {field}"),
+        Scope::System | Scope::ChargeStop => format!("system {field}"),
         Scope::Inverter(j) => format!("inverter {} {field}", j + 1),
     }
 }
@@ -527,7 +530,7 @@ fn describe_scope(a: &Accepted) -> String {
 fn describe_value(a: &Accepted) -> String {
     match (a.command.setpoint, a.ttl) {
         (None, _) => "cleared".into(),
-        (Some(s), None) => format!("{} A until changed", s.value),
-        (Some(s), Some(ttl)) => format!("{} A for {} s", s.value, ttl.as_secs_f64()),
+        (Some(s), None) => format!("{} {} until changed", s.value, a.command.unit()),
+        (Some(s), Some(ttl)) => format!("{} {} for {} s", s.value, a.command.unit(), ttl.as_secs_f64()),
     }
 }

@@ -82,6 +82,8 @@ pub struct SystemStatus {
     pub setpoints: LimitSetpoints,
     /// Per-inverter setpoints, in output order.
     pub inverter_setpoints: Vec<LimitSetpoints>,
+    /// The charge-stop SOC (%) set over MQTT (spec 15).
+    pub charge_stop_soc: Option<crate::setpoint::Setpoint>,
     /// Each battery's share and over-current flag, in input order.
     pub packs: Vec<PackView>,
     /// Whether each input is fresh, in input order, as the combiner decided

@@ -175,7 +175,8 @@ impl EnergyKwh {
 /// Why the combined limits are what they are (`null` before the first state).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LimitsWhy {
-    /// `cap`, `sum`, `share`, `overcurrent`, `setpoint`, `disabled` or `safe`.
+    /// `cap`, `sum`, `share`, `overcurrent`, `setpoint`, `disabled`, `safe`, or a
+    /// bank policy rule: `temperature`, `soc_target`, `soft_landing`, `pack_forbids`.
     pub limit_reason_charge: Option<&'static str>,
     pub limit_reason_discharge: Option<&'static str>,
     /// The binding battery, 1-based; null when no single battery binds.
@@ -433,6 +434,26 @@ pub fn active_setpoints(system: &LimitSetpoints, inverters: &[LimitSetpoints], n
             s
         })
         .collect()
+}
+
+/// The charge-stop SOC set over MQTT as an entry of [`active_setpoints`]
+/// (in the charge slot), dropped once expired.
+pub fn charge_stop_entry(charge_stop: Option<Setpoint>, now: Instant) -> LimitSetpoints {
+    LimitSetpoints {
+        charge: charge_stop.filter(|s| s.active_at(now)),
+        discharge: None,
+    }
+}
+
+/// BASE/setpoints with the bank's charge-stop SOC (%) under "system" as
+/// `charge_stop_soc` (null when none is set).
+pub fn with_charge_stop(
+    mut setpoints: serde_json::Value,
+    charge_stop: Option<Setpoint>,
+    clock: &Clock,
+) -> serde_json::Value {
+    setpoints["system"]["charge_stop_soc"] = setpoint_json(charge_stop, clock);
+    setpoints
 }
 
 fn setpoint_json(s: Option<Setpoint>, clock: &Clock) -> serde_json::Value {

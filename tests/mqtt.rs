@@ -412,6 +412,7 @@ fn apply(board: &StatusBoard, c: SetpointCommand) {
     board.system(|s| match c.scope {
         Scope::System => s.setpoints.set(c.kind, c.setpoint),
         Scope::Inverter(j) => s.inverter_setpoints[j].set(c.kind, c.setpoint),
+        Scope::ChargeStop => s.charge_stop_soc = c.setpoint,
     });
     // As the combiner does: the MQTT thread waits for this, it does not poll.
     board.setpoints_changed();
@@ -1415,4 +1416,41 @@ fn the_demo_logs_in_with_username_and_password_file() {
     let out = login(&right, &["--remove"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("removed 0 "));
+}
+
+/// `BASE/set/charge_stop_soc` (spec 15): accepted in %, clamped to 100,
+/// answered on BASE/set/result and listed in BASE/setpoints; refused on an
+/// inverter's topic.
+#[test]
+fn the_charge_stop_soc_command_is_answered_and_listed() {
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let board = filled_board();
+    let gw = start(config(&broker, "cs1", "CONTROL-ACTIVATED = true"), board.clone());
+    watch.wait_for("cs1/status", "online", |m| m.text() == "online");
+    let results = "cs1/set/result";
+    watch.publish("cs1/set/charge_stop_soc", "120", false);
+    let c = gw.next_command();
+    assert_eq!((c.scope, c.setpoint.map(|s| s.value)), (Scope::ChargeStop, Some(100.0)));
+    let r = watch.wait_nth(results, 1).json();
+    assert_eq!(
+        (
+            r["topic"].clone(),
+            r["ok"].clone(),
+            r["value"].clone(),
+            r["clamped"].clone()
+        ),
+        (json!("cs1/set/charge_stop_soc"), json!(true), json!(100.0), json!(true))
+    );
+    watch.publish("cs1/set/charge_stop_soc", "80", false);
+    let c = gw.next_command();
+    apply(&board, c);
+    watch.wait_for("cs1/setpoints", "charge stop 80", |m| {
+        m.json()["system"]["charge_stop_soc"]["value"] == 80.0
+    });
+    watch.publish("cs1/inverter/1/set/charge_stop_soc", "80", false);
+    let r = watch.wait_nth(results, 3).json();
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("whole bank only"), "{r}");
+    drop(gw);
 }

@@ -137,3 +137,52 @@ fn a_checked_transmission_allocates_nothing() {
         assert!(sent >= 60_000, "{}: {sent} frames", profile.name());
     }
 }
+
+/// A combiner round with every bank policy on (spec 15): the rules are pure
+/// functions over fixed-size settings, so a round allocates nothing.
+#[test]
+fn a_combiner_round_with_every_bank_policy_allocates_nothing() {
+    use bms_gateway::bank::{BankSettings, PerKind};
+    use bms_gateway::combine::{BatterySettings, Combiner, InverterShare};
+    use bms_gateway::policy::{ChargeStop, Curve, OnPackForbids, Policy, SocMode, Taper};
+    let now = Instant::now();
+    let mut a = Assembler::default();
+    for f in &BatteryParams::default().burst(0.0, SimAlarms::default()) {
+        a.push(&bms_gateway::codec::decode(f).unwrap(), now);
+    }
+    let telegram = a.poll(now + BURST_GAP).expect("a burst completes a telegram");
+    let curve = Curve::new(&[(0.0, 0.2), (10.0, 1.0), (45.0, 1.0), (55.0, 0.0)]).unwrap();
+    let settings = BatterySettings {
+        bank: BankSettings {
+            on_pack_forbids: OnPackForbids::Continue,
+            ..BankSettings::default()
+        },
+        policy: Policy {
+            derating: PerKind {
+                charge: Some(curve),
+                discharge: Some(curve),
+            },
+            charge_stop: Some(ChargeStop {
+                stop: 90.0,
+                resume: 85.0,
+            }),
+            soft_landing: PerKind {
+                charge: Some(Taper { from: 80.0, to: 100.0 }),
+                discharge: Some(Taper { from: 20.0, to: 5.0 }),
+            },
+            soc_mode: SocMode::Usable,
+        },
+        ..BatterySettings::default()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], now).with_inverters(&[InverterShare::default()]);
+    c.on_telegram(0, telegram, now);
+    c.on_telegram(1, telegram, now).expect("the first round");
+    let n = allocations(|| {
+        for k in 1..20 {
+            let at = now + Duration::from_millis(500 * k);
+            c.on_telegram(0, telegram, at);
+            assert!(c.on_telegram(1, telegram, at).is_some());
+        }
+    });
+    assert_eq!(n, 0, "allocations in 19 rounds");
+}

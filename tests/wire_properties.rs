@@ -98,13 +98,17 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 pick(&[50.0, 150.0, 700.0]),
                 pick(&[50.0, 150.0, 700.0]),
                 any::<bool>(),
+                any::<bool>(),
             )
-                .prop_map(|(share_mode, cap_charge, cap_discharge, stop_on_lost)| BatterySection {
-                    share_mode,
-                    cap_charge,
-                    cap_discharge,
-                    stop_on_lost,
-                }),
+                .prop_map(
+                    |(share_mode, cap_charge, cap_discharge, stop_on_lost, continue_on_forbid)| BatterySection {
+                        share_mode,
+                        cap_charge,
+                        cap_discharge,
+                        stop_on_lost,
+                        continue_on_forbid,
+                    },
+                ),
             proptest::collection::vec(pick(wire::CAPACITIES), inputs),
             proptest::collection::vec(section(outputs), outputs),
             proptest::collection::vec(event(inputs, outputs), 1..60),

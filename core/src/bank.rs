@@ -10,6 +10,7 @@
 //! than it was allowed. Pure: the combiner passes each round's readings and
 //! the time in; nothing here allocates after [`Bank::new`].
 
+use crate::policy::OnPackForbids;
 use crate::setpoint::LimitKind;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,9 @@ pub struct BankSettings {
     /// were allowed before it is reported (and how long it must be back
     /// within before the report clears).
     pub overshoot_time: Duration,
+    /// `ON-PACK-FORBIDS` (spec 15): in share mode, whether the bank goes on
+    /// without a pack that forbids a direction.
+    pub on_pack_forbids: OnPackForbids,
 }
 
 impl Default for BankSettings {
@@ -54,6 +58,7 @@ impl Default for BankSettings {
             share_min_current: 10.0,
             overcurrent_margin: 0.05,
             overshoot_time: Duration::from_secs(10),
+            on_pack_forbids: OnPackForbids::Stop,
         }
     }
 }
@@ -137,6 +142,18 @@ pub enum LimitReason {
     Disabled,
     /// The safe state.
     Safe,
+    /// Bank policy (spec 15): temperature derating.
+    Temperature,
+    /// Bank policy: the charge-stop SOC.
+    #[serde(rename = "soc_target")]
+    SocTarget,
+    /// Bank policy: the soft landing near full or empty.
+    #[serde(rename = "soft_landing")]
+    SoftLanding,
+    /// Bank policy: a pack forbids the direction and the bank goes on
+    /// without it (or stops because it still takes current).
+    #[serde(rename = "pack_forbids")]
+    PackForbids,
 }
 
 impl LimitReason {
@@ -149,6 +166,10 @@ impl LimitReason {
             LimitReason::Setpoint => "setpoint",
             LimitReason::Disabled => "disabled",
             LimitReason::Safe => "safe",
+            LimitReason::Temperature => "temperature",
+            LimitReason::SocTarget => "soc_target",
+            LimitReason::SoftLanding => "soft_landing",
+            LimitReason::PackForbids => "pack_forbids",
         }
     }
 }
@@ -183,6 +204,8 @@ pub struct PackReading {
     pub current: f64,
     /// Its own limits (A); 0 for a direction it forbids.
     pub limits: PerKind<f64>,
+    /// The directions it forbids (enable bit clear), as opposed to allowing 0 A.
+    pub forbids: PerKind<bool>,
 }
 
 /// One pack as the bank sees it, for telemetry.
@@ -236,6 +259,30 @@ impl Overshoot {
             (Overshoot::Settling(since), false) if held(since) => Overshoot::Within,
             (Overshoot::Settling(_), true) => Overshoot::Active,
             (state, _) => state,
+        }
+    }
+}
+
+/// The packs that allow a direction one pack forbids, going on without it
+/// (ON-PACK-FORBIDS = "continue").
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GoingOn {
+    /// The first pack that forbids it (0-based), named as the reason.
+    first: usize,
+    /// The remembered shares of the packs that allow it.
+    shares: f64,
+    /// Their capacity (Ah).
+    capacity: f64,
+}
+
+impl GoingOn {
+    /// A remaining pack's share scaled so that the remaining shares sum 1;
+    /// when they say nothing (sum near 0), its capacity share among them.
+    fn renormalised(&self, share: f64, capacity: f64) -> f64 {
+        if self.shares > MIN_SHARE_SUM {
+            share / self.shares
+        } else {
+            capacity / self.capacity
         }
     }
 }
@@ -501,17 +548,60 @@ impl Bank {
         if self.settings.mode == LimitMode::Sum {
             return limit;
         }
+        let going_on = self.going_on_without(kind);
         for (i, r) in self.fresh() {
             let pack = &self.packs[i];
             let own = *r.limits.get(kind);
             let share = *pack.view.share.get(kind);
+            if going_on.is_some() && *r.forbids.get(kind) {
+                // ON-PACK-FORBIDS = "continue": its share is 0 at once, unless
+                // it still takes current in the direction it forbids.
+                if *pack.forbidden_taking.get(kind) {
+                    limit.lower(0.0, LimitReason::PackForbids, Some(i));
+                }
+                continue;
+            }
+            let share = going_on.map_or(share, |w| w.renormalised(share, self.capacities[i]));
             if own > 0.0 && share > 0.0 {
                 limit.lower(own / share, LimitReason::Share, Some(i));
             } else if own <= 0.0 && *pack.forbidden_taking.get(kind) {
                 limit.lower(0.0, LimitReason::Share, Some(i));
             }
         }
+        if let Some(without) = going_on.filter(|_| matches!(limit.reason, LimitReason::Sum | LimitReason::Share)) {
+            // What the others allow without it: name the pack that forbids.
+            limit.reason = LimitReason::PackForbids;
+            limit.battery = Some(without.first);
+        }
         limit
+    }
+
+    /// With ON-PACK-FORBIDS = "continue", when a fresh pack forbids
+    /// direction `kind`: how the others' shares are scaled to sum 1.
+    fn going_on_without(&self, kind: LimitKind) -> Option<GoingOn> {
+        if self.settings.on_pack_forbids != OnPackForbids::Continue {
+            return None;
+        }
+        let first = self.fresh().find(|(_, r)| *r.forbids.get(kind))?.0;
+        let (mut shares, mut capacity) = (0.0, 0.0);
+        for (i, _) in self.fresh().filter(|(_, r)| !*r.forbids.get(kind)) {
+            shares += *self.packs[i].view.share.get(kind);
+            capacity += self.capacities[i];
+        }
+        Some(GoingOn {
+            first,
+            shares,
+            capacity,
+        })
+    }
+
+    /// The first fresh pack that forbids direction `kind` yet is measured
+    /// taking current in it: with ON-PACK-FORBIDS = "continue" that
+    /// direction stops (its enable bit is cleared).
+    pub fn forbidding_pack_taking(&self, kind: LimitKind) -> Option<usize> {
+        self.fresh()
+            .find(|(i, r)| *r.forbids.get(kind) && *self.packs[*i].forbidden_taking.get(kind))
+            .map(|(i, _)| i)
     }
 
     /// When the bank flows in `kind` and a pack is over current in it: the

@@ -23,6 +23,16 @@ pub struct BankDirection {
     pub setpoint: Option<f64>,
 }
 
+/// When a direction some fresh battery forbids is still open to the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForbidRule {
+    /// One forbid stops the direction (spec 4; ON-PACK-FORBIDS "stop").
+    AnyForbidStops,
+    /// The direction goes on while one fresh battery allows it
+    /// (ON-PACK-FORBIDS "continue", share mode, spec 15).
+    GoesOnWhileOneAllows,
+}
+
 /// What the fresh batteries allow the bank, made when a combined state is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BankBounds {
@@ -44,6 +54,22 @@ impl BankBounds {
         system: &LimitSetpoints,
         now: Instant,
     ) -> BankBounds {
+        BankBounds::with_rule(fresh, caps, system, now, ForbidRule::AnyForbidStops)
+    }
+
+    /// The same, with `rule` deciding when the bank may go on in a
+    /// direction some fresh battery forbids (ON-PACK-FORBIDS, spec 15).
+    pub fn with_rule<'a>(
+        fresh: impl Iterator<Item = (&'a Telegram, f64)>,
+        caps: PerKind<f64>,
+        system: &LimitSetpoints,
+        now: Instant,
+        rule: ForbidRule,
+    ) -> BankBounds {
+        let mut any_allows = PerKind {
+            charge: false,
+            discharge: false,
+        };
         let mut sum = PerKind {
             charge: 0.0,
             discharge: 0.0,
@@ -66,12 +92,17 @@ impl BankBounds {
             }
             enabled.charge &= r.charge_enable;
             enabled.discharge &= r.discharge_enable;
+            any_allows.charge |= r.charge_enable;
+            any_allows.discharge |= r.discharge_enable;
             if t.limits.v_charge_cmd > 0.0 {
                 cvl = Some(cvl.map_or(t.limits.v_charge_cmd, |c| c.min(t.limits.v_charge_cmd)));
             }
         }
         let direction = |kind: LimitKind| BankDirection {
-            enabled: *enabled.get(kind),
+            enabled: match rule {
+                ForbidRule::AnyForbidStops => *enabled.get(kind),
+                ForbidRule::GoesOnWhileOneAllows => *any_allows.get(kind),
+            },
             limit: sum.get(kind).min(*caps.get(kind)),
             setpoint: system.value_at(kind, now),
         };

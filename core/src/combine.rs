@@ -6,12 +6,14 @@
 //! telegrams, setpoints and ticks with the current time and forwards whatever
 //! combined state it returns. Nothing here reads a clock.
 
+use crate::bank::LimitMode;
 use crate::bank::{Bank, BankSettings, KINDS, Limit, LimitReason, PackReading, PerKind, Round};
-use crate::bounds::{BankBounds, Bounds};
+use crate::bounds::{BankBounds, Bounds, ForbidRule};
 use crate::codec::{
     BankStatus, CellExtremes, ERROR2_SYSTEM_ERROR, Energy, Flags, Manufacturer, Requests, WARNING2_INTERNAL_COMM_FAIL,
 };
-use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, SetpointCommand};
+use crate::policy::{self, ChargeGate, OnPackForbids, Policy, PolicyInputs};
+use crate::setpoint::{self, Dropped, LimitKind, LimitSetpoints, Scope, Setpoint, SetpointCommand};
 use crate::telegram::Telegram;
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,16 @@ pub struct BatterySettings {
     pub on_input_lost: OnInputLost,
     /// `LIMIT-MODE` and the bank-aware limits' settings.
     pub bank: BankSettings,
+    /// The bank policy (spec 15): derating, charge stop, soft landing, SOC mode.
+    pub policy: Policy,
+}
+
+impl BatterySettings {
+    /// Whether the bank goes on without a pack that forbids a direction:
+    /// ON-PACK-FORBIDS = "continue" in share mode (never in sum mode).
+    pub fn continues_without_forbidding_pack(&self) -> bool {
+        self.bank.mode == LimitMode::Share && self.bank.on_pack_forbids == OnPackForbids::Continue
+    }
 }
 
 impl BatterySettings {
@@ -74,6 +86,7 @@ impl Default for BatterySettings {
             v_discharge_min: 46.0,
             on_input_lost: OnInputLost::Degrade,
             bank: BankSettings::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -396,6 +409,10 @@ pub struct Combiner {
     bank: Bank,
     /// The interlock's bounds from the telegrams `last` was made of.
     last_bounds: Option<BankBounds>,
+    /// The charge-stop hysteresis (spec 15).
+    gate: ChargeGate,
+    /// The stop SOC set over MQTT (%), lowering the configured one.
+    charge_stop_set: Option<Setpoint>,
 }
 
 impl Combiner {
@@ -420,6 +437,8 @@ impl Combiner {
                 capacities,
             ),
             last_bounds: None,
+            gate: ChargeGate::Open,
+            charge_stop_set: None,
         }
     }
 
@@ -492,10 +511,12 @@ impl Combiner {
             .flatten()
             .filter_map(|s| s.expires);
         let keepalive = self.last.map(|c| c.made_at + KEEPALIVE);
+        let charge_stop_expiry = self.charge_stop_set.and_then(|s| s.expires);
         start_up
             .into_iter()
             .chain(turns_stale)
             .chain(expiries)
+            .chain(charge_stop_expiry)
             .chain(keepalive)
             .min()
     }
@@ -520,9 +541,14 @@ impl Combiner {
         // System setpoints expire whether or not a state was made yet: one
         // left in place would stay in next_deadline, always due, and the
         // combiner thread would wake for it without end.
-        let expired = self
+        let mut expired = self
             .setpoints
             .expire_each(now, |kind| self.expired.push((Scope::System, kind)));
+        if self.charge_stop_set.is_some_and(|s| !s.active_at(now)) {
+            self.charge_stop_set = None;
+            self.expired.push((Scope::ChargeStop, LimitKind::Charge));
+            expired = true;
+        }
         if let Some(made) = self.advance(now) {
             return Some(made);
         }
@@ -565,7 +591,24 @@ impl Combiner {
                 self.note_sent(now);
                 self.last
             }
+            Scope::ChargeStop => self.set_charge_stop(command.setpoint, now),
         }
+    }
+
+    /// Sets (or with `None` clears) the stop SOC commanded over MQTT
+    /// (`BASE/set/charge_stop_soc`, %): it only ever stops charging sooner
+    /// than the configured CHARGE-STOP-SOC. Makes a new state at once.
+    pub fn set_charge_stop(&mut self, setpoint: Option<Setpoint>, now: Instant) -> Option<Combined> {
+        self.charge_stop_set = setpoint;
+        match self.phase {
+            Phase::Running if self.last.is_some() => self.make(now, Round::Repeat),
+            _ => None,
+        }
+    }
+
+    /// The stop SOC commanded over MQTT, while it is in effect.
+    pub fn charge_stop_set(&self) -> Option<Setpoint> {
+        self.charge_stop_set
     }
 
     /// Takes a new configuration at `now`, keeping what it still has:
@@ -657,14 +700,22 @@ impl Combiner {
             i.fresh(now, settings).map(|t| PackReading {
                 current: t.measurements.i_total,
                 limits: own_limits(t),
+                forbids: forbids(t),
             })
         });
         // What the loop may not rise above: the system setpoint, and 0 for a
         // direction some fresh battery forbids (spec 4), so that a setpoint
         // expiring or a forbid lifting while a pack is over current raises
         // nothing (spec 8).
+        let continues = self.settings.continues_without_forbidding_pack();
         let ceiling = |kind| {
-            let forbidden = fresh.clone().any(|(t, _)| !allows(&allowed(t), kind));
+            // With ON-PACK-FORBIDS "continue" the bank goes on while any
+            // fresh battery allows the direction (spec 15).
+            let forbidden = if continues {
+                !fresh.clone().any(|(t, _)| allows(&allowed(t), kind))
+            } else {
+                fresh.clone().any(|(t, _)| !allows(&allowed(t), kind))
+            };
             if forbidden {
                 Some(0.0)
             } else {
@@ -682,7 +733,12 @@ impl Combiner {
             charge: self.settings.i_lim_charge,
             discharge: self.settings.i_lim_discharge,
         };
-        let bounds = BankBounds::of(fresh.clone(), caps, &self.setpoints, now);
+        let rule = if self.settings.continues_without_forbidding_pack() {
+            ForbidRule::GoesOnWhileOneAllows
+        } else {
+            ForbidRule::AnyForbidStops
+        };
+        let bounds = BankBounds::with_rule(fresh.clone(), caps, &self.setpoints, now, rule);
         if let Some(b) = combine_fresh(fresh, &self.settings) {
             self.last_fresh = Some(b);
             if b.v_charge_cmd > 0.0 {
@@ -713,8 +769,12 @@ impl Combiner {
         if battery.v_charge_cmd <= 0.0 {
             battery.v_charge_cmd = last_cvl;
         }
+        let inputs = self.policy_inputs(online, now);
+        if online > 0 && (self.continues() || self.settings.policy.soc_mode == policy::SocMode::Usable) {
+            self.follow_policy(&mut battery, now);
+        }
         for kind in KINDS {
-            self.explain(kind, limits.get_mut(kind), &battery, state, now);
+            self.explain(kind, limits.get_mut(kind), &battery, state, &inputs, now);
         }
         battery.i_lim_charge = limits.charge.value;
         battery.i_lim_discharge = limits.discharge.value;
@@ -762,15 +822,36 @@ impl Combiner {
 impl Combiner {
     /// Lowers the bank's limit by the system setpoint, and overrides it
     /// with 0 A for the safe state and a forbidden direction.
-    fn explain(&self, kind: LimitKind, limit: &mut Limit, combined: &Battery, state: SystemState, now: Instant) {
+    fn explain(
+        &self,
+        kind: LimitKind,
+        limit: &mut Limit,
+        combined: &Battery,
+        state: SystemState,
+        inputs: &PolicyInputs,
+        now: Instant,
+    ) {
         if let Some(v) = self.setpoints.value_at(kind, now) {
             limit.lower(v, LimitReason::Setpoint, None);
         }
+        policy::apply(&self.settings.policy, kind, inputs, limit);
         if state == SystemState::Safe {
             *limit = Limit {
                 value: 0.0,
                 reason: LimitReason::Safe,
                 battery: None,
+            };
+        } else if let Some(taking) = self
+            .continues()
+            .then(|| self.bank.forbidding_pack_taking(kind))
+            .flatten()
+        {
+            // ON-PACK-FORBIDS = "continue", but the pack that forbids still
+            // takes current: the direction stops.
+            *limit = Limit {
+                value: 0.0,
+                reason: LimitReason::PackForbids,
+                battery: Some(taking),
             };
         } else if !allows(&combined.requests, kind) {
             // A forbidden direction is 0 A on the wire (spec 4): a profile
@@ -781,6 +862,80 @@ impl Combiner {
             limit.battery = (0..self.inputs.len())
                 .find(|&i| self.is_fresh(i, now) && self.inputs[i].latest.as_ref().is_some_and(|(t, _)| forbids(t)));
         }
+    }
+}
+
+impl Combiner {
+    fn continues(&self) -> bool {
+        self.settings.continues_without_forbidding_pack()
+    }
+
+    /// The charge stop in effect at `now`: the configured one lowered by
+    /// the command's.
+    pub fn charge_stop(&self, now: Instant) -> Option<policy::ChargeStop> {
+        let set = self.charge_stop_set.filter(|s| s.active_at(now)).map(|s| s.value);
+        policy::effective_charge_stop(self.settings.policy.charge_stop, set)
+    }
+
+    /// What the policy rules read this round; moves the charge-stop
+    /// hysteresis with the SOC of the fresh batteries (not with a stale one's).
+    fn policy_inputs(&mut self, online: usize, now: Instant) -> PolicyInputs {
+        let settings = &self.settings;
+        let derates = settings.policy.derating.charge.is_some() || settings.policy.derating.discharge.is_some();
+        // Only read when a curve needs it: the round's cost without policy stays as it was.
+        let temperatures = derates
+            .then(|| {
+                policy::bank_temperatures(
+                    (self.inputs.iter())
+                        .filter_map(|i| i.fresh(now, settings))
+                        .map(|t| policy::battery_temperatures(t.cells, t.measurements.t_avg)),
+                )
+            })
+            .flatten();
+        let soc = self.last_fresh.map_or(0.0, |b| b.soc);
+        if online > 0 {
+            self.gate = policy::charge_gate(self.gate, soc, self.charge_stop(now));
+        }
+        PolicyInputs {
+            soc,
+            temperatures,
+            gate: self.gate,
+        }
+    }
+
+    /// The enable bits with ON-PACK-FORBIDS = "continue" (on while any fresh
+    /// pack allows the direction and no pack that forbids it still takes
+    /// current in it) and the SOC shown with SOC-MODE = "usable".
+    fn follow_policy(&self, battery: &mut Battery, now: Instant) {
+        let settings = &self.settings;
+        let fresh = || (self.inputs.iter()).filter_map(|i| i.fresh(now, settings).map(|t| (t, i.capacity_ah)));
+        if self.continues() {
+            let any_allows = |kind| fresh().any(|(t, _)| allows(&allowed(t), kind));
+            let goes_on = |kind| any_allows(kind) && self.bank.forbidding_pack_taking(kind).is_none();
+            battery.requests.charge_enable = goes_on(LimitKind::Charge);
+            battery.requests.discharge_enable = goes_on(LimitKind::Discharge);
+        }
+        if self.settings.policy.soc_mode == policy::SocMode::Usable {
+            let usable = policy::usable_soc(fresh().map(|(t, capacity_ah)| {
+                let r = allowed(t);
+                policy::SocInput {
+                    soc: t.soc.soc,
+                    capacity_ah,
+                    allows_charge: r.charge_enable,
+                    allows_discharge: r.discharge_enable,
+                }
+            }));
+            battery.soc = usable.unwrap_or(battery.soc);
+        }
+    }
+}
+
+/// The directions a battery forbids (enable bit clear, or no charge voltage).
+pub fn forbids(t: &Telegram) -> PerKind<bool> {
+    let r = allowed(t);
+    PerKind {
+        charge: !r.charge_enable,
+        discharge: !r.discharge_enable,
     }
 }
 

@@ -10,7 +10,8 @@
 //!   frames), [`telegram`] (a battery's messages gathered into one reading),
 //!   [`candump`] (the can-utils log format), [`rs485`] (the Pylontech RS485
 //!   protocol: frames, requests, answers, a poll cycle made a telegram).
-//! - Rules: [`bank`] (one bank's limits from its packs), [`setpoint`] (limit
+//! - Rules: [`bank`] (one bank's limits from its packs), [`policy`] (the
+//!   bank policy of spec 15, all lower-only), [`setpoint`] (limit
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
 //!   and `check`, the decoder of what it was shown), [`send`] (what an
@@ -39,6 +40,7 @@ pub mod combine;
 pub mod energy;
 pub mod frame;
 pub mod interlock;
+pub mod policy;
 pub mod profile;
 pub mod rs485;
 pub mod send;

@@ -109,6 +109,11 @@ pub enum Scope {
     System,
     /// One inverter, by index in `[[bmses-out]]` order (0-based).
     Inverter(usize),
+    /// The bank's charge-stop SOC (`BASE/set/charge_stop_soc`, spec 15):
+    /// the value is a SOC in %, not a current, and the kind is always
+    /// `Charge`. Like every setpoint it can only lower: it stops charging
+    /// sooner than CHARGE-STOP-SOC, never later.
+    ChargeStop,
 }
 
 /// A validated command for the combiner: set or clear one setpoint.
@@ -118,6 +123,35 @@ pub struct SetpointCommand {
     pub kind: LimitKind,
     /// `None` clears it.
     pub setpoint: Option<Setpoint>,
+}
+
+impl SetpointCommand {
+    /// The field and topic name it sets: `i_lim_charge`, `i_lim_discharge`
+    /// or `charge_stop_soc`.
+    pub fn field(&self) -> &'static str {
+        field(self.scope, self.kind)
+    }
+
+    /// The unit of its value: "%" for the charge-stop SOC, else "A".
+    pub fn unit(&self) -> &'static str {
+        unit(self.scope)
+    }
+}
+
+/// The field and topic name of a setpoint of `scope` and `kind`.
+pub fn field(scope: Scope, kind: LimitKind) -> &'static str {
+    match scope {
+        Scope::ChargeStop => "charge_stop_soc",
+        Scope::System | Scope::Inverter(_) => kind.field(),
+    }
+}
+
+/// The unit of a setpoint of `scope`.
+pub fn unit(scope: Scope) -> &'static str {
+    match scope {
+        Scope::ChargeStop => "%",
+        Scope::System | Scope::Inverter(_) => "A",
+    }
 }
 
 /// A per-inverter setpoint that a reload dropped because its inverter is no

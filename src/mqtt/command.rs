@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// Longest payload looked at; longer ones are refused unread.
 pub const MAX_PAYLOAD: usize = 64;
 
+/// The highest charge-stop SOC (%) a command is clamped to.
+pub const MAX_SOC: f64 = 100.0;
+
 /// The charge and discharge caps (A) of one scope.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Caps {
@@ -84,10 +87,12 @@ impl Rules {
         format!("{}/set/result", self.base)
     }
 
-    fn caps(&self, scope: Scope) -> Caps {
+    /// The highest value a setpoint of `scope` and `kind` is clamped to.
+    fn cap(&self, scope: Scope, kind: LimitKind) -> f64 {
         match scope {
-            Scope::System => self.system,
-            Scope::Inverter(j) => self.inverters[j],
+            Scope::System => self.system.get(kind),
+            Scope::Inverter(j) => self.inverters[j].get(kind),
+            Scope::ChargeStop => MAX_SOC,
         }
     }
 }
@@ -111,6 +116,7 @@ pub fn route(rules: &Rules, topic: &str) -> Route {
     let levels: Vec<&str> = rest.split('/').collect();
     match levels.as_slice() {
         ["set", "result"] => Route::NotACommand,
+        ["set", "charge_stop_soc"] => Route::Setpoint(Scope::ChargeStop, LimitKind::Charge),
         ["set", name] => match kind(name) {
             Ok(k) => Route::Setpoint(Scope::System, k),
             Err(e) => Route::Invalid(e),
@@ -134,8 +140,9 @@ fn kind(name: &str) -> Result<LimitKind, String> {
     match name {
         "i_lim_charge" => Ok(LimitKind::Charge),
         "i_lim_discharge" => Ok(LimitKind::Discharge),
+        "charge_stop_soc" => Err("charge_stop_soc is set for the whole bank only: BASE/set/charge_stop_soc".into()),
         _ => Err(format!(
-            "unknown setpoint {name:?}: use i_lim_charge or i_lim_discharge"
+            "unknown setpoint {name:?}: use i_lim_charge, i_lim_discharge or (for the bank) charge_stop_soc"
         )),
     }
 }
@@ -152,7 +159,7 @@ pub enum Request {
     },
 }
 
-const USAGE: &str = "send a number of amperes, {\"value\": A, \"ttl\": seconds}, or clear";
+const USAGE: &str = "send a number (amperes; % for charge_stop_soc), {\"value\": number, \"ttl\": seconds}, or clear";
 
 /// Validates a payload: a bare number, `{"value": A, "ttl": s}`, or empty
 /// or `clear` to clear.
@@ -275,7 +282,7 @@ fn accept(rules: &Rules, scope: Scope, kind: LimitKind, request: Request, now: I
     let (setpoint, requested, ttl) = match request {
         Request::Clear => (None, None, None),
         Request::Set { value, ttl } => {
-            let cap = rules.caps(scope).get(kind);
+            let cap = rules.cap(scope, kind);
             let ttl = ttl.or(rules.default_ttl).filter(|t| !t.is_zero());
             let setpoint = Setpoint {
                 value: value.min(cap),

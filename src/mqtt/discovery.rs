@@ -496,6 +496,7 @@ fn system(config: &Config, node: &str, system_id: &str) -> Vec<Entity> {
             "value_json.system",
             (b.i_lim_charge, b.i_lim_discharge),
         );
+        charge_stop_control(&mut d, &format!("{base}/set/charge_stop_soc"));
     }
     d.out
 }
@@ -622,6 +623,35 @@ fn setpoint_controls(d: &mut Device, set_topic: &str, path: &str, (charge_cap, d
             expires,
         );
     }
+}
+
+/// The charge-stop SOC command (spec 15): a number entity in % (showing
+/// 100 while none is set: no restriction) and a button to clear it.
+fn charge_stop_control(d: &mut Device, command_topic: &str) {
+    let setpoints = format!("{}/setpoints", d.config.mqtt.base_topic);
+    let p = "value_json.system.charge_stop_soc";
+    let mut number = json!({
+        "command_topic": command_topic,
+        "state_topic": setpoints,
+        "value_template": format!("{{{{ {p}.value if {p} else 100 }}}}"),
+        "min": 0,
+        "max": 100,
+        "step": 1,
+        "mode": "box",
+        "unit_of_measurement": "%",
+        "icon": "mdi:battery-charging-high",
+    });
+    if let Some(ttl) = d.config.mqtt.ha_setpoint_ttl {
+        number["command_template"] = super::command::ha_command_template(ttl).into();
+    }
+    d.entity("number", "setpoint_charge_stop_soc", "Charge stop SOC", number);
+    let button = json!({"command_topic": command_topic, "payload_press": "clear"});
+    d.entity(
+        "button",
+        "setpoint_charge_stop_soc_clear",
+        "Clear charge stop SOC",
+        button,
+    );
 }
 
 fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Option<String>) -> Vec<Entity> {

@@ -25,9 +25,11 @@ import canio  # noqa: E402
 import harness  # noqa: E402
 import scenarios  # noqa: E402  (importing registers the scenarios)
 import scenarios_cascade  # noqa: E402,F401
+import scenarios_policy  # noqa: E402,F401
 import scenarios_sja1000  # noqa: E402,F401
 
-REGISTERED_BY = (scenarios.__name__, scenarios_cascade.__name__, scenarios_sja1000.__name__)
+REGISTERED_BY = (scenarios.__name__, scenarios_cascade.__name__, scenarios_policy.__name__,
+                 scenarios_sja1000.__name__)
 
 
 def main():

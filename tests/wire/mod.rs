@@ -86,6 +86,7 @@ pub fn scenario_from_bytes(data: &[u8]) -> Scenario {
         cap_charge: pick(BANK_CAPS, next()),
         cap_discharge: pick(BANK_CAPS, next()),
         stop_on_lost: head & 0x40 != 0,
+        continue_on_forbid: head & 0x80 != 0,
     };
     let capacities = (0..inputs).map(|_| pick(CAPACITIES, next())).collect();
     let section = |next: &mut dyn FnMut() -> u8| {
@@ -259,6 +260,9 @@ pub struct BatterySection {
     pub cap_charge: f64,
     pub cap_discharge: f64,
     pub stop_on_lost: bool,
+    /// ON-PACK-FORBIDS = "continue" (written in share mode only: `check`
+    /// refuses it in sum mode).
+    pub continue_on_forbid: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -304,6 +308,9 @@ impl Scenario {
             b.cap_discharge,
             if b.stop_on_lost { "stop" } else { "degrade" }
         );
+        if b.share_mode && b.continue_on_forbid {
+            t.push_str("ON-PACK-FORBIDS = \"continue\"\n");
+        }
         for (i, c) in self.capacities.iter().enumerate() {
             let _ = writeln!(t, "[[bmses-in]]\nCAN-IF = \"bat{i}\"\nCAPACITY-AH = {c}");
         }
@@ -424,14 +431,30 @@ pub fn decode(profile: Profile, frames: &[Frame]) -> Decoded {
 #[derive(Debug, Clone, PartialEq, Default)]
 struct Snapshot {
     fresh: Vec<(Pack, f64)>,
+    /// ON-PACK-FORBIDS "continue" in share mode (spec 15).
+    continues: bool,
     safe: bool,
     /// The last known CVL (the lowest fresh one, or the one before).
     last_cvl: f64,
 }
 
 impl Snapshot {
+    /// Whether the bank may carry current in direction `kind` (spec 4): every
+    /// fresh battery allows it; with "continue" (spec 15) one allows it and
+    /// no forbidding one is measured taking current in it (1 A or more).
     fn enabled(&self, kind: LimitKind) -> bool {
-        self.fresh.iter().all(|(p, _)| p.allows(kind))
+        if !self.continues {
+            return self.fresh.iter().all(|(p, _)| p.allows(kind));
+        }
+        let along = |p: &Pack| {
+            if kind == LimitKind::Charge {
+                p.current
+            } else {
+                -p.current
+            }
+        };
+        self.fresh.iter().any(|(p, _)| p.allows(kind))
+            && !self.fresh.iter().any(|(p, _)| !p.allows(kind) && along(p) >= 1.0)
     }
 
     fn sum(&self, kind: LimitKind) -> f64 {
@@ -750,8 +773,10 @@ impl Harness {
         let waiting = |l: &Option<(Pack, Instant)>| l.is_none() && now.saturating_duration_since(self.start) < STALE;
         let lost = self.latest.len() - fresh.len() - self.latest.iter().filter(|l| waiting(l)).count();
         let safe = fresh.is_empty() || (self.scenario_battery.stop_on_lost && lost > 0);
+        let b = &self.scenario_battery;
         let mut snapshot = Snapshot {
             fresh,
+            continues: b.share_mode && b.continue_on_forbid,
             safe,
             last_cvl: self.snapshot.last_cvl,
         };

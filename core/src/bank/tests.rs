@@ -14,6 +14,7 @@ fn pack(current: f64, charge: f64, discharge: f64) -> Option<PackReading> {
     Some(PackReading {
         current,
         limits: PerKind { charge, discharge },
+        forbids: PerKind::default(),
     })
 }
 
@@ -268,6 +269,7 @@ fn banks() -> impl Strategy<Value = (Vec<f64>, Vec<Vec<Option<PackReading>>>)> {
                 (stale > 0).then_some(PackReading {
                     current,
                     limits: PerKind { charge, discharge },
+                    forbids: PerKind::default(),
                 })
             });
         let round = prop::collection::vec(reading, n);

@@ -367,3 +367,44 @@ fn the_home_assistant_command_template_gives_a_value_with_the_ttl() {
     assert!(longest.len() <= MAX_PAYLOAD, "{longest}");
     assert!(parse_payload(longest.as_bytes()).is_ok());
 }
+
+#[test]
+fn the_charge_stop_soc_is_clamped_to_100_percent_with_the_default_ttl_and_refused_like_any_command() {
+    let mut r = rules(true);
+    r.default_ttl = secs(600);
+    let now = Instant::now();
+    assert_eq!(
+        route(&r, "gw/set/charge_stop_soc"),
+        Route::Setpoint(Scope::ChargeStop, LimitKind::Charge)
+    );
+    let a = accepted(&r, "gw/set/charge_stop_soc", "150", now);
+    assert_eq!(
+        a.command,
+        SetpointCommand {
+            scope: Scope::ChargeStop,
+            kind: LimitKind::Charge,
+            setpoint: Some(Setpoint {
+                value: 100.0,
+                expires: Some(now + Duration::from_secs(600)),
+            }),
+        }
+    );
+    assert_eq!(a.command.field(), "charge_stop_soc");
+    assert_eq!(a.command.unit(), "%");
+    let a = accepted(&r, "gw/set/charge_stop_soc", "{\"value\": 80, \"ttl\": 0}", now);
+    assert_eq!(a.command.setpoint.map(|s| (s.value, s.expires)), Some((80.0, None)));
+    let a = accepted(&r, "gw/set/charge_stop_soc", "clear", now);
+    assert_eq!(a.command.setpoint, None);
+    for bad in ["-5", "NaN", "eighty"] {
+        let refused = decide(&r, "gw/set/charge_stop_soc", bad.as_bytes(), false, now);
+        assert!(matches!(refused, Some(Err(_))), "{bad}: {refused:?}");
+    }
+    let retained = decide(&r, "gw/set/charge_stop_soc", b"80", true, now);
+    assert!(matches!(retained, Some(Err(e)) if e.contains("retained")));
+    let off = decide(&rules(false), "gw/set/charge_stop_soc", b"80", false, now);
+    assert!(matches!(off, Some(Err(e)) if e.contains("CONTROL-ACTIVATED")));
+    match route(&r, "gw/inverter/1/set/charge_stop_soc") {
+        Route::Invalid(e) => assert!(e.contains("whole bank only"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}

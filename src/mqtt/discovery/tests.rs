@@ -452,7 +452,7 @@ fn setpoint_active_and_expires_per_limit() {
     for kind in ["number", "button", "binary_sensor", "sensor"] {
         let n = all
             .iter()
-            .filter(|e| e.topic.starts_with(&format!("homeassistant/{kind}/")) && e.topic.contains("setpoint_"))
+            .filter(|e| e.topic.starts_with(&format!("homeassistant/{kind}/")) && e.topic.contains("setpoint_i_lim"))
             .count();
         assert_eq!(n, 6, "{kind}");
     }
@@ -602,4 +602,26 @@ fn limit_reasons_overshoot_and_each_batterys_share_are_published() {
         p["value_template"],
         "{{ none if value_json.over_current is none else ('ON' if value_json.over_current else 'OFF') }}"
     );
+}
+
+#[test]
+fn the_charge_stop_soc_is_a_number_entity_in_percent_only_with_control() {
+    let off = entities(&config("", &["can0"]));
+    assert!(!off.iter().any(|e| e.topic.contains("charge_stop_soc")));
+    let on = entities(&config("CONTROL-ACTIVATED = true", &["can0"]));
+    let p = find(&on, "homeassistant/number/home_bms/setpoint_charge_stop_soc/config");
+    assert_eq!(p["command_topic"], "home/bms/set/charge_stop_soc");
+    assert_eq!(p["state_topic"], "home/bms/setpoints");
+    assert_eq!((p["min"].as_f64(), p["max"].as_f64()), (Some(0.0), Some(100.0)));
+    assert_eq!(p["unit_of_measurement"], "%");
+    assert_eq!(
+        p["value_template"],
+        "{{ value_json.system.charge_stop_soc.value if value_json.system.charge_stop_soc else 100 }}"
+    );
+    let p = find(
+        &on,
+        "homeassistant/button/home_bms/setpoint_charge_stop_soc_clear/config",
+    );
+    assert_eq!(p["command_topic"], "home/bms/set/charge_stop_soc");
+    assert_eq!(p["payload_press"], "clear");
 }
