@@ -649,6 +649,7 @@ impl Harness {
             (Scope::System, LimitKind::Discharge) => self.scenario_battery.cap_discharge,
             (Scope::Inverter(j), LimitKind::Charge) => self.outputs[j].section.cap_charge,
             (Scope::Inverter(j), LimitKind::Discharge) => self.outputs[j].section.cap_discharge,
+            (Scope::ChargeStop, _) => unreachable!("the harness draws current setpoints only"),
         };
         let sp = value.map(|v| Sp {
             value: v.clamp(0.0, cap),
@@ -657,6 +658,7 @@ impl Harness {
         match scope {
             Scope::System => self.system_setpoints[slot(kind)] = sp,
             Scope::Inverter(j) => self.outputs[j].setpoints[slot(kind)] = sp,
+            Scope::ChargeStop => unreachable!("the harness draws current setpoints only"),
         }
         self.epoch += 1;
         let command = SetpointCommand {
