@@ -118,6 +118,33 @@ def wait_for(pred, timeout, interval=0.1):
         time.sleep(interval)
 
 
+# A frame no scenario sends otherwise: what wait_listening probes with.
+PROBE_ID = 0x7EF
+PROBE_DATA = bytes.fromhex("50524F4245")  # "PROBE"
+
+
+def wait_listening(iface, captures, timeout):
+    """Send probe frames on `iface` (0x7EF "PROBE", every 0.2 s) until every
+    capture has received one: their sockets are open from then on. Returns
+    the monotonic time of that, or None after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        canio.sh("cansend", iface, f"{PROBE_ID:03X}#{PROBE_DATA.hex().upper()}")
+        if wait_for(lambda: all(any(f.id == PROBE_ID for f in c.since(0)) for c in captures), 0.2,
+                    0.02):
+            return time.monotonic()
+    return None
+
+
+def after_probes(cap):
+    """The frames `cap` received after the last probe frame of wait_listening
+    (a probe still in flight is skipped too)."""
+    frames = cap.since(0)
+    last = max((i for i, f in enumerate(frames) if f.id == PROBE_ID and f.data == PROBE_DATA),
+               default=-1)
+    return [f for f in frames[last + 1:] if not (f.id == PROBE_ID and f.data == PROBE_DATA)]
+
+
 class Gateway:
     """One bms-gateway process with its own config file and log."""
 

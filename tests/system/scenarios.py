@@ -32,14 +32,18 @@ def smoke_vcan(ctx):
     ctx.vcan("smoke0")
     dump = ctx.capture("smoke0", candump=True)
     sock = ctx.capture("smoke0")
-    time.sleep(0.5)  # let candump open its socket
+    # Both readers open their sockets in their own time (candump is slow to
+    # start in a busy VM): probe frames until each has seen one.
+    t_ready = harness.wait_listening("smoke0", (dump, sock), 15)
+    check(t_ready, f"the readers saw no probe frame within 15s: candump {dump.since(0)!r}, "
+                   f"socket {sock.since(0)!r}")
     canio.sh("cansend", "smoke0", "351#1402C012C012C201")
     canio.sh("cansend", "smoke0", "12345678#DEADBEEF")
     canio.sh("cansend", "smoke0", "305#R")
     for cap in (dump, sock):
-        got = wait_for(lambda cap=cap: len(cap.since(0)) >= 3, 5)
-        check(got, f"{type(cap).__name__} saw {cap.since(0)!r}, expected 3 frames")
-        f = cap.since(0)
+        got = wait_for(lambda cap=cap: len(harness.after_probes(cap)) >= 3, 5)
+        check(got, f"{type(cap).__name__} saw {cap.since(0)!r}, expected 3 frames after the probes")
+        f = harness.after_probes(cap)
         check((f[0].id, f[0].data, f[0].ext) == (0x351, bytes.fromhex("1402C012C012C201"), False),
               f"first frame {f[0]!r}")
         check(pylon.decode(f[0].id, f[0].data) == dict(v_charge_cmd=53.2, i_lim_charge=480.0,

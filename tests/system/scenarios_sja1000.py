@@ -53,6 +53,9 @@ def smoke_sja1000(ctx):
           f"sbat1 after set-up: {d['text']}")
     check(d["qlen"] == 10, f"the driver's default transmit queue is {d['qlen']}, expected 10")
     same, other = ctx.capture("sbat1", candump=True), ctx.capture("sbat2")
+    # The other cable's reader must be listening, or "it saw nothing" below
+    # could not fail: probe its own cable until it has seen a frame.
+    check(harness.wait_listening("sbat2", (other,), 15), "pbat2 saw no probe frame from sbat2")
 
     def send_seen():
         # again until candump (slow to start in a busy VM) has seen one
@@ -63,7 +66,7 @@ def smoke_sja1000(ctx):
     check(got and (got[0].id, got[0].data) == (0x351, bytes.fromhex("1402C012C012C201")),
           f"pbat1 (same cable) saw {same.since(0)!r}")
     time.sleep(0.5)
-    check(not other.since(0), f"pbat2 (another cable) saw {other.since(0)!r}")
+    check(not harness.after_probes(other), f"pbat2 (another cable) saw {other.since(0)!r}")
     ctx.log("sbat1 -> pbat1 delivered, nothing on the other cable")
 
 
