@@ -62,7 +62,11 @@ check "install does not start the gateway" bash -c "! systemctl is-active --quie
 
 # --- starting on the unedited config: exit status 2, no restart loop
 systemctl start "$UNIT" >>"$R/guest.log" 2>&1
-sleep 8
+# Until the process has exited (systemd says so), then 6 s more: long enough
+# for a restart (RestartSec=5) that must not come.
+exited() { [ "$(prop ExecMainExitTimestampMonotonic)" != 0 ] && [ "$(prop SubState)" != running ]; }
+wait_for 60 exited
+sleep 6
 check "unedited config: the start fails with exit status 2" test "$(prop ExecMainStatus)" = 2
 check "unedited config: status 2 is not restarted (NRestarts=0)" test "$(prop NRestarts)" = 0
 systemctl reset-failed "$UNIT" >/dev/null 2>&1
@@ -133,18 +137,28 @@ check "still active after reload, same process" \
 # first frames after the restart (the batteries must have reported first:
 # the same frame set as before the crash, never a partial or default one).
 if command -v candump >/dev/null && bms-gateway sim-bms --help >/dev/null 2>&1; then
-    candump -L can5 >"$R/crash-inverter.log" 2>/dev/null &
+    stdbuf -oL candump -L can5 >"$R/crash-inverter.log" 2>/dev/null &
     dump_inv=$!
-    candump -L can0 can1 >"$R/crash-batteries.log" 2>/dev/null &
+    stdbuf -oL candump -L can0 can1 >"$R/crash-batteries.log" 2>/dev/null &
     dump_bat=$!
-    sleep 4
+    # Until both candumps are listening and have logged frame sets before
+    # the crash: two of the inverter's (its last set before the crash is
+    # the reference) and both batteries' 0x351.
+    sets_before() { [ "$(grep -c '#' "$R/crash-inverter.log")" -ge 12 ] &&
+        grep -q ' can0 351#' "$R/crash-batteries.log" && grep -q ' can1 351#' "$R/crash-batteries.log"; }
+    check "candump logs the inverter's and the batteries' frames before the crash" wait_for 60 sets_before
     restarts=$(prop NRestarts)
     killed_at=$(date +%s.%N)
     kill -9 "$(prop MainPID)"
     check "SIGKILL: systemd restarts the service (Restart=on-failure)" \
         wait_for 90 bash -c "[ \"\$(systemctl show -P NRestarts $UNIT)\" -gt $restarts ] && systemctl is-active --quiet $UNIT"
     newpid=$(prop MainPID)
-    sleep 8
+    # Until the new process has sent two whole frame sets (0x35E ends one),
+    # after the one its first could have cut short.
+    last_ids() { grep -c ' can5 35E#' "$R/crash-inverter.log"; }
+    ends_before=$(last_ids)
+    check "the restarted gateway sends frame sets to the inverter" \
+        wait_for 90 bash -c "[ \$(grep -c ' can5 35E#' '$R/crash-inverter.log') -ge $((ends_before + 3)) ]"
     kill "$dump_inv" "$dump_bat"
     wait "$dump_inv" "$dump_bat" 2>/dev/null
     python3 "$R/restart-gap.py" --inverter "$R/crash-inverter.log" --batteries "$R/crash-batteries.log" \
