@@ -413,11 +413,27 @@ fn post_api_record_writes_a_recording_only_when_asked_by_bms_gateway_record() {
     let plain = raw(s.addr, b"POST /api/record HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert!(plain.starts_with("HTTP/1.1 403"), "{plain}");
     assert!(std::fs::read_dir(state.path().join("recordings")).is_err());
-    std::thread::sleep(Duration::from_millis(1500));
-    let (file, frames) = bms_gateway::status_client::record(&http::url(s.addr)).unwrap();
-    assert!(file.ends_with("-request.log"), "{file}");
-    let text = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(text.lines().count() as u64, frames);
+    // Asked again until the recording holds a battery's and the inverter's
+    // 0x351 (the gateway sends once the batteries have reported: a loaded
+    // machine takes its time), each answer a whole recording. A second one
+    // within the same second is named ...-request-2.log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut asked = 0;
+    let text = loop {
+        let (file, frames) = bms_gateway::status_client::record(&http::url(s.addr)).unwrap();
+        asked += 1;
+        if asked == 1 {
+            assert!(file.ends_with("-request.log"), "{file}");
+        } else {
+            assert!(file.contains("-request"), "{file}");
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count() as u64, frames);
+        if text.contains(" bat1 351#") && text.contains(" inv1 351#") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert!(text.contains(" bat1 351#") && text.contains(" inv1 351#"), "{text}");
 }
 
