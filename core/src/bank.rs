@@ -10,7 +10,6 @@
 //! than it was allowed. Pure: the combiner passes each round's readings and
 //! the time in; nothing here allocates after [`Bank::new`].
 
-use crate::policy::OnPackForbids;
 use crate::setpoint::LimitKind;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,27 @@ impl LimitMode {
         match self {
             LimitMode::Share => "share",
             LimitMode::Sum => "sum",
+        }
+    }
+}
+
+/// `[battery] ON-PACK-FORBIDS`: what a fresh battery that forbids a
+/// direction does to the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnPackForbids {
+    /// That direction stops for the whole bank (spec 4).
+    #[default]
+    Stop,
+    /// The others go on, with that battery's share 0 (share mode only).
+    Continue,
+}
+
+impl OnPackForbids {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnPackForbids::Stop => "stop",
+            OnPackForbids::Continue => "continue",
         }
     }
 }

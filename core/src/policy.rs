@@ -12,26 +12,8 @@ use crate::bank::{Limit, LimitReason, PerKind};
 use crate::codec::CellExtremes;
 use crate::setpoint::LimitKind;
 
-/// `[battery] ON-PACK-FORBIDS`: what a fresh battery that forbids a
-/// direction does to the bank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnPackForbids {
-    /// That direction stops for the whole bank (spec 4).
-    #[default]
-    Stop,
-    /// The others go on, with that battery's share 0 (share mode only).
-    Continue,
-}
-
-impl OnPackForbids {
-    pub fn name(self) -> &'static str {
-        match self {
-            OnPackForbids::Stop => "stop",
-            OnPackForbids::Continue => "continue",
-        }
-    }
-}
+/// ON-PACK-FORBIDS is a setting of the bank's (crate::bank), which reads it.
+pub use crate::bank::OnPackForbids;
 
 /// `[battery] SOC-MODE`: which SOC the inverters are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
