@@ -9,7 +9,8 @@
 //! 1. **Core** (the `bms-core` crate, re-exported here under the same
 //!    names): the pure rules, functions of their arguments with time passed
 //!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`bank`],
-//!    [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`], [`sim`].
+//!    [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`], [`sim`],
+//!    [`dead_link`].
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
 //!    signals, logs, events, heartbeats, systemd, the 24 h history ring):
 //!    [`clock`], [`shutdown`], [`signals`], [`logging`], [`loglimit`],
@@ -28,7 +29,7 @@
 //!    library: [`daemon`], [`demo`], [`decode`], [`replay`], [`scan`],
 //!    [`status_client`], [`tools`].
 
-pub use bms_core::{bank, candump, codec, combine, energy, frame, profile, send, setpoint, sim, telegram};
+pub use bms_core::{bank, candump, codec, combine, dead_link, energy, frame, profile, send, setpoint, sim, telegram};
 
 pub mod can;
 pub mod clock;

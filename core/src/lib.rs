@@ -13,7 +13,8 @@
 //!   setpoints and their lifetimes), [`combine`] (the virtual battery),
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
 //!   and `check`, the decoder of what it was shown), [`send`] (what an
-//!   output sends when).
+//!   output sends when), [`dead_link`] (when a CAN interface that is up
+//!   but dead is taken down and up).
 //! - Models: [`sim`] (simulated batteries and inverters for tests, the demo
 //!   and benchmarks).
 
@@ -32,6 +33,7 @@ pub mod bank;
 pub mod candump;
 pub mod codec;
 pub mod combine;
+pub mod dead_link;
 pub mod energy;
 pub mod frame;
 pub mod profile;
