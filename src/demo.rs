@@ -25,6 +25,7 @@ use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
+use crate::dead_link::RecoverySettings;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::profile::{Profile, SocWindow};
@@ -187,6 +188,7 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
             seconds: 0,
             ..RecorderConfig::default()
         },
+        can: RecoverySettings::default(),
     }
 }
 
