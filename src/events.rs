@@ -1,5 +1,6 @@
 //! Events: the things an owner wants to be told about (a battery lost or
-//! back, a state change, an interface down or up, an inverter silent or
+//! back, a state change, an interface down or up, an interface that is up
+//! but dead or works again, an inverter silent or
 //! back, a battery over its own limit, an inverter ignoring its limit
 //! (overshoot), an inverter asking to shut the battery down, a setpoint set,
 //! expired or cleared, a configuration reloaded or rejected, a flight
@@ -48,6 +49,8 @@ pub enum Kind {
     InverterShutdownRequest,
     RecordingWritten,
     RecordingFailed,
+    InterfaceRecovered,
+    InterfaceRecoveryFailed,
 }
 
 impl Kind {
@@ -72,6 +75,8 @@ impl Kind {
         Kind::InverterShutdownRequest,
         Kind::RecordingWritten,
         Kind::RecordingFailed,
+        Kind::InterfaceRecovered,
+        Kind::InterfaceRecoveryFailed,
     ];
 
     /// The name in JSON.
@@ -96,6 +101,8 @@ impl Kind {
             Kind::InverterShutdownRequest => "inverter_shutdown_request",
             Kind::RecordingWritten => "recording_written",
             Kind::RecordingFailed => "recording_failed",
+            Kind::InterfaceRecovered => "interface_recovered",
+            Kind::InterfaceRecoveryFailed => "interface_recovery_failed",
         }
     }
 }

@@ -9,10 +9,12 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
+use crate::can::dead_watch::{DeadWatch, Reporter};
 use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, report_link};
 use crate::codec::{self, Message};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
+use crate::dead_link::RecoverySettings;
 use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::loglimit::{LogLimit, Repeats};
@@ -149,6 +151,8 @@ pub struct Output<'a> {
     /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
     pub heartbeat_every: Duration,
+    /// `[can]`: when the interface counts as dead.
+    pub recovery: RecoverySettings,
 }
 
 /// The most inverter frames a push-mode output reads per wake-up (an
@@ -166,6 +170,16 @@ impl Output<'_> {
 
     fn label(&self) -> String {
         format!("inverter {} ({})", self.slot.position() + 1, self.name())
+    }
+
+    /// For the dead-interface watch's reports.
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            events: self.events,
+            subject: Subject::Inverter(self.slot.position()),
+            interface: self.name(),
+            label: self.label(),
+        }
     }
 
     fn set_link(&self, link: LinkState) {
@@ -193,6 +207,7 @@ impl Output<'_> {
                 view,
                 watch,
                 shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
+                dead: DeadWatch::new(self.recovery),
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
@@ -244,6 +259,7 @@ impl Output<'_> {
             let now = Instant::now();
             self.drain(port, peer, now)?;
             self.check_talk(peer, now);
+            peer.dead.check(now, || self.reporter());
             let mut deadline = now + self.heartbeat_every;
             // The inverter's frames are read at wake-ups: wake when it would
             // turn silent, to read them first.
@@ -256,7 +272,7 @@ impl Output<'_> {
                 }
                 if timer.due(true, now).is_some_and(|at| at <= now) {
                     timer.pending = false;
-                    let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
+                    let sent = self.transmit(port, state, peer, now, &mut errors);
                     // Paced from the end of this transmission: a frame
                     // written late in it (a slow or full queue) still gets
                     // the whole gap before its ID goes out again.
@@ -299,9 +315,12 @@ impl Output<'_> {
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
-                self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
+                let sent = self.send(port, &codec::encode(&Message::KeepAlive), &mut errors);
+                peer.dead.sent(&sent, now, || self.reporter());
+                sent?;
             }
             self.check_talk(peer, now);
+            peer.dead.check(now, || self.reporter());
             let deadline = next_own.min(now + self.heartbeat_every);
             match port.read_until(deadline, self.stop) {
                 Ok(Wake::Frame(f)) => {
@@ -318,7 +337,7 @@ impl Output<'_> {
                     // next request gets one.
                     let paced = last_sent.is_none_or(|at| now.saturating_duration_since(at) >= min_gap);
                     if let (Some(state), true) = (latest.as_ref(), paced) {
-                        let sent = self.transmit(port, state, &mut peer.view, now, &mut errors);
+                        let sent = self.transmit(port, state, peer, now, &mut errors);
                         // From the end, as in push mode.
                         *last_sent = Some(Instant::now());
                         sent?;
@@ -356,6 +375,7 @@ impl Output<'_> {
 
     /// A frame from the inverter's bus: what the inverter said, if anything.
     fn heard(&self, peer: &mut Peer, frame: &Frame, now: Instant) {
+        peer.dead.received(now, || self.reporter());
         let Some(said) = profile::read_inverter(self.config.profile, frame) else {
             return;
         };
@@ -414,11 +434,11 @@ impl Output<'_> {
         &self,
         port: &mut dyn CanPort,
         state: &Shaped,
-        view: &mut OutputView,
+        peer: &mut Peer,
         now: Instant,
         errors: &mut LogLimit,
     ) -> Result<(), CanError> {
-        let (system_state, battery, set) = transmission(self.config, view, state, now);
+        let (system_state, battery, set) = transmission(self.config, &mut peer.view, state, now);
         if system_state != state.state {
             let line = format_args!(
                 "{}: no new combined state for {:.1} s: sending the safe state",
@@ -441,6 +461,12 @@ impl Output<'_> {
                     break;
                 }
             }
+        }
+        if sent > 0 {
+            peer.dead.sent(&Ok(()), now, || self.reporter());
+        }
+        if failed > 0 {
+            peer.dead.sent(&result, now, || self.reporter());
         }
         self.slot.update(|s| {
             s.frames_sent += sent;
@@ -489,6 +515,8 @@ struct Peer {
     watch: InverterWatch,
     /// "Shut down battery" requests are logged at most once a minute.
     shutdown_log: LogLimit,
+    /// Whether the interface is up but dead (spec 17).
+    dead: DeadWatch,
 }
 
 /// One output thread's state across reopenings of its interface: the latest

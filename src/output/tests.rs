@@ -287,6 +287,7 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
                 opened: &|| {},
                 heartbeat: &|| {},
                 heartbeat_every: Duration::from_secs(5),
+                recovery: crate::dead_link::RecoverySettings::default(),
             }
             .run(Carried::default())
         });
