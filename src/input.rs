@@ -201,6 +201,7 @@ impl Service for InputService<'_, '_> {
         // A new port starts a new telegram: nothing from before the gap.
         let mut assembler = Assembler::default();
         let mut next_poll = Instant::now();
+        self.dead.opened(next_poll);
         let mut down = false;
         // One clock read per wake-up: the frame's arrival time is also the
         // base of the next deadline.
@@ -323,7 +324,7 @@ mod tests {
             assert!(last_frame.elapsed() >= after);
             assert_eq!(
                 dead.message,
-                "battery 1 (bat1): nothing is received any more for 2 s although the link is up: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set bat1 down && ip link set bat1 up"
+                "battery 1 (bat1): nothing is received any more for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set bat1 down && ip link set bat1 up"
             );
             battery.write(&frame).unwrap();
             let back = wait_for(&board.events, Kind::InterfaceRecovered).expect("reported back");

@@ -537,6 +537,7 @@ impl Service for OutputService<'_, '_> {
     }
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
+        self.peer.dead.opened(Instant::now());
         match self.output.config.mode {
             OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.peer),
             OutputMode::Sync { interval } => self.output.sync(port, &mut self.carried, &mut self.peer, interval),

@@ -89,6 +89,10 @@ pub enum Observation {
     /// The controller reported it is running again (error-active, warning
     /// or passive).
     ControllerRunning,
+    /// The thread (re)opened the interface (at start, after it was gone):
+    /// every symptom's clock starts again, as the peer gets a fair chance
+    /// to be heard on the new port. Not proof of life.
+    Opened,
 }
 
 /// Why an interface is judged dead.
@@ -239,6 +243,7 @@ impl DeadLink {
                 }
             }
             Observation::ControllerRunning => self.controller = Controller::Running,
+            Observation::Opened => self.restart_clocks(now),
         }
         let (reason, attempts) = match self.phase {
             Phase::Watching => return None,
@@ -291,6 +296,15 @@ impl DeadLink {
         }
     }
 
+    /// Every symptom starts again at `now` (what was heard stays heard).
+    fn restart_clocks(&mut self, now: Instant) {
+        if self.reception != Reception::NeverHeard {
+            self.reception = Reception::QuietSince(now);
+        }
+        self.transmission = Transmission::Working;
+        self.controller = Controller::Running;
+    }
+
     /// The symptom that has lasted `after` at `now`, the most telling first.
     fn dead_for(&self, now: Instant) -> Option<Reason> {
         let lasted = |since: Instant| now.saturating_duration_since(since) >= self.after;
@@ -315,11 +329,7 @@ impl DeadLink {
     /// Decides a bounce at `now`: every symptom's clock starts again (a
     /// bounce resets the controller, so what it shows afterwards is new).
     fn bounce(&mut self, reason: Reason, attempt: u32, now: Instant) -> Decision {
-        if self.reception != Reception::NeverHeard {
-            self.reception = Reception::QuietSince(now);
-        }
-        self.transmission = Transmission::Working;
-        self.controller = Controller::Running;
+        self.restart_clocks(now);
         self.phase = Phase::Recovering {
             reason,
             attempts: attempt,

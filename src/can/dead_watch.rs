@@ -45,6 +45,13 @@ impl DeadWatch {
         self.saw(Observation::FrameReceived, now, report);
     }
 
+    /// The thread (re)opened the interface at `now`: the peer gets
+    /// RECOVER-AFTER on the new port before anything is judged.
+    pub fn opened(&mut self, now: Instant) {
+        // Opening is never a recovery: nothing to report.
+        let _ = self.rule.observe(Observation::Opened, now);
+    }
+
     /// The outcome of one write: a full queue or a down interface is a
     /// failed transmission; other errors make the thread reopen the port
     /// and are not the rule's business.
@@ -110,7 +117,7 @@ pub fn dead_message(label: &str, interface: &str, reason: Reason, after: Duratio
         Reason::TransmitFailing | Reason::Silent => "",
     };
     format!(
-        "{label}: {} for {:.0} s although the link is up: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set {interface} down && ip link set {interface} up{restart}",
+        "{label}: {} for {:.0} s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set {interface} down && ip link set {interface} up{restart}",
         reason.describe(),
         after.as_secs_f64()
     )
@@ -154,7 +161,7 @@ mod tests {
         for s in [30, 60, 90, 150, 210, 400] {
             watch.check(t0 + Duration::from_secs(s), || reporter(&events));
         }
-        let want = "battery 2 (can1): nothing is received any more for 30 s although the link is up: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set can1 down && ip link set can1 up";
+        let want = "battery 2 (can1): nothing is received any more for 30 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set can1 down && ip link set can1 up";
         assert_eq!(kinds(&events), [(Kind::InterfaceRecoveryFailed, want.to_string())]);
         // A send is no proof for a silent interface; a frame is.
         watch.sent(&Ok(()), t0 + Duration::from_secs(401), || reporter(&events));

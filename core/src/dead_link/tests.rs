@@ -138,6 +138,31 @@ fn a_controller_restarted_by_the_kernel_is_left_alone() {
 }
 
 #[test]
+fn a_reopened_port_starts_every_clock_again() {
+    let t0 = Instant::now();
+    let mut rule = heard_at(t0);
+    rule.observe(Observation::SendFailed, t0);
+    rule.observe(Observation::ControllerStopped, t0);
+    // Unplugged at 0, back and reopened at 100 s: judged from 100 s on.
+    assert_eq!(rule.observe(Observation::Opened, t0 + s(100)), None);
+    assert_eq!(rule.poll(t0 + s(129)), None);
+    assert_eq!(
+        rule.poll(t0 + s(130)),
+        Some(Decision::Bounce {
+            reason: Reason::Silent,
+            attempt: 1
+        })
+    );
+    // Opening is no proof of life after a bounce either.
+    assert_eq!(rule.observe(Observation::Opened, t0 + s(131)), None);
+    assert!(matches!(rule.phase(), Phase::Recovering { .. }));
+    // A rule that never heard anything still does not judge silence.
+    let mut rule = DeadLink::new(AFTER);
+    rule.observe(Observation::Opened, t0);
+    assert_eq!(rule.poll(t0 + s(3600)), None);
+}
+
+#[test]
 fn the_most_telling_reason_is_given() {
     let t0 = Instant::now();
     let mut rule = heard_at(t0);
@@ -356,6 +381,7 @@ fn observation() -> impl Strategy<Value = Option<Observation>> {
         2 => Just(Some(Observation::SendFailed)),
         1 => Just(Some(Observation::ControllerStopped)),
         1 => Just(Some(Observation::ControllerRunning)),
+        1 => Just(Some(Observation::Opened)),
     ]
 }
 
