@@ -226,6 +226,10 @@ impl Service for InputService<'_, '_> {
             if let Some(at) = assembler.next_deadline() {
                 deadline = deadline.min(at);
             }
+            // And when the interface would count as dead.
+            if let Some(at) = self.dead.deadline() {
+                deadline = deadline.min(at);
+            }
             let woke = port.read_until_from(now, deadline, input.stop);
             now = Instant::now();
             match woke {

@@ -266,6 +266,10 @@ impl Output<'_> {
             if let Some(at) = peer.watch.deadline() {
                 deadline = deadline.min(at);
             }
+            // And when the interface would count as dead.
+            if let Some(at) = peer.dead.deadline() {
+                deadline = deadline.min(at);
+            }
             if let Some(state) = latest.as_ref() {
                 if let Some(at) = timer.watch_fail_safe(fail_safe_at(state), now) {
                     deadline = deadline.min(at);
@@ -321,7 +325,10 @@ impl Output<'_> {
             }
             self.check_talk(peer, now);
             peer.dead.check(now, || self.reporter());
-            let deadline = next_own.min(now + self.heartbeat_every);
+            let mut deadline = next_own.min(now + self.heartbeat_every);
+            if let Some(at) = peer.dead.deadline() {
+                deadline = deadline.min(at);
+            }
             match port.read_until(deadline, self.stop) {
                 Ok(Wake::Frame(f)) => {
                     down = false;

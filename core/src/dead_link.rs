@@ -226,6 +226,32 @@ impl DeadLink {
         self.phase
     }
 
+    /// The next instant at which [`DeadLink::poll`] may decide something;
+    /// `None` while no symptom is running. A thread folds it into the
+    /// deadline it sleeps until, so the rule needs no wake-ups of its own.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Watching => {
+                let stopped = match self.controller {
+                    Controller::StoppedSince(t) => Some(t),
+                    Controller::Running => None,
+                };
+                let failing = match self.transmission {
+                    Transmission::FailingSince(t) => Some(t),
+                    Transmission::Working => None,
+                };
+                let quiet = match self.reception {
+                    Reception::QuietSince(t) => Some(t),
+                    Reception::NeverHeard => None,
+                };
+                let first = [stopped, failing, quiet].into_iter().flatten().min()?;
+                first.checked_add(self.after)
+            }
+            Phase::Recovering { bounced_at, .. } => bounced_at.checked_add(self.after),
+            Phase::BackingOff { next_at, .. } => Some(next_at),
+        }
+    }
+
     /// Records what the CAN thread saw at `now`; reports a recovery when it
     /// is the traffic the last bounce was made to bring back.
     pub fn observe(&mut self, seen: Observation, now: Instant) -> Option<Decision> {

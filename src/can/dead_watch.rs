@@ -70,6 +70,11 @@ impl DeadWatch {
         }
     }
 
+    /// When the thread should wake up next for the rule, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.rule.deadline()
+    }
+
     /// Asks the rule at a wake-up; `report` is called only when it decides.
     pub fn check<'a>(&mut self, now: Instant, report: impl FnOnce() -> Reporter<'a>) {
         let Some(first) = self.rule.poll(now) else { return };

@@ -354,6 +354,23 @@ fn a_late_poll_catches_up_one_step_at_a_time() {
 }
 
 #[test]
+fn the_deadline_is_when_the_next_decision_may_come() {
+    let t0 = Instant::now();
+    let mut rule = DeadLink::new(AFTER);
+    assert_eq!(rule.deadline(), None);
+    rule.observe(Observation::SendSucceeded, t0);
+    assert_eq!(rule.deadline(), None);
+    rule.observe(Observation::FrameReceived, t0);
+    assert_eq!(rule.deadline(), Some(t0 + s(30)));
+    rule.observe(Observation::SendFailed, t0 - s(10));
+    assert_eq!(rule.deadline(), Some(t0 + s(20)));
+    rule.poll(t0 + s(20)); // bounce 1 (failing sends)
+    assert_eq!(rule.deadline(), Some(t0 + s(50)));
+    rule.poll(t0 + s(50)); // failed; bounce 2 at 20 + 60 s
+    assert_eq!(rule.deadline(), Some(t0 + s(80)));
+}
+
+#[test]
 fn retry_intervals_double_up_to_ten_minutes_but_never_below_recover_after() {
     assert_eq!(retry_interval(s(30), 1), s(60));
     assert_eq!(retry_interval(s(30), 4), s(480));
@@ -414,6 +431,11 @@ proptest! {
             let mut decisions = Vec::new();
             if let Some(seen) = seen {
                 decisions.extend(rule.observe(seen, now));
+            }
+            // Nothing is decided before the deadline the rule gives.
+            if rule.deadline().is_none_or(|due| now < due) {
+                let mut copy = rule.clone();
+                prop_assert_eq!(copy.poll(now), None);
             }
             while let Some(d) = rule.poll(now) {
                 decisions.push(d);
