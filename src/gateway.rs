@@ -219,8 +219,8 @@ struct Threads<'scope, 'env> {
     telegrams: Sender<Delivery>,
     inputs: Vec<InputThread<'scope>>,
     outputs: Vec<OutputThread<'scope>>,
-    /// `[can]` for the threads started from now on: a reload's change
-    /// reaches the threads it restarts, all of them at the next start.
+    /// `[can]`, read at start: every CAN thread judges its interface by
+    /// the same rule until the next start (a reload that changes it says so).
     recovery: RecoverySettings,
 }
 
@@ -248,7 +248,6 @@ impl<'scope, 'env> Threads<'scope, 'env> {
     /// A restarted output goes on from where its old thread was.
     fn reconfigure(&mut self, reload: &Reload) {
         let (config, mapping, board) = (&reload.config, &reload.mapping, &reload.board);
-        self.recovery = config.can;
         let mut old_inputs: Vec<Option<InputThread>> = self.inputs.drain(..).map(Some).collect();
         let mut old_outputs: Vec<Option<OutputThread>> = self.outputs.drain(..).map(Some).collect();
         let keep_inputs = kept(&mapping.inputs, &config.inputs, &old_inputs, |t, c| t.config == *c);
