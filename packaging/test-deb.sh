@@ -121,6 +121,7 @@ for entry in \
     "-rw-r--r-- usr/share/man/man1/bms-gateway.1.gz" \
     "-rw-r--r-- usr/share/doc/bms-gateway/copyright" \
     "-rw-r--r-- usr/share/doc/bms-gateway/changelog.Debian.gz" \
+    "-rw-r--r-- usr/share/doc/bms-gateway/examples/networkd/79-can-mcp251xfd.network" \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/networkd/80-can.network" \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/networkd/80-can.link" \
     "-rw-r--r-- usr/share/doc/bms-gateway/examples/udev/70-bms-gateway-can.rules"; do
@@ -219,6 +220,7 @@ done
 if [ -n "$NETWORKD" ] && [ -n "$UDEVD" ]; then
     check "etc/networkd/80-can.network uses only keys systemd-networkd knows" keys_known etc/networkd/80-can.network "$NETWORKD"
     check "etc/networkd/80-can.link uses only keys systemd-udevd knows" keys_known etc/networkd/80-can.link "$UDEVD"
+    check "etc/networkd/79-can-mcp251xfd.network uses only keys systemd-networkd knows" keys_known etc/networkd/79-can-mcp251xfd.network "$NETWORKD"
 else
     fail "systemd-networkd and systemd-udevd binaries found (install systemd)"
 fi

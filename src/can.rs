@@ -4,6 +4,7 @@
 //! threads see only [`CanPort`] and [`CanOpener`], so the same daemon runs on
 //! a desk and on a Raspberry Pi.
 
+pub mod dead_watch;
 pub mod reconnect;
 pub mod socket;
 pub mod virtual_bus;

@@ -9,6 +9,7 @@ use crate::bank::{BankSettings, LimitMode, PerKind};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
 use crate::policy::{ChargeStop, Curve, OnPackForbids, Policy, SocMode, Taper};
+use crate::dead_link::{RECOVER_AFTER_RANGE, RecoverMode, RecoverySettings};
 use crate::profile::{Profile, SMA_CVL_RANGE, SMA_DVL_RANGE, SocWindow, VoltageUnit};
 use crate::setpoint::LimitKind;
 use std::fmt;
@@ -42,6 +43,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[recorder]`: the flight recorder of the last minutes of CAN traffic.
     pub recorder: RecorderConfig,
+    /// `[can]`: what is done about an interface that is up but dead
+    /// (docs/dead-interfaces.md).
+    pub can: RecoverySettings,
 }
 
 /// `[recorder]` (docs/recorder.md).
@@ -309,9 +313,11 @@ const ROOT_KEYS: &[&str] = &[
     "mqtt",
     "http",
     "recorder",
+    "can",
 ];
 const HTTP_KEYS: &[&str] = &["ACTIVATED", "LISTEN"];
 const RECORDER_KEYS: &[&str] = &["SECONDS", "KEEP"];
+const CAN_KEYS: &[&str] = &["RECOVER", "RECOVER-AFTER"];
 const BATTERY_KEYS: &[&str] = &[
     "I-LIM-CHARGE",
     "I-LIM-DISCHARGE",
@@ -493,6 +499,7 @@ impl<'t> Reader<'t> {
         let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
         let http = self.table(&top, "http").map(|s| self.http(&s));
         let recorder = self.table(&top, "recorder").map(|s| self.recorder(&s));
+        let can = self.table(&top, "can").map(|s| self.can(&s));
         let state_dir = top
             .get("STATE-DIR")
             .map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
@@ -512,6 +519,7 @@ impl<'t> Reader<'t> {
             state_dir,
             http: http.unwrap_or(Some(HttpConfig::default()))?,
             recorder: recorder.unwrap_or_default(),
+            can: can.unwrap_or_default(),
         })
     }
 
@@ -521,6 +529,20 @@ impl<'t> Reader<'t> {
         RecorderConfig {
             seconds: self.whole_or(s, "SECONDS", d.seconds, (0, RecorderConfig::MAX_SECONDS)),
             keep: self.whole_or(s, "KEEP", d.keep, (1, RecorderConfig::MAX_KEEP)),
+        }
+    }
+
+    fn can(&mut self, s: &Section) -> RecoverySettings {
+        self.unknown_keys(s, CAN_KEYS);
+        let d = RecoverySettings::default();
+        let mode = match self.choice(s, "RECOVER", &["off", "bounce"]) {
+            Some("bounce") => RecoverMode::Bounce,
+            Some(_) => RecoverMode::Off,
+            None => d.mode,
+        };
+        RecoverySettings {
+            mode,
+            after: self.seconds_or(s, "RECOVER-AFTER", d.after, RECOVER_AFTER_RANGE),
         }
     }
 
@@ -1212,6 +1234,11 @@ impl Config {
                 ));
             }
         }
+        if self.can.mode == RecoverMode::Bounce {
+            out.push(
+                "[can] RECOVER = \"bounce\": this version detects a dead interface but cannot take it down and up yet; it logs the command that does (docs/dead-interfaces.md)".into(),
+            );
+        }
         let m = &self.mqtt;
         if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
             out.push(
@@ -1350,6 +1377,17 @@ impl Config {
                 r.seconds, r.keep
             );
         }
+        let can = self.can;
+        let _ = writeln!(
+            s,
+            "[can] RECOVER = \"{}\", RECOVER-AFTER = {} s ({})",
+            can.mode.name(),
+            secs(can.after),
+            match can.mode {
+                RecoverMode::Off => "a dead interface is reported with the command that fixes it",
+                RecoverMode::Bounce => "a dead interface is to be taken down and up, with back-off",
+            }
+        );
         s
     }
 }

@@ -205,8 +205,8 @@ fn reload(
     now
 }
 
-/// The status server, the flight recorder and the state directory stay as
-/// they started
+/// The status server, the flight recorder, the dead-interface settings and
+/// the state directory stay as they started
 /// (docs/reload.md): a reload that changes them says so.
 fn warn_unmoved(old: &Config, new: &Config) {
     if old.http != new.http {
@@ -215,6 +215,11 @@ fn warn_unmoved(old: &Config, new: &Config) {
     if old.recorder != new.recorder {
         log::warn!(
             "reload: [recorder] changes take effect at the next start; the flight recorder keeps running as it is"
+        );
+    }
+    if old.can != new.can {
+        log::warn!(
+            "reload: [can] changes take effect at the next start; the CAN threads keep judging dead interfaces as before"
         );
     }
     if old.state_dir != new.state_dir {

@@ -29,6 +29,7 @@ use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
+use crate::dead_link::RecoverySettings;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::policy::{Curve, Policy};
@@ -202,6 +203,7 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
             seconds: 0,
             ..RecorderConfig::default()
         },
+        can: RecoverySettings::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Events: the things an owner wants to be told about (a battery lost or
-//! back, a state change, an interface down or up, an inverter silent or
+//! back, a state change, an interface down or up, an interface that is up
+//! but dead or works again, an inverter silent or
 //! back, a battery over its own limit, an inverter ignoring its limit
 //! (overshoot), an inverter asking to shut the battery down, a setpoint set,
 //! expired or cleared, a configuration reloaded or rejected, a flight
@@ -50,6 +51,8 @@ pub enum Kind {
     RecordingFailed,
     /// The interlock refused a frame set and sent the safe state instead.
     Interlock,
+    InterfaceRecovered,
+    InterfaceRecoveryFailed,
 }
 
 impl Kind {
@@ -75,6 +78,8 @@ impl Kind {
         Kind::RecordingWritten,
         Kind::RecordingFailed,
         Kind::Interlock,
+        Kind::InterfaceRecovered,
+        Kind::InterfaceRecoveryFailed,
     ];
 
     /// The name in JSON.
@@ -100,6 +105,8 @@ impl Kind {
             Kind::RecordingWritten => "recording_written",
             Kind::RecordingFailed => "recording_failed",
             Kind::Interlock => "interlock",
+            Kind::InterfaceRecovered => "interface_recovered",
+            Kind::InterfaceRecoveryFailed => "interface_recovery_failed",
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::bank::{KINDS, LimitMode, PerKind, direction_name};
 use crate::can::CanOpener;
 use crate::combine::{Combined, Combiner, InverterShare, Shaped, SystemState};
 use crate::config::{Config, InputConfig, OutputConfig};
+use crate::dead_link::RecoverySettings;
 use crate::energy;
 use crate::events::{Events, Kind, Subject};
 use crate::input::{Delivery, Input};
@@ -101,6 +102,7 @@ impl Gateway<'_> {
                     telegrams: telegrams_tx,
                     inputs: Vec::new(),
                     outputs: Vec::new(),
+                    recovery: self.config.can,
                 };
                 threads.start(self.config, self.board);
                 let mut core = Core::new(Arc::new(self.config.clone()), self.board, Instant::now());
@@ -217,6 +219,9 @@ struct Threads<'scope, 'env> {
     telegrams: Sender<Delivery>,
     inputs: Vec<InputThread<'scope>>,
     outputs: Vec<OutputThread<'scope>>,
+    /// `[can]`, read at start: every CAN thread judges its interface by
+    /// the same rule until the next start (a reload that changes it says so).
+    recovery: RecoverySettings,
 }
 
 impl<'scope, 'env> Threads<'scope, 'env> {
@@ -306,6 +311,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         let (stop, stop_rx) = shutdown::channel();
         let (gateway, telegrams) = (self.gateway, self.telegrams.clone());
         let name = format!("in-{}", config.can_if);
+        let recovery = self.recovery;
         let thread_config = config.clone();
         let handle = spawn(self.scope, name, move || {
             let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
@@ -319,6 +325,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
                 heartbeat_every: gateway.heartbeat_every,
+                recovery,
             }
             .run()
         });
@@ -335,6 +342,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         let (stop, stop_rx) = shutdown::channel();
         let gateway = self.gateway;
         let name = format!("out-{}", config.can_if);
+        let recovery = self.recovery;
         let (thread_config, thread_mailbox) = (config.clone(), mailbox.clone());
         let handle = spawn(self.scope, name, move || {
             let heartbeat = || (gateway.heartbeat)(Worker::Output(slot.id));
@@ -348,6 +356,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
                 heartbeat_every: gateway.heartbeat_every,
+                recovery,
             }
             .run(carried)
         });

@@ -4,9 +4,11 @@
 //! interface name. A failing interface is reopened with back-off; meanwhile
 //! the input simply turns stale in the combiner.
 
+use crate::can::dead_watch::{DeadWatch, Reporter};
 use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, report_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
+use crate::dead_link::RecoverySettings;
 use crate::events::{Events, Subject};
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
@@ -44,6 +46,8 @@ pub struct Input<'a> {
     /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
     pub heartbeat_every: Duration,
+    /// `[can]`: when the interface counts as dead.
+    pub recovery: RecoverySettings,
 }
 
 /// Counters kept locally and flushed to the board with each telegram, so the
@@ -64,12 +68,23 @@ impl Input<'_> {
         format!("battery {} ({})", self.slot.position() + 1, self.name())
     }
 
+    /// For the dead-interface watch's reports.
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            events: self.events,
+            subject: Subject::Battery(self.slot.position()),
+            interface: self.name(),
+            label: self.label(),
+        }
+    }
+
     /// Runs until stopped.
     pub fn run(&self) {
         let mut service = InputService {
             input: self,
             counters: Counters::default(),
             bad_frames: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
+            dead: DeadWatch::new(self.recovery),
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
     }
@@ -156,6 +171,8 @@ struct InputService<'i, 'a> {
     input: &'i Input<'a>,
     counters: Counters,
     bad_frames: LogLimit,
+    /// Whether the interface is up but dead (spec 17).
+    dead: DeadWatch,
 }
 
 impl Service for InputService<'_, '_> {
@@ -184,25 +201,33 @@ impl Service for InputService<'_, '_> {
         // A new port starts a new telegram: nothing from before the gap.
         let mut assembler = Assembler::default();
         let mut next_poll = Instant::now();
+        self.dead.opened(next_poll);
         let mut down = false;
         // One clock read per wake-up: the frame's arrival time is also the
         // base of the next deadline.
         let mut now = Instant::now();
         loop {
             (input.heartbeat)();
+            self.dead.check(now, || input.reporter());
             let mut deadline = now + input.heartbeat_every;
             if let Some(period) = input.config.poll_interval {
                 if now >= next_poll {
                     next_poll = now + period;
-                    // A failed poll shows up again on the next read; nothing to add here.
-                    let _ = port.write(&codec::encode(&Message::KeepAlive));
+                    // A failed poll shows up again on the next read; only
+                    // the dead-interface watch counts it.
+                    let polled = port.write(&codec::encode(&Message::KeepAlive));
                     // A write may wait (a full transmit queue).
                     now = Instant::now();
+                    self.dead.sent(&polled, now, || input.reporter());
                 }
                 deadline = deadline.min(next_poll);
             }
             // Wake up when the burst being assembled may be over.
             if let Some(at) = assembler.next_deadline() {
+                deadline = deadline.min(at);
+            }
+            // And when the interface would count as dead.
+            if let Some(at) = self.dead.deadline() {
                 deadline = deadline.min(at);
             }
             let woke = port.read_until_from(now, deadline, input.stop);
@@ -212,6 +237,7 @@ impl Service for InputService<'_, '_> {
                     if std::mem::take(&mut down) {
                         self.link(LinkState::Up);
                     }
+                    self.dead.received(now, || input.reporter());
                     input.on_frame(&frame, now, &mut assembler, &mut self.counters, &mut self.bad_frames);
                     if input.stop.requested() {
                         return Ok(());
@@ -230,5 +256,91 @@ impl Service for InputService<'_, '_> {
             }
             input.on_quiet(&mut assembler, &mut self.counters, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::can::virtual_bus::VirtualBus;
+    use crate::dead_link::RecoverMode;
+    use crate::events::{Event, Kind};
+    use crate::frame::{CanId, FrameKind};
+
+    /// Waits (bounded) until `events` holds one of `kind`.
+    fn wait_for(events: &Events, kind: Kind) -> Option<Event> {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < give_up {
+            if let Some(e) = events.after(0).into_iter().find(|e| e.kind == kind) {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The wiring of spec 17 in the input thread: a battery that talked and
+    /// went quiet for RECOVER-AFTER is reported once with the command, and
+    /// its next frame reports the interface working again.
+    #[test]
+    fn a_battery_interface_quiet_for_recover_after_is_reported_with_the_command() {
+        let bus = VirtualBus::new();
+        bus.create("bat1");
+        let mut battery = bus.open("bat1").unwrap();
+        let config = InputConfig {
+            can_if: "bat1".into(),
+            description: String::new(),
+            capacity_ah: 100.0,
+            poll_interval: None,
+        };
+        let board = crate::status::StatusBoard::new(1, 0);
+        let slot = board.input_slot(0);
+        let (telegrams, _rx) = crossbeam_channel::bounded(16);
+        let (stop_tx, stop) = crate::shutdown::channel();
+        let after = Duration::from_secs(2);
+        let frame = Frame::new(CanId::Standard(0x359), FrameKind::Data, &[0; 7]);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                Input {
+                    config: &config,
+                    opener: &bus,
+                    telegrams: &telegrams,
+                    slot: &slot,
+                    events: &board.events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
+                    recovery: RecoverySettings {
+                        mode: RecoverMode::Off,
+                        after,
+                    },
+                }
+                .run()
+            });
+            // The thread must have its port before the battery talks.
+            while slot.update(|s| s.link != LinkState::Up) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            battery.write(&frame).unwrap();
+            let last_frame = Instant::now();
+            let dead = wait_for(&board.events, Kind::InterfaceRecoveryFailed).expect("reported dead");
+            assert!(last_frame.elapsed() >= after);
+            assert_eq!(
+                dead.message,
+                "battery 1 (bat1): nothing is received any more for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set bat1 down && ip link set bat1 up"
+            );
+            battery.write(&frame).unwrap();
+            let back = wait_for(&board.events, Kind::InterfaceRecovered).expect("reported back");
+            assert!(
+                back.message.starts_with("battery 1 (bat1): traffic is back"),
+                "{}",
+                back.message
+            );
+            let reports = board.events.after(0);
+            let dead_reports = reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
+            assert_eq!(dead_reports.count(), 1);
+            drop(stop_tx);
+        });
     }
 }

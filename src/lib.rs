@@ -10,7 +10,7 @@
 //!    names): the pure rules, functions of their arguments with time passed
 //!    in: [`frame`], [`codec`], [`telegram`], [`candump`], [`rs485`],
 //!    [`bank`], [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`],
-//!    [`sim`], [`bounds`], [`interlock`], [`policy`].
+//!    [`sim`], [`bounds`], [`interlock`], [`policy`], [`dead_link`].
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
 //!    signals, logs, events, heartbeats, systemd, the 24 h history ring):
 //!    [`clock`], [`shutdown`], [`signals`], [`logging`], [`loglimit`],
@@ -30,8 +30,8 @@
 //!    [`status_client`], [`tools`].
 
 pub use bms_core::{
-    bank, bounds, candump, codec, combine, energy, frame, interlock, policy, profile, rs485, send, setpoint, sim,
-    telegram,
+    bank, bounds, candump, codec, combine, dead_link, energy, frame, interlock, policy, profile, rs485, send,
+    setpoint, sim, telegram,
 };
 
 pub mod can;

@@ -9,10 +9,12 @@
 //! Fail-safe of its own: a state that is older than it could be if the
 //! combiner were alive, and not already safe, is sent as the safe state.
 
+use crate::can::dead_watch::{DeadWatch, Reporter};
 use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, report_link};
 use crate::codec::{self, Message};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
+use crate::dead_link::RecoverySettings;
 use crate::events::{Events, Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::interlock::{self, Interlock, Trip};
@@ -225,6 +227,8 @@ pub struct Output<'a> {
     /// Called once per wake-up, and at least every `heartbeat_every`.
     pub heartbeat: &'a (dyn Fn() + Sync),
     pub heartbeat_every: Duration,
+    /// `[can]`: when the interface counts as dead.
+    pub recovery: RecoverySettings,
 }
 
 /// The most inverter frames a push-mode output reads per wake-up (an
@@ -242,6 +246,16 @@ impl Output<'_> {
 
     fn label(&self) -> String {
         format!("inverter {} ({})", self.slot.position() + 1, self.name())
+    }
+
+    /// For the dead-interface watch's reports.
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            events: self.events,
+            subject: Subject::Inverter(self.slot.position()),
+            interface: self.name(),
+            label: self.label(),
+        }
     }
 
     fn set_link(&self, link: LinkState) {
@@ -270,6 +284,7 @@ impl Output<'_> {
                 watch,
                 interlock: carried.interlock,
                 shutdown_log: LogLimit::new(Duration::from_secs(60), Repeats::AnyText),
+                dead: DeadWatch::new(self.recovery),
             },
         };
         keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
@@ -324,10 +339,15 @@ impl Output<'_> {
             let now = Instant::now();
             self.drain(port, peer, now)?;
             self.check_talk(peer, now);
+            peer.dead.check(now, || self.reporter());
             let mut deadline = now + self.heartbeat_every;
             // The inverter's frames are read at wake-ups: wake when it would
             // turn silent, to read them first.
             if let Some(at) = peer.watch.deadline() {
+                deadline = deadline.min(at);
+            }
+            // And when the interface would count as dead.
+            if let Some(at) = peer.dead.deadline() {
                 deadline = deadline.min(at);
             }
             if let Some(state) = latest.as_ref() {
@@ -379,10 +399,16 @@ impl Output<'_> {
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
-                self.send(port, &codec::encode(&Message::KeepAlive), &mut errors)?;
+                let sent = self.send(port, &codec::encode(&Message::KeepAlive), &mut errors);
+                peer.dead.sent(&sent, now, || self.reporter());
+                sent?;
             }
             self.check_talk(peer, now);
-            let deadline = next_own.min(now + self.heartbeat_every);
+            peer.dead.check(now, || self.reporter());
+            let mut deadline = next_own.min(now + self.heartbeat_every);
+            if let Some(at) = peer.dead.deadline() {
+                deadline = deadline.min(at);
+            }
             match port.read_until(deadline, self.stop) {
                 Ok(Wake::Frame(f)) => {
                     down = false;
@@ -436,6 +462,7 @@ impl Output<'_> {
 
     /// A frame from the inverter's bus: what the inverter said, if anything.
     fn heard(&self, peer: &mut Peer, frame: &Frame, now: Instant) {
+        peer.dead.received(now, || self.reporter());
         let Some(said) = profile::read_inverter(self.config.profile, frame) else {
             return;
         };
@@ -530,6 +557,12 @@ impl Output<'_> {
                 }
             }
         }
+        if sent > 0 {
+            peer.dead.sent(&Ok(()), now, || self.reporter());
+        }
+        if failed > 0 {
+            peer.dead.sent(&result, now, || self.reporter());
+        }
         self.slot.update(|s| {
             s.frames_sent += sent;
             s.send_errors += failed;
@@ -588,6 +621,8 @@ struct Peer {
     watch: InverterWatch,
     /// "Shut down battery" requests are logged at most once a minute.
     shutdown_log: LogLimit,
+    /// Whether the interface is up but dead (spec 17).
+    dead: DeadWatch,
 }
 
 /// One output thread's state across reopenings of its interface: the latest
@@ -608,6 +643,7 @@ impl Service for OutputService<'_, '_> {
     }
 
     fn serve(&mut self, port: &mut dyn CanPort) -> Result<(), CanError> {
+        self.peer.dead.opened(Instant::now());
         match self.output.config.mode {
             OutputMode::Push => self.output.push(port, &mut self.carried, &mut self.peer),
             OutputMode::Sync { interval } => self.output.sync(port, &mut self.carried, &mut self.peer, interval),

@@ -16,8 +16,9 @@
 //!   [`energy`] (the kWh counters), [`profile`] (what each inverter is shown,
 //!   and `check`, the decoder of what it was shown), [`send`] (what an
 //!   output sends when), [`bounds`] (what the fresh telegrams allow each
-//!   inverter) and [`interlock`] (the independent check of every frame set
-//!   against them before it leaves, spec 14).
+//!   inverter), [`interlock`] (the independent check of every frame set
+//!   against them before it leaves, spec 14) and [`dead_link`] (when a CAN
+//!   interface that is up but dead is taken down and up).
 //! - Models: [`sim`] (simulated batteries and inverters for tests, the demo
 //!   and benchmarks).
 
@@ -37,6 +38,7 @@ pub mod bounds;
 pub mod candump;
 pub mod codec;
 pub mod combine;
+pub mod dead_link;
 pub mod energy;
 pub mod frame;
 pub mod interlock;

@@ -465,6 +465,49 @@ fn recorder_keys_default_and_are_checked() {
     assert_eq!(parse(TEMPLATE).unwrap().recorder, RecorderConfig::default());
 }
 
+/// `[can] RECOVER` and `RECOVER-AFTER` (spec section 17): "off" and 30 s by
+/// default, "bounce" or "off" in any case, 2 to 3600 s.
+#[test]
+fn can_recovery_keys_default_and_are_checked() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.can.mode, RecoverMode::Off);
+    assert_eq!(c.can.after, Duration::from_secs(30));
+    assert!(
+        c.describe().contains("[can] RECOVER = \"off\", RECOVER-AFTER = 30 s"),
+        "{}",
+        c.describe()
+    );
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let c = parse(&format!("{MINIMAL}[can]\nRECOVER = \"Bounce\"\nRECOVER-AFTER = 2\n")).unwrap();
+    assert_eq!((c.can.mode, c.can.after), (RecoverMode::Bounce, Duration::from_secs(2)));
+    assert!(c.describe().contains("[can] RECOVER = \"bounce\", RECOVER-AFTER = 2 s"));
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("cannot take it down and up yet"))
+    );
+    let c = parse(&format!("{MINIMAL}[can]\nRECOVER-AFTER = 3600.0\n")).unwrap();
+    assert_eq!(c.can.after, Duration::from_secs(3600));
+    // MINIMAL has 6 lines: [can] is line 7, its first key line 8, column 17
+    // after "RECOVER-AFTER = ".
+    let p = only_problem(&format!("{MINIMAL}[can]\nRECOVER-AFTER = 1.5\n"));
+    assert_eq!((p.key.as_str(), p.line, p.column), ("[can] RECOVER-AFTER", 8, 17));
+    assert_eq!(p.message, "1.5 is out of range: must be a number from 2 to 3600");
+    let p = only_problem(&format!("{MINIMAL}[can]\nRECOVER-AFTER = 3601\n"));
+    assert!(p.message.starts_with("3601 is out of range"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[can]\nRECOVER = \"reset\"\n"));
+    assert_eq!((p.key.as_str(), p.line), ("[can] RECOVER", 8));
+    assert_eq!(p.message, "\"reset\" is not allowed: one of \"off\", \"bounce\"");
+    let p = only_problem(&format!("{MINIMAL}[can]\nRECOVER = true\n"));
+    assert_eq!(p.message, "must be a quoted string, not a boolean");
+    let p = only_problem(&format!("{MINIMAL}[can]\nRECOVER_AFTER = 10\n"));
+    assert_eq!((p.key.as_str(), p.line, p.column), ("[can] RECOVER_AFTER", 8, 1));
+    assert!(p.message.contains("did you mean RECOVER-AFTER?"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}[cna]\nRECOVER = \"off\"\n"));
+    assert!(p.message.contains("did you mean can?"), "{}", p.message);
+    assert_eq!(parse(TEMPLATE).unwrap().can, RecoverySettings::default());
+}
+
 /// `[battery] V-DISCHARGE-MIN` (issue 22 defect 6): 46.0 V by default, in
 /// the template with its explanation, never 0 (it goes on the wire).
 #[test]

@@ -306,6 +306,7 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
                 opened: &|| {},
                 heartbeat: &|| {},
                 heartbeat_every: Duration::from_secs(5),
+                recovery: crate::dead_link::RecoverySettings::default(),
             }
             .run(Carried::default())
         });
@@ -371,4 +372,81 @@ fn a_refused_set_is_replaced_by_the_safe_state() {
         (checked.trip, checked.state, interlock.trips),
         (None, SystemState::Ok, 1)
     );
+}
+
+/// Waits (bounded) until `events` holds one of `kind`.
+fn wait_for_event(events: &crate::events::Events, kind: Kind) -> Option<crate::events::Event> {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < give_up {
+        if let Some(e) = events.after(0).into_iter().find(|e| e.kind == kind) {
+            return Some(e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Spec 17 wired into the output thread: an interface on which every
+/// transmission fails for RECOVER-AFTER is reported once with the command,
+/// and the first transmission that goes out again reports it working.
+#[test]
+fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
+    let config = crate::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"a\"\nCAPACITY-AH = 1\n\
+         [[bmses-out]]\nCAN-IF = \"inv\"\n",
+    )
+    .unwrap()
+    .outputs
+    .remove(0);
+    let bus = crate::can::virtual_bus::VirtualBus::new();
+    bus.create("inv");
+    let board = crate::status::StatusBoard::new(0, 1);
+    let slot = board.output_slot(0);
+    let mailbox = Mailbox::default();
+    let (stop_tx, stop) = crate::shutdown::channel();
+    let after = Duration::from_secs(2);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            Output {
+                config: &config,
+                opener: &bus,
+                mailbox: &mailbox,
+                slot: &slot,
+                events: &board.events,
+                stop: &stop,
+                opened: &|| {},
+                heartbeat: &|| {},
+                heartbeat_every: Duration::from_millis(200),
+                recovery: crate::dead_link::RecoverySettings {
+                    mode: crate::dead_link::RecoverMode::Off,
+                    after,
+                },
+            }
+            .run(Carried::default())
+        });
+        // Far from stale: the output repeats it every second.
+        mailbox.put(shaped(battery(), Instant::now(), Duration::from_secs(600)));
+        while slot.update(|s| s.frames_sent == 0) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        bus.set_up("inv", false);
+        let down_at = Instant::now();
+        let dead = wait_for_event(&board.events, Kind::InterfaceRecoveryFailed).expect("reported dead");
+        assert!(down_at.elapsed() >= after);
+        assert_eq!(
+            dead.message,
+            "inverter 1 (inv): every transmission fails for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set inv down && ip link set inv up"
+        );
+        bus.set_up("inv", true);
+        let back = wait_for_event(&board.events, Kind::InterfaceRecovered).expect("reported back");
+        assert!(
+            back.message.starts_with("inverter 1 (inv): traffic is back"),
+            "{}",
+            back.message
+        );
+        let dead_reports = board.events.after(0);
+        let dead_reports = dead_reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
+        assert_eq!(dead_reports.count(), 1);
+        drop(stop_tx);
+    });
 }
