@@ -99,14 +99,18 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 pick(&[50.0, 150.0, 700.0]),
                 any::<bool>(),
                 any::<bool>(),
+                any::<bool>(),
             )
                 .prop_map(
-                    |(share_mode, cap_charge, cap_discharge, stop_on_lost, continue_on_forbid)| BatterySection {
-                        share_mode,
-                        cap_charge,
-                        cap_discharge,
-                        stop_on_lost,
-                        continue_on_forbid,
+                    |(share_mode, cap_charge, cap_discharge, stop_on_lost, continue_on_forbid, policies)| {
+                        BatterySection {
+                            share_mode,
+                            cap_charge,
+                            cap_discharge,
+                            stop_on_lost,
+                            continue_on_forbid,
+                            policies,
+                        }
                     },
                 ),
             proptest::collection::vec(pick(wire::CAPACITIES), inputs),

@@ -87,6 +87,7 @@ pub fn scenario_from_bytes(data: &[u8]) -> Scenario {
         cap_discharge: pick(BANK_CAPS, next()),
         stop_on_lost: head & 0x40 != 0,
         continue_on_forbid: head & 0x80 != 0,
+        policies: next() & 1 != 0,
     };
     let capacities = (0..inputs).map(|_| pick(CAPACITIES, next())).collect();
     let section = |next: &mut dyn FnMut() -> u8| {
@@ -263,6 +264,10 @@ pub struct BatterySection {
     /// ON-PACK-FORBIDS = "continue" (written in share mode only: `check`
     /// refuses it in sum mode).
     pub continue_on_forbid: bool,
+    /// The lower-only bank policies of spec 15 (temperature derating, a
+    /// charge-stop SOC, soft landing, the usable SOC): none may raise what
+    /// an inverter is sent, so every invariant holds with them too.
+    pub policies: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -310,6 +315,16 @@ impl Scenario {
         );
         if b.share_mode && b.continue_on_forbid {
             t.push_str("ON-PACK-FORBIDS = \"continue\"\n");
+        }
+        if b.policies {
+            // The packs report 20 degC: factors 0.75 (charge) and 0.7 (discharge).
+            t.push_str(
+                "TEMPERATURE-DERATING-CHARGE = [[0, 0.0], [15, 0.5], [25, 1.0]]\n\
+                 TEMPERATURE-DERATING-DISCHARGE = [[10, 0.4], [30, 1.0]]\n\
+                 CHARGE-STOP-SOC = 90\nCHARGE-RESUME-SOC = 85\n\
+                 SOFT-LANDING-CHARGE = [80, 100]\nSOFT-LANDING-DISCHARGE = [20, 5]\n\
+                 SOC-MODE = \"usable\"\n",
+            );
         }
         for (i, c) in self.capacities.iter().enumerate() {
             let _ = writeln!(t, "[[bmses-in]]\nCAN-IF = \"bat{i}\"\nCAPACITY-AH = {c}");
