@@ -8,8 +8,8 @@
 use crate::bank::{BankSettings, LimitMode, PerKind};
 use crate::codec::Manufacturer;
 use crate::combine::{BatterySettings, InverterShare, OnInputLost};
-use crate::policy::{ChargeStop, Curve, OnPackForbids, Policy, SocMode, Taper};
 use crate::dead_link::{RECOVER_AFTER_RANGE, RecoverMode, RecoverySettings};
+use crate::policy::{ChargeStop, Curve, OnPackForbids, Policy, SocMode, Taper};
 use crate::profile::{Profile, SMA_CVL_RANGE, SMA_DVL_RANGE, SocWindow, VoltageUnit};
 use crate::setpoint::LimitKind;
 use std::fmt;

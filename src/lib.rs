@@ -30,8 +30,8 @@
 //!    [`status_client`], [`tools`].
 
 pub use bms_core::{
-    bank, bounds, candump, codec, combine, dead_link, energy, frame, interlock, policy, profile, rs485, send,
-    setpoint, sim, telegram,
+    bank, bounds, candump, codec, combine, dead_link, energy, frame, interlock, policy, profile, rs485, send, setpoint,
+    sim, telegram,
 };
 
 pub mod can;

@@ -350,6 +350,10 @@ pub struct Bank {
     /// The system setpoints in effect: the closed loop falls from, and rises
     /// back to, the limit with them.
     ceiling: PerKind<Option<f64>>,
+    /// Whether this round's loop held or fell (a pack over current).
+    holding: PerKind<bool>,
+    /// The combined limit last made, after setpoints and the bank policy.
+    last_final: PerKind<Option<f64>>,
 }
 
 impl Bank {
@@ -367,6 +371,8 @@ impl Bank {
             overshoot: PerKind::default(),
             regrouped: false,
             ceiling: PerKind::default(),
+            holding: PerKind::default(),
+            last_final: PerKind::default(),
         }
     }
 
@@ -426,6 +432,30 @@ impl Bank {
     /// The system setpoints in effect from the next round on (`None`: none).
     /// The closed loop falls from, and rises at 10 % per second of, the limit
     /// as sent (the formula lowered by them), not the formula alone.
+    /// The combined limit made from the last round, after setpoints and
+    /// the bank policy.
+    pub fn note_final(&mut self, limit: PerKind<f64>) {
+        self.last_final = PerKind {
+            charge: Some(limit.charge),
+            discharge: Some(limit.discharge),
+        };
+    }
+
+    /// After a round in which the loop held or fell (a pack over current):
+    /// the loop's output lowered so that, times this round's policy
+    /// `factor`, it stays at or below the limit last made, and the binding
+    /// pack. `None` when the loop rose or nothing was made before.
+    pub fn hold_after_policy(&mut self, kind: LimitKind, factor: f64) -> Option<(f64, Option<usize>)> {
+        let last = (*self.holding.get(kind))
+            .then_some(*self.last_final.get(kind))
+            .flatten()?;
+        let output = self.output.get_mut(kind).as_mut()?;
+        if factor > 0.0 {
+            *output = output.min(last / factor);
+        }
+        Some((*output, *self.loop_battery.get(kind)))
+    }
+
     pub fn set_ceiling(&mut self, ceiling: PerKind<Option<f64>>) {
         self.ceiling = ceiling;
     }
@@ -662,6 +692,7 @@ impl Bank {
             (Some(prev), LoopStep::Rise) => prev + RISE_PER_SECOND * sent * dt,
         }
         .clamp(0.0, target.max(0.0));
+        *self.holding.get_mut(kind) = matches!(step, LoopStep::Fall { .. } | LoopStep::Hold);
         *self.output.get_mut(kind) = Some(value);
         limit.lower(value, LimitReason::Overcurrent, *self.loop_battery.get(kind));
     }

@@ -770,6 +770,15 @@ impl Combiner {
             battery.v_charge_cmd = last_cvl;
         }
         let inputs = self.policy_inputs(online, now);
+        // While a pack is over current, a policy factor that grows (a SOC
+        // leaving the soft landing, a temperature back in range) raises
+        // nothing either (spec 8, spec 15).
+        for kind in KINDS {
+            let factor = policy_factor(&self.settings.policy, kind, &inputs);
+            if let Some((held, battery)) = self.bank.hold_after_policy(kind, factor) {
+                limits.get_mut(kind).lower(held, LimitReason::Overcurrent, battery);
+            }
+        }
         if online > 0 && (self.continues() || self.settings.policy.soc_mode == policy::SocMode::Usable) {
             self.follow_policy(&mut battery, now);
         }
@@ -778,6 +787,10 @@ impl Combiner {
         }
         battery.i_lim_charge = limits.charge.value;
         battery.i_lim_discharge = limits.discharge.value;
+        self.bank.note_final(PerKind {
+            charge: limits.charge.value,
+            discharge: limits.discharge.value,
+        });
         match state {
             SystemState::Ok => {}
             SystemState::Degraded => battery.flags.warning_flags_2 |= WARNING2_INTERNAL_COMM_FAIL,
@@ -1008,3 +1021,12 @@ mod tests;
 
 #[cfg(test)]
 mod reload_tests;
+
+/// The product of the policy's factors in direction `kind` (1 without
+/// policy).
+fn policy_factor(policy: &Policy, kind: LimitKind, inputs: &PolicyInputs) -> f64 {
+    policy::factors(policy, kind, inputs)
+        .iter()
+        .map(|(f, _)| f.clamp(0.0, 1.0))
+        .product()
+}

@@ -1382,3 +1382,38 @@ fn a_setpoint_that_expires_while_a_pack_is_over_current_raises_nothing() {
     assert_eq!(c.expired(), &[(Scope::System, LimitKind::Charge)]);
     assert_close!(after.battery.i_lim_charge, 50.0);
 }
+
+/// Spec 8 and 15: a bank-policy factor that grows while a pack is over
+/// current raises nothing. Pack a carries 60 A against its own 10 A
+/// (discharge), both packs at 0 % SOC under SOFT-LANDING-DISCHARGE [20, 5]
+/// (factor 0.1). First round: shares 2/3 and 1/3, formula 10 / (2/3) = 15 A,
+/// the loop falls to 15 x 10/60 = 2.5 A, times 0.1: 0.25 A. Next round the
+/// SOC is 50 % (factor 1) and a still carries 60 A: the loop would give
+/// 12.86 -> 2.5 x 10/60 = 0.417 A; it stays at 0.25 A.
+#[test]
+fn a_policy_factor_that_grows_while_a_pack_is_over_current_raises_nothing() {
+    use crate::policy::{Policy, Taper};
+    let t0 = Instant::now();
+    let (mut a, mut b) = two_inputs();
+    (a.limits.i_lim_discharge, a.measurements.i_total, a.soc.soc) = (10.0, -60.0, 0.0);
+    (b.limits.i_lim_discharge, b.measurements.i_total, b.soc.soc) = (100.0, 0.0, 0.0);
+    let settings = BatterySettings {
+        bank: BankSettings::default(),
+        policy: Policy {
+            soft_landing: PerKind {
+                charge: None,
+                discharge: Some(Taper { from: 20.0, to: 5.0 }),
+            },
+            ..Policy::default()
+        },
+        ..stale5()
+    };
+    let mut c = Combiner::new(settings, &[100.0, 100.0], t0);
+    c.on_telegram(0, a, t0);
+    let first = c.on_telegram(1, b, t0).expect("a round").battery.i_lim_discharge;
+    assert_close!(first, 0.25);
+    (a.soc.soc, b.soc.soc) = (50.0, 50.0);
+    c.on_telegram(0, a, secs(t0, 1.0));
+    let next = c.on_telegram(1, b, secs(t0, 1.0)).expect("a round").battery.i_lim_discharge;
+    assert_close!(next, 0.25);
+}
