@@ -1414,6 +1414,10 @@ fn a_policy_factor_that_grows_while_a_pack_is_over_current_raises_nothing() {
     assert_close!(first, 0.25);
     (a.soc.soc, b.soc.soc) = (50.0, 50.0);
     c.on_telegram(0, a, secs(t0, 1.0));
-    let next = c.on_telegram(1, b, secs(t0, 1.0)).expect("a round").battery.i_lim_discharge;
+    let next = c
+        .on_telegram(1, b, secs(t0, 1.0))
+        .expect("a round")
+        .battery
+        .i_lim_discharge;
     assert_close!(next, 0.25);
 }
