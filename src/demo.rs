@@ -40,6 +40,7 @@ use crate::signals::Signal;
 use crate::sim::{BatteryParams, InverterView, PackModel, ParallelBank, SimAlarms, inverter_current};
 use crate::status::{LinkState, Snapshot, StatusBoard};
 use crate::supervise::Supervision;
+use crate::sync::lock;
 use crossbeam_channel::{Receiver, bounded, select, tick};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -289,7 +290,7 @@ fn run_bank(ports: &mut [Box<dyn CanPort>], views: &[Mutex<InverterView>], stop:
         let demand = DEMAND_W * (std::f64::consts::TAU * t / DEMAND_PERIOD).sin() / views.len().max(1) as f64;
         let total: f64 = views
             .iter()
-            .filter_map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).limits())
+            .filter_map(|v| lock(v).limits())
             .map(|l| inverter_current(demand, idle, &l, 0.0))
             .sum();
         let bus = bank.split(total, &mut currents);
@@ -338,7 +339,7 @@ fn run_inverter(port: &mut dyn CanPort, talk: &[Frame], view: &Mutex<InverterVie
             }
         }
         if let Ok(Some(frame)) = port.read(Duration::from_millis(100)) {
-            view.lock().unwrap_or_else(|p| p.into_inner()).take(&frame);
+            lock(view).take(&frame);
         }
     }
 }
@@ -418,7 +419,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                     supervision.poll(Instant::now(), &board);
                 }
                 recv(screen) -> _ => {
-                    let views: Vec<InverterView> = views.iter().map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+                    let views: Vec<InverterView> = views.iter().map(|v| lock(v).clone()).collect();
                     let snapshot = board.snapshot();
                     let mut table = render(&config, &snapshot, &views, started.elapsed());
                     table.push_str(&render_events(&board.events.after(0), started_wall));

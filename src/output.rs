@@ -23,39 +23,33 @@ use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, Output
 use crate::send::{PushTimer, fail_safe_at, state_to_send};
 use crate::shutdown::Stop;
 use crate::status::{LinkState, OutputStatus, Slot};
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crate::sync::{Bell, lock};
+use crossbeam_channel::{Receiver, select};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A one-slot mailbox: the combiner puts the latest state, replacing any the
-/// output has not taken yet; the output is woken through a bounded(1) channel.
-#[derive(Debug)]
+/// output has not taken yet, and rings the output's [`Bell`].
+#[derive(Debug, Default)]
 pub struct Mailbox {
     slot: Mutex<Option<Shaped>>,
-    wake_tx: Sender<()>,
-    wake_rx: Receiver<()>,
-}
-
-impl Default for Mailbox {
-    fn default() -> Self {
-        let (wake_tx, wake_rx) = bounded(1);
-        Mailbox {
-            slot: Mutex::new(None),
-            wake_tx,
-            wake_rx,
-        }
-    }
+    bell: Bell,
 }
 
 impl Mailbox {
     pub fn put(&self, shaped: Shaped) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(shaped);
-        // Full means a wake-up is already pending: that one will see this state.
-        let _ = self.wake_tx.try_send(());
+        *lock(&self.slot) = Some(shaped);
+        // A pending ring already wakes the output for this state.
+        self.bell.ring();
     }
 
     pub fn take(&self) -> Option<Shaped> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        lock(&self.slot).take()
+    }
+
+    /// What the output waits on for a new state.
+    fn wake(&self) -> &Receiver<()> {
+        self.bell.receiver()
     }
 }
 
@@ -309,7 +303,7 @@ impl Output<'_> {
             let wait = until.min(now + self.heartbeat_every) - now;
             select! {
                 recv(self.stop.receiver()) -> _ => return true,
-                recv(self.mailbox.wake_rx) -> _ => {},
+                recv(self.mailbox.wake()) -> _ => {},
                 default(wait) => {},
             }
             (self.heartbeat)();
@@ -368,7 +362,7 @@ impl Output<'_> {
             }
             select! {
                 recv(self.stop.receiver()) -> _ => return Ok(()),
-                recv(self.mailbox.wake_rx) -> _ => {
+                recv(self.mailbox.wake()) -> _ => {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
                         timer.pending = true;

@@ -211,7 +211,8 @@ fn mailbox_keeps_only_the_latest() {
     m.put(s);
     assert_eq!(m.take().map(|s| s.battery.soc), Some(10.0));
     assert_eq!(m.take(), None);
-    assert!(m.wake_rx.try_recv().is_ok());
+    assert!(m.wake().try_recv().is_ok(), "two puts ring once");
+    assert!(m.wake().try_recv().is_err(), "two puts ring once");
 }
 
 #[test]
