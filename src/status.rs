@@ -20,7 +20,7 @@ use crate::profile::{SmaReadings, SmaState, Talk};
 use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
-use crate::sync::Bell;
+use crate::sync::{Bell, lock};
 use crate::telegram::Telegram;
 use crossbeam_channel::Receiver;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,7 +138,7 @@ impl<S> Slot<S> {
     /// Runs `f` on the status. A poisoned lock (a panicked writer) is taken
     /// over: status is informational and must never stop the gateway.
     pub fn update<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut lock(&self.status))
     }
 
     /// The 0-based position in the running configuration.
@@ -185,12 +185,12 @@ impl Latest {
 
     /// The configuration and board in effect now.
     pub fn get(&self) -> (Arc<Config>, Arc<StatusBoard>) {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.running).clone()
     }
 
     /// A reload is in effect: readers take these from now on.
     pub fn set(&self, config: Arc<Config>, board: Arc<StatusBoard>) {
-        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = (config, board);
+        *lock(&self.running) = (config, board);
     }
 }
 
@@ -312,12 +312,12 @@ impl StatusBoard {
     }
 
     pub fn system<R>(&self, f: impl FnOnce(&mut SystemStatus) -> R) -> R {
-        f(&mut self.system.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut lock(&self.system))
     }
 
     /// Runs `f` on the history (a poisoned lock is taken over, as above).
     pub fn history<R>(&self, f: impl FnOnce(&mut History) -> R) -> R {
-        f(&mut self.history.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut lock(&self.history))
     }
 
     /// Sets each slot's position to the one it has on this board (after a
