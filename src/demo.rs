@@ -166,6 +166,7 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
                 description: format!("Simulated battery {k}"),
                 capacity_ah: CAPACITIES[(k - 1) % CAPACITIES.len()],
                 poll_interval: None,
+                serial: None,
             })
             .collect(),
         outputs: (1..=inverters)
@@ -378,6 +379,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let gateway = Gateway {
         config: &config,
         opener: &bus,
+        serial: &crate::serial::device::Devices,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),

@@ -54,6 +54,8 @@ pub mod recorder;
 pub mod reload;
 pub mod replay;
 pub mod scan;
+pub mod serial;
+pub mod serial_input;
 pub mod shutdown;
 pub mod signals;
 pub mod state_store;

@@ -1,0 +1,59 @@
+//! Serial ports behind one small interface, for the RS485 batteries of spec
+//! 18, with two implementations: real ports (and pseudo-terminals) through
+//! the `serial2` crate ([`device`]), and an in-process pair ([`pair`]) for
+//! the demo and fast tests, as the CAN side has SocketCAN and its virtual
+//! bus. The polling thread (crate::serial_input) sees only [`SerialPort`]
+//! and [`SerialOpener`]. [`sim_pack`] plays a pack on any port and [`pty`]
+//! makes pseudo-terminals for it.
+
+pub mod device;
+pub mod pair;
+pub mod pty;
+pub mod sim_pack;
+
+use std::fmt;
+use std::time::Instant;
+
+/// How a port's line is set up (`BAUD`, `RS485-MODE`); always 8N1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineSettings {
+    pub baud: u32,
+    /// Switch the UART's RS485 direction control on (TIOCSRS485).
+    pub rs485_mode: bool,
+}
+
+/// A port failed: it is gone (unplugged), cannot be opened, or refused a
+/// setting. The thread drops it and reopens it by path with back-off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialError(pub String);
+
+impl fmt::Display for SerialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SerialError {}
+
+impl From<std::io::Error> for SerialError {
+    fn from(e: std::io::Error) -> Self {
+        SerialError(e.to_string())
+    }
+}
+
+/// One open serial port.
+pub trait SerialPort: Send {
+    /// Sends all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), SerialError>;
+    /// Waits until bytes arrive or `deadline` passes; returns how many were
+    /// put into `buf`, 0 at the deadline.
+    fn read_until(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, SerialError>;
+    /// Drops whatever arrived and was not read (a late answer to an earlier
+    /// request must not be taken for the next one's).
+    fn discard_input(&mut self) -> Result<(), SerialError>;
+}
+
+/// Opens ports by path.
+pub trait SerialOpener: Send + Sync {
+    fn open(&self, path: &str, line: LineSettings) -> Result<Box<dyn SerialPort>, SerialError>;
+}
