@@ -505,11 +505,18 @@ impl SerialPack<'_> {
         deadline: Instant,
     ) -> Result<Vec<u8>, Failure> {
         let code = command.code();
+        // Bytes received since the last frame or rejection: noise that
+        // never made a frame (the receiver only reports it at a `~`).
+        let mut unframed = false;
         loop {
             let now = Instant::now();
             if now >= deadline {
                 let partial = poller.receiver.abandon().is_some();
-                let kind = if partial { SerialFault::Partial } else { SerialFault::Timeout };
+                let kind = match (partial, unframed) {
+                    (true, _) => SerialFault::Partial,
+                    (false, true) => SerialFault::Garbage,
+                    (false, false) => SerialFault::Timeout,
+                };
                 return Err(Failure::Answer(kind, format!("no answer to 0x{code:02X} within {REPLY_TIMEOUT:?}")));
             }
             (self.heartbeat)();
@@ -518,7 +525,10 @@ impl SerialPack<'_> {
                 .map_err(Failure::Port)?;
             for k in 0..n {
                 let byte = poller.buf[k];
-                let frame = match poller.receiver.push(byte) {
+                unframed = true;
+                let pushed = poller.receiver.push(byte);
+                unframed &= pushed.is_none();
+                let frame = match pushed {
                     None => continue,
                     Some(Err(r)) => {
                         let kind = SerialFault::of_rejection(r);
