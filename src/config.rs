@@ -938,11 +938,17 @@ impl<'t> Reader<'t> {
         let baud = self.whole_or(s, "BAUD", 115_200, (1, u32::MAX));
         if !SerialInput::BAUDS.contains(&baud) {
             let v = s.get("BAUD").map_or(s.span.clone(), |v| v.span());
-            self.problem(v, &s.name("BAUD"), format!("{baud} is not allowed: one of 9600, 19200, 115200"));
+            self.problem(
+                v,
+                &s.name("BAUD"),
+                format!("{baud} is not allowed: one of 9600, 19200, 115200"),
+            );
         }
         let names = crate::rs485::Protocol::ALL.map(|p| p.name());
         let protocol = match s.get("PROTOCOL") {
-            Some(_) => self.choice(s, "PROTOCOL", &names).and_then(crate::rs485::Protocol::from_name),
+            Some(_) => self
+                .choice(s, "PROTOCOL", &names)
+                .and_then(crate::rs485::Protocol::from_name),
             None => Some(crate::rs485::Protocol::Pylon),
         };
         let rs485_mode = match s.get("RS485-MODE") {
@@ -981,7 +987,10 @@ impl<'t> Reader<'t> {
             };
             let here = format!("[[bmses-in]] #{}", n + 1);
             let span = serial_port_span(root, n);
-            if let Some((first, _)) = seen.iter().find(|(_, s)| s.port == serial.port && s.address == serial.address) {
+            if let Some((first, _)) = seen
+                .iter()
+                .find(|(_, s)| s.port == serial.port && s.address == serial.address)
+            {
                 let message = format!(
                     "{} address {} is already polled by [[bmses-in]] #{}: each pack on a port needs its own ADDRESS",
                     serial.port,
@@ -1006,7 +1015,6 @@ impl<'t> Reader<'t> {
             }
         }
     }
-
 
     fn output(&mut self, s: &Section) -> Option<OutputConfig> {
         self.unknown_keys(s, OUTPUT_KEYS);

@@ -29,19 +29,19 @@
 //! what it left there.
 
 use crate::bank::PerKind;
-use crate::config::SerialInput;
-use crate::serial::pair::Pairs;
-use crate::serial::sim_pack::SimPack;
 use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
+use crate::config::SerialInput;
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::dead_link::RecoverySettings;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::policy::{Curve, Policy};
 use crate::profile::{Profile, SocWindow};
+use crate::serial::pair::Pairs;
+use crate::serial::sim_pack::SimPack;
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -393,7 +393,11 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     }
     let open = |name: &str| bus.open(name).map_err(|e| format!("virtual bus {name}: {e}"));
     let serial = Pairs::new();
-    let rs485_pack = config.inputs.iter().any(|i| i.serial.is_some()).then(|| serial.plug(RS485_PORT));
+    let rs485_pack = config
+        .inputs
+        .iter()
+        .any(|i| i.serial.is_some())
+        .then(|| serial.plug(RS485_PORT));
     let mut battery_ports: Vec<Box<dyn CanPort>> = config
         .inputs
         .iter()

@@ -398,7 +398,8 @@ impl SerialPack<'_> {
         let mut ask = |command| self.transact(port, quiet_since, poller, command);
         let analog = ask(Command::AnalogValues)?;
         let analog = decode_analog(&analog, protocol).map_err(undecodable)?.pack;
-        let management: ChargeManagement = decode_charge_management(&ask(Command::ChargeManagement)?).map_err(undecodable)?;
+        let management: ChargeManagement =
+            decode_charge_management(&ask(Command::ChargeManagement)?).map_err(undecodable)?;
         let now = Instant::now();
         let alarms = if now >= schedule.alarms_due {
             let alarms = decode_alarms(&ask(Command::AlarmInfo)?, protocol).map_err(undecodable)?;
@@ -414,7 +415,12 @@ impl SerialPack<'_> {
         };
         match cycle.telegram() {
             Ok(telegram) => self.deliver(poller, telegram, Instant::now()),
-            Err(e) => return Err(Failure::Answer(SerialFault::Implausible, format!("cycle not used: {e}"))),
+            Err(e) => {
+                return Err(Failure::Answer(
+                    SerialFault::Implausible,
+                    format!("cycle not used: {e}"),
+                ));
+            }
         }
         if now >= schedule.statics_due {
             schedule.statics_due = now + STATICS_EVERY;
@@ -447,9 +453,8 @@ impl SerialPack<'_> {
                 Command::ManufacturerInfo => decode_manufacturer_info(&info)
                     .map(|m| format!("{} by {}", m.name().trim(), m.manufacturer().trim())),
                 Command::SerialNumber => decode_serial_number(&info).map(|s| format!("serial {}", s.text().trim())),
-                Command::SoftwareVersion => {
-                    decode_software_version(&info).map(|v| format!("software {:02X?} {:02X?}", v.manufacturer, v.main_line))
-                }
+                Command::SoftwareVersion => decode_software_version(&info)
+                    .map(|v| format!("software {:02X?} {:02X?}", v.manufacturer, v.main_line)),
                 _ => decode_system_parameters(&info, protocol).map(|p| {
                     format!(
                         "protection: cells {}..{} V, module {}..{} V",
@@ -517,7 +522,10 @@ impl SerialPack<'_> {
                     (false, true) => SerialFault::Garbage,
                     (false, false) => SerialFault::Timeout,
                 };
-                return Err(Failure::Answer(kind, format!("no answer to 0x{code:02X} within {REPLY_TIMEOUT:?}")));
+                return Err(Failure::Answer(
+                    kind,
+                    format!("no answer to 0x{code:02X} within {REPLY_TIMEOUT:?}"),
+                ));
             }
             (self.heartbeat)();
             let n = port
@@ -549,7 +557,10 @@ impl SerialPack<'_> {
                         poller.faults.add(SerialFault::of_reply(&e));
                     }
                     Err(e) => {
-                        return Err(Failure::Answer(SerialFault::of_reply(&e), format!("answer to 0x{code:02X}: {e}")));
+                        return Err(Failure::Answer(
+                            SerialFault::of_reply(&e),
+                            format!("answer to 0x{code:02X}: {e}"),
+                        ));
                     }
                 }
             }

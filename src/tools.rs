@@ -20,7 +20,12 @@ pub mod serial;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimBmsArgs {
     /// CAN interface to send on.
-    #[arg(long = "can-if", value_name = "IF", required_unless_present = "serial", conflicts_with = "serial")]
+    #[arg(
+        long = "can-if",
+        value_name = "IF",
+        required_unless_present = "serial",
+        conflicts_with = "serial"
+    )]
     pub can_if: Option<String>,
     /// Play an RS485 pack on this serial port instead (spec 18); the CAN
     /// value flags do not apply, the pack answers with the reference's

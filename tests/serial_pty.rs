@@ -228,7 +228,8 @@ fn an_unplugged_port_is_reopened_by_path_when_it_comes_back() {
     let link = dir.path().join("ttyBAT");
     let mut sim = Sim::start(&link, &["--unplug-after", "1", "--replug-after", "2"]);
     with_poller(&config(&link, Protocol::Pylon), |rx, slot| {
-        rx.recv_timeout(Duration::from_secs(20)).expect("a telegram before the unplug");
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("a telegram before the unplug");
         sim.wait_line("unplugged");
         wait_for(slot, "the link down", |s| matches!(s.link, LinkState::Down(_)));
         let before = slot.update(|s| s.telegrams);

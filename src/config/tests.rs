@@ -595,7 +595,10 @@ fn can_if_and_serial_port_are_exclusive() {
     let p = only_problem(&text);
     // MINIMAL is 6 lines, SERIAL opens with a blank one: SERIAL-PORT's
     // value is on line 9, column 15.
-    assert_eq!((p.line, p.column, p.key.as_str()), (9, 15, "[[bmses-in]] #2 SERIAL-PORT"));
+    assert_eq!(
+        (p.line, p.column, p.key.as_str()),
+        (9, 15, "[[bmses-in]] #2 SERIAL-PORT")
+    );
     assert!(p.message.contains("not both"), "{}", p.message);
     let p = only_problem(&format!("{MINIMAL}BAUD = 9600\n"));
     assert_eq!((p.line, p.key.as_str()), (7, "[[bmses-out]] #1 BAUD"));
@@ -611,7 +614,10 @@ fn serial_values_are_checked_with_line_and_column() {
     assert_eq!(p.message, "57600 is not allowed: one of 9600, 19200, 115200");
     let p = only_problem(&format!("{MINIMAL}{SERIAL}PROTOCOL = \"jk\"\n"));
     assert_eq!(p.key, "[[bmses-in]] #2 PROTOCOL");
-    assert_eq!(p.message, "\"jk\" is not allowed: one of \"pylon\", \"seplos\", \"pace\"");
+    assert_eq!(
+        p.message,
+        "\"jk\" is not allowed: one of \"pylon\", \"seplos\", \"pace\""
+    );
     let p = only_problem(&format!("{MINIMAL}{SERIAL}ADDRESS = 256\n"));
     assert_eq!(p.key, "[[bmses-in]] #2 ADDRESS");
     let p = only_problem(&MINIMAL.replace("CAN-IF = \"can0\"", "SERIAL-PORT = \"ttyUSB0\""));
@@ -634,7 +640,9 @@ fn each_pack_on_a_port_once_and_one_speed_per_port() {
 
 #[test]
 fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
-    let start = TEMPLATE.find("# [[bmses-in]]\n# SERIAL-PORT").expect("the RS485 example");
+    let start = TEMPLATE
+        .find("# [[bmses-in]]\n# SERIAL-PORT")
+        .expect("the RS485 example");
     let end = start + TEMPLATE[start..].find("\n\n").expect("its end");
     let example: String = TEMPLATE[start..end]
         .lines()
@@ -642,5 +650,8 @@ fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
         .collect();
     let c = parse(&format!("{MINIMAL}{example}")).unwrap();
     let s = c.inputs[1].serial.as_ref().unwrap();
-    assert_eq!((s.address, s.baud, s.protocol), (2, 9600, crate::rs485::Protocol::Seplos));
+    assert_eq!(
+        (s.address, s.baud, s.protocol),
+        (2, 9600, crate::rs485::Protocol::Seplos)
+    );
 }

@@ -40,7 +40,13 @@ impl Pairs {
         };
         let near = end(to_far, from_far);
         let far = end(to_near, from_near);
-        let old = self.lock().insert(path.to_string(), Plugged { near, plugged: plugged.clone() });
+        let old = self.lock().insert(
+            path.to_string(),
+            Plugged {
+                near,
+                plugged: plugged.clone(),
+            },
+        );
         if let Some(old) = old {
             old.plugged.store(false, Ordering::SeqCst);
         }

@@ -38,8 +38,7 @@ const PYLON_ALARMS: &str = "~20024600A04200020F000000000000000000000000000000050
 const PYLON_PARAMETERS: &str = "~20024600B032110E420BEA0AF00D030A470384D2F0B3B0A7F80D030A47FC7CF27E\r";
 /// V9's Seplos 0x42 and 0x51 (ADR 0).
 const SEPLOS_ANALOG: &str = "~2000460010960001100CD70CE90CF40CD60CEF0CE50CE10CDC0CE90CF00CE80CEF0CEA0CDA0CDE0CD8060BA60BA00B970BA60BA50BA2FD5C14A0344E0A426803134650004603E8149F0000000000000000DC6C\r";
-const SEPLOS_MANUFACTURER: &str =
-    "~20004600C040313130312D5350313520020743414E50726F746F636F6C3A536F666172202020F046\r";
+const SEPLOS_MANUFACTURER: &str = "~20004600C040313130312D5350313520020743414E50726F746F636F6C3A536F666172202020F046\r";
 /// V10's PACE 0x42 (VER 0x25, ADR 2).
 const PACE_ANALOG: &str = "~25024600F07A0002100D370CE50D080CED0D060CE70D1D0CEB0CF80CFA0CFB0D070CE10CF10CC20D06060BAA0BAC0BA60BA70BA90BB20000CF9406D603138800001388E261\r";
 
@@ -173,7 +172,9 @@ pub fn serve(port: &mut dyn SerialPort, packs: &[SimPack], until: &dyn Fn() -> b
             let Some(pack) = packs.iter().find(|p| p.address == frame.adr) else {
                 continue;
             };
-            let Some(answer) = pack.answer(frame.cid2) else { continue };
+            let Some(answer) = pack.answer(frame.cid2) else {
+                continue;
+            };
             if let Fault::Slow(delay) = pack.fault {
                 std::thread::sleep(delay);
             }
@@ -195,7 +196,11 @@ mod tests {
         assert!(a.starts_with("~25054600"), "{a}");
         let seplos = SimPack::new(Protocol::Seplos, 3);
         // 0x93 is not a Seplos command: RTN 04, no INFO.
-        assert!(String::from_utf8(seplos.answer(0x93).unwrap()).unwrap().starts_with("~200346040000"));
+        assert!(
+            String::from_utf8(seplos.answer(0x93).unwrap())
+                .unwrap()
+                .starts_with("~200346040000")
+        );
     }
 
     #[test]
@@ -209,7 +214,11 @@ mod tests {
         assert_eq!(bad.len(), good.len());
         assert_ne!(bad[bad.len() - 2], good[good.len() - 2]);
         pack.fault = Fault::WrongAddress;
-        assert!(String::from_utf8(pack.answer(0x92).unwrap()).unwrap().starts_with("~20034600"));
+        assert!(
+            String::from_utf8(pack.answer(0x92).unwrap())
+                .unwrap()
+                .starts_with("~20034600")
+        );
         pack.fault = Fault::NoAnswer;
         assert_eq!(pack.answer(0x92), None);
         pack.fault = Fault::Garbage;

@@ -106,7 +106,10 @@ fn the_first_cycle_asks_everything_then_only_analog_and_limits() {
     let codes: Vec<u8> = seen.iter().map(|s| s.cid2).take(11).collect();
     // Spec 18: 0x42 + 0x92 every cycle, 0x44 at start (then every 10 s),
     // the statics at start; the next cycles within 10 s: 0x42 + 0x92.
-    assert_eq!(codes, [0x42, 0x92, 0x44, 0x51, 0x93, 0x96, 0x47, 0x42, 0x92, 0x42, 0x92]);
+    assert_eq!(
+        codes,
+        [0x42, 0x92, 0x44, 0x51, 0x93, 0x96, 0x47, 0x42, 0x92, 0x42, 0x92]
+    );
     assert!(seen.iter().all(|s| s.cid1 == 0x46 && s.adr == 2));
     assert!(!telegrams.is_empty());
 }
@@ -129,5 +132,8 @@ fn packs_sharing_a_port_are_polled_in_turn_with_the_gap() {
         assert!(w[1].at - w[0].at >= INTER_FRAME_GAP, "{w:?}");
     }
     let from: Vec<usize> = telegrams.iter().map(|d| d.input).collect();
-    assert!(from.contains(&0) && from.contains(&1), "both packs make telegrams: {from:?}");
+    assert!(
+        from.contains(&0) && from.contains(&1),
+        "both packs make telegrams: {from:?}"
+    );
 }

@@ -3,7 +3,7 @@
 //! timed unplug (the port closed, the link removed) and replug.
 
 use crate::rs485::Protocol;
-use crate::serial::device::{Devices, Device};
+use crate::serial::device::{Device, Devices};
 use crate::serial::pty::LinkedPty;
 use crate::serial::sim_pack::{self, Fault, SimPack};
 use crate::serial::{LineSettings, SerialOpener, SerialPort};
