@@ -22,8 +22,9 @@ use crate::rs485::responses::{
     self, ChargeManagement, decode_alarms, decode_analog, decode_charge_management, decode_manufacturer_info,
     decode_serial_number, decode_software_version, decode_system_parameters,
 };
-use crate::rs485::{Command, Receiver, Rejection, ReplyError, Request, check_reply};
+use crate::rs485::{Command, Receiver, ReplyError, Request, check_reply};
 use crate::serial::{LineSettings, SerialError, SerialOpener, SerialPort};
+pub use crate::serial::{SerialFault, SerialFaults};
 use crate::shutdown::Stop;
 use crate::status::{InputStatus, Slot};
 use crossbeam_channel::{Sender, TrySendError};
@@ -55,106 +56,6 @@ const STATICS: [Command; 4] = [
     Command::SoftwareVersion,
     Command::SystemParameters,
 ];
-
-/// What went wrong with one answer (or its absence), by kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SerialFault {
-    /// No (complete) answer before [`REPLY_TIMEOUT`].
-    Timeout,
-    /// CHKSUM or LCHKSUM wrong.
-    Checksum,
-    /// LENID wrong, odd, too short or oversized.
-    Length,
-    /// Our own request read back (or another master's).
-    Echo,
-    /// An answer from another address.
-    WrongAddress,
-    /// Bytes that are not a frame.
-    Garbage,
-    /// A frame cut short.
-    Partial,
-    /// The pack answered with an error RTN.
-    Refused,
-    /// A frame with a layout the decoder refuses.
-    Undecodable,
-    /// A whole cycle refused by the plausibility or range checks.
-    Implausible,
-}
-
-impl SerialFault {
-    pub const ALL: [SerialFault; 10] = [
-        SerialFault::Timeout,
-        SerialFault::Checksum,
-        SerialFault::Length,
-        SerialFault::Echo,
-        SerialFault::WrongAddress,
-        SerialFault::Garbage,
-        SerialFault::Partial,
-        SerialFault::Refused,
-        SerialFault::Undecodable,
-        SerialFault::Implausible,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SerialFault::Timeout => "timeout",
-            SerialFault::Checksum => "checksum",
-            SerialFault::Length => "length",
-            SerialFault::Echo => "echo",
-            SerialFault::WrongAddress => "wrong_address",
-            SerialFault::Garbage => "garbage",
-            SerialFault::Partial => "partial",
-            SerialFault::Refused => "refused",
-            SerialFault::Undecodable => "undecodable",
-            SerialFault::Implausible => "implausible",
-        }
-    }
-
-    fn of_rejection(r: Rejection) -> SerialFault {
-        match r {
-            Rejection::Garbage | Rejection::NotHex => SerialFault::Garbage,
-            Rejection::Partial => SerialFault::Partial,
-            Rejection::Oversized | Rejection::Malformed | Rejection::LengthMismatch => SerialFault::Length,
-            Rejection::Checksum | Rejection::LengthChecksum => SerialFault::Checksum,
-        }
-    }
-
-    fn of_reply(e: &ReplyError) -> SerialFault {
-        match e {
-            ReplyError::Echo(_) => SerialFault::Echo,
-            ReplyError::WrongAddress { .. } => SerialFault::WrongAddress,
-            ReplyError::WrongDevice(_) => SerialFault::Garbage,
-            ReplyError::Refused(_) => SerialFault::Refused,
-            ReplyError::TooShort { .. } | ReplyError::CellCount(_) | ReplyError::TemperatureCount(_) => {
-                SerialFault::Undecodable
-            }
-        }
-    }
-}
-
-/// How many of each [`SerialFault`] an input had (on the status board).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct SerialFaults([u64; SerialFault::ALL.len()]);
-
-impl SerialFaults {
-    pub fn get(&self, kind: SerialFault) -> u64 {
-        self.0[kind as usize]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    fn add(&mut self, kind: SerialFault) {
-        self.0[kind as usize] += 1;
-    }
-
-    fn add_all(&mut self, other: &SerialFaults) {
-        for (a, b) in self.0.iter_mut().zip(other.0) {
-            *a += b;
-        }
-    }
-}
 
 /// The ports in use, by path, so that the packs of one port share it.
 #[derive(Default)]

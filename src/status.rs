@@ -47,7 +47,7 @@ pub struct InputStatus {
     pub energy: Meter,
     /// An RS485 input's bad answers by kind (also counted in `invalid`);
     /// all 0 for a CAN input.
-    pub serial_faults: crate::serial_input::SerialFaults,
+    pub serial_faults: crate::serial::SerialFaults,
 }
 
 /// One inverter output, as its thread last saw it.
