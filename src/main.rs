@@ -96,7 +96,8 @@ enum Command {
     },
     /// Which CAN interface is which: lists every CAN interface, listens on
     /// those that are up and says what talks there (battery, inverter, both,
-    /// nothing). With --config: prints a configuration to start from.
+    /// nothing); probes the serial ports of /dev/serial/by-id for RS485
+    /// packs. With --config: prints a configuration to start from.
     Scan {
         /// How long to listen, s.
         #[arg(long, default_value_t = 3.0)]
@@ -415,11 +416,29 @@ fn scan(seconds: f64, config: Option<&Path>) -> Exit {
     }
     let duration = Duration::from_secs_f64(seconds);
     let findings = bms_gateway::scan::scan(&SocketCan, Path::new("/sys/class/net"), duration);
+    use bms_gateway::scan::serial as rs485;
+    let ports: Vec<_> = rs485::serial_ports(Path::new("/dev/serial/by-id"))
+        .into_iter()
+        .map(|port| {
+            let found = rs485::probe(&bms_gateway::serial::device::Devices, &port);
+            (port, found)
+        })
+        .collect();
+    let report = format!(
+        "{}{}",
+        bms_gateway::scan::report(&findings, duration),
+        rs485::report(&ports)
+    );
     if print_config {
-        eprint!("{}", bms_gateway::scan::report(&findings, duration));
-        print!("{}", bms_gateway::scan::config_text(&findings));
+        eprint!("{report}");
+        let packs: Vec<_> = ports.into_iter().filter_map(|(_, f)| f.ok()).flatten().collect();
+        print!(
+            "{}{}",
+            bms_gateway::scan::config_text(&findings),
+            rs485::config_text(&packs)
+        );
     } else {
-        print!("{}", bms_gateway::scan::report(&findings, duration));
+        print!("{report}");
     }
     Exit::Success
 }
