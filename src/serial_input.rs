@@ -429,8 +429,13 @@ impl SerialPack<'_> {
                 ));
             }
             (self.heartbeat)();
+            if self.stop.requested() {
+                return Err(Failure::Stopped);
+            }
+            // The port's wait does not see the stop: wait in slices.
+            let slice = self.heartbeat_every.min(crate::shutdown::FALLBACK_SLICE);
             let n = port
-                .read_until(&mut poller.buf, deadline.min(now + self.heartbeat_every))
+                .read_until(&mut poller.buf, deadline.min(now + slice))
                 .map_err(Failure::Port)?;
             for k in 0..n {
                 let byte = poller.buf[k];
