@@ -190,8 +190,10 @@ struct Poller {
     faults: SerialFaults,
     frames: u64,
     bad_answers: LogLimit,
-    /// The answers' buffer, made once.
+    /// The bytes' buffer, made once.
     buf: [u8; 256],
+    /// The last good answer's INFO, room for the longest made once.
+    info: Vec<u8>,
 }
 
 impl SerialPack<'_> {
@@ -246,6 +248,7 @@ impl SerialPack<'_> {
             frames: 0,
             bad_answers: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
             buf: [0; 256],
+            info: Vec::with_capacity(crate::rs485::framing::MAX_INFO),
         };
         let mut first = true;
         while !self.wait_until(schedule.next_cycle) {
@@ -296,14 +299,14 @@ impl SerialPack<'_> {
         schedule: &mut Schedule,
     ) -> Result<(), Failure> {
         let protocol = self.serial().protocol;
-        let mut ask = |command| self.transact(port, quiet_since, poller, command);
-        let analog = ask(Command::AnalogValues)?;
-        let analog = decode_analog(&analog, protocol).map_err(undecodable)?.pack;
-        let management: ChargeManagement =
-            decode_charge_management(&ask(Command::ChargeManagement)?).map_err(undecodable)?;
+        self.transact(port, quiet_since, poller, Command::AnalogValues)?;
+        let analog = decode_analog(&poller.info, protocol).map_err(undecodable)?.pack;
+        self.transact(port, quiet_since, poller, Command::ChargeManagement)?;
+        let management: ChargeManagement = decode_charge_management(&poller.info).map_err(undecodable)?;
         let now = Instant::now();
         let alarms = if now >= schedule.alarms_due {
-            let alarms = decode_alarms(&ask(Command::AlarmInfo)?, protocol).map_err(undecodable)?;
+            self.transact(port, quiet_since, poller, Command::AlarmInfo)?;
+            let alarms = decode_alarms(&poller.info, protocol).map_err(undecodable)?;
             schedule.alarms_due = now + ALARMS_EVERY;
             Some(alarms)
         } else {
@@ -341,22 +344,23 @@ impl SerialPack<'_> {
         let protocol = self.serial().protocol;
         let mut found = Vec::new();
         for command in STATICS {
-            let info = match self.transact(port, quiet_since, poller, command) {
-                Ok(info) => info,
+            match self.transact(port, quiet_since, poller, command) {
+                Ok(()) => {}
                 Err(Failure::Answer(SerialFault::Refused, _)) => continue,
                 Err(Failure::Answer(kind, why)) => {
                     self.bad_answer(poller, kind, &why);
                     continue;
                 }
                 Err(other) => return Err(other),
-            };
+            }
+            let info = &poller.info;
             let text = match command {
-                Command::ManufacturerInfo => decode_manufacturer_info(&info)
+                Command::ManufacturerInfo => decode_manufacturer_info(info)
                     .map(|m| format!("{} by {}", m.name().trim(), m.manufacturer().trim())),
-                Command::SerialNumber => decode_serial_number(&info).map(|s| format!("serial {}", s.text().trim())),
-                Command::SoftwareVersion => decode_software_version(&info)
+                Command::SerialNumber => decode_serial_number(info).map(|s| format!("serial {}", s.text().trim())),
+                Command::SoftwareVersion => decode_software_version(info)
                     .map(|v| format!("software {:02X?} {:02X?}", v.manufacturer, v.main_line)),
-                _ => decode_system_parameters(&info, protocol).map(|p| {
+                _ => decode_system_parameters(info, protocol).map(|p| {
                     format!(
                         "protection: cells {}..{} V, module {}..{} V",
                         p.cell_under, p.cell_high, p.module_under, p.module_high
@@ -374,14 +378,14 @@ impl SerialPack<'_> {
         Ok(())
     }
 
-    /// One request and its answer's INFO.
+    /// One request; its answer's INFO is left in `poller.info`.
     fn transact(
         &self,
         port: &mut dyn SerialPort,
         quiet_since: &mut Option<Instant>,
         poller: &mut Poller,
         command: Command,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<(), Failure> {
         let serial = self.serial();
         if let Some(quiet) = *quiet_since
             && self.wait_until(quiet + INTER_FRAME_GAP)
@@ -409,7 +413,7 @@ impl SerialPack<'_> {
         address: u8,
         command: Command,
         deadline: Instant,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<(), Failure> {
         let code = command.code();
         // Bytes received since the last frame or rejection: noise that
         // never made a frame (the receiver only reports it at a `~`).
@@ -457,7 +461,12 @@ impl SerialPack<'_> {
                 };
                 poller.frames += 1;
                 match check_reply(&frame, address) {
-                    Ok(info) => return Ok(info.to_vec()),
+                    Ok(info) => {
+                        // Into the buffer made at start: no allocation per answer.
+                        poller.info.clear();
+                        poller.info.extend_from_slice(info);
+                        return Ok(());
+                    }
                     // An echo or another pack's answer: ours may still come.
                     Err(e @ (ReplyError::Echo(_) | ReplyError::WrongAddress { .. } | ReplyError::WrongDevice(_))) => {
                         poller.faults.add(SerialFault::of_reply(&e));
