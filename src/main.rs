@@ -55,8 +55,9 @@ struct Cli {
 enum Command {
     /// Validate the configuration and print the effective settings.
     Check,
-    /// The whole gateway on virtual CAN buses with simulated batteries and
-    /// inverters: no hardware, no configuration.
+    /// The whole gateway on virtual CAN buses (and, from 3 batteries, one
+    /// in-process RS485 link) with simulated batteries and inverters: no
+    /// hardware, no configuration.
     Demo {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
         batteries: u8,
@@ -75,7 +76,8 @@ enum Command {
         #[arg(default_value = "-")]
         file: String,
     },
-    /// Play a Pylontech battery on a CAN interface.
+    /// Play a Pylontech battery on a CAN interface, or (--serial) an RS485
+    /// pack on a serial port.
     SimBms(tools::SimBmsArgs),
     /// Play an inverter: send 0x305 and print the frames received, decoded.
     SimInverter(tools::SimInverterArgs),
