@@ -1,6 +1,7 @@
 //! What the CAN path calls for every telegram or transmission allocates
-//! nothing (and an RS485 poll cycle, after start): the energy counters' update, the link report of an unchanged
-//! link (which once formatted its label on every call), and the flight
+//! nothing, nor does an RS485 poll cycle after start: the energy counters'
+//! update, the link report of an unchanged link (which once formatted its
+//! label on every call), and the flight
 //! recorder's copy of each frame. Counted by a global
 //! allocator, per thread, so that other tests' threads do not count.
 
