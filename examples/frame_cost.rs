@@ -114,6 +114,7 @@ fn main() -> ExitCode {
             Gateway {
                 config: &config,
                 opener: &bus,
+                serial: &bms_gateway::serial::device::Devices,
                 board: &board,
                 opened: &|| {},
                 heartbeat: &|_| {},

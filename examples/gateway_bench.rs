@@ -635,6 +635,7 @@ impl Rig {
                 Gateway {
                     config: &config,
                     opener: &*opener,
+                    serial: &bms_gateway::serial::device::Devices,
                     board: &board,
                     opened: &|| {},
                     heartbeat: &|_| {},

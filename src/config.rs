@@ -93,14 +93,50 @@ impl Default for HttpConfig {
 /// One battery BMS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputConfig {
-    /// `CAN-IF`: the CAN interface this BMS is on.
+    /// `CAN-IF`: the CAN interface this BMS is on. For a serial input
+    /// (`serial` set) the input's name, `PORT#ADDRESS`, which stands for it
+    /// wherever a CAN input's interface name does (logs, status, MQTT,
+    /// saved state, reload).
     pub can_if: String,
     /// `DESCRIPTION`: shown in logs and MQTT.
     pub description: String,
     /// `CAPACITY-AH`: weight for averages, summed as capacity.
     pub capacity_ah: f64,
-    /// `POLL-INTERVAL`: when set, send a 0x305 to this BMS at this period.
+    /// `POLL-INTERVAL`: when set, send a 0x305 to this BMS at this period;
+    /// for a serial input, the time between two poll cycles (always set).
     pub poll_interval: Option<Duration>,
+    /// `SERIAL-PORT` and its keys: a pack polled over RS485 (spec 18)
+    /// instead of a CAN BMS.
+    pub serial: Option<SerialInput>,
+}
+
+/// A battery polled over RS485 (`[[bmses-in]] SERIAL-PORT`, spec 18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialInput {
+    /// `SERIAL-PORT`: the port's path.
+    pub port: String,
+    /// `ADDRESS`: the pack's RS485 address.
+    pub address: u8,
+    /// `BAUD`: the line speed.
+    pub baud: u32,
+    /// `PROTOCOL`: whose variant of the protocol the pack speaks.
+    pub protocol: crate::rs485::Protocol,
+    /// `RS485-MODE`: switch the UART's RS485 direction control on.
+    pub rs485_mode: bool,
+}
+
+impl SerialInput {
+    /// The speeds `BAUD` allows (reference §2.1).
+    pub const BAUDS: [u32; 3] = [9600, 19200, 115200];
+    /// The input's name where a CAN input's interface name goes.
+    pub fn name(&self) -> String {
+        format!("{}#{}", self.port, self.address)
+    }
+}
+
+impl InputConfig {
+    /// `POLL-INTERVAL` of a serial input when not given (spec 18).
+    pub const SERIAL_POLL_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 /// How frames reach an inverter.
@@ -339,7 +375,19 @@ const BATTERY_KEYS: &[&str] = &[
     "SOFT-LANDING-DISCHARGE",
     "SOC-MODE",
 ];
-const INPUT_KEYS: &[&str] = &["CAN-IF", "DESCRIPTION", "CAPACITY-AH", "POLL-INTERVAL"];
+const INPUT_KEYS: &[&str] = &[
+    "CAN-IF",
+    "DESCRIPTION",
+    "CAPACITY-AH",
+    "POLL-INTERVAL",
+    "SERIAL-PORT",
+    "ADDRESS",
+    "BAUD",
+    "PROTOCOL",
+    "RS485-MODE",
+];
+/// The `[[bmses-in]]` keys that only a serial input takes.
+const SERIAL_ONLY_KEYS: [&str; 4] = ["ADDRESS", "BAUD", "PROTOCOL", "RS485-MODE"];
 const OUTPUT_KEYS: &[&str] = &[
     "CAN-IF",
     "DESCRIPTION",
@@ -510,6 +558,7 @@ impl<'t> Reader<'t> {
             self.problem(0..0, "[[bmses-out]]", "at least one inverter output is needed".into());
         }
         self.interfaces_used_once(root);
+        self.serial_inputs_distinct(root, &inputs);
         Some(Config {
             gateway_activated: gateway_activated?,
             battery: battery.unwrap_or(Some(BatterySettings::default()))?,
@@ -830,7 +879,24 @@ impl<'t> Reader<'t> {
 
     fn input(&mut self, s: &Section) -> Option<InputConfig> {
         self.unknown_keys(s, INPUT_KEYS);
-        let can_if = self.interface(s);
+        let (can_if, serial) = match (s.get("CAN-IF"), s.get("SERIAL-PORT")) {
+            (Some(_), Some(v)) => {
+                self.problem(
+                    v.span(),
+                    &s.name("SERIAL-PORT"),
+                    "a battery is on CAN-IF or on SERIAL-PORT, not both: keep one".into(),
+                );
+                (None, None)
+            }
+            (_, Some(v)) => {
+                let serial = self.serial_input(s, v);
+                (serial.as_ref().map(SerialInput::name), serial)
+            }
+            (_, None) => {
+                self.no_serial_keys(s);
+                (self.interface(s), None)
+            }
+        };
         let capacity_ah = match s.get("CAPACITY-AH") {
             Some(v) => self.number(s, "CAPACITY-AH", v, (f64::MIN_POSITIVE, 1.0e6)),
             None => {
@@ -842,15 +908,112 @@ impl<'t> Reader<'t> {
                 None
             }
         };
-        let poll_interval = s
+        let mut poll_interval = s
             .get("POLL-INTERVAL")
             .and_then(|v| self.seconds(s, "POLL-INTERVAL", v, (0.05, 3600.0)));
+        if serial.is_some() {
+            poll_interval = poll_interval.or(Some(InputConfig::SERIAL_POLL_INTERVAL));
+        }
         Some(InputConfig {
             can_if: can_if?,
             description: self.string_or(s, "DESCRIPTION", ""),
             capacity_ah: capacity_ah?,
             poll_interval,
+            serial,
         })
+    }
+
+    /// `SERIAL-PORT` and the keys that go with it.
+    fn serial_input(&mut self, s: &Section, port: &Spanned<DeValue>) -> Option<SerialInput> {
+        let path = self.string(s, "SERIAL-PORT", port)?;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
+            self.problem(
+                port.span(),
+                &s.name("SERIAL-PORT"),
+                format!("{path:?} is not a serial port: an absolute path such as \"/dev/serial/by-id/usb-...\" or \"/dev/ttyUSB0\""),
+            );
+            return None;
+        }
+        let address = self.whole_or(s, "ADDRESS", 2, (0, 255)) as u8;
+        let baud = self.whole_or(s, "BAUD", 115_200, (1, u32::MAX));
+        if !SerialInput::BAUDS.contains(&baud) {
+            let v = s.get("BAUD").map_or(s.span.clone(), |v| v.span());
+            self.problem(
+                v,
+                &s.name("BAUD"),
+                format!("{baud} is not allowed: one of 9600, 19200, 115200"),
+            );
+        }
+        let names = crate::rs485::Protocol::ALL.map(|p| p.name());
+        let protocol = match s.get("PROTOCOL") {
+            Some(_) => self
+                .choice(s, "PROTOCOL", &names)
+                .and_then(crate::rs485::Protocol::from_name),
+            None => Some(crate::rs485::Protocol::Pylon),
+        };
+        let rs485_mode = match s.get("RS485-MODE") {
+            Some(v) => self.boolean(s, "RS485-MODE", v),
+            None => Some(false),
+        };
+        Some(SerialInput {
+            port: path,
+            address,
+            baud,
+            protocol: protocol?,
+            rs485_mode: rs485_mode?,
+        })
+    }
+
+    /// A CAN battery given a serial-only key: said, not ignored.
+    fn no_serial_keys(&mut self, s: &Section) {
+        for key in SERIAL_ONLY_KEYS {
+            if let Some(v) = s.get(key) {
+                self.problem(
+                    v.span(),
+                    &s.name(key),
+                    "only for a battery on SERIAL-PORT (RS485), not on CAN-IF".into(),
+                );
+            }
+        }
+    }
+
+    /// Each pack on a port once (one ADDRESS per port), and one line speed
+    /// and direction control per port: the packs of a port share its wire.
+    fn serial_inputs_distinct(&mut self, root: &DeTable, inputs: &[Option<InputConfig>]) {
+        let mut seen: Vec<(usize, &SerialInput)> = Vec::new();
+        for (n, input) in inputs.iter().enumerate() {
+            let Some(serial) = input.as_ref().and_then(|i| i.serial.as_ref()) else {
+                continue;
+            };
+            let here = format!("[[bmses-in]] #{}", n + 1);
+            let span = serial_port_span(root, n);
+            if let Some((first, _)) = seen
+                .iter()
+                .find(|(_, s)| s.port == serial.port && s.address == serial.address)
+            {
+                let message = format!(
+                    "{} address {} is already polled by [[bmses-in]] #{}: each pack on a port needs its own ADDRESS",
+                    serial.port,
+                    serial.address,
+                    first + 1
+                );
+                self.problem(span, &format!("{here} ADDRESS"), message);
+            } else if let Some((first, other)) = seen
+                .iter()
+                .find(|(_, s)| s.port == serial.port && (s.baud, s.rs485_mode) != (serial.baud, serial.rs485_mode))
+            {
+                let message = format!(
+                    "BAUD and RS485-MODE differ from [[bmses-in]] #{} on the same port {}: the packs of one port share its line ({} baud, RS485-MODE = {})",
+                    first + 1,
+                    serial.port,
+                    other.baud,
+                    other.rs485_mode
+                );
+                self.problem(span, &format!("{here} BAUD"), message);
+            } else {
+                seen.push((n, serial));
+            }
+        }
     }
 
     fn output(&mut self, s: &Section) -> Option<OutputConfig> {
@@ -1177,6 +1340,17 @@ impl<'t> Reader<'t> {
     }
 }
 
+/// Where `[[bmses-in]]` number `n`'s SERIAL-PORT is written.
+fn serial_port_span(root: &DeTable, n: usize) -> Range<usize> {
+    let Some(DeValue::Array(items)) = root.get("bmses-in").map(|v| v.get_ref()) else {
+        return 0..0;
+    };
+    let Some(DeValue::Table(t)) = items.get(n).map(|i| i.get_ref()) else {
+        return 0..0;
+    };
+    t.get("SERIAL-PORT").map_or(0..0, |v| v.span())
+}
+
 fn kind(v: &DeValue) -> &'static str {
     match v {
         DeValue::String(_) => "a string",
@@ -1192,7 +1366,8 @@ fn kind(v: &DeValue) -> &'static str {
 impl Config {
     /// Every CAN interface named, batteries first, in file order.
     pub fn interfaces(&self) -> impl Iterator<Item = &str> {
-        let inputs = self.inputs.iter().map(|i| i.can_if.as_str());
+        let can = self.inputs.iter().filter(|i| i.serial.is_none());
+        let inputs = can.map(|i| i.can_if.as_str());
         inputs.chain(self.outputs.iter().map(|o| o.can_if.as_str()))
     }
 
@@ -1287,11 +1462,21 @@ impl Config {
         let _ = writeln!(s, "{}", describe_policy(b));
         for (n, i) in self.inputs.iter().enumerate() {
             let poll = i.poll_interval.map_or("off".to_string(), |p| format!("{} s", secs(p)));
+            let link = match &i.serial {
+                None => format!("CAN-IF = {}", i.can_if),
+                Some(p) => format!(
+                    "SERIAL-PORT = {}, ADDRESS = {}, BAUD = {}, PROTOCOL = {}, RS485-MODE = {}",
+                    p.port,
+                    p.address,
+                    p.baud,
+                    p.protocol.name(),
+                    p.rs485_mode
+                ),
+            };
             let _ = writeln!(
                 s,
-                "battery {}: CAN-IF = {}, CAPACITY-AH = {}, POLL-INTERVAL = {poll}, DESCRIPTION = {:?}",
+                "battery {}: {link}, CAPACITY-AH = {}, POLL-INTERVAL = {poll}, DESCRIPTION = {:?}",
                 n + 1,
-                i.can_if,
                 i.capacity_ah,
                 i.description
             );

@@ -92,6 +92,7 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let gateway = Gateway {
         config: &first,
         opener: &opener,
+        serial: &crate::serial::device::Devices,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),

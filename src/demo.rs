@@ -16,6 +16,11 @@
 //! resistance for its size: it takes half the current with a quarter of the
 //! limits, so the share limit holds it at its own limit, the others below.
 //!
+//! With three batteries or more, the last one is an RS485 pack on an
+//! in-process serial link (crate::serial::pair), played by the simulated
+//! pack of `sim-bms --serial` (the reference's US5000 capture, V7): the
+//! demo shows a mixed bank, polled by the gateway's serial thread.
+//!
 //! With `--mqtt HOST[:PORT]` the demo also runs the MQTT thread against that
 //! broker, Home Assistant discovery included, so that the whole integration
 //! can be seen in one's own Home Assistant. It publishes under its own base
@@ -28,12 +33,15 @@ use crate::can::virtual_bus::VirtualBus;
 use crate::can::{CanOpener, CanPort};
 use crate::codec::{self, Manufacturer, Message};
 use crate::combine::{BatterySettings, InverterShare};
+use crate::config::SerialInput;
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::dead_link::RecoverySettings;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::policy::{Curve, Policy};
 use crate::profile::{Profile, SocWindow};
+use crate::serial::pair::Pairs;
+use crate::serial::sim_pack::SimPack;
 use crate::setpoint::SetpointCommand;
 use crate::shutdown;
 use crate::signals::Signal;
@@ -162,11 +170,15 @@ pub fn demo_config(batteries: usize, inverters: usize) -> Config {
             ..BatterySettings::default()
         },
         inputs: (1..=batteries)
-            .map(|k| InputConfig {
-                can_if: format!("bat{k}"),
-                description: format!("Simulated battery {k}"),
-                capacity_ah: CAPACITIES[(k - 1) % CAPACITIES.len()],
-                poll_interval: None,
+            .map(|k| match k == batteries && batteries >= RS485_FROM {
+                true => rs485_input(k),
+                false => InputConfig {
+                    can_if: format!("bat{k}"),
+                    description: format!("Simulated battery {k}"),
+                    capacity_ah: CAPACITIES[(k - 1) % CAPACITIES.len()],
+                    poll_interval: None,
+                    serial: None,
+                },
             })
             .collect(),
         outputs: (1..=inverters)
@@ -259,6 +271,29 @@ fn normal_temperature(k: usize) -> f64 {
 fn temperature(k: usize, t: f64) -> f64 {
     let cold = k == 0 && (5.0..15.0).contains(&(t % SCRIPT_PERIOD));
     if cold { 8.0 } else { normal_temperature(k) }
+}
+
+/// From this many batteries on, the last one is on RS485.
+const RS485_FROM: usize = 3;
+/// The in-process serial port of the demo's RS485 battery.
+const RS485_PORT: &str = "/dev/demo-rs485";
+
+/// The demo's RS485 battery: a US5000 (100 Ah) at address 2.
+fn rs485_input(k: usize) -> InputConfig {
+    let serial = SerialInput {
+        port: RS485_PORT.into(),
+        address: 2,
+        baud: 115_200,
+        protocol: crate::rs485::Protocol::Pylon,
+        rs485_mode: false,
+    };
+    InputConfig {
+        can_if: serial.name(),
+        description: format!("Simulated RS485 battery {k}"),
+        capacity_ah: 100.0,
+        poll_interval: Some(InputConfig::SERIAL_POLL_INTERVAL),
+        serial: Some(serial),
+    }
 }
 
 /// Whether battery `k` (0-based) of `n` talks at `t`, and its alarms.
@@ -358,9 +393,16 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         bus.create(name);
     }
     let open = |name: &str| bus.open(name).map_err(|e| format!("virtual bus {name}: {e}"));
+    let serial = Pairs::new();
+    let rs485_pack = config
+        .inputs
+        .iter()
+        .any(|i| i.serial.is_some())
+        .then(|| serial.plug(RS485_PORT));
     let mut battery_ports: Vec<Box<dyn CanPort>> = config
         .inputs
         .iter()
+        .filter(|i| i.serial.is_none())
         .map(|i| open(&i.can_if))
         .collect::<Result<_, _>>()?;
     let mut inverter_ports: Vec<Box<dyn CanPort>> = config
@@ -379,6 +421,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     let gateway = Gateway {
         config: &config,
         opener: &bus,
+        serial: &serial,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
@@ -397,6 +440,12 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         if config.mqtt.activated {
             let (config, board, commands_tx) = (&config, &board, &commands_tx);
             s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+        }
+        if let Some(mut end) = rs485_pack {
+            let pack = [SimPack::new(crate::rs485::Protocol::Pylon, 2)];
+            s.spawn(move || {
+                let _ = crate::serial::sim_pack::serve(&mut end, &pack, &|| stop.requested());
+            });
         }
         let bank_views = &views;
         s.spawn(move || run_bank(&mut battery_ports, bank_views, stop, started));

@@ -19,6 +19,8 @@ use crate::input::{Delivery, Input};
 pub use crate::liveness::{HEARTBEAT, Worker};
 use crate::output::{Carried, Mailbox, Output};
 use crate::reload::Mapping;
+use crate::serial::{LineSettings, SerialOpener};
+use crate::serial_input::{SerialBuses, SerialPack};
 use crate::setpoint::{Dropped, SetpointCommand};
 use crate::shutdown::{self, Stop, StopSender};
 use crate::status::{InputStatus, OutputStatus, Slot, StatusBoard};
@@ -64,6 +66,8 @@ pub struct Gateway<'a> {
     /// The configuration it starts with.
     pub config: &'a Config,
     pub opener: &'a dyn CanOpener,
+    /// Opens the serial ports of RS485 batteries.
+    pub serial: &'a dyn SerialOpener,
     /// The board it starts with; a reload brings the next one.
     pub board: &'a StatusBoard,
     /// Called by each CAN thread once its interface has been tried.
@@ -109,6 +113,7 @@ impl Gateway<'_> {
                     inputs: Vec::new(),
                     outputs: Vec::new(),
                     recovery: self.config.can,
+                    buses: SerialBuses::default(),
                 };
                 threads.start(self.config, self.board);
                 let mut core = Core::new(Arc::new(self.config.clone()), self.board, Instant::now());
@@ -228,6 +233,8 @@ struct Threads<'scope, 'env> {
     /// `[can]`, read at start: every CAN thread judges its interface by
     /// the same rule until the next start (a reload that changes it says so).
     recovery: RecoverySettings,
+    /// The serial ports in use, shared by the RS485 batteries on each.
+    buses: SerialBuses,
 }
 
 impl<'scope, 'env> Threads<'scope, 'env> {
@@ -319,6 +326,30 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         let name = format!("in-{}", config.can_if);
         let recovery = self.recovery;
         let thread_config = config.clone();
+        if let Some(serial) = &config.serial {
+            let line = LineSettings {
+                baud: serial.baud,
+                rs485_mode: serial.rs485_mode,
+            };
+            let bus = self.buses.bus(&serial.port, line);
+            let handle = spawn(self.scope, name, move || {
+                let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
+                SerialPack {
+                    config: &thread_config,
+                    opener: gateway.serial,
+                    bus: &bus,
+                    telegrams: &telegrams,
+                    slot: &slot,
+                    events: &gateway.board.events,
+                    stop: &stop_rx,
+                    opened: gateway.opened,
+                    heartbeat: &heartbeat,
+                    heartbeat_every: gateway.heartbeat_every,
+                }
+                .run()
+            });
+            return InputThread { config, stop, handle };
+        }
         let handle = spawn(self.scope, name, move || {
             let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
             Input {

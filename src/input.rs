@@ -292,6 +292,7 @@ mod tests {
             description: String::new(),
             capacity_ah: 100.0,
             poll_interval: None,
+            serial: None,
         };
         let board = crate::status::StatusBoard::new(1, 0);
         let slot = board.input_slot(0);

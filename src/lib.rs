@@ -17,11 +17,12 @@
 //!    [`events`], [`liveness`], [`systemd`], [`sync`], [`history`].
 //! 3. **Configuration**: the configuration file and what a reload keeps:
 //!    [`config`], [`reload`].
-//! 4. **Hardware edge**: CAN interfaces, real or virtual, behind one small
-//!    interface: [`can`].
+//! 4. **Hardware edge**: CAN interfaces and serial ports, real or virtual,
+//!    each behind one small interface: [`can`], [`serial`].
 //! 5. **The running gateway**: the threads and what they share (the input and
 //!    output threads, the combiner, the status board, the flight recorder,
-//!    the state on disk, the supervision): [`input`], [`output`], [`gateway`],
+//!    the state on disk, the supervision): [`input`], [`serial_input`],
+//!    [`output`], [`gateway`],
 //!    [`status`], [`recorder`], [`state_store`], [`supervise`].
 //! 6. **Front ends**: how people and other programs see and steer it:
 //!    [`telemetry`], [`mqtt`], [`http`].
@@ -54,6 +55,8 @@ pub mod recorder;
 pub mod reload;
 pub mod replay;
 pub mod scan;
+pub mod serial;
+pub mod serial_input;
 pub mod shutdown;
 pub mod signals;
 pub mod state_store;

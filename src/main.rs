@@ -55,8 +55,9 @@ struct Cli {
 enum Command {
     /// Validate the configuration and print the effective settings.
     Check,
-    /// The whole gateway on virtual CAN buses with simulated batteries and
-    /// inverters: no hardware, no configuration.
+    /// The whole gateway on virtual CAN buses (and, from 3 batteries, one
+    /// in-process RS485 link) with simulated batteries and inverters: no
+    /// hardware, no configuration.
     Demo {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=16))]
         batteries: u8,
@@ -75,7 +76,8 @@ enum Command {
         #[arg(default_value = "-")]
         file: String,
     },
-    /// Play a Pylontech battery on a CAN interface.
+    /// Play a Pylontech battery on a CAN interface, or (--serial) an RS485
+    /// pack on a serial port.
     SimBms(tools::SimBmsArgs),
     /// Play an inverter: send 0x305 and print the frames received, decoded.
     SimInverter(tools::SimInverterArgs),
@@ -96,7 +98,8 @@ enum Command {
     },
     /// Which CAN interface is which: lists every CAN interface, listens on
     /// those that are up and says what talks there (battery, inverter, both,
-    /// nothing). With --config: prints a configuration to start from.
+    /// nothing); probes the serial ports of /dev/serial/by-id for RS485
+    /// packs. With --config: prints a configuration to start from.
     Scan {
         /// How long to listen, s.
         #[arg(long, default_value_t = 3.0)]
@@ -415,11 +418,29 @@ fn scan(seconds: f64, config: Option<&Path>) -> Exit {
     }
     let duration = Duration::from_secs_f64(seconds);
     let findings = bms_gateway::scan::scan(&SocketCan, Path::new("/sys/class/net"), duration);
+    use bms_gateway::scan::serial as rs485;
+    let ports: Vec<_> = rs485::serial_ports(Path::new("/dev/serial/by-id"))
+        .into_iter()
+        .map(|port| {
+            let found = rs485::probe(&bms_gateway::serial::device::Devices, &port);
+            (port, found)
+        })
+        .collect();
+    let report = format!(
+        "{}{}",
+        bms_gateway::scan::report(&findings, duration),
+        rs485::report(&ports)
+    );
     if print_config {
-        eprint!("{}", bms_gateway::scan::report(&findings, duration));
-        print!("{}", bms_gateway::scan::config_text(&findings));
+        eprint!("{report}");
+        let packs: Vec<_> = ports.into_iter().filter_map(|(_, f)| f.ok()).flatten().collect();
+        print!(
+            "{}{}",
+            bms_gateway::scan::config_text(&findings),
+            rs485::config_text(&packs)
+        );
     } else {
-        print!("{}", bms_gateway::scan::report(&findings, duration));
+        print!("{report}");
     }
     Exit::Success
 }

@@ -3,12 +3,15 @@
 //! reports them through netlink, bit rate, controller state and restart-ms),
 //! listens a few seconds on every interface that is up, and says what talks
 //! on it: a battery, an inverter, both (a misconfigured bus) or nothing.
-//! With `--config` it writes a configuration to start from.
+//! With `--config` it writes a configuration to start from. Serial ports
+//! and the RS485 packs on them: [`serial`].
 //!
 //! The classification ([`Observation`], [`Observation::role`]) and the
 //! generated configuration ([`config_text`]) are pure; only [`scan`] touches
 //! the system. Everything runs unprivileged: reading link details over
 //! netlink and listening on a raw CAN socket need no capability.
+
+pub mod serial;
 
 use crate::can::{CanError, CanOpener};
 use crate::codec::{self, Limits, Message};

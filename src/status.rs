@@ -45,6 +45,9 @@ pub struct InputStatus {
     pub link: LinkState,
     /// Its energy counters (kept by the combiner, which sees every telegram).
     pub energy: Meter,
+    /// An RS485 input's bad answers by kind (also counted in `invalid`);
+    /// all 0 for a CAN input.
+    pub serial_faults: crate::serial::SerialFaults,
 }
 
 /// One inverter output, as its thread last saw it.

@@ -14,12 +14,24 @@ use serde_json::Value;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod serial;
+
 /// `sim-bms` flags: the values the simulated battery reports.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimBmsArgs {
     /// CAN interface to send on.
-    #[arg(long = "can-if", value_name = "IF")]
-    pub can_if: String,
+    #[arg(
+        long = "can-if",
+        value_name = "IF",
+        required_unless_present = "serial",
+        conflicts_with = "serial"
+    )]
+    pub can_if: Option<String>,
+    /// Play an RS485 pack on this serial port instead (spec 18); the CAN
+    /// value flags do not apply, the pack answers with the reference's
+    /// captures.
+    #[command(flatten)]
+    pub serial: serial::SerialSimArgs,
     /// State of charge, %.
     #[arg(long, default_value_t = 88.0)]
     pub soc: f64,
@@ -133,6 +145,11 @@ fn stop_channel(
 
 /// Plays a battery until stopped.
 pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> {
+    let can_if = match (&args.can_if, &args.serial.serial) {
+        (_, Some(_)) => return serial::sim_pack(&args.serial, args.duration),
+        (Some(can_if), None) => can_if,
+        (None, None) => return Err("sim-bms needs --can-if or --serial".into()),
+    };
     let period = positive("--period", args.period)?;
     let flags = u32::from_str_radix(&args.flags, 16)
         .ok()
@@ -159,7 +176,7 @@ pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> 
             ..Requests::NORMAL
         },
     };
-    let mut port = open(opener, &args.can_if)?;
+    let mut port = open(opener, can_if)?;
     let (signals, deadline, handle) = stop_channel(args.duration)?;
     let started = Instant::now();
     let ticker = crossbeam_channel::tick(period);
@@ -168,7 +185,7 @@ pub fn sim_bms(opener: &dyn CanOpener, args: &SimBmsArgs) -> Result<(), String> 
         let t = started.elapsed().as_secs_f64();
         for frame in params.burst(t, SimAlarms { flags }) {
             if let Err(e) = port.write(&frame) {
-                result = Err(format!("{}: {e}", args.can_if));
+                result = Err(format!("{can_if}: {e}"));
                 break;
             }
         }

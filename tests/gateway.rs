@@ -485,6 +485,7 @@ fn an_idle_gateway_wakes_each_thread_about_once_a_second() {
     let gateway = Gateway {
         config: &config,
         opener: &bus,
+        serial: &bms_gateway::serial::device::Devices,
         board: &board,
         opened: &|| {},
         heartbeat: &|w| wakes.lock().unwrap().push((w, Instant::now())),

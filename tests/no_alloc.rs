@@ -1,6 +1,7 @@
 //! What the CAN path calls for every telegram or transmission allocates
-//! nothing: the energy counters' update, the link report of an unchanged
-//! link (which once formatted its label on every call), and the flight
+//! nothing, nor does an RS485 poll cycle after start: the energy counters'
+//! update, the link report of an unchanged link (which once formatted its
+//! label on every call), and the flight
 //! recorder's copy of each frame. Counted by a global
 //! allocator, per thread, so that other tests' threads do not count.
 
@@ -185,4 +186,132 @@ fn a_combiner_round_with_every_bank_policy_allocates_nothing() {
         }
     });
     assert_eq!(n, 0, "allocations in 19 rounds");
+}
+
+/// A port that answers like capture V7's US5000 (reference §5) from fixed
+/// bytes, refuses the static commands (RTN 04), and notes the poller
+/// thread's allocation count at each 0x42 request: it runs on that thread.
+mod canned {
+    use super::ALLOCS;
+    use bms_gateway::serial::{LineSettings, SerialError, SerialOpener, SerialPort};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    const ANALOG: &[u8] = b"~20024600F07A00020F0D170D140D150D150D180D170D140D150D150D180D170D140D150D150D18050C0B0BEF0BF00BED0C0B00C9C447FFFF04FFFF00120172B90186A0E2D1\r";
+    const MANAGEMENT: &[u8] = b"~20024600B01402D002AFC800C8FE0CC0F915\r";
+    const ALARMS: &[u8] = b"~20024600A04200020F000000000000000000000000000000050000000000000000000E80000000F101\r";
+    const REFUSED: &[u8] = b"~200246040000FDAE\r";
+
+    pub static AT_ANALOG: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+    pub static ANALOG_ASKED: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct Port {
+        pending: &'static [u8],
+    }
+
+    impl SerialPort for Port {
+        fn write_all(&mut self, bytes: &[u8]) -> Result<(), SerialError> {
+            self.pending = match &bytes[7..9] {
+                b"42" => {
+                    let k = ANALOG_ASKED.fetch_add(1, Ordering::SeqCst);
+                    if let Some(slot) = AT_ANALOG.get(k) {
+                        slot.store(ALLOCS.with(|n| n.get()), Ordering::SeqCst);
+                    }
+                    ANALOG
+                }
+                b"92" => MANAGEMENT,
+                b"44" => ALARMS,
+                _ => REFUSED,
+            };
+            Ok(())
+        }
+
+        fn read_until(&mut self, buf: &mut [u8], deadline: Instant) -> Result<usize, SerialError> {
+            if self.pending.is_empty() {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                return Ok(0);
+            }
+            let n = self.pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending = &self.pending[n..];
+            Ok(n)
+        }
+
+        fn discard_input(&mut self) -> Result<(), SerialError> {
+            self.pending = &[];
+            Ok(())
+        }
+    }
+
+    pub struct Opener;
+
+    impl SerialOpener for Opener {
+        fn open(&self, _: &str, _: LineSettings) -> Result<Box<dyn SerialPort>, SerialError> {
+            Ok(Box::new(Port { pending: &[] }))
+        }
+    }
+}
+
+/// Spec 18's cost rule: once started, the RS485 thread's poll cycles
+/// (request, answer, decoding, mapping, delivery) allocate nothing.
+#[test]
+fn an_rs485_poll_cycle_allocates_nothing_after_start() {
+    use bms_gateway::config::{InputConfig, SerialInput};
+    use bms_gateway::rs485::Protocol;
+    use bms_gateway::serial::LineSettings;
+    use bms_gateway::serial_input::{SerialBuses, SerialPack};
+    use std::sync::atomic::Ordering;
+    let serial = SerialInput {
+        port: "/dev/ttyCANNED".into(),
+        address: 2,
+        baud: 115_200,
+        protocol: Protocol::Pylon,
+        rs485_mode: false,
+    };
+    let config = InputConfig {
+        can_if: serial.name(),
+        description: String::new(),
+        capacity_ah: 100.0,
+        poll_interval: Some(Duration::from_millis(10)),
+        serial: Some(serial),
+    };
+    let board = StatusBoard::new(1, 0);
+    let slot = board.input_slot(0);
+    let (telegrams, rx) = crossbeam_channel::bounded(64);
+    let (stop_tx, stop) = bms_gateway::shutdown::channel();
+    let buses = SerialBuses::default();
+    let line = LineSettings {
+        baud: 115_200,
+        rs485_mode: false,
+    };
+    let bus = buses.bus("/dev/ttyCANNED", line);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            SerialPack {
+                config: &config,
+                opener: &canned::Opener,
+                bus: &bus,
+                telegrams: &telegrams,
+                slot: &slot,
+                events: &board.events,
+                stop: &stop,
+                opened: &|| {},
+                heartbeat: &|| {},
+                heartbeat_every: Duration::from_millis(100),
+            }
+            .run()
+        });
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while canned::ANALOG_ASKED.load(Ordering::SeqCst) < 8 {
+            assert!(Instant::now() < give_up, "the thread polls");
+            // Keep the queue from filling: a full one is a different path.
+            while rx.try_recv().is_ok() {}
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop_tx.stop();
+    });
+    let at = |k: usize| canned::AT_ANALOG[k].load(Ordering::SeqCst);
+    // Cycle 0 reads the statics and 0x44; cycles 2 to 7 are 0x42 + 0x92 only.
+    assert_eq!(at(7) - at(2), 0, "allocations in cycles 2 to 6");
+    assert!(slot.update(|s| s.telegrams) >= 7);
 }

@@ -1,4 +1,5 @@
-//! Wire-level properties (issue 22): random sequences of telegrams with edge
+//! Wire-level properties (issue 22): random sequences of telegrams (from CAN
+//! and, on odd inputs, from RS485 packs through the codec) with edge
 //! values, silences and returns, system and inverter setpoints (repeated,
 //! expiring), waits and reloads that change output sections, for every
 //! profile, SOC window, CVL ramp, share and sum mode, I-SCALING and caps,
@@ -212,5 +213,33 @@ fn scenarios_from_arbitrary_bytes_run_clean() {
         let s = wire::scenario_from_bytes(&bytes);
         let report = Harness::new(&s).run(&with_rounds(&s));
         assert!(report.violations.is_empty(), "{:#?}\n{s:#?}", report.violations);
+    }
+}
+
+/// An RS485 pack's telegram (odd inputs) carries what the CAN one does for
+/// the same pack: the oracle, which knows only the `Pack`, holds for both.
+#[test]
+fn an_rs485_pack_says_what_the_can_pack_says() {
+    for (soc, current, dvl, enables) in [
+        (95.0, -150.0, Some(47.5), Some((true, false))),
+        (5.0, 20.0, None, None),
+        (0.0, 0.0, Some(40.0), Some((false, true))),
+    ] {
+        let pack = Pack {
+            cvl: 56.0,
+            charge: 50.5,
+            discharge: 0.3,
+            dvl,
+            enables,
+            current,
+            volts: 51.37,
+            soc,
+        };
+        let (can, rs485) = (pack.telegram(), pack.rs485_telegram(3));
+        assert_eq!(rs485.limits, can.limits);
+        assert_eq!(rs485.soc, can.soc);
+        assert_eq!(rs485.measurements, can.measurements);
+        assert_eq!(rs485.flags, can.flags);
+        assert_eq!(rs485.requests_or_normal(), can.requests_or_normal());
     }
 }

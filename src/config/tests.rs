@@ -551,3 +551,107 @@ fn sma_outputs_warn_about_the_voltage_clamp() {
         "{w:?}"
     );
 }
+
+const SERIAL: &str = r#"
+[[bmses-in]]
+SERIAL-PORT = "/dev/ttyUSB0"
+CAPACITY-AH = 280
+"#;
+
+#[test]
+fn a_serial_battery_takes_the_documented_defaults() {
+    let c = parse(&format!("{MINIMAL}{SERIAL}")).unwrap();
+    let i = &c.inputs[1];
+    let s = i.serial.as_ref().expect("a serial input");
+    // Spec 18: ADDRESS 2, BAUD 115200, PROTOCOL pylon, POLL-INTERVAL 1.0 s, RS485-MODE false.
+    assert_eq!(
+        (s.port.as_str(), s.address, s.baud, s.protocol, s.rs485_mode),
+        ("/dev/ttyUSB0", 2, 115_200, crate::rs485::Protocol::Pylon, false)
+    );
+    assert_eq!(i.poll_interval, Some(Duration::from_secs(1)));
+    assert_eq!(i.can_if, "/dev/ttyUSB0#2");
+    assert!(c.inputs[0].serial.is_none());
+    // Only CAN interfaces are interfaces.
+    assert_eq!(c.interfaces().collect::<Vec<_>>(), ["can0", "can1"]);
+}
+
+#[test]
+fn serial_keys_parse() {
+    let text = format!(
+        "{MINIMAL}{SERIAL}ADDRESS = 0\nBAUD = 9600\nPROTOCOL = \"seplos\"\nPOLL-INTERVAL = 2.5\nRS485-MODE = true\n"
+    );
+    let c = parse(&text).unwrap();
+    let s = c.inputs[1].serial.clone().unwrap();
+    assert_eq!(
+        (s.address, s.baud, s.protocol, s.rs485_mode),
+        (0, 9600, crate::rs485::Protocol::Seplos, true)
+    );
+    assert_eq!(c.inputs[1].poll_interval, Some(Duration::from_secs_f64(2.5)));
+}
+
+#[test]
+fn can_if_and_serial_port_are_exclusive() {
+    let text = format!("{MINIMAL}{SERIAL}CAN-IF = \"can7\"\n");
+    let p = only_problem(&text);
+    // MINIMAL is 6 lines, SERIAL opens with a blank one: SERIAL-PORT's
+    // value is on line 9, column 15.
+    assert_eq!(
+        (p.line, p.column, p.key.as_str()),
+        (9, 15, "[[bmses-in]] #2 SERIAL-PORT")
+    );
+    assert!(p.message.contains("not both"), "{}", p.message);
+    let p = only_problem(&format!("{MINIMAL}BAUD = 9600\n"));
+    assert_eq!((p.line, p.key.as_str()), (7, "[[bmses-out]] #1 BAUD"));
+    let p = only_problem(&MINIMAL.replace("CAPACITY-AH = 100", "CAPACITY-AH = 100\nADDRESS = 3"));
+    assert_eq!((p.line, p.column, p.key.as_str()), (5, 11, "[[bmses-in]] #1 ADDRESS"));
+    assert!(p.message.contains("only for a battery on SERIAL-PORT"), "{}", p.message);
+}
+
+#[test]
+fn serial_values_are_checked_with_line_and_column() {
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}BAUD = 57600\n"));
+    assert_eq!((p.line, p.column, p.key.as_str()), (11, 8, "[[bmses-in]] #2 BAUD"));
+    assert_eq!(p.message, "57600 is not allowed: one of 9600, 19200, 115200");
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}PROTOCOL = \"jk\"\n"));
+    assert_eq!(p.key, "[[bmses-in]] #2 PROTOCOL");
+    assert_eq!(
+        p.message,
+        "\"jk\" is not allowed: one of \"pylon\", \"seplos\", \"pace\""
+    );
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}ADDRESS = 256\n"));
+    assert_eq!(p.key, "[[bmses-in]] #2 ADDRESS");
+    let p = only_problem(&MINIMAL.replace("CAN-IF = \"can0\"", "SERIAL-PORT = \"ttyUSB0\""));
+    assert_eq!((p.line, p.key.as_str()), (3, "[[bmses-in]] #1 SERIAL-PORT"));
+    assert!(p.message.contains("absolute path"), "{}", p.message);
+}
+
+#[test]
+fn each_pack_on_a_port_once_and_one_speed_per_port() {
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}{SERIAL}"));
+    // The second one's SERIAL-PORT, line 13.
+    assert_eq!((p.line, p.key.as_str()), (13, "[[bmses-in]] #3 ADDRESS"));
+    assert!(p.message.contains("already polled by [[bmses-in]] #2"), "{}", p.message);
+    let text = format!("{MINIMAL}{SERIAL}{SERIAL}ADDRESS = 3\n");
+    assert!(parse(&text).is_ok());
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}{SERIAL}ADDRESS = 3\nBAUD = 9600\n"));
+    assert_eq!(p.key, "[[bmses-in]] #3 BAUD");
+    assert!(p.message.contains("share its line"), "{}", p.message);
+}
+
+#[test]
+fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
+    let start = TEMPLATE
+        .find("# [[bmses-in]]\n# SERIAL-PORT")
+        .expect("the RS485 example");
+    let end = start + TEMPLATE[start..].find("\n\n").expect("its end");
+    let example: String = TEMPLATE[start..end]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let c = parse(&format!("{MINIMAL}{example}")).unwrap();
+    let s = c.inputs[1].serial.as_ref().unwrap();
+    assert_eq!(
+        (s.address, s.baud, s.protocol),
+        (2, 9600, crate::rs485::Protocol::Seplos)
+    );
+}

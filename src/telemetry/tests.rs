@@ -252,6 +252,7 @@ fn battery_state_from_its_telegram_and_counters() {
         dropped: 2,
         link: LinkState::Up,
         energy: Meter::restored(kwh(12.3456, 7.0), None),
+        ..InputStatus::default()
     };
     let pack = PackView {
         share: PerKind {

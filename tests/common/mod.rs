@@ -145,6 +145,7 @@ impl Rig {
             let gateway = Gateway {
                 config: &config,
                 opener: &opener,
+                serial: &bms_gateway::serial::device::Devices,
                 board: &board,
                 opened: &|| {
                     started.fetch_add(1, Ordering::SeqCst);

@@ -193,7 +193,7 @@ pub struct Pack {
 }
 
 impl Pack {
-    fn telegram(&self) -> Telegram {
+    pub fn telegram(&self) -> Telegram {
         Telegram {
             limits: Limits {
                 v_charge_cmd: self.cvl,
@@ -224,6 +224,53 @@ impl Pack {
             cells: None,
             energy: None,
         }
+    }
+
+    /// The same values as an RS485 pack at `address` says them: a Pylon
+    /// 0x42 and 0x92 answer written by hand from the layouts of
+    /// reference §3.3 and §3.6 (15 cells summing to the pack voltage, five
+    /// sensors at 20 degC, 100 Ah), decoded and mapped by the gateway's
+    /// codec (`Cycle::telegram`), as the serial thread does.
+    pub fn rs485_telegram(&self, address: u8) -> Telegram {
+        use bms_gateway::rs485::Protocol;
+        use bms_gateway::rs485::mapping::Cycle;
+        use bms_gateway::rs485::responses::{decode_analog, decode_charge_management};
+        let word = |v: i64| (v as u16).to_be_bytes();
+        let total_mv = (self.volts * 1000.0).round() as i64;
+        let mut analog = vec![0x00, address, 15];
+        for k in 0..15 {
+            // 14 equal cells and the rest, so that they sum to the pack.
+            let cell = if k < 14 {
+                total_mv / 15
+            } else {
+                total_mv - 14 * (total_mv / 15)
+            };
+            analog.extend(word(cell));
+        }
+        analog.push(5);
+        for _ in 0..5 {
+            analog.extend(word(2731 + 200));
+        }
+        analog.extend(word((self.current * 10.0).round() as i64));
+        analog.extend(word(total_mv));
+        analog.extend([0xFF, 0xFF, 4, 0xFF, 0xFF, 0, 0]);
+        let remaining = (self.soc * 1000.0).round() as u32;
+        analog.extend(&remaining.to_be_bytes()[1..]);
+        analog.extend(&100_000u32.to_be_bytes()[1..]);
+        let mut management = vec![address];
+        management.extend(word((self.cvl * 1000.0).round() as i64));
+        management.extend(word((self.dvl.unwrap_or(0.0) * 1000.0).round() as i64));
+        management.extend(word((self.charge * 10.0).round() as i64));
+        // US packs send the discharge limit negative.
+        management.extend(word(-(self.discharge * 10.0).round() as i64));
+        let (charge, discharge) = self.enables.unwrap_or((true, true));
+        management.push(if charge { 0x80 } else { 0 } | if discharge { 0x40 } else { 0 });
+        let cycle = Cycle {
+            analog: decode_analog(&analog, Protocol::Pylon).expect("a valid 0x42").pack,
+            management: decode_charge_management(&management).expect("a valid 0x92"),
+            alarms: None,
+        };
+        cycle.telegram().expect("the cycle maps")
     }
 
     /// Whether this battery allows `kind` (its enable bit; no 0x35C: yes).
@@ -327,7 +374,15 @@ impl Scenario {
             );
         }
         for (i, c) in self.capacities.iter().enumerate() {
-            let _ = writeln!(t, "[[bmses-in]]\nCAN-IF = \"bat{i}\"\nCAPACITY-AH = {c}");
+            // Odd inputs are RS485 packs, sharing one port (spec 18).
+            if i % 2 == 1 {
+                let _ = writeln!(
+                    t,
+                    "[[bmses-in]]\nSERIAL-PORT = \"/dev/ttyWIRE\"\nADDRESS = {i}\nCAPACITY-AH = {c}"
+                );
+            } else {
+                let _ = writeln!(t, "[[bmses-in]]\nCAN-IF = \"bat{i}\"\nCAPACITY-AH = {c}");
+            }
         }
         for (j, o) in outputs.iter().enumerate() {
             let _ = writeln!(
@@ -636,7 +691,13 @@ impl Harness {
             Event::Telegram { input, pack } => {
                 let input = input % self.latest.len();
                 self.latest[input] = Some((pack, now));
-                let made = self.combiner.on_telegram(input, pack.telegram(), now);
+                // Odd inputs are RS485 packs (config_text).
+                let telegram = if input % 2 == 1 {
+                    pack.rs485_telegram(input as u8)
+                } else {
+                    pack.telegram()
+                };
+                let made = self.combiner.on_telegram(input, telegram, now);
                 self.distribute(made);
                 self.run_outputs();
             }
