@@ -109,6 +109,7 @@ fn telegram() -> Telegram {
         manufacturer: Manufacturer::new("PYLON"),
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 

@@ -236,6 +236,7 @@ fn telegram() -> Telegram {
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 

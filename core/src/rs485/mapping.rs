@@ -13,7 +13,7 @@ use crate::codec::{
     CellExtremes, FLAG_BITS, FlagByte, Flags, Limits, Measurements, PERCENT_MAX, Requests, StateOfCharge,
     TEMPERATURE_RANGE, VOLTAGE_RANGE,
 };
-use crate::telegram::Telegram;
+use crate::telegram::{CellReadings, Telegram};
 use thiserror::Error;
 
 /// How far the pack voltage may be from the sum of its cells: 5 % of the
@@ -128,6 +128,7 @@ impl Cycle {
                 t_cell_max: warmest,
             }),
             energy: None,
+            cell_readings: CellReadings::new(cells, temperatures),
         })
     }
 }
