@@ -144,7 +144,7 @@ fn soh(pack: &PackAnalog) -> f64 {
 }
 
 /// 0x92's status byte: the same bits as 0x35C's (reference §3.6).
-fn requests(status: u8) -> Requests {
+pub fn requests(status: u8) -> Requests {
     Requests {
         charge_enable: status & 0x80 != 0,
         discharge_enable: status & 0x40 != 0,
