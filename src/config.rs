@@ -215,6 +215,9 @@ pub struct MqttConfig {
     pub ha_discovery: bool,
     /// `HA-DISCOVERY-PREFIX`.
     pub ha_discovery_prefix: String,
+    /// `HA-CELL-ENTITIES`: every cell's voltage and temperature as an entity
+    /// of its own (min, max and delta are always there).
+    pub ha_cell_entities: bool,
     /// `CONTROL-ACTIVATED`: accept setpoint commands.
     pub control_activated: bool,
     /// `SETPOINT-TTL`: default lifetime of a setpoint; `None`: until changed.
@@ -241,6 +244,7 @@ impl Default for MqttConfig {
             tls: None,
             ha_discovery: true,
             ha_discovery_prefix: "homeassistant".into(),
+            ha_cell_entities: false,
             control_activated: false,
             setpoint_ttl: None,
             ha_setpoint_ttl: None,
@@ -424,6 +428,7 @@ const MQTT_KEYS: &[&str] = &[
     "KEY-FILE",
     "HA-DISCOVERY",
     "HA-DISCOVERY-PREFIX",
+    "HA-CELL-ENTITIES",
     "CONTROL-ACTIVATED",
     "SETPOINT-TTL",
     "HA-SETPOINT-TTL",
@@ -1141,6 +1146,7 @@ impl<'t> Reader<'t> {
             tls: tls.then_some(tls_files),
             ha_discovery: flag(self, "HA-DISCOVERY", d.ha_discovery),
             ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
+            ha_cell_entities: flag(self, "HA-CELL-ENTITIES", d.ha_cell_entities),
             control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
             setpoint_ttl: ttl,
             ha_setpoint_ttl: ha_ttl,
@@ -1420,6 +1426,9 @@ impl Config {
                 "[mqtt] HA-SETPOINT-TTL has no effect without CONTROL-ACTIVATED = true and HA-DISCOVERY = true (it is the lifetime of setpoints set from Home Assistant)".into(),
             );
         }
+        if m.ha_cell_entities && !m.ha_discovery {
+            out.push("[mqtt] HA-CELL-ENTITIES has no effect without HA-DISCOVERY = true".into());
+        }
         out
     }
 
@@ -1531,9 +1540,10 @@ impl Config {
             );
             let _ = writeln!(
                 s,
-                "[mqtt] HA-DISCOVERY = {} ({}), CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}, HA-SETPOINT-TTL = {}",
+                "[mqtt] HA-DISCOVERY = {} ({}), HA-CELL-ENTITIES = {}, CONTROL-ACTIVATED = {}, SETPOINT-TTL = {}, HA-SETPOINT-TTL = {}",
                 m.ha_discovery,
                 m.ha_discovery_prefix,
+                m.ha_cell_entities,
                 m.control_activated,
                 m.setpoint_ttl.map_or("none".to_string(), |t| format!("{} s", secs(t))),
                 m.ha_setpoint_ttl

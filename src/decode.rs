@@ -1,5 +1,8 @@
 //! `bms-gateway decode`: candump logs to one JSON object per line, with the
-//! field names of the MQTT JSON (README, docs/mqtt.md).
+//! field names of the MQTT JSON (README, docs/mqtt.md); [`rs485`] does the
+//! same for logs of RS485 frames (`decode --rs485`).
+
+pub mod rs485;
 
 use crate::candump::{self, LineError};
 use crate::codec::{self, Message};

@@ -70,11 +70,21 @@ enum Command {
         mqtt: DemoMqttArgs,
     },
     /// Decode a candump log (candump -l files or candump's screen output)
-    /// into one JSON object per line.
+    /// into one JSON object per line; with --rs485, a log of Pylontech
+    /// RS485 frames.
     Decode {
         /// The log file, or - for standard input.
         #[arg(default_value = "-")]
         file: String,
+        /// The log holds RS485 frames: one per line, ASCII from `~` to the
+        /// last checksum digit, the CR optional (CR LF or LF line ends);
+        /// blank lines are skipped, any other line is reported with its
+        /// number. An answer is decoded as answering the request before it.
+        #[arg(long)]
+        rs485: bool,
+        /// With --rs485: the packs' dialect (pylon, seplos or pace).
+        #[arg(long, requires = "rs485", value_name = "P", value_parser = ["pylon", "seplos", "pace"])]
+        protocol: Option<String>,
     },
     /// Play a Pylontech battery on a CAN interface, or (--serial) an RS485
     /// pack on a serial port.
@@ -328,18 +338,33 @@ fn demo(batteries: u8, inverters: u8, duration: Option<f64>, mqtt: &DemoMqttArgs
     }
 }
 
-fn decode_file(file: &str) -> Exit {
+/// How `decode` reads its log.
+#[derive(Clone, Copy)]
+enum LogKind {
+    Candump,
+    Rs485(bms_gateway::rs485::Protocol),
+}
+
+fn decode_file(file: &str, kind: LogKind) -> Exit {
     let stdout = io::stdout().lock();
-    let result = if file == "-" {
-        decode::run(io::stdin().lock(), stdout)
+    let input: Box<dyn io::BufRead> = if file == "-" {
+        Box::new(io::stdin().lock())
     } else {
         match std::fs::File::open(file) {
-            Ok(f) => decode::run(BufReader::new(f), stdout),
+            Ok(f) => Box::new(BufReader::new(f)),
             Err(e) => {
                 eprintln!("error: cannot open {file}: {e}");
                 return Exit::Usage;
             }
         }
+    };
+    let result = match kind {
+        LogKind::Candump => decode::run(input, stdout),
+        LogKind::Rs485(protocol) => decode::rs485::run(input, stdout, protocol).inspect(|&bad| {
+            if bad > 0 {
+                eprintln!("decode: {bad} bad line(s), each reported with its line number");
+            }
+        }),
     };
     match result {
         Ok(_) => Exit::Success,
@@ -542,7 +567,14 @@ fn main() -> ExitCode {
             duration,
             mqtt,
         }) => demo(batteries, inverters, duration, &mqtt),
-        Some(Command::Decode { file }) => decode_file(&file),
+        Some(Command::Decode { file, rs485, protocol }) => {
+            let kind = match protocol.as_deref().and_then(bms_gateway::rs485::Protocol::from_name) {
+                _ if !rs485 => LogKind::Candump,
+                Some(p) => LogKind::Rs485(p),
+                None => LogKind::Rs485(bms_gateway::rs485::Protocol::Pylon),
+            };
+            decode_file(&file, kind)
+        }
         Some(Command::SimBms(args)) => outcome(tools::sim_bms(opener, &args)),
         Some(Command::SimInverter(args)) => outcome(tools::sim_inverter(opener, &args)),
         Some(Command::Status { url }) => status(&path, url),

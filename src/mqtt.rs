@@ -436,17 +436,23 @@ impl<'a> Session<'a> {
     }
 
     /// A BMS name heard for the first time (or changed) renews the discovery
-    /// of that battery, which shows it as the manufacturer.
+    /// of that battery, which shows it as the manufacturer; with
+    /// HA-CELL-ENTITIES, so does a battery's count of cells and sensors.
     fn learn(&mut self, snapshot: &Snapshot) {
         if !self.config.mqtt.ha_discovery {
             return;
         }
-        let names = snapshot
-            .inputs
-            .iter()
-            .take(self.config.inputs.len())
-            .map(|i| i.telegram.as_ref().and_then(|t| t.manufacturer).map(|m| m.name()));
-        if !self.learned.learn(names) {
+        let inputs = || snapshot.inputs.iter().take(self.config.inputs.len());
+        let names = inputs().map(|i| i.telegram.as_ref().and_then(|t| t.manufacturer).map(|m| m.name()));
+        let named = self.learned.learn(names);
+        let counts = inputs().map(|i| {
+            i.telegram
+                .as_ref()
+                .and_then(|t| t.cell_readings.as_ref())
+                .map(discovery::CellCount::of)
+        });
+        let counted = self.config.mqtt.ha_cell_entities && self.learned.learn_cells(counts);
+        if !(named || counted) {
             return;
         }
         let new = discovery::entities_with(self.config, &self.learned);

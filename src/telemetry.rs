@@ -236,11 +236,49 @@ fn link(state: &LinkState) -> (&'static str, Option<String>) {
     }
 }
 
+/// A battery's cells in BASE/battery/N/state (docs/mqtt.md, "Cells").
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CellValues {
+    /// Every cell's voltage in the pack's order (V, 0.001), when the battery
+    /// says them (an RS485 pack); null otherwise.
+    pub cells_v: Option<Vec<f64>>,
+    /// Every temperature sensor in the pack's order (degC, 0.1), with
+    /// `cells_v`.
+    pub cells_t: Option<Vec<f64>>,
+    /// The lowest and highest cell voltage and the difference between them
+    /// (V, 0.001): from the cells, or a CAN pack's 0x373 extremes.
+    pub cell_v_min: Option<f64>,
+    pub cell_v_max: Option<f64>,
+    pub cell_v_delta: Option<f64>,
+}
+
+impl CellValues {
+    pub fn of(t: &Telegram) -> CellValues {
+        let readings = t.cell_readings.as_ref();
+        // Both sources agree for an RS485 pack (its mapping makes the
+        // extremes from the same cells); a CAN pack has only the extremes.
+        let (min, max) = t
+            .cells
+            .map(|c| (round(c.v_cell_min, 3), round(c.v_cell_max, 3)))
+            .unzip();
+        CellValues {
+            cells_v: readings.map(|r| r.cell_volts().map(|v| round(v, 3)).collect()),
+            cells_t: readings.map(|r| r.temperatures().map(|t| round(t, 1)).collect()),
+            cell_v_min: min,
+            cell_v_max: max,
+            // From the rounded values, so that min + delta = max as shown.
+            cell_v_delta: min.zip(max).map(|(lo, hi)| round(hi - lo, 3)),
+        }
+    }
+}
+
 /// BASE/battery/N/state.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BatteryPayload {
     #[serde(flatten)]
     pub values: Values,
+    #[serde(flatten)]
+    pub cells: CellValues,
     /// kWh, see [`stored_energy_kwh`].
     pub energy_stored_kwh: Option<f64>,
     /// 1-based, config order.
@@ -299,6 +337,7 @@ pub fn battery_state(
         .map(|t| stored_energy_kwh(t.soc.soc, c.capacity_ah, t.measurements.v_avg));
     BatteryPayload {
         values,
+        cells: input.telegram.as_ref().map_or_else(CellValues::default, CellValues::of),
         energy_stored_kwh,
         battery: index + 1,
         description: c.description.clone(),

@@ -67,6 +67,39 @@ fn decode_prints_the_reference_vectors() {
 }
 
 #[test]
+fn decode_rs485_prints_the_reference_vectors_and_counts_bad_lines() {
+    // V3 (UP2500): our 0x92 request and its answer (CR LF line ends), then a
+    // line that is no frame.
+    let dir = tempfile::tempdir().unwrap();
+    let log = write(
+        dir.path(),
+        "rs485.log",
+        "~20024692E00202FD2E\r\n~20024600B014026EF05AA0022BFDD5C0F915\r\nnoise\n",
+    );
+    let (code, out, err) = run(&["decode", "--rs485", &log]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[0],
+        r#"{"line":1,"ver":"0x20","adr":2,"request":"0x92","info":"02"}"#
+    );
+    // CVL 28.400 V, DVL 23.200 V, CCL 55.5 A, DCL 55.5 A (sent as -55.5), 0xC0.
+    assert_eq!(
+        lines[1],
+        r#"{"line":2,"ver":"0x20","adr":2,"rtn":"0x00","answers":"0x92","command":2,"v_charge_cmd":28.4,"v_discharge_min":23.2,"i_lim_charge":55.5,"i_lim_discharge":55.5,"status":"0xC0","charge_enable":true,"discharge_enable":true,"force_charge_request":false,"force_charge_request_2":false,"balancing_charge_request":false}"#
+    );
+    assert_eq!(
+        lines[2],
+        r#"{"line":3,"error":"not a frame: a line must start with ~"}"#
+    );
+    assert!(err.contains("1 bad line"), "{err}");
+    // --protocol only with --rs485.
+    let (code, _, err) = run(&["decode", "--protocol", "seplos", &log]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn decode_reads_standard_input() {
     let mut child = Command::new(BIN)
         .arg("decode")

@@ -10,6 +10,7 @@
 
 mod config_text;
 mod mosquitto;
+mod rs485_vectors;
 
 use bms_gateway::bank::{Limit, LimitReason, PackView, PerKind};
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
@@ -109,6 +110,7 @@ fn telegram() -> Telegram {
         manufacturer: Manufacturer::new("PYLON"),
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 
@@ -1453,4 +1455,101 @@ fn the_charge_stop_soc_command_is_answered_and_listed() {
     assert_eq!(r["ok"], false);
     assert!(r["error"].as_str().unwrap().contains("whole bank only"), "{r}");
     drop(gw);
+}
+
+/// Battery 1 an RS485 pack (the reference's V7, US5000: 15 cells, 5
+/// sensors), battery 2 a CAN pack with 0x373 (the reference's
+/// D80CF10C22012A01: 3.288 and 3.313 V). Expected values by hand from the
+/// vectors: V7's cells 0D17 0D14 0D15 0D15 0D18 three times, its sensors
+/// (0C0B, 0BEF, 0BF0, 0BED, 0C0B) - 2731 in 0.1 degC.
+#[test]
+fn cells_reach_mqtt_and_home_assistant_renders_every_cell() {
+    use bms_gateway::codec::CellExtremes;
+    let broker = Broker::anonymous();
+    let watch = Watcher::connect(&broker, "#");
+    let board = Arc::new(StatusBoard::new(2, 2));
+    let now = Instant::now();
+    let rs485 = rs485_vectors::telegram(rs485_vectors::V7_ANALOG, bms_gateway::rs485::Protocol::Pylon);
+    let can = Telegram {
+        cells: Some(CellExtremes {
+            v_cell_min: 3.288,
+            v_cell_max: 3.313,
+            t_cell_min: 17.0,
+            t_cell_max: 25.0,
+        }),
+        ..telegram()
+    };
+    for (i, t) in [rs485, can].into_iter().enumerate() {
+        board.input(i, |input| {
+            input.telegram = Some(t);
+            input.last_telegram = Some(now);
+        });
+    }
+    board.system(|s| s.inputs_fresh = vec![true, true]);
+    let extra = "HA-DISCOVERY-PREFIX = \"ha\"\nHA-CELL-ENTITIES = true";
+    let _gw = start(config(&broker, "cell1", extra), board);
+
+    let b1 = watch.wait_for("cell1/battery/1/state", "battery 1", |_| true).json();
+    let five = [3.351, 3.348, 3.349, 3.349, 3.352];
+    let cells: Vec<f64> = five.iter().chain(&five).chain(&five).copied().collect();
+    assert_eq!(b1["cells_v"], json!(cells));
+    assert_eq!(b1["cells_t"], json!([35.2, 32.4, 32.5, 32.2, 35.2]));
+    let extremes = |b: &Value| {
+        (
+            b["cell_v_min"].clone(),
+            b["cell_v_max"].clone(),
+            b["cell_v_delta"].clone(),
+        )
+    };
+    assert_eq!(extremes(&b1), (json!(3.348), json!(3.352), json!(0.004)));
+    let b2 = watch.wait_for("cell1/battery/2/state", "battery 2", |_| true).json();
+    assert_eq!(
+        (b2["cells_v"].clone(), b2["cells_t"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(extremes(&b2), (json!(3.288), json!(3.313), json!(0.025)));
+
+    // Battery 1's cells are learned from its telegram: 15 + 5 entities.
+    let v15 = "ha/sensor/cell1/battery_can1_cells_v_15/config";
+    watch.wait_for(v15, "cell 15", |m| !m.payload.is_empty());
+    let mut seen = 0;
+    while watch.all("ha/#").len() != seen {
+        seen = watch.all("ha/#").len();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let topics: Vec<String> = watch.all("ha/#").into_iter().map(|m| m.topic).collect();
+    let count = |pattern: &str| {
+        let distinct: std::collections::HashSet<&String> = topics.iter().filter(|t| t.contains(pattern)).collect();
+        distinct.len()
+    };
+    assert_eq!(count("/battery_can1_cells_v_"), 15);
+    assert_eq!(count("/battery_can1_cells_t_"), 5);
+    assert_eq!(count("/battery_can2_cells_"), 0, "a CAN pack has no per-cell entities");
+    // Rendered as Home Assistant renders them, against the state payloads.
+    let objects = [
+        ("battery_can1_cells_v_1", "cell1/battery/1/state", "3.351"),
+        ("battery_can1_cells_v_15", "cell1/battery/1/state", "3.352"),
+        ("battery_can1_cells_t_5", "cell1/battery/1/state", "35.2"),
+        ("battery_can1_cell_v_delta", "cell1/battery/1/state", "0.004"),
+        ("battery_can2_cell_v_delta", "cell1/battery/2/state", "0.025"),
+        ("battery_can2_v_cell_min", "cell1/battery/2/state", "3.288"),
+    ];
+    let items: Vec<Value> = objects
+        .iter()
+        .map(|(object, state, _)| {
+            let p = discovery_of(&watch, "ha", &format!("sensor/cell1/{object}"));
+            let payload = watch.all(state).last().unwrap().text();
+            json!({"template": p["value_template"], "payload": payload})
+        })
+        .collect();
+    let rendered = render(&items);
+    for ((object, _, want), got) in objects.iter().zip(&rendered) {
+        assert_eq!(got, want, "{object}");
+    }
+    // A cell template on a payload without cells (a CAN pack's): unknown.
+    let p = discovery_of(&watch, "ha", "sensor/cell1/battery_can1_cells_v_1");
+    let none = render(&[
+        json!({"template": p["value_template"], "payload": watch.all("cell1/battery/2/state").last().unwrap().text()}),
+    ]);
+    assert_eq!(none, ["None"]);
 }

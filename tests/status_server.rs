@@ -5,6 +5,7 @@
 //! measured time.
 
 mod common;
+mod rs485_vectors;
 
 use bms_gateway::can::CanOpener;
 use bms_gateway::http;
@@ -619,4 +620,123 @@ fn the_history_charts_in_chromium_have_one_path_per_series_and_no_nan() {
         assert_eq!(path_of(&later, series), path_of(&dom, series), "{series}");
     }
     assert_eq!(later.matches("class=\"mark\"").count(), marks);
+}
+
+/// A status server on a board filled by hand: one battery whose telegram
+/// is `telegram`, fresh.
+fn serve_board(telegram: bms_gateway::telegram::Telegram) -> (SocketAddr, shutdown::StopSender) {
+    let config = bms_gateway::config::parse(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 50\n[[bmses-out]]\nCAN-IF = \"inv1\"\n[mqtt]\nACTIVATED = false\n",
+    )
+    .unwrap();
+    let board = std::sync::Arc::new(bms_gateway::status::StatusBoard::new(1, 1));
+    board.input(0, |i| {
+        i.telegram = Some(telegram);
+        i.last_telegram = Some(Instant::now());
+    });
+    board.system(|s| s.inputs_fresh = vec![true]);
+    let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop) = shutdown::channel();
+    std::thread::spawn(move || server.run(&config, &board, &stop));
+    (addr, stop_tx)
+}
+
+/// The reference's V10 (a PACE pack, 16 cells), by hand: the cells sum to
+/// 53 140 mV, a mean of 3321.25 mV; from it (mV, rounded) +62, -20, +15,
+/// -12, +13, -18, +36, -14, -1, +1, +2, +14, -24, -8, -55, +13. Over 10 mV
+/// is amber, over 30 mV red.
+#[test]
+fn each_cell_is_a_bar_coloured_by_its_distance_from_the_mean_and_a_metric() {
+    let t = rs485_vectors::telegram(rs485_vectors::V10_ANALOG, bms_gateway::rs485::Protocol::Pace);
+    let (addr, _stop) = serve_board(t);
+
+    let b = &state(addr)["batteries"][0];
+    let cells = [
+        3.383, 3.301, 3.336, 3.309, 3.334, 3.303, 3.357, 3.307, 3.32, 3.322, 3.323, 3.335, 3.297, 3.313, 3.266, 3.334,
+    ];
+    assert_eq!(b["cells_v"], serde_json::json!(cells), "{b}");
+    // Offset 2730 (PACE): 0BAA..0BB2.
+    assert_eq!(b["cells_t"], serde_json::json!([25.6, 25.8, 25.2, 25.3, 25.5, 26.4]));
+    assert_eq!(
+        (
+            b["cell_v_min"].clone(),
+            b["cell_v_max"].clone(),
+            b["cell_v_delta"].clone()
+        ),
+        (
+            serde_json::json!(3.266),
+            serde_json::json!(3.383),
+            serde_json::json!(0.117)
+        )
+    );
+
+    let (dom, stderr) = chromium(&format!("http://{addr}/"), &["--dump-dom"]);
+    let row = dom
+        .split("class=\"cells\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no cell bars: {dom}"));
+    let row = row.split("</div>").next().unwrap();
+    let bars: Vec<(String, i64)> = row
+        .split("<span ")
+        .skip(1)
+        .map(|span| {
+            let attr = |name: &str| {
+                span.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            (attr("class"), attr("data-mv").parse().unwrap())
+        })
+        .collect();
+    let want_mv = [62, -20, 15, -12, 13, -18, 36, -14, -1, 1, 2, 14, -24, -8, -55, 13];
+    let mv: Vec<i64> = bars.iter().map(|b| b.1).collect();
+    assert_eq!(mv, want_mv, "{row}");
+    let classes: Vec<&str> = bars.iter().map(|b| b.0.as_str()).collect();
+    #[rustfmt::skip]
+    let want = ["bad", "warn", "warn", "warn", "warn", "warn", "bad", "warn", "ok", "ok", "ok", "warn", "warn", "ok", "bad", "warn"];
+    assert_eq!(classes, want);
+    assert!(dom.contains("16 cells, mean 3.321 V"), "{dom}");
+    assert!(dom.contains("3.266 \u{2013} 3.383 V (\u{394} 117 mV)"), "{dom}");
+    assert!(
+        console_lines(&stderr).is_empty(),
+        "console: {:?}",
+        console_lines(&stderr)
+    );
+
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let labels = "battery=\"1\",can_if=\"bat1\"";
+    for line in [
+        format!("bms_gateway_battery_cell_voltage_volts{{{labels},cell=\"1\"}} 3.383\n"),
+        format!("bms_gateway_battery_cell_voltage_volts{{{labels},cell=\"15\"}} 3.266\n"),
+        format!("bms_gateway_battery_cell_temperature_celsius{{{labels},sensor=\"6\"}} 26.4\n"),
+        format!("bms_gateway_battery_cell_voltage_delta_volts{{{labels}}} 0.117\n"),
+        format!("bms_gateway_battery_cell_voltage_min_volts{{{labels}}} 3.266\n"),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    assert_eq!(text.matches("bms_gateway_battery_cell_voltage_volts{").count(), 16);
+    promtool_check(&text, "metrics-cells.txt");
+}
+
+/// Debian's promtool finds nothing to say about `text`.
+fn promtool_check(text: &str, name: &str) {
+    let path = output_dir().join(name);
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("Debian's promtool is installed (make deps)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
 }

@@ -67,12 +67,89 @@ pub struct Telegram {
     pub cells: Option<CellExtremes>,
     /// The battery's own energy counters (0x378), when the burst had them.
     pub energy: Option<Energy>,
+    /// Every cell's voltage and every temperature sensor, when the battery
+    /// says them (an RS485 pack's 0x42; Pylontech CAN carries only the
+    /// extremes, in `cells`).
+    pub cell_readings: Option<CellReadings>,
 }
 
 impl Telegram {
     /// The request flags, or normal operation for a battery that sends no 0x35C.
     pub fn requests_or_normal(&self) -> Requests {
         self.requests.unwrap_or(Requests::NORMAL)
+    }
+}
+
+/// Most cell voltages a [`CellReadings`] holds: a 48 V LFP pack has 15 or
+/// 16 cells in series (reference/pylontech-rs485.md §3.3).
+pub const MAX_CELL_READINGS: usize = 16;
+
+/// Most temperature sensors a [`CellReadings`] holds (Pylontech sends 5 or
+/// 6, PACE and Seplos 6).
+pub const MAX_TEMPERATURE_READINGS: usize = 16;
+
+/// One pack's cell voltages (mV) and temperature sensors (0.1 degC), in the
+/// pack's own order. Fixed-size and `Copy`: it travels inside every
+/// [`Telegram`] without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellReadings {
+    cells_mv: [u16; MAX_CELL_READINGS],
+    n_cells: u8,
+    /// Tenths of a degree: the protocols' own resolution.
+    temperatures_dc: [i16; MAX_TEMPERATURE_READINGS],
+    n_temperatures: u8,
+}
+
+impl CellReadings {
+    /// The readings of `cells_mv` and `temperatures` (degC), or `None` when
+    /// there is no cell or more than fit: a pack with more cells than
+    /// [`MAX_CELL_READINGS`] is shown with its extremes only, never with
+    /// part of its cells.
+    pub fn new(cells_mv: &[u16], temperatures: &[f64]) -> Option<CellReadings> {
+        if cells_mv.is_empty() || cells_mv.len() > MAX_CELL_READINGS || temperatures.len() > MAX_TEMPERATURE_READINGS {
+            return None;
+        }
+        let mut readings = CellReadings {
+            cells_mv: [0; MAX_CELL_READINGS],
+            n_cells: cells_mv.len() as u8,
+            temperatures_dc: [0; MAX_TEMPERATURE_READINGS],
+            n_temperatures: temperatures.len() as u8,
+        };
+        readings.cells_mv[..cells_mv.len()].copy_from_slice(cells_mv);
+        for (slot, &t) in readings.temperatures_dc.iter_mut().zip(temperatures) {
+            // Within i16 for any temperature a pack can report (-3276..3276 degC).
+            *slot = (t * 10.0).round().clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16;
+        }
+        Some(readings)
+    }
+
+    /// The cell voltages, mV.
+    pub fn cells_mv(&self) -> &[u16] {
+        &self.cells_mv[..usize::from(self.n_cells)]
+    }
+
+    /// The cell voltages, V.
+    pub fn cell_volts(&self) -> impl Iterator<Item = f64> + '_ {
+        self.cells_mv().iter().map(|&mv| f64::from(mv) / 1000.0)
+    }
+
+    /// The temperature sensors, degC.
+    pub fn temperatures(&self) -> impl Iterator<Item = f64> + '_ {
+        self.temperatures_dc[..usize::from(self.n_temperatures)]
+            .iter()
+            .map(|&dc| f64::from(dc) / 10.0)
+    }
+
+    /// How many temperature sensors.
+    pub fn temperature_count(&self) -> usize {
+        usize::from(self.n_temperatures)
+    }
+
+    /// The mean cell voltage, V (there is always at least one cell).
+    pub fn mean_cell_v(&self) -> f64 {
+        // Summed in whole mV: exact, whatever the order.
+        let sum_mv: u32 = self.cells_mv().iter().map(|&mv| u32::from(mv)).sum();
+        f64::from(sum_mv) / f64::from(self.n_cells) / 1000.0
     }
 }
 
@@ -300,6 +377,8 @@ impl Assembler {
             manufacturer: b.manufacturer,
             cells: b.cells,
             energy: b.energy,
+            // Pylontech CAN carries the extremes only (0x373).
+            cell_readings: None,
         })
     }
 }

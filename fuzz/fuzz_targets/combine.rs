@@ -50,6 +50,7 @@ fn telegram(raw: &[u8]) -> Option<Telegram> {
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     })
 }
 

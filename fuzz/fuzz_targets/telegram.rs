@@ -96,6 +96,7 @@ impl Model {
                 Some(Message::Energy(x)) => Some(x),
                 _ => None,
             },
+            cell_readings: None,
         })
     }
 

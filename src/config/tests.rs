@@ -655,3 +655,20 @@ fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
         (2, 9600, crate::rs485::Protocol::Seplos)
     );
 }
+
+#[test]
+fn ha_cell_entities_is_off_by_default_a_flag_and_needs_discovery() {
+    assert!(!parse(MINIMAL).unwrap().mqtt.ha_cell_entities);
+    let c = parse(&format!("{MINIMAL}[mqtt]\nHA-CELL-ENTITIES = true\n")).unwrap();
+    assert!(c.mqtt.ha_cell_entities);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let p = only_problem(&format!("{MINIMAL}[mqtt]\nHA-CELL-ENTITIES = \"yes\"\n"));
+    assert_eq!((p.line, p.key.as_str()), (8, "[mqtt] HA-CELL-ENTITIES"));
+    let c = parse(&format!(
+        "{MINIMAL}[mqtt]\nHA-DISCOVERY = false\nHA-CELL-ENTITIES = true\n"
+    ))
+    .unwrap();
+    let w = c.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("HA-CELL-ENTITIES"), "{}", w[0]);
+}

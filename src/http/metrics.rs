@@ -4,12 +4,13 @@
 //! Names start with `bms_gateway_` and end with their unit (`_percent`,
 //! `_volts`, `_amperes`, `_watts`, `_celsius`, `_seconds`, `_kwh_total`);
 //! batteries carry the labels `battery` (1-based) and `can_if`, inverters
-//! `inverter` and `can_if`. The values are those of the MQTT payloads, so
+//! `inverter` and `can_if`; a cell's voltage also `cell` (1-based, the
+//! pack's order), a temperature sensor's `sensor`. The values are those of the MQTT payloads, so
 //! both show the same numbers; a value not known yet is left out. A fresh
 //! registry is built for each scrape: there is no state to keep in step.
 
 use crate::http::api::View;
-use crate::telemetry::Values;
+use crate::telemetry::{BatteryPayload, Values};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -75,6 +76,54 @@ fn value_rows(v: &Values) -> [(&'static str, &'static str, Option<f64>); 8] {
         ("charge_voltage_volts", "Charge voltage limit", v.v_charge_cmd),
         ("soh_percent", "State of health", v.soh),
     ]
+}
+
+/// Each battery's cell extremes and difference, and every cell and sensor
+/// of those that report them (docs/mqtt.md, "Cells").
+fn cell_gauges(f: &mut Families, batteries: &[BatteryPayload], labels: &[Labels]) {
+    let per_battery = |pick: fn(&BatteryPayload) -> Option<f64>| -> Vec<(Labels, Option<f64>)> {
+        batteries
+            .iter()
+            .zip(labels)
+            .map(|(b, l)| (l.clone(), pick(b)))
+            .collect()
+    };
+    f.gauge(
+        "battery_cell_voltage_min_volts",
+        "Lowest cell voltage of each battery",
+        &per_battery(|b| b.cells.cell_v_min),
+    );
+    f.gauge(
+        "battery_cell_voltage_max_volts",
+        "Highest cell voltage of each battery",
+        &per_battery(|b| b.cells.cell_v_max),
+    );
+    f.gauge(
+        "battery_cell_voltage_delta_volts",
+        "Highest minus lowest cell voltage of each battery",
+        &per_battery(|b| b.cells.cell_v_delta),
+    );
+    let each = |key: &'static str, values: fn(&BatteryPayload) -> Option<&Vec<f64>>| -> Vec<(Labels, Option<f64>)> {
+        let mut rows = Vec::new();
+        for (b, l) in batteries.iter().zip(labels) {
+            for (k, v) in values(b).into_iter().flatten().enumerate() {
+                let mut l = l.clone();
+                l.push((key, (k + 1).to_string()));
+                rows.push((l, Some(*v)));
+            }
+        }
+        rows
+    };
+    f.gauge(
+        "battery_cell_voltage_volts",
+        "Each cell's voltage, for batteries that report every cell",
+        &each("cell", |b| b.cells.cells_v.as_ref()),
+    );
+    f.gauge(
+        "battery_cell_temperature_celsius",
+        "Each temperature sensor of batteries that report them all (the pack's order: on Pylontech the BMS board first, then groups of cells)",
+        &each("sensor", |b| b.cells.cells_t.as_ref()),
+    );
 }
 
 /// The whole text of `/metrics`.
@@ -205,6 +254,7 @@ pub fn render(view: &View) -> String {
         "Telegrams of each battery dropped because the combiner was busy",
         &per_battery(&|b| Some(b.dropped as f64)),
     );
+    cell_gauges(&mut f, &batteries, &battery_labels);
     f.gauge(
         "battery_share_ratio",
         "Each battery's share of the bank's current (measured, or its capacity share before a measurement)",

@@ -24,8 +24,9 @@
 //! is empty, so turning discovery off removes the gateway's entities.
 
 use crate::codec::FLAG_BITS;
-use crate::config::Config;
+use crate::config::{Config, InputConfig};
 use crate::events;
+use crate::telegram::CellReadings;
 use serde_json::{Value, json};
 
 /// One retained discovery message.
@@ -54,15 +55,26 @@ pub fn subscription(config: &Config) -> String {
 }
 
 /// Whether a retained message on `topic` is one of this gateway's discovery
-/// configs that today's `current` list no longer has.
+/// configs that today's `current` list no longer has. A cell entity of a
+/// configured battery is kept while HA-CELL-ENTITIES is on: after a start
+/// the list has none until the battery's cells are heard again, and
+/// deleting them in between would make Home Assistant forget them.
 pub fn is_stale(config: &Config, topic: &str, current: &[Entity]) -> bool {
     let prefix = format!("{}/", config.mqtt.ha_discovery_prefix);
     let Some(rest) = topic.strip_prefix(&prefix) else {
         return false;
     };
     let levels: Vec<&str> = rest.split('/').collect();
-    let ours = matches!(levels.as_slice(), [_, node, _, "config"] if *node == node_id(config));
-    ours && !current.iter().any(|e| e.topic == topic)
+    let (ours, object) = match levels.as_slice() {
+        [_, node, object, "config"] => (*node == node_id(config), *object),
+        _ => (false, ""),
+    };
+    let kept_cell = config.mqtt.ha_cell_entities
+        && config
+            .inputs
+            .iter()
+            .any(|input| object.starts_with(&sanitize(&format!("{}{CELL_OBJECTS}", battery_prefix(input)))));
+    ours && !kept_cell && !current.iter().any(|e| e.topic == topic)
 }
 
 /// What a sensor measures: the Home Assistant device class, unit and state
@@ -172,30 +184,62 @@ fn event_entity(d: &mut Device) {
     d.entity("event", "event", "Event", p);
 }
 
-/// What discovery learns while running: each battery's BMS name from its
-/// 0x35E (config order), the manufacturer of its device. A name once
-/// learned is kept while the battery is silent.
+/// How many cells and temperature sensors a battery's readings have: the
+/// entities HA-CELL-ENTITIES gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellCount {
+    pub cells: usize,
+    pub temperatures: usize,
+}
+
+impl CellCount {
+    pub fn of(readings: &CellReadings) -> CellCount {
+        CellCount {
+            cells: readings.cells_mv().len(),
+            temperatures: readings.temperature_count(),
+        }
+    }
+}
+
+/// What discovery learns while running (config order): each battery's BMS
+/// name from its 0x35E, the manufacturer of its device, and how many cells
+/// and sensors it reports. What is once learned is kept while the battery
+/// is silent.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Learned {
     pub bms_names: Vec<Option<String>>,
+    pub cell_counts: Vec<Option<CellCount>>,
+}
+
+/// Puts each `Some` of `heard` in its slot; true when one is new or changed.
+fn remember<T: PartialEq + Clone>(slots: &mut Vec<Option<T>>, heard: impl IntoIterator<Item = Option<T>>) -> bool {
+    let mut changed = false;
+    for (i, value) in heard.into_iter().enumerate() {
+        if slots.len() <= i {
+            slots.resize(i + 1, None);
+        }
+        if value.is_some() && value != slots[i] {
+            slots[i] = value;
+            changed = true;
+        }
+    }
+    changed
 }
 
 impl Learned {
     /// Takes the names the batteries report now (`None`: not heard); true
     /// when a name is new or changed, so that discovery must be renewed.
     pub fn learn(&mut self, names: impl IntoIterator<Item = Option<String>>) -> bool {
-        let mut changed = false;
-        for (i, name) in names.into_iter().enumerate() {
-            if self.bms_names.len() <= i {
-                self.bms_names.resize(i + 1, None);
-            }
-            let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
-            if name.is_some() && name != self.bms_names[i] {
-                self.bms_names[i] = name;
-                changed = true;
-            }
-        }
-        changed
+        let names = names
+            .into_iter()
+            .map(|name| name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()));
+        remember(&mut self.bms_names, names)
+    }
+
+    /// Takes the batteries' cell counts now (`None`: no per-cell readings);
+    /// true when one is new or changed.
+    pub fn learn_cells(&mut self, counts: impl IntoIterator<Item = Option<CellCount>>) -> bool {
+        remember(&mut self.cell_counts, counts)
     }
 }
 
@@ -250,6 +294,23 @@ fn battery_availability(state_topic: &str) -> Value {
         "payload_available": "online",
         "payload_not_available": "offline",
     })
+}
+
+/// A sensor payload's device class, unit, state class and category.
+fn add_kind(payload: &mut Value, k: Kind) {
+    let m = payload.as_object_mut().expect("discovery payloads are objects");
+    if let Some(c) = k.device_class {
+        m.insert("device_class".into(), c.into());
+    }
+    if let Some(u) = k.unit {
+        m.insert("unit_of_measurement".into(), u.into());
+    }
+    if let Some(s) = k.state_class {
+        m.insert("state_class".into(), s.into());
+    }
+    if k.diagnostic {
+        m.insert("entity_category".into(), "diagnostic".into());
+    }
 }
 
 /// Builds the entities of one device.
@@ -318,19 +379,7 @@ impl<'a> Device<'a> {
             "state_topic": self.state_topic,
             "value_template": format!("{{{{ value_json.{field} }}}}"),
         });
-        let m = p.as_object_mut().unwrap();
-        if let Some(c) = k.device_class {
-            m.insert("device_class".into(), c.into());
-        }
-        if let Some(u) = k.unit {
-            m.insert("unit_of_measurement".into(), u.into());
-        }
-        if let Some(s) = k.state_class {
-            m.insert("state_class".into(), s.into());
-        }
-        if k.diagnostic {
-            m.insert("entity_category".into(), "diagnostic".into());
-        }
+        add_kind(&mut p, k);
         self.entity("sensor", field, name, p);
     }
 
@@ -417,7 +466,8 @@ pub fn entities_with(config: &Config, learned: &Learned) -> Vec<Entity> {
     let mut out = system(config, &node, &system_id);
     for i in 0..config.inputs.len() {
         let name = learned.bms_names.get(i).cloned().flatten();
-        out.extend(battery(config, &node, &system_id, i, name));
+        let cells = learned.cell_counts.get(i).copied().flatten();
+        out.extend(battery(config, &node, &system_id, i, name, cells));
     }
     for j in 0..config.outputs.len() {
         out.extend(inverter(config, &node, &system_id, j));
@@ -654,7 +704,62 @@ fn charge_stop_control(d: &mut Device, command_topic: &str) {
     );
 }
 
-fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Option<String>) -> Vec<Entity> {
+/// The object-id prefix of a battery's entities.
+fn battery_prefix(input: &InputConfig) -> String {
+    format!("battery_{}_", input.can_if)
+}
+
+/// What the object ids of a battery's per-cell entities start with, after
+/// its prefix.
+const CELL_OBJECTS: &str = "cells_";
+
+/// Entry `k` (0-based) of the array `field`, `None` while the array is
+/// null or shorter.
+fn element_template(field: &str, k: usize) -> String {
+    format!(
+        "{{{{ value_json.{field}[{k}] if value_json.{field} is not none and value_json.{field} | length > {k} else none }}}}"
+    )
+}
+
+/// The cell difference always; with HA-CELL-ENTITIES, every cell's voltage
+/// and every temperature sensor the battery has reported.
+fn cell_sensors(d: &mut Device, cells: Option<CellCount>) {
+    d.sensor("cell_v_delta", "Cell voltage difference", VOLTAGE);
+    let Some(count) = cells.filter(|_| d.config.mqtt.ha_cell_entities) else {
+        return;
+    };
+    for k in 0..count.cells {
+        let mut p = json!({"state_topic": d.state_topic, "value_template": element_template("cells_v", k)});
+        add_kind(&mut p, VOLTAGE);
+        let n = k + 1;
+        d.entity(
+            "sensor",
+            &format!("{CELL_OBJECTS}v_{n}"),
+            &format!("Cell {n} voltage"),
+            p,
+        );
+    }
+    for k in 0..count.temperatures {
+        let mut p = json!({"state_topic": d.state_topic, "value_template": element_template("cells_t", k)});
+        add_kind(&mut p, TEMPERATURE);
+        let n = k + 1;
+        d.entity(
+            "sensor",
+            &format!("{CELL_OBJECTS}t_{n}"),
+            &format!("Temperature sensor {n}"),
+            p,
+        );
+    }
+}
+
+fn battery(
+    config: &Config,
+    node: &str,
+    system_id: &str,
+    i: usize,
+    bms_name: Option<String>,
+    cells: Option<CellCount>,
+) -> Vec<Entity> {
     let input = &config.inputs[i];
     let mut block = json!({
         "identifiers": [format!("{system_id}_battery_{}", sanitize(&input.can_if))],
@@ -666,9 +771,10 @@ fn battery(config: &Config, node: &str, system_id: &str, i: usize, bms_name: Opt
         block["manufacturer"] = name.into();
     }
     let state_topic = format!("{}/battery/{}/state", config.mqtt.base_topic, i + 1);
-    let mut d = Device::new(config, node, block, format!("battery_{}_", input.can_if), state_topic);
+    let mut d = Device::new(config, node, block, battery_prefix(input), state_topic);
     d.own_availability = Some(battery_availability(&d.state_topic));
     d.value_sensors();
+    cell_sensors(&mut d, cells);
     d.enable_binaries();
     d.sensor("share", "Share of the bank's current", SHARE);
     d.binary(

@@ -236,6 +236,7 @@ fn telegram() -> Telegram {
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 
@@ -318,7 +319,76 @@ fn battery_state_from_its_telegram_and_counters() {
     let energy = got.as_object_mut().unwrap();
     assert_eq!(energy.remove("energy_charged_kwh"), Some(json!(12.346)));
     assert_eq!(energy.remove("energy_discharged_kwh"), Some(json!(7.0)));
+    // No 0x373 and no cells: every cell field null.
+    for field in ["cells_v", "cells_t", "cell_v_min", "cell_v_max", "cell_v_delta"] {
+        assert_eq!(energy.remove(field), Some(Value::Null), "{field}");
+    }
     assert_eq!(got, want);
+}
+
+fn cells_of(t: Telegram) -> Value {
+    let c = clock();
+    let input = InputStatus {
+        telegram: Some(t),
+        last_telegram: Some(c.now),
+        ..InputStatus::default()
+    };
+    let got = to_json(&battery_state(&config(), 0, &input, true, None, false, &c));
+    let fields = ["cells_v", "cells_t", "cell_v_min", "cell_v_max", "cell_v_delta"];
+    fields.iter().map(|f| (f.to_string(), got[f].clone())).collect()
+}
+
+#[test]
+fn a_can_pack_with_0x373_has_min_max_and_delta_only() {
+    // The reference's 0x373 D80CF10C22012A01: 3288 and 3313 mV.
+    let t = Telegram {
+        cells: Some(CellExtremes {
+            v_cell_min: 3.288,
+            v_cell_max: 3.313,
+            t_cell_min: 17.0,
+            t_cell_max: 25.0,
+        }),
+        ..telegram()
+    };
+    assert_eq!(
+        cells_of(t),
+        json!({"cells_v": null, "cells_t": null, "cell_v_min": 3.288, "cell_v_max": 3.313, "cell_v_delta": 0.025})
+    );
+}
+
+/// The frame `text` holds (one whole frame, else a panic).
+fn rs485_info(text: &str) -> Vec<u8> {
+    let mut rx = crate::rs485::Receiver::new();
+    let mut info = None;
+    for &b in text.as_bytes() {
+        if let Some(got) = rx.push(b) {
+            let frame = got.unwrap();
+            info = Some(crate::rs485::check_reply(&frame, 2).unwrap().to_vec());
+        }
+    }
+    info.expect("a whole frame")
+}
+
+#[test]
+fn an_rs485_pack_shows_every_cell_and_temperature() {
+    use crate::rs485::responses::{decode_analog, decode_charge_management};
+    use crate::rs485::{Cycle, Protocol};
+    // The reference's V7 (US5000, ADR 2): its 0x42 and 0x92 answers.
+    let analog = "~20024600F07A00020F0D170D140D150D150D180D170D140D150D150D180D170D140D150D150D18050C0B0BEF0BF00BED0C0B00C9C447FFFF04FFFF00120172B90186A0E2D1\r";
+    let management = "~20024600B01402D002AFC800C8FE0CC0F915\r";
+    let cycle = Cycle {
+        analog: decode_analog(&rs485_info(analog), Protocol::Pylon).unwrap().pack,
+        management: decode_charge_management(&rs485_info(management)).unwrap(),
+        alarms: None,
+    };
+    let five = [3.351, 3.348, 3.349, 3.349, 3.352];
+    let cells: Vec<f64> = five.iter().chain(&five).chain(&five).copied().collect();
+    // Temperatures (0C0B, 0BEF, 0BF0, 0BED, 0C0B) - 2731, in 0.1 degC.
+    assert_eq!(
+        cells_of(cycle.telegram().unwrap()),
+        json!({"cells_v": cells, "cells_t": [35.2, 32.4, 32.5, 32.2, 35.2],
+            "cell_v_min": 3.348, "cell_v_max": 3.352, "cell_v_delta": 0.004})
+    );
 }
 
 #[test]

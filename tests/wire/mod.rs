@@ -223,6 +223,7 @@ impl Pack {
             manufacturer: None,
             cells: None,
             energy: None,
+            cell_readings: None,
         }
     }
 

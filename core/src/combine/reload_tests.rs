@@ -29,6 +29,7 @@ fn tg(cvl: f64, ccl: f64, dcl: f64, soc: f64) -> Telegram {
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 

@@ -51,6 +51,7 @@ impl Tg {
             manufacturer: None,
             cells: None,
             energy: None,
+            cell_readings: None,
         }
     }
 }

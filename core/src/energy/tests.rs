@@ -33,6 +33,7 @@ fn tg(v: f64, i: f64, own: Option<(f64, f64)>) -> Telegram {
             charged_kwh: c,
             discharged_kwh: d,
         }),
+        cell_readings: None,
     }
 }
 

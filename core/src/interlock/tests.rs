@@ -36,6 +36,7 @@ fn telegram(cvl: f64, charge: f64, discharge: f64, enable: (bool, bool)) -> Tele
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 

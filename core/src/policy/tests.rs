@@ -327,6 +327,7 @@ fn telegram(i: f64, soc: f64, t: f64, charge_enable: bool) -> Telegram {
         manufacturer: None,
         cells: None,
         energy: None,
+        cell_readings: None,
     }
 }
 

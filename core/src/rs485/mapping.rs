@@ -13,7 +13,7 @@ use crate::codec::{
     CellExtremes, FLAG_BITS, FlagByte, Flags, Limits, Measurements, PERCENT_MAX, Requests, StateOfCharge,
     TEMPERATURE_RANGE, VOLTAGE_RANGE,
 };
-use crate::telegram::Telegram;
+use crate::telegram::{CellReadings, Telegram};
 use thiserror::Error;
 
 /// How far the pack voltage may be from the sum of its cells: 5 % of the
@@ -128,6 +128,7 @@ impl Cycle {
                 t_cell_max: warmest,
             }),
             energy: None,
+            cell_readings: CellReadings::new(cells, temperatures),
         })
     }
 }
@@ -143,7 +144,7 @@ fn soh(pack: &PackAnalog) -> f64 {
 }
 
 /// 0x92's status byte: the same bits as 0x35C's (reference §3.6).
-fn requests(status: u8) -> Requests {
+pub fn requests(status: u8) -> Requests {
     Requests {
         charge_enable: status & 0x80 != 0,
         discharge_enable: status & 0x40 != 0,

@@ -494,6 +494,38 @@ fn v7_one_cycle_makes_this_telegram() {
 }
 
 #[test]
+fn v7_one_cycle_carries_every_cell_and_temperature() {
+    // V7's 0x42, by hand: cells 0D17 0D14 0D15 0D15 0D18, three times;
+    // temperatures (0C0B, 0BEF, 0BF0, 0BED, 0C0B) - 2731 in 0.1 degC.
+    let t = v7_cycle().telegram().unwrap();
+    let r = t.cell_readings.expect("a 15-cell pack fits");
+    let five = [3351, 3348, 3349, 3349, 3352];
+    let cells: Vec<u16> = five.iter().chain(&five).chain(&five).copied().collect();
+    assert_eq!(r.cells_mv(), cells.as_slice());
+    let temperatures: Vec<f64> = r.temperatures().collect();
+    assert_all_close(&temperatures, &[35.2, 32.4, 32.5, 32.2, 35.2]);
+    // 3 x 16 749 mV / 15 cells = 3349.8 mV; the sum is the pack's 50.247 V.
+    assert!((r.mean_cell_v() - 3.3498).abs() < 1e-9);
+    assert!((r.cell_volts().sum::<f64>() - 50.247).abs() < 1e-9);
+}
+
+#[test]
+fn v9_seplos_cycle_carries_its_16_cells_and_6_temperatures() {
+    let mut cycle = v7_cycle();
+    cycle.analog = decode_analog(&info_of(V9_ANALOG, 0), Protocol::Seplos).unwrap().pack;
+    cycle.alarms = None;
+    let r = cycle.telegram().unwrap().cell_readings.expect("16 cells fit");
+    // V9's cells, read by hand from the frame: 0CD7 0CE9 0CF4 0CD6 ...
+    assert_eq!(
+        r.cells_mv(),
+        [
+            3287, 3305, 3316, 3286, 3311, 3301, 3297, 3292, 3305, 3312, 3304, 3311, 3306, 3290, 3294, 3288
+        ]
+    );
+    assert_eq!(r.temperature_count(), 6);
+}
+
+#[test]
 fn a_cycle_without_alarm_answer_has_no_alarm_bits() {
     let mut cycle = v7_cycle();
     cycle.alarms = None;

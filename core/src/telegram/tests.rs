@@ -197,6 +197,8 @@ fn a_lost_0x373_is_absent_from_its_burst_only() {
             (3, end(3), true)
         ]
     );
+    // 0x373 gives the extremes only: never per-cell readings.
+    assert!(got.iter().all(|(_, t)| t.cell_readings.is_none()));
 }
 
 /// Regression: a battery that clears its charge-enable bit (same CCL) is shown
@@ -391,4 +393,20 @@ proptest! {
             prop_assert!(at.is_some_and(|at| at <= end + 250), "burst {k} ending at {end} made at {at:?}");
         }
     }
+}
+
+#[test]
+fn cell_readings_hold_up_to_16_cells_and_never_part_of_a_pack() {
+    let sixteen = [3300u16; 16];
+    let r = CellReadings::new(&sixteen, &[-10.3, 0.0, 25.5]).unwrap();
+    assert_eq!(r.cells_mv().len(), 16);
+    let t: Vec<f64> = r.temperatures().collect();
+    assert_eq!(t, [-10.3, 0.0, 25.5]);
+    assert_eq!(r.mean_cell_v(), 3.3);
+    // 17 cells do not fit: no readings rather than 16 of 17.
+    assert_eq!(CellReadings::new(&[3300; 17], &[20.0]), None);
+    assert_eq!(CellReadings::new(&[], &[20.0]), None);
+    assert_eq!(CellReadings::new(&[3300], &[20.0; 17]), None);
+    // No temperature sensor is allowed: the cells alone.
+    assert_eq!(CellReadings::new(&[3300], &[]).unwrap().temperature_count(), 0);
 }

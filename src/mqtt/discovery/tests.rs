@@ -625,3 +625,104 @@ fn the_charge_stop_soc_is_a_number_entity_in_percent_only_with_control() {
     assert_eq!(p["command_topic"], "home/bms/set/charge_stop_soc");
     assert_eq!(p["payload_press"], "clear");
 }
+
+#[test]
+fn each_battery_has_its_cell_difference_and_min_max() {
+    let all = entities(&config("", &["can0"]));
+    let delta = find(&all, "homeassistant/sensor/home_bms/battery_can0_cell_v_delta/config");
+    assert_eq!(delta["value_template"], "{{ value_json.cell_v_delta }}");
+    assert_eq!(delta["state_topic"], "home/bms/battery/1/state");
+    assert_eq!(
+        (delta["device_class"].as_str(), delta["unit_of_measurement"].as_str()),
+        (Some("voltage"), Some("V"))
+    );
+    assert_eq!(delta["name"], "Cell voltage difference");
+    // The lowest and highest cell are the battery's v_cell_min / v_cell_max
+    // sensors (the same values as cell_v_min / cell_v_max).
+    for (field, name) in [
+        ("v_cell_min", "Lowest cell voltage"),
+        ("v_cell_max", "Highest cell voltage"),
+    ] {
+        let p = find(
+            &all,
+            &format!("homeassistant/sensor/home_bms/battery_can0_{field}/config"),
+        );
+        assert_eq!(p["name"], name);
+    }
+    // No cell entity before any is heard, and none without HA-CELL-ENTITIES.
+    assert!(!all.iter().any(|e| e.topic.contains("_cells_")));
+}
+
+fn fifteen_and_five() -> CellCount {
+    CellCount {
+        cells: 15,
+        temperatures: 5,
+    }
+}
+
+#[test]
+fn cell_entities_only_with_ha_cell_entities_and_for_the_cells_heard() {
+    let mut learned = Learned::default();
+    assert!(!learned.learn_cells([None, None]));
+    assert!(learned.learn_cells([None, Some(fifteen_and_five())]));
+    assert!(!learned.learn_cells([None, Some(fifteen_and_five())]));
+    // A silent battery keeps what it reported.
+    assert!(!learned.learn_cells([None, None]));
+    let off = config("", &["can0", "can1"]);
+    assert!(
+        !entities_with(&off, &learned)
+            .iter()
+            .any(|e| e.topic.contains("_cells_"))
+    );
+
+    let on = config("HA-CELL-ENTITIES = true", &["can0", "can1"]);
+    let before = entities(&on);
+    let after = entities_with(&on, &learned);
+    let cells: Vec<&Entity> = after
+        .iter()
+        .filter(|e| e.topic.contains("/battery_can1_cells_"))
+        .collect();
+    // 15 voltages and 5 temperatures, battery 2's only.
+    assert_eq!(cells.len(), 20);
+    assert!(!after.iter().any(|e| e.topic.contains("/battery_can0_cells_")));
+    let renewed = changed(&before, &after);
+    assert_eq!(renewed.len(), 20);
+    let v15 = find(&after, "homeassistant/sensor/home_bms/battery_can1_cells_v_15/config");
+    assert_eq!(v15["name"], "Cell 15 voltage");
+    assert_eq!(
+        v15["value_template"],
+        "{{ value_json.cells_v[14] if value_json.cells_v is not none and value_json.cells_v | length > 14 else none }}"
+    );
+    assert_eq!(
+        (v15["device_class"].as_str(), v15["unit_of_measurement"].as_str()),
+        (Some("voltage"), Some("V"))
+    );
+    assert_eq!(v15["unique_id"], "home_bms_battery_can1_cells_v_15");
+    // Unavailable while the battery is stale, like its other values.
+    assert_eq!(v15["availability"].as_array().unwrap().len(), 2);
+    let t5 = find(&after, "homeassistant/sensor/home_bms/battery_can1_cells_t_5/config");
+    assert_eq!(t5["name"], "Temperature sensor 5");
+    assert_eq!(t5["device_class"], "temperature");
+    assert!(t5["value_template"].as_str().unwrap().contains("value_json.cells_t[4]"));
+    assert!(
+        !after
+            .iter()
+            .any(|e| e.topic.contains("cells_v_16") || e.topic.contains("cells_t_6"))
+    );
+}
+
+#[test]
+fn cell_entities_of_a_configured_battery_are_not_stale_while_the_key_is_on() {
+    let topic = "homeassistant/sensor/home_bms/battery_can0_cells_v_3/config";
+    // After a start the list has no cell entity yet.
+    let on = config("HA-CELL-ENTITIES = true", &["can0"]);
+    assert!(!is_stale(&on, topic, &entities(&on)));
+    // A removed battery's, or all of them with the key off, are removed.
+    assert!(is_stale(
+        &on,
+        "homeassistant/sensor/home_bms/battery_can9_cells_v_3/config",
+        &entities(&on)
+    ));
+    let off = config("", &["can0"]);
+    assert!(is_stale(&off, topic, &entities(&off)));
+}
