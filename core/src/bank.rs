@@ -443,16 +443,22 @@ impl Bank {
 
     /// After a round in which the loop held or fell (a pack over current):
     /// the loop's output lowered so that, times this round's policy
-    /// `factor`, it stays at or below the limit last made, and the binding
+    /// `factor`, it stays at or below the limit last made (with a factor
+    /// of 0: the output itself stays at or below it), and the binding
     /// pack. `None` when the loop rose or nothing was made before.
     pub fn hold_after_policy(&mut self, kind: LimitKind, factor: f64) -> Option<(f64, Option<usize>)> {
         let last = (*self.holding.get(kind))
             .then_some(*self.last_final.get(kind))
             .flatten()?;
         let output = self.output.get_mut(kind).as_mut()?;
-        if factor > 0.0 {
-            *output = output.min(last / factor);
-        }
+        // A factor of 0 (the policy stops the direction) bounds nothing this
+        // round, but the loop's output must not stay above what was last
+        // made: once the factor returns, the loop rises from there, and a
+        // bank without the policy, whose loop this bound lowers, would rise
+        // from at most that too (found by the property "the combiner with
+        // policies never sends more").
+        let bound = if factor > 0.0 { last / factor } else { last };
+        *output = output.min(bound);
         Some((*output, *self.loop_battery.get(kind)))
     }
 

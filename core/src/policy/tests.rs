@@ -719,3 +719,51 @@ fn the_new_reasons_are_spelt_as_in_the_spec() {
     .map(LimitReason::as_str);
     assert_eq!(names, ["temperature", "soc_target", "soft_landing", "pack_forbids"]);
 }
+
+/// Found by `the_combiner_with_policies_never_sends_more` (shrunk): pack 1
+/// forbids charging (0 A), then takes 135.7 A against its 100 A at a mean
+/// SOC of 32.9 % (above the 24.6 % charge stop: 0 A either way), then both
+/// rest at SOC 0 (charging resumes). Without the policy the loop holds at
+/// the 0 A made after the forbid and rises 10 %/s of the 150 A formula
+/// (100 A / the measured share's smoothed maximum): 15 A. With it, the
+/// loop's output stayed at 73.7 A (its fall from the pre-forbid formula)
+/// behind the charge stop's factor 0, and the resume sent 73.7 + 15 =
+/// 88.7 A. Now both send 15 A.
+#[test]
+fn a_charge_stop_over_a_held_loop_raises_nothing_when_it_lifts() {
+    let stop = ChargeStop {
+        stop: 24.565,
+        resume: 24.565,
+    };
+    let policy = Policy {
+        derating: PerKind {
+            charge: None,
+            discharge: None,
+        },
+        charge_stop: Some(stop),
+        soft_landing: PerKind {
+            charge: None,
+            discharge: None,
+        },
+        soc_mode: SocMode::Weighted,
+    };
+    let t0 = Instant::now();
+    let mut plain = combiner(BatterySettings::default(), t0);
+    let mut ruled = combiner(with_policy(policy), t0);
+    let rounds = [
+        (telegram(0.0, 0.0, 0.0, false), telegram(0.0, 0.0, 0.0, true)),
+        (telegram(135.7, 65.7, 0.0, true), telegram(0.0, 0.0, 0.0, true)),
+        (telegram(0.0, 0.0, 0.0, true), telegram(0.0, 0.0, 0.0, true)),
+    ];
+    let mut sent = Vec::new();
+    for (k, (a, b)) in rounds.into_iter().enumerate() {
+        let at = t0 + Duration::from_secs(k as u64);
+        let p = both(&mut plain, a, b, at).battery.i_lim_charge;
+        let r = both(&mut ruled, a, b, at).battery.i_lim_charge;
+        sent.push((p, r));
+    }
+    assert_eq!(sent[0], (0.0, 0.0));
+    assert_eq!(sent[1], (0.0, 0.0));
+    assert!((sent[2].0 - 15.0).abs() < 1e-9, "{sent:?}");
+    assert!(sent[2].1 <= sent[2].0 + 1e-9, "the policy raised the limit: {sent:?}");
+}
