@@ -93,9 +93,11 @@ class StallMonitor(threading.Thread):
 STALLS = StallMonitor()
 
 
-def setup(repo, mode):
-    global REPO, MODE, BINARY
-    REPO, MODE = repo, mode
+def setup(repo, mode, tmp=TMP):
+    """`tmp`: this process's scratch directory (config files, logs, a
+    broker's files): one per lane, so lanes never share a file name."""
+    global REPO, MODE, BINARY, TMP
+    REPO, MODE, TMP = repo, mode, tmp
     BINARY = os.path.join(repo, "target", "release", "bms-gateway")
     os.makedirs(TMP, exist_ok=True)
     STALLS.start()

@@ -1161,13 +1161,18 @@ def reload(ctx):
 # --- make run-vcan ----------------------------------------------------------------------
 
 def gateway_pids(exclude=()):
+    """bms-gateway processes in this network namespace (another lane's, in
+    a namespace of its own, are none of this scenario's business)."""
     pids = []
+    own_net = os.readlink("/proc/self/ns/net")
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) in exclude:
             continue
         try:
             with open(f"/proc/{d}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
+            if os.readlink(f"/proc/{d}/ns/net") != own_net:
+                continue
         except OSError:
             continue
         if argv and os.path.basename(argv[0]) == b"bms-gateway":
