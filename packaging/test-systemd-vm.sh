@@ -115,7 +115,7 @@ EOF
 boot_vm() {
     rm -f "$results/started" "$results/finished" "$results/results"
     echo "vm: booting kernel $kver under TCG, attempt $1 (a few minutes)"
-    qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
+    "${VM_NICE[@]}" qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
         -kernel "$kernel" -initrd "$work/initrd.gz" \
         -append "console=ttyS0 panic=-1 cryptomgr.notests systemd.unit=bms-vmtest.target systemd.mask=apparmor.service systemd.show_status=0 loglevel=4" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \

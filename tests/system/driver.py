@@ -98,10 +98,12 @@ def run_in_order(results, selected, unknown):
         stall = harness.STALLS.worst(t0)
         retried = ""
         if err is not None and stall > 1.0:
-            # The VM itself stood still: timing checks were inconclusive.
-            print(f"--- {sc.name}: failed after a {stall:.1f}s VM stall ({first_line(err)}); "
-                  "running it again", flush=True)
-            retried = f"first try failed after a {stall:.1f}s VM stall: {first_line(err)}"
+            # The VM (or a battery player in it) stood still: timing checks
+            # were inconclusive.
+            print(f"--- {sc.name}: failed after a {stall:.1f}s stall of the VM or a battery "
+                  f"player ({first_line(err)}); running it again", flush=True)
+            retried = (f"first try failed after a {stall:.1f}s stall of the VM or a battery "
+                       f"player: {first_line(err)}")
             ctx, err = run_one(sc)
         dt = time.monotonic() - t0
         if err is None:

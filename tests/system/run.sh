@@ -122,7 +122,7 @@ if [[ "${1:-}" == "bench" ]]; then mode="bench"; shift; fi
 echo "system tests: booting Debian kernel $kver in QEMU (TCG, $smp vCPU, ${mem_mb} MiB, no network, $can_buses emulated CAN buses)"
 start=$(date +%s)
 set +e
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+timeout --kill-after=10 "$timeout_s" "${VM_NICE[@]}" qemu-system-x86_64 \
     -accel tcg -smp "$smp" -m "$mem_mb" \
     -nographic -no-reboot -nodefaults -serial stdio -monitor none \
     -nic none \
