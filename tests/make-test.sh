@@ -6,12 +6,13 @@
 # side, each as soon as what it needs exists:
 #
 #   release build ───────────► system-test VM (tests/system/run.sh) ──────►
-#   test build (--no-run) ───► cargo tests ───►
-#                              package tests (packaging/test-deb.sh) ─────►
+#   test build (--no-run) ───► cargo tests ───► package tests (test-deb.sh) ─►
 #
-# The system VM needs only the release binary; the package tests need it too
-# and start once the test build is done, so that their timing checks (the
-# watchdog, a restart gap) never share the CPUs with the compiler. Each
+# The system VM needs only the release binary. The package tests need it
+# too; they start once the cargo tests are done, so that at most two of the
+# waiting tiers share the two cores and their timing checks (the watchdog,
+# a restart gap, stale timeouts in the VMs) never share them with the
+# compiler. Each
 # tier's output goes to target/make-test/TIER.log and is printed whole
 # when the tier ends, then a table of the tiers' times; the last line is
 # "N passed, N failed" over every tier. Exit status 0 only when every tier
@@ -55,11 +56,12 @@ fi
 finish test-build
 if ok test-build; then
     start cargo-test "$CARGO" test --all-targets
+    finish cargo-test
 fi
 if ok release-build; then
     start package bash packaging/test-deb.sh
 fi
-for name in cargo-test system package; do
+for name in system package; do
     [ -n "${pid[$name]:-}" ] && finish "$name"
 done
 

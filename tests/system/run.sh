@@ -20,7 +20,7 @@
 # Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 1500),
 #   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2),
 #   SYSTEM_TEST_KERNEL_ARGS (added to the VM kernel command line),
-#   SYSTEM_TEST_LANES (parallel scenario lanes, default 4; 1: one after another).
+#   SYSTEM_TEST_LANES (parallel scenario lanes, default 3; 1: one after another).
 #
 # It never skips: a missing prerequisite that cannot be installed is an error.
 set -euo pipefail
@@ -34,7 +34,7 @@ mem_mb="${SYSTEM_TEST_MEM:-1536}"
 smp="${SYSTEM_TEST_SMP:-2}"
 # Scenarios run in this many parallel lanes (tests/system/lanes.py): the vcan
 # ones in their own network namespaces, the sja1000 tier in one lane.
-lanes="${SYSTEM_TEST_LANES:-4}"
+lanes="${SYSTEM_TEST_LANES:-3}"
 # Extra kernel arguments for the VM, e.g. "clocksource=tsc tsc=reliable" to
 # measure with a vDSO clock, as a Raspberry Pi's arch timer has.
 kernel_args="${SYSTEM_TEST_KERNEL_ARGS:-}"
