@@ -27,18 +27,12 @@ deps:
 	fi
 
 ## Every test: unit, property and integration tests (in-process bus, real
-## Mosquitto), then the system tests on real SocketCAN in a VM, then the
-## Debian package tests.
-## The release build for the system tests runs beside `cargo test`, whose
-## tests mostly wait (real threads, real time) and leave a core idle; its
-## output is shown only when it fails.
+## Mosquitto), the system tests on real SocketCAN in a VM, and the Debian
+## package tests, overlapped where they wait (tests/make-test.sh: the system
+## VM starts as soon as the release build exists, the package tests once the
+## test build is done); a table of the tiers' times at the end.
 test: deps
-	@mkdir -p target; $(CARGO) build --release >target/release-build.log 2>&1 & build=$$!; \
-	$(CARGO) test --all-targets; tests=$$?; \
-	if ! wait $$build; then cat target/release-build.log; echo "make test: the release build failed"; exit 1; fi; \
-	exit $$tests
-	$(MAKE) test-system
-	$(MAKE) test-deb
+	CARGO=$(CARGO) bash tests/make-test.sh
 
 test-unit:
 	$(CARGO) test --all-targets

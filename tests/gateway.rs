@@ -385,7 +385,10 @@ fn a_battery_that_forbids_charging_never_shows_enabled() {
     // The combined charge enable is clear: a forbidden direction is 0 A on
     // the wire (spec 4; before issue 22 the others' (100 + 100) x 0.6 = 120 A).
     assert!(rig.wait_for(0, WAIT, |v| v.limits().is_some_and(|l| close(l.i_lim_charge, 0.0))));
-    std::thread::sleep(Duration::from_millis(500));
+    // Observed over three more frame sets (the once-a-second repeat: at
+    // least one more telegram of every battery went into them), not over a
+    // fixed time, in which a busy machine may send none.
+    assert!(rig.wait_frame_sets(0, 3, WAIT), "no 3 more frame sets within {WAIT:?}");
     let frames = rig.frames(0);
     let enabled = frames
         .iter()

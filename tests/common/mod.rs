@@ -284,6 +284,20 @@ impl Rig {
         false
     }
 
+    /// Waits up to `timeout` until inverter `j` has received `more` frame
+    /// sets beyond the ones it had when called; returns whether it did.
+    pub fn wait_frame_sets(&self, j: usize, more: usize, timeout: Duration) -> bool {
+        let want = self.frame_sets(j).len() + more;
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.frame_sets(j).len() >= want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Waits up to `timeout` for the board to show these inputs fresh.
     pub fn wait_for_fresh(&self, timeout: Duration, want: &[bool]) -> bool {
         let until = Instant::now() + timeout;

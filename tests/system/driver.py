@@ -8,8 +8,9 @@ its own interfaces, peers
 own config, checks the inverter buses against values computed here from the
 documented rules, and tears everything down. Prints each scenario's result and time, and
 writes results.txt and summary.txt ("passed failed") to the results export.
+With --lanes N (test mode) the scenarios run in N parallel lanes, see lanes.py.
 
-Usage: driver.py --repo DIR --results DIR [--mode test|bench] [SCENARIO...]
+Usage: driver.py --repo DIR --results DIR [--mode test|bench] [--lanes N] [SCENARIO...]
 """
 
 import argparse
@@ -23,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import canio  # noqa: E402
 import harness  # noqa: E402
+import lanes  # noqa: E402
 import scenarios  # noqa: E402  (importing registers the scenarios)
 import scenarios_cascade  # noqa: E402,F401
 import scenarios_policy  # noqa: E402,F401
@@ -37,17 +39,33 @@ def main():
     ap.add_argument("--repo", required=True)
     ap.add_argument("--results", required=True)
     ap.add_argument("--mode", default="test")
+    ap.add_argument("--lanes", type=int, default=1,
+                    help="parallel lanes for the vcan tier (lanes.py); 1: all in order")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
 
-    harness.setup(args.repo, args.mode)
     selected = [s for s in harness.SCENARIOS
                 if (not args.names or s.name in args.names) and s.mode == args.mode]
     # Every vcan scenario first, then each other tier's (one set-up each).
     selected.sort(key=lambda s: (harness.TIERS.index(s.tier), s.last))
     unknown = set(args.names) - {s.name for s in harness.SCENARIOS}
-    results_path = os.path.join(args.results, "results.txt")
-    summary_path = os.path.join(args.results, "summary.txt")
+    if args.lanes > 1 and args.mode == "test" and not unknown:
+        def run_lane(name, results, scenarios):
+            harness.setup(args.repo, args.mode, os.path.join(harness.TMP, name))
+            run_in_order(results, scenarios, set())
+        lanes.run(args, selected, run_lane)
+        return
+    harness.setup(args.repo, args.mode)
+    run_in_order(args.results, selected, unknown)
+
+
+def run_in_order(results, selected, unknown):
+    """Run `selected` one after another in this process (a lane, or the
+    whole run when it has one lane); their results go to the directory
+    `results`."""
+    os.makedirs(results, exist_ok=True)
+    results_path = os.path.join(results, "results.txt")
+    summary_path = os.path.join(results, "summary.txt")
     passed = failed = 0
     lines = []
 
@@ -80,10 +98,12 @@ def main():
         stall = harness.STALLS.worst(t0)
         retried = ""
         if err is not None and stall > 1.0:
-            # The VM itself stood still: timing checks were inconclusive.
-            print(f"--- {sc.name}: failed after a {stall:.1f}s VM stall ({first_line(err)}); "
-                  "running it again", flush=True)
-            retried = f"first try failed after a {stall:.1f}s VM stall: {first_line(err)}"
+            # The VM (or a battery player in it) stood still: timing checks
+            # were inconclusive.
+            print(f"--- {sc.name}: failed after a {stall:.1f}s stall of the VM or a battery "
+                  f"player ({first_line(err)}); running it again", flush=True)
+            retried = (f"first try failed after a {stall:.1f}s stall of the VM or a battery "
+                       f"player: {first_line(err)}")
             ctx, err = run_one(sc)
         dt = time.monotonic() - t0
         if err is None:

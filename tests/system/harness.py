@@ -83,6 +83,11 @@ class StallMonitor(threading.Thread):
                     self.stalls.append((now, lost))
             last = now
 
+    def note(self, now, lost):
+        """A stall seen elsewhere (a battery player that ran late)."""
+        with self.lock:
+            self.stalls.append((now, lost))
+
     def worst(self, t0, t1=None):
         """Longest stall that ended in [t0, t1]."""
         with self.lock:
@@ -93,12 +98,15 @@ class StallMonitor(threading.Thread):
 STALLS = StallMonitor()
 
 
-def setup(repo, mode):
-    global REPO, MODE, BINARY
-    REPO, MODE = repo, mode
+def setup(repo, mode, tmp=TMP):
+    """`tmp`: this process's scratch directory (config files, logs, a
+    broker's files): one per lane, so lanes never share a file name."""
+    global REPO, MODE, BINARY, TMP
+    REPO, MODE, TMP = repo, mode, tmp
     BINARY = os.path.join(repo, "target", "release", "bms-gateway")
     os.makedirs(TMP, exist_ok=True)
     STALLS.start()
+    canio.on_late = STALLS.note
 
 
 def check(cond, msg):

@@ -19,7 +19,8 @@
 #   measurements instead (make bench-system).
 # Environment: SYSTEM_TEST_TIMEOUT (seconds for the whole VM run, default 1500),
 #   SYSTEM_TEST_MEM (VM memory in MiB, default 1536), SYSTEM_TEST_SMP (vCPUs, 2),
-#   SYSTEM_TEST_KERNEL_ARGS (added to the VM kernel command line).
+#   SYSTEM_TEST_KERNEL_ARGS (added to the VM kernel command line),
+#   SYSTEM_TEST_LANES (parallel scenario lanes, default 3; 1: one after another).
 #
 # It never skips: a missing prerequisite that cannot be installed is an error.
 set -euo pipefail
@@ -31,6 +32,9 @@ binary="$repo/target/release/bms-gateway"
 timeout_s="${SYSTEM_TEST_TIMEOUT:-1500}"
 mem_mb="${SYSTEM_TEST_MEM:-1536}"
 smp="${SYSTEM_TEST_SMP:-2}"
+# Scenarios run in this many parallel lanes (tests/system/lanes.py): the vcan
+# ones in their own network namespaces, the sja1000 tier in one lane.
+lanes="${SYSTEM_TEST_LANES:-3}"
 # Extra kernel arguments for the VM, e.g. "clocksource=tsc tsc=reliable" to
 # measure with a vDSO clock, as a Raspberry Pi's arch timer has.
 kernel_args="${SYSTEM_TEST_KERNEL_ARGS:-}"
@@ -111,13 +115,14 @@ if [[ "${1:-}" == "bench" ]]; then mode="bench"; shift; fi
     printf 'SCENARIOS=%q\n' "$*"
     printf 'KVER=%q\n' "$kver"
     printf 'CAN_BUSES=%q\n' "$can_buses"
+    printf 'LANES=%q\n' "$lanes"
 } >"$work/results/params.sh"
 
 # --- boot --------------------------------------------------------------------
 echo "system tests: booting Debian kernel $kver in QEMU (TCG, $smp vCPU, ${mem_mb} MiB, no network, $can_buses emulated CAN buses)"
 start=$(date +%s)
 set +e
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+timeout --kill-after=10 "$timeout_s" "${VM_NICE[@]}" qemu-system-x86_64 \
     -accel tcg -smp "$smp" -m "$mem_mb" \
     -nographic -no-reboot -nodefaults -serial stdio -monitor none \
     -nic none \

@@ -102,23 +102,67 @@ def expect(bats, out_model, battery_model=None, state="ok", **sp):
     return pylon.expected_fields(view)
 
 
-def burst_order_problems(frames, with_373):
-    """Frame sets must come in the order of docs/combining.md."""
+def frame_sets(frames, with_373, lossy=False):
+    """The frame sets in `frames` as ID lists, each from a 0x359 to the next
+    (frames before the first 0x359 began before the window, those after the
+    last may end after it), and the full set. `lossy`: a receiver that lost
+    frames may have lost a 0x359 too, so a frame that cannot follow the one
+    before it in a set also begins a new one."""
     want = pylon.FRAME_ORDER + ([pylon.ID_373] if with_373 else [])
     ids = [f.id for f in frames if f.id in want]
     while ids and ids[0] != 0x359:
         ids.pop(0)
     sets, cur = [], []
     for i in ids:
-        if i == 0x359 and cur:
+        out_of_place = lossy and cur and want.index(i) <= want.index(cur[-1])
+        if (i == 0x359 or out_of_place) and cur:
             sets.append(cur)
             cur = []
         cur.append(i)
-    bad = [s for s in sets if s != want]
+    return sets, want
+
+
+def in_order_with_gaps(ids, want):
+    """True when `ids` is `want` with some frames left out: every frame in
+    its place, none twice (a set the receiver lost frames of)."""
+    pos = [want.index(i) for i in ids]
+    return all(a < b for a, b in zip(pos, pos[1:]))
+
+
+def burst_order_problems(frames, with_373, lost=0):
+    """Frame sets must come in the order of docs/combining.md. `lost`: frames
+    the receiving controller is known to have lost in the window (an emulated
+    SJA1000's receive overruns, from the kernel's counters): that many
+    frames may be missing from sets, each remaining frame still in its place."""
+    sets, want = frame_sets(frames, with_373, lossy=lost > 0)
     if not sets:
         return ["no complete frame set"]
+    short = [s for s in sets if s != want]
+    missing = sum(len(want) - len(s) for s in short)
+    if lost and missing <= lost and all(in_order_with_gaps(s, want) for s in short):
+        return []
     return [f"frame set order {[hex(i) for i in s]}, expected {[hex(i) for i in want]}"
-            for s in bad[:2]]
+            + (f" ({missing} frames missing, the receiver lost {lost})" if lost else "")
+            for s in short[:2]]
+
+
+def lost_on_the_way(iface, before):
+    """Frames the gateway's controller `iface` sent that its peer's did not
+    receive since the counters `before` (canio.link_stats of both); 0 on
+    vcan, which loses nothing."""
+    if canio.TRANSPORT != "sja1000":
+        return 0
+    g0, p0 = before
+    g1, p1 = canio.link_stats(iface), canio.link_stats(canio.peer(iface))
+    return max(0, (g1["tx_packets"] - g0["tx_packets"]) - (p1["rx_packets"] - p0["rx_packets"]))
+
+
+def counters(iface):
+    """The kernel's counters of the gateway's `iface` and its peer's
+    controller (sja1000 tier; None on vcan), for lost_on_the_way."""
+    if canio.TRANSPORT != "sja1000":
+        return None
+    return canio.link_stats(iface), canio.link_stats(canio.peer(iface))
 
 
 def start_push_3x2(ctx, battery=None, stale=None, candump=False):
@@ -150,13 +194,20 @@ def push_3x2(ctx):
     harness.wait_state(caps["sinv1"], e1, 20, "combined state of 3 batteries")
     harness.wait_state(caps["sinv2"], e2, 10, "combined state of 3 batteries")
     gateway_alive(gw)
+    before = {iface: counters(iface) for iface in caps}
     t0 = time.monotonic()
     time.sleep(6)
     t1 = time.monotonic()
     for iface, e in (("sinv1", e1), ("sinv2", e2)):
         frames = harness.check_window(caps[iface], e, t0, t1, "steady push state", min_bursts=4)
-        probs = burst_order_problems(frames, with_373=True)
+        # On the emulated SJA1000s a busy host makes the inverter's
+        # controller overrun now and then, as a real one can: a set may
+        # lack the frames it lost (counted by the kernel), never more.
+        lost = lost_on_the_way(iface, before[iface])
+        probs = burst_order_problems(frames, with_373=True, lost=lost)
         check(not probs, f"{iface}: " + "; ".join(probs))
+        if lost:
+            ctx.note(f"{iface}: the receiving controller lost {lost} frames in the window")
         gap = harness.max_gap(caps[iface], t0, t1)
         n351 = sum(1 for f in frames if f.id == 0x351)
         rate = n351 / (t1 - t0)
@@ -380,7 +431,10 @@ def enable_flags(ctx):
 @scenario("degraded_recover", budget=90, tiers=BOTH)
 def degraded_recover(ctx):
     """One battery stops -> degraded (alarm 3.3), comes back -> ok; buses never pause."""
-    bats, caps, gw = start_push_3x2(ctx, stale=2.0)
+    # STALE-TIMEOUT 3 s, three battery periods: a player that the busy VM
+    # delays by a second does not make its battery stale in the ok windows.
+    stale = 3.0
+    bats, caps, gw = start_push_3x2(ctx, stale=stale)
     names = ("sbat1", "sbat2", "sbat3")
     ok1 = expect([(bats[i].values, i) for i in names], INV1_MODEL)
     ok2 = expect([(bats[i].values, i) for i in names], INV2_MODEL)
@@ -392,10 +446,12 @@ def degraded_recover(ctx):
     fresh = [(bats[i].values, i) for i in ("sbat1", "sbat3")]
     d1 = expect(fresh, INV1_MODEL, state="degraded")
     d2 = expect(fresh, INV2_MODEL, state="degraded")
-    t_deg = harness.wait_state(caps["sinv1"], d1, 8, "degraded state (battery 2 silent)")
+    t_deg = harness.wait_state(caps["sinv1"], d1, stale + 6, "degraded state (battery 2 silent)")
     harness.wait_state(caps["sinv2"], d2, 5, "degraded state (battery 2 silent)")
-    ctx.log(f"degraded after {t_deg - t_stop:.1f}s (STALE-TIMEOUT 2.0)")
-    check(t_deg - t_stop > 0.9, f"degraded after only {t_deg - t_stop:.2f}s, before STALE-TIMEOUT")
+    ctx.log(f"degraded after {t_deg - t_stop:.1f}s (STALE-TIMEOUT {stale})")
+    # Its last telegram came up to one period (1 s) before t_stop.
+    check(t_deg - t_stop > stale - 1.1,
+          f"degraded after only {t_deg - t_stop:.2f}s, before STALE-TIMEOUT")
     time.sleep(3)
     harness.check_window(caps["sinv1"], d1, t_deg + 0.5, time.monotonic(), "steady degraded state",
                          min_bursts=2)
@@ -504,8 +560,11 @@ def iface_faults(ctx):
     bats = {"sbat1": ctx.battery("sbat1", bat_a()), "sbat2": ctx.battery("sbat2", bat_b()),
             "sbat3": ctx.battery("sbat3", bat_c())}  # retries until sbat3 exists
     caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
+    # STALE-TIMEOUT 4 s: an input whose link fails turns stale after it; a
+    # battery player that the busy VM delays by a second or two must not
+    # (sinv1 must show the ok state throughout sinv2's faults).
     gw = ctx.gateway(harness.config(inputs_cfg("sbat1", "sbat2", "sbat3"), [INV1, INV2],
-                                    {"STALE-TIMEOUT": 2.0}))
+                                    {"STALE-TIMEOUT": 4.0}))
     names = ("sbat1", "sbat2", "sbat3")
     ok = {j: expect([(bats[i].values, i) for i in names], m)
           for j, m in (("sinv1", INV1_MODEL), ("sinv2", INV2_MODEL))}
@@ -528,7 +587,7 @@ def iface_faults(ctx):
              ["ip", "link", "set", "sbat2", "up"]),
             ("delete/re-add", ["ip", "link", "delete", "sbat2"], None)):
         canio.sh(*down)
-        harness.wait_state(caps["sinv1"], deg("sbat2")["sinv1"], 8, f"degraded after input {action}")
+        harness.wait_state(caps["sinv1"], deg("sbat2")["sinv1"], 10, f"degraded after input {action}")
         harness.wait_state(caps["sinv2"], deg("sbat2")["sinv2"], 5, f"degraded after input {action}")
         if up:
             canio.sh(*up)
@@ -1161,13 +1220,18 @@ def reload(ctx):
 # --- make run-vcan ----------------------------------------------------------------------
 
 def gateway_pids(exclude=()):
+    """bms-gateway processes in this network namespace (another lane's, in
+    a namespace of its own, are none of this scenario's business)."""
     pids = []
+    own_net = os.readlink("/proc/self/ns/net")
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) in exclude:
             continue
         try:
             with open(f"/proc/{d}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
+            if os.readlink(f"/proc/{d}/ns/net") != own_net:
+                continue
         except OSError:
             continue
         if argv and os.path.basename(argv[0]) == b"bms-gateway":
@@ -1209,15 +1273,18 @@ def run_vcan(ctx):
             check(d == want, f"{n}: 0x351 decodes to {d}, expected {want}")
         check(p.poll() is None, f"run-vcan exited early with {p.returncode}")
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+        # Waited for until it exits (its clean-up starts processes and
+        # deletes interfaces: over 10 s in a busy VM); the bound only catches
+        # a script that never ends.
         t0 = time.monotonic()
         os.killpg(p.pid, signal.SIGINT)
         try:
-            rc = p.wait(timeout=10)
+            rc = p.wait(timeout=45)
         except subprocess.TimeoutExpired:
             rc = None
         dt = time.monotonic() - t0
         ctx.log(f"run-vcan stopped {dt:.1f}s after Ctrl-C, exit code {rc}")
-        check(rc is not None, "run-vcan still running 10s after Ctrl-C")
+        check(rc is not None, "run-vcan still running 45s after Ctrl-C")
         left = [n for n in ("vcan-bat1", "vcan-bat2", "vcan-inv1", "vcan-inv2") if up(n)]
         check(not left, f"interfaces left after Ctrl-C: {left}")
         stray = [pid for pid in gateway_pids() if pid not in before]

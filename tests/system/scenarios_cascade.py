@@ -92,7 +92,9 @@ def cascade_gateways(ctx):
     sims = {i: ctx.battery(i, pylon.battery(**v)) for i, (_, v) in everything.items()}
     inv = [ctx.capture("sinv1"), ctx.capture("sinv2")]
     ref = [ctx.capture("sflat1"), ctx.capture("sflat2")]
-    stale = 2.0
+    # Three battery periods: a player the busy VM delays (eight of them and
+    # three gateways here) must not make a pack stale in the steady windows.
+    stale = 3.0
     bcfg = {"STALE-TIMEOUT": stale}
 
     def ins(packs):

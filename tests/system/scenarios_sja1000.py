@@ -7,7 +7,6 @@ The essential scenarios of scenarios.py run on this tier as well (NAME@sja1000).
 Gateway side sNAME, peer side pNAME of each cable (canio.py).
 """
 
-import os
 import re
 import time
 
@@ -123,13 +122,6 @@ def set_problems(frames):
     return len(sets), [s for s in sets if s != FULL_SET]
 
 
-def link_stats(name):
-    """The kernel's counters of an interface (/sys/class/net/NAME/statistics)."""
-    d = f"/sys/class/net/{name}/statistics"
-    return {k: int(open(os.path.join(d, k)).read()) for k in
-            ("tx_packets", "tx_dropped", "rx_packets", "rx_over_errors", "rx_errors", "rx_dropped")}
-
-
 @scenario("txqueue_10", budget=150, tiers=SJA)
 def txqueue_10(ctx):
     """Transmit queue 10 (the driver's default): sync answers, own 0x305 and POLL frames collide;
@@ -169,7 +161,7 @@ def txqueue_10(ctx):
         return out
 
     err0 = send_errors(time.monotonic())
-    st0 = {j: (link_stats(j), link_stats(ctx.peer(j))) for j in caps}
+    st0 = {j: (canio.link_stats(j), canio.link_stats(ctx.peer(j))) for j in caps}
     # Each inverter asks three times back to back, ten times a second, for
     # 10 s: up to 21 frames answered at once into a queue of 10, next to
     # the gateway's own 0x305 and its polls of both batteries.
@@ -188,7 +180,7 @@ def txqueue_10(ctx):
         frames = cap.since(t0, t1)
         n, bad = set_problems(frames)
         missing = sum(len(FULL_SET) - len(x) for x in bad)
-        (g0, p0), (g1, p1) = st0[j], (link_stats(j), link_stats(ctx.peer(j)))
+        (g0, p0), (g1, p1) = st0[j], (canio.link_stats(j), canio.link_stats(ctx.peer(j)))
         sent = g1["tx_packets"] - g0["tx_packets"]
         got = p1["rx_packets"] - p0["rx_packets"]
         over = p1["rx_over_errors"] - p0["rx_over_errors"]

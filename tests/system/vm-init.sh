@@ -65,7 +65,7 @@ echo "vm-init: kernel $(uname -r), CAN modules loaded, running the scenario driv
 chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/tmp LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     /usr/bin/python3 "$REPO/tests/system/driver.py" \
-    --repo "$REPO" --results /tmp/results --mode "$MODE" $SCENARIOS # split: a name list
+    --repo "$REPO" --results /tmp/results --mode "$MODE" --lanes "${LANES:-1}" $SCENARIOS # split: a name list
 echo "vm-init: driver exited with $?"
 sync
 umount /host/tmp/results /results 2>/dev/null
