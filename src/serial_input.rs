@@ -30,7 +30,7 @@ use crate::status::{InputStatus, Slot};
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a request waits for its answer: the reference's 500 ms plus
@@ -75,6 +75,8 @@ impl SerialBuses {
             path: path.to_string(),
             line,
             state: Mutex::default(),
+            turns: Mutex::default(),
+            turn_over: Condvar::new(),
         });
         ports.insert(path.to_string(), Arc::downgrade(&bus));
         bus
@@ -86,6 +88,32 @@ pub struct Bus {
     path: String,
     line: LineSettings,
     state: Mutex<BusState>,
+    /// Whose turn the port is (see [`Turns`]).
+    turns: Mutex<Turns>,
+    turn_over: Condvar,
+}
+
+/// Tickets for the port, served in the order taken, so the packs of one
+/// port take turns. The state's plain mutex is not enough: the pack that
+/// just released it may take it again at once, and a pack whose cycles
+/// fill its POLL-INTERVAL would starve the others (seen on the in-process
+/// pair with two packs at 100 ms).
+#[derive(Default)]
+struct Turns {
+    taken: u64,
+    serving: u64,
+}
+
+/// A pack's turn on the port; the next ticket's when dropped.
+struct Turn<'a> {
+    bus: &'a Bus,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        crate::sync::lock(&self.bus.turns).serving += 1;
+        self.bus.turn_over.notify_all();
+    }
 }
 
 /// The port's state, behind the bus's lock.
@@ -105,6 +133,18 @@ struct BusState {
 impl Bus {
     fn lock(&self) -> MutexGuard<'_, BusState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for this caller's turn (at most the cycles of the packs ahead,
+    /// each bounded by its transactions' deadlines).
+    fn take_turn(&self) -> Turn<'_> {
+        let mut turns = crate::sync::lock(&self.turns);
+        let mine = turns.taken;
+        turns.taken += 1;
+        while turns.serving != mine {
+            turns = self.turn_over.wait(turns).unwrap_or_else(|e| e.into_inner());
+        }
+        Turn { bus: self }
     }
 }
 
@@ -273,6 +313,7 @@ impl SerialPack<'_> {
     /// cycle's requests in turn, the telegram delivered.
     fn cycle(&self, poller: &mut Poller, schedule: &mut Schedule) -> Result<(), Failure> {
         let bus = self.bus;
+        let _turn = bus.take_turn();
         let mut state = bus.lock();
         let now = Instant::now();
         if let Err(why) = state.open(bus, self.opener, now) {

@@ -131,6 +131,15 @@ fn packs_sharing_a_port_are_polled_in_turn_with_the_gap() {
     for w in seen.windows(2) {
         assert!(w[1].at - w[0].at >= INTER_FRAME_GAP, "{w:?}");
     }
+    // In turn: once both packs have asked for the port, no pack has two
+    // cycles in a row (both are always due: their cycles take longer than
+    // their 100 ms POLL-INTERVAL). A plain mutex let pack 2 take the port
+    // back at once, and pack 3 sometimes waited for ever.
+    let starts: Vec<u8> = seen.iter().filter(|r| r.cid2 == 0x42).map(|r| r.adr).collect();
+    let both_asked = starts.iter().position(|&a| a == 3).expect("pack 3 polled");
+    for w in starts[both_asked..].windows(2) {
+        assert_ne!(w[0], w[1], "two cycles in a row for one pack: {starts:?}");
+    }
     let from: Vec<usize> = telegrams.iter().map(|d| d.input).collect();
     assert!(
         from.contains(&0) && from.contains(&1),
