@@ -251,6 +251,12 @@ fn battery_state_from_its_telegram_and_counters() {
         invalid: 1,
         dropped: 2,
         link: LinkState::Up,
+        recovery: LinkRecovery {
+            state: RecoveryState::Normal,
+            bounces: 3,
+            recovered: 2,
+            failed: 1,
+        },
         energy: Meter::restored(kwh(12.3456, 7.0), None),
     };
     let pack = PackView {
@@ -317,7 +323,30 @@ fn battery_state_from_its_telegram_and_counters() {
     let energy = got.as_object_mut().unwrap();
     assert_eq!(energy.remove("energy_charged_kwh"), Some(json!(12.346)));
     assert_eq!(energy.remove("energy_discharged_kwh"), Some(json!(7.0)));
+    assert_eq!(energy.remove("link_bounces"), Some(json!(3)));
+    assert_eq!(energy.remove("link_recoveries"), Some(json!(2)));
+    assert_eq!(energy.remove("link_recovery_failures"), Some(json!(1)));
     assert_eq!(got, want);
+}
+
+/// An interface the gateway has bounced, with no traffic back yet, is
+/// "recovering" (spec 17), whatever its link said last.
+#[test]
+fn a_bounced_interface_is_recovering() {
+    let c = clock();
+    let input = InputStatus {
+        link: LinkState::Down("Network is down".into()),
+        recovery: LinkRecovery {
+            state: RecoveryState::Recovering,
+            bounces: 1,
+            ..LinkRecovery::default()
+        },
+        ..InputStatus::default()
+    };
+    let got = to_json(&battery_state(&config(), 0, &input, false, None, false, &c));
+    assert_eq!(got["link"], "recovering");
+    assert_eq!(got["link_error"], json!(null));
+    assert_eq!(got["link_bounces"], 1);
 }
 
 #[test]
