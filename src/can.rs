@@ -4,6 +4,7 @@
 //! threads see only [`CanPort`] and [`CanOpener`], so the same daemon runs on
 //! a desk and on a Raspberry Pi.
 
+pub mod bounce;
 pub mod dead_watch;
 pub mod reconnect;
 pub mod socket;
@@ -63,6 +64,49 @@ pub enum Wake {
     Deadline,
     /// The stop was given.
     Stopped,
+    /// The controller reported a change of state (an error frame the port
+    /// subscribed to); never a data frame.
+    Controller(ControllerState),
+}
+
+/// What a controller said about itself (SocketCAN error frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerState {
+    /// Bus-off: it no longer takes part in the bus until restarted.
+    BusOff,
+    /// Restarted after bus-off (by restart-ms or by hand).
+    Restarted,
+}
+
+/// How a link was taken down and up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounced {
+    /// By the gateway itself (it holds CAP_NET_ADMIN).
+    Directly,
+    /// By the link helper, over its socket.
+    ByHelper,
+}
+
+/// Why a link could not be taken down and up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BounceError {
+    /// Nobody here may: the gateway lacks CAP_NET_ADMIN and no helper
+    /// answers. What was tried, for the owner.
+    NoPrivilege(String),
+    /// The helper answered and refused.
+    Refused(String),
+    /// It was tried and failed.
+    Failed(String),
+}
+
+impl fmt::Display for BounceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BounceError::NoPrivilege(why) => write!(f, "no privilege to take the link down and up ({why})"),
+            BounceError::Refused(why) => write!(f, "the link helper refused ({why})"),
+            BounceError::Failed(why) => write!(f, "taking the link down and up failed ({why})"),
+        }
+    }
 }
 
 /// One open CAN interface.
@@ -93,4 +137,10 @@ pub trait CanPort: Send {
 /// Opens interfaces by name.
 pub trait CanOpener: Send + Sync {
     fn open(&self, interface: &str) -> Result<Box<dyn CanPort>, CanError>;
+    /// Takes `interface` down and up again (spec 17), keeping its settings.
+    fn bounce(&self, interface: &str) -> Result<Bounced, BounceError> {
+        Err(BounceError::NoPrivilege(format!(
+            "{interface}: this kind of interface cannot be bounced"
+        )))
+    }
 }

@@ -1415,11 +1415,6 @@ impl Config {
                 ));
             }
         }
-        if self.can.mode == RecoverMode::Bounce {
-            out.push(
-                "[can] RECOVER = \"bounce\": this version detects a dead interface but cannot take it down and up yet; it logs the command that does (docs/dead-interfaces.md)".into(),
-            );
-        }
         let m = &self.mqtt;
         if m.ha_setpoint_ttl.is_some() && !(m.control_activated && m.ha_discovery) {
             out.push(
@@ -1580,7 +1575,9 @@ impl Config {
             secs(can.after),
             match can.mode {
                 RecoverMode::Off => "a dead interface is reported with the command that fixes it",
-                RecoverMode::Bounce => "a dead interface is to be taken down and up, with back-off",
+                RecoverMode::Bounce => {
+                    "a dead interface is taken down and up, with back-off (directly with CAP_NET_ADMIN, else by bms-gateway-link-helper.socket)"
+                }
             }
         );
         s

@@ -75,6 +75,8 @@ impl Input<'_> {
             subject: Subject::Battery(self.slot.position()),
             interface: self.name(),
             label: self.label(),
+            link: self.opener,
+            board: self.slot,
         }
     }
 
@@ -243,6 +245,7 @@ impl Service for InputService<'_, '_> {
                         return Ok(());
                     }
                 }
+                Ok(Wake::Controller(state)) => self.dead.controller(state, now, || input.reporter()),
                 Ok(Wake::Deadline) => {}
                 Ok(Wake::Stopped) => return Ok(()),
                 Err(CanError::Down(why)) => {
@@ -341,6 +344,93 @@ mod tests {
             let reports = board.events.after(0);
             let dead_reports = reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
             assert_eq!(dead_reports.count(), 1);
+            drop(stop_tx);
+        });
+    }
+
+    /// RECOVER = "bounce" in the input thread: a deaf interface (the
+    /// battery talks, nothing arrives) is bounced after RECOVER-AFTER, is
+    /// shown recovering meanwhile, and the battery's next frames end it
+    /// with one interface_recovered and the counters 1 bounce, 1 recovery.
+    #[test]
+    fn a_deaf_battery_interface_is_bounced_and_recovers() {
+        let bus = VirtualBus::new();
+        bus.create("bat1");
+        let mut battery = bus.open("bat1").unwrap();
+        let config = InputConfig {
+            can_if: "bat1".into(),
+            description: String::new(),
+            capacity_ah: 100.0,
+            poll_interval: None,
+            serial: None,
+        };
+        let board = crate::status::StatusBoard::new(1, 0);
+        let slot = board.input_slot(0);
+        let (telegrams, _rx) = crossbeam_channel::bounded(16);
+        let (stop_tx, stop) = crate::shutdown::channel();
+        let after = Duration::from_secs(2);
+        let frame = Frame::new(CanId::Standard(0x359), FrameKind::Data, &[0; 7]);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                Input {
+                    config: &config,
+                    opener: &bus,
+                    telegrams: &telegrams,
+                    slot: &slot,
+                    events: &board.events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
+                    recovery: RecoverySettings {
+                        mode: RecoverMode::Bounce,
+                        after,
+                    },
+                }
+                .run()
+            });
+            while slot.update(|s| s.link != LinkState::Up) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            battery.write(&frame).unwrap();
+            while slot.update(|s| s.frames == 0) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            bus.deafen("bat1");
+            let deaf_at = Instant::now();
+            // The battery goes on talking; frames get through again only
+            // after the bounce.
+            let give_up = Instant::now() + Duration::from_secs(20);
+            let back = loop {
+                battery.write(&frame).unwrap();
+                if let Some(e) = board
+                    .events
+                    .after(0)
+                    .into_iter()
+                    .find(|e| e.kind == Kind::InterfaceRecovered)
+                {
+                    break e;
+                }
+                assert!(Instant::now() < give_up, "no recovery");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(deaf_at.elapsed() >= after);
+            assert_eq!(bus.bounces("bat1"), 1);
+            assert!(
+                back.message.starts_with("battery 1 (bat1): traffic is back"),
+                "{}",
+                back.message
+            );
+            let recovery = slot.update(|s| s.recovery);
+            assert_eq!((recovery.bounces, recovery.recovered, recovery.failed), (1, 1, 0));
+            assert_eq!(recovery.state, crate::status::RecoveryState::Normal);
+            assert!(
+                board
+                    .events
+                    .after(0)
+                    .iter()
+                    .all(|e| e.kind != Kind::InterfaceRecoveryFailed)
+            );
             drop(stop_tx);
         });
     }

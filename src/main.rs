@@ -136,6 +136,15 @@ enum Command {
         #[arg(long = "virtual")]
         virtual_time: bool,
     },
+    /// The link helper (spec 17), run by systemd for one connection on its
+    /// socket (bms-gateway-link-helper.socket, Accept=yes): takes a
+    /// configured CAN interface down and up for the gateway's user. Needs
+    /// CAP_NET_ADMIN; the gateway itself never runs this.
+    LinkHelper {
+        /// The only user whose requests are served.
+        #[arg(long, default_value = "bms-gateway")]
+        user: String,
+    },
     /// Live decoded view of Pylontech traffic on an interface.
     Monitor {
         /// The CAN interface, e.g. can0.
@@ -255,6 +264,24 @@ fn check(path: &Path) -> Exit {
         println!("note: GATEWAY-ACTIVATED is false: the gateway will not run until it is set to true");
     }
     Exit::Success
+}
+
+/// `link-helper`: the interfaces the configuration names, for the user
+/// `user`, one request on standard input.
+fn link_helper(path: &Path, user: &str) -> Exit {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let interfaces: Vec<String> = config
+        .inputs
+        .iter()
+        .map(|i| i.can_if.clone())
+        .chain(config.outputs.iter().map(|o| o.can_if.clone()))
+        .collect();
+    let served = bms_gateway::can::bounce::user_id(user)
+        .and_then(|uid| bms_gateway::can::bounce::serve_helper(uid, &interfaces));
+    outcome(served.map_err(|e| format!("link helper: {e}")))
 }
 
 fn run(path: &Path) -> Exit {
@@ -591,6 +618,7 @@ fn main() -> ExitCode {
             replay(&path, &files, output, &setpoint, pace)
         }
         Some(Command::Monitor { interface }) => outcome(tools::monitor(opener, &interface)),
+        Some(Command::LinkHelper { user }) => link_helper(&path, &user),
     };
     exit.into()
 }

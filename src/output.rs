@@ -249,6 +249,8 @@ impl Output<'_> {
             subject: Subject::Inverter(self.slot.position()),
             interface: self.name(),
             label: self.label(),
+            link: self.opener,
+            board: self.slot,
         }
     }
 
@@ -424,6 +426,7 @@ impl Output<'_> {
                         sent?;
                     }
                 }
+                Ok(Wake::Controller(state)) => peer.dead.controller(state, Instant::now(), || self.reporter()),
                 Ok(Wake::Stopped) => return Ok(()),
                 Ok(Wake::Deadline) => {}
                 Err(CanError::Down(why)) => {
@@ -447,6 +450,7 @@ impl Output<'_> {
         for _ in 0..DRAIN_MAX {
             match port.read_until_from(now, now, self.stop) {
                 Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
+                Ok(Wake::Controller(state)) => peer.dead.controller(state, now, || self.reporter()),
                 Ok(_) | Err(CanError::Down(_)) => return Ok(()),
                 Err(e) => return Err(e),
             }

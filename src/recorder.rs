@@ -340,6 +340,10 @@ impl CanOpener for Recording<'_> {
             None => port,
         })
     }
+
+    fn bounce(&self, interface: &str) -> Result<crate::can::Bounced, crate::can::BounceError> {
+        self.opener.bounce(interface)
+    }
 }
 
 struct RecordingPort {

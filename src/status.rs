@@ -11,6 +11,7 @@
 
 use crate::bank::PackView;
 pub use crate::can::LinkState;
+pub use crate::can::dead_watch::{LinkRecovery, RecoveryBoard, RecoveryState};
 use crate::combine::{Battery, Combined, SystemState};
 use crate::config::Config;
 use crate::energy::{Counter, Meter};
@@ -43,6 +44,8 @@ pub struct InputStatus {
     /// Telegrams dropped because the combiner's queue was full.
     pub dropped: u64,
     pub link: LinkState,
+    /// Dead-interface recovery (spec 17).
+    pub recovery: LinkRecovery,
     /// Its energy counters (kept by the combiner, which sees every telegram).
     pub energy: Meter,
     /// An RS485 input's bad answers by kind (also counted in `invalid`);
@@ -64,6 +67,8 @@ pub struct OutputStatus {
     /// Transmissions that failed (queue full, interface down).
     pub send_errors: u64,
     pub link: LinkState,
+    /// Dead-interface recovery (spec 17).
+    pub recovery: LinkRecovery,
     /// Whether the inverter talks (INVERTER-TIMEOUT); `None` when it is
     /// configured never to talk.
     pub talk: Option<Talk>,
@@ -111,6 +116,18 @@ impl Snapshot {
     /// The system's energy counters.
     pub fn energy(&self) -> Counter {
         crate::energy::system_total(self.system.energy_base, self.inputs.iter().map(|i| &i.energy))
+    }
+}
+
+impl RecoveryBoard for Slot<InputStatus> {
+    fn update_recovery(&self, f: &mut dyn FnMut(&mut LinkRecovery)) {
+        self.update(|s| f(&mut s.recovery));
+    }
+}
+
+impl RecoveryBoard for Slot<OutputStatus> {
+    fn update_recovery(&self, f: &mut dyn FnMut(&mut LinkRecovery)) {
+        self.update(|s| f(&mut s.recovery));
     }
 }
 

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::energy::Counter;
 use crate::profile::Talk;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
-use crate::status::{InputStatus, LinkState, OutputStatus, Snapshot};
+use crate::status::{InputStatus, LinkRecovery, LinkState, OutputStatus, RecoveryState, Snapshot};
 use crate::telegram::Telegram;
 use serde::Serialize;
 use std::time::{Instant, SystemTime};
@@ -227,12 +227,35 @@ pub fn system_state(snapshot: &Snapshot, clock: &Clock) -> SystemPayload {
     }
 }
 
-/// "up", "opening" or "down", and the reason when down.
-fn link(state: &LinkState) -> (&'static str, Option<String>) {
-    match state {
-        LinkState::Opening => ("opening", None),
-        LinkState::Up => ("up", None),
-        LinkState::Down(why) => ("down", Some(why.clone())),
+/// "up", "opening", "down" or "recovering" (taken down and up by the
+/// gateway, spec 17, and no traffic back yet), and the reason when down.
+fn link(state: &LinkState, recovery: &LinkRecovery) -> (&'static str, Option<String>) {
+    match (state, recovery.state) {
+        (_, RecoveryState::Recovering) => ("recovering", None),
+        (LinkState::Opening, RecoveryState::Normal) => ("opening", None),
+        (LinkState::Up, RecoveryState::Normal) => ("up", None),
+        (LinkState::Down(why), RecoveryState::Normal) => ("down", Some(why.clone())),
+    }
+}
+
+/// An interface's dead-link recovery counters (spec 17), in both payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RecoveryCounts {
+    /// Times the gateway took the link down and up.
+    pub link_bounces: u64,
+    /// Dead spells ended by a bounce.
+    pub link_recoveries: u64,
+    /// Bounces that brought nothing back, or could not be done.
+    pub link_recovery_failures: u64,
+}
+
+impl RecoveryCounts {
+    fn of(r: &LinkRecovery) -> RecoveryCounts {
+        RecoveryCounts {
+            link_bounces: r.bounces,
+            link_recoveries: r.recovered,
+            link_recovery_failures: r.failed,
+        }
     }
 }
 
@@ -292,6 +315,8 @@ pub struct BatteryPayload {
     pub timestamp_last_bms_update: Option<f64>,
     pub link: &'static str,
     pub link_error: Option<String>,
+    #[serde(flatten)]
+    pub recovery: RecoveryCounts,
     pub frames: u64,
     pub telegrams: u64,
     pub invalid: u64,
@@ -325,7 +350,7 @@ pub fn battery_state(
     let share = |f: fn(&PackView) -> f64| pack.map(|p| round(f(p), 3));
     let c = &config.inputs[index];
     let age = input.last_telegram.map(|t| clock.now.saturating_duration_since(t));
-    let (link, link_error) = link(&input.link);
+    let (link, link_error) = link(&input.link, &input.recovery);
     let mut values = input
         .telegram
         .as_ref()
@@ -347,6 +372,7 @@ pub fn battery_state(
         timestamp_last_bms_update: input.last_telegram_wall.map(unix),
         link,
         link_error,
+        recovery: RecoveryCounts::of(&input.recovery),
         frames: input.frames,
         telegrams: input.telegrams,
         invalid: input.invalid,
@@ -387,6 +413,8 @@ pub struct InverterPayload {
     pub send_errors: u64,
     pub link: &'static str,
     pub link_error: Option<String>,
+    #[serde(flatten)]
+    pub recovery: RecoveryCounts,
     /// No frame from the inverter for INVERTER-TIMEOUT; `None` when it is
     /// configured never to talk (INVERTER-TIMEOUT = 0).
     pub silent: Option<bool>,
@@ -436,7 +464,7 @@ impl InverterReadings {
 /// The payload for BASE/inverter/N/state of output `index` (0-based).
 pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, clock: &Clock) -> InverterPayload {
     let c = &config.outputs[index];
-    let (link, link_error) = link(&output.link);
+    let (link, link_error) = link(&output.link, &output.recovery);
     InverterPayload {
         values: output
             .last_sent
@@ -454,6 +482,7 @@ pub fn inverter_state(config: &Config, index: usize, output: &OutputStatus, cloc
         send_errors: output.send_errors,
         link,
         link_error,
+        recovery: RecoveryCounts::of(&output.recovery),
         silent: output.talk.map(|t| t == Talk::Silent),
         inverter_readings: InverterReadings::of(output),
         shutdown_requests: output.shutdown_requests,

@@ -7,12 +7,17 @@
 //! give up on that frame and count it). A socket binds to an interface that
 //! is down (a real controller before it has a bit rate): opening says so,
 //! with what to do, and the port is used as soon as the interface comes up.
+//!
+//! Each socket also subscribes to two kinds of error frame (CAN_RAW_ERR_FILTER):
+//! bus-off and restarted. They wake the reader as [`Wake::Controller`], so
+//! the dead-interface rule learns of a bus-off without any polling; an error
+//! frame is never handed on as a data frame.
 
-use super::{CanError, CanOpener, CanPort, Wake};
+use super::{BounceError, Bounced, CanError, CanOpener, CanPort, ControllerState, Wake};
 use crate::can::LinkState;
 use crate::frame::{CanId, Frame, FrameKind};
 use crate::shutdown::{FALLBACK_SLICE, Stop};
-use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, StandardId};
+use socketcan::{CanFrame, CanSocket, EmbeddedFrame, ExtendedId, Id, Socket, SocketOptions, StandardId};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -20,6 +25,12 @@ use std::time::{Duration, Instant};
 /// How often a write is retried on ENOBUFS before the frame is dropped.
 const BUSY_RETRIES: u32 = 3;
 const BUSY_PAUSE: Duration = Duration::from_millis(2);
+
+/// Error frame bits (linux/can/error.h): the ID's error flag, and the
+/// classes the sockets subscribe to.
+const CAN_ERR_FLAG: u32 = 0x2000_0000;
+const CAN_ERR_BUSOFF: u32 = 0x0000_0040;
+const CAN_ERR_RESTARTED: u32 = 0x0000_0100;
 
 /// Opens real (or vcan) interfaces.
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,11 +42,18 @@ impl CanOpener for SocketCan {
         socket
             .set_write_timeout(Duration::from_millis(100))
             .map_err(|e| classify(&e))?;
+        socket
+            .set_error_filter(CAN_ERR_BUSOFF | CAN_ERR_RESTARTED)
+            .map_err(|e| classify(&e))?;
         Ok(Box::new(SocketPort {
             socket,
             read_timeout: None,
             interface: interface.to_owned(),
         }))
+    }
+
+    fn bounce(&self, interface: &str) -> Result<Bounced, BounceError> {
+        super::bounce::bounce(interface, std::path::Path::new(super::bounce::HELPER_SOCKET))
     }
 }
 
@@ -101,7 +119,7 @@ fn to_socketcan(frame: &Frame) -> Option<CanFrame> {
 
 /// Takes one frame if the socket holds one, without blocking (the socket
 /// itself stays blocking, so that writes keep their timeout).
-fn receive_now(fd: RawFd) -> io::Result<Option<CanFrame>> {
+fn receive_now(fd: RawFd) -> io::Result<Option<libc::can_frame>> {
     // SAFETY: can_frame is plain old data; all zeroes is a valid value.
     let mut raw: libc::can_frame = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::can_frame>();
@@ -109,7 +127,7 @@ fn receive_now(fd: RawFd) -> io::Result<Option<CanFrame>> {
         // SAFETY: `raw` is valid for writes of `size` bytes during the call.
         let n = unsafe { libc::recv(fd, (&raw mut raw).cast(), size, libc::MSG_DONTWAIT) };
         match n {
-            n if n as usize == size => return Ok(Some(CanFrame::from(raw))),
+            n if n as usize == size => return Ok(Some(raw)),
             n if n >= 0 => return Err(io::Error::other(format!("short CAN read of {n} bytes"))),
             _ => {}
         }
@@ -170,12 +188,27 @@ fn wait_readable(fd: RawFd, stop: Option<BorrowedFd<'_>>, timeout: Duration) -> 
     })
 }
 
-/// One frame if the socket holds one (error frames skipped), without waiting.
-fn take_frame(fd: RawFd) -> Result<Option<Frame>, CanError> {
+/// What a received frame means to the reader: a data or remote frame, a
+/// controller's state change, or nothing (an error class not asked for).
+fn interpret(raw: libc::can_frame) -> Option<Wake> {
+    if raw.can_id & CAN_ERR_FLAG == 0 {
+        return to_core(&CanFrame::from(raw)).map(Wake::Frame);
+    }
+    if raw.can_id & CAN_ERR_BUSOFF != 0 {
+        Some(Wake::Controller(ControllerState::BusOff))
+    } else if raw.can_id & CAN_ERR_RESTARTED != 0 {
+        Some(Wake::Controller(ControllerState::Restarted))
+    } else {
+        None
+    }
+}
+
+/// One frame or controller report if the socket holds one, without waiting.
+fn take_frame(fd: RawFd) -> Result<Option<Wake>, CanError> {
     loop {
         match receive_now(fd) {
-            Ok(Some(frame)) => match to_core(&frame) {
-                Some(frame) => return Ok(Some(frame)),
+            Ok(Some(raw)) => match interpret(raw) {
+                Some(wake) => return Ok(Some(wake)),
                 None => continue,
             },
             Ok(None) => return Ok(None),
@@ -194,7 +227,7 @@ fn take_frame(fd: RawFd) -> Result<Option<Frame>, CanError> {
 fn wait_frame(fd: RawFd, now: Option<Instant>, deadline: Instant, stop: &Stop) -> Result<Wake, CanError> {
     let mut at = now.unwrap_or_else(Instant::now);
     if at >= deadline {
-        return Ok(take_frame(fd)?.map_or(Wake::Deadline, Wake::Frame));
+        return Ok(take_frame(fd)?.unwrap_or(Wake::Deadline));
     }
     loop {
         if stop.fd().is_none() && stop.requested() {
@@ -204,8 +237,8 @@ fn wait_frame(fd: RawFd, now: Option<Instant>, deadline: Instant, stop: &Stop) -
             Ready::Stop => return Ok(Wake::Stopped),
             Ready::TimedOut => return Ok(Wake::Deadline),
             Ready::Socket => {
-                if let Some(frame) = take_frame(fd)? {
-                    return Ok(Wake::Frame(frame));
+                if let Some(wake) = take_frame(fd)? {
+                    return Ok(wake);
                 }
             }
         }
@@ -352,9 +385,23 @@ mod tests {
         let sender = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             send(0x356);
+            send
         });
         assert_eq!(wait_frame(fd, Some(Instant::now()), later, &stop), Ok(frame(0x356)));
-        sender.join().unwrap();
+        let send = sender.join().unwrap();
+        // Error frames: bus-off and restarted wake the reader as such (never
+        // as a frame); another class is skipped.
+        send(0x2000_0040);
+        send(0x2000_0004);
+        send(0x2000_0100);
+        assert_eq!(
+            wait_frame(fd, None, later, &stop),
+            Ok(Wake::Controller(ControllerState::BusOff))
+        );
+        assert_eq!(
+            wait_frame(fd, None, later, &stop),
+            Ok(Wake::Controller(ControllerState::Restarted))
+        );
         drop(_tx);
         assert_eq!(wait_frame(fd, None, later, &stop), Ok(Wake::Stopped));
     }

@@ -6,9 +6,11 @@
 //! with one socket per interface on real SocketCAN). Each port's receive
 //! queue is bounded like a socket buffer: when it is full, frames for that
 //! port are dropped and counted. Interfaces can be set down or removed and
-//! re-added to exercise the gateway's fault handling.
+//! re-added to exercise the gateway's fault handling, and made deaf (it
+//! carries nothing until it is bounced, as a controller that lost its
+//! interrupt) to exercise the dead-interface recovery.
 
-use super::{CanError, CanOpener, CanPort, Wake};
+use super::{BounceError, Bounced, CanError, CanOpener, CanPort, Wake};
 use crate::frame::Frame;
 use crate::shutdown::Stop;
 use crate::sync::lock;
@@ -24,6 +26,10 @@ pub const RX_QUEUE: usize = 1024;
 #[derive(Debug)]
 struct Interface {
     up: bool,
+    /// Carries no frame until bounced.
+    deaf: bool,
+    /// Times it was taken down and up.
+    bounces: u64,
     /// Bumped when the interface is removed, so that old ports see it gone.
     generation: u64,
     ports: Vec<(u64, Sender<Frame>)>,
@@ -59,6 +65,8 @@ impl VirtualBus {
         let generation = b.next_generation;
         b.interfaces.entry(name.to_string()).or_insert(Interface {
             up: true,
+            deaf: false,
+            bounces: 0,
             generation,
             ports: Vec::new(),
         });
@@ -69,6 +77,19 @@ impl VirtualBus {
         if let Some(i) = self.lock().interfaces.get_mut(name) {
             i.up = up;
         }
+    }
+
+    /// Like a controller that lost its interrupt: the interface carries no
+    /// frame until it is bounced.
+    pub fn deafen(&self, name: &str) {
+        if let Some(i) = self.lock().interfaces.get_mut(name) {
+            i.deaf = true;
+        }
+    }
+
+    /// How often `name` was bounced.
+    pub fn bounces(&self, name: &str) -> u64 {
+        self.lock().interfaces.get(name).map_or(0, |i| i.bounces)
     }
 
     /// Like unplugging a USB adapter: open ports fail with `Gone` and must reopen.
@@ -100,6 +121,18 @@ impl CanOpener for VirtualBus {
             rx,
             down_reported: false,
         }))
+    }
+
+    /// Down and up: a deaf interface hears again.
+    fn bounce(&self, interface: &str) -> Result<Bounced, BounceError> {
+        let mut b = self.lock();
+        let i = b
+            .interfaces
+            .get_mut(interface)
+            .ok_or_else(|| BounceError::Failed(format!("no virtual interface {interface}")))?;
+        i.deaf = false;
+        i.bounces += 1;
+        Ok(Bounced::Directly)
     }
 }
 
@@ -173,6 +206,9 @@ impl CanPort for VirtualPort {
         };
         if !i.up {
             return Err(CanError::Down(format!("{} is down", self.name)));
+        }
+        if i.deaf {
+            return Ok(());
         }
         for (id, tx) in &i.ports {
             if *id != self.id

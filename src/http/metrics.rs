@@ -240,6 +240,26 @@ pub fn render(view: &View) -> String {
         &per_battery(&|b| bool_value(Some(b.link == "up"))),
     );
     f.counter(
+        "battery_link_bounces",
+        "Times the gateway took the battery's CAN interface down and up because it looked dead",
+        &per_battery(&|b| Some(b.recovery.link_bounces as f64)),
+    );
+    f.counter(
+        "battery_link_recoveries",
+        "Dead spells of the battery's CAN interface that a bounce ended",
+        &per_battery(&|b| Some(b.recovery.link_recoveries as f64)),
+    );
+    f.counter(
+        "battery_link_recovery_failures",
+        "Bounces of the battery's CAN interface that brought no traffic back, or could not be done",
+        &per_battery(&|b| Some(b.recovery.link_recovery_failures as f64)),
+    );
+    f.gauge(
+        "battery_link_recovering",
+        "1 while the battery's CAN interface has been bounced and no traffic is back yet",
+        &per_battery(&|b| bool_value(Some(b.link == "recovering"))),
+    );
+    f.counter(
         "battery_frames",
         "Frames received from each battery",
         &per_battery(&|b| Some(b.frames as f64)),
@@ -304,6 +324,26 @@ pub fn render(view: &View) -> String {
         "inverter_link_up",
         "1 while the inverter's CAN interface is up",
         &per_inverter(&|v| bool_value(Some(v.link == "up"))),
+    );
+    f.counter(
+        "inverter_link_bounces",
+        "Times the gateway took the inverter's CAN interface down and up because it looked dead",
+        &per_inverter(&|v| Some(v.recovery.link_bounces as f64)),
+    );
+    f.counter(
+        "inverter_link_recoveries",
+        "Dead spells of the inverter's CAN interface that a bounce ended",
+        &per_inverter(&|v| Some(v.recovery.link_recoveries as f64)),
+    );
+    f.counter(
+        "inverter_link_recovery_failures",
+        "Bounces of the inverter's CAN interface that brought no traffic back, or could not be done",
+        &per_inverter(&|v| Some(v.recovery.link_recovery_failures as f64)),
+    );
+    f.gauge(
+        "inverter_link_recovering",
+        "1 while the inverter's CAN interface has been bounced and no traffic is back yet",
+        &per_inverter(&|v| bool_value(Some(v.link == "recovering"))),
     );
     f.gauge(
         "inverter_sent_age_seconds",

@@ -444,9 +444,9 @@ impl<'a> Device<'a> {
         );
     }
 
-    /// A link sensor (opening, up, down) of a CAN interface.
+    /// A link sensor (opening, up, down, recovering) of a CAN interface.
     fn link(&mut self) {
-        self.enum_sensor("link", "Link", &["opening", "up", "down"], true);
+        self.enum_sensor("link", "Link", &["opening", "up", "down", "recovering"], true);
     }
 }
 

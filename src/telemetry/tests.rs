@@ -252,6 +252,12 @@ fn battery_state_from_its_telegram_and_counters() {
         invalid: 1,
         dropped: 2,
         link: LinkState::Up,
+        recovery: LinkRecovery {
+            state: RecoveryState::Normal,
+            bounces: 3,
+            recovered: 2,
+            failed: 1,
+        },
         energy: Meter::restored(kwh(12.3456, 7.0), None),
         ..InputStatus::default()
     };
@@ -319,6 +325,9 @@ fn battery_state_from_its_telegram_and_counters() {
     let energy = got.as_object_mut().unwrap();
     assert_eq!(energy.remove("energy_charged_kwh"), Some(json!(12.346)));
     assert_eq!(energy.remove("energy_discharged_kwh"), Some(json!(7.0)));
+    assert_eq!(energy.remove("link_bounces"), Some(json!(3)));
+    assert_eq!(energy.remove("link_recoveries"), Some(json!(2)));
+    assert_eq!(energy.remove("link_recovery_failures"), Some(json!(1)));
     // No 0x373 and no cells: every cell field null.
     for field in ["cells_v", "cells_t", "cell_v_min", "cell_v_max", "cell_v_delta"] {
         assert_eq!(energy.remove(field), Some(Value::Null), "{field}");
@@ -389,6 +398,26 @@ fn an_rs485_pack_shows_every_cell_and_temperature() {
         json!({"cells_v": cells, "cells_t": [35.2, 32.4, 32.5, 32.2, 35.2],
             "cell_v_min": 3.348, "cell_v_max": 3.352, "cell_v_delta": 0.004})
     );
+}
+
+/// An interface the gateway has bounced, with no traffic back yet, is
+/// "recovering" (spec 17), whatever its link said last.
+#[test]
+fn a_bounced_interface_is_recovering() {
+    let c = clock();
+    let input = InputStatus {
+        link: LinkState::Down("Network is down".into()),
+        recovery: LinkRecovery {
+            state: RecoveryState::Recovering,
+            bounces: 1,
+            ..LinkRecovery::default()
+        },
+        ..InputStatus::default()
+    };
+    let got = to_json(&battery_state(&config(), 0, &input, false, None, false, &c));
+    assert_eq!(got["link"], "recovering");
+    assert_eq!(got["link_error"], json!(null));
+    assert_eq!(got["link_bounces"], 1);
 }
 
 #[test]

@@ -294,7 +294,7 @@ fn a_battery_value_is_unavailable_while_the_battery_is_not_fresh() {
     );
     let link = find(&all, "homeassistant/sensor/home_bms/battery_can1_link/config");
     assert_eq!(link["device_class"], "enum");
-    assert_eq!(link["options"], json!(["opening", "up", "down"]));
+    assert_eq!(link["options"], json!(["opening", "up", "down", "recovering"]));
     assert_eq!(link["entity_category"], "diagnostic");
     // Every battery value has both entries.
     let values: Vec<&Entity> = all
