@@ -87,12 +87,13 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let (mqtt_tx, mqtt_runs) = bounded::<MqttRun>(4);
     let first = running.config.clone();
     let board = running.board.clone();
-    // Every CAN port goes through the flight recorder, which a reload keeps.
+    // Every CAN and serial port goes through the flight recorder, which a reload keeps.
     let opener = board.recorder.opener(&SocketCan);
+    let serial = board.recorder.serial_opener(&crate::serial::device::Devices);
     let gateway = Gateway {
         config: &first,
         opener: &opener,
-        serial: &crate::serial::device::Devices,
+        serial: &serial,
         board: &board,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),

@@ -1,5 +1,6 @@
 //! The flight recorder (docs/recorder.md): every frame received and sent on
-//! every CAN interface goes into a fixed-size ring in memory, and a dump
+//! every CAN interface goes into a fixed-size ring in memory (and every
+//! RS485 exchange into a second one, [`serial`]), and a dump
 //! writes the last `[recorder] SECONDS` of it as a candump `-l` file to
 //! `STATE-DIR/recordings/` on entering degraded or safe, on SIGUSR1, and when
 //! `bms-gateway record` asks through the status server.
@@ -14,18 +15,21 @@
 
 pub mod dump;
 pub mod ring;
+pub mod serial;
 
 use crate::can::LinkState;
 use crate::can::{CanError, CanOpener, CanPort, Wake};
 use crate::combine::SystemState;
-use crate::config::Config;
+use crate::config::{Config, InputConfig};
 use crate::events::{Events, Kind, Subject};
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
+use crate::serial::SerialOpener;
 use crate::shutdown::Stop;
 use crate::sync::lock;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use ring::{Entry, Ring};
+use serial::{Direction, SerialEntry, SerialRecording};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,8 +42,19 @@ pub const INPUT_RATE: usize = 20;
 /// frames per transmission at one or two transmissions a second, and the
 /// inverter's own few frames: 40 leaves room.
 pub const OUTPUT_RATE: usize = 40;
+/// Serial entries ([`serial::BYTES`] each) the serial ring is sized for per
+/// poll cycle of an RS485 battery: a cycle is 2 requests and 2 answers,
+/// every tenth 3 of each (0x44); 6 leaves room for noise and the hourly
+/// static commands.
+pub const SERIAL_PER_CYCLE: usize = 6;
+/// The most poll cycles a second the serial ring is sized for per battery:
+/// every request is followed by 50 ms of quiet, so a cycle of two takes at
+/// least 0.1 s whatever POLL-INTERVAL says.
+const MAX_CYCLES_PER_SECOND: usize = 10;
 /// Frames copied out of the ring per lock while dumping.
 const CHUNK: u64 = 256;
+/// Serial entries copied out of their ring per lock (256 bytes each).
+const SERIAL_CHUNK: u64 = 64;
 /// Dump requests waiting for the dump thread; more are dropped (logged):
 /// the dumps already waiting cover the same window.
 const REQUESTS: usize = 8;
@@ -79,7 +94,8 @@ impl Reason {
     }
 }
 
-/// A recording written: where, and how many frames it holds.
+/// A recording written: where, and how many frames it holds (CAN frames
+/// and serial entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub path: PathBuf,
@@ -99,6 +115,9 @@ struct Inner {
     ring: Mutex<Ring>,
     /// The configured interfaces; an entry's `interface` indexes this.
     names: Vec<String>,
+    serial: Mutex<Ring<SerialEntry>>,
+    /// The configured serial ports; a serial entry's `port` indexes this.
+    ports: Vec<String>,
     seconds: u32,
     keep: usize,
     dir: PathBuf,
@@ -140,7 +159,24 @@ impl Recorder {
     /// How many frames the ring holds for `config`: SECONDS times the
     /// expected rate of its interfaces ([`INPUT_RATE`], [`OUTPUT_RATE`]).
     pub fn capacity(config: &Config) -> usize {
-        let rate = config.inputs.len() * INPUT_RATE + config.outputs.len() * OUTPUT_RATE;
+        let can_inputs = config.inputs.iter().filter(|i| i.serial.is_none()).count();
+        let rate = can_inputs * INPUT_RATE + config.outputs.len() * OUTPUT_RATE;
+        config.recorder.seconds as usize * rate
+    }
+
+    /// How many serial entries the serial ring holds for `config`: SECONDS
+    /// times [`SERIAL_PER_CYCLE`] per poll cycle of each RS485 battery.
+    pub fn serial_capacity(config: &Config) -> usize {
+        let rate: usize = config
+            .inputs
+            .iter()
+            .filter(|i| i.serial.is_some())
+            .map(|i| {
+                let interval = i.poll_interval.unwrap_or(InputConfig::SERIAL_POLL_INTERVAL);
+                let cycles = (1.0 / interval.as_secs_f64()).ceil() as usize;
+                SERIAL_PER_CYCLE * cycles.clamp(1, MAX_CYCLES_PER_SECOND)
+            })
+            .sum();
         config.recorder.seconds as usize * rate
     }
 
@@ -152,16 +188,25 @@ impl Recorder {
         };
         let (requests_tx, requests_rx) = bounded(REQUESTS);
         let capacity = Recorder::capacity(config);
+        let serial_capacity = Recorder::serial_capacity(config);
         log::info!(
-            "flight recorder: the last {} s, up to {capacity} frames ({} KiB) in memory; recordings go to {}",
+            "flight recorder: the last {} s, up to {capacity} frames and {serial_capacity} serial entries ({} KiB) in memory; recordings go to {}",
             config.recorder.seconds,
-            capacity * std::mem::size_of::<Entry>() / 1024,
+            (capacity * std::mem::size_of::<Entry>() + serial_capacity * std::mem::size_of::<SerialEntry>()) / 1024,
             dir.join("recordings").display()
         );
+        let mut ports: Vec<String> = Vec::new();
+        for serial in config.inputs.iter().filter_map(|i| i.serial.as_ref()) {
+            if !ports.contains(&serial.port) {
+                ports.push(serial.port.clone());
+            }
+        }
         Recorder {
             inner: Some(Arc::new(Inner {
                 ring: Mutex::new(Ring::new(capacity)),
                 names: config.interfaces().map(str::to_owned).collect(),
+                serial: Mutex::new(Ring::filled(serial_capacity, SerialEntry::EMPTY)),
+                ports,
                 seconds: config.recorder.seconds,
                 keep: config.recorder.keep as usize,
                 dir: dir.join("recordings"),
@@ -181,6 +226,37 @@ impl Recorder {
         Recording {
             opener,
             recorder: self.clone(),
+        }
+    }
+
+    /// Wraps `opener` so that every serial port it opens records into
+    /// the serial ring.
+    pub fn serial_opener<'a>(&self, opener: &'a dyn SerialOpener) -> SerialRecording<'a> {
+        SerialRecording {
+            opener,
+            recorder: self.clone(),
+        }
+    }
+
+    /// The index of serial port `path` in the recorder's list, when it records it.
+    fn port_index(&self, path: &str) -> Option<u8> {
+        let inner = self.inner.as_ref()?;
+        let index = inner.ports.iter().position(|p| p == path)?;
+        u8::try_from(index).ok()
+    }
+
+    /// Records `bytes` sent or read on serial port number `port`, stamped
+    /// now, as one entry per [`serial::BYTES`]. One short lock; allocates
+    /// nothing.
+    /// `continues` when `bytes` go on from the entry before.
+    pub fn record_serial(&self, port: u8, direction: Direction, address: Option<u8>, continues: bool, bytes: &[u8]) {
+        let Some(inner) = &self.inner else { return };
+        let mut ring = lock(&inner.serial);
+        let micros = unix_micros(SystemTime::now());
+        for (k, part) in bytes.chunks(serial::BYTES).enumerate() {
+            let mut entry = SerialEntry::new(micros, port, direction, address, part);
+            entry.continues = continues || k > 0;
+            ring.push(entry);
         }
     }
 
@@ -248,8 +324,11 @@ impl Recorder {
     pub fn run(&self, events: &Events, stop: &Stop) {
         let Some(inner) = &self.inner else { return };
         // Allocated once: a dump copies into it, never into a new buffer.
-        let mut copy = Vec::with_capacity(capacity_of(inner));
-        let mut text = String::new();
+        let mut buffers = Buffers {
+            can: Vec::with_capacity(capacity_of(inner)),
+            serial: Vec::with_capacity(lock(&inner.serial).capacity()),
+            text: String::new(),
+        };
         let mut errors = LogLimit::new(ERROR_LOG_EVERY, Repeats::AnyText);
         loop {
             let request = select! {
@@ -259,7 +338,7 @@ impl Recorder {
                     Err(_) => return,
                 },
             };
-            let result = dump_once(inner, &request, &mut copy, &mut text);
+            let result = dump_once(inner, &request, &mut buffers);
             report(inner, &request, &result, events, &mut errors);
             if let Some(reply) = request.reply {
                 let _ = reply.try_send(result);
@@ -268,20 +347,38 @@ impl Recorder {
     }
 }
 
-/// Copies the ring chunk by chunk, keeps the window, writes the file and
-/// prunes to KEEP.
-fn dump_once(inner: &Inner, request: &Request, copy: &mut Vec<Entry>, text: &mut String) -> Result<Written, String> {
-    copy.clear();
-    text.clear();
-    let span = lock(&inner.ring).span();
+/// The dump thread's buffers, made once.
+struct Buffers {
+    can: Vec<Entry>,
+    serial: Vec<SerialEntry>,
+    text: String,
+}
+
+/// Copies `ring` into `out`, `chunk` entries per lock.
+fn copy_ring<T: Copy>(ring: &Mutex<Ring<T>>, chunk: u64, out: &mut Vec<T>) {
+    out.clear();
+    let span = lock(ring).span();
     let mut from = span.start;
     while from < span.end {
-        let to = (from + CHUNK).min(span.end);
-        lock(&inner.ring).copy(from..to, copy);
+        let to = (from + chunk).min(span.end);
+        lock(ring).copy(from..to, out);
         from = to;
     }
-    let window = ring::window(copy, request.at, inner.seconds).copied();
-    let frames = dump::render(window, &inner.names, text);
+}
+
+/// Copies the rings chunk by chunk, keeps the window, writes the file and
+/// prunes to KEEP.
+fn dump_once(inner: &Inner, request: &Request, buffers: &mut Buffers) -> Result<Written, String> {
+    let Buffers { can, serial, text } = buffers;
+    text.clear();
+    copy_ring(&inner.ring, CHUNK, can);
+    copy_ring(&inner.serial, SERIAL_CHUNK, serial);
+    let frames = dump::render_all(
+        ring::window(can, request.at, inner.seconds).copied(),
+        ring::window(serial, request.at, inner.seconds).copied(),
+        (&inner.names, &inner.ports),
+        text,
+    );
     let name = dump::file_name(request.at / 1_000_000, request.reason.as_str());
     let path = dump::write(&inner.dir, &name, text)
         .map_err(|e| format!("flight recording {name} not written to {}: {e}", inner.dir.display()))?;

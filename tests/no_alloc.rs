@@ -101,6 +101,26 @@ fn recording_a_frame_allocates_nothing() {
     assert_eq!(n, 0);
 }
 
+#[test]
+fn recording_a_serial_exchange_allocates_nothing() {
+    use bms_gateway::recorder::serial::Direction;
+    let state = tempfile::tempdir().unwrap();
+    let text = "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nSERIAL-PORT = \"/dev/ttyUSB0\"\nCAPACITY-AH = 100\n\
+                [[bmses-out]]\nCAN-IF = \"can1\"\n";
+    let config = bms_gateway::config::parse(text).unwrap();
+    let recorder = Recorder::new(&config, Some(state.path()));
+    let request = b"~20024642E00202FD33\r";
+    // 300 s x 6 entries/s = 1800 slots: 5000 requests of 2 entries wrap it.
+    let long = [b'0'; 300];
+    let n = allocations(|| {
+        for _ in 0..5_000 {
+            recorder.record_serial(0, Direction::Tx, Some(2), false, request);
+            recorder.record_serial(0, Direction::Rx, Some(2), false, &long);
+        }
+    });
+    assert_eq!(n, 0);
+}
+
 /// Spec 14: the interlock's check of each transmission allocates nothing:
 /// shaping, encoding and the check of 10 000 transmissions of a live
 /// state, for every profile, with a CVL ramp.

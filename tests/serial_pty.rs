@@ -7,8 +7,8 @@
 use bms_gateway::config::{InputConfig, SerialInput};
 use bms_gateway::input::Delivery;
 use bms_gateway::rs485::Protocol;
-use bms_gateway::serial::LineSettings;
 use bms_gateway::serial::device::Devices;
+use bms_gateway::serial::{LineSettings, SerialOpener};
 use bms_gateway::serial_input::{SerialBuses, SerialFault, SerialPack};
 use bms_gateway::status::{InputStatus, LinkState, Slot, StatusBoard};
 use crossbeam_channel::Receiver;
@@ -81,6 +81,15 @@ fn config(port: &Path, protocol: Protocol) -> InputConfig {
 /// Runs the gateway's serial thread for `config` while `body` looks at its
 /// telegrams and its slot.
 fn with_poller(config: &InputConfig, body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>)) {
+    with_poller_via(config, &Devices, body);
+}
+
+/// [`with_poller`] with the ports opened by `opener`.
+fn with_poller_via(
+    config: &InputConfig,
+    opener: &dyn SerialOpener,
+    body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>),
+) {
     let board = StatusBoard::new(1, 0);
     let slot = board.input_slot(0);
     let (telegrams, rx) = crossbeam_channel::bounded(64);
@@ -98,7 +107,7 @@ fn with_poller(config: &InputConfig, body: impl FnOnce(&Receiver<Delivery>, &Slo
         scope.spawn(|| {
             SerialPack {
                 config,
-                opener: &Devices,
+                opener,
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
@@ -237,4 +246,113 @@ fn an_unplugged_port_is_reopened_by_path_when_it_comes_back() {
         wait_for(slot, "a telegram after the replug", |s| s.telegrams > before);
         assert_eq!(slot.update(|s| s.link.clone()), LinkState::Up);
     });
+}
+
+/// One serial line of a flight recording, taken apart.
+#[derive(Debug)]
+struct Exchange {
+    micros: u64,
+    port: String,
+    address: String,
+    direction: String,
+    bytes: Vec<u8>,
+}
+
+fn exchanges(text: &str) -> Vec<Exchange> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# rs485 "))
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            assert_eq!(w.len(), 5, "{l}");
+            let (secs, micros) = w[0].trim_matches(['(', ')']).split_once('.').unwrap();
+            Exchange {
+                micros: secs.parse::<u64>().unwrap() * 1_000_000 + micros.parse::<u64>().unwrap(),
+                port: w[1].to_string(),
+                address: w[2].to_string(),
+                direction: w[3].to_string(),
+                bytes: bms_gateway::recorder::serial::unescape(w[4]).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn unix_micros() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_micros() as u64
+}
+
+#[test]
+fn the_flight_recorder_keeps_the_exchanges_byte_for_byte() {
+    use bms_gateway::recorder::{Reason, Recorder};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyBAT");
+    let port = link.to_string_lossy().into_owned();
+    let text = format!(
+        "GATEWAY-ACTIVATED = true\nSTATE-DIR = {:?}\n[[bmses-in]]\nSERIAL-PORT = {port:?}\nADDRESS = 2\n\
+         CAPACITY-AH = 100\nPOLL-INTERVAL = 0.2\n[[bmses-out]]\nCAN-IF = \"inv1\"\n[mqtt]\nACTIVATED = false\n\
+         [recorder]\nSECONDS = 60\n",
+        dir.path()
+    );
+    let config = bms_gateway::config::parse(&text).unwrap();
+    let recorder = Recorder::new(&config, Some(dir.path()));
+    let _sim = Sim::start(&link, &["--protocol", "pylon", "--address", "2"]);
+    let before = unix_micros();
+    let opener = recorder.serial_opener(&Devices);
+    with_poller_via(&config.inputs[0], &opener, |rx, _| {
+        // Two complete cycles: the first one's exchanges are all recorded.
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(20)).expect("a telegram");
+        }
+    });
+    let after = unix_micros();
+    let events = bms_gateway::events::Events::default();
+    let (stop_tx, stop) = bms_gateway::shutdown::channel();
+    let written = std::thread::scope(|s| {
+        s.spawn(|| recorder.run(&events, &stop));
+        let written = recorder.ask(Reason::Request);
+        stop_tx.stop();
+        written
+    })
+    .expect("a recording");
+    let recorded = std::fs::read_to_string(&written.path).unwrap();
+    let seen = exchanges(&recorded);
+    // The first cycle, worked out from the reference: the requests are its
+    // §1.4 table's (0x42, 0x92 and 0x44 to ADR 2 with INFO 02; e.g. 0x42's
+    // CHKSUM is 0x10000 - 0x02CD = 0xFD33), the answers are capture V7's,
+    // the simulator's pack, as the bytes on the wire.
+    let first_cycle: [(&str, &str); 6] = [
+        ("tx", "~20024642E00202FD33\r"),
+        (
+            "rx",
+            "~20024600F07A00020F0D170D140D150D150D180D170D140D150D150D180D170D140D150D150D18050C0B0BEF0BF00BED0C0B00C9C447FFFF04FFFF00120172B90186A0E2D1\r",
+        ),
+        ("tx", "~20024692E00202FD2E\r"),
+        ("rx", "~20024600B01402D002AFC800C8FE0CC0F915\r"),
+        ("tx", "~20024644E00202FD31\r"),
+        (
+            "rx",
+            "~20024600A04200020F000000000000000000000000000000050000000000000000000E80000000F101\r",
+        ),
+    ];
+    assert!(seen.len() >= 8, "{recorded}");
+    for (k, (direction, bytes)) in first_cycle.iter().enumerate() {
+        let e = &seen[k];
+        assert_eq!(
+            (e.direction.as_str(), e.bytes.as_slice()),
+            (*direction, bytes.as_bytes()),
+            "exchange {k} in\n{recorded}"
+        );
+    }
+    // Every line: this port, ADR 2, in time order within the test's run.
+    for pair in seen.windows(2) {
+        assert!(pair[0].micros <= pair[1].micros, "{recorded}");
+    }
+    for e in &seen {
+        assert_eq!((e.port.as_str(), e.address.as_str()), (port.as_str(), "adr=02"));
+        assert!(e.micros >= before && e.micros <= after, "{e:?}");
+    }
+    // A later cycle's 0x42 is the same request again, answered the same.
+    let analog: Vec<&Exchange> = seen.iter().filter(|e| e.bytes == first_cycle[0].1.as_bytes()).collect();
+    assert!(analog.len() >= 2, "{recorded}");
+    assert_eq!(written.frames, seen.len());
 }

@@ -284,16 +284,77 @@ impl Decoder {
 pub fn run(input: impl BufRead, mut output: impl Write, protocol: Protocol) -> io::Result<usize> {
     let mut decoder = Decoder::new(protocol);
     let mut failures = 0;
-    for (n, line) in input.split(b'\n').enumerate() {
-        let line = line?;
-        let text = String::from_utf8_lossy(&line);
-        if let Some(v) = decoder.line(&text, n + 1) {
+    // A flight recording's serial run waiting for its `+` lines: (line, text).
+    let mut held: Option<(usize, String)> = None;
+    let mut emit = |text: &str, n: usize, output: &mut dyn Write| -> io::Result<()> {
+        if let Some(v) = decoder.line(text, n) {
             failures += usize::from(v.get("error").is_some());
             writeln!(output, "{v}")?;
         }
+        Ok(())
+    };
+    for (n, line) in input.split(b'\n').enumerate() {
+        let line = line?;
+        let text = String::from_utf8_lossy(&line);
+        match recorded(&text) {
+            Recorded::Can => continue,
+            Recorded::More(bytes) if held.is_some() => {
+                held.as_mut().expect("checked").1.push_str(&bytes);
+                continue;
+            }
+            Recorded::Start(bytes) | Recorded::More(bytes) => {
+                if let Some((k, run)) = held.replace((n + 1, bytes)) {
+                    emit(&run, k, &mut output)?;
+                }
+                continue;
+            }
+            Recorded::No => {}
+        }
+        if let Some((k, run)) = held.take() {
+            emit(&run, k, &mut output)?;
+        }
+        emit(&text, n + 1, &mut output)?;
+    }
+    if let Some((k, run)) = held.take() {
+        emit(&run, k, &mut output)?;
     }
     output.flush()?;
     Ok(failures)
+}
+
+/// What a line of a flight recording (docs/recorder.md) is.
+enum Recorded {
+    /// Not a recording's line.
+    No,
+    /// A CAN frame: not for this decoder.
+    Can,
+    /// A serial line's bytes (as text, lossy), starting a run.
+    Start(String),
+    /// A `tx+`/`rx+` line's: the run before goes on.
+    More(String),
+}
+
+fn recorded(line: &str) -> Recorded {
+    let line = line.trim();
+    if line.starts_with('(') {
+        return Recorded::Can;
+    }
+    let Some(rest) = line.strip_prefix(crate::recorder::serial::PREFIX) else {
+        return Recorded::No;
+    };
+    let words: Vec<&str> = rest.split(' ').collect();
+    let bytes = match words[..] {
+        [_, _, _, _, bytes] => crate::recorder::serial::unescape(bytes),
+        _ => None,
+    };
+    // An unreadable serial line is passed on as it is: reported as bad.
+    let Some(bytes) = bytes else { return Recorded::No };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if words[3].ends_with('+') {
+        Recorded::More(text)
+    } else {
+        Recorded::Start(text)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! file functions touch only the recordings directory.
 
 use super::ring::Entry;
+use super::serial::{self, SerialEntry};
 use crate::candump;
 use std::fmt::Write as _;
 use std::io;
@@ -63,6 +64,35 @@ pub fn render(entries: impl Iterator<Item = Entry>, names: &[String], out: &mut 
         n += 1;
     }
     n
+}
+
+/// The CAN frames and the serial entries, each in recorded order, merged
+/// by time into one recording (a frame before a serial entry of the same
+/// microsecond). `names` are the CAN interfaces', `ports` the serial
+/// ports'. Returns the frames and entries written.
+pub fn render_all(
+    can: impl Iterator<Item = Entry>,
+    serial: impl Iterator<Item = SerialEntry>,
+    (names, ports): (&[String], &[String]),
+    out: &mut String,
+) -> usize {
+    let mut can = can.peekable();
+    let mut serial = serial.peekable();
+    let mut n = 0;
+    loop {
+        let serial_first = match (can.peek(), serial.peek()) {
+            (None, None) => return n,
+            (Some(c), Some(s)) => s.micros < c.micros,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+        };
+        if serial_first {
+            serial::render(&serial.next().expect("peeked"), ports, out);
+            n += 1;
+        } else {
+            n += render(can.next().into_iter(), names, out);
+        }
+    }
 }
 
 /// Writes `text` as `dir/name` (creating `dir`); a name already taken (two
@@ -150,6 +180,44 @@ mod tests {
         let back = crate::candump::parse_line(text.lines().nth(1).unwrap()).unwrap();
         assert_eq!(back.iface.as_deref(), Some("inv1"));
         assert_eq!(back.frame, entries[1].frame);
+    }
+
+    #[test]
+    fn serial_entries_go_between_the_frames_by_time() {
+        let names = vec!["can0".to_string()];
+        let ports = vec!["/dev/ttyUSB0".to_string()];
+        let frame = |micros| Entry {
+            micros,
+            interface: 0,
+            frame: Frame::standard(0x351, &[1]),
+        };
+        let tx = SerialEntry::new(20, 0, serial::Direction::Tx, Some(2), b"~20024642E00202FD33\r");
+        let rx = SerialEntry::new(30, 0, serial::Direction::Rx, Some(2), b"~x\r");
+        let mut text = String::new();
+        let n = render_all(
+            [frame(10), frame(30), frame(40)].into_iter(),
+            [tx, rx].into_iter(),
+            (&names, &ports),
+            &mut text,
+        );
+        assert_eq!(n, 5);
+        let times: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_whitespace().find(|w| w.starts_with('(')).unwrap())
+            .collect();
+        assert_eq!(
+            times,
+            ["(0.000010)", "(0.000020)", "(0.000030)", "(0.000030)", "(0.000040)"]
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("# rs485 ") && lines[1].contains(" tx "), "{text}");
+        // The frame of the same microsecond comes first.
+        assert!(lines[2].ends_with("can0 351#01") && lines[3].contains(" rx "), "{text}");
+        // The CAN tools' reader skips the serial lines.
+        assert_eq!(
+            crate::candump::parse_line(lines[1]),
+            Err(crate::candump::LineError::Empty)
+        );
     }
 
     #[test]

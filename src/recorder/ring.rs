@@ -1,5 +1,7 @@
 //! The recorder's memory: a fixed number of slots, allocated once, that the
-//! newest frame overwrites when full. Pure: times are passed in.
+//! newest entry overwrites when full. Pure: times are passed in. One ring
+//! holds CAN frames ([`Entry`]), another the serial exchanges
+//! (super::serial::SerialEntry): a ring is generic over its entry.
 //!
 //! A dump copies the ring in chunks ([`Ring::span`], then [`Ring::copy`] per
 //! chunk under the caller's lock), so that a CAN thread recording meanwhile
@@ -21,23 +23,43 @@ pub struct Entry {
     pub frame: Frame,
 }
 
-/// The ring of the last `capacity` frames.
+/// An entry that knows its time.
+pub trait Stamped {
+    /// Wall-clock time, microseconds since the Unix epoch.
+    fn micros(&self) -> u64;
+}
+
+impl Stamped for Entry {
+    fn micros(&self) -> u64 {
+        self.micros
+    }
+}
+
+/// The ring of the last `capacity` entries.
 #[derive(Debug)]
-pub struct Ring {
-    slots: Box<[Entry]>,
+pub struct Ring<T = Entry> {
+    slots: Box<[T]>,
     /// How many frames were ever written; the next one goes to slot
     /// `written % capacity`.
     written: u64,
 }
 
-impl Ring {
-    /// A ring of `capacity` slots (at least one), allocated here and only here.
-    pub fn new(capacity: usize) -> Ring {
+impl Ring<Entry> {
+    /// A ring of `capacity` CAN frames (at least one).
+    pub fn new(capacity: usize) -> Ring<Entry> {
         let empty = Entry {
             micros: 0,
             interface: 0,
             frame: Frame::standard(0, &[]),
         };
+        Ring::filled(capacity, empty)
+    }
+}
+
+impl<T: Copy> Ring<T> {
+    /// A ring of `capacity` slots (at least one) holding `empty`, allocated
+    /// here and only here.
+    pub fn filled(capacity: usize, empty: T) -> Ring<T> {
         Ring {
             slots: vec![empty; capacity.max(1)].into_boxed_slice(),
             written: 0,
@@ -49,7 +71,7 @@ impl Ring {
     }
 
     /// Records one frame, overwriting the oldest when full. Allocates nothing.
-    pub fn push(&mut self, entry: Entry) {
+    pub fn push(&mut self, entry: T) {
         let slot = (self.written % self.slots.len() as u64) as usize;
         self.slots[slot] = entry;
         self.written += 1;
@@ -62,7 +84,7 @@ impl Ring {
 
     /// Appends the frames numbered `seqs` that the ring still holds, oldest
     /// first; those overwritten since are left out.
-    pub fn copy(&self, seqs: Range<u64>, out: &mut Vec<Entry>) {
+    pub fn copy(&self, seqs: Range<u64>, out: &mut Vec<T>) {
         let held = self.span();
         let from = seqs.start.max(held.start);
         let to = seqs.end.min(held.end);
@@ -76,11 +98,11 @@ impl Ring {
 /// included), in recorded order. Filtered rather than cut, so that a wall
 /// clock set back while recording loses only the frames it moved out of
 /// the window.
-pub fn window(entries: &[Entry], now_micros: u64, seconds: u32) -> impl Iterator<Item = &Entry> {
+pub fn window<T: Stamped>(entries: &[T], now_micros: u64, seconds: u32) -> impl Iterator<Item = &T> {
     let from = now_micros.saturating_sub(u64::from(seconds) * 1_000_000);
     entries
         .iter()
-        .filter(move |e| e.micros >= from && e.micros <= now_micros)
+        .filter(move |e| e.micros() >= from && e.micros() <= now_micros)
 }
 
 #[cfg(test)]

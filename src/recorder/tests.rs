@@ -29,6 +29,26 @@ fn the_ring_is_sized_from_seconds_and_the_interfaces() {
 }
 
 #[test]
+fn the_serial_ring_is_sized_per_poll_cycle() {
+    // A pack polled every 1 s: 6 entries/s; one every 0.05 s counts as 10
+    // cycles/s (the 50 ms gaps allow no more): 60; a CAN input counts in
+    // the CAN ring only: 10 s x 66 = 660, and 10 s x 40 = 400 frames.
+    let text = format!(
+        "{}[[bmses-in]]\nSERIAL-PORT = \"/dev/ttyUSB0\"\nCAPACITY-AH = 100\n\
+         [[bmses-in]]\nSERIAL-PORT = \"/dev/ttyUSB1\"\nCAPACITY-AH = 100\nPOLL-INTERVAL = 0.05\n\
+         [recorder]\nSECONDS = 10\n",
+        ConfigText::new()
+            .input("bat1", 100.0, "")
+            .output("inv1", "")
+            .mqtt("ACTIVATED = false")
+            .text()
+    );
+    let config = crate::config::parse(&text).unwrap();
+    assert_eq!(Recorder::serial_capacity(&config), 660);
+    assert_eq!(Recorder::capacity(&config), 600);
+}
+
+#[test]
 fn ports_record_what_they_read_and_write_and_a_request_writes_it() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = Recorder::new(&config(10, 20), Some(dir.path()));

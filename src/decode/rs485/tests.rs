@@ -164,3 +164,28 @@ fn bad_lines_are_reported_with_their_number_and_counted() {
     );
     assert!(lines[5].get("error").is_none());
 }
+
+#[test]
+fn a_flight_recordings_serial_lines_decode_and_its_can_lines_are_skipped() {
+    // docs/recorder.md's format: V3's 0x92 exchange, its answer cut over
+    // two lines (a run longer than an entry), a CAN frame in between.
+    let recording = "(1700000000.000001) can0 351#1402\n\
+# rs485 (1700000000.000002) /dev/ttyUSB0 adr=02 tx ~20024692E00202FD2E\\r\n\
+# rs485 (1700000000.000003) /dev/ttyUSB0 adr=02 rx ~20024600B014026EF05A\n\
+# rs485 (1700000000.000004) /dev/ttyUSB0 adr=02 rx+ A0022BFDD5C0F915\\r\n\
+(1700000000.000005) can0 355#5000\n";
+    let (lines, bad) = decode_all(recording, Protocol::Pylon);
+    assert_eq!(bad, 0, "{lines:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        json!({"line": 2, "ver": "0x20", "adr": 2, "request": "0x92", "info": "02"})
+    );
+    // CVL 28.400 V, CCL 55.5 A (V3), decoded as the answer to line 2.
+    assert_eq!(
+        (lines[1]["line"].clone(), lines[1]["answers"].clone()),
+        (json!(3), json!("0x92"))
+    );
+    assert!(close(&lines[1]["v_charge_cmd"], 28.4));
+    assert!(close(&lines[1]["i_lim_charge"], 55.5));
+}
