@@ -136,8 +136,21 @@ impl SerialFault {
 }
 
 /// How many of each [`SerialFault`] an input had (on the status board).
+/// In telemetry an object of every kind's count, by name, in
+/// [`SerialFault::ALL`]'s order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SerialFaults([u64; SerialFault::ALL.len()]);
+
+impl serde::Serialize for SerialFaults {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(SerialFault::ALL.len()))?;
+        for kind in SerialFault::ALL {
+            map.serialize_entry(kind.name(), &self.get(kind))?;
+        }
+        map.end()
+    }
+}
 
 impl SerialFaults {
     pub fn get(&self, kind: SerialFault) -> u64 {

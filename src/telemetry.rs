@@ -22,6 +22,7 @@ use crate::combine::{Battery, Combined};
 use crate::config::Config;
 use crate::energy::Counter;
 use crate::profile::Talk;
+use crate::serial::SerialFaults;
 use crate::setpoint::{LimitKind, LimitSetpoints, Setpoint};
 use crate::status::{InputStatus, LinkRecovery, LinkState, OutputStatus, RecoveryState, Snapshot};
 use crate::telegram::Telegram;
@@ -321,6 +322,9 @@ pub struct BatteryPayload {
     pub telegrams: u64,
     pub invalid: u64,
     pub dropped: u64,
+    /// An RS485 battery's bad answers by kind (`timeout`, `checksum`...:
+    /// docs/mqtt.md); null for a CAN battery.
+    pub serial_faults: Option<SerialFaults>,
     #[serde(flatten)]
     pub energy: EnergyKwh,
     /// Its share of the bank's current in the direction the bank flows
@@ -377,6 +381,7 @@ pub fn battery_state(
         telegrams: input.telegrams,
         invalid: input.invalid,
         dropped: input.dropped,
+        serial_faults: c.serial.is_some().then_some(input.serial_faults),
         energy: EnergyKwh::of(input.energy.total),
         share: if discharging {
             share(|p| p.share.discharge)

@@ -90,7 +90,16 @@ fn with_poller_via(
     opener: &dyn SerialOpener,
     body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>),
 ) {
-    let board = StatusBoard::new(1, 0);
+    with_poller_on(&StatusBoard::new(1, 0), config, opener, body);
+}
+
+/// [`with_poller_via`] as the first battery of `board`.
+fn with_poller_on(
+    board: &StatusBoard,
+    config: &InputConfig,
+    opener: &dyn SerialOpener,
+    body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>),
+) {
     let slot = board.input_slot(0);
     let (telegrams, rx) = crossbeam_channel::bounded(64);
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
@@ -355,4 +364,79 @@ fn the_flight_recorder_keeps_the_exchanges_byte_for_byte() {
     let analog: Vec<&Exchange> = seen.iter().filter(|e| e.bytes == first_cycle[0].1.as_bytes()).collect();
     assert!(analog.len() >= 2, "{recorded}");
     assert_eq!(written.frames, seen.len());
+}
+
+/// `GET path` from the status server at `addr`: the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[test]
+fn fault_counts_by_kind_reach_the_state_api_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyBAT");
+    let port = link.to_string_lossy().into_owned();
+    let text = format!(
+        "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nSERIAL-PORT = {port:?}\nCAPACITY-AH = 100\nPOLL-INTERVAL = 0.2\n\
+         [[bmses-out]]\nCAN-IF = \"inv1\"\n[mqtt]\nACTIVATED = false\n"
+    );
+    let config = bms_gateway::config::parse(&text).unwrap();
+    let board = std::sync::Arc::new(StatusBoard::new(1, 1));
+    let _sim = Sim::start(&link, &["--bad-checksum"]);
+    with_poller_on(&board, &config.inputs[0], &Devices, |_, slot| {
+        wait_for(slot, "checksum errors", |s| {
+            s.serial_faults.get(SerialFault::Checksum) >= 3
+        });
+    });
+    // The thread has stopped: the counts stay as they are now.
+    let faults = board.input_slot(0).update(|s| s.serial_faults);
+    let checksum = faults.get(SerialFault::Checksum);
+    // Every answer has a wrong CHKSUM, and answers come: nothing else.
+    assert_eq!(faults.total(), checksum, "{faults:?}");
+
+    let server = bms_gateway::http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr();
+    let (stop_tx, stop) = bms_gateway::shutdown::channel();
+    let served = board.clone();
+    let served_config = config.clone();
+    std::thread::spawn(move || server.run(&served_config, &served, &stop));
+
+    let state: serde_json::Value = serde_json::from_str(&http_get(addr, "/api/state")).unwrap();
+    let b = &state["batteries"][0];
+    let want = serde_json::json!({"timeout": 0, "checksum": checksum, "length": 0, "echo": 0, "wrong_address": 0,
+        "garbage": 0, "partial": 0, "refused": 0, "undecodable": 0, "implausible": 0});
+    assert_eq!(b["serial_faults"], want, "{b}");
+    assert_eq!(b["invalid"], serde_json::json!(checksum));
+
+    let metrics = http_get(addr, "/metrics");
+    let labels = format!("battery=\"1\",can_if=\"{port}#2\"");
+    for kind in SerialFault::ALL {
+        let n = if kind == SerialFault::Checksum { checksum } else { 0 };
+        let line = format!(
+            "bms_gateway_battery_serial_faults_total{{{labels},kind=\"{}\"}} {n}.0\n",
+            kind.name()
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    assert!(metrics.contains("# TYPE bms_gateway_battery_serial_faults_total counter\n"));
+    let path = dir.path().join("metrics.txt");
+    std::fs::write(&path, &metrics).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("Debian's promtool is installed (make deps)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    stop_tx.stop();
 }

@@ -5,11 +5,13 @@
 //! `_volts`, `_amperes`, `_watts`, `_celsius`, `_seconds`, `_kwh_total`);
 //! batteries carry the labels `battery` (1-based) and `can_if`, inverters
 //! `inverter` and `can_if`; a cell's voltage also `cell` (1-based, the
-//! pack's order), a temperature sensor's `sensor`. The values are those of the MQTT payloads, so
+//! pack's order), a temperature sensor's `sensor`, an RS485 battery's
+//! fault count `kind` (spec 18's kinds: `timeout`, `checksum`...). The values are those of the MQTT payloads, so
 //! both show the same numbers; a value not known yet is left out. A fresh
 //! registry is built for each scrape: there is no state to keep in step.
 
 use crate::http::api::View;
+use crate::serial::SerialFault;
 use crate::telemetry::{BatteryPayload, Values};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +56,20 @@ impl Families {
         }
         self.registry.register(name, help, family);
     }
+}
+
+/// One row per RS485 battery and fault kind (`kind` label); none for a CAN battery.
+fn serial_fault_rows(batteries: &[BatteryPayload], labels: &[Labels]) -> Vec<(Labels, Option<f64>)> {
+    let mut rows = Vec::new();
+    for (b, l) in batteries.iter().zip(labels) {
+        let Some(faults) = &b.serial_faults else { continue };
+        for kind in SerialFault::ALL {
+            let mut labels = l.clone();
+            labels.push(("kind", kind.name().to_string()));
+            rows.push((labels, Some(faults.get(kind) as f64)));
+        }
+    }
+    rows
 }
 
 fn bool_value(b: Option<bool>) -> Option<f64> {
@@ -273,6 +289,11 @@ pub fn render(view: &View) -> String {
         "battery_dropped_telegrams",
         "Telegrams of each battery dropped because the combiner was busy",
         &per_battery(&|b| Some(b.dropped as f64)),
+    );
+    f.counter(
+        "battery_serial_faults",
+        "Bad or missing answers from each RS485 battery, by kind",
+        &serial_fault_rows(&batteries, &battery_labels),
     );
     cell_gauges(&mut f, &batteries, &battery_labels);
     f.gauge(

@@ -332,7 +332,38 @@ fn battery_state_from_its_telegram_and_counters() {
     for field in ["cells_v", "cells_t", "cell_v_min", "cell_v_max", "cell_v_delta"] {
         assert_eq!(energy.remove(field), Some(Value::Null), "{field}");
     }
+    // A CAN battery has no serial fault counts.
+    assert_eq!(energy.remove("serial_faults"), Some(Value::Null));
     assert_eq!(got, want);
+}
+
+#[test]
+fn an_rs485_battery_counts_its_bad_answers_by_kind() {
+    use crate::serial::{SerialFault, SerialFaults};
+    let text = "GATEWAY-ACTIVATED = true\n[[bmses-in]]\nSERIAL-PORT = \"/dev/ttyUSB0\"\nCAPACITY-AH = 100\n\
+                [[bmses-out]]\nCAN-IF = \"inv1\"\n[mqtt]\nACTIVATED = false\n";
+    let config = crate::config::parse(text).unwrap();
+    let mut faults = SerialFaults::default();
+    for kind in [
+        SerialFault::Checksum,
+        SerialFault::Checksum,
+        SerialFault::Timeout,
+        SerialFault::Implausible,
+    ] {
+        faults.add(kind);
+    }
+    let input = InputStatus {
+        serial_faults: faults,
+        ..InputStatus::default()
+    };
+    let got = to_json(&battery_state(&config, 0, &input, false, None, false, &clock()));
+    assert_eq!(got["can_if"], json!("/dev/ttyUSB0#2"));
+    // Every kind, by name, in the order of spec 18's list.
+    let want = json!({"timeout": 1, "checksum": 2, "length": 0, "echo": 0, "wrong_address": 0, "garbage": 0,
+                      "partial": 0, "refused": 0, "undecodable": 0, "implausible": 1});
+    assert_eq!(got["serial_faults"], want);
+    let keys: Vec<&String> = got["serial_faults"].as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 10);
 }
 
 fn cells_of(t: Telegram) -> Value {
