@@ -342,7 +342,8 @@ impl SerialPack<'_> {
         let protocol = self.serial().protocol;
         self.transact(port, quiet_since, poller, Command::AnalogValues)?;
         let analog = decode_analog(&poller.info, protocol).map_err(undecodable)?.pack;
-        self.transact(port, quiet_since, poller, Command::ChargeManagement)?;
+        self.transact(port, quiet_since, poller, Command::ChargeManagement)
+            .map_err(without_limits)?;
         let management: ChargeManagement = decode_charge_management(&poller.info).map_err(undecodable)?;
         let now = Instant::now();
         let alarms = if now >= schedule.alarms_due {
@@ -555,6 +556,20 @@ impl SerialPack<'_> {
                 s.dropped += u64::from(dropped);
             }
         });
+    }
+}
+
+/// A pack that does not answer 0x92 (Seplos V2 and PACE do not list it)
+/// gives no limits, and spec 18 takes them from 0x92 only (0x47's are
+/// protection thresholds, reference §3.5): said so in the log, as the
+/// reason the pack stays stale.
+fn without_limits(failure: Failure) -> Failure {
+    match failure {
+        Failure::Answer(kind @ (SerialFault::Refused | SerialFault::Timeout), why) => Failure::Answer(
+            kind,
+            format!("{why}; without 0x92 the pack's charge limits are unknown: its cycle is not used"),
+        ),
+        other => other,
     }
 }
 

@@ -440,3 +440,67 @@ fn fault_counts_by_kind_reach_the_state_api_and_metrics() {
     assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
     stop_tx.stop();
 }
+
+/// A test's own pack on a pty: answers each request it knows (by its exact
+/// characters) with the given frame, and every other with `other`, until
+/// `done` is set.
+fn play_frames(link: &Path, answers: &[(&str, &str)], other: &str, done: &std::sync::atomic::AtomicBool) {
+    use bms_gateway::serial::SerialPort;
+    use std::sync::atomic::Ordering;
+    let pty = bms_gateway::serial::pty::LinkedPty::create(link).unwrap();
+    let mut port = bms_gateway::serial::device::Device::from_port(pty.master.try_clone().unwrap());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !done.load(Ordering::Relaxed) {
+        let n = port
+            .read_until(&mut buf, Instant::now() + Duration::from_millis(50))
+            .unwrap();
+        for &b in &buf[..n] {
+            got.push(b);
+            if b == b'\r' {
+                let request = String::from_utf8_lossy(&got).into_owned();
+                let answer = answers.iter().find(|(q, _)| *q == request).map_or(other, |(_, a)| *a);
+                port.write_all(answer.as_bytes()).unwrap();
+                got.clear();
+            }
+        }
+    }
+    drop(pty);
+}
+
+#[test]
+fn a_seplos_pack_that_refuses_0x92_gives_no_telegram_and_its_refusals_are_counted() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyBAT");
+    let mut config = config(&link, Protocol::Seplos);
+    config.serial.as_mut().unwrap().address = 0;
+    // The reference's V9 exchange (§5): 0x42 to ADR 0 and its answer.
+    let analog = (
+        "~20004642E00200FD37\r",
+        "~2000460010960001100CD70CE90CF40CD60CEF0CE50CE10CDC0CE90CF00CE80CEF0CEA0CDA0CDE0CD8060BA60BA00B970BA60BA50BA2FD5C14A0344E0A426803134650004603E8149F0000000000000000DC6C\r",
+    );
+    // Anything else, 0x92 first, is refused as an unknown command: RTN 04
+    // from ADR 0. By hand: the ASCII of 200046040000 sums to
+    // 0x32 + 0x34 + 0x36 + 0x34 + 8 x 0x30 = 0x250, 0x10000 - 0x250 = 0xFDB0
+    // (the reference's ADR 2 copy, ~200246040000FDAE, sums 2 more).
+    let refused = "~200046040000FDB0\r";
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| play_frames(&link, &[analog], refused, &done));
+        // The pack's link exists before the poller first opens it.
+        while std::fs::symlink_metadata(&link).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        with_poller(&config, |rx, slot| {
+            wait_for(slot, "refusals", |s| s.serial_faults.get(SerialFault::Refused) >= 3);
+            assert!(rx.try_recv().is_err(), "no telegram without 0x92");
+            let (telegrams, link_state, frames) = slot.update(|s| (s.telegrams, s.link.clone(), s.frames));
+            assert_eq!(telegrams, 0);
+            // The link is fine: the pack answers, 0x42 and the refusals.
+            assert_eq!(link_state, LinkState::Up);
+            assert!(frames >= 6, "{frames}");
+        });
+        done.store(true, Ordering::Relaxed);
+    });
+}
