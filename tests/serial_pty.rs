@@ -504,3 +504,39 @@ fn a_seplos_pack_that_refuses_0x92_gives_no_telegram_and_its_refusals_are_counte
         done.store(true, Ordering::Relaxed);
     });
 }
+
+/// `scan`'s probe of one port on which `sim-bms` plays `protocol` at `address`.
+fn probe_sim(protocol: &str, address: &str) -> Vec<bms_gateway::scan::serial::FoundPack> {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyBAT");
+    let _sim = Sim::start(&link, &["--protocol", protocol, "--address", address]);
+    bms_gateway::scan::serial::probe(&Devices, &link.to_string_lossy()).expect("the port opens")
+}
+
+#[test]
+fn scan_tells_a_seplos_pack_from_a_pylon_one_on_a_pty() {
+    use bms_gateway::scan::serial::Told;
+    // sim-bms answers 0x42 with the reference's V9 (Seplos, 10 mV units:
+    // 5280 x 10 mV = 52.80 V, its 16 cells sum to 52.805 V) and V7 (Pylon:
+    // 50.247 V, its 15 cells sum to 50.247 V); both answer 0x4F with VER 0x20.
+    let seplos = probe_sim("seplos", "0");
+    assert_eq!(seplos.len(), 1, "{seplos:?}");
+    let p = &seplos[0];
+    assert_eq!((p.address, p.baud, p.version), (0, 115_200, 0x20));
+    assert_eq!((p.protocol, p.told), (Protocol::Seplos, Told::Cells));
+    let pylon = probe_sim("pylon", "2");
+    assert_eq!(pylon.len(), 1, "{pylon:?}");
+    assert_eq!((pylon[0].address, pylon[0].version), (2, 0x20));
+    assert_eq!((pylon[0].protocol, pylon[0].told), (Protocol::Pylon, Told::Cells));
+    // PACE answers with its own VER 0x25.
+    let pace = probe_sim("pace", "1");
+    assert_eq!((pace[0].address, pace[0].version), (1, 0x25));
+    assert_eq!((pace[0].protocol, pace[0].told), (Protocol::Pace, Told::Version));
+    // And the report says how each was told.
+    let report = bms_gateway::scan::serial::report(&[("/dev/ttyS".into(), Ok(seplos))]);
+    assert_eq!(
+        report,
+        "/dev/ttyS: RS485 pack at address 0 (115200 baud, VER 0x20, protocol seplos, \
+         by its 0x42: pack voltage = sum of the cells in these units)\n"
+    );
+}
