@@ -128,9 +128,10 @@ impl SerialFault {
             ReplyError::WrongAddress { .. } => SerialFault::WrongAddress,
             ReplyError::WrongDevice(_) => SerialFault::Garbage,
             ReplyError::Refused(_) => SerialFault::Refused,
-            ReplyError::TooShort { .. } | ReplyError::CellCount(_) | ReplyError::TemperatureCount(_) => {
-                SerialFault::Undecodable
-            }
+            ReplyError::TooShort { .. }
+            | ReplyError::CellCount(_)
+            | ReplyError::TemperatureCount(_)
+            | ReplyError::NotManagement { .. } => SerialFault::Undecodable,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::input::Delivery;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::rs485::mapping::Cycle;
 use crate::rs485::responses::{
-    self, ChargeManagement, decode_alarms, decode_analog, decode_charge_management, decode_manufacturer_info,
+    self, ChargeManagement, decode_alarms, decode_analog, decode_charge_management_of, decode_manufacturer_info,
     decode_serial_number, decode_software_version, decode_system_parameters,
 };
 use crate::rs485::{Command, Receiver, ReplyError, Request, check_reply};
@@ -344,7 +344,8 @@ impl SerialPack<'_> {
         let analog = decode_analog(&poller.info, protocol).map_err(undecodable)?.pack;
         self.transact(port, quiet_since, poller, Command::ChargeManagement)
             .map_err(without_limits)?;
-        let management: ChargeManagement = decode_charge_management(&poller.info).map_err(undecodable)?;
+        let address = self.serial().address;
+        let management: ChargeManagement = decode_charge_management_of(&poller.info, address).map_err(undecodable)?;
         let now = Instant::now();
         let alarms = if now >= schedule.alarms_due {
             self.transact(port, quiet_since, poller, Command::AlarmInfo)?;

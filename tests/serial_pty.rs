@@ -128,9 +128,20 @@ fn with_poller_on(
             }
             .run()
         });
+        // Dropped on the way out, a failed check's too: the thread stops,
+        // so the failure is reported instead of the scope waiting for ever.
+        let _stop = stop_tx;
         body(&rx, &slot);
-        stop_tx.stop();
     });
+}
+
+/// Sets its flag when dropped (a failed check's unwinding included).
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Waits (bounded) until `ok` holds of the slot.
@@ -470,7 +481,7 @@ fn play_frames(link: &Path, answers: &[(&str, &str)], other: &str, done: &std::s
 
 #[test]
 fn a_seplos_pack_that_refuses_0x92_gives_no_telegram_and_its_refusals_are_counted() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("ttyBAT");
     let mut config = config(&link, Protocol::Seplos);
@@ -488,6 +499,7 @@ fn a_seplos_pack_that_refuses_0x92_gives_no_telegram_and_its_refusals_are_counte
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| play_frames(&link, &[analog], refused, &done));
+        let _done = SetOnDrop(&done);
         // The pack's link exists before the poller first opens it.
         while std::fs::symlink_metadata(&link).is_err() {
             std::thread::sleep(Duration::from_millis(10));
@@ -501,7 +513,6 @@ fn a_seplos_pack_that_refuses_0x92_gives_no_telegram_and_its_refusals_are_counte
             assert_eq!(link_state, LinkState::Up);
             assert!(frames >= 6, "{frames}");
         });
-        done.store(true, Ordering::Relaxed);
     });
 }
 
@@ -539,4 +550,42 @@ fn scan_tells_a_seplos_pack_from_a_pylon_one_on_a_pty() {
         "/dev/ttyS: RS485 pack at address 0 (115200 baud, VER 0x20, protocol seplos, \
          by its 0x42: pack voltage = sum of the cells in these units)\n"
     );
+}
+
+#[test]
+fn an_answer_to_another_request_is_not_taken_for_0x92s() {
+    use std::sync::atomic::AtomicBool;
+    // A late answer lands in 0x92's wait: here the pack answers 0x92 with
+    // its 0x42 answer (the reference's V7). Read as 0x92 it would give
+    // command 0x00, CVL 0x020F = 0.527 V, CCL 334.8 A, status 0x0D (charge
+    // and discharge forbidden): a telegram the bank would take. 0x92's
+    // command value is the ADR asked and its INFO 10 bytes (reference
+    // §3.6): this one is neither, so it is refused, and no telegram is made.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyBAT");
+    let config = config(&link, Protocol::Pylon);
+    let analog = "~20024600F07A00020F0D170D140D150D150D180D170D140D150D150D180D170D140D150D150D18050C0B0BEF0BF00BED0C0B00C9C447FFFF04FFFF00120172B90186A0E2D1\r";
+    let alarms = "~20024600A04200020F000000000000000000000000000000050000000000000000000E80000000F101\r";
+    let answers = [
+        ("~20024642E00202FD33\r", analog),
+        ("~20024692E00202FD2E\r", analog),
+        ("~20024644E00202FD31\r", alarms),
+    ];
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| play_frames(&link, &answers, "~200246040000FDAE\r", &done));
+        let _done = SetOnDrop(&done);
+        while std::fs::symlink_metadata(&link).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        with_poller(&config, |rx, slot| {
+            wait_for(slot, "refused 0x92 answers, or a telegram", |s| {
+                s.serial_faults.get(SerialFault::Undecodable) >= 3 || s.telegrams > 0
+            });
+            if let Ok(d) = rx.try_recv() {
+                panic!("a telegram from a 0x42 answer read as 0x92: {:?}", d.telegram.limits);
+            }
+            assert_eq!(slot.update(|s| s.telegrams), 0);
+        });
+    });
 }

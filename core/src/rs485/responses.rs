@@ -112,6 +112,10 @@ pub enum ReplyError {
     CellCount(u8),
     #[error("{0} temperatures announced (1..={MAX_TEMPS} expected)")]
     TemperatureCount(u8),
+    #[error(
+        "not the 0x92 answer of address {asked}: command value 0x{command:02X}, {len} INFO bytes (0x92's are the address and {MANAGEMENT_INFO} bytes)"
+    )]
+    NotManagement { asked: u8, command: u8, len: usize },
 }
 
 /// Checks that `frame` answers a request to `asked`: a battery's frame, from
@@ -434,6 +438,28 @@ pub fn decode_charge_management(info: &[u8]) -> Result<ChargeManagement, ReplyEr
         dcl: scaled(f64::from(r.i16()?.unsigned_abs()), 0.1),
         status: r.u8()?,
     })
+}
+
+/// The INFO bytes of a 0x92 answer: the command value and 9 (reference §3.6).
+pub const MANAGEMENT_INFO: usize = 10;
+
+/// Decodes the 0x92 answer of the pack at `asked`, refusing what is not
+/// one: its command value must be the address asked and its INFO
+/// [`MANAGEMENT_INFO`] bytes (reference §3.6, and both captures, V3 and
+/// V7). Answers carry no command code, so an answer to another request
+/// that arrives late, in 0x92's wait, is only told by its shape; read as
+/// 0x92, V7's 0x42 answer would give CVL 0.527 V, CCL 334.8 A and charge
+/// and discharge forbidden.
+pub fn decode_charge_management_of(info: &[u8], asked: u8) -> Result<ChargeManagement, ReplyError> {
+    let m = decode_charge_management(info)?;
+    if m.command != asked || info.len() != MANAGEMENT_INFO {
+        return Err(ReplyError::NotManagement {
+            asked,
+            command: m.command,
+            len: info.len(),
+        });
+    }
+    Ok(m)
 }
 
 /// One state byte of 0x44 (reference §3.4).

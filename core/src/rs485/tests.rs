@@ -1143,3 +1143,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_0x92_answer_of_the_address_asked_is_taken_for_one() {
+    // Both captures' 0x92 answers (V3, V7): command value 2 = the ADR, 10 bytes.
+    assert_close(decode_charge_management_of(&info_of(V3, 2), 2).unwrap().cvl, 28.4);
+    assert_close(
+        decode_charge_management_of(&info_of(V7_MANAGEMENT, 2), 2).unwrap().cvl,
+        53.25,
+    );
+    // V7's 0x42 answer read as 0x92: command 0x00 (its INFOFLAG), 61 bytes
+    // (LENGTH F07A: LENID 0x07A = 122 characters).
+    let analog = info_of(V7_ANALOG, 2);
+    assert_eq!(analog.len(), 61);
+    assert_eq!(
+        decode_charge_management_of(&analog, 2),
+        Err(ReplyError::NotManagement {
+            asked: 2,
+            command: 0x00,
+            len: 61
+        })
+    );
+    // V7's 0x44 answer (33 bytes), and a 0x92 answer of another address.
+    assert!(decode_charge_management_of(&info_of(V7_ALARMS, 2), 2).is_err());
+    assert!(decode_charge_management_of(&info_of(V3, 2), 3).is_err());
+    // At ADR 0 an INFOFLAG 0x00 looks like the address: the length tells
+    // (V9, Seplos's 0x42 at ADR 0).
+    assert!(decode_charge_management_of(&info_of(V9_ANALOG, 0), 0).is_err());
+}
