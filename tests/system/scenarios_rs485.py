@@ -3,7 +3,9 @@
 pseudo-terminal pair, played by the project's `sim-bms --serial --pty`
 (the reference's capture V7, a US5000 at address 2), combined by the
 release binary and checked at the inverter's vcan with can-utils' candump.
-The RS485 pack then goes silent (its player stopped with SIGSTOP: the port
+A SIGUSR1 recording holds the serial exchanges (the daemon's serial ports
+go through the flight recorder), canplayer reads it and `decode --rs485`
+decodes it. The RS485 pack then goes silent (its player stopped with SIGSTOP: the port
 stays, the answers stop), the bank goes degraded with the CAN battery's
 values alone, and comes back to the mixed values when it answers again.
 
@@ -15,8 +17,11 @@ voltage and temperature capacity-weighted (here plain means), currents and
 modules summed, enables ANDed.
 """
 
+import glob
+import json
 import os
 import signal
+import subprocess
 import time
 
 import harness
@@ -81,6 +86,43 @@ def cells_seen(cap, t0, t1):
     return out
 
 
+# V7's 0x42 exchange with the pack at address 2, as the recorder shows it
+# (docs/recorder.md): the request of the reference's section 1.4 and V7's answer.
+REQUEST_42 = "~20024642E00202FD33\\r"
+ANSWER_42 = ("~20024600F07A00020F0D170D140D150D150D180D170D140D150D150D180D170D140D150D150D18050C0B0BEF"
+             "0BF00BED0C0B00C9C447FFFF04FFFF00120172B90186A0E2D1\\r")
+
+
+def check_recording(ctx, gw, link, recordings):
+    """SIGUSR1: the recording holds the serial exchanges beside the CAN
+    frames; canplayer reads it (the serial lines are comments to it) and
+    `decode --rs485` decodes its serial lines."""
+    gw.proc.send_signal(signal.SIGUSR1)
+    files = harness.wait_for(lambda: sorted(glob.glob(os.path.join(recordings, "*-signal.log"))), 10)
+    check(files, f"no recording in {recordings}: {gw.log_text()[-500:]}")
+    with open(files[0]) as f:
+        lines = f.read().splitlines()
+    serial = [line.split() for line in lines if line.startswith("# rs485 ")]
+    can = [line for line in lines if line.startswith("(")]
+    ctx.log(f"recording: {len(can)} CAN frames, {len(serial)} serial entries")
+    check(all(w[3] == link and w[4] == "adr=02" for w in serial), f"serial lines: {serial[:3]}")
+    words = [(w[5], w[6]) for w in serial]
+    check(("tx", REQUEST_42) in words and ("rx", ANSWER_42) in words,
+          f"no 0x42 exchange of V7 in the recording: {words[:4]}")
+    check(any(" xbat1 351#" in line for line in can), "no CAN battery frame in the recording")
+    # canplayer reads the whole file onto a vcan of its own (-t: at once).
+    ctx.vcan("xplay")
+    p = subprocess.run(["canplayer", "-I", files[0], "-t", "xplay=xbat1", "xplay=xinv1"],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0 and not p.stderr.strip(), f"canplayer: {p.returncode} {p.stderr}")
+    d = subprocess.run([harness.BINARY, "decode", "--rs485", files[0]], capture_output=True, text=True,
+                       timeout=30)
+    check(d.returncode == 0, f"decode --rs485: {d.returncode} {d.stderr}")
+    answers = [json.loads(line) for line in d.stdout.splitlines()]
+    analog = [a for a in answers if a.get("answers") == "0x42"]
+    check(analog and analog[0].get("v_avg") == 50.247, f"decode --rs485: {d.stdout[:400]}")
+
+
 @scenario("mixed_rs485", budget=150)
 def mixed_rs485(ctx):
     """A CAN battery and an RS485 pack on a pty combine; the pack goes silent, stale, and comes back."""
@@ -96,6 +138,11 @@ def mixed_rs485(ctx):
          {"SERIAL-PORT": link, "ADDRESS": 2, "BAUD": 115200, "PROTOCOL": "pylon",
           "CAPACITY-AH": 100.0}],
         [{"CAN-IF": "xinv1"}], {"STALE-TIMEOUT": STALE})
+    state = os.path.join(harness.TMP, "mixed-state")
+    subprocess.run(["rm", "-rf", state], check=True)
+    cfg = cfg.replace("GATEWAY-ACTIVATED = true\n",
+                      f"GATEWAY-ACTIVATED = true\nSTATE-DIR = {harness.toml_value(state)}\n", 1)
+    cfg += "[recorder]\nSECONDS = 30\n"
     gw = ctx.gateway(cfg)
 
     t_ok = harness.wait_state(cap, MIXED, 30, "the mixed bank's values")
@@ -106,6 +153,8 @@ def mixed_rs485(ctx):
     cells = cells_seen(cap, t_ok + 0.5, t1)
     # V7's 15 cells span 3348..3352 mV; the CAN battery sends no 0x373.
     check(cells and set(cells) == {(3348, 3352)}, f"0x373 cell extremes: {sorted(set(cells))}")
+
+    check_recording(ctx, gw, link, os.path.join(state, "recordings"))
 
     # Silent: the pack's player stops answering; the port stays.
     sim.send_signal(signal.SIGSTOP)
