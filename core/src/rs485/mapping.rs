@@ -50,6 +50,34 @@ pub enum CycleError {
     },
     #[error("no total capacity: the state of charge cannot be worked out")]
     NoCapacity,
+    #[error(
+        "the 0x44 answer announces {alarm_cells} cells and {alarm_temperatures} temperatures, the 0x42 answer {cells} and {temperatures}: not the same pack's answers"
+    )]
+    Mismatched {
+        alarm_cells: usize,
+        alarm_temperatures: usize,
+        cells: usize,
+        temperatures: usize,
+    },
+}
+
+/// A pack's 0x44 answer announces the cells and temperatures its 0x42
+/// answer has (reference §3.4: "same order as in 0x42"). Answers carry no
+/// command code, so one to another request arriving late, in 0x44's wait,
+/// is told by its shape: its counts differ.
+fn check_same_pack(pack: &PackAnalog, alarms: &Alarms) -> Result<(), CycleError> {
+    let (alarm_cells, alarm_temperatures) = (alarms.cell_states().count(), alarms.temperature_states().count());
+    let (cells, temperatures) = (pack.cells_mv().len(), pack.temperatures().len());
+    if (alarm_cells, alarm_temperatures) == (cells, temperatures) {
+        Ok(())
+    } else {
+        Err(CycleError::Mismatched {
+            alarm_cells,
+            alarm_temperatures,
+            cells,
+            temperatures,
+        })
+    }
 }
 
 fn in_range(field: &'static str, value: f64, (min, max): (f64, f64)) -> Result<f64, CycleError> {
@@ -79,6 +107,9 @@ impl Cycle {
     pub fn telegram(&self) -> Result<Telegram, CycleError> {
         let pack = &self.analog;
         check_plausible(pack)?;
+        if let Some(alarms) = &self.alarms {
+            check_same_pack(pack, alarms)?;
+        }
         let m = &self.management;
         let total = pack.full_ah.filter(|&t| t > 0.0).ok_or(CycleError::NoCapacity)?;
         let soc = in_range("soc", 100.0 * pack.remaining_ah / total, (0.0, PERCENT_MAX))?;

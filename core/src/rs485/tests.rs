@@ -933,11 +933,15 @@ fn every_flag_key_the_mapping_uses_exists() {
 }
 
 /// A Pylon 0x44 INFO: 4 cells, 2 temperatures, then the given bytes.
+/// A 0x44 answer for V7's pack (15 cells, 5 temperatures, as its 0x42):
+/// the first cells' and temperatures' states given, the others normal.
 fn alarms_info(cells: [u8; 4], temps: [u8; 2], tail: [u8; 8]) -> Vec<u8> {
-    let mut info = vec![0x00, 0x02, 4];
+    let mut info = vec![0x00, 0x02, 15];
     info.extend(cells);
-    info.push(2);
+    info.extend([0; 11]);
+    info.push(5);
     info.extend(temps);
+    info.extend([0; 3]);
     info.extend(tail);
     info
 }
@@ -1170,4 +1174,28 @@ fn only_a_0x92_answer_of_the_address_asked_is_taken_for_one() {
     // At ADR 0 an INFOFLAG 0x00 looks like the address: the length tells
     // (V9, Seplos's 0x42 at ADR 0).
     assert!(decode_charge_management_of(&info_of(V9_ANALOG, 0), 0).is_err());
+}
+
+#[test]
+fn a_0x44_answer_of_other_counts_than_the_0x42_refuses_the_cycle() {
+    // V7's cycle with its own 0x44 (15 cells, 5 temperatures, as its 0x42): a telegram.
+    assert!(v7_cycle().telegram().is_ok());
+    // V2's 0x42 (UP2500: 8 cells, 5 temperatures) with V7's 0x44 (15 and 5):
+    // not the same pack's answers (a late answer in 0x44's wait).
+    let v2 = "~20024600D05E1002080D020D020D020D030D000D010D010D03050B7D0B690B690B690B73FFFA680EFFFF04FFFF00000174E401B198E906\r";
+    let cycle = Cycle {
+        analog: decode_analog(&info_of(v2, 2), Protocol::Pylon).unwrap().pack,
+        ..v7_cycle()
+    };
+    assert_eq!(
+        cycle.telegram(),
+        Err(CycleError::Mismatched {
+            alarm_cells: 15,
+            alarm_temperatures: 5,
+            cells: 8,
+            temperatures: 5
+        })
+    );
+    // Without a 0x44 in the cycle, nothing to compare: V2's telegram.
+    assert!(Cycle { alarms: None, ..cycle }.telegram().is_ok());
 }
