@@ -25,7 +25,7 @@
 //!    [`output`], [`gateway`],
 //!    [`status`], [`recorder`], [`state_store`], [`supervise`].
 //! 6. **Front ends**: how people and other programs see and steer it:
-//!    [`telemetry`], [`mqtt`], [`http`].
+//!    [`telemetry`], [`mqtt`], [`http`], [`text_table`].
 //! 7. **Commands**: one module per `bms-gateway` subcommand beyond the
 //!    library: [`daemon`], [`demo`], [`decode`], [`replay`], [`scan`],
 //!    [`status_client`], [`tools`].
@@ -66,6 +66,7 @@ pub mod supervise;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text_table;
 pub mod tools;
 
 /// Configuration text for the unit tests, shared with the integration tests.
