@@ -8,7 +8,7 @@
 
 #![no_main]
 
-use bms_gateway::bank::{Bank, BankSettings, KINDS, LimitMode, PackReading, PerKind, Round};
+use bms_gateway::bank::{Bank, BankSettings, KINDS, LimitMode, OnPackForbids, PackReading, PerKind, Round};
 use libfuzzer_sys::fuzz_target;
 
 mod input;
@@ -16,14 +16,21 @@ use input::take;
 use std::time::{Duration, Instant};
 
 /// 5 bytes: current (s16, 0.1 A), charge and discharge limits (4 A steps),
-/// flags: bit 0 stale, bit 1 charging forbidden (limit 0).
+/// flags: bit 0 stale, bit 1 charging forbidden, bit 2 discharging
+/// forbidden (a forbidden direction's limit is 0, spec 4).
 fn reading(raw: &[u8]) -> Option<PackReading> {
+    let forbids = PerKind {
+        charge: raw[4] & 2 != 0,
+        discharge: raw[4] & 4 != 0,
+    };
+    let limit = |forbidden: bool, raw: u8| if forbidden { 0.0 } else { f64::from(raw) * 4.0 };
     (raw[4] & 1 == 0).then(|| PackReading {
         current: f64::from(i16::from_le_bytes([raw[0], raw[1]])) / 10.0,
         limits: PerKind {
-            charge: if raw[4] & 2 == 0 { f64::from(raw[2]) * 4.0 } else { 0.0 },
-            discharge: f64::from(raw[3]) * 4.0,
+            charge: limit(forbids.charge, raw[2]),
+            discharge: limit(forbids.discharge, raw[3]),
         },
+        forbids,
     })
 }
 
@@ -40,6 +47,11 @@ fuzz_target!(|data: &[u8]| {
         share_min_current: 0.1 + f64::from(head[2]),
         overcurrent_margin: f64::from(head[3]) / 255.0,
         overshoot_time: Duration::from_millis(u64::from(head[4]) * 50),
+        on_pack_forbids: if head[1] & 2 == 0 {
+            OnPackForbids::Stop
+        } else {
+            OnPackForbids::Continue
+        },
     };
     let cap = f64::from(head[5]) * 13.0;
     let caps = PerKind {
