@@ -4,7 +4,9 @@
 //! repeated rounds, any time steps and settings. On every round: the limits
 //! are finite, never negative, never above the sum of the fresh packs'
 //! limits nor the cap, no fresh pack's share of them exceeds its own limit
-//! (T x s_i <= L_i), and the fresh packs' shares are finite and sum to 1.
+//! (T x s_i <= L_i; with ON-PACK-FORBIDS = "continue" the shares of the
+//! packs going on, scaled to sum 1), and the fresh packs' shares are finite
+//! and sum to 1.
 
 #![no_main]
 
@@ -88,10 +90,29 @@ fuzz_target!(|data: &[u8]| {
                 t <= sum + 1e-9 && t <= cap + 1e-9,
                 "{kind:?} {t} > sum {sum} or cap {cap}"
             );
+            // ON-PACK-FORBIDS = "continue" with a fresh pack forbidding
+            // `kind`: the others' shares are scaled to sum 1 (spec 15); when
+            // they sum to less than 0.05 they say nothing and capacities
+            // split the current instead (not checked here).
+            let forbidding = |r: &PackReading| *r.forbids.get(kind);
+            let going_on =
+                settings.on_pack_forbids == OnPackForbids::Continue && readings.iter().flatten().any(forbidding);
+            let allowing_shares: f64 = views
+                .iter()
+                .zip(&readings)
+                .filter(|(_, r)| r.as_ref().is_some_and(|r| !forbidding(r)))
+                .map(|(v, _)| *v.share.get(kind))
+                .sum();
             for (view, r) in views.iter().zip(&readings) {
                 let Some(r) = r else { continue };
                 let (s, own) = (*view.share.get(kind), *r.limits.get(kind));
                 assert!(s.is_finite(), "{view:?}");
+                let s = match going_on {
+                    false => s,
+                    true if forbidding(r) => continue,
+                    true if allowing_shares > 0.05 => s / allowing_shares,
+                    true => continue,
+                };
                 if settings.mode == LimitMode::Share && s > 0.0 && own > 0.0 {
                     assert!(t * s <= own * (1.0 + 1e-9), "{kind:?}: {t} x {s} > {own}");
                 }
