@@ -15,9 +15,11 @@ use crate::can::CanOpener;
 use crate::combine::Combined;
 use crate::config::{Config, InputConfig, OutputConfig};
 use crate::dead_link::RecoverySettings;
+use crate::events::Events;
 use crate::input::{Delivery, Input};
 pub use crate::liveness::{HEARTBEAT, Worker};
 use crate::output::{Carried, Mailbox, Output};
+use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::serial::{LineSettings, SerialOpener};
 use crate::serial_input::{SerialBuses, SerialPack};
@@ -70,6 +72,11 @@ pub struct Gateway<'a> {
     pub serial: &'a dyn SerialOpener,
     /// The board it starts with; a reload brings the next one.
     pub board: &'a StatusBoard,
+    /// Where the CAN threads and the combiner raise events.
+    pub events: &'a Events,
+    /// Triggered by the combiner where a change needs a record (the CAN
+    /// ports record through `opener`, wrapped by whoever made it).
+    pub recorder: &'a Recorder,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
     /// Called by every worker once per wake-up, and at least every
@@ -116,7 +123,8 @@ impl Gateway<'_> {
                     buses: SerialBuses::default(),
                 };
                 threads.start(self.config, self.board);
-                let mut core = Core::new(Arc::new(self.config.clone()), self.board, Instant::now());
+                let config = Arc::new(self.config.clone());
+                let mut core = Core::new(config, self.board, self.events, self.recorder, Instant::now());
                 self.combine(&mut core, &mut threads, &telegrams, commands, reloads, stop);
             });
         });
@@ -340,7 +348,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                     bus: &bus,
                     telegrams: &telegrams,
                     slot: &slot,
-                    events: &gateway.board.events,
+                    events: gateway.events,
                     stop: &stop_rx,
                     opened: gateway.opened,
                     heartbeat: &heartbeat,
@@ -357,7 +365,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 opener: gateway.opener,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &gateway.board.events,
+                events: gateway.events,
                 stop: &stop_rx,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
@@ -388,7 +396,7 @@ impl<'scope, 'env> Threads<'scope, 'env> {
                 opener: gateway.opener,
                 mailbox: &thread_mailbox,
                 slot: &slot,
-                events: &gateway.board.events,
+                events: gateway.events,
                 stop: &stop_rx,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,

@@ -299,6 +299,7 @@ mod tests {
         };
         let board = crate::status::StatusBoard::new(1, 0);
         let slot = board.input_slot(0);
+        let events = Events::default();
         let (telegrams, _rx) = crossbeam_channel::bounded(16);
         let (stop_tx, stop) = crate::shutdown::channel();
         let after = Duration::from_secs(2);
@@ -310,7 +311,7 @@ mod tests {
                     opener: &bus,
                     telegrams: &telegrams,
                     slot: &slot,
-                    events: &board.events,
+                    events: &events,
                     stop: &stop,
                     opened: &|| {},
                     heartbeat: &|| {},
@@ -328,20 +329,20 @@ mod tests {
             }
             battery.write(&frame).unwrap();
             let last_frame = Instant::now();
-            let dead = wait_for(&board.events, Kind::InterfaceRecoveryFailed).expect("reported dead");
+            let dead = wait_for(&events, Kind::InterfaceRecoveryFailed).expect("reported dead");
             assert!(last_frame.elapsed() >= after);
             assert_eq!(
                 dead.message,
                 "battery 1 (bat1): nothing is received any more for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set bat1 down && ip link set bat1 up"
             );
             battery.write(&frame).unwrap();
-            let back = wait_for(&board.events, Kind::InterfaceRecovered).expect("reported back");
+            let back = wait_for(&events, Kind::InterfaceRecovered).expect("reported back");
             assert!(
                 back.message.starts_with("battery 1 (bat1): traffic is back"),
                 "{}",
                 back.message
             );
-            let reports = board.events.after(0);
+            let reports = events.after(0);
             let dead_reports = reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
             assert_eq!(dead_reports.count(), 1);
             drop(stop_tx);
@@ -366,6 +367,7 @@ mod tests {
         };
         let board = crate::status::StatusBoard::new(1, 0);
         let slot = board.input_slot(0);
+        let events = Events::default();
         let (telegrams, _rx) = crossbeam_channel::bounded(16);
         let (stop_tx, stop) = crate::shutdown::channel();
         let after = Duration::from_secs(2);
@@ -379,7 +381,7 @@ mod tests {
                     opener: &bus,
                     telegrams: &telegrams,
                     slot: &slot,
-                    events: &board.events,
+                    events: &events,
                     stop: &stop,
                     opened: &|| {},
                     heartbeat: &|| {},
@@ -407,12 +409,7 @@ mod tests {
             let give_up = Instant::now() + Duration::from_secs(20);
             let back = loop {
                 battery.write(&frame).unwrap();
-                if let Some(e) = board
-                    .events
-                    .after(0)
-                    .into_iter()
-                    .find(|e| e.kind == Kind::InterfaceRecovered)
-                {
+                if let Some(e) = events.after(0).into_iter().find(|e| e.kind == Kind::InterfaceRecovered) {
                     break e;
                 }
                 assert!(Instant::now() < give_up, "no recovery");
@@ -428,13 +425,7 @@ mod tests {
             let recovery = slot.update(|s| s.recovery);
             assert_eq!((recovery.bounces, recovery.recovered, recovery.failed), (1, 1, 0));
             assert_eq!(recovery.state, crate::status::RecoveryState::Normal);
-            assert!(
-                board
-                    .events
-                    .after(0)
-                    .iter()
-                    .all(|e| e.kind != Kind::InterfaceRecoveryFailed)
-            );
+            assert!(events.after(0).iter().all(|e| e.kind != Kind::InterfaceRecoveryFailed));
             drop(stop_tx);
         });
     }

@@ -277,6 +277,7 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
     };
     let board = StatusBoard::new(1, 0);
     let slot = board.input_slot(0);
+    let events = Events::default();
     let (telegrams, rx) = crossbeam_channel::bounded(64);
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
     let buses = SerialBuses::default();
@@ -293,7 +294,7 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &board.events,
+                events: &events,
                 stop: &stop,
                 opened: &|| {},
                 heartbeat: &|| {},
