@@ -14,6 +14,7 @@
 use crate::can::CanOpener;
 use crate::combine::Combined;
 use crate::config::{Config, InputConfig, OutputConfig};
+use crate::context::ThreadContext;
 use crate::dead_link::RecoverySettings;
 use crate::events::Events;
 use crate::input::{Delivery, Input};
@@ -328,51 +329,61 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         }
     }
 
-    fn spawn_input(&self, config: InputConfig, slot: Arc<Slot<InputStatus>>) -> InputThread<'scope> {
+    /// Starts a serving thread named `name` that beats as `worker`: `serve`
+    /// gets its context (the gateway's events and callbacks, its own stop).
+    /// Returns its stop and its handle.
+    fn spawn_serving<T: Send + 'scope>(
+        &self,
+        name: String,
+        worker: Worker,
+        serve: impl FnOnce(ThreadContext) -> T + Send + 'scope,
+    ) -> (StopSender, ScopedJoinHandle<'scope, T>) {
         let (stop, stop_rx) = shutdown::channel();
-        let (gateway, telegrams) = (self.gateway, self.telegrams.clone());
-        let name = format!("in-{}", config.can_if);
-        let recovery = self.recovery;
-        let thread_config = config.clone();
-        if let Some(serial) = &config.serial {
-            let line = LineSettings {
-                baud: serial.baud,
-                rs485_mode: serial.rs485_mode,
-            };
-            let bus = self.buses.bus(&serial.port, line);
-            let handle = spawn(self.scope, name, move || {
-                let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
-                SerialPack {
-                    config: &thread_config,
-                    opener: gateway.serial,
-                    bus: &bus,
-                    telegrams: &telegrams,
-                    slot: &slot,
-                    events: gateway.events,
-                    stop: &stop_rx,
-                    opened: gateway.opened,
-                    heartbeat: &heartbeat,
-                    heartbeat_every: gateway.heartbeat_every,
-                }
-                .run()
-            });
-            return InputThread { config, stop, handle };
-        }
+        let gateway = self.gateway;
         let handle = spawn(self.scope, name, move || {
-            let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
-            Input {
-                config: &thread_config,
-                opener: gateway.opener,
-                telegrams: &telegrams,
-                slot: &slot,
+            let heartbeat = || (gateway.heartbeat)(worker);
+            serve(ThreadContext {
                 events: gateway.events,
                 stop: &stop_rx,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
                 heartbeat_every: gateway.heartbeat_every,
-                recovery,
+            })
+        });
+        (stop, handle)
+    }
+
+    fn spawn_input(&self, config: InputConfig, slot: Arc<Slot<InputStatus>>) -> InputThread<'scope> {
+        let (gateway, telegrams, recovery) = (self.gateway, self.telegrams.clone(), self.recovery);
+        // An RS485 battery's port, shared with the other packs on it.
+        let bus = config.serial.as_ref().map(|serial| {
+            let line = LineSettings {
+                baud: serial.baud,
+                rs485_mode: serial.rs485_mode,
+            };
+            self.buses.bus(&serial.port, line)
+        });
+        let thread_config = config.clone();
+        let name = format!("in-{}", config.can_if);
+        let (stop, handle) = self.spawn_serving(name, Worker::Input(slot.id), move |context| match &bus {
+            Some(bus) => SerialPack {
+                config: &thread_config,
+                opener: gateway.serial,
+                bus,
+                telegrams: &telegrams,
+                slot: &slot,
+                context,
             }
-            .run()
+            .run(),
+            None => Input {
+                config: &thread_config,
+                opener: gateway.opener,
+                telegrams: &telegrams,
+                slot: &slot,
+                recovery,
+                context,
+            }
+            .run(),
         });
         InputThread { config, stop, handle }
     }
@@ -384,24 +395,17 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         mailbox: Arc<Mailbox>,
         carried: Carried,
     ) -> OutputThread<'scope> {
-        let (stop, stop_rx) = shutdown::channel();
-        let gateway = self.gateway;
-        let name = format!("out-{}", config.can_if);
-        let recovery = self.recovery;
+        let (gateway, recovery) = (self.gateway, self.recovery);
         let (thread_config, thread_mailbox) = (config.clone(), mailbox.clone());
-        let handle = spawn(self.scope, name, move || {
-            let heartbeat = || (gateway.heartbeat)(Worker::Output(slot.id));
+        let name = format!("out-{}", config.can_if);
+        let (stop, handle) = self.spawn_serving(name, Worker::Output(slot.id), move |context| {
             Output {
                 config: &thread_config,
                 opener: gateway.opener,
                 mailbox: &thread_mailbox,
                 slot: &slot,
-                events: gateway.events,
-                stop: &stop_rx,
-                opened: gateway.opened,
-                heartbeat: &heartbeat,
-                heartbeat_every: gateway.heartbeat_every,
                 recovery,
+                context,
             }
             .run(carried)
         });

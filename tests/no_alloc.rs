@@ -8,6 +8,7 @@
 mod config_text;
 
 use bms_gateway::can::report_link;
+use bms_gateway::context::ThreadContext;
 use bms_gateway::events::{Events, Subject};
 use bms_gateway::frame::Frame;
 use bms_gateway::recorder::Recorder;
@@ -294,11 +295,13 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(100),
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(100),
+                },
             }
             .run()
         });

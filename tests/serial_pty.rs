@@ -103,11 +103,13 @@ fn with_poller(config: &InputConfig, body: impl FnOnce(&Receiver<Delivery>, &Slo
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(200),
+                context: bms_gateway::context::ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
+                },
             }
             .run()
         });

@@ -3,9 +3,11 @@
 
 use super::*;
 use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
+use crate::context::ThreadContext;
 use crate::frame::CanId;
 use crate::interlock::{Bounds, Direction};
 use crate::profile::{Profile, VoltageUnit};
+use crate::shutdown::Stop;
 
 /// The default profile's frames for `b`.
 fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
@@ -303,12 +305,14 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
                 opener: &opener,
                 mailbox: &mailbox,
                 slot: &slot,
-                events: &events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_secs(5),
                 recovery: crate::dead_link::RecoverySettings::default(),
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_secs(5),
+                },
             }
             .run(Carried::default())
         });
@@ -415,14 +419,16 @@ fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
                 opener: &bus,
                 mailbox: &mailbox,
                 slot: &slot,
-                events: &events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(200),
                 recovery: crate::dead_link::RecoverySettings {
                     mode: crate::dead_link::RecoverMode::Off,
                     after,
+                },
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
                 },
             }
             .run(Carried::default())

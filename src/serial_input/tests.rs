@@ -5,6 +5,7 @@ use super::*;
 use crate::rs485::Protocol;
 use crate::serial::pair::{PairEnd, Pairs};
 use crate::serial::sim_pack::SimPack;
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
 
 /// One request as the pack side saw it.
@@ -82,11 +83,13 @@ fn run(addresses: &[u8], enough: impl Fn(&[Seen]) -> bool) -> (Vec<Seen>, Vec<De
                     bus: &bus,
                     telegrams,
                     slot: &slot,
-                    events,
-                    stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(100),
+                    context: ThreadContext {
+                        events,
+                        stop,
+                        opened: &|| {},
+                        heartbeat: &|| {},
+                        heartbeat_every: Duration::from_millis(100),
+                    },
                 }
                 .run()
             });
