@@ -36,10 +36,12 @@ use crate::combine::{BatterySettings, InverterShare};
 use crate::config::SerialInput;
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::dead_link::RecoverySettings;
+use crate::events::Events;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::policy::{Curve, Policy};
 use crate::profile::{Profile, SocWindow};
+use crate::recorder::Recorder;
 use crate::serial::pair::Pairs;
 use crate::serial::sim_pack::SimPack;
 use crate::setpoint::SetpointCommand;
@@ -413,6 +415,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         .collect::<Result<_, _>>()?;
     let views: Vec<Mutex<InverterView>> = config.outputs.iter().map(|_| Mutex::default()).collect();
     let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
+    // The demo keeps no recordings: its recorder is off.
+    let (events, recorder) = (Events::default(), Recorder::default());
     let (stop_tx, stop) = shutdown::channel();
     let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let started = Instant::now();
@@ -424,6 +428,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         opener: &bus,
         serial: &serial,
         board: &board,
+        events: &events,
+        recorder: &recorder,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
         heartbeat_every: supervision.heartbeat_every(),
@@ -434,13 +440,14 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
+        let (events, recorder) = (&events, &recorder);
         if let Some(server) = &server {
             let (config, board) = (&config, &board);
-            s.spawn(move || server.run(config, board, stop));
+            s.spawn(move || server.run(config, board, events, recorder, stop));
         }
         if config.mqtt.activated {
             let (config, board, commands_tx) = (&config, &board, &commands_tx);
-            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+            s.spawn(move || crate::mqtt::run(config, board, events, commands_tx, stop));
         }
         if let Some(mut end) = rs485_pack {
             let pack = [SimPack::new(crate::rs485::Protocol::Pylon, 2)];
@@ -472,7 +479,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                     let views: Vec<InverterView> = views.iter().map(|v| lock(v).clone()).collect();
                     let snapshot = board.snapshot();
                     let mut table = render(&config, &snapshot, &views, started.elapsed());
-                    table.push_str(&render_events(&board.events.after(0), started_wall));
+                    table.push_str(&render_events(&events.after(0), started_wall));
                     if let Some(url) = &page {
                         let _ = write!(table, "\n\nStatus page: {url}");
                     }

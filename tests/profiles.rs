@@ -221,7 +221,6 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     // Each change was also an event, about its inverter (1-based): silent at
     // start, back, the shutdown request, silent again, back again (push).
     let events: Vec<(String, Option<usize>)> = rig
-        .board
         .events
         .after(0)
         .into_iter()

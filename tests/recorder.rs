@@ -75,7 +75,7 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
     // Run past the window, so that the ring holds frames older than it.
     std::thread::sleep(Duration::from_secs_f64(SECONDS + 1.5));
     let before = unix_now();
-    let written = rig.board.recorder.ask(Reason::Signal).expect("a recording");
+    let written = rig.recorder.ask(Reason::Signal).expect("a recording");
     let after = unix_now();
     assert_eq!(written.path.parent(), Some(dir.as_path()));
     assert!(written.path.to_string_lossy().ends_with("-signal.log"));
@@ -123,7 +123,7 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
         contains_run(&received, &sent),
         "recorded {sent:?}\nreceived {received:?}"
     );
-    let events = rig.board.events.after(0);
+    let events = rig.events.after(0);
     let written: Vec<_> = events.iter().filter(|e| e.kind == Kind::RecordingWritten).collect();
     assert!(written.iter().any(|e| e.message.contains("-safe.log")), "{written:?}");
     assert!(written.iter().any(|e| e.message.contains("-signal.log")), "{written:?}");

@@ -379,7 +379,7 @@ fn a_description_change_keeps_the_cvl_ramp_and_the_silent_watch() {
     let cvls: Vec<f64> = limits_since(&rig, 1, at).iter().map(|l| l.v_charge_cmd).collect();
     assert!(!cvls.is_empty());
     assert!(cvls.iter().all(|&v| v >= 52.5), "the ramp restarted: {cvls:?}");
-    let silent_events = (rig.board.events.after(0).into_iter())
+    let silent_events = (rig.events.after(0).into_iter())
         .filter(|e| e.kind.as_str() == "inverter_silent")
         .count();
     assert_eq!(silent_events, 1, "inverter 2 reported silent again");

@@ -83,6 +83,7 @@ fn config(port: &Path, protocol: Protocol) -> InputConfig {
 fn with_poller(config: &InputConfig, body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>)) {
     let board = StatusBoard::new(1, 0);
     let slot = board.input_slot(0);
+    let events = bms_gateway::events::Events::default();
     let (telegrams, rx) = crossbeam_channel::bounded(64);
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
     let serial = config.serial.as_ref().unwrap();
@@ -102,11 +103,13 @@ fn with_poller(config: &InputConfig, body: impl FnOnce(&Receiver<Delivery>, &Slo
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &board.events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(200),
+                context: bms_gateway::context::ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
+                },
             }
             .run()
         });

@@ -8,7 +8,9 @@ mod common;
 mod rs485_vectors;
 
 use bms_gateway::can::CanOpener;
+use bms_gateway::events::Events;
 use bms_gateway::http;
+use bms_gateway::recorder::Recorder;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
 use common::*;
@@ -49,7 +51,8 @@ fn serve(toml: &str, params: Vec<BatteryParams>) -> Served {
     let addr = server.local_addr();
     let (stop_tx, stop) = shutdown::channel();
     let (config, board) = (rig.config.clone(), rig.board.clone());
-    std::thread::spawn(move || server.run(&config, &board, &stop));
+    let (events, recorder) = (rig.events.clone(), rig.recorder.clone());
+    std::thread::spawn(move || server.run(&config, &board, &events, &recorder, &stop));
     Served {
         rig,
         addr,
@@ -453,7 +456,8 @@ fn serve_when_running(toml: &str, params: Vec<BatteryParams>) -> Served {
     let addr = server.local_addr();
     let (stop_tx, stop) = shutdown::channel();
     let (config, board) = (rig.config.clone(), rig.board.clone());
-    std::thread::spawn(move || server.run(&config, &board, &stop));
+    let (events, recorder) = (rig.events.clone(), rig.recorder.clone());
+    std::thread::spawn(move || server.run(&config, &board, &events, &recorder, &stop));
     Served {
         rig,
         addr,
@@ -561,7 +565,8 @@ fn the_history_charts_in_chromium_have_one_path_per_series_and_no_nan() {
     let addr = server.local_addr();
     let (_stop_tx, stop) = shutdown::channel();
     let (config, board) = (rig.config.clone(), rig.board.clone());
-    std::thread::spawn(move || server.run(&config, &board, &stop));
+    let (events, recorder) = (rig.events.clone(), rig.recorder.clone());
+    std::thread::spawn(move || server.run(&config, &board, &events, &recorder, &stop));
     let (dom, stderr) = chromium(&format!("http://{addr}/"), &["--dump-dom"]);
     assert!(
         console_lines(&stderr).is_empty(),
@@ -638,7 +643,8 @@ fn serve_board(telegram: bms_gateway::telegram::Telegram) -> (SocketAddr, shutdo
     let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
     let (stop_tx, stop) = shutdown::channel();
-    std::thread::spawn(move || server.run(&config, &board, &stop));
+    let (events, recorder) = (Events::default(), Recorder::default());
+    std::thread::spawn(move || server.run(&config, &board, &events, &recorder, &stop));
     (addr, stop_tx)
 }
 
