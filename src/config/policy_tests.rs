@@ -2,6 +2,7 @@
 //! written, and each kind of mistake refused with its key, line and column.
 
 use super::*;
+use crate::policy::{ChargeStop, OnPackForbids, Policy, SocMode, Taper};
 
 const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
 [[bmses-in]]

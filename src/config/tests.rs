@@ -3,6 +3,11 @@
 
 use super::*;
 use crate::bank::LimitMode;
+use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use crate::dead_link::{RecoverMode, RecoverySettings};
+use crate::profile::{Profile, VoltageUnit};
+use std::path::PathBuf;
+use std::time::Duration;
 
 const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
 [[bmses-in]]
