@@ -10,6 +10,7 @@
 //! `bms-gateway check` prints).
 
 mod check;
+mod keys;
 mod read;
 mod schema;
 mod values;
@@ -25,3 +26,6 @@ mod tests;
 
 #[cfg(test)]
 mod policy_tests;
+
+#[cfg(test)]
+mod keys_tests;

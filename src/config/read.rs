@@ -3,6 +3,7 @@
 //! section readers are here; the typed value readers they share (numbers,
 //! durations, strings, choices) and the unknown-key check are in `values`.
 
+use super::keys::{self, bmses_in};
 use super::schema::{
     Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig, SerialInput, TlsConfig,
 };
@@ -113,95 +114,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
-const ROOT_KEYS: &[&str] = &[
-    "GATEWAY-ACTIVATED",
-    "STATE-DIR",
-    "battery",
-    "bmses-in",
-    "bmses-out",
-    "mqtt",
-    "http",
-    "recorder",
-    "can",
-];
-const HTTP_KEYS: &[&str] = &["ACTIVATED", "LISTEN"];
-const RECORDER_KEYS: &[&str] = &["SECONDS", "KEEP"];
-const CAN_KEYS: &[&str] = &["RECOVER", "RECOVER-AFTER"];
-const BATTERY_KEYS: &[&str] = &[
-    "I-LIM-CHARGE",
-    "I-LIM-DISCHARGE",
-    "I-TOT-SCALING",
-    "I-TOT-OFFSET",
-    "STALE-TIMEOUT",
-    "V-DISCHARGE-MIN",
-    "ON-INPUT-LOST",
-    "LIMIT-MODE",
-    "SHARE-MIN-CURRENT",
-    "OVERCURRENT-MARGIN",
-    "OVERSHOOT-TIME",
-    "ON-PACK-FORBIDS",
-    "TEMPERATURE-DERATING-CHARGE",
-    "TEMPERATURE-DERATING-DISCHARGE",
-    "CHARGE-STOP-SOC",
-    "CHARGE-RESUME-SOC",
-    "SOFT-LANDING-CHARGE",
-    "SOFT-LANDING-DISCHARGE",
-    "SOC-MODE",
-];
-const INPUT_KEYS: &[&str] = &[
-    "CAN-IF",
-    "DESCRIPTION",
-    "CAPACITY-AH",
-    "POLL-INTERVAL",
-    "SERIAL-PORT",
-    "ADDRESS",
-    "BAUD",
-    "PROTOCOL",
-    "RS485-MODE",
-];
 /// The `[[bmses-in]]` keys that only a serial input takes.
-const SERIAL_ONLY_KEYS: [&str; 4] = ["ADDRESS", "BAUD", "PROTOCOL", "RS485-MODE"];
-const OUTPUT_KEYS: &[&str] = &[
-    "CAN-IF",
-    "DESCRIPTION",
-    "I-LIM-CHARGE",
-    "I-LIM-DISCHARGE",
-    "I-SCALING",
-    "I-OFFSET",
-    "PUSH-MIN-DELAY",
-    "SEND-SYNC-ACTIVATED",
-    "SYNC-INTERVAL",
-    "MANUFACTURER",
-    "PROFILE",
-    "SOC-MIN",
-    "SOC-MAX",
-    "CVL-RAMP",
-    "INVERTER-TIMEOUT",
-    "VOLTAGE-UNIT",
+const SERIAL_ONLY_KEYS: [&str; 4] = [
+    bmses_in::ADDRESS,
+    bmses_in::BAUD,
+    bmses_in::PROTOCOL,
+    bmses_in::RS485_MODE,
 ];
 /// `[[bmses-out]] PROFILE` values, as `Profile::name` spells them.
 const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "luxpower"];
-const MQTT_KEYS: &[&str] = &[
-    "ACTIVATED",
-    "BROKER",
-    "PORT",
-    "TOPIC",
-    "INTERVAL",
-    "BASE-TOPIC",
-    "CLIENT-ID",
-    "USERNAME",
-    "PASSWORD-FILE",
-    "TLS",
-    "CA-FILE",
-    "CERT-FILE",
-    "KEY-FILE",
-    "HA-DISCOVERY",
-    "HA-DISCOVERY-PREFIX",
-    "HA-CELL-ENTITIES",
-    "CONTROL-ACTIVATED",
-    "SETPOINT-TTL",
-    "HA-SETPOINT-TTL",
-];
 
 /// The largest current a limit field can carry (s16, 0.1 A).
 const MAX_CURRENT: f64 = 3276.7;
@@ -233,35 +154,36 @@ impl<'a, 'i> Section<'a, 'i> {
 
 impl<'t> Reader<'t> {
     fn config(&mut self, root: &DeTable) -> Option<Config> {
+        use super::keys::top::*;
         let top = Section {
             table: root,
             label: String::new(),
             span: 0..0,
         };
-        self.unknown_keys(&top, ROOT_KEYS);
-        let gateway_activated = match top.get("GATEWAY-ACTIVATED") {
-            Some(v) => self.boolean(&top, "GATEWAY-ACTIVATED", v),
+        self.unknown_keys(&top, &keys::top_level());
+        let gateway_activated = match top.get(GATEWAY_ACTIVATED) {
+            Some(v) => self.boolean(&top, GATEWAY_ACTIVATED, v),
             None => {
                 self.problem(
                     0..0,
-                    "GATEWAY-ACTIVATED",
+                    GATEWAY_ACTIVATED,
                     "missing: set it to true to run the gateway".into(),
                 );
                 None
             }
         };
-        let battery = self.table(&top, "battery").map(|s| self.battery(&s));
-        let inputs = self.array_of_tables(&top, "bmses-in");
-        let outputs = self.array_of_tables(&top, "bmses-out");
+        let battery = self.table(&top, keys::battery::NAME).map(|s| self.battery(&s));
+        let inputs = self.array_of_tables(&top, keys::bmses_in::NAME);
+        let outputs = self.array_of_tables(&top, keys::bmses_out::NAME);
         let inputs: Vec<Option<InputConfig>> = inputs.iter().map(|s| self.input(s)).collect();
         let outputs: Vec<Option<OutputConfig>> = outputs.iter().map(|s| self.output(s)).collect();
-        let mqtt = self.table(&top, "mqtt").map(|s| self.mqtt(&s));
-        let http = self.table(&top, "http").map(|s| self.http(&s));
-        let recorder = self.table(&top, "recorder").map(|s| self.recorder(&s));
-        let can = self.table(&top, "can").map(|s| self.can(&s));
+        let mqtt = self.table(&top, keys::mqtt::NAME).map(|s| self.mqtt(&s));
+        let http = self.table(&top, keys::http::NAME).map(|s| self.http(&s));
+        let recorder = self.table(&top, keys::recorder::NAME).map(|s| self.recorder(&s));
+        let can = self.table(&top, keys::can::NAME).map(|s| self.can(&s));
         let state_dir = top
-            .get("STATE-DIR")
-            .map(|_| PathBuf::from(self.nonempty_or(&top, "STATE-DIR", "")));
+            .get(STATE_DIR)
+            .map(|_| PathBuf::from(self.nonempty_or(&top, STATE_DIR, "")));
         if inputs.is_empty() {
             self.problem(0..0, "[[bmses-in]]", "at least one battery input is needed".into());
         }
@@ -284,43 +206,46 @@ impl<'t> Reader<'t> {
     }
 
     fn recorder(&mut self, s: &Section) -> RecorderConfig {
-        self.unknown_keys(s, RECORDER_KEYS);
+        use super::keys::recorder::*;
+        self.unknown_keys(s, keys::recorder::ALL);
         let d = RecorderConfig::default();
         RecorderConfig {
-            seconds: self.whole_or(s, "SECONDS", d.seconds, (0, RecorderConfig::MAX_SECONDS)),
-            keep: self.whole_or(s, "KEEP", d.keep, (1, RecorderConfig::MAX_KEEP)),
+            seconds: self.whole_or(s, SECONDS, d.seconds, (0, RecorderConfig::MAX_SECONDS)),
+            keep: self.whole_or(s, KEEP, d.keep, (1, RecorderConfig::MAX_KEEP)),
         }
     }
 
     fn can(&mut self, s: &Section) -> RecoverySettings {
-        self.unknown_keys(s, CAN_KEYS);
+        use super::keys::can::*;
+        self.unknown_keys(s, keys::can::ALL);
         let d = RecoverySettings::default();
-        let mode = match self.choice(s, "RECOVER", &["off", "bounce"]) {
+        let mode = match self.choice(s, RECOVER, &["off", "bounce"]) {
             Some("bounce") => RecoverMode::Bounce,
             Some(_) => RecoverMode::Off,
             None => d.mode,
         };
         RecoverySettings {
             mode,
-            after: self.seconds_or(s, "RECOVER-AFTER", d.after, RECOVER_AFTER_RANGE),
+            after: self.seconds_or(s, RECOVER_AFTER, d.after, RECOVER_AFTER_RANGE),
         }
     }
 
     fn http(&mut self, s: &Section) -> Option<HttpConfig> {
-        self.unknown_keys(s, HTTP_KEYS);
+        use super::keys::http::*;
+        self.unknown_keys(s, keys::http::ALL);
         let d = HttpConfig::default();
         let activated = s
-            .get("ACTIVATED")
-            .map_or(Some(d.activated), |v| self.boolean(s, "ACTIVATED", v));
-        let listen = match s.get("LISTEN") {
+            .get(ACTIVATED)
+            .map_or(Some(d.activated), |v| self.boolean(s, ACTIVATED, v));
+        let listen = match s.get(LISTEN) {
             None => Some(d.listen),
             Some(v) => {
-                let text = self.string(s, "LISTEN", v)?;
+                let text = self.string(s, LISTEN, v)?;
                 let parsed = text.parse::<std::net::SocketAddr>().ok();
                 if parsed.is_none() {
                     self.problem(
                         v.span(),
-                        &s.name("LISTEN"),
+                        &s.name(LISTEN),
                         format!(
                             "{text:?} is not an address and port: e.g. \"127.0.0.1:8080\" (this machine only) or \"0.0.0.0:8080\" (the LAN)"
                         ),
@@ -337,20 +262,24 @@ impl<'t> Reader<'t> {
 
     fn interfaces_used_once(&mut self, root: &DeTable) {
         let mut seen: Vec<(String, String)> = Vec::new();
-        for (array, label) in [("bmses-in", "[[bmses-in]]"), ("bmses-out", "[[bmses-out]]")] {
+        let arrays = [
+            (keys::bmses_in::NAME, keys::bmses_in::CAN_IF),
+            (keys::bmses_out::NAME, keys::bmses_out::CAN_IF),
+        ];
+        for (array, can_if) in arrays {
             let Some(DeValue::Array(items)) = root.get(array).map(|v| v.get_ref()) else {
                 continue;
             };
             for (n, item) in items.iter().enumerate() {
                 let DeValue::Table(t) = item.get_ref() else { continue };
-                let Some(v) = t.get("CAN-IF") else { continue };
+                let Some(v) = t.get(can_if) else { continue };
                 let DeValue::String(name) = v.get_ref() else { continue };
-                let here = format!("{label} #{}", n + 1);
+                let here = format!("[[{array}]] #{}", n + 1);
                 if let Some((_, first)) = seen.iter().find(|(s, _)| s == name.as_ref()) {
                     let message = format!(
                         "interface {name} is already used by {first}: each CAN interface serves one battery or one inverter"
                     );
-                    self.problem(v.span(), &format!("{here} CAN-IF"), message);
+                    self.problem(v.span(), &format!("{here} {can_if}"), message);
                 } else {
                     seen.push((name.to_string(), here));
                 }
@@ -406,20 +335,21 @@ impl<'t> Reader<'t> {
     }
 
     fn battery(&mut self, s: &Section) -> Option<BatterySettings> {
-        self.unknown_keys(s, BATTERY_KEYS);
+        use super::keys::battery::*;
+        self.unknown_keys(s, keys::battery::ALL);
         let d = BatterySettings::default();
         let current = (0.0, MAX_CURRENT);
         Some(BatterySettings {
-            i_lim_charge: self.number_or(s, "I-LIM-CHARGE", d.i_lim_charge, current),
-            i_lim_discharge: self.number_or(s, "I-LIM-DISCHARGE", d.i_lim_discharge, current),
-            i_tot_scaling: self.number_or(s, "I-TOT-SCALING", d.i_tot_scaling, (0.0, 10.0)),
-            i_tot_offset: self.number_or(s, "I-TOT-OFFSET", d.i_tot_offset, (-1000.0, 1000.0)),
-            stale_timeout: self.seconds_or(s, "STALE-TIMEOUT", d.stale_timeout, (0.5, 3600.0)),
+            i_lim_charge: self.number_or(s, I_LIM_CHARGE, d.i_lim_charge, current),
+            i_lim_discharge: self.number_or(s, I_LIM_DISCHARGE, d.i_lim_discharge, current),
+            i_tot_scaling: self.number_or(s, I_TOT_SCALING, d.i_tot_scaling, (0.0, 10.0)),
+            i_tot_offset: self.number_or(s, I_TOT_OFFSET, d.i_tot_offset, (-1000.0, 1000.0)),
+            stale_timeout: self.seconds_or(s, STALE_TIMEOUT, d.stale_timeout, (0.5, 3600.0)),
             // Never 0: it is what inverters are sent as their discharge floor.
-            v_discharge_min: self.number_or(s, "V-DISCHARGE-MIN", d.v_discharge_min, (1.0, 100.0)),
+            v_discharge_min: self.number_or(s, V_DISCHARGE_MIN, d.v_discharge_min, (1.0, 100.0)),
             on_input_lost: match self.choice(
                 s,
-                "ON-INPUT-LOST",
+                ON_INPUT_LOST,
                 &[OnInputLost::Degrade.name(), OnInputLost::Stop.name()],
             ) {
                 Some(name) if name == OnInputLost::Stop.name() => OnInputLost::Stop,
@@ -432,17 +362,18 @@ impl<'t> Reader<'t> {
 
     /// The bank policy keys (spec 15).
     fn policy(&mut self, s: &Section) -> Policy {
+        use super::keys::battery::*;
         Policy {
             derating: PerKind {
-                charge: self.curve(s, "TEMPERATURE-DERATING-CHARGE"),
-                discharge: self.curve(s, "TEMPERATURE-DERATING-DISCHARGE"),
+                charge: self.curve(s, TEMPERATURE_DERATING_CHARGE),
+                discharge: self.curve(s, TEMPERATURE_DERATING_DISCHARGE),
             },
             charge_stop: self.charge_stop(s),
             soft_landing: PerKind {
-                charge: self.taper(s, "SOFT-LANDING-CHARGE", LimitKind::Charge),
-                discharge: self.taper(s, "SOFT-LANDING-DISCHARGE", LimitKind::Discharge),
+                charge: self.taper(s, SOFT_LANDING_CHARGE, LimitKind::Charge),
+                discharge: self.taper(s, SOFT_LANDING_DISCHARGE, LimitKind::Discharge),
             },
-            soc_mode: match self.choice(s, "SOC-MODE", &[SocMode::Weighted.name(), SocMode::Usable.name()]) {
+            soc_mode: match self.choice(s, SOC_MODE, &[SocMode::Weighted.name(), SocMode::Usable.name()]) {
                 Some("usable") => SocMode::Usable,
                 _ => SocMode::Weighted,
             },
@@ -527,16 +458,17 @@ impl<'t> Reader<'t> {
     /// CHARGE-STOP-SOC and CHARGE-RESUME-SOC (resume below stop; without
     /// it, stop minus the default gap).
     fn charge_stop(&mut self, s: &Section) -> Option<ChargeStop> {
+        use super::keys::battery::*;
         let stop = s
-            .get("CHARGE-STOP-SOC")
-            .and_then(|v| self.number(s, "CHARGE-STOP-SOC", v, (0.0, 100.0)));
-        let resume_value = s.get("CHARGE-RESUME-SOC");
-        let resume = resume_value.and_then(|v| self.number(s, "CHARGE-RESUME-SOC", v, (0.0, 100.0)));
+            .get(CHARGE_STOP_SOC)
+            .and_then(|v| self.number(s, CHARGE_STOP_SOC, v, (0.0, 100.0)));
+        let resume_value = s.get(CHARGE_RESUME_SOC);
+        let resume = resume_value.and_then(|v| self.number(s, CHARGE_RESUME_SOC, v, (0.0, 100.0)));
         match (stop, resume) {
-            (None, Some(_)) if s.get("CHARGE-STOP-SOC").is_none() => {
+            (None, Some(_)) if s.get(CHARGE_STOP_SOC).is_none() => {
                 let span = resume_value.map_or(s.span.clone(), |v| v.span());
                 let message = "has no effect without CHARGE-STOP-SOC: set both".to_string();
-                self.problem(span, &s.name("CHARGE-RESUME-SOC"), message);
+                self.problem(span, &s.name(CHARGE_RESUME_SOC), message);
                 None
             }
             (Some(stop), Some(resume)) if resume >= stop => {
@@ -544,7 +476,7 @@ impl<'t> Reader<'t> {
                 let message = format!(
                     "{resume} must be below CHARGE-STOP-SOC ({stop}): charging resumes once the SOC falls below it"
                 );
-                self.problem(span, &s.name("CHARGE-RESUME-SOC"), message);
+                self.problem(span, &s.name(CHARGE_RESUME_SOC), message);
                 None
             }
             (Some(stop), resume) => Some(ChargeStop {
@@ -556,45 +488,48 @@ impl<'t> Reader<'t> {
     }
 
     fn bank(&mut self, s: &Section) -> BankSettings {
+        use super::keys::battery::*;
         let d = BankSettings::default();
         BankSettings {
-            mode: match self.choice(s, "LIMIT-MODE", &["share", "sum"]) {
+            mode: match self.choice(s, LIMIT_MODE, &["share", "sum"]) {
                 Some("sum") => LimitMode::Sum,
                 _ => LimitMode::Share,
             },
             // Above 0: an idle bank's split (0 / 0) is never measured.
-            share_min_current: self.number_or(s, "SHARE-MIN-CURRENT", d.share_min_current, (0.1, 1000.0)),
-            overcurrent_margin: self.number_or(s, "OVERCURRENT-MARGIN", d.overcurrent_margin, (0.0, 1.0)),
-            overshoot_time: self.seconds_or(s, "OVERSHOOT-TIME", d.overshoot_time, (0.0, 3600.0)),
+            share_min_current: self.number_or(s, SHARE_MIN_CURRENT, d.share_min_current, (0.1, 1000.0)),
+            overcurrent_margin: self.number_or(s, OVERCURRENT_MARGIN, d.overcurrent_margin, (0.0, 1.0)),
+            overshoot_time: self.seconds_or(s, OVERSHOOT_TIME, d.overshoot_time, (0.0, 3600.0)),
             on_pack_forbids: self.on_pack_forbids(s),
         }
     }
 
     /// ON-PACK-FORBIDS: "continue" needs the measured shares of share mode.
     fn on_pack_forbids(&mut self, s: &Section) -> OnPackForbids {
+        use super::keys::battery::*;
         let names = [OnPackForbids::Stop.name(), OnPackForbids::Continue.name()];
-        if self.choice(s, "ON-PACK-FORBIDS", &names) != Some("continue") {
+        if self.choice(s, ON_PACK_FORBIDS, &names) != Some("continue") {
             return OnPackForbids::Stop;
         }
-        let sum = (s.get("LIMIT-MODE").map(|v| v.get_ref()))
+        let sum = (s.get(LIMIT_MODE).map(|v| v.get_ref()))
             .is_some_and(|v| matches!(v, DeValue::String(m) if m.eq_ignore_ascii_case("sum")));
         if sum {
-            let span = s.get("ON-PACK-FORBIDS").map_or(s.span.clone(), |v| v.span());
+            let span = s.get(ON_PACK_FORBIDS).map_or(s.span.clone(), |v| v.span());
             let message = "\"continue\" needs LIMIT-MODE = \"share\": only measured shares keep the other packs \
                            within their own limits when one drops out"
                 .to_string();
-            self.problem(span, &s.name("ON-PACK-FORBIDS"), message);
+            self.problem(span, &s.name(ON_PACK_FORBIDS), message);
         }
         OnPackForbids::Continue
     }
 
     fn input(&mut self, s: &Section) -> Option<InputConfig> {
-        self.unknown_keys(s, INPUT_KEYS);
-        let (can_if, serial) = match (s.get("CAN-IF"), s.get("SERIAL-PORT")) {
+        use super::keys::bmses_in::*;
+        self.unknown_keys(s, keys::bmses_in::ALL);
+        let (can_if, serial) = match (s.get(CAN_IF), s.get(SERIAL_PORT)) {
             (Some(_), Some(v)) => {
                 self.problem(
                     v.span(),
-                    &s.name("SERIAL-PORT"),
+                    &s.name(SERIAL_PORT),
                     "a battery is on CAN-IF or on SERIAL-PORT, not both: keep one".into(),
                 );
                 (None, None)
@@ -605,29 +540,29 @@ impl<'t> Reader<'t> {
             }
             (_, None) => {
                 self.no_serial_keys(s);
-                (self.interface(s), None)
+                (self.interface(s, CAN_IF), None)
             }
         };
-        let capacity_ah = match s.get("CAPACITY-AH") {
-            Some(v) => self.number(s, "CAPACITY-AH", v, (f64::MIN_POSITIVE, 1.0e6)),
+        let capacity_ah = match s.get(CAPACITY_AH) {
+            Some(v) => self.number(s, CAPACITY_AH, v, (f64::MIN_POSITIVE, 1.0e6)),
             None => {
                 self.problem(
                     s.span.clone(),
-                    &s.name("CAPACITY-AH"),
+                    &s.name(CAPACITY_AH),
                     "missing: the battery's capacity in Ah (a number > 0)".into(),
                 );
                 None
             }
         };
         let mut poll_interval = s
-            .get("POLL-INTERVAL")
-            .and_then(|v| self.seconds(s, "POLL-INTERVAL", v, (0.05, 3600.0)));
+            .get(POLL_INTERVAL)
+            .and_then(|v| self.seconds(s, POLL_INTERVAL, v, (0.05, 3600.0)));
         if serial.is_some() {
             poll_interval = poll_interval.or(Some(InputConfig::SERIAL_POLL_INTERVAL));
         }
         Some(InputConfig {
             can_if: can_if?,
-            description: self.string_or(s, "DESCRIPTION", ""),
+            description: self.string_or(s, DESCRIPTION, ""),
             capacity_ah: capacity_ah?,
             poll_interval,
             serial,
@@ -636,34 +571,35 @@ impl<'t> Reader<'t> {
 
     /// `SERIAL-PORT` and the keys that go with it.
     fn serial_input(&mut self, s: &Section, port: &Spanned<DeValue>) -> Option<SerialInput> {
-        let path = self.string(s, "SERIAL-PORT", port)?;
+        use super::keys::bmses_in::*;
+        let path = self.string(s, SERIAL_PORT, port)?;
         if !path.starts_with('/') || path.contains(char::is_whitespace) {
             self.problem(
                 port.span(),
-                &s.name("SERIAL-PORT"),
+                &s.name(SERIAL_PORT),
                 format!("{path:?} is not a serial port: an absolute path such as \"/dev/serial/by-id/usb-...\" or \"/dev/ttyUSB0\""),
             );
             return None;
         }
-        let address = self.whole_or(s, "ADDRESS", 2, (0, 255)) as u8;
-        let baud = self.whole_or(s, "BAUD", 115_200, (1, u32::MAX));
+        let address = self.whole_or(s, ADDRESS, 2, (0, 255)) as u8;
+        let baud = self.whole_or(s, BAUD, 115_200, (1, u32::MAX));
         if !SerialInput::BAUDS.contains(&baud) {
-            let v = s.get("BAUD").map_or(s.span.clone(), |v| v.span());
+            let v = s.get(BAUD).map_or(s.span.clone(), |v| v.span());
             self.problem(
                 v,
-                &s.name("BAUD"),
+                &s.name(BAUD),
                 format!("{baud} is not allowed: one of 9600, 19200, 115200"),
             );
         }
         let names = crate::rs485::Protocol::ALL.map(|p| p.name());
-        let protocol = match s.get("PROTOCOL") {
+        let protocol = match s.get(PROTOCOL) {
             Some(_) => self
-                .choice(s, "PROTOCOL", &names)
+                .choice(s, PROTOCOL, &names)
                 .and_then(crate::rs485::Protocol::from_name),
             None => Some(crate::rs485::Protocol::Pylon),
         };
-        let rs485_mode = match s.get("RS485-MODE") {
-            Some(v) => self.boolean(s, "RS485-MODE", v),
+        let rs485_mode = match s.get(RS485_MODE) {
+            Some(v) => self.boolean(s, RS485_MODE, v),
             None => Some(false),
         };
         Some(SerialInput {
@@ -708,7 +644,7 @@ impl<'t> Reader<'t> {
                     serial.address,
                     first + 1
                 );
-                self.problem(span, &format!("{here} ADDRESS"), message);
+                self.problem(span, &format!("{here} {}", bmses_in::ADDRESS), message);
             } else if let Some((first, other)) = seen
                 .iter()
                 .find(|(_, s)| s.port == serial.port && (s.baud, s.rs485_mode) != (serial.baud, serial.rs485_mode))
@@ -720,7 +656,7 @@ impl<'t> Reader<'t> {
                     other.baud,
                     other.rs485_mode
                 );
-                self.problem(span, &format!("{here} BAUD"), message);
+                self.problem(span, &format!("{here} {}", bmses_in::BAUD), message);
             } else {
                 seen.push((n, serial));
             }
@@ -728,39 +664,40 @@ impl<'t> Reader<'t> {
     }
 
     fn output(&mut self, s: &Section) -> Option<OutputConfig> {
-        self.unknown_keys(s, OUTPUT_KEYS);
-        let can_if = self.interface(s);
+        use super::keys::bmses_out::*;
+        self.unknown_keys(s, keys::bmses_out::ALL);
+        let can_if = self.interface(s, CAN_IF);
         let d = InverterShare::default();
         let current = (0.0, MAX_CURRENT);
         let share = InverterShare {
-            i_lim_charge: self.number_or(s, "I-LIM-CHARGE", d.i_lim_charge, current),
-            i_lim_discharge: self.number_or(s, "I-LIM-DISCHARGE", d.i_lim_discharge, current),
-            i_scaling: self.number_or(s, "I-SCALING", d.i_scaling, (0.0, 10.0)),
-            i_offset: self.number_or(s, "I-OFFSET", d.i_offset, (-1000.0, 1000.0)),
+            i_lim_charge: self.number_or(s, I_LIM_CHARGE, d.i_lim_charge, current),
+            i_lim_discharge: self.number_or(s, I_LIM_DISCHARGE, d.i_lim_discharge, current),
+            i_scaling: self.number_or(s, I_SCALING, d.i_scaling, (0.0, 10.0)),
+            i_offset: self.number_or(s, I_OFFSET, d.i_offset, (-1000.0, 1000.0)),
         };
-        let push_min_delay = self.seconds_or(s, "PUSH-MIN-DELAY", Duration::ZERO, (0.0, 60.0));
+        let push_min_delay = self.seconds_or(s, PUSH_MIN_DELAY, Duration::ZERO, (0.0, 60.0));
         let sync = s
-            .get("SEND-SYNC-ACTIVATED")
-            .and_then(|v| self.boolean(s, "SEND-SYNC-ACTIVATED", v));
-        let interval = self.seconds_or(s, "SYNC-INTERVAL", Duration::from_secs(5), (0.1, 3600.0));
+            .get(SEND_SYNC_ACTIVATED)
+            .and_then(|v| self.boolean(s, SEND_SYNC_ACTIVATED, v));
+        let interval = self.seconds_or(s, SYNC_INTERVAL, Duration::from_secs(5), (0.1, 3600.0));
         let profile = self
-            .choice(s, "PROFILE", &PROFILES)
+            .choice(s, PROFILE, &PROFILES)
             .and_then(Profile::parse)
             .unwrap_or_default();
         if profile == Profile::Sma && sync == Some(true) {
-            let span = s.get("SEND-SYNC-ACTIVATED").map_or(s.span.clone(), |v| v.span());
+            let span = s.get(SEND_SYNC_ACTIVATED).map_or(s.span.clone(), |v| v.span());
             let message = "not with PROFILE = \"sma\": sync mode sends the gateway's own 0x305, which is the Sunny Island's own frame, on a bus where SMA allows no other IDs; the Sunny Island is served in push mode".into();
-            self.problem(span, &s.name("SEND-SYNC-ACTIVATED"), message);
+            self.problem(span, &s.name(SEND_SYNC_ACTIVATED), message);
         }
-        let manufacturer_name = self.string_or(s, "MANUFACTURER", profile.default_manufacturer());
+        let manufacturer_name = self.string_or(s, MANUFACTURER, profile.default_manufacturer());
         let manufacturer = Manufacturer::new(&manufacturer_name);
         if manufacturer.is_none() {
-            let span = s.get("MANUFACTURER").map_or(s.span.clone(), |v| v.span());
-            self.problem(span, &s.name("MANUFACTURER"), format!("{manufacturer_name:?} cannot be sent: 1 to 8 ASCII characters are allowed (some inverters accept only names starting with PYLON)"));
+            let span = s.get(MANUFACTURER).map_or(s.span.clone(), |v| v.span());
+            self.problem(span, &s.name(MANUFACTURER), format!("{manufacturer_name:?} cannot be sent: 1 to 8 ASCII characters are allowed (some inverters accept only names starting with PYLON)"));
         }
         Some(OutputConfig {
             can_if: can_if?,
-            description: self.string_or(s, "DESCRIPTION", ""),
+            description: self.string_or(s, DESCRIPTION, ""),
             share,
             push_min_delay,
             mode: if sync == Some(true) {
@@ -771,44 +708,43 @@ impl<'t> Reader<'t> {
             manufacturer: manufacturer?,
             profile,
             soc_window: self.soc_window(s)?,
-            cvl_ramp: self.number_or(s, "CVL-RAMP", 0.0, (0.0, 100.0)),
-            inverter_timeout: Some(self.seconds_or(s, "INVERTER-TIMEOUT", Duration::from_secs(10), (0.0, 3600.0)))
+            cvl_ramp: self.number_or(s, CVL_RAMP, 0.0, (0.0, 100.0)),
+            inverter_timeout: Some(self.seconds_or(s, INVERTER_TIMEOUT, Duration::from_secs(10), (0.0, 3600.0)))
                 .filter(|t| !t.is_zero()),
             voltage_unit: self.voltage_unit(s, profile),
         })
     }
 
     fn soc_window(&mut self, s: &Section) -> Option<SocWindow> {
+        use super::keys::bmses_out::*;
         let d = SocWindow::default();
         let window = SocWindow {
-            min: self.number_or(s, "SOC-MIN", d.min, (0.0, 100.0)),
-            max: self.number_or(s, "SOC-MAX", d.max, (0.0, 100.0)),
+            min: self.number_or(s, SOC_MIN, d.min, (0.0, 100.0)),
+            max: self.number_or(s, SOC_MAX, d.max, (0.0, 100.0)),
         };
         if window.min >= window.max {
-            let span = s
-                .get("SOC-MAX")
-                .or(s.get("SOC-MIN"))
-                .map_or(s.span.clone(), |v| v.span());
+            let span = s.get(SOC_MAX).or(s.get(SOC_MIN)).map_or(s.span.clone(), |v| v.span());
             let message = format!(
                 "SOC-MIN ({}) must be below SOC-MAX ({}): the window shown to the inverter is SOC-MIN..SOC-MAX",
                 window.min, window.max
             );
-            self.problem(span, &s.name("SOC-MAX"), message);
+            self.problem(span, &s.name(SOC_MAX), message);
             return None;
         }
         Some(window)
     }
 
     fn voltage_unit(&mut self, s: &Section, profile: Profile) -> VoltageUnit {
-        let Some(v) = s.get("VOLTAGE-UNIT") else {
+        use super::keys::bmses_out::*;
+        let Some(v) = s.get(VOLTAGE_UNIT) else {
             return profile.default_voltage_unit();
         };
-        let volts = self.number(s, "VOLTAGE-UNIT", v, (0.0, 1.0));
+        let volts = self.number(s, VOLTAGE_UNIT, v, (0.0, 1.0));
         match volts.map(VoltageUnit::from_volts) {
             Some(Some(unit)) => unit,
             Some(None) => {
                 let message = "must be 0.01 (V per count, as Pylontech sends it) or 0.1 (Sol-Ark's document)".into();
-                self.problem(v.span(), &s.name("VOLTAGE-UNIT"), message);
+                self.problem(v.span(), &s.name(VOLTAGE_UNIT), message);
                 profile.default_voltage_unit()
             }
             None => profile.default_voltage_unit(),
@@ -816,65 +752,65 @@ impl<'t> Reader<'t> {
     }
 
     fn mqtt(&mut self, s: &Section) -> Option<MqttConfig> {
-        self.unknown_keys(s, MQTT_KEYS);
+        use super::keys::mqtt::*;
+        self.unknown_keys(s, keys::mqtt::ALL);
         let d = MqttConfig::default();
         let flag =
             |r: &mut Self, key: &str, default: bool| s.get(key).and_then(|v| r.boolean(s, key, v)).unwrap_or(default);
-        let tls = flag(self, "TLS", false);
+        let tls = flag(self, TLS, false);
         let path = |r: &mut Self, key: &str| s.get(key).map(|_| PathBuf::from(r.string_or(s, key, "")));
         let tls_files = TlsConfig {
-            ca_file: path(self, "CA-FILE"),
-            cert_file: path(self, "CERT-FILE"),
-            key_file: path(self, "KEY-FILE"),
+            ca_file: path(self, CA_FILE),
+            cert_file: path(self, CERT_FILE),
+            key_file: path(self, KEY_FILE),
         };
         if tls_files.cert_file.is_some() != tls_files.key_file.is_some() {
             self.problem(
                 s.span.clone(),
-                &s.name("CERT-FILE"),
+                &s.name(CERT_FILE),
                 "CERT-FILE and KEY-FILE go together: set both or neither".into(),
             );
         }
-        let port = self.port_or(s, "PORT", d.port);
-        let ttl = self.lifetime(s, "SETPOINT-TTL");
-        let ha_ttl = self.lifetime(s, "HA-SETPOINT-TTL");
+        let port = self.port_or(s, PORT, d.port);
+        let ttl = self.lifetime(s, SETPOINT_TTL);
+        let ha_ttl = self.lifetime(s, HA_SETPOINT_TTL);
         Some(MqttConfig {
-            activated: flag(self, "ACTIVATED", d.activated),
-            broker: self.nonempty_or(s, "BROKER", &d.broker),
+            activated: flag(self, ACTIVATED, d.activated),
+            broker: self.nonempty_or(s, BROKER, &d.broker),
             port,
-            topic: self.topic_or(s, "TOPIC", &d.topic),
-            interval: self.seconds_or(s, "INTERVAL", d.interval, (0.1, 86400.0)),
-            base_topic: self.topic_or(s, "BASE-TOPIC", &d.base_topic),
-            client_id: s
-                .get("CLIENT-ID")
-                .map(|_| self.nonempty_or(s, "CLIENT-ID", "bms-gateway")),
-            username: s.get("USERNAME").map(|_| self.string_or(s, "USERNAME", "")),
-            password_file: path(self, "PASSWORD-FILE"),
+            topic: self.topic_or(s, TOPIC, &d.topic),
+            interval: self.seconds_or(s, INTERVAL, d.interval, (0.1, 86400.0)),
+            base_topic: self.topic_or(s, BASE_TOPIC, &d.base_topic),
+            client_id: s.get(CLIENT_ID).map(|_| self.nonempty_or(s, CLIENT_ID, "bms-gateway")),
+            username: s.get(USERNAME).map(|_| self.string_or(s, USERNAME, "")),
+            password_file: path(self, PASSWORD_FILE),
             tls: tls.then_some(tls_files),
-            ha_discovery: flag(self, "HA-DISCOVERY", d.ha_discovery),
-            ha_discovery_prefix: self.topic_or(s, "HA-DISCOVERY-PREFIX", &d.ha_discovery_prefix),
-            ha_cell_entities: flag(self, "HA-CELL-ENTITIES", d.ha_cell_entities),
-            control_activated: flag(self, "CONTROL-ACTIVATED", d.control_activated),
+            ha_discovery: flag(self, HA_DISCOVERY, d.ha_discovery),
+            ha_discovery_prefix: self.topic_or(s, HA_DISCOVERY_PREFIX, &d.ha_discovery_prefix),
+            ha_cell_entities: flag(self, HA_CELL_ENTITIES, d.ha_cell_entities),
+            control_activated: flag(self, CONTROL_ACTIVATED, d.control_activated),
             setpoint_ttl: ttl,
             ha_setpoint_ttl: ha_ttl,
         })
     }
 
-    fn interface(&mut self, s: &Section) -> Option<String> {
-        let Some(v) = s.get("CAN-IF") else {
+    /// `key` (CAN-IF): a CAN interface's name.
+    fn interface(&mut self, s: &Section, key: &str) -> Option<String> {
+        let Some(v) = s.get(key) else {
             self.problem(
                 s.span.clone(),
-                &s.name("CAN-IF"),
+                &s.name(key),
                 "missing: the CAN interface name, e.g. \"can0\"".into(),
             );
             return None;
         };
-        let name = self.string(s, "CAN-IF", v)?;
+        let name = self.string(s, key, v)?;
         let valid =
             !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
         if !valid {
             self.problem(
                 v.span(),
-                &s.name("CAN-IF"),
+                &s.name(key),
                 format!("{name:?} is not an interface name: 1 to 15 characters, no spaces, '/' or ':'"),
             );
             return None;
@@ -885,11 +821,11 @@ impl<'t> Reader<'t> {
 
 /// Where `[[bmses-in]]` number `n`'s SERIAL-PORT is written.
 fn serial_port_span(root: &DeTable, n: usize) -> Range<usize> {
-    let Some(DeValue::Array(items)) = root.get("bmses-in").map(|v| v.get_ref()) else {
+    let Some(DeValue::Array(items)) = root.get(keys::bmses_in::NAME).map(|v| v.get_ref()) else {
         return 0..0;
     };
     let Some(DeValue::Table(t)) = items.get(n).map(|i| i.get_ref()) else {
         return 0..0;
     };
-    t.get("SERIAL-PORT").map_or(0..0, |v| v.span())
+    t.get(keys::bmses_in::SERIAL_PORT).map_or(0..0, |v| v.span())
 }

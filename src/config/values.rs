@@ -4,6 +4,7 @@
 //! the key, line, column and what is allowed. Also the unknown-key check
 //! with its "did you mean" hint.
 
+use super::keys::mqtt;
 use super::read::{Problem, Reader, Section};
 use std::ops::Range;
 use std::time::Duration;
@@ -61,7 +62,7 @@ impl Reader<'_> {
                 continue;
             }
             let mut message = "unknown key".to_string();
-            if name.eq_ignore_ascii_case("PASSWORD") && allowed.contains(&"PASSWORD-FILE") {
+            if name.eq_ignore_ascii_case("PASSWORD") && allowed.contains(&mqtt::PASSWORD_FILE) {
                 message = "the password is never read from the main config: put it in a file readable only by \
                            the gateway and name that file in PASSWORD-FILE"
                     .into();
