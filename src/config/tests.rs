@@ -674,3 +674,27 @@ fn ha_cell_entities_is_off_by_default_a_flag_and_needs_discovery() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("HA-CELL-ENTITIES"), "{}", w[0]);
 }
+
+/// The tests' configuration builder (tests/config_text) writes each section
+/// where the reader looks for it: its smallest file is MINIMAL, and every
+/// section it can add is read back as written.
+#[test]
+fn the_test_builder_writes_what_the_reader_reads() {
+    use crate::config_text::ConfigText;
+    let minimal = ConfigText::new().input("can0", 100.0, "").output("can1", "");
+    assert_eq!(parse(&minimal.clone().text()), parse(MINIMAL));
+    let dir = std::path::Path::new("/srv/gw \"state\"");
+    let text = minimal
+        .state_dir(dir)
+        .battery("STALE-TIMEOUT = 3")
+        .mqtt("ACTIVATED = false")
+        .http("LISTEN = \"127.0.0.1:0\"")
+        .recorder("SECONDS = 0")
+        .text();
+    let c = parse(&text).unwrap();
+    assert_eq!(c.state_dir.as_deref(), Some(dir));
+    assert_eq!(c.battery.stale_timeout, Duration::from_secs(3));
+    assert!(!c.mqtt.activated);
+    assert_eq!(c.http.listen, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    assert_eq!(c.recorder.seconds, 0);
+}
