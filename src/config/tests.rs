@@ -9,7 +9,8 @@ use crate::profile::{Profile, VoltageUnit};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
+/// The smallest valid file, 6 lines: the line numbers below count from it.
+pub(super) const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
 [[bmses-in]]
 CAN-IF = "can0"
 CAPACITY-AH = 100
@@ -21,7 +22,7 @@ fn problems(text: &str) -> Vec<Problem> {
     parse(text).expect_err("should be refused")
 }
 
-fn only_problem(text: &str) -> Problem {
+pub(super) fn only_problem(text: &str) -> Problem {
     let mut p = problems(text);
     assert_eq!(p.len(), 1, "{p:#?}");
     p.remove(0)
