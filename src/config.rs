@@ -5,13 +5,15 @@
 //! text and returns either a [`Config`] or every problem found, each naming
 //! the key, its line and column, and what is allowed.
 //!
-//! Split by job: `schema` (what a file holds once read), `read` and
-//! `values` (text to a [`Config`] or problems), `check` (the report that
-//! `bms-gateway check` prints).
+//! Split by job: `schema` (what a file holds once read), `keys` (every key
+//! name, once), `read`, `read_battery`, `read_bmses` and `values` (text to a
+//! [`Config`] or problems), `check` (the report `bms-gateway check` prints).
 
 mod check;
 mod keys;
 mod read;
+mod read_battery;
+mod read_bmses;
 mod schema;
 mod values;
 

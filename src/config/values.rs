@@ -42,6 +42,9 @@ fn did_you_mean(key: &str, allowed: &[&str]) -> Option<String> {
 /// command may ask for.
 const MAX_SETPOINT_TTL_S: f64 = crate::setpoint::MAX_TTL.as_secs_f64();
 
+/// The largest current a limit field can carry (s16, 0.1 A).
+pub(super) const MAX_CURRENT: f64 = 3276.7;
+
 impl Reader<'_> {
     pub(super) fn problem(&mut self, span: Range<usize>, key: &str, message: String) {
         let before = &self.text[..span.start.min(self.text.len())];
