@@ -167,10 +167,12 @@ impl<'t> Reader<'t> {
             .get(STATE_DIR)
             .map(|_| PathBuf::from(self.nonempty_or(&top, STATE_DIR, "")));
         if inputs.is_empty() {
-            self.problem(0..0, "[[bmses-in]]", "at least one battery input is needed".into());
+            let key = format!("[[{}]]", keys::bmses_in::NAME);
+            self.problem(0..0, &key, "at least one battery input is needed".into());
         }
         if outputs.is_empty() {
-            self.problem(0..0, "[[bmses-out]]", "at least one inverter output is needed".into());
+            let key = format!("[[{}]]", keys::bmses_out::NAME);
+            self.problem(0..0, &key, "at least one inverter output is needed".into());
         }
         self.interfaces_used_once(root);
         self.serial_inputs_distinct(root, &inputs);
@@ -306,7 +308,7 @@ impl<'t> Reader<'t> {
             self.problem(
                 s.span.clone(),
                 &s.name(CERT_FILE),
-                "CERT-FILE and KEY-FILE go together: set both or neither".into(),
+                format!("{CERT_FILE} and {KEY_FILE} go together: set both or neither"),
             );
         }
         let port = self.port_or(s, PORT, d.port);

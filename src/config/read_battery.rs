@@ -148,14 +148,14 @@ impl Reader<'_> {
         match (stop, resume) {
             (None, Some(_)) if s.get(CHARGE_STOP_SOC).is_none() => {
                 let span = resume_value.map_or(s.span.clone(), |v| v.span());
-                let message = "has no effect without CHARGE-STOP-SOC: set both".to_string();
+                let message = format!("has no effect without {CHARGE_STOP_SOC}: set both");
                 self.problem(span, &s.name(CHARGE_RESUME_SOC), message);
                 None
             }
             (Some(stop), Some(resume)) if resume >= stop => {
                 let span = resume_value.map_or(s.span.clone(), |v| v.span());
                 let message = format!(
-                    "{resume} must be below CHARGE-STOP-SOC ({stop}): charging resumes once the SOC falls below it"
+                    "{resume} must be below {CHARGE_STOP_SOC} ({stop}): charging resumes once the SOC falls below it"
                 );
                 self.problem(span, &s.name(CHARGE_RESUME_SOC), message);
                 None
@@ -195,9 +195,10 @@ impl Reader<'_> {
             .is_some_and(|v| matches!(v, DeValue::String(m) if m.eq_ignore_ascii_case("sum")));
         if sum {
             let span = s.get(ON_PACK_FORBIDS).map_or(s.span.clone(), |v| v.span());
-            let message = "\"continue\" needs LIMIT-MODE = \"share\": only measured shares keep the other packs \
-                           within their own limits when one drops out"
-                .to_string();
+            let message = format!(
+                "\"continue\" needs {LIMIT_MODE} = \"share\": only measured shares keep the other packs \
+                 within their own limits when one drops out"
+            );
             self.problem(span, &s.name(ON_PACK_FORBIDS), message);
         }
         OnPackForbids::Continue

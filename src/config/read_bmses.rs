@@ -64,7 +64,7 @@ impl Reader<'_> {
                 self.problem(
                     v.span(),
                     &s.name(SERIAL_PORT),
-                    "a battery is on CAN-IF or on SERIAL-PORT, not both: keep one".into(),
+                    format!("a battery is on {CAN_IF} or on {SERIAL_PORT}, not both: keep one"),
                 );
                 (None, None)
             }
@@ -147,12 +147,13 @@ impl Reader<'_> {
 
     /// A CAN battery given a serial-only key: said, not ignored.
     fn no_serial_keys(&mut self, s: &Section) {
+        use super::keys::bmses_in::{CAN_IF, SERIAL_PORT};
         for key in SERIAL_ONLY_KEYS {
             if let Some(v) = s.get(key) {
                 self.problem(
                     v.span(),
                     &s.name(key),
-                    "only for a battery on SERIAL-PORT (RS485), not on CAN-IF".into(),
+                    format!("only for a battery on {SERIAL_PORT} (RS485), not on {CAN_IF}"),
                 );
             }
         }
@@ -161,36 +162,37 @@ impl Reader<'_> {
     /// Each pack on a port once (one ADDRESS per port), and one line speed
     /// and direction control per port: the packs of a port share its wire.
     pub(super) fn serial_inputs_distinct(&mut self, root: &DeTable, inputs: &[Option<InputConfig>]) {
+        use super::keys::bmses_in::{ADDRESS, BAUD, NAME, RS485_MODE};
         let mut seen: Vec<(usize, &SerialInput)> = Vec::new();
         for (n, input) in inputs.iter().enumerate() {
             let Some(serial) = input.as_ref().and_then(|i| i.serial.as_ref()) else {
                 continue;
             };
-            let here = format!("[[bmses-in]] #{}", n + 1);
+            let here = format!("[[{NAME}]] #{}", n + 1);
             let span = serial_port_span(root, n);
             if let Some((first, _)) = seen
                 .iter()
                 .find(|(_, s)| s.port == serial.port && s.address == serial.address)
             {
                 let message = format!(
-                    "{} address {} is already polled by [[bmses-in]] #{}: each pack on a port needs its own ADDRESS",
+                    "{} address {} is already polled by [[{NAME}]] #{}: each pack on a port needs its own {ADDRESS}",
                     serial.port,
                     serial.address,
                     first + 1
                 );
-                self.problem(span, &format!("{here} {}", bmses_in::ADDRESS), message);
+                self.problem(span, &format!("{here} {ADDRESS}"), message);
             } else if let Some((first, other)) = seen
                 .iter()
                 .find(|(_, s)| s.port == serial.port && (s.baud, s.rs485_mode) != (serial.baud, serial.rs485_mode))
             {
                 let message = format!(
-                    "BAUD and RS485-MODE differ from [[bmses-in]] #{} on the same port {}: the packs of one port share its line ({} baud, RS485-MODE = {})",
+                    "{BAUD} and {RS485_MODE} differ from [[{NAME}]] #{} on the same port {}: the packs of one port share its line ({} baud, {RS485_MODE} = {})",
                     first + 1,
                     serial.port,
                     other.baud,
                     other.rs485_mode
                 );
-                self.problem(span, &format!("{here} {}", bmses_in::BAUD), message);
+                self.problem(span, &format!("{here} {BAUD}"), message);
             } else {
                 seen.push((n, serial));
             }
@@ -260,7 +262,7 @@ impl Reader<'_> {
         if window.min >= window.max {
             let span = s.get(SOC_MAX).or(s.get(SOC_MIN)).map_or(s.span.clone(), |v| v.span());
             let message = format!(
-                "SOC-MIN ({}) must be below SOC-MAX ({}): the window shown to the inverter is SOC-MIN..SOC-MAX",
+                "{SOC_MIN} ({}) must be below {SOC_MAX} ({}): the window shown to the inverter is {SOC_MIN}..{SOC_MAX}",
                 window.min, window.max
             );
             self.problem(span, &s.name(SOC_MAX), message);

@@ -66,9 +66,11 @@ impl Reader<'_> {
             }
             let mut message = "unknown key".to_string();
             if name.eq_ignore_ascii_case("PASSWORD") && allowed.contains(&mqtt::PASSWORD_FILE) {
-                message = "the password is never read from the main config: put it in a file readable only by \
-                           the gateway and name that file in PASSWORD-FILE"
-                    .into();
+                message = format!(
+                    "the password is never read from the main config: put it in a file readable only by the \
+                     gateway and name that file in {}",
+                    mqtt::PASSWORD_FILE
+                );
             } else if let Some(hint) = did_you_mean(name, allowed) {
                 message.push_str(&format!(" (did you mean {hint}?)"));
             } else {
