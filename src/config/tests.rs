@@ -641,6 +641,18 @@ fn each_pack_on_a_port_once_and_one_speed_per_port() {
     assert!(p.message.contains("share its line"), "{}", p.message);
 }
 
+/// The whole message for a port's second pack at another speed, worked out
+/// from the file: pack #2 has the defaults, 115200 baud and no RS485-MODE.
+#[test]
+fn a_second_speed_on_a_port_is_refused_naming_the_ports_line() {
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}{SERIAL}ADDRESS = 3\nBAUD = 9600\n"));
+    assert_eq!(
+        p.message,
+        "BAUD and RS485-MODE differ from [[bmses-in]] #2 on the same port /dev/ttyUSB0: the packs of one port \
+         share its line (115200 baud, RS485-MODE = false)"
+    );
+}
+
 #[test]
 fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
     let start = TEMPLATE
