@@ -59,17 +59,15 @@ fn wait_for_file(dir: &Path, suffix: &str, timeout: Duration) -> Option<PathBuf>
 #[test]
 fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
     let state = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "STATE-DIR = {:?}\n{}[recorder]\nSECONDS = {SECONDS}\nKEEP = 5\n",
-        state.path(),
-        ConfigText::new()
-            .battery("STALE-TIMEOUT = 2.0")
-            .input("bat1", 100.0, "")
-            .input("bat2", 100.0, "")
-            .output("inv1", "")
-            .mqtt("ACTIVATED = false")
-            .text()
-    );
+    let toml = ConfigText::new()
+        .state_dir(state.path())
+        .battery("STALE-TIMEOUT = 2.0")
+        .input("bat1", 100.0, "")
+        .input("bat2", 100.0, "")
+        .output("inv1", "")
+        .mqtt("ACTIVATED = false")
+        .recorder(&format!("SECONDS = {SECONDS}\nKEEP = 5"))
+        .text();
     let rig = Rig::start(&toml, vec![plain_battery(), plain_battery()], &[]);
     let dir = state.path().join("recordings");
     // Run past the window, so that the ring holds frames older than it.
