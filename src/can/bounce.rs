@@ -35,10 +35,18 @@ const MAX_REQUEST: u64 = 64;
 /// Takes `interface` down and up: directly, else through the helper at
 /// `helper`.
 pub fn bounce(interface: &str, helper: &Path) -> Result<Bounced, BounceError> {
-    let direct = match down_up(interface) {
-        Ok(()) => return Ok(Bounced::Directly),
-        Err(DownUp::NotPermitted(why)) => why,
-        Err(DownUp::Failed(why)) => return Err(BounceError::Failed(why)),
+    // Without CAP_NET_ADMIN the request is not even sent: under the
+    // packaged unit (a user namespace of its own) the kernel's refusal did
+    // not come back as EPERM but as "no netlink ack received", which looked
+    // like a failed bounce, and the helper was never asked.
+    let direct = if holds_net_admin() {
+        match down_up(interface) {
+            Ok(()) => return Ok(Bounced::Directly),
+            Err(DownUp::NotPermitted(why)) => why,
+            Err(DownUp::Failed(why)) => return Err(BounceError::Failed(why)),
+        }
+    } else {
+        "it holds no CAP_NET_ADMIN".to_owned()
     };
     match ask_helper(interface, helper) {
         Ok(()) => Ok(Bounced::ByHelper),
@@ -49,6 +57,24 @@ pub fn bounce(interface: &str, helper: &Path) -> Result<Bounced, BounceError> {
         Err(Asked::Refused(why)) => Err(BounceError::Refused(why)),
         Err(Asked::Failed(why)) => Err(BounceError::Failed(why)),
     }
+}
+
+/// Whether this process may take links down and up itself: CAP_NET_ADMIN
+/// among its effective capabilities (/proc/self/status). When that cannot
+/// be read, it tries.
+fn holds_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| net_admin_in(&status))
+        .unwrap_or(true)
+}
+
+/// CAP_NET_ADMIN (bit 12) in the `CapEff:` line of a /proc/PID/status text.
+fn net_admin_in(status: &str) -> Option<bool> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
 /// Why [`down_up`] did not work.
@@ -242,6 +268,24 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         // SAFETY: getuid cannot fail.
         assert_eq!(peer_uid(a.as_raw_fd()).unwrap(), unsafe { libc::getuid() });
+    }
+
+    /// The packaged gateway (CapEff 0) goes straight to the helper; root
+    /// (all capabilities) and a process given only CAP_NET_ADMIN bounce
+    /// themselves.
+    #[test]
+    fn cap_net_admin_is_read_from_the_effective_set() {
+        let status = |eff: &str| {
+            format!(
+                "Name:\tbms-gateway\nCapInh:\t0000000000000000\nCapPrm:\t0000000000001000\nCapEff:\t{eff}\nCapBnd:\t000001ffffffffff\n"
+            )
+        };
+        assert_eq!(net_admin_in(&status("0000000000000000")), Some(false));
+        assert_eq!(net_admin_in(&status("000001ffffffffff")), Some(true));
+        assert_eq!(net_admin_in(&status("0000000000001000")), Some(true));
+        // CAP_NET_RAW (13) and CAP_NET_BIND_SERVICE (10) are not enough.
+        assert_eq!(net_admin_in(&status("0000000000002400")), Some(false));
+        assert_eq!(net_admin_in("Name:\tx\n"), None);
     }
 
     #[test]
