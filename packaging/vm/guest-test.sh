@@ -234,6 +234,16 @@ except OSError as e:
 s.sendall(sys.argv[2].encode() + b"\n")
 print(s.makefile().readline().strip())' "$SOCK" "$3" 2>&1
 }
+# The shipped config says RECOVER = "off": the gateway never asks, so the
+# helper bounces nothing, not even for the gateway's user.
+answer=$(ask bms-gateway bms-gateway "bounce can1")
+echo "helper, bms-gateway asks for can1 with RECOVER = off: $answer" >>"$R/guest.log"
+check "with RECOVER = \"off\" the helper refuses even the gateway's own can1: $answer" \
+    grep -q '^refused \[can\] RECOVER is "off"' <<<"$answer"
+# From here on, as the owner who wants it: RECOVER = "bounce" (the helper
+# reads the config at each request; the gateway at its start, below).
+sed -i -e 's/^RECOVER = "off"/RECOVER = "bounce"/' -e 's/^RECOVER-AFTER = 30$/RECOVER-AFTER = 5/' \
+    /etc/bms-gateway/bms_config.toml
 answer=$(ask bms-gateway bms-gateway "bounce can3")
 echo "helper, bms-gateway asks for can3: $answer" >>"$R/guest.log"
 check "the helper refuses an interface the config does not name (can3): $answer" \
@@ -248,8 +258,6 @@ check "another user outside the group cannot even connect: $answer" grep -q 'Per
 # The real thing: RECOVER = "bounce", and can1 (battery 2, whose simulator
 # keeps talking on can4) made deaf by an ingress tc filter that drops every
 # frame; the filter goes once the gateway has had the link bounced.
-sed -i -e 's/^RECOVER = "off"/RECOVER = "bounce"/' -e 's/^RECOVER-AFTER = 30$/RECOVER-AFTER = 5/' \
-    /etc/bms-gateway/bms_config.toml
 t0=$(date +%s)
 journal_has() { journalctl -b --no-pager -o cat --since "@$t0" | grep -q "$1"; }
 check "restart with RECOVER = \"bounce\", RECOVER-AFTER = 5" timeout 120 systemctl restart "$UNIT"

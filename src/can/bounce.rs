@@ -2,13 +2,14 @@
 //! that can do it. docs/dead-interfaces.md says why it is done this way.
 //!
 //! The gateway tries, in order:
-//! 1. itself, over rtnetlink (the `socketcan` crate): this works when it
-//!    holds CAP_NET_ADMIN (run as root, e.g. in the system-test VM);
+//! 1. itself, over rtnetlink (the `socketcan` crate), when it holds
+//!    CAP_NET_ADMIN (run as root, e.g. in the system-test VM);
 //! 2. the link helper ([`serve_helper`], `bms-gateway link-helper`): a
 //!    one-request-per-connection service, socket-activated by systemd, the
 //!    only place holding CAP_NET_ADMIN. It takes exactly one request,
 //!    `bounce IFNAME`, only from the gateway's user (SO_PEERCRED) and only
-//!    for an interface in the gateway's configuration;
+//!    for an interface in the gateway's configuration, which must say
+//!    `RECOVER = "bounce"`;
 //! 3. nobody: the caller tells the owner what is wrong and the command.
 //!
 //! Down and up keeps the device's settings (bit rate, restart-ms,
@@ -142,16 +143,28 @@ pub enum Verdict {
     Refuse(String),
 }
 
+/// What the gateway's configuration lets the helper bounce.
+#[derive(Debug, Clone, Copy)]
+pub enum Bounceable<'a> {
+    /// `[can] RECOVER = "off"`: the gateway never asks, so nothing.
+    Nothing,
+    /// The configuration's CAN-IFs.
+    These(&'a [String]),
+}
+
 /// The helper's whole policy: `request` from a peer with user id `peer_uid`
-/// is granted only when it comes from `allowed_uid` and names one of
-/// `interfaces` (the gateway's configured CAN-IFs), in exactly the form
-/// `bounce IFNAME`.
-pub fn judge(request: &str, peer_uid: u32, allowed_uid: u32, interfaces: &[String]) -> Verdict {
+/// is granted only when it comes from `allowed_uid`, in exactly the form
+/// `bounce IFNAME`, and names one of the interfaces `allowed` lets it
+/// bounce (the gateway's configured CAN-IFs, none with RECOVER = "off").
+pub fn judge(request: &str, peer_uid: u32, allowed_uid: u32, allowed: Bounceable) -> Verdict {
     if peer_uid != allowed_uid {
         return Verdict::Refuse(format!("user id {peer_uid} is not the gateway's ({allowed_uid})"));
     }
     let Some(name) = request.strip_suffix('\n').unwrap_or(request).strip_prefix("bounce ") else {
         return Verdict::Refuse("the only request is: bounce IFNAME".into());
+    };
+    let Bounceable::These(interfaces) = allowed else {
+        return Verdict::Refuse("[can] RECOVER is \"off\" in the gateway's configuration".into());
     };
     if !interfaces.iter().any(|i| i == name) {
         return Verdict::Refuse(format!("{name:?} is not a CAN-IF of the gateway's configuration"));
@@ -201,13 +214,13 @@ pub fn user_id(name: &str) -> io::Result<u32> {
 /// `bms-gateway link-helper`: serves the one connection systemd hands over
 /// as standard input (`Accept=yes`), then exits. Answers `ok`,
 /// `refused WHY` or `failed WHY`, and logs what it did.
-pub fn serve_helper(allowed_uid: u32, interfaces: &[String]) -> io::Result<()> {
+pub fn serve_helper(allowed_uid: u32, allowed: Bounceable) -> io::Result<()> {
     let stdin = io::stdin();
     let fd = stdin.as_raw_fd();
     let uid = peer_uid(fd)?;
     let mut request = String::new();
     stdin.lock().take(MAX_REQUEST).read_line(&mut request)?;
-    let answer = match judge(&request, uid, allowed_uid, interfaces) {
+    let answer = match judge(&request, uid, allowed_uid, allowed) {
         Verdict::Refuse(why) => {
             log::warn!(
                 "link helper: refused {:?} from user id {uid}: {why}",
@@ -243,23 +256,32 @@ mod tests {
     #[test]
     fn the_helper_bounces_only_a_configured_interface_for_the_gateways_user() {
         assert_eq!(
-            judge("bounce can1\n", 998, 998, &configured()),
+            judge("bounce can1\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Bounce("can1".into())
         );
-        assert!(matches!(judge("bounce can1\n", 1000, 998, &configured()), Verdict::Refuse(w) if w.contains("1000")));
-        assert!(matches!(judge("bounce eth0\n", 998, 998, &configured()), Verdict::Refuse(w) if w.contains("eth0")));
+        assert!(
+            matches!(judge("bounce can1\n", 1000, 998, Bounceable::These(&configured())), Verdict::Refuse(w) if w.contains("1000"))
+        );
+        assert!(
+            matches!(judge("bounce eth0\n", 998, 998, Bounceable::These(&configured())), Verdict::Refuse(w) if w.contains("eth0"))
+        );
         // No prefix match, no trailing words, no other verb.
         assert!(matches!(
-            judge("bounce can\n", 998, 998, &configured()),
+            judge("bounce can\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
         ));
         assert!(matches!(
-            judge("bounce can0 x\n", 998, 998, &configured()),
+            judge("bounce can0 x\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
         ));
         assert!(matches!(
-            judge("delete can0\n", 998, 998, &configured()),
+            judge("delete can0\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
+        ));
+        // RECOVER = "off": the gateway never asks, so nothing is bounced.
+        assert!(matches!(
+            judge("bounce can1\n", 998, 998, Bounceable::Nothing),
+            Verdict::Refuse(w) if w.contains("RECOVER")
         ));
     }
 
