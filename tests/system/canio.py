@@ -416,19 +416,22 @@ class LinkWatch(threading.Thread):
 
 
 class Deafness:
-    """A controller that no longer hears: an ingress tc filter on `iface`
-    drops every frame the gateway's side would receive (the peer's frames
-    still go out on the cable; on vcan the peer's own reception is cut
-    too, which no scenario reads). With `heal`, the harness removes the
-    filter as soon as it sees the link taken down and up, as a driver whose
-    hang a reset clears; without, the interface stays deaf until stop()."""
+    """A controller that no longer hears (`side` "ingress": a tc filter on
+    `iface` drops every frame the gateway's side would receive; the peer's
+    frames still go out on the cable, and on vcan the peer's own reception
+    is cut too, which no scenario reads) or no longer sends ("egress": every
+    frame the gateway sends is dropped before the driver, and the send
+    fails with ENOBUFS, as with a transmit queue that stays full). With
+    `heal`, the harness removes the filter as soon as it sees the link
+    taken down and up, as a driver whose hang a reset clears; without, the
+    interface stays so until stop()."""
 
-    def __init__(self, iface, heal):
+    def __init__(self, iface, heal, side="ingress"):
         self.iface = iface
         self.healed_at = None
         self.watch = LinkWatch(iface, on_up=self._heal if heal else None)
-        sh("tc", "qdisc", "add", "dev", iface, "ingress")
-        sh("tc", "filter", "add", "dev", iface, "ingress", "matchall", "action", "drop")
+        sh("tc", "qdisc", "add", "dev", iface, "clsact")
+        sh("tc", "filter", "add", "dev", iface, side, "matchall", "action", "drop")
         self.since = time.monotonic()
 
     def _heal(self, t):
@@ -437,7 +440,7 @@ class Deafness:
             self.healed_at = time.monotonic()
 
     def remove(self):
-        sh("tc", "qdisc", "del", "dev", self.iface, "ingress", check=False)
+        sh("tc", "qdisc", "del", "dev", self.iface, "clsact", check=False)
 
     def stop(self):
         self.watch.stop()

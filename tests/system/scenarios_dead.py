@@ -12,6 +12,9 @@ the link's up/down notifications (rtnetlink) for the gateway's bounces.
   bounce and with one `interface_recovered` event; the link's settings
   (txqueuelen; on the sja1000 tier also the bit rate, sample point and
   restart-ms) are the same after the bounce.
+- dead_output: the same for an inverter's interface whose sends all fail
+  (an egress filter: ENOBUFS, a transmit queue that stays full); frames
+  reach the inverter again after one bounce, one `interface_recovered`.
 - dead_backoff: the filter stays. The gateway bounces after RECOVER-AFTER,
   then RECOVER-AFTER doubled per failed bounce (6, 12, 24 s for 3 s); each
   failed bounce is an `interface_recovery_failed` event; the other
@@ -68,9 +71,9 @@ def metric(text, name, iface):
     return float(m.group(1)) if m else None
 
 
-def link_figures(iface):
+def link_figures(iface, who="battery"):
     text = metrics()
-    return {k: metric(text, f"battery_link_{k}", iface)
+    return {k: metric(text, f"{who}_link_{k}", iface)
             for k in ("bounces", "recoveries", "recovery_failures", "recovering")}
 
 
@@ -209,4 +212,57 @@ def dead_backoff(ctx):
                              "degraded state (battery 1 only) through every bounce",
                              min_bursts=int(t_end - t_deg) // 2)
     check(link_figures("sbat1")["bounces"] == 0, "sbat1 counted a bounce")
+    gateway_alive(gw)
+
+
+@scenario("dead_output", budget=120)
+def dead_output(ctx):
+    """An output whose sends all fail (ENOBUFS), cured by a bounce: frames again, one event."""
+    ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
+    a = ctx.battery("sbat1", bat_a())
+    b = ctx.battery("sbat2", bat_b())
+    caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
+    gw = ctx.gateway(dead_config(inputs_cfg("sbat1", "sbat2"), [INV1, INV2], BACKOFF_AFTER))
+    models = {"sinv1": INV1_MODEL, "sinv2": INV2_MODEL}
+    ok = {j: expect([(a.values, "sbat1"), (b.values, "sbat2")], m) for j, m in models.items()}
+    for j in caps:
+        harness.wait_state(caps[j], ok[j], 20, "ok state")
+    others = [canio.LinkWatch(n) for n in ("sbat1", "sbat2", "sinv1")]
+    ctx.threads.extend(others)
+    mute = canio.Deafness("sinv2", heal=True, side="egress")
+    ctx.threads.append(mute)
+    t_mute = mute.since
+    # Transmissions fail from the next push (within a second); the rule
+    # bounces RECOVER-AFTER after the first failure.
+    bound = BACKOFF_AFTER + 5
+    t_back = harness.wait_state(caps["sinv2"], ok["sinv2"], bound,
+                                f"frames on sinv2 again within {bound}s of its sends failing")
+    bounces = mute.watch.bounces()
+    check(len(bounces) == 1, f"sinv2 taken down and up {len(bounces)} times, want 1: {bounces}")
+    t_down, t_up = bounces[0]
+    silent = [f.t for f in caps["sinv2"].since(t_mute, t_down)]
+    ctx.log(f"sends fail from 0; last frame on sinv2 at {max(silent, default=t_mute) - t_mute:.2f}s; "
+            f"bounced at {t_down - t_mute:.2f}s; filter removed at {mute.healed_at - t_mute:.2f}s; "
+            f"frames (ok state) again at {t_back - t_mute:.2f}s (RECOVER-AFTER {BACKOFF_AFTER}, "
+            f"bound {bound}s)")
+    check(t_down - t_mute > BACKOFF_AFTER - 0.2,
+          f"bounced {t_down - t_mute:.2f}s after the sends began to fail, before RECOVER-AFTER")
+    got = wait_for(lambda: [e for e in dead_events() if e[0] == "interface_recovered"], 5, 0.2)
+    check(got, f"no interface_recovered event within 5s of the recovery: {dead_events()}")
+    time.sleep(max(t_up + BACKOFF_AFTER + 1 - time.monotonic(), 0))
+    t_end = time.monotonic()
+    harness.check_window(caps["sinv2"], ok["sinv2"], t_back + 0.5, t_end, "steady ok state on sinv2")
+    gap = harness.max_gap(caps["sinv1"], t_mute - 2, t_end)
+    check(gap < 2.0, f"sinv1: {gap:.2f}s without frames while sinv2 could not send")
+    check(mute.watch.bounces() == bounces, f"sinv2 bounced again: {mute.watch.bounces()}")
+    for w in others:
+        check(not w.downs, f"{w.iface} was taken down too, at {w.downs}")
+    events = dead_events()
+    check(events == [("interface_recovered", None, 2)],
+          f"want exactly one interface_recovered of inverter 2, got {events}")
+    fig = link_figures("sinv2", "inverter")
+    check(fig == {"bounces": 1, "recoveries": 1, "recovery_failures": 0, "recovering": 0},
+          f"sinv2 link figures in /metrics: {fig}")
+    check("inverter 2 (sinv2): every transmission fails for 3 s: took sinv2 down and up, try 1"
+          in gw.log_text(), "no bounce line for sinv2 in the gateway's log")
     gateway_alive(gw)
