@@ -67,9 +67,11 @@ bench-system: deps build
 fuzz:
 	bash fuzz/run.sh
 
+## The fuzz targets are compiled (not run) too, so they cannot rot unseen.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 fmt:
 	$(CARGO) fmt --all

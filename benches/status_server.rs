@@ -8,9 +8,10 @@
 use bms_gateway::codec;
 use bms_gateway::combine::{Combiner, SystemState, shape};
 use bms_gateway::demo::demo_config;
-use bms_gateway::events::{Kind, Subject};
+use bms_gateway::events::{Events, Kind, Subject};
 use bms_gateway::http::{self, api::View};
 use bms_gateway::mqtt::telemetry::Clock;
+use bms_gateway::recorder::Recorder;
 use bms_gateway::setpoint::LimitSetpoints;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
@@ -25,7 +26,7 @@ const BATTERIES: usize = 32;
 const INVERTERS: usize = 16;
 
 /// A board as a running 32x16 gateway has it.
-fn board() -> (bms_gateway::config::Config, StatusBoard) {
+fn board() -> (bms_gateway::config::Config, StatusBoard, Events) {
     let config = demo_config(BATTERIES, INVERTERS);
     let board = StatusBoard::new(BATTERIES, INVERTERS);
     let now = Instant::now();
@@ -62,14 +63,15 @@ fn board() -> (bms_gateway::config::Config, StatusBoard) {
             s.link = LinkState::Up;
         });
     }
+    let events = Events::default();
     for n in 0..100 {
-        board.events.emit(
+        events.emit(
             Kind::BatteryLost,
             Subject::Battery(n % BATTERIES),
             format!("battery {n} lost"),
         );
     }
-    (config, board)
+    (config, board, events)
 }
 
 fn get(addr: SocketAddr, path: &str) -> usize {
@@ -83,12 +85,12 @@ fn get(addr: SocketAddr, path: &str) -> usize {
 }
 
 fn status_benches(c: &mut Criterion) {
-    let (config, board) = board();
+    let (config, board, events) = board();
     let server = http::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr();
     let (_stop_tx, stop) = shutdown::channel();
     std::thread::scope(|s| {
-        s.spawn(|| server.run(&config, &board, &stop));
+        s.spawn(|| server.run(&config, &board, &events, &Recorder::default(), &stop));
         c.bench_function("GET /api/state at 32x16 over loopback TCP", |b| {
             b.iter(|| get(addr, "/api/state"))
         });
@@ -98,7 +100,7 @@ fn status_benches(c: &mut Criterion) {
         c.bench_function("/api/state JSON at 32x16 (snapshot and serialize)", |b| {
             b.iter(|| {
                 let snapshot = board.snapshot();
-                let events = board.events.after(0);
+                let events = events.after(0);
                 View {
                     config: &config,
                     snapshot: &snapshot,

@@ -23,7 +23,9 @@
 use bms_gateway::can::CanOpener;
 use bms_gateway::can::virtual_bus::VirtualBus;
 use bms_gateway::config;
+use bms_gateway::events::Events;
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
+use bms_gateway::recorder::Recorder;
 use bms_gateway::setpoint::SetpointCommand;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
         bus.create(name);
     }
     let board = StatusBoard::new(2, 1);
+    let (events, recorder) = (Events::default(), Recorder::default());
     let (stop_tx, stop) = shutdown::channel();
     let (_commands, commands_rx) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let bursts: Vec<_> = [
@@ -116,6 +119,8 @@ fn main() -> ExitCode {
                 opener: &bus,
                 serial: &bms_gateway::serial::device::Devices,
                 board: &board,
+                events: &events,
+                recorder: &recorder,
                 opened: &|| {},
                 heartbeat: &|_| {},
                 heartbeat_every: bms_gateway::gateway::HEARTBEAT,

@@ -40,9 +40,11 @@ use bms_gateway::codec::{self, Message};
 use bms_gateway::combine::SystemState;
 use bms_gateway::config::{Config, OutputMode};
 use bms_gateway::demo::demo_config;
+use bms_gateway::events::Events;
 use bms_gateway::frame::{CanId, Frame};
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway};
 use bms_gateway::profile::Profile;
+use bms_gateway::recorder::Recorder;
 use bms_gateway::setpoint::SetpointCommand;
 use bms_gateway::shutdown;
 use bms_gateway::sim::{BatteryParams, SimAlarms};
@@ -610,6 +612,7 @@ impl Rig {
             (Arc::new(bus.clone()), Some(bus))
         };
         let board = Arc::new(StatusBoard::new(o.inputs, o.outputs));
+        let events = Arc::new(Events::default());
         let (stop_tx, stop_rx) = shutdown::channel();
         let (commands, commands_rx) = bounded(COMMAND_QUEUE);
         let (done_tx, done_rx) = unbounded();
@@ -631,12 +634,15 @@ impl Rig {
         }
         {
             let (config, opener, board, stop) = (config.clone(), opener.clone(), board.clone(), stop_rx.clone());
+            let events = events.clone();
             threads.push(spawn("gateway".into(), move || {
                 Gateway {
                     config: &config,
                     opener: &*opener,
                     serial: &bms_gateway::serial::device::Devices,
                     board: &board,
+                    events: &events,
+                    recorder: &Recorder::default(),
                     opened: &|| {},
                     heartbeat: &|_| {},
                     heartbeat_every: bms_gateway::gateway::HEARTBEAT,
@@ -647,8 +653,9 @@ impl Rig {
         }
         if config.mqtt.activated {
             let (config, board, commands, stop) = (config.clone(), board.clone(), commands.clone(), stop_rx.clone());
+            let events = events.clone();
             threads.push(spawn("mqtt".into(), move || {
-                bms_gateway::mqtt::run(&config, &board, &commands, &stop)
+                bms_gateway::mqtt::run(&config, &board, &events, &commands, &stop)
             }));
         }
         let feeders = (0..o.inputs)

@@ -42,10 +42,15 @@ problems = ["[package.metadata.deb] has no %s" % k for k in need if k not in deb
 files = [deb.get("changelog"), deb.get("maintainer-scripts")]
 # Built by cargo or staged by this script: not there before the build.
 files += [a[0] for a in deb.get("assets", []) if not a[0].startswith("target/")]
-units = deb.get("systemd-units") or {}
-if units:
-    files.append(os.path.join(units.get("unit-scripts", "."), units.get("unit-name", pkg["name"]) + ".service"))
 problems += ["[package.metadata.deb] names %s, which does not exist" % f for f in files if f and not os.path.exists(f)]
+# One entry or a list; cargo-deb looks for UNIT-NAME.TYPE in unit-scripts,
+# or PACKAGE@.UNIT-NAME.TYPE for a template unit.
+units = deb.get("systemd-units") or []
+for unit in [units] if isinstance(units, dict) else units:
+    d, name = unit.get("unit-scripts", "."), unit.get("unit-name", pkg["name"])
+    prefixes = (name + ".", pkg["name"] + "@." + name + ".")
+    if not (os.path.isdir(d) and any(f.startswith(prefixes) for f in os.listdir(d))):
+        problems.append("[package.metadata.deb] systemd-units: no unit file for %s in %s" % (name, d))
 print("\n".join(problems))
 ') || die "cannot read the package metadata: $metadata_problems"
 [ -z "$metadata_problems" ] || die "$metadata_problems"

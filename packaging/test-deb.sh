@@ -24,6 +24,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 PKG=bms-gateway
 CONF=/etc/bms-gateway/bms_config.toml
 UNIT=/usr/lib/systemd/system/bms-gateway.service
+HELPER_SOCKET=/usr/lib/systemd/system/bms-gateway-link-helper.socket
+HELPER_UNIT=/usr/lib/systemd/system/bms-gateway-link-helper@.service
 
 passed=0
 failed=0
@@ -118,6 +120,8 @@ for entry in \
     "-rwxr-xr-x usr/bin/bms-gateway" \
     "-rw-r--r-- etc/bms-gateway/bms_config.toml" \
     "-rw-r--r-- usr/lib/systemd/system/bms-gateway.service" \
+    "-rw-r--r-- usr/lib/systemd/system/bms-gateway-link-helper.socket" \
+    "-rw-r--r-- usr/lib/systemd/system/bms-gateway-link-helper@.service" \
     "-rw-r--r-- usr/share/man/man1/bms-gateway.1.gz" \
     "-rw-r--r-- usr/share/doc/bms-gateway/copyright" \
     "-rw-r--r-- usr/share/doc/bms-gateway/changelog.Debian.gz" \
@@ -157,6 +161,11 @@ check "packaged config never says GATEWAY-ACTIVATED = true" \
     bash -c "! grep -Eq '^[[:space:]]*GATEWAY-ACTIVATED[[:space:]]*=[[:space:]]*true' '$WORK/root$CONF'"
 check "packaged unit is packaging/bms-gateway.service" \
     cmp "$WORK/root$UNIT" packaging/bms-gateway.service
+check "packaged link helper units are those of packaging/link-helper/" \
+    bash -c "cmp '$WORK/root$HELPER_SOCKET' packaging/link-helper/bms-gateway-link-helper.socket &&
+        cmp '$WORK/root$HELPER_UNIT' packaging/link-helper/bms-gateway@.bms-gateway-link-helper.service"
+check "postinst neither enables nor starts the link helper's socket on install" \
+    bash -c "! grep -Eq 'deb-systemd-invoke (start|restart) .*link-helper|systemctl (enable|start) .*link-helper' '$WORK/control/postinst'"
 
 section "lintian"
 set +e
@@ -190,6 +199,31 @@ for line in "Type=notify" "NotifyAccess=main" "WatchdogSec=10" "Restart=on-failu
     "DevicePolicy=closed" "DeviceAllow=char-ttyUSB rw" "DeviceAllow=char-ttyACM rw" \
     "DeviceAllow=char-ttyAMA rw" "DeviceAllow=char-ttyS rw" "SupplementaryGroups=dialout"; do
     check "unit has $line" unit_has "$line"
+done
+check "unit wants the link helper's socket (a dead interface is bounced through it)" \
+    unit_has "Wants=bms-gateway-link-helper.socket"
+# The link helper (docs/dead-interfaces.md): its score is stated there.
+mkdir -p "$WORK/helper-unit"
+cp packaging/link-helper/bms-gateway@.bms-gateway-link-helper.service "$WORK/helper-unit/bms-gateway-link-helper@.service"
+systemd-analyze security --offline=yes --no-pager "$WORK/helper-unit/bms-gateway-link-helper@.service" >"$WORK/helper-security" 2>&1 || true
+hscore=$(sed -n 's/.*Overall exposure level for bms-gateway-link-helper@.*: \([0-9.]*\).*/\1/p' "$WORK/helper-security")
+if [ -n "$hscore" ] && awk -v s="$hscore" 'BEGIN { exit !(s < 2.0) }'; then
+    pass "systemd-analyze security rates the link helper $hscore (< 2.0)"
+else
+    tail -n 5 "$WORK/helper-security" | sed 's/^/    | /'
+    fail "systemd-analyze security rates the link helper under 2.0 (got '${hscore:-no score}')"
+fi
+helper_has() { grep -qx "$1" packaging/link-helper/bms-gateway@.bms-gateway-link-helper.service; }
+for line in "DynamicUser=yes" "AmbientCapabilities=CAP_NET_ADMIN" "CapabilityBoundingSet=CAP_NET_ADMIN" \
+    "NoNewPrivileges=yes" "RestrictAddressFamilies=AF_UNIX AF_NETLINK" "IPAddressDeny=any" \
+    "StandardInput=socket" \
+    "ExecStart=/usr/bin/bms-gateway -c /etc/bms-gateway/bms_config.toml link-helper --user bms-gateway"; do
+    check "link helper unit has $line" helper_has "$line"
+done
+sock_has() { grep -qx "$1" packaging/link-helper/bms-gateway-link-helper.socket; }
+for line in "ListenStream=/run/bms-gateway-link-helper.sock" "Accept=yes" "SocketUser=root" \
+    "SocketGroup=bms-gateway" "SocketMode=0660"; do
+    check "link helper socket has $line" sock_has "$line"
 done
 check "unit never uses PrivateNetwork (it would hide the CAN interfaces)" \
     bash -c "! grep -q '^PrivateNetwork' packaging/bms-gateway.service"
@@ -327,6 +361,8 @@ for f in /usr/bin/bms-gateway "$CONF" "$UNIT" /usr/share/man/man1/bms-gateway.1.
 done
 check "the unit is not enabled by the install" \
     bash -c "! ls /etc/systemd/system/*.wants/bms-gateway.service >/dev/null 2>&1"
+check "the link helper's socket is not enabled by the install" \
+    bash -c "! ls /etc/systemd/system/*.wants/bms-gateway-link-helper.socket >/dev/null 2>&1"
 if command -v man >/dev/null; then
     check "systemd-analyze verify accepts the installed unit (and finds its man page)" \
         systemd-analyze verify "$UNIT"
@@ -335,6 +371,8 @@ else
     check "systemd-analyze verify accepts the installed unit" \
         systemd-analyze verify --man=no "$UNIT"
 fi
+check "systemd-analyze verify accepts the link helper's socket and service" \
+    systemd-analyze verify --man=no "$HELPER_SOCKET" "${HELPER_UNIT%@.service}@check.service"
 
 section "remove and purge"
 echo "# owner's edit" >>"$CONF"

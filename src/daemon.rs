@@ -10,7 +10,7 @@
 use crate::can::socket::SocketCan;
 use crate::config::{self, Config};
 use crate::energy;
-use crate::events::{Kind, Subject};
+use crate::events::{Events, Kind, Subject};
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
 use crate::mqtt::{self, command};
 use crate::recorder::{Reason, Recorder};
@@ -70,9 +70,12 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     );
     let (mut store, saved) = open_state(&config);
     let state_dir = state_store::resolve(config.state_dir.as_deref());
+    // Made here and handed to the threads that use them: both outlive
+    // every reload.
     let recorder = Recorder::new(&config, state_dir.as_deref());
+    let events = Events::default();
     let mut running = Running {
-        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder)),
+        board: Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len())),
         config: Arc::new(config),
     };
     state_store::seed(&running.board, &running.config, &saved);
@@ -88,13 +91,15 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let first = running.config.clone();
     let board = running.board.clone();
     // Every CAN and serial port goes through the flight recorder, which a reload keeps.
-    let opener = board.recorder.opener(&SocketCan);
-    let serial = board.recorder.serial_opener(&crate::serial::device::Devices);
+    let opener = recorder.opener(&SocketCan);
+    let serial = recorder.serial_opener(&crate::serial::device::Devices);
     let gateway = Gateway {
         config: &first,
         opener: &opener,
         serial: &serial,
         board: &board,
+        events: &events,
+        recorder: &recorder,
         opened: &|| supervision.opened(),
         heartbeat: &|w| supervision.heartbeat(w),
         heartbeat_every: supervision.heartbeat_every(),
@@ -103,15 +108,18 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
     let running = std::thread::scope(|s| {
         // Named, so that `top -H` and the benchmarks tell them apart.
         spawn(s, "gateway".into(), || gateway.run_reloading(&stop, commands, &reloads));
-        spawn(s, "mqtt-lane".into(), move || mqtt_lane(&mqtt_runs));
-        spawn(s, "recorder".into(), || board.recorder.run(&board.events, &stop));
+        let events = &events;
+        spawn(s, "mqtt-lane".into(), move || mqtt_lane(&mqtt_runs, events));
+        spawn(s, "recorder".into(), || recorder.run(events, &stop));
         // CAN first: the interfaces are tried before MQTT, HTTP and the state
         // saver start, so that those never compete with the first frames.
         let _ = supervision.all_opened().recv_timeout(CAN_FIRST);
-        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new(), None);
+        start_mqtt(&mqtt_tx, &running, commands_tx, Vec::new(), None, events);
         if first.http.activated {
-            let (first, latest, stop) = (&first, &latest, &stop);
-            spawn(s, "http".into(), move || crate::http::run_latest(first, latest, stop));
+            let (first, latest, recorder, stop) = (&first, &latest, &recorder, &stop);
+            spawn(s, "http".into(), move || {
+                crate::http::run_latest(first, latest, events, recorder, stop)
+            });
         }
         if let Some(store) = store.as_mut() {
             let (latest, stop) = (&latest, &stop);
@@ -126,11 +134,11 @@ pub fn run(path: &Path, config: Config) -> Result<(), String> {
             let wait = next_check.map_or(IDLE_FOREVER, |at| at.saturating_duration_since(Instant::now()));
             select! {
                 recv(signals) -> sig => match sig {
-                    Ok(Signal::Record) => running.board.recorder.trigger(Reason::Signal),
+                    Ok(Signal::Record) => recorder.trigger(Reason::Signal),
                     Ok(Signal::Reload) => {
                         systemd::notify_reloading();
-                        if let Some(new) = load(path, &running.board) {
-                            running = reload(path, running, new, &reload_tx, &mqtt_tx, &supervision);
+                        if let Some(new) = load(path, events) {
+                            running = reload(path, running, new, &reload_tx, &mqtt_tx, &supervision, events);
                             latest.set(running.config.clone(), running.board.clone());
                         }
                         systemd::notify_ready();
@@ -168,6 +176,7 @@ fn reload(
     gateway: &Sender<Reload>,
     mqtt: &Sender<MqttRun>,
     supervision: &Supervision,
+    events: &Events,
 ) -> Running {
     let new = Arc::new(new);
     warn_unmoved(&running.config, &new);
@@ -203,7 +212,7 @@ fn reload(
         now.config.outputs.len()
     );
     log::info!("{message}");
-    start_mqtt(mqtt, &now, commands_tx, results, Some(message));
+    start_mqtt(mqtt, &now, commands_tx, results, Some(message), events);
     now
 }
 
@@ -254,6 +263,7 @@ fn start_mqtt(
     commands: Sender<SetpointCommand>,
     results: Vec<String>,
     reloaded: Option<String>,
+    events: &Events,
 ) {
     let run = MqttRun {
         config: running.config.clone(),
@@ -264,14 +274,14 @@ fn start_mqtt(
     };
     if let Err(refused) = lane.try_send(run) {
         log::error!("MQTT is still restarting from earlier reloads; it keeps the configuration it has");
-        announce(refused.into_inner());
+        announce(refused.into_inner(), events);
     }
 }
 
 /// Raises a run's config_reloaded event, once.
-fn announce(mut run: MqttRun) -> MqttRun {
+fn announce(mut run: MqttRun, events: &Events) -> MqttRun {
     if let Some(message) = run.reloaded.take() {
-        run.board.events.emit(Kind::ConfigReloaded, Subject::System, message);
+        events.emit(Kind::ConfigReloaded, Subject::System, message);
     }
     run
 }
@@ -293,32 +303,32 @@ fn announce(mut run: MqttRun) -> MqttRun {
 /// before it connected, that run says nothing, so two reloads within about
 /// a second, the second changing the connection, can leave "online" on the
 /// first one's topic (a short farewell connection would close it).
-fn mqtt_lane(runs: &Receiver<MqttRun>) {
+fn mqtt_lane(runs: &Receiver<MqttRun>, events: &Events) {
     let Ok(first) = runs.recv() else { return };
-    let mut next = newest(vec![first], runs);
+    let mut next = newest(vec![first], runs, events);
     loop {
-        let (queued, handed_over) = run_until_next(next, runs);
+        let (queued, handed_over) = run_until_next(next, runs, events);
         let Ok(queued) = queued else { return };
         next = if handed_over {
-            newest(queued, &never())
+            newest(queued, &never(), events)
         } else {
-            newest(queued, runs)
+            newest(queued, runs, events)
         };
     }
 }
 
 /// Announces `queued` and any run waiting in `runs`, in order; the last.
-fn newest(queued: Vec<MqttRun>, runs: &Receiver<MqttRun>) -> MqttRun {
+fn newest(queued: Vec<MqttRun>, runs: &Receiver<MqttRun>, events: &Events) -> MqttRun {
     let mut last = None;
     for run in queued.into_iter().chain(runs.try_iter()) {
-        last = Some(announce(run));
+        last = Some(announce(run, events));
     }
     last.expect("at least one run")
 }
 
 /// Runs `run` until the next runs come (all of them, oldest first), and
 /// whether it handed over to the newest of them.
-fn run_until_next(run: MqttRun, runs: &Receiver<MqttRun>) -> (Result<Vec<MqttRun>, RecvError>, bool) {
+fn run_until_next(run: MqttRun, runs: &Receiver<MqttRun>, events: &Events) -> (Result<Vec<MqttRun>, RecvError>, bool) {
     if !run.config.mqtt.activated {
         return (runs.recv().map(|f| vec![f]), false);
     }
@@ -328,7 +338,15 @@ fn run_until_next(run: MqttRun, runs: &Receiver<MqttRun>) -> (Result<Vec<MqttRun
         let (stop_tx, stop) = shutdown::channel();
         let ending = &ending;
         spawn(s, "mqtt".into(), move || {
-            mqtt::run_after_reload(&run.config, &run.board, &run.commands, &stop, run.results, ending)
+            mqtt::run_after_reload(
+                &run.config,
+                &run.board,
+                events,
+                &run.commands,
+                &stop,
+                run.results,
+                ending,
+            )
         });
         let queued = runs
             .recv()
@@ -347,8 +365,8 @@ fn run_until_next(run: MqttRun, runs: &Receiver<MqttRun>) -> (Result<Vec<MqttRun
 }
 
 /// Loads the configuration for a reload; `None` (with the reason logged and
-/// raised as an event on `board`) keeps the running one.
-fn load(path: &Path, board: &StatusBoard) -> Option<Config> {
+/// raised as an event on `events`) keeps the running one.
+fn load(path: &Path, events: &Events) -> Option<Config> {
     let refused = match config::load(path) {
         Ok(c) if c.gateway_activated => return Some(c),
         Ok(_) => format!(
@@ -358,7 +376,7 @@ fn load(path: &Path, board: &StatusBoard) -> Option<Config> {
         Err(e) => format!("reload refused, keeping the running configuration: {e}"),
     };
     log::error!("{refused}");
-    board.events.emit(Kind::ConfigRejected, Subject::System, refused);
+    events.emit(Kind::ConfigRejected, Subject::System, refused);
     None
 }
 

@@ -36,10 +36,12 @@ use crate::combine::{BatterySettings, InverterShare};
 use crate::config::SerialInput;
 use crate::config::{Config, HttpConfig, InputConfig, MqttConfig, OutputConfig, OutputMode, RecorderConfig};
 use crate::dead_link::RecoverySettings;
+use crate::events::Events;
 use crate::frame::Frame;
 use crate::gateway::{COMMAND_QUEUE, Fault, Gateway, Worker};
 use crate::policy::{Curve, Policy};
 use crate::profile::{Profile, SocWindow};
+use crate::recorder::Recorder;
 use crate::serial::pair::Pairs;
 use crate::serial::sim_pack::SimPack;
 use crate::setpoint::SetpointCommand;
@@ -49,6 +51,7 @@ use crate::sim::{BatteryParams, InverterView, PackModel, ParallelBank, SimAlarms
 use crate::status::{LinkState, Snapshot, StatusBoard};
 use crate::supervise::Supervision;
 use crate::sync::lock;
+use crate::text_table::{Align, Table, number};
 use crossbeam_channel::{Receiver, bounded, select, tick};
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -412,6 +415,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         .collect::<Result<_, _>>()?;
     let views: Vec<Mutex<InverterView>> = config.outputs.iter().map(|_| Mutex::default()).collect();
     let board = StatusBoard::new(config.inputs.len(), config.outputs.len());
+    // The demo keeps no recordings: its recorder is off.
+    let (events, recorder) = (Events::default(), Recorder::default());
     let (stop_tx, stop) = shutdown::channel();
     let (commands_tx, commands) = bounded::<SetpointCommand>(COMMAND_QUEUE);
     let started = Instant::now();
@@ -423,6 +428,8 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
         opener: &bus,
         serial: &serial,
         board: &board,
+        events: &events,
+        recorder: &recorder,
         opened: &|| supervision.opened(),
         heartbeat: &|w: Worker| supervision.heartbeat(w),
         heartbeat_every: supervision.heartbeat_every(),
@@ -433,13 +440,14 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
     std::thread::scope(|s| {
         let stop = &stop;
         s.spawn(|| gateway.run(stop, &commands));
+        let (events, recorder) = (&events, &recorder);
         if let Some(server) = &server {
             let (config, board) = (&config, &board);
-            s.spawn(move || server.run(config, board, stop));
+            s.spawn(move || server.run(config, board, events, recorder, stop));
         }
         if config.mqtt.activated {
             let (config, board, commands_tx) = (&config, &board, &commands_tx);
-            s.spawn(move || crate::mqtt::run(config, board, commands_tx, stop));
+            s.spawn(move || crate::mqtt::run(config, board, events, commands_tx, stop));
         }
         if let Some(mut end) = rs485_pack {
             let pack = [SimPack::new(crate::rs485::Protocol::Pylon, 2)];
@@ -471,7 +479,7 @@ pub fn run(options: DemoOptions, signals: &Receiver<Signal>) -> Result<(), Strin
                     let views: Vec<InverterView> = views.iter().map(|v| lock(v).clone()).collect();
                     let snapshot = board.snapshot();
                     let mut table = render(&config, &snapshot, &views, started.elapsed());
-                    table.push_str(&render_events(&board.events.after(0), started_wall));
+                    table.push_str(&render_events(&events.after(0), started_wall));
                     if let Some(url) = &page {
                         let _ = write!(table, "\n\nStatus page: {url}");
                     }
@@ -517,8 +525,12 @@ fn render_events(events: &[crate::events::Event], started: std::time::SystemTime
     s
 }
 
-fn opt(v: Option<f64>, width: usize, decimals: usize) -> String {
-    v.map_or(format!("{:>width$}", "-"), |x| format!("{x:>width$.decimals$}"))
+/// The four flag bytes as the frames carry them, in hex.
+fn flag_bytes(f: &crate::codec::Flags) -> String {
+    format!(
+        "{:02X}{:02X}{:02X}{:02X}",
+        f.error_flags_1, f.error_flags_2, f.warning_flags_1, f.warning_flags_2
+    )
 }
 
 /// The status table: each battery, the combined battery, each inverter as it
@@ -533,127 +545,12 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
         config.outputs.len(),
         elapsed.as_secs_f64()
     );
-    let _ = writeln!(
-        s,
-        "BATTERY  IF     AH   LINK  ONLINE   SOC      V       I     T    CVL    CCL    DCL  FLAGS     TELEGRAMS  SHARE  OVER"
-    );
-    for (i, (input, st)) in config.inputs.iter().zip(&snap.inputs).enumerate() {
-        let fresh = snap.system.inputs_fresh.get(i).copied().unwrap_or(false);
-        let t = st.telegram.as_ref();
-        let link = match st.link {
-            LinkState::Up => "up",
-            LinkState::Down(_) => "DOWN",
-            LinkState::Opening => "...",
-        };
-        let f = t.map(|t| t.flags);
-        let pack = snap.system.packs.get(i).filter(|p| p.fresh);
-        let discharging = snap.system.combined.is_some_and(|c| c.battery.i_total < 0.0);
-        let share = pack.map(|p| if discharging { p.share.discharge } else { p.share.charge });
-        let _ = writeln!(
-            s,
-            "{:<8} {:<5} {:>4}  {:<5} {:<6} {} {} {} {} {} {} {}  {}  {:>9}  {}  {}",
-            i + 1,
-            input.can_if,
-            input.capacity_ah,
-            link,
-            if fresh { "yes" } else { "STALE" },
-            opt(t.map(|t| t.soc.soc), 5, 0),
-            opt(t.map(|t| t.measurements.v_avg), 6, 2),
-            opt(t.map(|t| t.measurements.i_total), 7, 1),
-            opt(t.map(|t| t.measurements.t_avg), 5, 1),
-            opt(t.map(|t| t.limits.v_charge_cmd), 6, 1),
-            opt(t.map(|t| t.limits.i_lim_charge), 6, 1),
-            opt(t.map(|t| t.limits.i_lim_discharge), 6, 1),
-            f.map_or("--------".into(), |f| format!(
-                "{:02X}{:02X}{:02X}{:02X}",
-                f.error_flags_1, f.error_flags_2, f.warning_flags_1, f.warning_flags_2
-            )),
-            st.telegrams,
-            opt(share, 5, 2),
-            match pack.map(|p| p.over_current) {
-                Some(true) => "OVER",
-                Some(false) => "-",
-                None => "",
-            }
-        );
+    s.push_str(&battery_table(config, snap).render());
+    if let Some(c) = &snap.system.combined {
+        s.push_str(&limits_line(config, c));
     }
-    if let Some(c) = snap.system.combined {
-        let b = &c.battery;
-        let _ = writeln!(
-            s,
-            "COMBINED {:<5} {:>4}  {:<5} {:<6} {} {} {} {} {} {} {}  {:02X}{:02X}{:02X}{:02X}",
-            "",
-            b.capacity_ah,
-            "",
-            format!("{}/{}", c.inputs_online, config.inputs.len()),
-            opt(Some(b.soc), 5, 0),
-            opt(Some(b.v_avg), 6, 2),
-            opt(Some(b.i_total), 7, 1),
-            opt(Some(b.t_avg), 5, 1),
-            opt(Some(b.v_charge_cmd), 6, 1),
-            opt(Some(b.i_lim_charge), 6, 1),
-            opt(Some(b.i_lim_discharge), 6, 1),
-            b.flags.error_flags_1,
-            b.flags.error_flags_2,
-            b.flags.warning_flags_1,
-            b.flags.warning_flags_2
-        );
-        let why = |l: &crate::bank::Limit| {
-            let battery = l.battery.map_or(String::new(), |i| format!(", battery {}", i + 1));
-            format!("{:.1} A ({}{battery})", l.value, l.reason.as_str())
-        };
-        let overshoot = match (c.overshoot.charge, c.overshoot.discharge) {
-            (false, false) => "none",
-            (true, false) => "CHARGE",
-            (false, true) => "DISCHARGE",
-            (true, true) => "BOTH",
-        };
-        let _ = writeln!(
-            s,
-            "LIMITS   ({} mode) charge {}, discharge {}; inverter overshoot: {overshoot}",
-            config.battery.bank.mode.as_str(),
-            why(&c.limits.charge),
-            why(&c.limits.discharge)
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nINVERTER IF     MODE/PROFILE   SHARE   SOC      V       I           CVL    CCL    DCL  FLAGS  EN     FRAMES"
-    );
-    for (j, (output, view)) in config.outputs.iter().zip(views).enumerate() {
-        let mode = match output.mode {
-            OutputMode::Push => format!("push {}", output.profile.name()),
-            OutputMode::Sync { .. } => format!("sync {}", output.profile.name()),
-        };
-        let l = view.limits();
-        let f = view.flags();
-        let r = view.requests();
-        let _ = writeln!(
-            s,
-            "{:<8} {:<5}  {:<14} {:>5.2} {} {} {}       {} {} {}  {}  {:<5} {:>7}",
-            j + 1,
-            output.can_if,
-            mode,
-            output.share.i_scaling,
-            opt(view.soc().map(|x| x.soc), 5, 0),
-            opt(view.measurements().map(|m| m.v_avg), 6, 2),
-            opt(view.measurements().map(|m| m.i_total), 7, 1),
-            opt(l.map(|l| l.v_charge_cmd), 6, 1),
-            opt(l.map(|l| l.i_lim_charge), 6, 1),
-            opt(l.map(|l| l.i_lim_discharge), 6, 1),
-            f.map_or("--------".into(), |f| format!(
-                "{:02X}{:02X}{:02X}{:02X}",
-                f.error_flags_1, f.error_flags_2, f.warning_flags_1, f.warning_flags_2
-            )),
-            r.map_or("-", |r| match (r.charge_enable, r.discharge_enable) {
-                (true, true) => "C+D",
-                (true, false) => "C",
-                (false, true) => "D",
-                (false, false) => "none",
-            }),
-            view.frames
-        );
-    }
+    s.push('\n');
+    s.push_str(&inverter_table(config, views).render());
     let _ = write!(
         s,
         "\nScript (every 60 s): battery 2 silent 20-35 s (degraded, or safe with one battery), battery 1 high-temperature warning 45-52 s.\nThe inverters want up to {DEMAND_W} W, charging then discharging every {DEMAND_PERIOD} s; battery 1 takes the most current for its limits (lowest resistance): the share limit holds it at its own limit."
@@ -681,6 +578,154 @@ pub fn render(config: &Config, snap: &Snapshot, views: &[InverterView], elapsed:
         );
     }
     s
+}
+
+/// Each battery's row and the combined battery's.
+fn battery_table(config: &Config, snap: &Snapshot) -> Table {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("BATTERY", Left),
+        ("IF", Left),
+        ("AH", Right),
+        ("LINK", Left),
+        ("ONLINE", Left),
+        ("SOC", Right),
+        ("V", Right),
+        ("I", Right),
+        ("T", Right),
+        ("CVL", Right),
+        ("CCL", Right),
+        ("DCL", Right),
+        ("FLAGS", Left),
+        ("TELEGRAMS", Right),
+        ("SHARE", Right),
+        ("OVER", Left),
+    ]);
+    let discharging = snap.system.combined.is_some_and(|c| c.battery.i_total < 0.0);
+    for (i, (input, st)) in config.inputs.iter().zip(&snap.inputs).enumerate() {
+        let fresh = snap.system.inputs_fresh.get(i).copied().unwrap_or(false);
+        let t = st.telegram.as_ref();
+        let link = match st.link {
+            LinkState::Up => "up",
+            LinkState::Down(_) => "DOWN",
+            LinkState::Opening => "...",
+        };
+        let pack = snap.system.packs.get(i).filter(|p| p.fresh);
+        let share = pack.map(|p| if discharging { p.share.discharge } else { p.share.charge });
+        table.row(vec![
+            (i + 1).to_string(),
+            input.can_if.clone(),
+            input.capacity_ah.to_string(),
+            link.into(),
+            if fresh { "yes" } else { "STALE" }.into(),
+            number(t.map(|t| t.soc.soc), 0),
+            number(t.map(|t| t.measurements.v_avg), 2),
+            number(t.map(|t| t.measurements.i_total), 1),
+            number(t.map(|t| t.measurements.t_avg), 1),
+            number(t.map(|t| t.limits.v_charge_cmd), 1),
+            number(t.map(|t| t.limits.i_lim_charge), 1),
+            number(t.map(|t| t.limits.i_lim_discharge), 1),
+            t.map_or("--------".into(), |t| flag_bytes(&t.flags)),
+            st.telegrams.to_string(),
+            number(share, 2),
+            match pack.map(|p| p.over_current) {
+                Some(true) => "OVER",
+                Some(false) => "-",
+                None => "",
+            }
+            .into(),
+        ]);
+    }
+    if let Some(c) = snap.system.combined {
+        let b = &c.battery;
+        table.row(vec![
+            "COMBINED".into(),
+            String::new(),
+            b.capacity_ah.to_string(),
+            String::new(),
+            format!("{}/{}", c.inputs_online, config.inputs.len()),
+            number(Some(b.soc), 0),
+            number(Some(b.v_avg), 2),
+            number(Some(b.i_total), 1),
+            number(Some(b.t_avg), 1),
+            number(Some(b.v_charge_cmd), 1),
+            number(Some(b.i_lim_charge), 1),
+            number(Some(b.i_lim_discharge), 1),
+            flag_bytes(&b.flags),
+        ]);
+    }
+    table
+}
+
+/// Which rule sets the bank's limits, and whether an inverter overshoots.
+fn limits_line(config: &Config, c: &crate::combine::Combined) -> String {
+    let why = |l: &crate::bank::Limit| {
+        let battery = l.battery.map_or(String::new(), |i| format!(", battery {}", i + 1));
+        format!("{:.1} A ({}{battery})", l.value, l.reason.as_str())
+    };
+    let overshoot = match (c.overshoot.charge, c.overshoot.discharge) {
+        (false, false) => "none",
+        (true, false) => "CHARGE",
+        (false, true) => "DISCHARGE",
+        (true, true) => "BOTH",
+    };
+    format!(
+        "LIMITS   ({} mode) charge {}, discharge {}; inverter overshoot: {overshoot}\n",
+        config.battery.bank.mode.as_str(),
+        why(&c.limits.charge),
+        why(&c.limits.discharge)
+    )
+}
+
+/// Each inverter as it decoded the frames it received.
+fn inverter_table(config: &Config, views: &[InverterView]) -> Table {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("INVERTER", Left),
+        ("IF", Left),
+        ("MODE/PROFILE", Left),
+        ("SHARE", Right),
+        ("SOC", Right),
+        ("V", Right),
+        ("I", Right),
+        ("CVL", Right),
+        ("CCL", Right),
+        ("DCL", Right),
+        ("FLAGS", Left),
+        ("EN", Left),
+        ("FRAMES", Right),
+    ]);
+    for (j, (output, view)) in config.outputs.iter().zip(views).enumerate() {
+        let mode = match output.mode {
+            OutputMode::Push => format!("push {}", output.profile.name()),
+            OutputMode::Sync { .. } => format!("sync {}", output.profile.name()),
+        };
+        let l = view.limits();
+        let enabled = view
+            .requests()
+            .map_or("-", |r| match (r.charge_enable, r.discharge_enable) {
+                (true, true) => "C+D",
+                (true, false) => "C",
+                (false, true) => "D",
+                (false, false) => "none",
+            });
+        table.row(vec![
+            (j + 1).to_string(),
+            output.can_if.clone(),
+            mode,
+            format!("{:.2}", output.share.i_scaling),
+            number(view.soc().map(|x| x.soc), 0),
+            number(view.measurements().map(|m| m.v_avg), 2),
+            number(view.measurements().map(|m| m.i_total), 1),
+            number(l.map(|l| l.v_charge_cmd), 1),
+            number(l.map(|l| l.i_lim_charge), 1),
+            number(l.map(|l| l.i_lim_discharge), 1),
+            view.flags().map_or("--------".into(), |f| flag_bytes(&f)),
+            enabled.into(),
+            view.frames.to_string(),
+        ]);
+    }
+    table
 }
 
 #[cfg(test)]

@@ -14,10 +14,13 @@
 use crate::can::CanOpener;
 use crate::combine::Combined;
 use crate::config::{Config, InputConfig, OutputConfig};
+use crate::context::ThreadContext;
 use crate::dead_link::RecoverySettings;
+use crate::events::Events;
 use crate::input::{Delivery, Input};
 pub use crate::liveness::{HEARTBEAT, Worker};
 use crate::output::{Carried, Mailbox, Output};
+use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::serial::{LineSettings, SerialOpener};
 use crate::serial_input::{SerialBuses, SerialPack};
@@ -70,6 +73,11 @@ pub struct Gateway<'a> {
     pub serial: &'a dyn SerialOpener,
     /// The board it starts with; a reload brings the next one.
     pub board: &'a StatusBoard,
+    /// Where the CAN threads and the combiner raise events.
+    pub events: &'a Events,
+    /// Triggered by the combiner where a change needs a record (the CAN
+    /// ports record through `opener`, wrapped by whoever made it).
+    pub recorder: &'a Recorder,
     /// Called by each CAN thread once its interface has been tried.
     pub opened: &'a (dyn Fn() + Sync),
     /// Called by every worker once per wake-up, and at least every
@@ -116,7 +124,8 @@ impl Gateway<'_> {
                     buses: SerialBuses::default(),
                 };
                 threads.start(self.config, self.board);
-                let mut core = Core::new(Arc::new(self.config.clone()), self.board, Instant::now());
+                let config = Arc::new(self.config.clone());
+                let mut core = Core::new(config, self.board, self.events, self.recorder, Instant::now());
                 self.combine(&mut core, &mut threads, &telegrams, commands, reloads, stop);
             });
         });
@@ -320,51 +329,61 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         }
     }
 
-    fn spawn_input(&self, config: InputConfig, slot: Arc<Slot<InputStatus>>) -> InputThread<'scope> {
+    /// Starts a serving thread named `name` that beats as `worker`: `serve`
+    /// gets its context (the gateway's events and callbacks, its own stop).
+    /// Returns its stop and its handle.
+    fn spawn_serving<T: Send + 'scope>(
+        &self,
+        name: String,
+        worker: Worker,
+        serve: impl FnOnce(ThreadContext) -> T + Send + 'scope,
+    ) -> (StopSender, ScopedJoinHandle<'scope, T>) {
         let (stop, stop_rx) = shutdown::channel();
-        let (gateway, telegrams) = (self.gateway, self.telegrams.clone());
-        let name = format!("in-{}", config.can_if);
-        let recovery = self.recovery;
-        let thread_config = config.clone();
-        if let Some(serial) = &config.serial {
-            let line = LineSettings {
-                baud: serial.baud,
-                rs485_mode: serial.rs485_mode,
-            };
-            let bus = self.buses.bus(&serial.port, line);
-            let handle = spawn(self.scope, name, move || {
-                let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
-                SerialPack {
-                    config: &thread_config,
-                    opener: gateway.serial,
-                    bus: &bus,
-                    telegrams: &telegrams,
-                    slot: &slot,
-                    events: &gateway.board.events,
-                    stop: &stop_rx,
-                    opened: gateway.opened,
-                    heartbeat: &heartbeat,
-                    heartbeat_every: gateway.heartbeat_every,
-                }
-                .run()
-            });
-            return InputThread { config, stop, handle };
-        }
+        let gateway = self.gateway;
         let handle = spawn(self.scope, name, move || {
-            let heartbeat = || (gateway.heartbeat)(Worker::Input(slot.id));
-            Input {
-                config: &thread_config,
-                opener: gateway.opener,
-                telegrams: &telegrams,
-                slot: &slot,
-                events: &gateway.board.events,
+            let heartbeat = || (gateway.heartbeat)(worker);
+            serve(ThreadContext {
+                events: gateway.events,
                 stop: &stop_rx,
                 opened: gateway.opened,
                 heartbeat: &heartbeat,
                 heartbeat_every: gateway.heartbeat_every,
-                recovery,
+            })
+        });
+        (stop, handle)
+    }
+
+    fn spawn_input(&self, config: InputConfig, slot: Arc<Slot<InputStatus>>) -> InputThread<'scope> {
+        let (gateway, telegrams, recovery) = (self.gateway, self.telegrams.clone(), self.recovery);
+        // An RS485 battery's port, shared with the other packs on it.
+        let bus = config.serial.as_ref().map(|serial| {
+            let line = LineSettings {
+                baud: serial.baud,
+                rs485_mode: serial.rs485_mode,
+            };
+            self.buses.bus(&serial.port, line)
+        });
+        let thread_config = config.clone();
+        let name = format!("in-{}", config.can_if);
+        let (stop, handle) = self.spawn_serving(name, Worker::Input(slot.id), move |context| match &bus {
+            Some(bus) => SerialPack {
+                config: &thread_config,
+                opener: gateway.serial,
+                bus,
+                telegrams: &telegrams,
+                slot: &slot,
+                context,
             }
-            .run()
+            .run(),
+            None => Input {
+                config: &thread_config,
+                opener: gateway.opener,
+                telegrams: &telegrams,
+                slot: &slot,
+                recovery,
+                context,
+            }
+            .run(),
         });
         InputThread { config, stop, handle }
     }
@@ -376,24 +395,17 @@ impl<'scope, 'env> Threads<'scope, 'env> {
         mailbox: Arc<Mailbox>,
         carried: Carried,
     ) -> OutputThread<'scope> {
-        let (stop, stop_rx) = shutdown::channel();
-        let gateway = self.gateway;
-        let name = format!("out-{}", config.can_if);
-        let recovery = self.recovery;
+        let (gateway, recovery) = (self.gateway, self.recovery);
         let (thread_config, thread_mailbox) = (config.clone(), mailbox.clone());
-        let handle = spawn(self.scope, name, move || {
-            let heartbeat = || (gateway.heartbeat)(Worker::Output(slot.id));
+        let name = format!("out-{}", config.can_if);
+        let (stop, handle) = self.spawn_serving(name, Worker::Output(slot.id), move |context| {
             Output {
                 config: &thread_config,
                 opener: gateway.opener,
                 mailbox: &thread_mailbox,
                 slot: &slot,
-                events: &gateway.board.events,
-                stop: &stop_rx,
-                opened: gateway.opened,
-                heartbeat: &heartbeat,
-                heartbeat_every: gateway.heartbeat_every,
                 recovery,
+                context,
             }
             .run(carried)
         });

@@ -20,9 +20,10 @@ pub mod metrics;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::events::Event;
+use crate::events::{Event, Events};
 use crate::history;
 use crate::loglimit::{LogLimit, Repeats};
+use crate::recorder::{Reason, Recorder};
 use crate::shutdown::Stop;
 use crate::status::{Latest, StatusBoard};
 use crate::sync::spawn;
@@ -77,24 +78,27 @@ impl Server {
         self.addr
     }
 
-    /// Serves `config` and `board` until `stop` receives or is disconnected.
-    pub fn run(&self, config: &Config, board: &StatusBoard, stop: &Stop) {
-        self.serve(&|f: Show| f(config, board), stop);
+    /// Serves `config`, `board` and `events` (asking `recorder` for
+    /// recordings) until `stop` receives or is disconnected.
+    pub fn run(&self, config: &Config, board: &StatusBoard, events: &Events, recorder: &Recorder, stop: &Stop) {
+        self.serve(&|f: Show| f(config, board), events, recorder, stop);
     }
 
     /// Serves the latest configuration and board (the daemon's, which a
-    /// reload replaces) until `stop`.
-    pub fn run_latest(&self, latest: &Latest, stop: &Stop) {
+    /// reload replaces) until `stop`; `events` and `recorder` stay.
+    pub fn run_latest(&self, latest: &Latest, events: &Events, recorder: &Recorder, stop: &Stop) {
         self.serve(
             &|f: Show| {
                 let (config, board) = latest.get();
                 f(&config, &board)
             },
+            events,
+            recorder,
             stop,
         );
     }
 
-    fn serve(&self, source: &Source, stop: &Stop) {
+    fn serve(&self, source: &Source, events: &Events, recorder: &Recorder, stop: &Stop) {
         let stopping = AtomicBool::new(false);
         let (queue_tx, queue_rx) = bounded::<TcpStream>(BACKLOG);
         std::thread::scope(|s| {
@@ -102,7 +106,7 @@ impl Server {
                 let queue = queue_rx.clone();
                 let worker = move || {
                     for stream in queue {
-                        serve(stream, source);
+                        serve(stream, source, events, recorder);
                     }
                 };
                 spawn(s, format!("http-{n}"), worker);
@@ -250,7 +254,7 @@ const PAGE_POLICY: &str = "Content-Security-Policy: default-src 'none'; script-s
                            style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n";
 
 /// Reads one request, answers it and closes the connection.
-fn serve(mut stream: TcpStream, source: &Source) {
+fn serve(mut stream: TcpStream, source: &Source, events: &Events, recorder: &Recorder) {
     let _ = stream.set_write_timeout(Some(WRITE_TIME));
     let _ = stream.set_nodelay(true);
     let (answer, head) = match read_request(&mut stream) {
@@ -258,8 +262,8 @@ fn serve(mut stream: TcpStream, source: &Source) {
             let mut answered = None;
             source(&mut |config, board| {
                 answered = Some(match route {
-                    Route::Record => record(&stream, marked, board),
-                    route => answer(route, config, board),
+                    Route::Record => record(&stream, marked, recorder),
+                    route => answer(route, config, board, events),
                 })
             });
             let head = head && route != Route::Record;
@@ -278,13 +282,13 @@ fn serve(mut stream: TcpStream, source: &Source) {
 pub const RECORD_HEADER: &str = "X-Bms-Gateway";
 
 /// POST /api/record: a flight recording, asked for from this machine only.
-fn record(stream: &TcpStream, marked: bool, board: &StatusBoard) -> Answer {
+fn record(stream: &TcpStream, marked: bool, recorder: &Recorder) -> Answer {
     let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
     let refusal = match (local, marked) {
         (false, _) => "recordings can be asked for from this machine only",
         (true, false) => "POST /api/record needs the header X-Bms-Gateway: record (use bms-gateway record)",
         (true, true) => {
-            return match board.recorder.ask(crate::recorder::Reason::Request) {
+            return match recorder.ask(Reason::Request) {
                 Ok(w) => Answer {
                     status: 200,
                     content_type: "application/json",
@@ -301,9 +305,9 @@ fn record(stream: &TcpStream, marked: bool, board: &StatusBoard) -> Answer {
     })
 }
 
-fn answer(route: Route, config: &Config, board: &StatusBoard) -> Answer {
+fn answer(route: Route, config: &Config, board: &StatusBoard, events: &Events) -> Answer {
     let snapshot = board.snapshot();
-    let events: Vec<Event> = board.events.after(0);
+    let events: Vec<Event> = events.after(0);
     let view = View {
         config,
         snapshot: &snapshot,
@@ -415,15 +419,15 @@ fn timeout() -> Refusal {
 /// The server thread of the daemon and the demo: binds `[http] LISTEN`
 /// and serves until `stop`. A failure to bind is logged and leaves the
 /// gateway running without the page.
-pub fn run(config: &Config, board: &StatusBoard, stop: &Stop) {
-    run_with(config, stop, |server| server.run(config, board, stop));
+pub fn run(config: &Config, board: &StatusBoard, events: &Events, recorder: &Recorder, stop: &Stop) {
+    run_with(config, stop, |server| server.run(config, board, events, recorder, stop));
 }
 
 /// [`run`] for the daemon: serves the latest configuration and board. The
 /// address is the one `config` (the first configuration) gives: a reload
 /// does not move the server (docs/reload.md).
-pub fn run_latest(config: &Config, latest: &Latest, stop: &Stop) {
-    run_with(config, stop, |server| server.run_latest(latest, stop));
+pub fn run_latest(config: &Config, latest: &Latest, events: &Events, recorder: &Recorder, stop: &Stop) {
+    run_with(config, stop, |server| server.run_latest(latest, events, recorder, stop));
 }
 
 fn run_with(config: &Config, stop: &Stop, serve: impl FnOnce(&Server)) {

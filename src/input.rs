@@ -8,11 +8,11 @@ use crate::can::dead_watch::{DeadWatch, Reporter};
 use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, report_link};
 use crate::codec::{self, Message};
 use crate::config::InputConfig;
+use crate::context::ThreadContext;
 use crate::dead_link::RecoverySettings;
-use crate::events::{Events, Subject};
+use crate::events::Subject;
 use crate::frame::Frame;
 use crate::loglimit::{LogLimit, Repeats};
-use crate::shutdown::Stop;
 use crate::status::{InputStatus, LinkState, Slot};
 use crate::telegram::{Assembler, Telegram};
 use crossbeam_channel::{Sender, TrySendError};
@@ -38,16 +38,10 @@ pub struct Input<'a> {
     pub telegrams: &'a Sender<Delivery>,
     /// This input's cell on the status board, and its id.
     pub slot: &'a Slot<InputStatus>,
-    /// Where link changes are raised as events.
-    pub events: &'a Events,
-    pub stop: &'a Stop,
-    /// Called once the interface has been tried the first time.
-    pub opened: &'a (dyn Fn() + Sync),
-    /// Called once per wake-up, and at least every `heartbeat_every`.
-    pub heartbeat: &'a (dyn Fn() + Sync),
-    pub heartbeat_every: Duration,
     /// `[can]`: when the interface counts as dead.
     pub recovery: RecoverySettings,
+    /// Events, stop, heartbeats.
+    pub context: ThreadContext<'a>,
 }
 
 /// Counters kept locally and flushed to the board with each telegram, so the
@@ -71,7 +65,7 @@ impl Input<'_> {
     /// For the dead-interface watch's reports.
     fn reporter(&self) -> Reporter<'_> {
         Reporter {
-            events: self.events,
+            events: self.context.events,
             subject: Subject::Battery(self.slot.position()),
             interface: self.name(),
             label: self.label(),
@@ -88,22 +82,13 @@ impl Input<'_> {
             bad_frames: LogLimit::new(Duration::from_secs(10), Repeats::AnyText),
             dead: DeadWatch::new(self.recovery),
         };
-        keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
+        let context = &self.context;
+        keep_serving(self.opener, self.name(), context.stop, context.opened, &mut service);
     }
 
     /// Sleeps with heartbeats, waking at once on a stop; true when stopped.
     fn wait(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            if self.stop.sleep_until(until.min(now + self.heartbeat_every)) {
-                return true;
-            }
-            (self.heartbeat)();
-        }
+        self.context.wait_until(Instant::now() + d)
     }
 
     fn on_frame(
@@ -182,7 +167,7 @@ impl Service for InputService<'_, '_> {
         let input = self.input;
         let old = input.slot.update(|s| std::mem::replace(&mut s.link, link.clone()));
         report_link(
-            input.events,
+            input.context.events,
             Subject::Battery(input.slot.position()),
             || input.label(),
             &old,
@@ -209,9 +194,9 @@ impl Service for InputService<'_, '_> {
         // base of the next deadline.
         let mut now = Instant::now();
         loop {
-            (input.heartbeat)();
+            (input.context.heartbeat)();
             self.dead.check(now, || input.reporter());
-            let mut deadline = now + input.heartbeat_every;
+            let mut deadline = now + input.context.heartbeat_every;
             if let Some(period) = input.config.poll_interval {
                 if now >= next_poll {
                     next_poll = now + period;
@@ -232,7 +217,7 @@ impl Service for InputService<'_, '_> {
             if let Some(at) = self.dead.deadline() {
                 deadline = deadline.min(at);
             }
-            let woke = port.read_until_from(now, deadline, input.stop);
+            let woke = port.read_until_from(now, deadline, input.context.stop);
             now = Instant::now();
             match woke {
                 Ok(Wake::Frame(frame)) => {
@@ -241,7 +226,7 @@ impl Service for InputService<'_, '_> {
                     }
                     self.dead.received(now, || input.reporter());
                     input.on_frame(&frame, now, &mut assembler, &mut self.counters, &mut self.bad_frames);
-                    if input.stop.requested() {
+                    if input.context.stop.requested() {
                         return Ok(());
                     }
                 }
@@ -267,7 +252,7 @@ mod tests {
     use super::*;
     use crate::can::virtual_bus::VirtualBus;
     use crate::dead_link::RecoverMode;
-    use crate::events::{Event, Kind};
+    use crate::events::{Event, Events, Kind};
     use crate::frame::{CanId, FrameKind};
 
     /// Waits (bounded) until `events` holds one of `kind`.
@@ -299,6 +284,7 @@ mod tests {
         };
         let board = crate::status::StatusBoard::new(1, 0);
         let slot = board.input_slot(0);
+        let events = Events::default();
         let (telegrams, _rx) = crossbeam_channel::bounded(16);
         let (stop_tx, stop) = crate::shutdown::channel();
         let after = Duration::from_secs(2);
@@ -310,14 +296,16 @@ mod tests {
                     opener: &bus,
                     telegrams: &telegrams,
                     slot: &slot,
-                    events: &board.events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(200),
                     recovery: RecoverySettings {
                         mode: RecoverMode::Off,
                         after,
+                    },
+                    context: ThreadContext {
+                        events: &events,
+                        stop: &stop,
+                        opened: &|| {},
+                        heartbeat: &|| {},
+                        heartbeat_every: Duration::from_millis(200),
                     },
                 }
                 .run()
@@ -328,20 +316,20 @@ mod tests {
             }
             battery.write(&frame).unwrap();
             let last_frame = Instant::now();
-            let dead = wait_for(&board.events, Kind::InterfaceRecoveryFailed).expect("reported dead");
+            let dead = wait_for(&events, Kind::InterfaceRecoveryFailed).expect("reported dead");
             assert!(last_frame.elapsed() >= after);
             assert_eq!(
                 dead.message,
                 "battery 1 (bat1): nothing is received any more for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set bat1 down && ip link set bat1 up"
             );
             battery.write(&frame).unwrap();
-            let back = wait_for(&board.events, Kind::InterfaceRecovered).expect("reported back");
+            let back = wait_for(&events, Kind::InterfaceRecovered).expect("reported back");
             assert!(
                 back.message.starts_with("battery 1 (bat1): traffic is back"),
                 "{}",
                 back.message
             );
-            let reports = board.events.after(0);
+            let reports = events.after(0);
             let dead_reports = reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
             assert_eq!(dead_reports.count(), 1);
             drop(stop_tx);
@@ -366,6 +354,7 @@ mod tests {
         };
         let board = crate::status::StatusBoard::new(1, 0);
         let slot = board.input_slot(0);
+        let events = Events::default();
         let (telegrams, _rx) = crossbeam_channel::bounded(16);
         let (stop_tx, stop) = crate::shutdown::channel();
         let after = Duration::from_secs(2);
@@ -379,14 +368,16 @@ mod tests {
                     opener: &bus,
                     telegrams: &telegrams,
                     slot: &slot,
-                    events: &board.events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(200),
                     recovery: RecoverySettings {
                         mode: RecoverMode::Bounce,
                         after,
+                    },
+                    context: ThreadContext {
+                        events: &events,
+                        stop: &stop,
+                        opened: &|| {},
+                        heartbeat: &|| {},
+                        heartbeat_every: Duration::from_millis(200),
                     },
                 }
                 .run()
@@ -407,12 +398,7 @@ mod tests {
             let give_up = Instant::now() + Duration::from_secs(20);
             let back = loop {
                 battery.write(&frame).unwrap();
-                if let Some(e) = board
-                    .events
-                    .after(0)
-                    .into_iter()
-                    .find(|e| e.kind == Kind::InterfaceRecovered)
-                {
+                if let Some(e) = events.after(0).into_iter().find(|e| e.kind == Kind::InterfaceRecovered) {
                     break e;
                 }
                 assert!(Instant::now() < give_up, "no recovery");
@@ -428,13 +414,7 @@ mod tests {
             let recovery = slot.update(|s| s.recovery);
             assert_eq!((recovery.bounces, recovery.recovered, recovery.failed), (1, 1, 0));
             assert_eq!(recovery.state, crate::status::RecoveryState::Normal);
-            assert!(
-                board
-                    .events
-                    .after(0)
-                    .iter()
-                    .all(|e| e.kind != Kind::InterfaceRecoveryFailed)
-            );
+            assert!(events.after(0).iter().all(|e| e.kind != Kind::InterfaceRecoveryFailed));
             drop(stop_tx);
         });
     }

@@ -12,9 +12,11 @@
 //!    [`bank`], [`setpoint`], [`combine`], [`energy`], [`profile`], [`send`],
 //!    [`sim`], [`bounds`], [`interlock`], [`policy`], [`dead_link`].
 //! 2. **Plumbing**: what every thread leans on (time stamps, stopping,
-//!    signals, logs, events, heartbeats, systemd, the 24 h history ring):
+//!    signals, logs, events, heartbeats, systemd, the 24 h history ring,
+//!    the context a serving thread is started with):
 //!    [`clock`], [`shutdown`], [`signals`], [`logging`], [`loglimit`],
-//!    [`events`], [`liveness`], [`systemd`], [`sync`], [`history`].
+//!    [`events`], [`liveness`], [`systemd`], [`sync`], [`history`],
+//!    [`context`].
 //! 3. **Configuration**: the configuration file and what a reload keeps:
 //!    [`config`], [`reload`].
 //! 4. **Hardware edge**: CAN interfaces and serial ports, real or virtual,
@@ -25,7 +27,7 @@
 //!    [`output`], [`gateway`],
 //!    [`status`], [`recorder`], [`state_store`], [`supervise`].
 //! 6. **Front ends**: how people and other programs see and steer it:
-//!    [`telemetry`], [`mqtt`], [`http`].
+//!    [`telemetry`], [`mqtt`], [`http`], [`text_table`].
 //! 7. **Commands**: one module per `bms-gateway` subcommand beyond the
 //!    library: [`daemon`], [`demo`], [`decode`], [`replay`], [`scan`],
 //!    [`status_client`], [`tools`].
@@ -38,6 +40,7 @@ pub use bms_core::{
 pub mod can;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod decode;
 pub mod demo;
@@ -66,6 +69,7 @@ pub mod supervise;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod text_table;
 pub mod tools;
 
 /// Configuration text for the unit tests, shared with the integration tests.

@@ -269,6 +269,7 @@ fn check(path: &Path) -> Exit {
 /// `link-helper`: the interfaces the configuration names, for the user
 /// `user`, one request on standard input.
 fn link_helper(path: &Path, user: &str) -> Exit {
+    use bms_gateway::can::bounce::Bounceable;
     let config = match load(path) {
         Ok(c) => c,
         Err(e) => return e,
@@ -279,8 +280,13 @@ fn link_helper(path: &Path, user: &str) -> Exit {
         .map(|i| i.can_if.clone())
         .chain(config.outputs.iter().map(|o| o.can_if.clone()))
         .collect();
-    let served = bms_gateway::can::bounce::user_id(user)
-        .and_then(|uid| bms_gateway::can::bounce::serve_helper(uid, &interfaces));
+    // With RECOVER = "off" the gateway never asks: the helper then bounces nothing.
+    let allowed = match config.can.mode {
+        bms_gateway::dead_link::RecoverMode::Bounce => Bounceable::These(&interfaces),
+        bms_gateway::dead_link::RecoverMode::Off => Bounceable::Nothing,
+    };
+    let served =
+        bms_gateway::can::bounce::user_id(user).and_then(|uid| bms_gateway::can::bounce::serve_helper(uid, allowed));
     outcome(served.map_err(|e| format!("link helper: {e}")))
 }
 

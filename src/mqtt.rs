@@ -29,6 +29,7 @@ pub mod remove;
 pub use crate::telemetry;
 
 use crate::config::Config;
+use crate::events::Events;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::setpoint::{LimitSetpoints, Scope, SetpointCommand};
 use crate::status::{Snapshot, StatusBoard};
@@ -62,11 +63,26 @@ pub(crate) fn is_news(timestamp: f64, now: f64) -> bool {
 /// How long shutdown waits for "offline" and the DISCONNECT to go out.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
-/// Runs the MQTT side until `shutdown` receives a message or is
-/// disconnected; then publishes BASE/status "offline" (retained),
-/// disconnects and returns, within 2 s.
-pub fn run(config: &Config, board: &StatusBoard, commands: &Sender<SetpointCommand>, shutdown: &Receiver<()>) {
-    run_after_reload(config, board, commands, shutdown, Vec::new(), &Ending::default());
+/// Runs the MQTT side (`board`'s status, each of `events` once, commands
+/// to `commands`) until `shutdown` receives a message or is disconnected;
+/// then publishes BASE/status "offline" (retained), disconnects and
+/// returns, within 2 s.
+pub fn run(
+    config: &Config,
+    board: &StatusBoard,
+    events: &Events,
+    commands: &Sender<SetpointCommand>,
+    shutdown: &Receiver<()>,
+) {
+    run_after_reload(
+        config,
+        board,
+        events,
+        commands,
+        shutdown,
+        Vec::new(),
+        &Ending::default(),
+    );
 }
 
 /// What a broker connection is made of: the `[mqtt]` section and the
@@ -117,6 +133,7 @@ impl Ending {
 pub fn run_after_reload(
     config: &Config,
     board: &StatusBoard,
+    events: &Events,
     commands: &Sender<SetpointCommand>,
     shutdown: &Receiver<()>,
     results: Vec<String>,
@@ -142,10 +159,10 @@ pub fn run_after_reload(
         config.mqtt.interval.as_secs_f64(),
         if config.mqtt.control_activated { "on" } else { "off" },
     );
-    let mut session = Session::new(config, board, commands, client);
+    let mut session = Session::new(config, board, events, commands, client);
     session.pending_results = results;
     let telemetry_tick = tick(config.mqtt.interval);
-    let mut events = event_rx.clone();
+    let mut link_events = event_rx.clone();
     loop {
         // The next published setpoint to expire: BASE/setpoints must drop it
         // then, whether or not the combiner has done so yet.
@@ -153,14 +170,14 @@ pub fn run_after_reload(
         let wait = session.next_expiry(now).map_or(QUIET, |at| at - now);
         select! {
             recv(shutdown) -> _ => break,
-            recv(events) -> event => match event {
+            recv(link_events) -> event => match event {
                 Ok(event) => session.on_event(event),
                 Err(_) => {
                     log::error!("the MQTT connection thread has stopped; no more telemetry");
-                    events = never();
+                    link_events = never();
                 }
             },
-            recv(board.events.bell()) -> _ => session.publish_events(),
+            recv(events.bell()) -> _ => session.publish_events(),
             recv(telemetry_tick) -> _ => session.publish_telemetry(),
             // The combiner says when the board's setpoints change (set,
             // cleared or expired): no polling.
@@ -183,6 +200,8 @@ struct Topics {
 struct Session<'a> {
     config: &'a Config,
     board: &'a StatusBoard,
+    /// The gateway's events, each published once on BASE/event.
+    events: &'a Events,
     commands: &'a Sender<SetpointCommand>,
     client: Client,
     rules: Rules,
@@ -214,6 +233,7 @@ impl<'a> Session<'a> {
     fn new(
         config: &'a Config,
         board: &'a StatusBoard,
+        events: &'a Events,
         commands: &'a Sender<SetpointCommand>,
         client: Client,
     ) -> Session<'a> {
@@ -221,6 +241,7 @@ impl<'a> Session<'a> {
         Session {
             config,
             board,
+            events,
             commands,
             client,
             rules: Rules::from_config(config),
@@ -231,7 +252,7 @@ impl<'a> Session<'a> {
                 event: event_topic(config),
             },
             // A run after a reload goes on after what the one before sent.
-            published_event: board.events.published(),
+            published_event: events.published(),
             discovery: discovery::entities(config),
             learned: discovery::Learned::default(),
             connected: false,
@@ -305,12 +326,12 @@ impl<'a> Session<'a> {
     /// keeps them). Newer ones, e.g. a reload's, still go out.
     fn skip_old_events(&mut self) {
         let now = telemetry::unix(std::time::SystemTime::now());
-        for e in self.board.events.after(self.published_event) {
+        for e in self.events.after(self.published_event) {
             if !is_news(e.timestamp, now) {
                 self.published_event = e.seq;
             }
         }
-        self.board.events.mark_published(self.published_event);
+        self.events.mark_published(self.published_event);
     }
 
     fn publish_discovery(&mut self) {
@@ -415,10 +436,10 @@ impl<'a> Session<'a> {
         if !self.connected {
             return;
         }
-        let events = self.board.events.after(self.published_event);
+        let events = self.events.after(self.published_event);
         let Some(last) = events.last() else { return };
         self.published_event = last.seq;
-        self.board.events.mark_published(last.seq);
+        self.events.mark_published(last.seq);
         let topic = self.topics.event.clone();
         for e in &events {
             self.publish(&topic, QoS::AtLeastOnce, false, json(e));

@@ -14,14 +14,14 @@ use crate::can::{CanError, CanOpener, CanPort, Service, Wake, keep_serving, repo
 use crate::codec::{self, Message};
 use crate::combine::{Battery, Shaped, SystemState};
 use crate::config::{OutputConfig, OutputMode};
+use crate::context::ThreadContext;
 use crate::dead_link::RecoverySettings;
-use crate::events::{Events, Kind, Subject};
+use crate::events::{Kind, Subject};
 use crate::frame::{Frame, FrameKind};
 use crate::interlock::{self, Interlock, Trip};
 use crate::loglimit::{LogLimit, Repeats};
 use crate::profile::{self, CvlRamp, Frames, InverterFrame, InverterWatch, OutputView, Shown, Talk, TalkChange};
 use crate::send::{PushTimer, fail_safe_at, state_to_send};
-use crate::shutdown::Stop;
 use crate::status::{LinkState, OutputStatus, Slot};
 use crate::sync::{Bell, lock};
 use crossbeam_channel::{Receiver, select};
@@ -214,15 +214,10 @@ pub struct Output<'a> {
     pub mailbox: &'a Mailbox,
     /// This output's cell on the status board, and its id.
     pub slot: &'a Slot<OutputStatus>,
-    /// Where link changes are raised as events.
-    pub events: &'a Events,
-    pub stop: &'a Stop,
-    pub opened: &'a (dyn Fn() + Sync),
-    /// Called once per wake-up, and at least every `heartbeat_every`.
-    pub heartbeat: &'a (dyn Fn() + Sync),
-    pub heartbeat_every: Duration,
     /// `[can]`: when the interface counts as dead.
     pub recovery: RecoverySettings,
+    /// Events, stop, heartbeats.
+    pub context: ThreadContext<'a>,
 }
 
 /// The most inverter frames a push-mode output reads per wake-up (an
@@ -245,7 +240,7 @@ impl Output<'_> {
     /// For the dead-interface watch's reports.
     fn reporter(&self) -> Reporter<'_> {
         Reporter {
-            events: self.events,
+            events: self.context.events,
             subject: Subject::Inverter(self.slot.position()),
             interface: self.name(),
             label: self.label(),
@@ -257,7 +252,7 @@ impl Output<'_> {
     fn set_link(&self, link: LinkState) {
         let old = self.slot.update(|s| std::mem::replace(&mut s.link, link.clone()));
         report_link(
-            self.events,
+            self.context.events,
             Subject::Inverter(self.slot.position()),
             || self.label(),
             &old,
@@ -283,7 +278,8 @@ impl Output<'_> {
                 dead: DeadWatch::new(self.recovery),
             },
         };
-        keep_serving(self.opener, self.name(), self.stop, self.opened, &mut service);
+        let context = &self.context;
+        keep_serving(self.opener, self.name(), context.stop, context.opened, &mut service);
         let Peer {
             view, watch, interlock, ..
         } = service.peer;
@@ -302,13 +298,13 @@ impl Output<'_> {
             if now >= until {
                 return false;
             }
-            let wait = until.min(now + self.heartbeat_every) - now;
+            let wait = until.min(now + self.context.heartbeat_every) - now;
             select! {
-                recv(self.stop.receiver()) -> _ => return true,
+                recv(self.context.stop.receiver()) -> _ => return true,
                 recv(self.mailbox.wake()) -> _ => {},
                 default(wait) => {},
             }
-            (self.heartbeat)();
+            (self.context.heartbeat)();
             if let Some(s) = self.mailbox.take() {
                 *latest = Some(s);
             }
@@ -331,12 +327,12 @@ impl Output<'_> {
         };
         let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         loop {
-            (self.heartbeat)();
+            (self.context.heartbeat)();
             let now = Instant::now();
             self.drain(port, peer, now)?;
             self.check_talk(peer, now);
             peer.dead.check(now, || self.reporter());
-            let mut deadline = now + self.heartbeat_every;
+            let mut deadline = now + self.context.heartbeat_every;
             // The inverter's frames are read at wake-ups: wake when it would
             // turn silent, to read them first.
             if let Some(at) = peer.watch.deadline() {
@@ -363,7 +359,7 @@ impl Output<'_> {
                 deadline = timer.due(true, now).map_or(deadline, |at| deadline.min(at));
             }
             select! {
-                recv(self.stop.receiver()) -> _ => return Ok(()),
+                recv(self.context.stop.receiver()) -> _ => return Ok(()),
                 recv(self.mailbox.wake()) -> _ => {
                     if let Some(s) = self.mailbox.take() {
                         *latest = Some(s);
@@ -391,7 +387,7 @@ impl Output<'_> {
         let mut errors = LogLimit::new(Duration::from_secs(10), Repeats::AnyText);
         let mut down = false;
         loop {
-            (self.heartbeat)();
+            (self.context.heartbeat)();
             let now = Instant::now();
             if now >= next_own {
                 next_own = now + interval;
@@ -401,11 +397,11 @@ impl Output<'_> {
             }
             self.check_talk(peer, now);
             peer.dead.check(now, || self.reporter());
-            let mut deadline = next_own.min(now + self.heartbeat_every);
+            let mut deadline = next_own.min(now + self.context.heartbeat_every);
             if let Some(at) = peer.dead.deadline() {
                 deadline = deadline.min(at);
             }
-            match port.read_until(deadline, self.stop) {
+            match port.read_until(deadline, self.context.stop) {
                 Ok(Wake::Frame(f)) => {
                     down = false;
                     let now = Instant::now();
@@ -448,7 +444,7 @@ impl Output<'_> {
     /// left to the transmissions to report.
     fn drain(&self, port: &mut dyn CanPort, peer: &mut Peer, now: Instant) -> Result<(), CanError> {
         for _ in 0..DRAIN_MAX {
-            match port.read_until_from(now, now, self.stop) {
+            match port.read_until_from(now, now, self.context.stop) {
                 Ok(Wake::Frame(f)) => self.heard(peer, &f, now),
                 Ok(Wake::Controller(state)) => peer.dead.controller(state, now, || self.reporter()),
                 Ok(_) | Err(CanError::Down(_)) => return Ok(()),
@@ -467,7 +463,9 @@ impl Output<'_> {
         if peer.watch.heard(now) == Some(TalkChange::Back) {
             let message = format!("{}: talking again", self.label());
             log::info!("{message}");
-            (self.events).emit(Kind::InverterBack, Subject::Inverter(self.slot.position()), message);
+            self.context
+                .events
+                .emit(Kind::InverterBack, Subject::Inverter(self.slot.position()), message);
         }
         // Every mode records the inverter's 0x305 ("Last 0x305", Home
         // Assistant's "Time since last request"), not only sync mode.
@@ -493,7 +491,7 @@ impl Output<'_> {
             if let Some(line) = peer.shutdown_log.check(line, now) {
                 log::warn!("{line}");
                 let subject = Subject::Inverter(self.slot.position());
-                self.events.emit(Kind::InverterShutdownRequest, subject, line);
+                self.context.events.emit(Kind::InverterShutdownRequest, subject, line);
             }
         }
     }
@@ -508,7 +506,9 @@ impl Output<'_> {
                 timeout.as_secs_f64()
             );
             log::warn!("{message}");
-            (self.events).emit(Kind::InverterSilent, Subject::Inverter(self.slot.position()), message);
+            self.context
+                .events
+                .emit(Kind::InverterSilent, Subject::Inverter(self.slot.position()), message);
             self.slot.update(|s| s.talk = Some(Talk::Silent));
         }
     }
@@ -588,7 +588,9 @@ impl Output<'_> {
         self.slot.update(|s| s.interlock_trips += 1);
         let message = format!("{}: {trip}", self.label());
         log::error!("{message}");
-        (self.events).emit(Kind::Interlock, Subject::Inverter(self.slot.position()), message);
+        self.context
+            .events
+            .emit(Kind::Interlock, Subject::Inverter(self.slot.position()), message);
     }
 
     fn send(&self, port: &mut dyn CanPort, frame: &Frame, errors: &mut LogLimit) -> Result<(), CanError> {

@@ -66,16 +66,13 @@ fn removed(mapped: &[Option<usize>], old_count: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config_text::ConfigText;
 
     fn config(inputs: &[&str], outputs: &[&str]) -> Config {
-        let mut text = String::from("GATEWAY-ACTIVATED = true\n[mqtt]\nACTIVATED = false\n");
-        for i in inputs {
-            text += &format!("[[bmses-in]]\nCAN-IF = \"{i}\"\nCAPACITY-AH = 100\n");
-        }
-        for o in outputs {
-            text += &format!("[[bmses-out]]\nCAN-IF = \"{o}\"\n");
-        }
-        crate::config::parse(&text).expect("valid")
+        let text = ConfigText::new().mqtt("ACTIVATED = false");
+        let text = inputs.iter().fold(text, |t, i| t.input(i, 100.0, ""));
+        let text = outputs.iter().fold(text, |t, o| t.output(o, ""));
+        crate::config::parse(&text.text()).expect("valid")
     }
 
     #[test]

@@ -14,7 +14,8 @@
 
 use crate::can::{LinkState, backoff, report_link};
 use crate::config::{InputConfig, SerialInput};
-use crate::events::{Events, Subject};
+use crate::context::ThreadContext;
+use crate::events::Subject;
 use crate::input::Delivery;
 use crate::loglimit::{LogLimit, Repeats};
 use crate::rs485::mapping::Cycle;
@@ -25,7 +26,6 @@ use crate::rs485::responses::{
 use crate::rs485::{Command, Receiver, ReplyError, Request, check_reply};
 use crate::serial::{LineSettings, SerialError, SerialOpener, SerialPort};
 pub use crate::serial::{SerialFault, SerialFaults};
-use crate::shutdown::Stop;
 use crate::status::{InputStatus, Slot};
 use crossbeam_channel::{Sender, TrySendError};
 use std::collections::HashMap;
@@ -214,13 +214,8 @@ pub struct SerialPack<'a> {
     pub bus: &'a Bus,
     pub telegrams: &'a Sender<Delivery>,
     pub slot: &'a Slot<InputStatus>,
-    pub events: &'a Events,
-    pub stop: &'a Stop,
-    /// Called once the port has been tried the first time.
-    pub opened: &'a (dyn Fn() + Sync),
-    /// Called at least every `heartbeat_every` while alive.
-    pub heartbeat: &'a (dyn Fn() + Sync),
-    pub heartbeat_every: Duration,
+    /// Events, stop, heartbeats.
+    pub context: ThreadContext<'a>,
 }
 
 /// The thread's own state across cycles.
@@ -251,26 +246,12 @@ impl SerialPack<'_> {
     fn link(&self, link: LinkState) {
         let old = self.slot.update(|s| std::mem::replace(&mut s.link, link.clone()));
         report_link(
-            self.events,
+            self.context.events,
             Subject::Battery(self.slot.position()),
             || self.label(),
             &old,
             &link,
         );
-    }
-
-    /// Sleeps until `until` with heartbeats; true when stopped.
-    fn wait_until(&self, until: Instant) -> bool {
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            if self.stop.sleep_until(until.min(now + self.heartbeat_every)) {
-                return true;
-            }
-            (self.heartbeat)();
-        }
     }
 
     /// Runs until stopped.
@@ -291,14 +272,14 @@ impl SerialPack<'_> {
             info: Vec::with_capacity(crate::rs485::framing::MAX_INFO),
         };
         let mut first = true;
-        while !self.wait_until(schedule.next_cycle) {
-            (self.heartbeat)();
+        while !self.context.wait_until(schedule.next_cycle) {
+            (self.context.heartbeat)();
             let now = Instant::now();
             // A late cycle is not made up for: the next one is a period on.
             schedule.next_cycle = (schedule.next_cycle + interval).max(now);
             let outcome = self.cycle(&mut poller, &mut schedule);
             if std::mem::take(&mut first) {
-                (self.opened)();
+                (self.context.opened)();
             }
             match outcome {
                 Err(Failure::Stopped) => return,
@@ -431,7 +412,7 @@ impl SerialPack<'_> {
     ) -> Result<(), Failure> {
         let serial = self.serial();
         if let Some(quiet) = *quiet_since
-            && self.wait_until(quiet + INTER_FRAME_GAP)
+            && self.context.wait_until(quiet + INTER_FRAME_GAP)
         {
             return Err(Failure::Stopped);
         }
@@ -475,12 +456,12 @@ impl SerialPack<'_> {
                     format!("no answer to 0x{code:02X} within {REPLY_TIMEOUT:?}"),
                 ));
             }
-            (self.heartbeat)();
-            if self.stop.requested() {
+            (self.context.heartbeat)();
+            if self.context.stop.requested() {
                 return Err(Failure::Stopped);
             }
             // The port's wait does not see the stop: wait in slices.
-            let slice = self.heartbeat_every.min(crate::shutdown::FALLBACK_SLICE);
+            let slice = self.context.heartbeat_every.min(crate::shutdown::FALLBACK_SLICE);
             let n = port
                 .read_until(&mut poller.buf, deadline.min(now + slice))
                 .map_err(Failure::Port)?;

@@ -15,10 +15,8 @@ pub use crate::can::dead_watch::{LinkRecovery, RecoveryBoard, RecoveryState};
 use crate::combine::{Battery, Combined, SystemState};
 use crate::config::Config;
 use crate::energy::{Counter, Meter};
-use crate::events::Events;
 use crate::history::History;
 use crate::profile::{SmaReadings, SmaState, Talk};
-use crate::recorder::Recorder;
 use crate::reload::Mapping;
 use crate::setpoint::LimitSetpoints;
 use crate::sync::{Bell, lock};
@@ -167,7 +165,9 @@ impl<S> Slot<S> {
     }
 }
 
-/// Shared by all threads.
+/// Shared by all threads. Status only: the events and the flight recorder
+/// are handed to the threads that use them where the gateway is assembled,
+/// never reached through the board.
 #[derive(Debug, Default)]
 pub struct StatusBoard {
     system: Arc<Mutex<SystemStatus>>,
@@ -177,12 +177,6 @@ pub struct StatusBoard {
     next_id: usize,
     /// Shared with the boards a reload makes: the MQTT thread's wake-up.
     setpoints: Arc<Bell>,
-    /// The last events, for MQTT and the status page (shared with the
-    /// boards a reload makes).
-    pub events: Arc<Events>,
-    /// The flight recorder (off unless [`StatusBoard::with_recorder`]),
-    /// shared with the boards a reload makes.
-    pub recorder: Arc<Recorder>,
     /// The last 24 h for the status page (filled by the status server's
     /// thread, saved by the state saver), shared with the boards a reload
     /// makes.
@@ -254,18 +248,8 @@ impl StatusBoard {
             inputs: (0..inputs).map(|i| Arc::new(Slot::new(i, i))).collect(),
             outputs: (0..outputs).map(|j| Arc::new(Slot::new(inputs + j, j))).collect(),
             next_id: inputs + outputs,
-            events: Arc::default(),
-            recorder: Arc::default(),
             setpoints: Arc::default(),
             history: Arc::new(Mutex::new(History::new(inputs, outputs))),
-        }
-    }
-
-    /// The board with `recorder` as the flight recorder.
-    pub fn with_recorder(self, recorder: Recorder) -> StatusBoard {
-        StatusBoard {
-            recorder: Arc::new(recorder),
-            ..self
         }
     }
 
@@ -286,8 +270,6 @@ impl StatusBoard {
             outputs,
             next_id,
             setpoints: self.setpoints.clone(),
-            events: self.events.clone(),
-            recorder: self.recorder.clone(),
             history: self.history.clone(),
         }
     }

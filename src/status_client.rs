@@ -5,6 +5,7 @@
 //! [`table`] is pure (JSON in, text out); [`fetch`] is a plain HTTP/1.1 GET
 //! of the one answer our own server gives (Content-Length, then close).
 
+use crate::text_table::{Align, Table, number};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -101,9 +102,9 @@ fn exchange(url: &str, request: &str, headers: &str, timeout: Duration) -> Resul
     Ok((status, body.to_string()))
 }
 
-fn f(v: &Value, decimals: usize, width: usize) -> String {
-    v.as_f64()
-        .map_or(format!("{:>width$}", "-"), |x| format!("{x:>width$.decimals$}"))
+/// A number of the document with `decimals` decimals, or `-`.
+fn f(v: &Value, decimals: usize) -> String {
+    number(v.as_f64(), decimals)
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -120,70 +121,12 @@ pub fn table(state: &Value) -> String {
         s(sys, "state"),
         sys["inputs_online"],
         sys["inputs_total"],
-        f(&sys["energy_charged_kwh"], 3, 0),
-        f(&sys["energy_discharged_kwh"], 3, 0),
+        f(&sys["energy_charged_kwh"], 3),
+        f(&sys["energy_discharged_kwh"], 3),
     );
-    let _ = writeln!(
-        out,
-        "BATTERY  IF       LINK  ONLINE   SOC      V       I     T    CCL    DCL    AGE SHARE%"
-    );
-    let row = |out: &mut String, name: String, can_if: &str, link: &str, online: String, v: &Value| {
-        let share = v["share"].as_f64().map_or(Value::Null, |s| Value::from(s * 100.0));
-        let _ = writeln!(
-            out,
-            "{name:<8} {can_if:<8} {link:<5} {online:<6} {} {} {} {} {} {} {} {}",
-            f(&v["soc"], 1, 5),
-            f(&v["v_avg"], 2, 6),
-            f(&v["i_total"], 1, 7),
-            f(&v["t_avg"], 1, 5),
-            f(&v["i_lim_charge"], 1, 6),
-            f(&v["i_lim_discharge"], 1, 6),
-            f(&v["age_s"], 1, 6),
-            f(&share, 0, 6),
-        );
-    };
-    for b in state["batteries"].as_array().into_iter().flatten() {
-        let online = if b["online"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            "STALE"
-        };
-        row(
-            &mut out,
-            b["battery"].to_string(),
-            s(b, "can_if"),
-            s(b, "link"),
-            online.into(),
-            b,
-        );
-    }
-    row(&mut out, "COMBINED".into(), "", "", String::new(), sys);
-    let _ = writeln!(
-        out,
-        "\nINVERTER IF       LINK  STATE      SOC      V    CVL    CCL    DCL  FRAMES PROFILE  TALKS"
-    );
-    for v in state["inverters"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "{:<8} {:<8} {:<5} {:<8} {} {} {} {} {} {:>7} {:<8} {}",
-            v["inverter"].to_string(),
-            s(v, "can_if"),
-            s(v, "link"),
-            s(v, "state"),
-            f(&v["soc"], 1, 5),
-            f(&v["v_avg"], 2, 6),
-            f(&v["v_charge_cmd"], 1, 6),
-            f(&v["i_lim_charge"], 1, 6),
-            f(&v["i_lim_discharge"], 1, 6),
-            v["frames_sent"].to_string(),
-            s(v, "profile"),
-            match v["silent"].as_bool() {
-                Some(true) => "SILENT",
-                Some(false) => "yes",
-                None => "-",
-            },
-        );
-    }
+    out.push_str(&battery_table(state).render());
+    out.push('\n');
+    out.push_str(&inverter_table(state).render());
     let events = state["events"].as_array().map_or(&[][..], |e| &e[..]);
     if !events.is_empty() {
         let _ = writeln!(out, "\nLast events:");
@@ -192,6 +135,93 @@ pub fn table(state: &Value) -> String {
         }
     }
     out
+}
+
+/// Each battery's row and the combined battery's.
+fn battery_table(state: &Value) -> Table {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("BATTERY", Left),
+        ("IF", Left),
+        ("LINK", Left),
+        ("ONLINE", Left),
+        ("SOC", Right),
+        ("V", Right),
+        ("I", Right),
+        ("T", Right),
+        ("CCL", Right),
+        ("DCL", Right),
+        ("AGE", Right),
+        ("SHARE%", Right),
+    ]);
+    let row = |name: String, can_if: &str, link: &str, online: &str, v: &Value| {
+        let share = v["share"].as_f64().map(|s| s * 100.0);
+        vec![
+            name,
+            can_if.into(),
+            link.into(),
+            online.into(),
+            f(&v["soc"], 1),
+            f(&v["v_avg"], 2),
+            f(&v["i_total"], 1),
+            f(&v["t_avg"], 1),
+            f(&v["i_lim_charge"], 1),
+            f(&v["i_lim_discharge"], 1),
+            f(&v["age_s"], 1),
+            number(share, 0),
+        ]
+    };
+    for b in state["batteries"].as_array().into_iter().flatten() {
+        let online = if b["online"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "STALE"
+        };
+        table.row(row(b["battery"].to_string(), s(b, "can_if"), s(b, "link"), online, b));
+    }
+    table.row(row("COMBINED".into(), "", "", "", &state["system"]));
+    table
+}
+
+/// Each inverter's row.
+fn inverter_table(state: &Value) -> Table {
+    use Align::{Left, Right};
+    let mut table = Table::new(&[
+        ("INVERTER", Left),
+        ("IF", Left),
+        ("LINK", Left),
+        ("STATE", Left),
+        ("SOC", Right),
+        ("V", Right),
+        ("CVL", Right),
+        ("CCL", Right),
+        ("DCL", Right),
+        ("FRAMES", Right),
+        ("PROFILE", Left),
+        ("TALKS", Left),
+    ]);
+    for v in state["inverters"].as_array().into_iter().flatten() {
+        table.row(vec![
+            v["inverter"].to_string(),
+            s(v, "can_if").into(),
+            s(v, "link").into(),
+            s(v, "state").into(),
+            f(&v["soc"], 1),
+            f(&v["v_avg"], 2),
+            f(&v["v_charge_cmd"], 1),
+            f(&v["i_lim_charge"], 1),
+            f(&v["i_lim_discharge"], 1),
+            v["frames_sent"].to_string(),
+            s(v, "profile").into(),
+            match v["silent"].as_bool() {
+                Some(true) => "SILENT",
+                Some(false) => "yes",
+                None => "-",
+            }
+            .into(),
+        ]);
+    }
+    table
 }
 
 #[cfg(test)]
@@ -236,12 +266,44 @@ mod tests {
             t.starts_with("state: degraded   batteries online: 1/2   energy: 1.250 kWh charged, 0.500 kWh discharged"),
             "{t}"
         );
-        assert!(t.contains("1        can0     up    yes     55.5  52.10"), "{t}");
-        assert!(t.contains("2        can1     down  STALE      -"), "{t}");
-        assert!(t.contains("1        can9     up    degraded"), "{t}");
-        // Share 0.625 shown as 62 % (no decimals), after AGE 0.4.
-        assert!(t.contains("   0.4     62\n"), "{t}");
-        assert!(t.contains("     42 victron  SILENT\n"), "{t}");
+        // Rows read cell by cell (the widths are the renderer's business,
+        // tested in text_table); share 0.625 shown as 62 % (no decimals).
+        let dash = |n: usize| vec!["-"; n];
+        let b1 = [
+            vec!["1", "can0", "up", "yes", "55.5", "52.10"],
+            dash(4),
+            vec!["0.4", "62"],
+        ]
+        .concat();
+        assert_eq!(cells(&t, &["1", "can0"]), b1, "{t}");
+        assert_eq!(
+            cells(&t, &["2", "can1"]),
+            [vec!["2", "can1", "down", "STALE"], dash(8)].concat(),
+            "{t}"
+        );
+        assert_eq!(
+            cells(&t, &["COMBINED"]),
+            [vec!["COMBINED", "55.5"], dash(7)].concat(),
+            "{t}"
+        );
+        let inverter = [
+            vec!["1", "can9", "up", "degraded"],
+            dash(5),
+            vec!["42", "victron", "SILENT"],
+        ]
+        .concat();
+        assert_eq!(cells(&t, &["1", "can9"]), inverter, "{t}");
+        // A number ends under its title's end.
+        let header = t.lines().find(|l| l.starts_with("BATTERY")).unwrap();
+        let row = t.lines().find(|l| l.contains("can0")).unwrap();
+        assert_eq!(header.find("SOC").unwrap() + 3, row.find("55.5").unwrap() + 4, "{t}");
         assert!(t.contains("battery_lost  battery 2 (can1): stale"), "{t}");
+    }
+
+    /// The blank-separated cells of the line whose first cells are `first`.
+    fn cells<'a>(t: &'a str, first: &[&str]) -> Vec<&'a str> {
+        let rows = t.lines().map(|l| l.split_whitespace().collect::<Vec<_>>());
+        let mut rows = rows.filter(|r| r.starts_with(first));
+        rows.next().unwrap_or_else(|| panic!("no row {first:?} in {t}"))
     }
 }

@@ -490,6 +490,8 @@ fn an_idle_gateway_wakes_each_thread_about_once_a_second() {
         opener: &bus,
         serial: &bms_gateway::serial::device::Devices,
         board: &board,
+        events: &bms_gateway::events::Events::default(),
+        recorder: &bms_gateway::recorder::Recorder::default(),
         opened: &|| {},
         heartbeat: &|w| wakes.lock().unwrap().push((w, Instant::now())),
         heartbeat_every: HEARTBEAT,

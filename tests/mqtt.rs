@@ -16,7 +16,7 @@ use bms_gateway::bank::{Limit, LimitReason, PackView, PerKind};
 use bms_gateway::codec::{Flags, Limits, Manufacturer, Measurements, Requests, StateOfCharge};
 use bms_gateway::combine::{Battery, Combined, SystemState};
 use bms_gateway::config::{self, Config};
-use bms_gateway::events::{Kind, Subject};
+use bms_gateway::events::{Events, Kind, Subject};
 use bms_gateway::mqtt;
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use bms_gateway::status::{LinkState, StatusBoard};
@@ -183,16 +183,25 @@ struct Running {
     shutdown: Option<Sender<()>>,
     handle: Option<JoinHandle<()>>,
     commands: Receiver<SetpointCommand>,
+    /// The events it publishes.
+    events: Arc<Events>,
 }
 
 fn start(config: Config, board: Arc<StatusBoard>) -> Running {
+    start_with_events(config, board, Arc::default())
+}
+
+/// [`start`] with `events` raised before.
+fn start_with_events(config: Config, board: Arc<StatusBoard>, events: Arc<Events>) -> Running {
     let (shutdown_tx, shutdown_rx) = bounded::<()>(1);
     let (commands_tx, commands) = bounded::<SetpointCommand>(16);
-    let handle = std::thread::spawn(move || mqtt::run(&config, &board, &commands_tx, &shutdown_rx));
+    let thread_events = events.clone();
+    let handle = std::thread::spawn(move || mqtt::run(&config, &board, &thread_events, &commands_tx, &shutdown_rx));
     Running {
         shutdown: Some(shutdown_tx),
         handle: Some(handle),
         commands,
+        events,
     }
 }
 
@@ -709,8 +718,7 @@ fn an_event_in_flight_when_the_broker_dies_is_published_after_the_reconnect() {
     let mut gw = start(config(&broker, "ev1", ""), board.clone());
     watch.wait_for("ev1/status", "online", |m| m.text() == "online");
     broker.freeze();
-    board
-        .events
+    gw.events
         .emit(Kind::BatteryLost, Subject::Battery(0), "battery 1 (can1): in flight");
     // Written to the frozen broker's socket, never acknowledged.
     std::thread::sleep(Duration::from_millis(500));
@@ -1140,15 +1148,19 @@ fn discovery_templates_render_as_home_assistant_needs() {
     let watch = Watcher::connect(&broker, "#");
     let board = filled_board();
     // An event, for the event entity (published at connect: it is recent).
-    board
-        .events
-        .emit(Kind::BatteryLost, Subject::Battery(1), "battery 2 (can2): stale");
+    let events = Arc::new(Events::default());
+    events.emit(Kind::BatteryLost, Subject::Battery(1), "battery 2 (can2): stale");
     let extra = "CONTROL-ACTIVATED = true\nHA-SETPOINT-TTL = 900\nHA-DISCOVERY-PREFIX = \"ha\"";
-    let gw = start(config(&broker, "tpl1", extra), board.clone());
+    let gw = start_with_events(config(&broker, "tpl1", extra), board.clone(), events);
     // A gateway whose batteries were never heard: state "starting".
     let starting = Arc::new(StatusBoard::new(2, 2));
-    starting.events.emit(Kind::StateChanged, Subject::System, "state ok");
-    let _starting = start(config(&broker, "tpl2", "HA-DISCOVERY-PREFIX = \"ha\""), starting);
+    let starting_events = Arc::new(Events::default());
+    starting_events.emit(Kind::StateChanged, Subject::System, "state ok");
+    let _starting = start_with_events(
+        config(&broker, "tpl2", "HA-DISCOVERY-PREFIX = \"ha\""),
+        starting,
+        starting_events,
+    );
     watch.wait_for("tpl1/status", "online", |m| m.text() == "online");
     // System charge 50 A for 600 s; inverter 1 discharge 20 A until changed.
     watch.publish("tpl1/set/i_lim_charge", r#"{"value": 50, "ttl": 600}"#, false);

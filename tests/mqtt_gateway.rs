@@ -68,7 +68,8 @@ impl MqttThread {
     fn start(rig: &Rig) -> MqttThread {
         let (shutdown_tx, shutdown_rx) = bounded::<()>(1);
         let (config, board, commands) = (rig.config.clone(), rig.board.clone(), rig.commands.clone());
-        let handle = std::thread::spawn(move || mqtt::run(&config, &board, &commands, &shutdown_rx));
+        let events = rig.events.clone();
+        let handle = std::thread::spawn(move || mqtt::run(&config, &board, &events, &commands, &shutdown_rx));
         MqttThread {
             shutdown: Some(shutdown_tx),
             handle: Some(handle),

@@ -8,6 +8,7 @@
 mod config_text;
 
 use bms_gateway::can::report_link;
+use bms_gateway::context::ThreadContext;
 use bms_gateway::events::{Events, Subject};
 use bms_gateway::frame::Frame;
 use bms_gateway::recorder::Recorder;
@@ -297,6 +298,7 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
     };
     let board = StatusBoard::new(1, 0);
     let slot = board.input_slot(0);
+    let events = Events::default();
     let (telegrams, rx) = crossbeam_channel::bounded(64);
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
     let buses = SerialBuses::default();
@@ -313,11 +315,13 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &board.events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(100),
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(100),
+                },
             }
             .run()
         });

@@ -3,11 +3,13 @@
 //! own byte offsets (worked out from docs/profiles.md, not the encoder).
 
 mod common;
+mod config_text;
 
 use bms_gateway::codec::Requests;
 use bms_gateway::frame::Frame;
 use bms_gateway::sim::BatteryParams;
 use common::*;
+use config_text::ConfigText;
 use std::time::{Duration, Instant};
 
 const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "luxpower"];
@@ -20,16 +22,21 @@ const PROFILES: [&str; 6] = ["pylon", "pylon-v2", "victron", "sma", "solark", "l
 /// The summed limits (LIMIT-MODE "sum"): the profiles' encodings are
 /// under test here, not the share rules.
 fn config() -> String {
-    let mut s = String::from(
-        "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"\n\
-         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n\
-         [[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n",
-    );
+    let mut t = two_packs().battery("LIMIT-MODE = \"sum\"");
     for (j, p) in PROFILES.iter().enumerate() {
-        s += &format!("[[bmses-out]]\nCAN-IF = \"inv{j}\"\nI-SCALING = 0.5\nPROFILE = \"{p}\"\n");
+        t = t.output(&format!("inv{j}"), &format!("I-SCALING = 0.5\nPROFILE = \"{p}\""));
     }
-    s += "[[bmses-out]]\nCAN-IF = \"window\"\nI-SCALING = 0.5\nSOC-MIN = 20\nSOC-MAX = 80\n";
-    s + "[mqtt]\nACTIVATED = false\n"
+    t.output("window", "I-SCALING = 0.5\nSOC-MIN = 20\nSOC-MAX = 80").text()
+}
+
+/// The two batteries of [`packs`] (100 and 200 Ah, stale after 2 s), no
+/// MQTT; the inverters are the test's.
+fn two_packs() -> ConfigText {
+    ConfigText::new()
+        .battery("STALE-TIMEOUT = 2.0")
+        .input("bat1", 100.0, "")
+        .input("bat2", 200.0, "")
+        .mqtt("ACTIVATED = false")
 }
 
 fn pack(cvl: f64, ccl: f64, dcl: f64, soc: f64, voltage: f64) -> BatteryParams {
@@ -185,12 +192,12 @@ fn victron_lowers_cvl_when_a_battery_forbids_charging() {
 fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     use bms_gateway::frame::{CanId, FrameKind};
     use bms_gateway::profile::Talk;
-    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\nLIMIT-MODE = \"sum\"\n\
-         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n[[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n\
-         [[bmses-out]]\nCAN-IF = \"push\"\nPROFILE = \"luxpower\"\nINVERTER-TIMEOUT = 1.0\n\
-         [[bmses-out]]\nCAN-IF = \"sync\"\nSEND-SYNC-ACTIVATED = true\nINVERTER-TIMEOUT = 1.0\n\
-         [mqtt]\nACTIVATED = false\n";
-    let rig = Rig::start(toml, packs(), &[]);
+    let toml = two_packs()
+        .battery("LIMIT-MODE = \"sum\"")
+        .output("push", "PROFILE = \"luxpower\"\nINVERTER-TIMEOUT = 1.0")
+        .output("sync", "SEND-SYNC-ACTIVATED = true\nINVERTER-TIMEOUT = 1.0")
+        .text();
+    let rig = Rig::start(&toml, packs(), &[]);
     let talk = |j: usize| rig.board.snapshot().outputs[j].talk;
     let send = |j: usize, f: &Frame| rig.inverter_tx[j].lock().unwrap().write(f).unwrap();
     let schneider = Frame::new(CanId::Extended(0x305), FrameKind::Data, &[0; 8]);
@@ -221,7 +228,6 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
     // Each change was also an event, about its inverter (1-based): silent at
     // start, back, the shutdown request, silent again, back again (push).
     let events: Vec<(String, Option<usize>)> = rig
-        .board
         .events
         .after(0)
         .into_iter()
@@ -258,11 +264,8 @@ fn silent_inverters_are_reported_and_shutdown_requests_ignored() {
 fn a_push_mode_inverters_0x305_is_recorded_as_its_last_request() {
     use bms_gateway::frame::{CanId, FrameKind};
     use bms_gateway::mqtt::telemetry::{Clock, inverter_state};
-    let toml = "GATEWAY-ACTIVATED = true\n[battery]\nSTALE-TIMEOUT = 2.0\n\
-         [[bmses-in]]\nCAN-IF = \"bat1\"\nCAPACITY-AH = 100\n[[bmses-in]]\nCAN-IF = \"bat2\"\nCAPACITY-AH = 200\n\
-         [[bmses-out]]\nCAN-IF = \"plain\"\n[[bmses-out]]\nCAN-IF = \"schneider\"\n\
-         [mqtt]\nACTIVATED = false\n";
-    let rig = Rig::start(toml, packs(), &[]);
+    let toml = two_packs().output("plain", "").output("schneider", "").text();
+    let rig = Rig::start(&toml, packs(), &[]);
     let last = |j: usize| rig.board.snapshot().outputs[j].last_request_wall;
     assert_eq!((last(0), last(1)), (None, None));
     let before = std::time::SystemTime::now();

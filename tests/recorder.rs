@@ -59,23 +59,21 @@ fn wait_for_file(dir: &Path, suffix: &str, timeout: Duration) -> Option<PathBuf>
 #[test]
 fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
     let state = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "STATE-DIR = {:?}\n{}[recorder]\nSECONDS = {SECONDS}\nKEEP = 5\n",
-        state.path(),
-        ConfigText::new()
-            .battery("STALE-TIMEOUT = 2.0")
-            .input("bat1", 100.0, "")
-            .input("bat2", 100.0, "")
-            .output("inv1", "")
-            .mqtt("ACTIVATED = false")
-            .text()
-    );
+    let toml = ConfigText::new()
+        .state_dir(state.path())
+        .battery("STALE-TIMEOUT = 2.0")
+        .input("bat1", 100.0, "")
+        .input("bat2", 100.0, "")
+        .output("inv1", "")
+        .mqtt("ACTIVATED = false")
+        .recorder(&format!("SECONDS = {SECONDS}\nKEEP = 5"))
+        .text();
     let rig = Rig::start(&toml, vec![plain_battery(), plain_battery()], &[]);
     let dir = state.path().join("recordings");
     // Run past the window, so that the ring holds frames older than it.
     std::thread::sleep(Duration::from_secs_f64(SECONDS + 1.5));
     let before = unix_now();
-    let written = rig.board.recorder.ask(Reason::Signal).expect("a recording");
+    let written = rig.recorder.ask(Reason::Signal).expect("a recording");
     let after = unix_now();
     assert_eq!(written.path.parent(), Some(dir.as_path()));
     assert!(written.path.to_string_lossy().ends_with("-signal.log"));
@@ -123,7 +121,7 @@ fn a_signal_dump_and_the_safe_state_entry_hold_the_frames_of_the_window() {
         contains_run(&received, &sent),
         "recorded {sent:?}\nreceived {received:?}"
     );
-    let events = rig.board.events.after(0);
+    let events = rig.events.after(0);
     let written: Vec<_> = events.iter().filter(|e| e.kind == Kind::RecordingWritten).collect();
     assert!(written.iter().any(|e| e.message.contains("-safe.log")), "{written:?}");
     assert!(written.iter().any(|e| e.message.contains("-signal.log")), "{written:?}");

@@ -8,11 +8,13 @@
 //! hand in the comments.
 
 mod common;
+mod config_text;
 
 use bms_gateway::codec::{self, Limits, Message};
 use bms_gateway::setpoint::{LimitKind, Scope, Setpoint, SetpointCommand};
 use bms_gateway::sim::BatteryParams;
 use common::*;
+use config_text::ConfigText;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,14 +29,12 @@ const AFTER: Duration = Duration::from_millis(2500);
 /// (CAN-IF, I-SCALING, extra lines).
 fn config(battery: &str, inputs: &[(&str, u32)], outputs: &[(&str, f64, &str)]) -> String {
     // The summed limits (LIMIT-MODE "sum"): the expected CCLs below are sums.
-    let mut t = format!("GATEWAY-ACTIVATED = true\n[battery]\nLIMIT-MODE = \"sum\"\n{battery}\n");
-    for (name, ah) in inputs {
-        t += &format!("[[bmses-in]]\nCAN-IF = \"{name}\"\nCAPACITY-AH = {ah}\n");
-    }
-    for (name, scaling, extra) in outputs {
-        t += &format!("[[bmses-out]]\nCAN-IF = \"{name}\"\nI-SCALING = {scaling}\n{extra}\n");
-    }
-    t + "[mqtt]\nACTIVATED = false\n"
+    let t = ConfigText::new().battery("LIMIT-MODE = \"sum\"").battery(battery);
+    let t = inputs.iter().fold(t, |t, (name, ah)| t.input(name, f64::from(*ah), ""));
+    let t = outputs.iter().fold(t, |t, (name, scaling, extra)| {
+        t.output(name, &format!("I-SCALING = {scaling}\n{extra}"))
+    });
+    t.mqtt("ACTIVATED = false").text()
 }
 
 /// Above the batteries' burst period (1 s) with room to spare.
@@ -379,7 +379,7 @@ fn a_description_change_keeps_the_cvl_ramp_and_the_silent_watch() {
     let cvls: Vec<f64> = limits_since(&rig, 1, at).iter().map(|l| l.v_charge_cmd).collect();
     assert!(!cvls.is_empty());
     assert!(cvls.iter().all(|&v| v >= 52.5), "the ramp restarted: {cvls:?}");
-    let silent_events = (rig.board.events.after(0).into_iter())
+    let silent_events = (rig.events.after(0).into_iter())
         .filter(|e| e.kind.as_str() == "inverter_silent")
         .count();
     assert_eq!(silent_events, 1, "inverter 2 reported silent again");

@@ -101,6 +101,7 @@ fn with_poller_on(
     body: impl FnOnce(&Receiver<Delivery>, &Slot<InputStatus>),
 ) {
     let slot = board.input_slot(0);
+    let events = bms_gateway::events::Events::default();
     let (telegrams, rx) = crossbeam_channel::bounded(64);
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
     let serial = config.serial.as_ref().unwrap();
@@ -120,11 +121,13 @@ fn with_poller_on(
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                events: &board.events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(200),
+                context: bms_gateway::context::ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
+                },
             }
             .run()
         });
@@ -416,7 +419,13 @@ fn fault_counts_by_kind_reach_the_state_api_and_metrics() {
     let (stop_tx, stop) = bms_gateway::shutdown::channel();
     let served = board.clone();
     let served_config = config.clone();
-    std::thread::spawn(move || server.run(&served_config, &served, &stop));
+    std::thread::spawn(move || {
+        let (events, recorder) = (
+            bms_gateway::events::Events::default(),
+            bms_gateway::recorder::Recorder::default(),
+        );
+        server.run(&served_config, &served, &events, &recorder, &stop)
+    });
 
     let state: serde_json::Value = serde_json::from_str(&http_get(addr, "/api/state")).unwrap();
     let b = &state["batteries"][0];

@@ -114,7 +114,10 @@ fuzz_target!(|data: &[u8]| {
                 // A tick at `now` handles everything due by then: a deadline
                 // still due would wake the combiner thread without end.
                 let next = combiner.next_deadline(now);
-                assert!(next.is_none_or(|at| at > now), "still due after a tick: {next:?} at {now:?}");
+                assert!(
+                    next.is_none_or(|at| at > now),
+                    "still due after a tick: {next:?} at {now:?}"
+                );
                 made
             }
             3 => {

@@ -1,7 +1,8 @@
 //! The MQTT command parser (src/mqtt/command.rs) on arbitrary topics and
 //! payloads: never panics; an accepted command is on a command topic, with
 //! control activated, not retained, from a payload of at most 64 bytes, and
-//! carries a finite setpoint between 0 and the scope's cap with a sane
+//! carries a finite setpoint between 0 and the scope's cap (100 % for the
+//! charge-stop SOC) with a sane
 //! expiry; every outcome's result message is valid JSON.
 //!
 //! Input: byte 0 = flags (control activated, retained, default TTL), then
@@ -10,7 +11,7 @@
 
 #![no_main]
 
-use bms_gateway::mqtt::command::{Caps, MAX_PAYLOAD, Rules, decide, parse_payload, result_json};
+use bms_gateway::mqtt::command::{Caps, MAX_PAYLOAD, MAX_SOC, Rules, decide, parse_payload, result_json};
 use bms_gateway::setpoint::{LimitKind, MAX_TTL, Scope};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -58,13 +59,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(accepted) = outcome else { return };
     assert!(rules.control_activated && !retained && payload.len() <= MAX_PAYLOAD);
     let c = accepted.command;
-    let caps = match c.scope {
-        Scope::System => rules.system,
-        Scope::Inverter(j) => rules.inverters[j],
-    };
-    let cap = match c.kind {
+    let current_cap = |caps: Caps| match c.kind {
         LimitKind::Charge => caps.charge,
         LimitKind::Discharge => caps.discharge,
+    };
+    let cap = match c.scope {
+        Scope::System => current_cap(rules.system),
+        Scope::Inverter(j) => current_cap(rules.inverters[j]),
+        // A SOC in %, for charging only (spec 15).
+        Scope::ChargeStop => {
+            assert!(matches!(c.kind, LimitKind::Charge), "{c:?}");
+            MAX_SOC
+        }
     };
     if let Some(s) = c.setpoint {
         assert!(

@@ -19,16 +19,18 @@ use libfuzzer_sys::fuzz_target;
 
 /// CHKSUM, LCHKSUM and LENID of a frame's characters, by their definitions.
 fn sound(raw: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(raw) else { return false };
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return false;
+    };
     let n = text.len();
     let word = |at: usize| u16::from_str_radix(&text[at..at + 4], 16).ok();
-    let (Some(length), Some(chk)) = (word(8), word(n - 4)) else { return false };
+    let (Some(length), Some(chk)) = (word(8), word(n - 4)) else {
+        return false;
+    };
     let sum: u32 = text[..n - 4].bytes().map(u32::from).sum();
     let lenid = length & 0xFFF;
     let nibbles = (lenid & 0xF) + ((lenid >> 4) & 0xF) + (lenid >> 8);
-    (sum + u32::from(chk)) % 0x10000 == 0
-        && (length >> 12) == (16 - nibbles % 16) % 16
-        && usize::from(lenid) == n - 16
+    (sum + u32::from(chk)) % 0x10000 == 0 && (length >> 12) == (16 - nibbles % 16) % 16 && usize::from(lenid) == n - 16
 }
 
 /// V7's 0x92 answer (reference §5): CVL 53.25 V, CCL 20 A, DCL 50 A.
@@ -61,7 +63,9 @@ fn decode_all(info: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&head, stream)) = data.split_first() else { return };
+    let Some((&head, stream)) = data.split_first() else {
+        return;
+    };
     let piece = usize::from(head % 64) + 1;
     let mut rx = Receiver::new();
     let mut rejections = 0u64;

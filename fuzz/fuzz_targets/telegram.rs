@@ -132,7 +132,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(got, expected, "poll at {:?}", now - t0);
         }
         let id = IDS[usize::from(*selector & 0x7F) % IDS.len()];
-        let Ok(message) = decode(&Frame::standard(id, payload)) else { continue };
+        let Ok(message) = decode(&Frame::standard(id, payload)) else {
+            continue;
+        };
         let got = assembler.push(&message, now);
         if !part_of_a_telegram(id) {
             assert_eq!(got, None, "{message:?} completed a telegram");

@@ -5,7 +5,9 @@
 # what systemd does with the hardened unit on real CAN drivers (emulated
 # SJA1000 controllers that systemd-networkd brings up with the shipped files):
 # networkd settings, READY, watchdog, reload, restart after a SIGKILL (the
-# inverter's frame gap, restart-gap.py), restart of a hung gateway, stop, remove.
+# inverter's frame gap, restart-gap.py), a dead interface bounced through the
+# link helper (and the helper refusing everyone else), restart of a hung
+# gateway, stop, remove.
 #
 # Writes "CHECK ok: ..." / "CHECK fail: ..." lines to /vmtest/results, the
 # journal to /vmtest/journal.txt, then powers the VM off.
@@ -210,6 +212,77 @@ check "journal has the gateway's messages at info priority or more severe" \
     bash -c "journalctl -b -u $UNIT -p info --no-pager -o cat | grep -q ."
 check "no doubled timestamps in the journal lines" \
     bash -c "! journalctl -b -u $UNIT --no-pager -o cat | grep -Eq '^\\[?[0-9]{4}-[0-9]{2}-[0-9]{2}T'"
+
+# --- a dead CAN interface (spec 17): the unprivileged gateway has it taken
+# down and up by the link helper, the only unit with CAP_NET_ADMIN; nobody
+# else gets anything from the helper.
+HELPER=bms-gateway-link-helper
+SOCK=/run/$HELPER.sock
+check "the gateway's unit started the link helper's socket (Wants=)" systemctl is-active --quiet $HELPER.socket
+check "the helper's socket is root:bms-gateway 0660" test "$(stat -c '%U:%G %a' $SOCK)" = "root:bms-gateway 660"
+hscore=$(systemd-analyze security --no-pager $HELPER@probe.service 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+echo "MEASURE systemd-analyze security (online): $UNIT $score, $HELPER@.service $hscore" >>"$R/results"
+check "systemd-analyze security on the installed helper: $hscore < 2.0" \
+    awk -v s="$hscore" 'BEGIN { exit !(s != "" && s < 2.0) }'
+ask() { # USER GROUP REQUEST: the helper's answer to REQUEST, sent as USER:GROUP
+    setpriv --reuid="$1" --regid="$2" --clear-groups python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    sys.exit(f"cannot connect: {e.strerror}")
+s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile().readline().strip())' "$SOCK" "$3" 2>&1
+}
+# The shipped config says RECOVER = "off": the gateway never asks, so the
+# helper bounces nothing, not even for the gateway's user.
+answer=$(ask bms-gateway bms-gateway "bounce can1")
+echo "helper, bms-gateway asks for can1 with RECOVER = off: $answer" >>"$R/guest.log"
+check "with RECOVER = \"off\" the helper refuses even the gateway's own can1: $answer" \
+    grep -q '^refused \[can\] RECOVER is "off"' <<<"$answer"
+# From here on, as the owner who wants it: RECOVER = "bounce" (the helper
+# reads the config at each request; the gateway at its start, below).
+sed -i -e 's/^RECOVER = "off"/RECOVER = "bounce"/' -e 's/^RECOVER-AFTER = 30$/RECOVER-AFTER = 5/' \
+    /etc/bms-gateway/bms_config.toml
+answer=$(ask bms-gateway bms-gateway "bounce can3")
+echo "helper, bms-gateway asks for can3: $answer" >>"$R/guest.log"
+check "the helper refuses an interface the config does not name (can3): $answer" \
+    grep -q '^refused .*can3.* not a CAN-IF' <<<"$answer"
+answer=$(ask nobody bms-gateway "bounce can1")
+echo "helper, nobody (group bms-gateway) asks for can1: $answer" >>"$R/guest.log"
+check "the helper refuses another user, even in the gateway's group (SO_PEERCRED): $answer" \
+    grep -q "^refused user id $(id -u nobody) is not the gateway's ($(id -u bms-gateway))" <<<"$answer"
+answer=$(ask nobody nogroup "bounce can1")
+echo "helper, nobody (nogroup) asks for can1: $answer" >>"$R/guest.log"
+check "another user outside the group cannot even connect: $answer" grep -q 'Permission denied' <<<"$answer"
+# The real thing: RECOVER = "bounce", and can1 (battery 2, whose simulator
+# keeps talking on can4) made deaf by an ingress tc filter that drops every
+# frame; the filter goes once the gateway has had the link bounced.
+t0=$(date +%s)
+journal_has() { journalctl -b --no-pager -o cat --since "@$t0" | grep -q "$1"; }
+check "restart with RECOVER = \"bounce\", RECOVER-AFTER = 5" timeout 120 systemctl restart "$UNIT"
+check "battery 2 (can1) reports after the restart" wait_for 60 journal_has 'battery 2 (can1): reporting'
+before=$(ip -details link show can1 | grep -Eo 'qlen [0-9]+|restart-ms [0-9]+|bitrate [0-9]+ sample-point [0-9.]+' | tr '\n' ' ')
+tc qdisc add dev can1 ingress >>"$R/guest.log" 2>&1
+tc filter add dev can1 ingress matchall action drop >>"$R/guest.log" 2>&1
+t_deaf=$(date +%s.%N)
+check "the gateway had the deaf can1 taken down and up by the helper" \
+    wait_for 60 journal_has 'battery 2 (can1): nothing is received any more for 5 s: took can1 down and up (by the link helper), try 1'
+t_bounced=$(date +%s.%N)
+tc qdisc del dev can1 ingress >>"$R/guest.log" 2>&1
+check "the helper did it for the gateway's user" \
+    journal_has "link helper: took can1 down and up for user id $(id -u bms-gateway)"
+check "traffic is back on can1 (interface_recovered)" \
+    wait_for 30 journal_has 'battery 2 (can1): traffic is back, the interface works again'
+t_back=$(date +%s.%N)
+after=$(ip -details link show can1 | grep -Eo 'qlen [0-9]+|restart-ms [0-9]+|bitrate [0-9]+ sample-point [0-9.]+' | tr '\n' ' ')
+secs() { printf '%.2f' "$(echo "$1 - $2" | bc)"; }
+echo "MEASURE dead can1: bounce seen in the journal $(secs "$t_bounced" "$t_deaf") s after the filter (RECOVER-AFTER 5, journal polled each second), traffic back $(secs "$t_back" "$t_deaf") s after; settings before: $before; after: $after" >>"$R/results"
+check "networkd's settings survive the bounce: $after" test "$before" = "$after"
+check "the gateway still has no capabilities (CapEff 0)" \
+    grep -q '^CapEff:[[:space:]]*0000000000000000$' "/proc/$(prop MainPID)/status"
+check "no helper instance is left running" \
+    bash -c "! systemctl list-units --no-legend --state=active '$HELPER@*.service' | grep -q ."
 
 # --- hung combiner: the watchdog fires and systemd restarts the service
 mkdir -p /etc/systemd/system/$UNIT.d

@@ -2,13 +2,14 @@
 //! that can do it. docs/dead-interfaces.md says why it is done this way.
 //!
 //! The gateway tries, in order:
-//! 1. itself, over rtnetlink (the `socketcan` crate): this works when it
-//!    holds CAP_NET_ADMIN (run as root, e.g. in the system-test VM);
+//! 1. itself, over rtnetlink (the `socketcan` crate), when it holds
+//!    CAP_NET_ADMIN (run as root, e.g. in the system-test VM);
 //! 2. the link helper ([`serve_helper`], `bms-gateway link-helper`): a
 //!    one-request-per-connection service, socket-activated by systemd, the
 //!    only place holding CAP_NET_ADMIN. It takes exactly one request,
 //!    `bounce IFNAME`, only from the gateway's user (SO_PEERCRED) and only
-//!    for an interface in the gateway's configuration;
+//!    for an interface in the gateway's configuration, which must say
+//!    `RECOVER = "bounce"`;
 //! 3. nobody: the caller tells the owner what is wrong and the command.
 //!
 //! Down and up keeps the device's settings (bit rate, restart-ms,
@@ -35,10 +36,18 @@ const MAX_REQUEST: u64 = 64;
 /// Takes `interface` down and up: directly, else through the helper at
 /// `helper`.
 pub fn bounce(interface: &str, helper: &Path) -> Result<Bounced, BounceError> {
-    let direct = match down_up(interface) {
-        Ok(()) => return Ok(Bounced::Directly),
-        Err(DownUp::NotPermitted(why)) => why,
-        Err(DownUp::Failed(why)) => return Err(BounceError::Failed(why)),
+    // Without CAP_NET_ADMIN the request is not even sent: under the
+    // packaged unit (a user namespace of its own) the kernel's refusal did
+    // not come back as EPERM but as "no netlink ack received", which looked
+    // like a failed bounce, and the helper was never asked.
+    let direct = if holds_net_admin() {
+        match down_up(interface) {
+            Ok(()) => return Ok(Bounced::Directly),
+            Err(DownUp::NotPermitted(why)) => why,
+            Err(DownUp::Failed(why)) => return Err(BounceError::Failed(why)),
+        }
+    } else {
+        "it holds no CAP_NET_ADMIN".to_owned()
     };
     match ask_helper(interface, helper) {
         Ok(()) => Ok(Bounced::ByHelper),
@@ -49,6 +58,24 @@ pub fn bounce(interface: &str, helper: &Path) -> Result<Bounced, BounceError> {
         Err(Asked::Refused(why)) => Err(BounceError::Refused(why)),
         Err(Asked::Failed(why)) => Err(BounceError::Failed(why)),
     }
+}
+
+/// Whether this process may take links down and up itself: CAP_NET_ADMIN
+/// among its effective capabilities (/proc/self/status). When that cannot
+/// be read, it tries.
+fn holds_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| net_admin_in(&status))
+        .unwrap_or(true)
+}
+
+/// CAP_NET_ADMIN (bit 12) in the `CapEff:` line of a /proc/PID/status text.
+fn net_admin_in(status: &str) -> Option<bool> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
 /// Why [`down_up`] did not work.
@@ -116,16 +143,28 @@ pub enum Verdict {
     Refuse(String),
 }
 
+/// What the gateway's configuration lets the helper bounce.
+#[derive(Debug, Clone, Copy)]
+pub enum Bounceable<'a> {
+    /// `[can] RECOVER = "off"`: the gateway never asks, so nothing.
+    Nothing,
+    /// The configuration's CAN-IFs.
+    These(&'a [String]),
+}
+
 /// The helper's whole policy: `request` from a peer with user id `peer_uid`
-/// is granted only when it comes from `allowed_uid` and names one of
-/// `interfaces` (the gateway's configured CAN-IFs), in exactly the form
-/// `bounce IFNAME`.
-pub fn judge(request: &str, peer_uid: u32, allowed_uid: u32, interfaces: &[String]) -> Verdict {
+/// is granted only when it comes from `allowed_uid`, in exactly the form
+/// `bounce IFNAME`, and names one of the interfaces `allowed` lets it
+/// bounce (the gateway's configured CAN-IFs, none with RECOVER = "off").
+pub fn judge(request: &str, peer_uid: u32, allowed_uid: u32, allowed: Bounceable) -> Verdict {
     if peer_uid != allowed_uid {
         return Verdict::Refuse(format!("user id {peer_uid} is not the gateway's ({allowed_uid})"));
     }
     let Some(name) = request.strip_suffix('\n').unwrap_or(request).strip_prefix("bounce ") else {
         return Verdict::Refuse("the only request is: bounce IFNAME".into());
+    };
+    let Bounceable::These(interfaces) = allowed else {
+        return Verdict::Refuse("[can] RECOVER is \"off\" in the gateway's configuration".into());
     };
     if !interfaces.iter().any(|i| i == name) {
         return Verdict::Refuse(format!("{name:?} is not a CAN-IF of the gateway's configuration"));
@@ -175,13 +214,13 @@ pub fn user_id(name: &str) -> io::Result<u32> {
 /// `bms-gateway link-helper`: serves the one connection systemd hands over
 /// as standard input (`Accept=yes`), then exits. Answers `ok`,
 /// `refused WHY` or `failed WHY`, and logs what it did.
-pub fn serve_helper(allowed_uid: u32, interfaces: &[String]) -> io::Result<()> {
+pub fn serve_helper(allowed_uid: u32, allowed: Bounceable) -> io::Result<()> {
     let stdin = io::stdin();
     let fd = stdin.as_raw_fd();
     let uid = peer_uid(fd)?;
     let mut request = String::new();
     stdin.lock().take(MAX_REQUEST).read_line(&mut request)?;
-    let answer = match judge(&request, uid, allowed_uid, interfaces) {
+    let answer = match judge(&request, uid, allowed_uid, allowed) {
         Verdict::Refuse(why) => {
             log::warn!(
                 "link helper: refused {:?} from user id {uid}: {why}",
@@ -217,23 +256,32 @@ mod tests {
     #[test]
     fn the_helper_bounces_only_a_configured_interface_for_the_gateways_user() {
         assert_eq!(
-            judge("bounce can1\n", 998, 998, &configured()),
+            judge("bounce can1\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Bounce("can1".into())
         );
-        assert!(matches!(judge("bounce can1\n", 1000, 998, &configured()), Verdict::Refuse(w) if w.contains("1000")));
-        assert!(matches!(judge("bounce eth0\n", 998, 998, &configured()), Verdict::Refuse(w) if w.contains("eth0")));
+        assert!(
+            matches!(judge("bounce can1\n", 1000, 998, Bounceable::These(&configured())), Verdict::Refuse(w) if w.contains("1000"))
+        );
+        assert!(
+            matches!(judge("bounce eth0\n", 998, 998, Bounceable::These(&configured())), Verdict::Refuse(w) if w.contains("eth0"))
+        );
         // No prefix match, no trailing words, no other verb.
         assert!(matches!(
-            judge("bounce can\n", 998, 998, &configured()),
+            judge("bounce can\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
         ));
         assert!(matches!(
-            judge("bounce can0 x\n", 998, 998, &configured()),
+            judge("bounce can0 x\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
         ));
         assert!(matches!(
-            judge("delete can0\n", 998, 998, &configured()),
+            judge("delete can0\n", 998, 998, Bounceable::These(&configured())),
             Verdict::Refuse(_)
+        ));
+        // RECOVER = "off": the gateway never asks, so nothing is bounced.
+        assert!(matches!(
+            judge("bounce can1\n", 998, 998, Bounceable::Nothing),
+            Verdict::Refuse(w) if w.contains("RECOVER")
         ));
     }
 
@@ -242,6 +290,24 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         // SAFETY: getuid cannot fail.
         assert_eq!(peer_uid(a.as_raw_fd()).unwrap(), unsafe { libc::getuid() });
+    }
+
+    /// The packaged gateway (CapEff 0) goes straight to the helper; root
+    /// (all capabilities) and a process given only CAP_NET_ADMIN bounce
+    /// themselves.
+    #[test]
+    fn cap_net_admin_is_read_from_the_effective_set() {
+        let status = |eff: &str| {
+            format!(
+                "Name:\tbms-gateway\nCapInh:\t0000000000000000\nCapPrm:\t0000000000001000\nCapEff:\t{eff}\nCapBnd:\t000001ffffffffff\n"
+            )
+        };
+        assert_eq!(net_admin_in(&status("0000000000000000")), Some(false));
+        assert_eq!(net_admin_in(&status("000001ffffffffff")), Some(true));
+        assert_eq!(net_admin_in(&status("0000000000001000")), Some(true));
+        // CAP_NET_RAW (13) and CAP_NET_BIND_SERVICE (10) are not enough.
+        assert_eq!(net_admin_in(&status("0000000000002400")), Some(false));
+        assert_eq!(net_admin_in("Name:\tx\n"), None);
     }
 
     #[test]

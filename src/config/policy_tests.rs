@@ -1,25 +1,13 @@
 //! Configuration tests for the bank policy keys (spec 15): each read as
 //! written, and each kind of mistake refused with its key, line and column.
 
+use super::tests::{MINIMAL, only_problem};
 use super::*;
-
-const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
-[[bmses-in]]
-CAN-IF = "can0"
-CAPACITY-AH = 100
-[[bmses-out]]
-CAN-IF = "can1"
-"#;
+use crate::policy::{ChargeStop, OnPackForbids, Policy, SocMode, Taper};
 
 /// MINIMAL with a `[battery]` table of these lines (starting on line 8).
 fn battery(lines: &str) -> String {
     format!("{MINIMAL}[battery]\n{lines}\n")
-}
-
-fn only_problem(text: &str) -> Problem {
-    let mut p = parse(text).expect_err("should be refused");
-    assert_eq!(p.len(), 1, "{p:#?}");
-    p.remove(0)
 }
 
 #[test]

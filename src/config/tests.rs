@@ -3,8 +3,14 @@
 
 use super::*;
 use crate::bank::LimitMode;
+use crate::combine::{BatterySettings, InverterShare, OnInputLost};
+use crate::dead_link::{RecoverMode, RecoverySettings};
+use crate::profile::{Profile, VoltageUnit};
+use std::path::PathBuf;
+use std::time::Duration;
 
-const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
+/// The smallest valid file, 6 lines: the line numbers below count from it.
+pub(super) const MINIMAL: &str = r#"GATEWAY-ACTIVATED = true
 [[bmses-in]]
 CAN-IF = "can0"
 CAPACITY-AH = 100
@@ -16,7 +22,7 @@ fn problems(text: &str) -> Vec<Problem> {
     parse(text).expect_err("should be refused")
 }
 
-fn only_problem(text: &str) -> Problem {
+pub(super) fn only_problem(text: &str) -> Problem {
     let mut p = problems(text);
     assert_eq!(p.len(), 1, "{p:#?}");
     p.remove(0)
@@ -635,6 +641,18 @@ fn each_pack_on_a_port_once_and_one_speed_per_port() {
     assert!(p.message.contains("share its line"), "{}", p.message);
 }
 
+/// The whole message for a port's second pack at another speed, worked out
+/// from the file: pack #2 has the defaults, 115200 baud and no RS485-MODE.
+#[test]
+fn a_second_speed_on_a_port_is_refused_naming_the_ports_line() {
+    let p = only_problem(&format!("{MINIMAL}{SERIAL}{SERIAL}ADDRESS = 3\nBAUD = 9600\n"));
+    assert_eq!(
+        p.message,
+        "BAUD and RS485-MODE differ from [[bmses-in]] #2 on the same port /dev/ttyUSB0: the packs of one port \
+         share its line (115200 baud, RS485-MODE = false)"
+    );
+}
+
 #[test]
 fn the_templates_commented_rs485_example_is_valid_once_uncommented() {
     let start = TEMPLATE
@@ -668,4 +686,28 @@ fn ha_cell_entities_is_off_by_default_a_flag_and_needs_discovery() {
     let w = c.warnings();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("HA-CELL-ENTITIES"), "{}", w[0]);
+}
+
+/// The tests' configuration builder (tests/config_text) writes each section
+/// where the reader looks for it: its smallest file is MINIMAL, and every
+/// section it can add is read back as written.
+#[test]
+fn the_test_builder_writes_what_the_reader_reads() {
+    use crate::config_text::ConfigText;
+    let minimal = ConfigText::new().input("can0", 100.0, "").output("can1", "");
+    assert_eq!(parse(&minimal.clone().text()), parse(MINIMAL));
+    let dir = std::path::Path::new("/srv/gw \"state\"");
+    let text = minimal
+        .state_dir(dir)
+        .battery("STALE-TIMEOUT = 3")
+        .mqtt("ACTIVATED = false")
+        .http("LISTEN = \"127.0.0.1:0\"")
+        .recorder("SECONDS = 0")
+        .text();
+    let c = parse(&text).unwrap();
+    assert_eq!(c.state_dir.as_deref(), Some(dir));
+    assert_eq!(c.battery.stale_timeout, Duration::from_secs(3));
+    assert!(!c.mqtt.activated);
+    assert_eq!(c.http.listen, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    assert_eq!(c.recorder.seconds, 0);
 }

@@ -9,23 +9,24 @@ use super::watch::Watch;
 use crate::combine::{Combined, Combiner, InverterShare, Shaped};
 use crate::config::Config;
 use crate::energy;
-use crate::events::Subject;
+use crate::events::{Events, Subject};
 use crate::input::Delivery;
 use crate::output::Mailbox;
+use crate::recorder::Recorder;
 use crate::setpoint::{Scope, SetpointCommand};
 use crate::status::{self, InputStatus, Slot, StatusBoard};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// The combiner thread's state, which a reload carries over.
-pub(super) struct Core {
+pub(super) struct Core<'a> {
     pub(super) config: Arc<Config>,
     /// Holds the inverters' setpoints too (by position in `config.outputs`).
     pub(super) combiner: Combiner,
     /// Each input's slot, in configuration order: telegrams are tagged with
     /// its id, and its energy counters are kept in it.
     inputs: Vec<Arc<Slot<InputStatus>>>,
-    watch: Watch,
+    watch: Watch<'a>,
 }
 
 /// The inverters' shares, in `[[bmses-out]]` order.
@@ -41,12 +42,20 @@ fn slots(board: &StatusBoard) -> Vec<Arc<Slot<InputStatus>>> {
     (0..board.input_count()).map(|i| board.input_slot(i)).collect()
 }
 
-impl Core {
-    pub(super) fn new(config: Arc<Config>, board: &StatusBoard, now: Instant) -> Core {
+impl<'a> Core<'a> {
+    /// The combiner for `config`: its events go to `events`, and changes
+    /// that need a record trigger `recorder`.
+    pub(super) fn new(
+        config: Arc<Config>,
+        board: &StatusBoard,
+        events: &'a Events,
+        recorder: &'a Recorder,
+        now: Instant,
+    ) -> Core<'a> {
         Core {
             combiner: Combiner::new(config.battery, &capacities(&config), now).with_inverters(&shares(&config)),
             inputs: slots(board),
-            watch: Watch::new(config.inputs.len(), board.events.clone(), board.recorder.clone()),
+            watch: Watch::new(config.inputs.len(), events, recorder),
             config,
         }
     }

@@ -12,24 +12,23 @@ use crate::events::{Events, Kind, Subject};
 use crate::recorder::{Reason, Recorder};
 use crate::setpoint::{LimitKind, Scope, SetpointCommand};
 use crate::status::StatusBoard;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Remembers what was last logged, so that each change is logged (and
 /// raised as an event) once.
-pub(super) struct Watch {
+pub(super) struct Watch<'a> {
     fresh: Vec<Option<bool>>,
     /// What the board shows as each input's freshness.
     pub(super) published: Vec<bool>,
     state: Option<SystemState>,
-    events: Arc<Events>,
-    recorder: Arc<Recorder>,
+    events: &'a Events,
+    recorder: &'a Recorder,
     overshoot: PerKind<bool>,
     over_current: Vec<bool>,
 }
 
-impl Watch {
-    pub(super) fn new(inputs: usize, events: Arc<Events>, recorder: Arc<Recorder>) -> Watch {
+impl<'a> Watch<'a> {
+    pub(super) fn new(inputs: usize, events: &'a Events, recorder: &'a Recorder) -> Watch<'a> {
         Watch {
             fresh: vec![None; inputs],
             published: vec![false; inputs],

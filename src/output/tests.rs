@@ -3,9 +3,11 @@
 
 use super::*;
 use crate::codec::{BankStatus, CellExtremes, Flags, Manufacturer, Requests};
+use crate::context::ThreadContext;
 use crate::frame::CanId;
 use crate::interlock::{Bounds, Direction};
 use crate::profile::{Profile, VoltageUnit};
+use crate::shutdown::Stop;
 
 /// The default profile's frames for `b`.
 fn frame_set(b: &Battery, name: Manufacturer) -> Frames {
@@ -293,6 +295,7 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
     };
     let board = crate::status::StatusBoard::new(0, 1);
     let slot = board.output_slot(0);
+    let events = crate::events::Events::default();
     let mailbox = Mailbox::default();
     let (stop_tx, stop) = crate::shutdown::channel();
     std::thread::scope(|scope| {
@@ -302,12 +305,14 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
                 opener: &opener,
                 mailbox: &mailbox,
                 slot: &slot,
-                events: &board.events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_secs(5),
                 recovery: crate::dead_link::RecoverySettings::default(),
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_secs(5),
+                },
             }
             .run(Carried::default())
         });
@@ -403,6 +408,7 @@ fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
     bus.create("inv");
     let board = crate::status::StatusBoard::new(0, 1);
     let slot = board.output_slot(0);
+    let events = crate::events::Events::default();
     let mailbox = Mailbox::default();
     let (stop_tx, stop) = crate::shutdown::channel();
     let after = Duration::from_secs(2);
@@ -413,14 +419,16 @@ fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
                 opener: &bus,
                 mailbox: &mailbox,
                 slot: &slot,
-                events: &board.events,
-                stop: &stop,
-                opened: &|| {},
-                heartbeat: &|| {},
-                heartbeat_every: Duration::from_millis(200),
                 recovery: crate::dead_link::RecoverySettings {
                     mode: crate::dead_link::RecoverMode::Off,
                     after,
+                },
+                context: ThreadContext {
+                    events: &events,
+                    stop: &stop,
+                    opened: &|| {},
+                    heartbeat: &|| {},
+                    heartbeat_every: Duration::from_millis(200),
                 },
             }
             .run(Carried::default())
@@ -432,20 +440,20 @@ fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
         }
         bus.set_up("inv", false);
         let down_at = Instant::now();
-        let dead = wait_for_event(&board.events, Kind::InterfaceRecoveryFailed).expect("reported dead");
+        let dead = wait_for_event(&events, Kind::InterfaceRecoveryFailed).expect("reported dead");
         assert!(down_at.elapsed() >= after);
         assert_eq!(
             dead.message,
             "inverter 1 (inv): every transmission fails for 2 s: the interface looks dead. The gateway cannot take it down and up itself; to revive it, run as root: ip link set inv down && ip link set inv up"
         );
         bus.set_up("inv", true);
-        let back = wait_for_event(&board.events, Kind::InterfaceRecovered).expect("reported back");
+        let back = wait_for_event(&events, Kind::InterfaceRecovered).expect("reported back");
         assert!(
             back.message.starts_with("inverter 1 (inv): traffic is back"),
             "{}",
             back.message
         );
-        let dead_reports = board.events.after(0);
+        let dead_reports = events.after(0);
         let dead_reports = dead_reports.iter().filter(|e| e.kind == Kind::InterfaceRecoveryFailed);
         assert_eq!(dead_reports.count(), 1);
         drop(stop_tx);

@@ -4,20 +4,17 @@
 
 use super::*;
 use crate::config;
+use crate::config_text::ConfigText;
 
-const CONFIG: &str = r#"
-GATEWAY-ACTIVATED = true
-[battery]
-STALE-TIMEOUT = 5.0
-[[bmses-in]]
-CAN-IF = "bat1"
-CAPACITY-AH = 100.0
-[[bmses-out]]
-CAN-IF = "inv1"
-# Above the battery's 480 A, so that its limits pass unchanged.
-I-LIM-CHARGE = 600.0
-I-LIM-DISCHARGE = 600.0
-"#;
+/// One battery, one inverter whose caps are above the battery's 480 A, so
+/// that its limits pass unchanged.
+fn toml() -> String {
+    ConfigText::new()
+        .battery("STALE-TIMEOUT = 5.0")
+        .input("bat1", 100.0, "")
+        .output("inv1", "I-LIM-CHARGE = 600.0\nI-LIM-DISCHARGE = 600.0")
+        .text()
+}
 
 /// One burst at `t` s: CVL 53.2 V, CCL 480 A, DCL 480 A, DVL 45 V, SOC 88 %,
 /// SOH 94 %, 49.86 V, -27 A, 36.3 degC, 6 modules, charge and discharge enabled.
@@ -65,7 +62,7 @@ fn sends(out: &str) -> Vec<(&str, &str)> {
 #[test]
 fn a_single_battery_is_passed_through_on_time() {
     let log: String = (0..4).map(|k| burst(100.0 + f64::from(k))).collect();
-    let (out, summary) = replay(CONFIG, &log, &[], Format::Candump);
+    let (out, summary) = replay(&toml(), &log, &[], Format::Candump);
     // By the burst rule (docs/combining.md): the first burst, with no burst
     // before it to compare with, completes when it ends, 250 ms after its
     // last frame (100.004 + 0.25); the later ones at their last frame, when
@@ -104,7 +101,7 @@ fn silence_repeats_then_goes_safe() {
     // Two bursts, then only an unrelated frame 12 s later that keeps time going.
     let mut log = burst(0.0) + &burst(1.0);
     log.push_str("(13.000000) bat1 123#00\n");
-    let (out, _) = replay(CONFIG, &log, &[], Format::Candump);
+    let (out, _) = replay(&toml(), &log, &[], Format::Candump);
     let got = sends(&out);
     // Telegrams at 0.254 (first burst: its end) and 1.004 (its last frame).
     // Repeated every second (2.004, 3.004); the combiner's keep-alive state
@@ -137,7 +134,7 @@ fn silence_repeats_then_goes_safe() {
 fn a_setpoint_lowers_the_charge_limit_for_its_ttl() {
     let log: String = (0..6).map(|k| burst(f64::from(k))).collect();
     let sp: SetpointAt = "2.5:charge:50:2".parse().unwrap();
-    let (out, _) = replay(CONFIG, &log, &[sp], Format::Candump);
+    let (out, _) = replay(&toml(), &log, &[sp], Format::Candump);
     let got = sends(&out);
     // 50 A = 500 = 0x01F4 -> F401. Set at 2.5 s (sent at once), expires 4.5 s:
     // the state made at the 4.5 s tick has 480 A again.
@@ -155,7 +152,7 @@ fn bad_lines_are_reported_with_numbers_and_replay_goes_on() {
     log.push_str(&burst(1.0));
     let mut bytes = log.into_bytes();
     bytes.extend_from_slice(b"\xff\xfe\n");
-    let config = config::parse(CONFIG).unwrap();
+    let config = config::parse(&toml()).unwrap();
     let mut out = Vec::new();
     let summary = run(
         &config,
@@ -192,8 +189,8 @@ fn bad_lines_are_reported_with_numbers_and_replay_goes_on() {
 #[test]
 fn the_same_input_gives_the_same_bytes_and_json_decodes() {
     let log: String = (0..3).map(|k| burst(f64::from(k) * 0.7)).collect();
-    let a = replay(CONFIG, &log, &[], Format::Json).0;
-    let b = replay(CONFIG, &log, &[], Format::Json).0;
+    let a = replay(&toml(), &log, &[], Format::Json).0;
+    let b = replay(&toml(), &log, &[], Format::Json).0;
     assert_eq!(a, b);
     let first: Value = serde_json::from_str(a.lines().next().unwrap()).unwrap();
     assert_eq!(first["ts"], "0.254000");
@@ -228,7 +225,7 @@ fn setpoint_arguments_are_checked() {
 fn a_long_silence_is_shortened_and_reported() {
     // A day between two bursts: replayed as 600 s, printed with the log's own times.
     let log = burst(0.0) + &burst(86_400.0);
-    let (out, summary) = replay(CONFIG, &log, &[], Format::Candump);
+    let (out, summary) = replay(&toml(), &log, &[], Format::Candump);
     let gap: Vec<_> = summary.problems.iter().filter(|p| p.problem == Problem::Gap).collect();
     assert_eq!(gap.len(), 1);
     assert_eq!(gap[0].line, 6);
@@ -265,15 +262,15 @@ mod never_panics {
         #[test]
         fn on_candump_like_lines(lines in proptest::collection::vec(line(), 0..60)) {
             let log = lines.join("\n");
-            let (a, sa) = replay(CONFIG, &log, &[], Format::Json);
-            let (b, sb) = replay(CONFIG, &log, &[], Format::Json);
+            let (a, sa) = replay(&toml(), &log, &[], Format::Json);
+            let (b, sb) = replay(&toml(), &log, &[], Format::Json);
             prop_assert_eq!(a, b);
             prop_assert_eq!(sa, sb);
         }
 
         #[test]
         fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let config = config::parse(CONFIG).unwrap();
+            let config = config::parse(&toml()).unwrap();
             let mut out = Vec::new();
             let source = Source { name: "b", bytes: &bytes };
             run(&config, &[source], &[], Format::Candump, &mut out).unwrap();

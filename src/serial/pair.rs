@@ -61,7 +61,7 @@ impl Pairs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Plugged>> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.links)
     }
 }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::rs485::Protocol;
 use crate::serial::pair::{PairEnd, Pairs};
 use crate::serial::sim_pack::SimPack;
+use crate::shutdown::Stop;
 use crate::status::StatusBoard;
 
 /// One request as the pack side saw it.
@@ -61,6 +62,7 @@ fn run(addresses: &[u8], enough: impl Fn(&[Seen]) -> bool) -> (Vec<Seen>, Vec<De
     let packs: Vec<SimPack> = addresses.iter().map(|&a| SimPack::new(Protocol::Pylon, a)).collect();
     let configs: Vec<InputConfig> = addresses.iter().map(|&a| input(a)).collect();
     let board = StatusBoard::new(addresses.len(), 0);
+    let events = crate::events::Events::default();
     let (telegrams, rx) = crossbeam_channel::unbounded();
     let (stop_tx, stop) = crate::shutdown::channel();
     let seen = Mutex::new(Vec::new());
@@ -73,7 +75,7 @@ fn run(addresses: &[u8], enough: impl Fn(&[Seen]) -> bool) -> (Vec<Seen>, Vec<De
         scope.spawn(|| respond(end, &packs, &seen, &stop));
         for (k, config) in configs.iter().enumerate() {
             let (slot, bus) = (board.input_slot(k), buses.bus("/dev/ttyTEST", line));
-            let (pairs, telegrams, stop, board) = (&pairs, &telegrams, &stop, &board);
+            let (pairs, telegrams, stop, events) = (&pairs, &telegrams, &stop, &events);
             scope.spawn(move || {
                 SerialPack {
                     config,
@@ -81,11 +83,13 @@ fn run(addresses: &[u8], enough: impl Fn(&[Seen]) -> bool) -> (Vec<Seen>, Vec<De
                     bus: &bus,
                     telegrams,
                     slot: &slot,
-                    events: &board.events,
-                    stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(100),
+                    context: ThreadContext {
+                        events,
+                        stop,
+                        opened: &|| {},
+                        heartbeat: &|| {},
+                        heartbeat_every: Duration::from_millis(100),
+                    },
                 }
                 .run()
             });

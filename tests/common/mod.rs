@@ -10,6 +10,7 @@ use bms_gateway::can::virtual_bus::VirtualBus;
 use bms_gateway::can::{CanOpener, CanPort};
 use bms_gateway::codec::{self, Message};
 use bms_gateway::config::{self, Config};
+use bms_gateway::events::Events;
 use bms_gateway::frame::{CanId, Frame};
 use bms_gateway::gateway::{COMMAND_QUEUE, Fault, Gateway, Reload};
 use bms_gateway::recorder::Recorder;
@@ -44,6 +45,10 @@ pub struct Rig {
     pub config: Config,
     pub bus: VirtualBus,
     pub board: Arc<StatusBoard>,
+    /// The gateway's events (a reload keeps them, as the daemon does).
+    pub events: Arc<Events>,
+    /// The flight recorder, on when the configuration has a STATE-DIR.
+    pub recorder: Recorder,
     /// In start order (a reload adds at the end; see `battery_named`).
     pub batteries: Vec<Battery>,
     /// Per inverter interface, in start order (a reload adds at the end;
@@ -107,7 +112,8 @@ impl Rig {
         }
         // The flight recorder is on when the configuration has a STATE-DIR.
         let recorder = Recorder::new(&config, config.state_dir.as_deref());
-        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()).with_recorder(recorder));
+        let events = Arc::new(Events::default());
+        let board = Arc::new(StatusBoard::new(config.inputs.len(), config.outputs.len()));
         let (stop_tx, stop_rx) = shutdown::channel();
         let (commands, commands_rx) = bounded(COMMAND_QUEUE);
         let (reloads, reloads_rx) = bounded(1);
@@ -116,6 +122,8 @@ impl Rig {
             config: config.clone(),
             bus: bus.clone(),
             board: board.clone(),
+            events: events.clone(),
+            recorder: recorder.clone(),
             batteries: Vec::new(),
             received: Vec::new(),
             battery_names: Vec::new(),
@@ -136,17 +144,18 @@ impl Rig {
             rig.add_inverter(&o.can_if);
         }
         let started = threads_started;
-        let (recorder_board, recorder_stop) = (board.clone(), stop_rx.clone());
+        let (recorder_events, recorder_stop, dumps) = (events.clone(), stop_rx.clone(), recorder.clone());
+        rig.threads
+            .push(std::thread::spawn(move || dumps.run(&recorder_events, &recorder_stop)));
         rig.threads.push(std::thread::spawn(move || {
-            recorder_board.recorder.run(&recorder_board.events, &recorder_stop)
-        }));
-        rig.threads.push(std::thread::spawn(move || {
-            let opener = board.recorder.opener(&bus);
+            let opener = recorder.opener(&bus);
             let gateway = Gateway {
                 config: &config,
                 opener: &opener,
                 serial: &bms_gateway::serial::device::Devices,
                 board: &board,
+                events: &events,
+                recorder: &recorder,
                 opened: &|| {
                     started.fetch_add(1, Ordering::SeqCst);
                 },
@@ -353,7 +362,7 @@ impl Drop for Rig {
         self.stop.take();
         if !std::thread::panicking() {
             let trips = self.interlock_trips();
-            let events = self.board.events.after(0);
+            let events = self.events.after(0);
             let refused: Vec<&str> = (events.iter())
                 .filter(|e| e.kind == bms_gateway::events::Kind::Interlock)
                 .map(|e| e.message.as_str())

@@ -6,19 +6,28 @@
 
 use std::fmt::Write as _;
 
-/// A gateway configuration file: `GATEWAY-ACTIVATED = true`, then whatever
-/// sections are added, in file order.
+/// A gateway configuration file: `GATEWAY-ACTIVATED = true` (and
+/// `STATE-DIR` when set), then whatever sections are added, in file order.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigText {
+    top: String,
     battery: String,
     inputs: String,
     outputs: String,
     mqtt: String,
+    http: String,
+    recorder: String,
 }
 
 impl ConfigText {
     pub fn new() -> ConfigText {
         ConfigText::default()
+    }
+
+    /// `STATE-DIR`: where the state, history and recordings go.
+    pub fn state_dir(mut self, dir: &std::path::Path) -> ConfigText {
+        let _ = writeln!(self.top, "STATE-DIR = {dir:?}");
+        self
     }
 
     /// Lines for `[battery]`, e.g. `"I-LIM-CHARGE = 300"`.
@@ -50,6 +59,18 @@ impl ConfigText {
         self
     }
 
+    /// Lines for `[http]`, e.g. `"LISTEN = \"127.0.0.1:0\""`.
+    pub fn http(mut self, lines: &str) -> ConfigText {
+        push_lines(&mut self.http, lines);
+        self
+    }
+
+    /// Lines for `[recorder]`, e.g. `"SECONDS = 10"`.
+    pub fn recorder(mut self, lines: &str) -> ConfigText {
+        push_lines(&mut self.recorder, lines);
+        self
+    }
+
     /// `[mqtt]` for a test broker on 127.0.0.1:`port`: BASE-TOPIC `base`,
     /// TOPIC `tele/<base>/state`, INTERVAL 0.5 s, CLIENT-ID `<client>-<base>`.
     pub fn broker(self, port: u16, base: &str, client: &str) -> ConfigText {
@@ -61,14 +82,16 @@ impl ConfigText {
 
     /// The file's text.
     pub fn text(&self) -> String {
-        let mut t = String::from("GATEWAY-ACTIVATED = true\n");
+        let mut t = format!("GATEWAY-ACTIVATED = true\n{}", self.top);
         if !self.battery.is_empty() {
             let _ = write!(t, "[battery]\n{}", self.battery);
         }
         t.push_str(&self.inputs);
         t.push_str(&self.outputs);
-        if !self.mqtt.is_empty() {
-            let _ = write!(t, "[mqtt]\n{}", self.mqtt);
+        for (name, lines) in [("mqtt", &self.mqtt), ("http", &self.http), ("recorder", &self.recorder)] {
+            if !lines.is_empty() {
+                let _ = write!(t, "[{name}]\n{lines}");
+            }
         }
         t
     }

@@ -341,3 +341,107 @@ def link_stats(name):
         with open(os.path.join(d, k)) as f:
             out[k] = int(f.read())
     return out
+
+
+# --- a controller that no longer hears (spec 17) ----------------------------------
+
+IFF_UP = 0x1
+RTM_NEWLINK = 16
+RTMGRP_LINK = 1
+NLMSGHDR = struct.Struct("=IHHII")
+IFINFOMSG = struct.Struct("=BxHiII")
+
+
+class LinkWatch(threading.Thread):
+    """Every time `iface` is taken down and up, from the kernel's rtnetlink
+    link notifications (no polling: a bounce takes milliseconds). `downs`
+    and `ups` are the monotonic times the link went down and came up again;
+    `on_up(t)` runs in this thread after each up that followed a down."""
+
+    def __init__(self, iface, on_up=None):
+        super().__init__(daemon=True, name=f"linkwatch-{iface}")
+        self.iface, self.on_up = iface, on_up
+        self.index = socket.if_nametoindex(iface)
+        self.downs, self.ups = [], []
+        self.lock = threading.Lock()
+        self._halt = threading.Event()
+        # Subscribed before the thread starts: no change can slip past.
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, RTMGRP_LINK))
+        self.sock.settimeout(0.2)
+        self.start()
+
+    def run(self):
+        was_up = True
+        while not self._halt.is_set():
+            try:
+                buf = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            t = time.monotonic()
+            for flags in self._link_flags(buf):
+                up = bool(flags & IFF_UP)
+                if up == was_up:
+                    continue
+                was_up = up
+                with self.lock:
+                    (self.ups if up else self.downs).append(t)
+                if up and self.on_up is not None:
+                    self.on_up(t)
+        self.sock.close()
+
+    def _link_flags(self, buf):
+        """The flags of each RTM_NEWLINK message about our interface in `buf`."""
+        off = 0
+        while off + NLMSGHDR.size <= len(buf):
+            length, kind, _, _, _ = NLMSGHDR.unpack_from(buf, off)
+            if length < NLMSGHDR.size:
+                break
+            if kind == RTM_NEWLINK and off + NLMSGHDR.size + IFINFOMSG.size <= len(buf):
+                _, _, index, flags, _ = IFINFOMSG.unpack_from(buf, off + NLMSGHDR.size)
+                if index == self.index:
+                    yield flags
+            off += (length + 3) & ~3
+
+    def bounces(self):
+        """(down, up) times of each completed bounce."""
+        with self.lock:
+            return list(zip(self.downs, self.ups))
+
+    def stop(self):
+        self._halt.set()
+        self.join(timeout=5)
+
+
+class Deafness:
+    """A controller that no longer hears (`side` "ingress": a tc filter on
+    `iface` drops every frame the gateway's side would receive; the peer's
+    frames still go out on the cable, and on vcan the peer's own reception
+    is cut too, which no scenario reads) or no longer sends ("egress": every
+    frame the gateway sends is dropped before the driver, and the send
+    fails with ENOBUFS, as with a transmit queue that stays full). With
+    `heal`, the harness removes the filter as soon as it sees the link
+    taken down and up, as a driver whose hang a reset clears; without, the
+    interface stays so until stop()."""
+
+    def __init__(self, iface, heal, side="ingress"):
+        self.iface = iface
+        self.healed_at = None
+        self.watch = LinkWatch(iface, on_up=self._heal if heal else None)
+        sh("tc", "qdisc", "add", "dev", iface, "clsact")
+        sh("tc", "filter", "add", "dev", iface, side, "matchall", "action", "drop")
+        self.since = time.monotonic()
+
+    def _heal(self, t):
+        if self.healed_at is None:
+            self.remove()
+            self.healed_at = time.monotonic()
+
+    def remove(self):
+        sh("tc", "qdisc", "del", "dev", self.iface, "clsact", check=False)
+
+    def stop(self):
+        self.watch.stop()
+        self.remove()

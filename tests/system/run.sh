@@ -97,8 +97,11 @@ cp /bin/busybox "$work/initramfs/bin/busybox"
 cp "$here/vm-init.sh" "$work/initramfs/init"
 chmod 755 "$work/initramfs/init"
 # virtio/9p for the host's root, the CAN core and vcan for the vcan tier, the
-# SJA1000 drivers for the emulated controllers of the sja1000 tier.
-vm_modules "$work/initramfs/modules" virtio_pci 9pnet_virtio 9p can can_raw vcan kvaser_pci
+# SJA1000 drivers for the emulated controllers of the sja1000 tier, and a
+# tc filter that drops everything in one direction (clsact, in sch_ingress:
+# the dead_* scenarios' deaf or mute controller).
+vm_modules "$work/initramfs/modules" virtio_pci 9pnet_virtio 9p can can_raw vcan kvaser_pci \
+    sch_ingress cls_matchall act_gact
 vm_cpio "$work/initramfs" "$initrd"
 # The sja1000 tier: one emulated bus per cable (canio.CABLES: three batteries,
 # two inverters, a battery left down), two controllers on each (gateway side,

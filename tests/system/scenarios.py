@@ -1707,4 +1707,5 @@ def bench_floor(ctx):
 import scenarios_profiles  # noqa: E402,F401
 import scenarios_scan  # noqa: E402,F401
 import scenarios_recorder  # noqa: E402,F401
+import scenarios_dead  # noqa: E402,F401
 import scenarios_rs485  # noqa: E402,F401
