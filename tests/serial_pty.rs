@@ -4,6 +4,9 @@
 //! decoded captures (shared/reference/pylontech-rs485.md §5), worked out by
 //! hand, not by the codec.
 
+#[path = "common/promtool.rs"]
+mod promtool;
+
 use bms_gateway::config::{InputConfig, SerialInput};
 use bms_gateway::input::Delivery;
 use bms_gateway::rs485::Protocol;
@@ -12,6 +15,7 @@ use bms_gateway::serial::{LineSettings, SerialOpener};
 use bms_gateway::serial_input::{SerialBuses, SerialFault, SerialPack};
 use bms_gateway::status::{InputStatus, LinkState, Slot, StatusBoard};
 use crossbeam_channel::Receiver;
+use promtool::promtool_check;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -445,19 +449,7 @@ fn fault_counts_by_kind_reach_the_state_api_and_metrics() {
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
     assert!(metrics.contains("# TYPE bms_gateway_battery_serial_faults_total counter\n"));
-    let path = dir.path().join("metrics.txt");
-    std::fs::write(&path, &metrics).unwrap();
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .expect("Debian's promtool is installed (make deps)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    promtool_check(&metrics, &dir.path().join("metrics.txt"));
     stop_tx.stop();
 }
 

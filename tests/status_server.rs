@@ -6,6 +6,8 @@
 
 mod common;
 mod config_text;
+#[path = "common/promtool.rs"]
+mod promtool;
 mod rs485_vectors;
 
 use bms_gateway::can::CanOpener;
@@ -243,19 +245,7 @@ fn promtool_accepts_the_metrics() {
         text.contains("# TYPE bms_gateway_battery_energy_charged_kwh_total counter"),
         "{text}"
     );
-    let path = output_dir().join("metrics.txt");
-    std::fs::write(&path, &text).unwrap();
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .expect("Debian's promtool is installed (make deps)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    promtool_check(&text, "metrics.txt");
 }
 
 #[test]
@@ -743,19 +733,7 @@ fn each_cell_is_a_bar_coloured_by_its_distance_from_the_mean_and_a_metric() {
     promtool_check(&text, "metrics-cells.txt");
 }
 
-/// Debian's promtool finds nothing to say about `text`.
+/// Debian's promtool finds nothing to say about `text` (kept as `name`).
 fn promtool_check(text: &str, name: &str) {
-    let path = output_dir().join(name);
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&path).unwrap())
-        .output()
-        .expect("Debian's promtool is installed (make deps)");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    promtool::promtool_check(text, &output_dir().join(name));
 }
