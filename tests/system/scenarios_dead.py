@@ -146,19 +146,29 @@ def dead_bounce(ctx):
     gateway_alive(gw)
 
 
-@scenario("dead_backoff", budget=150)
-def dead_backoff(ctx):
-    """A deaf input that stays deaf: bounces back off (3, then 6, 12, 24 s); the rest carries on."""
+MODELS = {"sinv1": INV1_MODEL, "sinv2": INV2_MODEL}
+
+
+def two_by_two_ok(ctx):
+    """Two batteries and two inverters on vcan, RECOVER-AFTER BACKOFF_AFTER,
+    waited into the ok state: battery 1, the inverters' captures, the
+    gateway and each inverter's ok expectation."""
     ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
     a = ctx.battery("sbat1", bat_a())
     b = ctx.battery("sbat2", bat_b())
     caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
     gw = ctx.gateway(dead_config(inputs_cfg("sbat1", "sbat2"), [INV1, INV2], BACKOFF_AFTER))
-    models = {"sinv1": INV1_MODEL, "sinv2": INV2_MODEL}
-    ok = {j: expect([(a.values, "sbat1"), (b.values, "sbat2")], m) for j, m in models.items()}
-    deg = {j: expect([(a.values, "sbat1")], m, state="degraded") for j, m in models.items()}
+    ok = {j: expect([(a.values, "sbat1"), (b.values, "sbat2")], m) for j, m in MODELS.items()}
     for j in caps:
         harness.wait_state(caps[j], ok[j], 20, "ok state")
+    return a, caps, gw, ok
+
+
+@scenario("dead_backoff", budget=150)
+def dead_backoff(ctx):
+    """A deaf input that stays deaf: bounces back off (3, then 6, 12, 24 s); the rest carries on."""
+    a, caps, gw, ok = two_by_two_ok(ctx)
+    deg = {j: expect([(a.values, "sbat1")], m, state="degraded") for j, m in MODELS.items()}
     others = [canio.LinkWatch(n) for n in ("sbat1", "sinv1", "sinv2")]
     ctx.threads.extend(others)
     deaf = canio.Deafness("sbat2", heal=False)
@@ -218,15 +228,7 @@ def dead_backoff(ctx):
 @scenario("dead_output", budget=120)
 def dead_output(ctx):
     """An output whose sends all fail (ENOBUFS), cured by a bounce: frames again, one event."""
-    ctx.vcan("sbat1", "sbat2", "sinv1", "sinv2")
-    a = ctx.battery("sbat1", bat_a())
-    b = ctx.battery("sbat2", bat_b())
-    caps = {"sinv1": ctx.capture("sinv1"), "sinv2": ctx.capture("sinv2")}
-    gw = ctx.gateway(dead_config(inputs_cfg("sbat1", "sbat2"), [INV1, INV2], BACKOFF_AFTER))
-    models = {"sinv1": INV1_MODEL, "sinv2": INV2_MODEL}
-    ok = {j: expect([(a.values, "sbat1"), (b.values, "sbat2")], m) for j, m in models.items()}
-    for j in caps:
-        harness.wait_state(caps[j], ok[j], 20, "ok state")
+    a, caps, gw, ok = two_by_two_ok(ctx)
     others = [canio.LinkWatch(n) for n in ("sbat1", "sbat2", "sinv1")]
     ctx.threads.extend(others)
     mute = canio.Deafness("sinv2", heal=True, side="egress")
