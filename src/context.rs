@@ -22,7 +22,22 @@ pub struct ThreadContext<'a> {
     pub heartbeat_every: Duration,
 }
 
-impl ThreadContext<'_> {
+/// The callback of a context that nobody watches.
+fn nothing() {}
+
+impl<'a> ThreadContext<'a> {
+    /// A context whose `opened` and heartbeat callbacks do nothing: for a
+    /// thread started without the supervision (tests, benchmarks).
+    pub fn unwatched(events: &'a Events, stop: &'a Stop, heartbeat_every: Duration) -> ThreadContext<'a> {
+        ThreadContext {
+            events,
+            stop,
+            opened: &nothing,
+            heartbeat: &nothing,
+            heartbeat_every,
+        }
+    }
+
     /// Sleeps until `until` with heartbeats, waking at once on a stop;
     /// true when stopped.
     pub fn wait_until(&self, until: Instant) -> bool {

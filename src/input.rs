@@ -300,13 +300,7 @@ mod tests {
                         mode: RecoverMode::Off,
                         after,
                     },
-                    context: ThreadContext {
-                        events: &events,
-                        stop: &stop,
-                        opened: &|| {},
-                        heartbeat: &|| {},
-                        heartbeat_every: Duration::from_millis(200),
-                    },
+                    context: ThreadContext::unwatched(&events, &stop, Duration::from_millis(200)),
                 }
                 .run()
             });
@@ -372,13 +366,7 @@ mod tests {
                         mode: RecoverMode::Bounce,
                         after,
                     },
-                    context: ThreadContext {
-                        events: &events,
-                        stop: &stop,
-                        opened: &|| {},
-                        heartbeat: &|| {},
-                        heartbeat_every: Duration::from_millis(200),
-                    },
+                    context: ThreadContext::unwatched(&events, &stop, Duration::from_millis(200)),
                 }
                 .run()
             });

@@ -315,13 +315,7 @@ fn an_rs485_poll_cycle_allocates_nothing_after_start() {
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                context: ThreadContext {
-                    events: &events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(100),
-                },
+                context: ThreadContext::unwatched(&events, &stop, Duration::from_millis(100)),
             }
             .run()
         });

@@ -125,13 +125,7 @@ fn with_poller_on(
                 bus: &bus,
                 telegrams: &telegrams,
                 slot: &slot,
-                context: bms_gateway::context::ThreadContext {
-                    events: &events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(200),
-                },
+                context: bms_gateway::context::ThreadContext::unwatched(&events, &stop, Duration::from_millis(200)),
             }
             .run()
         });

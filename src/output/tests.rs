@@ -306,13 +306,7 @@ fn sma_pacing_counts_from_the_end_of_the_previous_transmission() {
                 mailbox: &mailbox,
                 slot: &slot,
                 recovery: crate::dead_link::RecoverySettings::default(),
-                context: ThreadContext {
-                    events: &events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_secs(5),
-                },
+                context: ThreadContext::unwatched(&events, &stop, Duration::from_secs(5)),
             }
             .run(Carried::default())
         });
@@ -423,13 +417,7 @@ fn an_inverter_interface_whose_sends_all_fail_is_reported_with_the_command() {
                     mode: crate::dead_link::RecoverMode::Off,
                     after,
                 },
-                context: ThreadContext {
-                    events: &events,
-                    stop: &stop,
-                    opened: &|| {},
-                    heartbeat: &|| {},
-                    heartbeat_every: Duration::from_millis(200),
-                },
+                context: ThreadContext::unwatched(&events, &stop, Duration::from_millis(200)),
             }
             .run(Carried::default())
         });

@@ -83,13 +83,7 @@ fn run(addresses: &[u8], enough: impl Fn(&[Seen]) -> bool) -> (Vec<Seen>, Vec<De
                     bus: &bus,
                     telegrams,
                     slot: &slot,
-                    context: ThreadContext {
-                        events,
-                        stop,
-                        opened: &|| {},
-                        heartbeat: &|| {},
-                        heartbeat_every: Duration::from_millis(100),
-                    },
+                    context: ThreadContext::unwatched(events, stop, Duration::from_millis(100)),
                 }
                 .run()
             });
