@@ -113,7 +113,13 @@ pub fn probe(opener: &dyn SerialOpener, port: &str) -> Result<Vec<FoundPack>, St
         };
         let mut found = Vec::new();
         for address in ADDRESSES {
-            let Some((version, _)) = ask(link.as_mut(), 0x20, address, Command::ProtocolVersion)? else {
+            let Some((version, _)) = ask(
+                link.as_mut(),
+                Protocol::Pylon.version(),
+                address,
+                Command::ProtocolVersion,
+            )?
+            else {
                 continue;
             };
             // PACE is told by its VER alone; a 0x42 tells the others apart.
